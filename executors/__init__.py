@@ -1,0 +1,12 @@
+"""The worker side: node discovery, simulated executors, and (with Ray) the worker actor."""
+
+from executors.discovery import GpuInfo, NodeInventory, discover_node
+from executors.fake_nvml import FakeGpu, FakeNvml
+
+__all__ = [
+    "FakeGpu",
+    "FakeNvml",
+    "GpuInfo",
+    "NodeInventory",
+    "discover_node",
+]

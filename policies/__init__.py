@@ -1,0 +1,26 @@
+"""Cooperative scheduling policies: models, built-in rules, loading, example files."""
+
+from policies.loader import load_example, load_policy
+from policies.model import CoopPolicy, EnforcementMode, MemberQuota, ScoringWeights
+from policies.priority import Priority
+from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit, RequireCapability,
+                            TaskLimits, TimeWindow)
+from policies.validation import InvalidRequest
+
+__all__ = [
+    "CoopPolicy",
+    "DataSovereignty",
+    "EnforcementMode",
+    "ExecutorFilter",
+    "InvalidRequest",
+    "MemberPriority",
+    "MemberQuota",
+    "Priority",
+    "RateLimit",
+    "RequireCapability",
+    "ScoringWeights",
+    "TaskLimits",
+    "TimeWindow",
+    "load_example",
+    "load_policy",
+]

@@ -1,0 +1,118 @@
+"""A cooperative's scheduling policy: quotas, rules, enforcement mode, scoring weights."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.priority import Priority
+from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit,
+                            RequireCapability, TaskLimits, TimeWindow)
+
+Rule = Annotated[
+    Union[DataSovereignty, TimeWindow, MemberPriority, RequireCapability, ExecutorFilter,
+          RateLimit, TaskLimits],
+    Field(discriminator="type"),
+]
+
+
+class EnforcementMode(str, Enum):
+    """What happens to a task that violates the policy.
+
+    - ``strict``: it is rejected.
+    - ``permissive``: it is admitted; the violation comes back as a warning on the
+      decision and is recorded in the job's history.
+    - ``monitoring``: it is admitted; the violation is only counted (metrics).
+    """
+
+    STRICT = "strict"
+    PERMISSIVE = "permissive"
+    MONITORING = "monitoring"
+
+
+class MemberQuota(BaseModel):
+    """One member's limits for a calendar month (UTC). ``None`` limits are unlimited."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"cpu_hours_per_month": 10.0, "gpu_hours_per_month": 0.0, "max_concurrent_tasks": 3,
+         "max_priority": "normal", "credits_per_month": None, "default_max_runtime_s": 3600}]})
+
+    cpu_hours_per_month: float | None = Field(default=10.0, ge=0, allow_inf_nan=False, examples=[10.0])
+    gpu_hours_per_month: float | None = Field(default=0.0, ge=0, allow_inf_nan=False, examples=[4.0])
+    max_concurrent_tasks: int = Field(default=3, ge=1, le=1_000_000, examples=[3])
+    max_priority: Priority = Field(default=Priority.NORMAL, examples=["normal"])
+    credits_per_month: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[500])
+    default_max_runtime_s: float = Field(default=3600.0, gt=0, le=30 * 86400, allow_inf_nan=False,
+                                         examples=[3600])
+
+
+class ScoringWeights(BaseModel):
+    """Weights of the placement score's features; they need not sum to 1."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"trust": 0.25, "capacity": 0.20, "queue": 0.15, "rtt": 0.15, "data": 0.15, "hints": 0.10}]})
+
+    trust: float = Field(default=0.25, ge=0, le=100, allow_inf_nan=False, examples=[0.25])
+    capacity: float = Field(default=0.20, ge=0, le=100, allow_inf_nan=False, examples=[0.20])
+    queue: float = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
+    rtt: float = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
+    data: float = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
+    hints: float = Field(default=0.10, ge=0, le=100, allow_inf_nan=False, examples=[0.10])
+
+    def as_tuple(self) -> tuple[float, float, float, float, float, float]:
+        return (self.trust, self.capacity, self.queue, self.rtt, self.data, self.hints)
+
+
+DEFAULT_WEIGHTS = ScoringWeights()
+
+
+class CoopPolicy(BaseModel):
+    """Everything a cooperative decides about how its members' tasks are scheduled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"coop_id": "timebank:seattle", "enforcement_mode": "strict",
+         "default_quota": {"cpu_hours_per_month": 10.0, "max_concurrent_tasks": 3, "max_priority": "normal"},
+         "rules": [{"type": "TaskLimits", "max_cpus": 8}]}]})
+
+    coop_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$",
+                         examples=["timebank:seattle"])
+    governance_domain: str | None = Field(default=None, max_length=200, examples=["timebank:seattle:governance"])
+    rules: tuple[Rule, ...] = Field(default=(), max_length=1000)
+    member_quotas: dict[str, MemberQuota] = Field(default_factory=dict, examples=[
+        {"did:icn:alice": {"cpu_hours_per_month": 20.0}}])
+    default_quota: MemberQuota = Field(default_factory=MemberQuota)
+    enforcement_mode: EnforcementMode = Field(default=EnforcementMode.STRICT, examples=["strict"])
+    scoring_weights: ScoringWeights | None = None
+    quota_whitelist: tuple[str, ...] = Field(default=(), description="members who bypass quota checks",
+                                             examples=[["did:icn:emergency-services"]])
+    version: int = Field(default=1, ge=1, examples=[1])
+    description: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("member_quotas")
+    @classmethod
+    def _members(cls, v: dict[str, MemberQuota]) -> dict[str, MemberQuota]:
+        bad = [m for m in v if not m or len(m) > 200]
+        if bad:
+            raise ValueError(f"member ids of 1-200 characters (got {bad[0]!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _rule_names_unique(self) -> CoopPolicy:
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.name is not None and rule.name in seen:
+                raise ValueError(f"rule names must be unique: rules[{seen[rule.name]}] and rules[{i}] "
+                                 f"are both named {rule.name!r}")
+            if rule.name is not None:
+                seen[rule.name] = i
+        return self
+
+    def quota_for(self, member: str) -> MemberQuota:
+        return self.member_quotas.get(member, self.default_quota)
+
+    @property
+    def weights(self) -> ScoringWeights:
+        return self.scoring_weights or DEFAULT_WEIGHTS
+

@@ -1,0 +1,336 @@
+"""The built-in rule types and the protocol every rule (built-in or plug-in) follows.
+
+A rule implements only the phases it takes part in (one small protocol per phase, as in
+the Kubernetes scheduler framework):
+
+- ``check(task, ctx) -> Reason | None``          admission: may refuse the task
+- ``constrain(task, ctx) -> Constraint | None``  filtering: narrows the executors
+- ``adjust(task, ctx) -> float``                 priority: a multiplier on the effective priority
+- ``hold_until(task, ctx) -> float | None``      deferral: hold a task until a time (epoch s)
+- ``reserve(task, ctx) -> None``                 commit side effects once the task is admitted
+
+Rules are configuration (pydantic models); the little state some need (rate-limit
+buckets) lives in the context the scheduler passes in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from policies.priority import Priority
+from policies.reasons import Reason, rejected, unavailable
+from policies.versions import is_version
+
+if TYPE_CHECKING:  # the task type lives in the scheduler; rules only read its fields
+    from scheduler.tasks import TaskSpec
+
+_DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+
+
+# ----------------------------------------------------------------------------- context
+@dataclass
+class RateBuckets:
+    """Token buckets keyed by (rule, coop, member); time comes from the caller."""
+
+    state: dict[tuple, tuple[float, float]] = field(default_factory=dict)
+
+    def available(self, key: tuple, rate: float, burst: float, now: float) -> float:
+        tokens, last = self.state.get(key, (burst, now))
+        return min(burst, tokens + max(0.0, now - last) * rate)
+
+    def take(self, key: tuple, rate: float, burst: float, now: float) -> None:
+        self.state[key] = (self.available(key, rate, burst, now) - 1.0, now)
+
+
+@dataclass
+class RuleContext:
+    """What a rule may look at besides the task: the time, and shared rule state."""
+
+    now: float
+    runtime_s: float
+    buckets: RateBuckets
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What one rule asks of the executors a task may run on; ``None`` fields ask nothing."""
+
+    source: str
+    regions: frozenset[str] | None = None
+    capabilities: tuple[tuple[str, str | None], ...] = ()
+    allow: frozenset[str] | None = None
+    deny: frozenset[str] = frozenset()
+
+
+# ----------------------------------------------------------------------------- protocols
+@runtime_checkable
+class AdmissionCheck(Protocol):
+    def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None: ...
+
+
+@runtime_checkable
+class ExecutorConstraint(Protocol):
+    def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None: ...
+
+
+@runtime_checkable
+class PriorityAdjustment(Protocol):
+    def adjust(self, task: TaskSpec, ctx: RuleContext) -> float: ...
+
+
+@runtime_checkable
+class Deferral(Protocol):
+    def hold_until(self, task: TaskSpec, ctx: RuleContext) -> float | None: ...
+
+
+@runtime_checkable
+class AdmissionReserve(Protocol):
+    def reserve(self, task: TaskSpec, ctx: RuleContext) -> None: ...
+
+
+# ----------------------------------------------------------------------------- rules
+class _Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str | None = Field(default=None, description="shown in messages; defaults to the rule type",
+                             examples=["gdpr"])
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type  # type: ignore[attr-defined]
+
+
+def _applies(tags: tuple[str, ...], task: TaskSpec) -> bool:
+    return not tags or any(t in task.tags for t in tags)
+
+
+class DataSovereignty(_Rule):
+    """Tasks carrying one of ``tags`` (every task when ``tags`` is empty) run only in ``region``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "DataSovereignty", "name": "gdpr", "region": "eu-central", "tags": ["patient-data"]}]})
+
+    type: Literal["DataSovereignty"] = "DataSovereignty"
+    region: str | tuple[str, ...] = Field(description="a region, or several that are all acceptable",
+                                          examples=["eu-central"])
+    tags: tuple[str, ...] = Field(default=(), examples=[["patient-data", "clinical-trial"]])
+
+    @field_validator("region")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, tuple) and not v or v == "":
+            raise ValueError("a region name such as 'eu-central' (or a non-empty list of them)")
+        return v
+
+    @property
+    def regions(self) -> frozenset[str]:
+        return frozenset((self.region,) if isinstance(self.region, str) else self.region)
+
+    def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None:
+        if not _applies(self.tags, task):
+            return None
+        return Constraint(source=self.label, regions=self.regions)
+
+
+class TimeWindow(_Rule):
+    """Tasks of ``priorities`` (all when empty) may start only in the allowed hours and days.
+
+    ``action="reject"`` refuses them outside the window (code ``unavailable``: resubmit
+    later); ``action="defer"`` admits them and holds them until the window opens.
+    Hours 0-23 and days 0=Sunday..6=Saturday are read in ``timezone``.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "TimeWindow", "allowed_hours": [22, 23, 0, 1, 2, 3, 4, 5],
+         "allowed_days": [0, 1, 2, 3, 4, 5, 6], "priorities": ["low"], "action": "defer"}]})
+
+    type: Literal["TimeWindow"] = "TimeWindow"
+    allowed_hours: tuple[int, ...] = Field(default=tuple(range(24)), examples=[[22, 23, 0, 1, 2, 3, 4, 5]])
+    allowed_days: tuple[int, ...] = Field(default=tuple(range(7)), examples=[[1, 2, 3, 4, 5]])
+    priorities: tuple[Priority, ...] = Field(default=(), examples=[["low", "normal"]])
+    timezone: str = Field(default="UTC", examples=["Europe/Berlin"])
+    action: Literal["reject", "defer"] = "reject"
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _hours(cls, v):
+        bad = [h for h in v if not 0 <= h <= 23]
+        if bad or not v:
+            raise ValueError(f"hours 0-23, at least one (got {list(v)})")
+        return tuple(sorted(set(v)))
+
+    @field_validator("allowed_days")
+    @classmethod
+    def _days(cls, v):
+        bad = [d for d in v if not 0 <= d <= 6]
+        if bad or not v:
+            raise ValueError(f"days 0 (Sunday) to 6 (Saturday), at least one (got {list(v)})")
+        return tuple(sorted(set(v)))
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v):
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"an IANA time zone name such as 'UTC' or 'Europe/Berlin' (got {v!r})") from None
+        return v
+
+    def _open_at(self, t: float) -> bool:
+        local = dt.datetime.fromtimestamp(t, ZoneInfo(self.timezone))
+        day = (local.weekday() + 1) % 7  # Python: Monday=0; here Sunday=0
+        return local.hour in self.allowed_hours and day in self.allowed_days
+
+    def next_opening(self, now: float) -> float | None:
+        """The first moment at or after ``now`` when the window is open (hour granularity)."""
+        if self._open_at(now):
+            return now
+        start = (int(now) // 3600 + 1) * 3600
+        for step in range(24 * 8):  # a week and a day covers every pattern, DST included
+            t = start + step * 3600
+            if self._open_at(t):
+                return float(t)
+        return None  # pragma: no cover - validators guarantee a non-empty window
+
+    def _governs(self, task: TaskSpec) -> bool:
+        return not self.priorities or task.priority in self.priorities
+
+    def _describe(self, now: float) -> str:
+        local = dt.datetime.fromtimestamp(now, ZoneInfo(self.timezone))
+        hours = ",".join(f"{h:02d}" for h in self.allowed_hours)
+        days = ",".join(_DAYS[d] for d in self.allowed_days)
+        return (f"hours {hours} on {days} ({self.timezone}); "
+                f"it is {local:%H:%M} {_DAYS[(local.weekday() + 1) % 7]} there now")
+
+    def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
+        if self.action != "reject" or not self._governs(task) or self._open_at(ctx.now):
+            return None
+        opening = self.next_opening(ctx.now)
+        when = dt.datetime.fromtimestamp(opening, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opening else "?"
+        return unavailable(self.label, f"{task.priority.value}-priority tasks may start only in "
+                           f"{self._describe(ctx.now)}; resubmit at {when} or raise the priority")
+
+    def hold_until(self, task: TaskSpec, ctx: RuleContext) -> float | None:
+        if self.action != "defer" or not self._governs(task) or self._open_at(ctx.now):
+            return None
+        return self.next_opening(ctx.now)
+
+
+class MemberPriority(_Rule):
+    """Scales a member's effective priority (applied after the ``max_priority`` check)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "MemberPriority", "member": "did:icn:building-automation", "multiplier": 3.0}]})
+
+    type: Literal["MemberPriority"] = "MemberPriority"
+    member: str = Field(min_length=1, examples=["did:icn:building-automation"])
+    multiplier: float = Field(gt=0, le=100, allow_inf_nan=False, examples=[2.0])
+
+    def adjust(self, task: TaskSpec, ctx: RuleContext) -> float:
+        return self.multiplier if task.member == self.member else 1.0
+
+
+class RequireCapability(_Rule):
+    """Tasks (those carrying one of ``tags``, or all) need executors with this capability."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "RequireCapability", "capability": "hipaa-compliant", "min_version": "1.0"}]})
+
+    type: Literal["RequireCapability"] = "RequireCapability"
+    capability: str = Field(min_length=1, examples=["hipaa-compliant"])
+    min_version: str | None = Field(default=None, examples=["1.0"])
+    tags: tuple[str, ...] = Field(default=(), examples=[["patient-data"]])
+
+    @field_validator("min_version")
+    @classmethod
+    def _version(cls, v):
+        if v is not None and not is_version(v):
+            raise ValueError(f"a version such as '1.0' or '2.1.3' (got {v!r})")
+        return v
+
+    def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None:
+        if not _applies(self.tags, task):
+            return None
+        return Constraint(source=self.label, capabilities=((self.capability, self.min_version),))
+
+
+class ExecutorFilter(_Rule):
+    """Only ``whitelist`` executors (when non-empty), never ``blacklist`` ones."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "ExecutorFilter", "whitelist": ["exec-berlin-1", "exec-berlin-2"], "blacklist": ["exec-old"]}]})
+
+    type: Literal["ExecutorFilter"] = "ExecutorFilter"
+    whitelist: tuple[str, ...] = Field(default=(), examples=[["exec-berlin-1"]])
+    blacklist: tuple[str, ...] = Field(default=(), examples=[["exec-compromised"]])
+
+    def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None:
+        if not self.whitelist and not self.blacklist:
+            return None
+        return Constraint(source=self.label, allow=frozenset(self.whitelist) or None,
+                          deny=frozenset(self.blacklist))
+
+
+class RateLimit(_Rule):
+    """A token bucket per member (or per coop): ``rate`` submissions per second, ``burst`` at once."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "RateLimit", "rate": 2.0, "burst": 10}]})
+
+    type: Literal["RateLimit"] = "RateLimit"
+    rate: float = Field(gt=0, le=1e6, allow_inf_nan=False, examples=[2.0])
+    burst: int = Field(default=10, ge=1, le=1_000_000, examples=[10])
+    per: Literal["member", "coop"] = "member"
+
+    def _key(self, task: TaskSpec) -> tuple:
+        return (self.label, task.coop_id, task.member if self.per == "member" else "*")
+
+    def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
+        tokens = ctx.buckets.available(self._key(task), self.rate, self.burst, ctx.now)
+        if tokens >= 1.0:
+            return None
+        wait = (1.0 - tokens) / self.rate
+        who = f"member {task.member}" if self.per == "member" else f"coop {task.coop_id}"
+        return unavailable(self.label, f"rate limit {self.rate:g}/s (burst {self.burst}) reached for {who}; "
+                           f"retry in {wait:.2f} s or use submit_many for batches")
+
+    def reserve(self, task: TaskSpec, ctx: RuleContext) -> None:
+        ctx.buckets.take(self._key(task), self.rate, self.burst, ctx.now)
+
+
+class TaskLimits(_Rule):
+    """Upper bounds for a single task; ``None`` means no bound."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "TaskLimits", "max_cpus": 16, "max_gpus": 2, "max_memory_mb": 65536, "max_runtime_s": 86400}]})
+
+    type: Literal["TaskLimits"] = "TaskLimits"
+    max_cpus: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[16])
+    max_gpus: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[2])
+    max_memory_mb: int | None = Field(default=None, ge=0, examples=[65536])
+    max_runtime_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[86400])
+
+    def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
+        r = task.resources
+        over = []
+        if self.max_cpus is not None and r.cpus > self.max_cpus:
+            over.append(f"{r.cpus:g} CPUs (max {self.max_cpus:g})")
+        if self.max_gpus is not None and r.gpus > self.max_gpus:
+            over.append(f"{r.gpus:g} GPUs (max {self.max_gpus:g})")
+        if self.max_memory_mb is not None and r.memory_mb > self.max_memory_mb:
+            over.append(f"{r.memory_mb} MB memory (max {self.max_memory_mb})")
+        if self.max_runtime_s is not None and ctx.runtime_s > self.max_runtime_s:
+            over.append(f"max_runtime_s {ctx.runtime_s:g} (max {self.max_runtime_s:g})")
+        if not over:
+            return None
+        return rejected(self.label, "task exceeds this coop's per-task limits: " + ", ".join(over)
+                        + "; ask for less or split the work")
+
+
+BUILTIN_RULES = (DataSovereignty, TimeWindow, MemberPriority, RequireCapability,
+                 ExecutorFilter, RateLimit, TaskLimits)

@@ -1,0 +1,176 @@
+"""Admission: a coop's policy judges one task against the ledger and the executor table.
+
+``evaluate`` returns a ``Verdict``: every violation found (the enforcement mode decides
+what they mean), the hard reasons no mode can override (no policy, conflicting region
+rules, no executor that could ever run it), the compiled placement requirements, the
+projected cost to reserve and the priority adjustments. It changes nothing; the core
+commits an admitted verdict (reserve in the ledger, rule reservations, queue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies.model import CoopPolicy, EnforcementMode, MemberQuota
+from policies.reasons import Reason, error, rejected, unavailable
+from policies.rules import RateBuckets, RuleContext
+from scheduler.executor_table import ExecutorTable
+from scheduler.ledger import Cost, Ledger, from_units, next_period_start, to_units
+from scheduler.placement import Requirements, compile_requirements, explain_no_fit, static_fit
+from scheduler.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """A policy with its rules sorted by the phases they take part in (built once per version)."""
+
+    policy: CoopPolicy
+    checks: tuple = ()
+    constrainers: tuple = ()
+    adjusters: tuple = ()
+    deferrals: tuple = ()
+    reservers: tuple = ()
+
+    @classmethod
+    def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
+        rules = tuple(policy.rules) + tuple(extra_rules)
+        return cls(policy,
+                   tuple(r for r in rules if hasattr(r, "check")),
+                   tuple(r for r in rules if hasattr(r, "constrain")),
+                   tuple(r for r in rules if hasattr(r, "adjust")),
+                   tuple(r for r in rules if hasattr(r, "hold_until")),
+                   tuple(r for r in rules if hasattr(r, "reserve")))
+
+
+@dataclass
+class Verdict:
+    task: TaskSpec
+    mode: EnforcementMode
+    quota: MemberQuota | None
+    runtime_s: float
+    violations: list[Reason] = field(default_factory=list)
+    hard: list[Reason] = field(default_factory=list)
+    requirements: Requirements | None = None
+    relaxed: tuple[str, ...] = ()
+    cost: Cost = Cost()
+    multiplier: float = 1.0
+    not_before: float | None = None
+
+    @property
+    def admitted(self) -> bool:
+        if self.hard:
+            return False
+        return not self.violations or self.mode is not EnforcementMode.STRICT
+
+    @property
+    def effective_priority(self) -> float:
+        return self.task.priority.rank * self.multiplier
+
+
+def _guarded(phase: str, rule, call, violations: list[Reason]):
+    """Run one rule phase; a rule that raises yields an ``error`` reason instead of an exception."""
+    try:
+        return call()
+    except Exception as exc:  # a buggy rule must never take the head down
+        violations.append(error(getattr(rule, "label", type(rule).__name__),
+                                f"rule failed in {phase}: {type(exc).__name__}: {exc}"))
+        return None
+
+
+def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: Ledger, table: ExecutorTable,
+             buckets: RateBuckets, now: float) -> Verdict:
+    if compiled is None:
+        v = Verdict(task, EnforcementMode.STRICT, None, task.max_runtime_s or 0.0)
+        v.hard.append(rejected("policy", f"coop {task.coop_id} has no scheduling policy; a coop admin sets one "
+                               f"with `coopsched policy set {task.coop_id} FILE`"))
+        return v
+    policy = compiled.policy
+    quota = policy.quota_for(task.member)
+    runtime = task.max_runtime_s or quota.default_max_runtime_s
+    v = Verdict(task, policy.enforcement_mode, quota, runtime)
+    ctx = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
+
+    # 1. priority cap, on the priority as requested (multipliers come later)
+    if task.priority.rank > quota.max_priority.rank:
+        v.violations.append(rejected("quota:priority", f"priority {task.priority.value} exceeds the limit "
+                                     f"{quota.max_priority.value} for member {task.member} in coop {task.coop_id}; "
+                                     f"submit at {quota.max_priority.value} or ask a coop admin to raise it"))
+    # 2. the rules' admission checks
+    for rule in compiled.checks:
+        reason = _guarded("check", rule, lambda r=rule: r.check(task, ctx), v.violations)
+        if reason is not None:
+            v.violations.append(reason)
+    # 3. placement constraints, and whether any registered executor could ever run the task
+    constraints = []
+    for rule in compiled.constrainers:
+        c = _guarded("constrain", rule, lambda r=rule: r.constrain(task, ctx), v.violations)
+        if c is not None:
+            constraints.append(c)
+    req = compile_requirements(task.coop_id, task.resources, constraints, task.capabilities)
+    if isinstance(req, Reason):
+        v.violations.append(req)
+        req = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
+        assert isinstance(req, Requirements)
+        v.relaxed = tuple(c.source for c in constraints)
+    fit = static_fit(table, req)
+    if fit.count == 0 and constraints and policy.enforcement_mode is not EnforcementMode.STRICT:
+        loose = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
+        assert isinstance(loose, Requirements)
+        loose_fit = static_fit(table, loose)
+        if loose_fit.count:
+            message, _ = explain_no_fit(table, req)
+            v.violations.append(unavailable("placement", f"policy constraints exclude every executor ({message}); "
+                                            "placed without them because the policy is not strict"))
+            v.relaxed = tuple(c.source for c in constraints)
+            req, fit = loose, loose_fit
+    if fit.count == 0:
+        message, _ = explain_no_fit(table, req)
+        v.hard.append(unavailable("placement", f"no registered executor can ever run this task: {message}; "
+                                  "ask for less, or wait for a suitable executor to join"))
+    v.requirements = req
+
+    # 4. quota on projected usage: used + reserved + this task's projected cost
+    hours = runtime / 3600.0
+    v.cost = Cost.of(task.resources.cpus * hours, task.resources.gpus * hours, fit.max_cost_per_hour * hours)
+    if task.member not in policy.quota_whitelist:
+        _check_quota(v, ledger, now)
+
+    # 5. priority multipliers and deferral
+    for rule in compiled.adjusters:
+        m = _guarded("adjust", rule, lambda r=rule: r.adjust(task, ctx), v.violations)
+        if m is not None:
+            v.multiplier *= m
+    for rule in compiled.deferrals:
+        t = _guarded("hold_until", rule, lambda r=rule: r.hold_until(task, ctx), v.violations)
+        if t is not None and t > now:
+            v.not_before = t if v.not_before is None else max(v.not_before, t)
+    return v
+
+
+_QUOTA_KINDS = (("cpu", "CPU", "CPU-hours", "cpu_hours_per_month"),
+                ("gpu", "GPU", "GPU-hours", "gpu_hours_per_month"),
+                ("credits", "credit", "credits", "credits_per_month"))
+
+
+def _check_quota(v: Verdict, ledger: Ledger, now: float) -> None:
+    task, quota = v.task, v.quota
+    assert quota is not None
+    standing = ledger.standing(task.coop_id, task.member, now)
+    for attr, label, unit, limit_field in _QUOTA_KINDS:
+        limit = getattr(quota, limit_field)
+        need = getattr(v.cost, attr)
+        if limit is None or need == 0:
+            continue
+        used, held, cap = getattr(standing.used, attr), getattr(standing.reserved, attr), to_units(limit)
+        if used + held + need <= cap:
+            continue
+        who = f"coop {task.coop_id}, member {task.member}"
+        if need > cap:
+            v.violations.append(rejected(f"quota:{attr}", (
+                f"this task alone projects {from_units(need):.4g} {unit}, more than the monthly {label} quota of "
+                f"{limit:g} {unit} ({who}); ask for fewer resources or a shorter max_runtime_s")))
+        else:
+            v.violations.append(unavailable(f"quota:{attr}", (
+                f"monthly {label} quota exceeded: {from_units(used):.4g} used + {from_units(held):.4g} reserved + "
+                f"{from_units(need):.4g} projected > {limit:g} {unit} ({who}); ask a coop admin to raise it "
+                f"or wait for {next_period_start(now)}")))

@@ -1,0 +1,390 @@
+"""``SchedulerCore``: the pure decision core (no Ray, no store client).
+
+It holds the policies, the executor table, the ledger, the queue and the jobs; it
+takes an injected clock; it returns values (``Decision``, ``Placement``,
+``UsageRecord``) and never raises for a member's mistake. The Ray head, the simulator
+and the benchmarks all drive this same object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
+from policies.reasons import Decision, Reason
+from policies.rules import RateBuckets, RuleContext
+from policies.validation import parse
+from scheduler.admission import CompiledPolicy, Verdict, evaluate
+from scheduler.counters import CoreCounters
+from scheduler.data_locality import DataCatalog, DataLocator
+from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
+from scheduler.executor_table import ExecutorTable
+from scheduler.jobs import Job, JobStatus
+from scheduler.ledger import Cost, Ledger, from_units
+from scheduler.placement import Offer, Placement, Requirements, breakdown, choose, explain_no_fit, fit_mask
+from scheduler.queue import QueuedTask, TaskQueue
+from scheduler.tasks import JobState, TaskSpec
+from scheduler.usage import Outcome, UsageRecord, UsageReport
+
+Clock = Callable[[], float]
+
+_OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobState.FAILED,
+                  Outcome.TIMEOUT: JobState.TIMEOUT, Outcome.CANCELLED: JobState.CANCELLED}
+
+
+class SchedulerCore:
+    def __init__(self, clock: Clock = time.time, data_locator: DataLocator | None = None,
+                 executor_capacity: int = 1024) -> None:
+        self.clock = clock
+        self.data_locator: DataLocator = data_locator or DataCatalog()
+        self.table = ExecutorTable(executor_capacity)
+        self.ledger = Ledger()
+        self.queue = TaskQueue()
+        self.counters = CoreCounters()
+        self._policies: dict[str, CompiledPolicy] = {}
+        self._buckets = RateBuckets()
+        self._jobs: dict[str, Job] = {}
+        self._running: dict[tuple[str, str], int] = {}
+        self._on_executor: dict[str, set[str]] = {}
+        self._last_seen: dict[str, float] = {}
+        self._seq = 0
+
+    # ------------------------------------------------------------------ policies
+    def set_policy(self, policy: CoopPolicy | dict | str) -> CoopPolicy:
+        """Install (or replace) a coop's policy; it applies to tasks submitted from now on."""
+        policy = parse(CoopPolicy, policy, what="policy")
+        self._policies[policy.coop_id] = CompiledPolicy.of(policy)
+        return policy
+
+    def policy(self, coop_id: str) -> CoopPolicy | None:
+        compiled = self._policies.get(coop_id)
+        return compiled.policy if compiled else None
+
+    def policies(self) -> list[CoopPolicy]:
+        return [c.policy for _, c in sorted(self._policies.items())]
+
+    def remove_policy(self, coop_id: str) -> CoopPolicy | None:
+        compiled = self._policies.pop(coop_id, None)
+        return compiled.policy if compiled else None
+
+    # ------------------------------------------------------------------ executors
+    def register_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
+        spec = parse(ExecutorSpec, spec, what="executor")
+        if spec.executor_id in self.table:
+            self.table.update_spec(spec)
+            self.table.set_status(spec.executor_id, ExecutorStatus.ACTIVE)
+        else:
+            self.table.add(spec)
+            self._on_executor.setdefault(spec.executor_id, set())
+        self._last_seen[spec.executor_id] = self.clock()
+        return spec
+
+    def update_executor(self, offer: ExecutorOffer | dict) -> None:
+        """A heartbeat offer; an offline executor that reports again is active again."""
+        offer = parse(ExecutorOffer, offer, what="executor offer")
+        if offer.executor_id not in self.table:
+            raise KeyError(f"executor {offer.executor_id!r} is not registered")
+        self.table.heartbeat(offer)
+        self._last_seen[offer.executor_id] = self.clock()
+        if self.table.status_of(offer.executor_id) is ExecutorStatus.OFFLINE:
+            self.table.set_status(offer.executor_id, ExecutorStatus.ACTIVE)
+
+    def drain(self, executor_id: str) -> None:
+        """No new tasks; running ones finish."""
+        self.table.set_status(executor_id, ExecutorStatus.DRAINING)
+
+    def mark_offline(self, stale_after_s: float) -> list[str]:
+        """Executors silent for longer than ``stale_after_s`` take no new work until they report again."""
+        now = self.clock()
+        gone = [e for e in self.table.ids() if now - self._last_seen.get(e, now) > stale_after_s
+                and self.table.status_of(e) is ExecutorStatus.ACTIVE]
+        for e in gone:
+            self.table.set_status(e, ExecutorStatus.OFFLINE)
+        return gone
+
+    def remove_executor(self, executor_id: str) -> list[str]:
+        """Forget an executor; its running tasks go back to the queue (retry). Returns their ids."""
+        lost = sorted(self._on_executor.get(executor_id, ()))
+        for task_id in lost:
+            self.requeue(task_id, executor_id, f"executor {executor_id} was removed")
+        self.table.remove(executor_id)
+        self._on_executor.pop(executor_id, None)
+        self._last_seen.pop(executor_id, None)
+        return lost
+
+    def executors(self) -> list[tuple[ExecutorSpec, ExecutorStatus, int]]:
+        return [(self.table.spec(e), self.table.status_of(e), len(self._on_executor.get(e, ())))
+                for e in sorted(self.table.ids())]
+
+    # ------------------------------------------------------------------ admission
+    def submit(self, task: TaskSpec | dict) -> Decision:
+        """Admit or refuse one task. Idempotent by task id: a resubmission returns the first decision."""
+        task = parse(TaskSpec, task, what="task")
+        known = self._jobs.get(task.task_id)
+        if known is not None:
+            return known.decision
+        now = self.clock()
+        coop = task.coop_id
+        self.counters.submitted[coop] += 1
+        verdict = evaluate(task, self._policies.get(coop), self.ledger, self.table, self._buckets, now)
+        decision = self._decide(verdict, now)
+        job = Job(task=task, decision=decision, submitted_at=now,
+                  state=JobState.QUEUED if decision.admitted else JobState.REJECTED,
+                  requirements=verdict.requirements)
+        self._jobs[task.task_id] = job
+        if not decision.admitted:
+            self.counters.rejected[coop] += 1
+            job.move(now, JobState.REJECTED, "; ".join(r.message for r in decision.reasons))
+            return decision
+        self.counters.admitted[coop] += 1
+        self.ledger.reserve(task.task_id, coop, task.member, verdict.cost, now)
+        self._commit_rules(verdict, now)
+        self._seq += 1
+        assert verdict.requirements is not None
+        self.queue.add(QueuedTask(task, verdict.requirements, verdict.cost, verdict.effective_priority, now,
+                                  self._seq, verdict.not_before, relaxed=verdict.relaxed))
+        if verdict.not_before is not None:
+            job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
+        else:
+            job.move(now, JobState.QUEUED, "admitted" + (" with warnings" if decision.warnings else ""))
+        return decision
+
+    def submit_many(self, tasks: Iterable[TaskSpec | dict]) -> list[Decision]:
+        return [self.submit(t) for t in tasks]
+
+    def _decide(self, v: Verdict, now: float) -> Decision:
+        coop = v.task.coop_id
+        for reason in v.violations:
+            self.counters.violations[(coop, reason.source, v.mode.value)] += 1
+            if reason.source.startswith("quota:"):
+                self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
+        common = dict(task_id=v.task.task_id, coop_id=coop, effective_priority=v.effective_priority,
+                      enforcement_mode=v.mode.value)
+        if v.hard or (v.violations and v.mode is EnforcementMode.STRICT):
+            return Decision(admitted=False, reasons=tuple(v.hard + v.violations), **common)
+        warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
+        return Decision(admitted=True, warnings=warnings, not_before=v.not_before, **common)
+
+    def _commit_rules(self, v: Verdict, now: float) -> None:
+        compiled = self._policies[v.task.coop_id]
+        ctx = RuleContext(now=now, runtime_s=v.runtime_s, buckets=self._buckets)
+        for rule in compiled.reservers:
+            try:
+                rule.reserve(v.task, ctx)
+            except Exception:  # a failing reserve must not undo an admission already reserved
+                self.counters.violations[(v.task.coop_id, getattr(rule, "label", "rule"), "error")] += 1
+
+    # ------------------------------------------------------------------ scheduling
+    def schedule(self, limit: int | None = None) -> list[Placement]:
+        """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
+        now = self.clock()
+        placements: list[Placement] = []
+        no_fit: dict[tuple, str] = {}
+        for entry in self.queue.ordered(self._fair_share):
+            if limit is not None and len(placements) >= limit:
+                break
+            job = self._jobs[entry.task.task_id]
+            if entry.not_before is not None and now < entry.not_before:
+                continue
+            if job.state is JobState.DEFERRED:
+                job.move(now, JobState.QUEUED, "time window open")
+            key = (entry.task.coop_id, entry.task.member)
+            compiled = self._policies.get(entry.task.coop_id)
+            limit_tasks = compiled.policy.quota_for(entry.task.member).max_concurrent_tasks if compiled else 1
+            if self._running.get(key, 0) >= limit_tasks:
+                job.note(f"waiting: member {entry.task.member} is at max_concurrent_tasks ({limit_tasks})")
+                continue
+            if entry.shape in no_fit:
+                job.note(no_fit[entry.shape])
+                continue
+            placement = self._place(entry, now)
+            if placement is None:
+                message, _ = explain_no_fit(self.table, entry.requirements)
+                no_fit[entry.shape] = f"waiting for a free executor: {message}"
+                job.note(no_fit[entry.shape])
+                continue
+            placements.append(placement)
+        return placements
+
+    def _place(self, entry: QueuedTask, now: float) -> Placement | None:
+        task = entry.task
+        compiled = self._policies.get(task.coop_id)
+        weights = (compiled.policy.weights if compiled else DEFAULT_WEIGHTS).as_tuple()
+        data = self.data_locator.fractions(task.hints.data) if task.hints.data else None
+        picked = choose(self.table, fit_mask(self.table, entry.requirements), weights, task.hints, data)
+        if not picked:
+            return None
+        row, score = picked[0]
+        spec = self.table.specs[row]
+        assert spec is not None
+        offers = tuple(Offer(executor_id=self.table.specs[r].executor_id, score=round(s, 6),  # type: ignore[union-attr]
+                             breakdown=breakdown(self.table, r, weights, task.hints, data)) for r, s in picked[1:])
+        placement = Placement(task=task, executor_id=spec.executor_id, node_id=spec.node_id or spec.executor_id,
+                              score=round(score, 6), breakdown=breakdown(self.table, row, weights, task.hints, data),
+                              runners_up=offers, placed_at=now, attempt=entry.attempt, relaxed=entry.relaxed)
+        self.table.reserve(row, task.resources)
+        self.queue.remove(task.task_id)
+        key = (task.coop_id, task.member)
+        self._running[key] = self._running.get(key, 0) + 1
+        self._on_executor[spec.executor_id].add(task.task_id)
+        job = self._jobs[task.task_id]
+        job.placement = placement
+        job.attempts = entry.attempt
+        job.started_at = now
+        job.move(now, JobState.RUNNING, f"placed on {spec.executor_id} (attempt {entry.attempt})")
+        return placement
+
+    def _fair_share(self, coop_id: str, member: str) -> float:
+        compiled = self._policies.get(coop_id)
+        if compiled is None:
+            return 0.0
+        quota = compiled.policy.quota_for(member)
+        used = self.ledger.standing(coop_id, member, self.clock()).used
+        shares = [from_units(u) / lim for u, lim in ((used.cpu, quota.cpu_hours_per_month),
+                  (used.gpu, quota.gpu_hours_per_month), (used.credits, quota.credits_per_month)) if lim]
+        return max(shares, default=0.0)
+
+    # ------------------------------------------------------------------ completion
+    def complete(self, report: UsageReport | dict) -> UsageRecord | None:
+        """Settle a finished attempt with its measured usage. Idempotent by task id.
+
+        A report for an unknown task, or from an executor the task was not placed on,
+        is refused (``None``) and counted; nothing is charged.
+        """
+        report = parse(UsageReport, report, what="usage report")
+        job = self._jobs.get(report.task_id)
+        if job is None or job.placement is None:
+            self.counters.refused_reports["unknown task"] += 1
+            return None
+        if self.ledger.is_settled(report.task_id):
+            return self.usage(job.task.coop_id, job.task.member)
+        if job.placement.executor_id != report.executor_id or job.state is not JobState.RUNNING:
+            self.counters.refused_reports["not placed on this executor"] += 1
+            return None
+        task = job.task
+        spec = self.table.spec(report.executor_id) if report.executor_id in self.table else None
+        cpu_h, gpu_h = report.cpu_seconds / 3600.0, report.gpu_seconds / 3600.0
+        credits = report.credits if report.credits is not None else (
+            cpu_h * spec.price_cpu_hour + gpu_h * spec.price_gpu_hour if spec else 0.0)
+        measured = Cost.of(cpu_h, gpu_h, credits)
+        self.ledger.settle(task.task_id, task.coop_id, task.member, measured, report.ended_at)
+        self._free(job, report.executor_id)
+        state = _OUTCOME_STATE[report.outcome]
+        job.finished_at = self.clock()
+        job.charged = (measured.cpu_hours, measured.gpu_hours, measured.credit_amount)
+        job.error = report.error
+        job.move(job.finished_at, state, f"{report.outcome.value} on {report.executor_id} after "
+                 f"{report.wall_seconds:.3f} s; charged {measured.cpu_hours:.4g} CPU-h, "
+                 f"{measured.gpu_hours:.4g} GPU-h, {measured.credit_amount:.4g} credits")
+        self.counters.completed[(task.coop_id, report.outcome.value)] += 1
+        self.counters.member_completed[(task.coop_id, task.member)] += 1
+        self.counters.member_credits[(task.coop_id, task.member)] += measured.credit_amount
+        return self.usage(task.coop_id, task.member)
+
+    def requeue(self, task_id: str, executor_id: str, why: str) -> JobState | None:
+        """The attempt on ``executor_id`` was lost (worker or node died): retry elsewhere, or fail.
+
+        Lost attempts are not charged; the reservation stays until the retry settles.
+        """
+        job = self._jobs.get(task_id)
+        if job is None or job.placement is None or job.placement.executor_id != executor_id \
+                or job.state is not JobState.RUNNING:
+            return None
+        now = self.clock()
+        self._free(job, executor_id)
+        task = job.task
+        if job.attempts > task.max_retries or job.cancel_requested:
+            self.ledger.release(task_id)
+            job.finished_at = now
+            final = JobState.CANCELLED if job.cancel_requested else JobState.FAILED
+            job.move(now, final, f"{why}; {'cancelled' if job.cancel_requested else f'gave up after {job.attempts} attempts'}")
+            return final
+        base = job.placement
+        reservation = self.ledger.reservation(task_id)
+        assert job.requirements is not None
+        req = job.requirements = _deny(job.requirements, executor_id)
+        self._seq += 1
+        self.queue.add(QueuedTask(task, req, reservation.cost if reservation else Cost(),
+                                  job.decision.effective_priority, job.submitted_at, self._seq,
+                                  attempt=job.attempts + 1, relaxed=base.relaxed))
+        self.counters.retried[task.coop_id] += 1
+        job.move(now, JobState.QUEUED, f"{why}; retrying (attempt {job.attempts + 1} of {task.max_retries + 1})")
+        return JobState.QUEUED
+
+    def _free(self, job: Job, executor_id: str) -> None:
+        task = job.task
+        if executor_id in self.table and task.task_id in self._on_executor.get(executor_id, set()):
+            self.table.release(self.table.rows[executor_id], task.resources)
+        self._on_executor.get(executor_id, set()).discard(task.task_id)
+        key = (task.coop_id, task.member)
+        self._running[key] = max(0, self._running.get(key, 0) - 1)
+
+    def cancel(self, task_id: str) -> JobState | None:
+        """Cancel a task. Queued: released now, nothing charged. Running: marked; the
+        worker stops it and its report charges the time used. Finished: unchanged."""
+        job = self._jobs.get(task_id)
+        if job is None:
+            return None
+        now = self.clock()
+        if job.state in (JobState.QUEUED, JobState.DEFERRED):
+            self.queue.remove(task_id)
+            self.ledger.release(task_id)
+            job.finished_at = now
+            job.move(now, JobState.CANCELLED, "cancelled before it started; nothing charged")
+        elif job.state is JobState.RUNNING:
+            job.cancel_requested = True
+            job.note("cancel requested; stopping on the executor")
+        return job.state
+
+    # ------------------------------------------------------------------ reads
+    def usage(self, coop_id: str, member: str) -> UsageRecord:
+        s = self.ledger.standing(coop_id, member, self.clock())
+        compiled = self._policies.get(coop_id)
+        return UsageRecord(coop_id=coop_id, member=member, period=s.period, cpu_hours=s.used.cpu_hours,
+                           gpu_hours=s.used.gpu_hours, credits=s.used.credit_amount,
+                           tasks_completed=s.tasks_completed, reserved_cpu_hours=s.reserved.cpu_hours,
+                           reserved_gpu_hours=s.reserved.gpu_hours, reserved_credits=s.reserved.credit_amount,
+                           running=self._running.get((coop_id, member), 0),
+                           quota=compiled.policy.quota_for(member) if compiled else None)
+
+    def job(self, task_id: str) -> JobStatus | None:
+        job = self._jobs.get(task_id)
+        return job.status() if job else None
+
+    def jobs(self, coop_id: str | None = None, member: str | None = None,
+             state: JobState | str | None = None) -> list[JobStatus]:
+        state = JobState(state) if state is not None else None
+        return [j.status() for j in self._jobs.values()
+                if (coop_id is None or j.task.coop_id == coop_id) and (member is None or j.task.member == member)
+                and (state is None or j.state is state)]
+
+    def explain(self, task_id: str) -> dict[str, Any] | None:
+        """Why a job is where it is: decision, placement breakdown and runners-up, current reason."""
+        job = self._jobs.get(task_id)
+        if job is None:
+            return None
+        return {"task_id": task_id, "state": job.state.value, "reason": job.reason,
+                "decision": job.decision.model_dump(mode="json"),
+                "placement": job.placement.model_dump(mode="json", exclude={"task"}) if job.placement else None,
+                "summary": job.placement.explain() if job.placement else job.reason}
+
+    def running_on(self, executor_id: str) -> set[str]:
+        return set(self._on_executor.get(executor_id, ()))
+
+    def reasons_of(self, task_id: str) -> tuple[Reason, ...]:
+        job = self._jobs.get(task_id)
+        return job.decision.reasons if job else ()
+
+
+def _deny(req: Requirements, executor_id: str) -> Requirements:
+    deny = req.deny | {executor_id}
+    signature = req.signature[:4] + (frozenset(deny),)
+    return replace(req, deny=deny, deny_sources=req.deny_sources + ("retry",), signature=signature)
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+

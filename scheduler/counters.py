@@ -1,0 +1,20 @@
+"""Plain counters the core keeps; the Ray head exports them to Prometheus."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CoreCounters:
+    submitted: Counter = field(default_factory=Counter)          # coop
+    admitted: Counter = field(default_factory=Counter)           # coop
+    rejected: Counter = field(default_factory=Counter)           # coop
+    violations: Counter = field(default_factory=Counter)         # (coop, rule, mode)
+    quota_exceeded: Counter = field(default_factory=Counter)     # (coop, quota kind)
+    completed: Counter = field(default_factory=Counter)          # (coop, outcome)
+    retried: Counter = field(default_factory=Counter)            # coop
+    refused_reports: Counter = field(default_factory=Counter)    # why
+    member_completed: Counter = field(default_factory=Counter)   # (coop, member)
+    member_credits: Counter = field(default_factory=Counter)     # (coop, member)

@@ -1,0 +1,71 @@
+"""What an executor offers: ``ExecutorSpec`` at registration, ``ExecutorOffer`` on every heartbeat."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.versions import is_version
+from scheduler.tasks import ID_PATTERN, Resources
+
+
+class ExecutorStatus(str, Enum):
+    ACTIVE = "active"        # takes new work
+    DRAINING = "draining"    # finishes what it runs, takes nothing new
+    OFFLINE = "offline"      # heartbeats stopped; takes nothing new until it returns
+
+
+class ExecutorSpec(BaseModel):
+    """A machine a cooperative lends to the pool."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"executor_id": "exec-berlin-1", "coop_id": "research:biolab", "region": "eu-central",
+         "capabilities": {"hipaa-compliant": "1.2"}, "trust": 0.9,
+         "resources": {"cpus": 16, "gpus": 1, "memory_mb": 65536, "gpu_memory_mb": 40960},
+         "price_cpu_hour": 1.0, "price_gpu_hour": 10.0}]})
+
+    executor_id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN, examples=["exec-berlin-1"])
+    coop_id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN, examples=["research:biolab"])
+    node_id: str | None = Field(default=None, max_length=200, description="the Ray node; defaults to executor_id",
+                                examples=["a3f1c9..."])
+    region: str = Field(min_length=1, max_length=100, pattern=ID_PATTERN, examples=["eu-central"])
+    capabilities: dict[str, str] = Field(default_factory=dict, max_length=256, examples=[{"hipaa-compliant": "1.2"}])
+    trust: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False, examples=[0.9])
+    resources: Resources = Field(examples=[{"cpus": 16, "gpus": 1, "memory_mb": 65536}])
+    price_cpu_hour: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False, examples=[1.0])
+    price_gpu_hour: float = Field(default=10.0, ge=0, le=1e6, allow_inf_nan=False, examples=[10.0])
+    rtt_ms: float = Field(default=10.0, ge=0, le=60_000, allow_inf_nan=False, examples=[12.5])
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64, examples=[{"rack": "b2"}])
+    open_to: tuple[str, ...] = Field(default=(), max_length=1000, description=(
+        "other coops whose members may use this executor ('*': every coop)"), examples=[["*"]])
+
+    @field_validator("capabilities")
+    @classmethod
+    def _versions(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, version in v.items():
+            if not name or len(name) > 100:
+                raise ValueError(f"capability names of 1-100 characters (got {name[:40]!r})")
+            if not is_version(version):
+                raise ValueError(f"capability {name!r}: a version such as '1.0' (got {version!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _default_node(self) -> ExecutorSpec:
+        if self.node_id is None:
+            object.__setattr__(self, "node_id", self.executor_id)
+        return self
+
+
+class ExecutorOffer(BaseModel):
+    """A heartbeat: what the executor reports about itself right now. ``None`` fields are unchanged."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"executor_id": "exec-berlin-1", "queue_depth": 2, "rtt_ms": 14.0}]})
+
+    executor_id: str = Field(min_length=1, max_length=200, examples=["exec-berlin-1"])
+    queue_depth: int | None = Field(default=None, ge=0, le=1_000_000, examples=[2])
+    rtt_ms: float | None = Field(default=None, ge=0, le=60_000, allow_inf_nan=False, examples=[14.0])
+    trust: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, examples=[0.8])
+    gpu_utilisation_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False, examples=[35.0])
+    gpu_memory_used_mb: int | None = Field(default=None, ge=0, examples=[1024])

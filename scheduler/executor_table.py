@@ -1,0 +1,280 @@
+"""The executors as numpy columns, updated in place on reserve, release and heartbeat.
+
+One row per executor. Placement reads whole columns at once (boolean masks, one
+weighted sum); nothing on the hot path loops over executors in Python. Masks that depend
+only on slowly changing facts (coop access, region, capabilities, allow/deny lists,
+status) are cached per constraint signature and dropped whenever the table's *shape*
+changes (an executor joins, leaves, drains, goes offline or changes capabilities).
+
+Per-row score features are absolute, not relative to the other executors, so the part
+of the score that does not depend on the task (trust, capacity, queue depth, RTT) is
+kept per weight vector and refreshed row by row as rows change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from policies.versions import ABSENT, version_key
+from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
+from scheduler.tasks import Resources
+
+_STATUS_CODE = {ExecutorStatus.ACTIVE: 0, ExecutorStatus.DRAINING: 1, ExecutorStatus.OFFLINE: 2}
+_CODE_STATUS = {v: k for k, v in _STATUS_CODE.items()}
+EMPTY = 3  # a free row
+RTT_SCALE_MS = 50.0  # an executor 50 ms away scores half of one next door
+_MAX_CACHED_MASKS = 512
+
+
+def rtt_score(rtt_ms):
+    return 1.0 / (1.0 + rtt_ms / RTT_SCALE_MS)
+
+
+def queue_score(depth):
+    return 1.0 / (1.0 + depth)
+
+
+class ExecutorTable:
+    """Columns of executor facts, indexed by row; ``rows[executor_id]`` finds a row."""
+
+    _FLOAT_COLUMNS = ("total_cpus", "free_cpus", "total_gpus", "free_gpus", "total_mem", "free_mem",
+                      "total_gmem", "free_gmem", "trust", "running", "reported_queue", "rtt_ms",
+                      "price_cpu", "price_gpu", "capacity", "gpu_util")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._cap = max(16, capacity)
+        for name in self._FLOAT_COLUMNS:
+            setattr(self, name, np.zeros(self._cap))
+        self.region = np.full(self._cap, -1, dtype=np.int32)
+        self.coop = np.full(self._cap, -1, dtype=np.int32)
+        self.status = np.full(self._cap, EMPTY, dtype=np.int8)
+        self.open_all = np.zeros(self._cap, dtype=bool)
+        self.capabilities: dict[str, np.ndarray] = {}
+        self.specs: list[ExecutorSpec | None] = []
+        self.rows: dict[str, int] = {}
+        self.node_rows: dict[str, list[int]] = {}
+        self.region_codes: dict[str, int] = {}
+        self.coop_codes: dict[str, int] = {}
+        self._open_to: dict[int, set[int]] = {}   # coop code -> rows open to it
+        self._free_rows: list[int] = []
+        self.n = 0  # rows in use or freed: columns are sliced [:n]
+        self.shape_version = 0
+        self._static_masks: dict[tuple, np.ndarray] = {}
+        self._base_scores: dict[tuple, np.ndarray] = {}
+
+    # -- structure ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, executor_id: str) -> bool:
+        return executor_id in self.rows
+
+    def add(self, spec: ExecutorSpec) -> int:
+        if spec.executor_id in self.rows:
+            raise KeyError(f"executor {spec.executor_id!r} is already registered")
+        row = self._free_rows.pop() if self._free_rows else self._append_row()
+        self.specs[row] = spec
+        self.rows[spec.executor_id] = row
+        self.node_rows.setdefault(spec.node_id or spec.executor_id, []).append(row)
+        r = spec.resources
+        self.total_cpus[row] = self.free_cpus[row] = r.cpus
+        self.total_gpus[row] = self.free_gpus[row] = r.gpus
+        self.total_mem[row] = self.free_mem[row] = r.memory_mb
+        self.total_gmem[row] = self.free_gmem[row] = r.gpu_memory_mb
+        self.trust[row] = spec.trust
+        self.running[row] = self.reported_queue[row] = self.gpu_util[row] = 0.0
+        self.rtt_ms[row] = spec.rtt_ms
+        self.price_cpu[row] = spec.price_cpu_hour
+        self.price_gpu[row] = spec.price_gpu_hour
+        self.region[row] = self.region_codes.setdefault(spec.region, len(self.region_codes))
+        self.coop[row] = self.coop_codes.setdefault(spec.coop_id, len(self.coop_codes))
+        self.status[row] = _STATUS_CODE[ExecutorStatus.ACTIVE]
+        self.open_all[row] = "*" in spec.open_to
+        for coop_id in spec.open_to:
+            if coop_id != "*":
+                self._open_to.setdefault(self.coop_codes.setdefault(coop_id, len(self.coop_codes)), set()).add(row)
+        self._set_capabilities(row, spec.capabilities)
+        self._changed_shape()
+        self._refresh(row)
+        return row
+
+    def remove(self, executor_id: str) -> ExecutorSpec:
+        row = self.rows.pop(executor_id)
+        spec = self.specs[row]
+        assert spec is not None
+        self.node_rows[spec.node_id or executor_id].remove(row)
+        for rows in self._open_to.values():
+            rows.discard(row)
+        for column in self.capabilities.values():
+            column[row] = ABSENT
+        self.status[row] = EMPTY
+        self.specs[row] = None
+        self.free_cpus[row] = self.free_gpus[row] = self.free_mem[row] = self.free_gmem[row] = 0.0
+        self._free_rows.append(row)
+        self._changed_shape()
+        return spec
+
+    def set_status(self, executor_id: str, status: ExecutorStatus) -> None:
+        row = self.rows[executor_id]
+        if self.status[row] != _STATUS_CODE[status]:
+            self.status[row] = _STATUS_CODE[status]
+            self._changed_shape()
+
+    def status_of(self, executor_id: str) -> ExecutorStatus:
+        return _CODE_STATUS[int(self.status[self.rows[executor_id]])]
+
+    def spec(self, executor_id: str) -> ExecutorSpec:
+        spec = self.specs[self.rows[executor_id]]
+        assert spec is not None
+        return spec
+
+    def update_spec(self, spec: ExecutorSpec) -> None:
+        """Replace an executor's registration (new trust, capabilities, prices, ...) keeping its load."""
+        row = self.rows[spec.executor_id]
+        old = self.specs[row]
+        assert old is not None
+        used = (old.resources.cpus - self.free_cpus[row], old.resources.gpus - self.free_gpus[row],
+                old.resources.memory_mb - self.free_mem[row], old.resources.gpu_memory_mb - self.free_gmem[row])
+        running, status = self.running[row], self.status[row]
+        self.remove(spec.executor_id)
+        new_row = self.add(spec)
+        self.free_cpus[new_row] -= used[0]
+        self.free_gpus[new_row] -= used[1]
+        self.free_mem[new_row] -= used[2]
+        self.free_gmem[new_row] -= used[3]
+        self.running[new_row] = running
+        self.status[new_row] = status
+        self._changed_shape()
+        self._refresh(new_row)
+
+    def ids(self) -> Iterable[str]:
+        return self.rows.keys()
+
+    # -- load --------------------------------------------------------------------
+    def reserve(self, row: int, r: Resources) -> None:
+        self.free_cpus[row] -= r.cpus
+        self.free_gpus[row] -= r.gpus
+        self.free_mem[row] -= r.memory_mb
+        self.free_gmem[row] -= r.gpu_memory_mb
+        self.running[row] += 1
+        self._refresh(row)
+
+    def release(self, row: int, r: Resources) -> None:
+        self.free_cpus[row] = min(self.total_cpus[row], self.free_cpus[row] + r.cpus)
+        self.free_gpus[row] = min(self.total_gpus[row], self.free_gpus[row] + r.gpus)
+        self.free_mem[row] = min(self.total_mem[row], self.free_mem[row] + r.memory_mb)
+        self.free_gmem[row] = min(self.total_gmem[row], self.free_gmem[row] + r.gpu_memory_mb)
+        self.running[row] = max(0.0, self.running[row] - 1)
+        self._refresh(row)
+
+    def heartbeat(self, offer: ExecutorOffer) -> None:
+        row = self.rows[offer.executor_id]
+        if offer.queue_depth is not None:
+            self.reported_queue[row] = offer.queue_depth
+        if offer.rtt_ms is not None:
+            self.rtt_ms[row] = offer.rtt_ms
+        if offer.trust is not None:
+            self.trust[row] = offer.trust
+        if offer.gpu_utilisation_pct is not None:
+            self.gpu_util[row] = offer.gpu_utilisation_pct
+        self._refresh(row)
+
+    # -- scores ------------------------------------------------------------------
+    def base_score(self, weights: tuple[float, ...]) -> np.ndarray:
+        """trust, capacity, queue and RTT contributions for ``weights``, for every row."""
+        base = self._base_scores.get(weights)
+        if base is None:
+            base = np.zeros(self._cap)
+            n = self.n
+            base[:n] = self._features_vector(weights, slice(0, n))
+            self._base_scores[weights] = base
+        return base
+
+    def features(self, row: int) -> dict[str, float]:
+        """The raw (unweighted) task-independent features of one row, each in [0, 1]."""
+        return {"trust": float(self.trust[row]), "capacity": float(self.capacity[row]),
+                "queue": float(queue_score(self.running[row] + self.reported_queue[row])),
+                "rtt": float(rtt_score(self.rtt_ms[row]))}
+
+    def _features_vector(self, w: tuple[float, ...], rows: slice) -> np.ndarray:
+        return (w[0] * self.trust[rows] + w[1] * self.capacity[rows]
+                + w[2] * queue_score(self.running[rows] + self.reported_queue[rows])
+                + w[3] * rtt_score(self.rtt_ms[rows]))
+
+    def _refresh(self, row: int) -> None:
+        parts = [self.free_cpus[row] / self.total_cpus[row] if self.total_cpus[row] > 0 else 0.0]
+        if self.total_mem[row] > 0:
+            parts.append(self.free_mem[row] / self.total_mem[row])
+        if self.total_gpus[row] > 0:
+            parts.append(self.free_gpus[row] / self.total_gpus[row])
+        self.capacity[row] = max(0.0, sum(parts) / len(parts))
+        if self._base_scores:
+            f = self.features(row)
+            for w, base in self._base_scores.items():
+                base[row] = w[0] * f["trust"] + w[1] * f["capacity"] + w[2] * f["queue"] + w[3] * f["rtt"]
+
+    # -- static masks --------------------------------------------------------------
+    def static_mask(self, key: tuple, build) -> np.ndarray:
+        """A cached mask for ``key``; ``build(table)`` makes it when the shape has changed."""
+        mask = self._static_masks.get(key)
+        if mask is None:
+            if len(self._static_masks) >= _MAX_CACHED_MASKS:
+                self._static_masks.clear()
+            mask = build(self)
+            self._static_masks[key] = mask
+        return mask
+
+    def access_mask(self, coop_id: str) -> np.ndarray:
+        """Rows a member of ``coop_id`` may use: the coop's own, and those open to it."""
+        n = self.n
+        code = self.coop_codes.get(coop_id, -2)
+        mask = (self.coop[:n] == code) | self.open_all[:n]
+        for row in self._open_to.get(code, ()):
+            mask[row] = True
+        return mask
+
+    def usable_mask(self) -> np.ndarray:
+        return self.status[: self.n] == 0
+
+    def capability_column(self, name: str) -> np.ndarray:
+        column = self.capabilities.get(name)
+        return column[: self.n] if column is not None else np.full(self.n, ABSENT)
+
+    # -- internals -----------------------------------------------------------------
+    def _set_capabilities(self, row: int, capabilities: dict[str, str]) -> None:
+        for name, version in capabilities.items():
+            column = self.capabilities.get(name)
+            if column is None:
+                column = self.capabilities[name] = np.full(self._cap, ABSENT)
+            column[row] = version_key(version)
+
+    def _append_row(self) -> int:
+        if self.n == self._cap:
+            self._grow()
+        self.specs.append(None)
+        self.n += 1
+        return self.n - 1
+
+    def _grow(self) -> None:
+        new_cap = self._cap * 2
+        for name in self._FLOAT_COLUMNS:
+            setattr(self, name, _extend(getattr(self, name), new_cap, 0.0))
+        self.region = _extend(self.region, new_cap, -1)
+        self.coop = _extend(self.coop, new_cap, -1)
+        self.status = _extend(self.status, new_cap, EMPTY)
+        self.open_all = _extend(self.open_all, new_cap, False)
+        self.capabilities = {k: _extend(v, new_cap, ABSENT) for k, v in self.capabilities.items()}
+        self._base_scores = {k: _extend(v, new_cap, 0.0) for k, v in self._base_scores.items()}
+        self._cap = new_cap
+
+    def _changed_shape(self) -> None:
+        self.shape_version += 1
+        self._static_masks.clear()
+
+
+def _extend(column: np.ndarray, size: int, fill) -> np.ndarray:
+    out = np.full(size, fill, dtype=column.dtype)
+    out[: len(column)] = column
+    return out

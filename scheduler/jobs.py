@@ -1,0 +1,80 @@
+"""A job's life as the core records it: state, reason history, placement, charge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict
+
+from policies.reasons import Decision, Reason
+from scheduler.placement import Placement, Requirements
+from scheduler.tasks import JobState, TaskSpec
+
+
+class StatusEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: float
+    state: JobState
+    message: str = ""
+
+
+class JobStatus(BaseModel):
+    """What a member sees about one of their jobs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    coop_id: str
+    member: str
+    name: str | None
+    state: JobState
+    reason: str
+    effective_priority: float
+    attempts: int
+    executor_id: str | None
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    warnings: tuple[Reason, ...]
+    charged_cpu_hours: float
+    charged_gpu_hours: float
+    charged_credits: float
+    error: str | None
+    history: tuple[StatusEvent, ...]
+
+
+@dataclass
+class Job:
+    task: TaskSpec
+    decision: Decision
+    submitted_at: float
+    state: JobState
+    reason: str = ""
+    history: list[StatusEvent] = field(default_factory=list)
+    placement: Placement | None = None
+    requirements: Requirements | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancel_requested: bool = False
+    charged: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    error: str | None = None
+
+    def move(self, at: float, state: JobState, message: str = "") -> None:
+        self.state = state
+        self.reason = message
+        self.history.append(StatusEvent(at=at, state=state, message=message))
+
+    def note(self, message: str) -> None:
+        """Change the visible reason without a state change (kept out of the history)."""
+        self.reason = message
+
+    def status(self) -> JobStatus:
+        return JobStatus(
+            task_id=self.task.task_id, coop_id=self.task.coop_id, member=self.task.member, name=self.task.name,
+            state=self.state, reason=self.reason, effective_priority=self.decision.effective_priority,
+            attempts=self.attempts, executor_id=self.placement.executor_id if self.placement else None,
+            submitted_at=self.submitted_at, started_at=self.started_at, finished_at=self.finished_at,
+            warnings=self.decision.warnings, charged_cpu_hours=self.charged[0], charged_gpu_hours=self.charged[1],
+            charged_credits=self.charged[2], error=self.error, history=tuple(self.history))

@@ -1,0 +1,169 @@
+"""Usage accounting per (coop, member, calendar month UTC), with reservations.
+
+Admission *reserves* a task's projected cost; completion *settles* it with the measured
+usage; cancellation before the start *releases* it. All three are idempotent by task id
+(Kubernetes' Reserve/Unreserve), so a report delivered twice is charged once.
+
+Amounts are kept as integers in millionths (of an hour, of a credit), so reserving and
+releasing any sequence of amounts returns exactly to zero: no float drift can leak
+quota. Months roll over when read: a new month's standing starts empty whether or not
+anything was written in it.
+
+A task is charged to the month in which it was admitted (its reservation's month), so
+that the month's admitted projection and its settled usage are the same budget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+SCALE = 1_000_000
+
+
+def to_units(x: float) -> int:
+    return int(round(x * SCALE))
+
+
+def from_units(u: int) -> float:
+    return u / SCALE
+
+
+def period_of(t: float) -> str:
+    """The calendar month (UTC) containing epoch second ``t``, as ``"YYYY-MM"``."""
+    d = dt.datetime.fromtimestamp(t, dt.timezone.utc)
+    return f"{d.year:04d}-{d.month:02d}"
+
+
+def next_period_start(t: float) -> str:
+    d = dt.datetime.fromtimestamp(t, dt.timezone.utc)
+    y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return f"{y:04d}-{m:02d}-01"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """An amount of usage, in units (millionths). Build with :meth:`of`."""
+
+    cpu: int = 0
+    gpu: int = 0
+    credits: int = 0
+
+    @classmethod
+    def of(cls, cpu_hours: float = 0.0, gpu_hours: float = 0.0, credits: float = 0.0) -> Cost:
+        return cls(to_units(cpu_hours), to_units(gpu_hours), to_units(credits))
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.cpu + other.cpu, self.gpu + other.gpu, self.credits + other.credits)
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.cpu - other.cpu, self.gpu - other.gpu, self.credits - other.credits)
+
+    @property
+    def cpu_hours(self) -> float:
+        return from_units(self.cpu)
+
+    @property
+    def gpu_hours(self) -> float:
+        return from_units(self.gpu)
+
+    @property
+    def credit_amount(self) -> float:
+        return from_units(self.credits)
+
+
+ZERO = Cost()
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A member's month: settled usage, open reservations, completed task count."""
+
+    period: str
+    used: Cost
+    reserved: Cost
+    tasks_completed: int
+
+    @property
+    def projected(self) -> Cost:
+        return self.used + self.reserved
+
+
+@dataclass(frozen=True)
+class Reservation:
+    coop_id: str
+    member: str
+    period: str
+    cost: Cost
+
+
+class Ledger:
+    """In-memory ledger; the durable store persists the same facts."""
+
+    def __init__(self) -> None:
+        self._used: dict[tuple[str, str, str], Cost] = {}
+        self._reserved: dict[tuple[str, str, str], Cost] = {}
+        self._completed: dict[tuple[str, str, str], int] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._settled: dict[str, tuple[tuple[str, str, str], Cost]] = {}
+
+    # -- writes ----------------------------------------------------------------
+    def reserve(self, task_id: str, coop_id: str, member: str, cost: Cost, now: float) -> bool:
+        """Hold ``cost`` for ``task_id`` in the current month. False if already held or settled."""
+        if task_id in self._reservations or task_id in self._settled:
+            return False
+        key = (coop_id, member, period_of(now))
+        self._reservations[task_id] = Reservation(coop_id, member, key[2], cost)
+        self._reserved[key] = self._reserved.get(key, ZERO) + cost
+        return True
+
+    def settle(self, task_id: str, coop_id: str, member: str, measured: Cost, ended_at: float) -> bool:
+        """Replace the reservation with measured usage. False (and no change) if already settled."""
+        if task_id in self._settled:
+            return False
+        reservation = self._reservations.pop(task_id, None)
+        if reservation is not None:
+            key = (reservation.coop_id, reservation.member, reservation.period)
+            self._reserved[key] = self._reserved[key] - reservation.cost
+        else:
+            key = (coop_id, member, period_of(ended_at))
+        self._used[key] = self._used.get(key, ZERO) + measured
+        self._completed[key] = self._completed.get(key, 0) + 1
+        self._settled[task_id] = (key, measured)
+        return True
+
+    def release(self, task_id: str) -> bool:
+        """Drop an open reservation (the task will not run). False if there was none."""
+        reservation = self._reservations.pop(task_id, None)
+        if reservation is None:
+            return False
+        key = (reservation.coop_id, reservation.member, reservation.period)
+        self._reserved[key] = self._reserved[key] - reservation.cost
+        return True
+
+    def reset(self, coop_id: str, member: str, now: float) -> None:
+        """Forget the current month's settled usage of one member (an admin action)."""
+        key = (coop_id, member, period_of(now))
+        self._used.pop(key, None)
+        self._completed.pop(key, None)
+
+    # -- reads -----------------------------------------------------------------
+    def standing(self, coop_id: str, member: str, now: float) -> Standing:
+        key = (coop_id, member, period_of(now))
+        return Standing(key[2], self._used.get(key, ZERO), self._reserved.get(key, ZERO),
+                        self._completed.get(key, 0))
+
+    def reservation(self, task_id: str) -> Reservation | None:
+        return self._reservations.get(task_id)
+
+    def is_settled(self, task_id: str) -> bool:
+        return task_id in self._settled
+
+    def charged(self, task_id: str) -> Cost | None:
+        entry = self._settled.get(task_id)
+        return entry[1] if entry else None
+
+    def members(self, coop_id: str, now: float) -> list[str]:
+        period = period_of(now)
+        keys = set(self._used) | set(self._reserved)
+        return sorted({m for (c, m, p) in keys if c == coop_id and p == period})

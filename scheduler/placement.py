@@ -1,0 +1,314 @@
+"""Choosing an executor: compile requirements, mask, score, pick.
+
+Filtering (which executors *may* run a task) is separate from choosing (which one
+*should*), as in Dask's ``decide_worker``. Both are whole-column numpy operations over
+the ``ExecutorTable``; the objective (the weights) is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from policies.reasons import Reason, rejected
+from policies.rules import Constraint
+from policies.versions import version_key
+from scheduler.executor_table import ExecutorTable
+from scheduler.tasks import Hints, Resources, TaskSpec
+
+EPS = 1e-9
+FEATURES = ("trust", "capacity", "queue", "rtt", "data", "hints")
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """Everything that decides which executors may run a task, with the rule behind each part."""
+
+    coop_id: str
+    resources: Resources
+    regions: frozenset[str] | None = None
+    region_sources: tuple[str, ...] = ()
+    capabilities: tuple[tuple[str, str | None, str], ...] = ()
+    allow: frozenset[str] | None = None
+    allow_sources: tuple[str, ...] = ()
+    deny: frozenset[str] = frozenset()
+    deny_sources: tuple[str, ...] = ()
+    signature: tuple = field(default=(), compare=False)
+
+    def unconstrained(self) -> Requirements:
+        """The same task with every policy constraint dropped (permissive fallback)."""
+        return compile_requirements(self.coop_id, self.resources, (), {})
+
+
+def compile_requirements(coop_id: str, resources: Resources, constraints: Sequence[Constraint],
+                         task_capabilities: dict[str, str | None]) -> Requirements | Reason:
+    """Intersect the rules' constraints; an empty region intersection is a rejection naming both rules."""
+    regions: frozenset[str] | None = None
+    region_sources: list[str] = []
+    caps: list[tuple[str, str | None, str]] = [(n, v, "task") for n, v in sorted(task_capabilities.items())]
+    allow: frozenset[str] | None = None
+    allow_sources: list[str] = []
+    deny: set[str] = set()
+    deny_sources: list[str] = []
+    for c in constraints:
+        if c.regions is not None:
+            narrowed = c.regions if regions is None else regions & c.regions
+            if not narrowed:
+                return rejected(c.source, f"region rules conflict: {' and '.join(region_sources)} allow only "
+                                f"{_names(regions)} but {c.source} allows only {_names(c.regions)}; no region "
+                                "satisfies both, so this task can never run; ask a coop admin to reconcile them")
+            regions = narrowed
+            region_sources.append(c.source)
+        caps.extend((name, version, c.source) for name, version in c.capabilities)
+        if c.allow is not None:
+            allow = c.allow if allow is None else allow & c.allow
+            allow_sources.append(c.source)
+        if c.deny:
+            deny |= c.deny
+            deny_sources.append(c.source)
+    signature = (coop_id, regions, tuple((n, v) for n, v, _ in caps), allow, frozenset(deny))
+    return Requirements(coop_id, resources, regions, tuple(region_sources), tuple(caps), allow,
+                        tuple(allow_sources), frozenset(deny), tuple(deny_sources), signature)
+
+
+def _names(regions: frozenset[str] | None) -> str:
+    return "{" + ", ".join(sorted(regions or ())) + "}"
+
+
+# ----------------------------------------------------------------------------- masks
+def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    def build(t: ExecutorTable) -> np.ndarray:
+        n = t.n
+        m = t.usable_mask() & t.access_mask(req.coop_id)
+        if req.regions is not None:
+            codes = [t.region_codes[r] for r in req.regions if r in t.region_codes]
+            m &= np.isin(t.region[:n], codes) if len(codes) != 1 else (t.region[:n] == codes[0])
+        for name, version, _ in req.capabilities:
+            m &= t.capability_column(name) >= version_key(version)
+        if req.allow is not None:
+            allowed = np.zeros(n, dtype=bool)
+            allowed[[t.rows[e] for e in req.allow if e in t.rows]] = True
+            m &= allowed
+        for e in req.deny:
+            row = t.rows.get(e)
+            if row is not None:
+                m[row] = False
+        return m
+    return table.static_mask(("static",) + req.signature, build)
+
+
+def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    """Executors that may run the task and have the resources free right now."""
+    n = table.n
+    r = req.resources
+    m = table.free_cpus[:n] >= r.cpus - EPS
+    m &= _static(table, req)
+    if r.gpus > 0:
+        m &= table.free_gpus[:n] >= r.gpus - EPS
+    if r.memory_mb > 0:
+        m &= table.free_mem[:n] >= r.memory_mb - EPS
+    if r.gpu_memory_mb > 0:
+        m &= table.free_gmem[:n] >= r.gpu_memory_mb - EPS
+    return m
+
+
+@dataclass(frozen=True)
+class StaticFit:
+    """Executors that could ever run the task (ignoring current load), and the dearest one's price."""
+
+    count: int
+    max_cost_per_hour: float  # credits per hour of runtime on the dearest feasible executor
+
+
+def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
+    r = req.resources
+
+    def build(t: ExecutorTable) -> np.ndarray:
+        n = t.n
+        m = t.total_cpus[:n] >= r.cpus - EPS
+        m &= _static(t, req)
+        if r.gpus > 0:
+            m &= t.total_gpus[:n] >= r.gpus - EPS
+        if r.memory_mb > 0:
+            m &= t.total_mem[:n] >= r.memory_mb - EPS
+        if r.gpu_memory_mb > 0:
+            m &= t.total_gmem[:n] >= r.gpu_memory_mb - EPS
+        count = int(m.sum())
+        price = float((r.cpus * t.price_cpu[:n] + r.gpus * t.price_gpu[:n])[m].max()) if count else 0.0
+        return np.array([count, price])
+
+    key = ("ever", req.signature, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
+    out = table.static_mask(key, build)
+    return StaticFit(int(out[0]), float(out[1]))
+
+
+# ----------------------------------------------------------------------------- scoring
+def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], hints: Hints,
+           data_fractions: dict[str, float] | None, top: int = 4) -> list[tuple[int, float]]:
+    """The best ``top`` rows among ``mask`` as (row, score), best first; ties go to the lower row."""
+    n = table.n
+    base = table.base_score(weights)[:n]
+    extra = _extras(table, weights, hints, data_fractions)
+    scores = np.where(mask, base if extra is None else base + extra, -np.inf)
+    picked: list[tuple[int, float]] = []
+    for _ in range(top):
+        row = int(np.argmax(scores))
+        score = float(scores[row])
+        if score == -np.inf:
+            break
+        picked.append((row, score))
+        scores[row] = -np.inf
+    return picked
+
+
+def _extras(table: ExecutorTable, weights: tuple[float, ...], hints: Hints,
+            data_fractions: dict[str, float] | None) -> np.ndarray | None:
+    if not (hints.regions or hints.executors or data_fractions):
+        return None
+    n = table.n
+    extra = np.zeros(n)
+    if data_fractions and weights[4]:
+        for node, fraction in data_fractions.items():
+            for row in table.node_rows.get(node, ()):
+                extra[row] += weights[4] * fraction
+    if (hints.regions or hints.executors) and weights[5]:
+        extra += weights[5] * hint_vector(table, hints)
+    return extra
+
+
+def hint_vector(table: ExecutorTable, hints: Hints) -> np.ndarray:
+    """Per row, the share of the given hint kinds (regions, executors) the executor matches."""
+    n = table.n
+    kinds = int(bool(hints.regions)) + int(bool(hints.executors))
+    out = np.zeros(n)
+    if hints.regions:
+        codes = [table.region_codes[r] for r in hints.regions if r in table.region_codes]
+        out += np.isin(table.region[:n], codes)
+    if hints.executors:
+        for e in hints.executors:
+            row = table.rows.get(e)
+            if row is not None:
+                out[row] += 1.0
+    return out / kinds
+
+
+def breakdown(table: ExecutorTable, row: int, weights: tuple[float, ...], hints: Hints,
+              data_fractions: dict[str, float] | None) -> dict[str, float]:
+    """Each feature's weighted contribution to ``row``'s score."""
+    f = table.features(row)
+    spec = table.specs[row]
+    assert spec is not None
+    data = (data_fractions or {}).get(spec.node_id or spec.executor_id, 0.0)
+    kinds = int(bool(hints.regions)) + int(bool(hints.executors))
+    hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
+    values = (f["trust"], f["capacity"], f["queue"], f["rtt"], data, hint)
+    return {name: round(w * v, 6) for name, w, v in zip(FEATURES, weights, values)}
+
+
+# ----------------------------------------------------------------------------- explanation
+def explain_no_fit(table: ExecutorTable, req: Requirements) -> tuple[str, bool]:
+    """Why no executor fits, counting what each filter removed (in order); and whether only load did.
+
+    Returns (message, only_busy): ``only_busy`` means some executor could run it once
+    resources free up.
+    """
+    n = table.n
+    alive = table.status[:n] != 3
+    total = int(alive.sum())
+    steps: list[tuple[str, np.ndarray]] = [
+        ("not active (draining or offline)", table.usable_mask()),
+        (f"not open to coop {req.coop_id}", table.access_mask(req.coop_id)),
+    ]
+    if req.regions is not None:
+        codes = [table.region_codes[r] for r in req.regions if r in table.region_codes]
+        steps.append((f"outside region {'/'.join(sorted(req.regions))} (rule {', '.join(req.region_sources)})",
+                      np.isin(table.region[:n], codes)))
+    for name, version, source in req.capabilities:
+        need = f"{name}>={version}" if version else name
+        steps.append((f"lack capability {need} ({'task' if source == 'task' else 'rule ' + source})",
+                      table.capability_column(name) >= version_key(version)))
+    if req.allow is not None:
+        allowed = np.zeros(n, dtype=bool)
+        allowed[[table.rows[e] for e in req.allow if e in table.rows]] = True
+        steps.append((f"not on the allow list (rule {', '.join(req.allow_sources)})", allowed))
+    if req.deny:
+        denied = np.ones(n, dtype=bool)
+        denied[[table.rows[e] for e in req.deny if e in table.rows]] = False
+        steps.append((f"on the deny list (rule {', '.join(req.deny_sources)})", denied))
+    r = req.resources
+    steps.append((f"too small for {_ask(r)}", _fits(table, r, total=True)))
+    static_steps = len(steps)
+    steps.append((f"busy: not enough free for {_ask(r)} right now", _fits(table, r, total=False)))
+    remaining = alive.copy()
+    parts = []
+    static_left = 0
+    for i, (label, keep) in enumerate(steps):
+        removed = int((remaining & ~keep).sum())
+        remaining &= keep
+        if removed:
+            parts.append(f"{removed} {label}")
+        if i == static_steps - 1:
+            static_left = int(remaining.sum())
+    fits = int(remaining.sum())
+    head = f"{fits} of {total} executor{'s' if total != 1 else ''} fit"
+    return (head + (": " + ", ".join(parts) if parts else "")), static_left > 0
+
+
+def _fits(table: ExecutorTable, r: Resources, total: bool) -> np.ndarray:
+    n = table.n
+    cpu, gpu, mem, gmem = ((table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem) if total
+                           else (table.free_cpus, table.free_gpus, table.free_mem, table.free_gmem))
+    return ((cpu[:n] >= r.cpus - EPS) & (gpu[:n] >= r.gpus - EPS) & (mem[:n] >= r.memory_mb - EPS)
+            & (gmem[:n] >= r.gpu_memory_mb - EPS))
+
+
+def _ask(r: Resources) -> str:
+    parts = [f"{r.cpus:g} CPU"]
+    if r.gpus:
+        parts.append(f"{r.gpus:g} GPU")
+    if r.memory_mb:
+        parts.append(f"{r.memory_mb} MB")
+    if r.gpu_memory_mb:
+        parts.append(f"{r.gpu_memory_mb} MB GPU memory")
+    return " + ".join(parts)
+
+
+# ----------------------------------------------------------------------------- the result
+class Offer(BaseModel):
+    """One scored executor for a task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    executor_id: str
+    score: float
+    breakdown: dict[str, float]
+
+
+class Placement(BaseModel):
+    """Where a task goes, and why: the chosen offer's per-feature breakdown and the runners-up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: TaskSpec
+    executor_id: str
+    node_id: str
+    score: float
+    breakdown: dict[str, float]
+    runners_up: tuple[Offer, ...] = ()
+    placed_at: float
+    attempt: int = 1
+    relaxed: tuple[str, ...] = ()  # policy constraints dropped by a non-strict policy to place it
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id
+
+    def explain(self) -> str:
+        top = sorted(self.breakdown.items(), key=lambda kv: -kv[1])
+        head = f"{self.task_id} -> {self.executor_id} (score {self.score:.3f}: " + \
+            ", ".join(f"{k} {v:.3f}" for k, v in top if v) + ")"
+        rest = "; ".join(f"{o.executor_id} {o.score:.3f}" for o in self.runners_up)
+        return head + (f"; runners-up: {rest}" if rest else "")

@@ -1,0 +1,73 @@
+"""Admitted tasks waiting for an executor, in the order they should get one.
+
+Order: effective priority (highest first), then the member's fair-share standing (the
+member who has used the smallest share of their quota this month first), then
+submission time. A task that cannot start (its member is at ``max_concurrent_tasks``,
+its time window is closed, or nothing fits right now) keeps its place and carries the
+reason in ``waiting_for``; the tasks behind it may start (best-effort ordering, like
+Kueue's BestEffortFIFO), so one large task does not block small ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler.ledger import Cost
+from scheduler.placement import Requirements
+from scheduler.tasks import TaskSpec
+
+
+@dataclass
+class QueuedTask:
+    task: TaskSpec
+    requirements: Requirements
+    cost: Cost
+    effective_priority: float
+    submitted_at: float
+    seq: int
+    not_before: float | None = None
+    attempt: int = 1
+    relaxed: tuple[str, ...] = ()
+    waiting_for: str = "a free executor"
+    shape: tuple = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        r = self.task.resources
+        self.shape = (self.requirements.signature, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
+
+
+class TaskQueue:
+    def __init__(self) -> None:
+        self._entries: dict[str, QueuedTask] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._entries
+
+    def add(self, entry: QueuedTask) -> None:
+        self._entries[entry.task.task_id] = entry
+
+    def remove(self, task_id: str) -> QueuedTask | None:
+        return self._entries.pop(task_id, None)
+
+    def get(self, task_id: str) -> QueuedTask | None:
+        return self._entries.get(task_id)
+
+    def depth_by_coop(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self._entries.values():
+            out[e.task.coop_id] = out.get(e.task.coop_id, 0) + 1
+        return out
+
+    def ordered(self, fair_share: Callable[[str, str], float]) -> list[QueuedTask]:
+        """Entries in scheduling order; ``fair_share(coop, member)`` is asked once per member."""
+        standing: dict[tuple[str, str], float] = {}
+        for e in self._entries.values():
+            key = (e.task.coop_id, e.task.member)
+            if key not in standing:
+                standing[key] = fair_share(*key)
+        return sorted(self._entries.values(), key=lambda e: (
+            -e.effective_priority, standing[(e.task.coop_id, e.task.member)], e.submitted_at, e.seq))

@@ -1,0 +1,97 @@
+"""What a member asks to run: ``TaskSpec`` with its ``Resources`` and placement ``Hints``."""
+
+from __future__ import annotations
+
+import uuid
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from policies.priority import Priority
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]*$"
+_NAME_RULES = "1-200 characters: letters, digits and _.:@/+- (not starting with a symbol)"
+
+
+class Resources(BaseModel):
+    """Resources one task asks for (or one executor has)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"cpus": 2, "gpus": 0, "memory_mb": 4096, "gpu_memory_mb": 0}]})
+
+    cpus: float = Field(default=1.0, gt=0, le=4096, allow_inf_nan=False, examples=[2])
+    gpus: float = Field(default=0.0, ge=0, le=512, allow_inf_nan=False, examples=[1])
+    memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[4096])
+    gpu_memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[16384])
+
+
+class Hints(BaseModel):
+    """Soft preferences for placement (they add to the score, they never exclude)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"regions": ["eu-central"], "executors": ["exec-berlin-1"], "data": ["dataset:genomes-2026"]}]})
+
+    regions: tuple[str, ...] = Field(default=(), max_length=64, examples=[["eu-central"]])
+    executors: tuple[str, ...] = Field(default=(), max_length=1024, examples=[["exec-berlin-1"]])
+    data: tuple[str, ...] = Field(default=(), max_length=1024, description=(
+        "keys of data the task reads; executors whose node already holds their bytes score higher"),
+        examples=[["dataset:genomes-2026"]])
+
+
+class TaskSpec(BaseModel):
+    """One unit of work, as submitted. Validated at the edge; immutable afterwards."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"coop_id": "timebank:seattle", "member": "did:icn:alice", "resources": {"cpus": 1},
+         "priority": "normal", "tags": ["batch"], "max_runtime_s": 600}]})
+
+    task_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=200,
+                         pattern=ID_PATTERN, examples=["job-7f3a"])
+    coop_id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN, examples=["timebank:seattle"])
+    member: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN, examples=["did:icn:alice"])
+    resources: Resources = Field(default_factory=Resources)
+    priority: Priority = Field(default=Priority.NORMAL, examples=["normal"])
+    tags: tuple[str, ...] = Field(default=(), max_length=64, examples=[["patient-data"]])
+    max_runtime_s: float | None = Field(default=None, gt=0, le=30 * 86400, allow_inf_nan=False,
+                                        examples=[600])
+    hints: Hints = Field(default_factory=Hints)
+    capabilities: dict[str, str | None] = Field(default_factory=dict, max_length=64, description=(
+        "capabilities the task itself needs, name -> minimum version (null: any)"),
+        examples=[{"cuda": "12.0"}])
+    max_retries: int = Field(default=2, ge=0, le=20, examples=[2])
+    name: str | None = Field(default=None, max_length=200, examples=["train_model"])
+
+    @field_validator("tags", "hints", mode="before")
+    @classmethod
+    def _no_bare_string(cls, v, info):
+        if isinstance(v, str):
+            raise ValueError(f"a list of strings, e.g. [{v!r}], not a single string")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_length(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in v:
+            if not tag or len(tag) > 100:
+                raise ValueError(f"tags of 1-100 characters (got {tag[:40]!r})")
+        return v
+
+
+class JobState(str, Enum):
+    """Where a task is in its life."""
+
+    QUEUED = "queued"          # admitted, waiting for a slot (the status says why)
+    DEFERRED = "deferred"      # admitted, held until a time window opens
+    RUNNING = "running"        # placed on an executor
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"      # not admitted
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.REJECTED}
