@@ -350,6 +350,10 @@ class SchedulerCore:
                            running=self._running.get((coop_id, member), 0),
                            quota=compiled.policy.quota_for(member) if compiled else None)
 
+    def task(self, task_id: str) -> TaskSpec | None:
+        job = self._jobs.get(task_id)
+        return job.task if job else None
+
     def job(self, task_id: str) -> JobStatus | None:
         job = self._jobs.get(task_id)
         return job.status() if job else None

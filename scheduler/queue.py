@@ -56,6 +56,11 @@ class TaskQueue:
     def get(self, task_id: str) -> QueuedTask | None:
         return self._entries.get(task_id)
 
+    def earliest_hold(self, now: float) -> float | None:
+        """The soonest time a deferred entry becomes eligible, if any is held past ``now``."""
+        holds = [e.not_before for e in self._entries.values() if e.not_before is not None and e.not_before > now]
+        return min(holds, default=None)
+
     def depth_by_coop(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for e in self._entries.values():

@@ -1,0 +1,170 @@
+"""Simulated executors: a first-class executor that runs tasks in virtual time.
+
+``Simulation`` drives a ``SchedulerCore`` exactly as the Ray runtime does — submit,
+schedule, run, report usage — except that a task's run is an event on a virtual clock.
+Unit tests, the core demo and the benchmarks use it; nothing here is a mock of the core.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from policies.reasons import Decision
+from scheduler.core import SchedulerCore
+from scheduler.executor_spec import ExecutorSpec
+from scheduler.placement import Placement
+from scheduler.tasks import TaskSpec
+from scheduler.usage import Outcome, UsageRecord, UsageReport
+
+DEFAULT_START = 1_795_000_000.0  # 2026-11-18 (a Wednesday), 09:46:40 UTC
+
+
+class VirtualClock:
+    """A clock that moves only when told to; pass it as ``SchedulerCore(clock=...)``."""
+
+    def __init__(self, start: float = DEFAULT_START) -> None:
+        self.now = float(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError(f"time only moves forward (asked to move {seconds} s)")
+        self.now += seconds
+        return self.now
+
+    def set(self, t: float) -> None:
+        if t < self.now:
+            raise ValueError(f"time only moves forward ({t} < {self.now})")
+        self.now = float(t)
+
+
+@dataclass
+class SimulatedRun:
+    """How a submitted task behaves when it runs: its duration and how it ends."""
+
+    duration_s: float = 1.0
+    outcome: Outcome = Outcome.SUCCEEDED
+    cpu_utilisation: float = 0.9  # share of its cores the process keeps busy
+
+
+@dataclass(order=True)
+class _Event:
+    at: float
+    seq: int
+    task_id: str = field(compare=False)
+    executor_id: str = field(compare=False)
+    started_at: float = field(compare=False)
+    outcome: Outcome = field(compare=False)
+
+
+class Simulation:
+    """A core, a virtual clock and simulated executors, stepped by events."""
+
+    def __init__(self, core: SchedulerCore | None = None, clock: VirtualClock | None = None) -> None:
+        self.clock = clock or VirtualClock()
+        self.core = core or SchedulerCore(clock=self.clock)
+        self.runs: dict[str, SimulatedRun] = {}
+        self.placements: list[Placement] = []
+        self.reports: list[UsageReport] = []
+        self._events: list[_Event] = []
+        self._seq = itertools.count()
+
+    # -- set-up ------------------------------------------------------------------
+    def add_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
+        return self.core.register_executor(spec)
+
+    def add_executors(self, specs: Iterable[ExecutorSpec | dict]) -> None:
+        for spec in specs:
+            self.add_executor(spec)
+
+    def submit(self, task: TaskSpec | dict, run: SimulatedRun | None = None, **run_kwargs) -> Decision:
+        decision = self.core.submit(task)
+        self.runs[decision.task_id] = run or SimulatedRun(**run_kwargs)
+        return decision
+
+    # -- time --------------------------------------------------------------------
+    def step(self) -> list[Placement]:
+        """Place what fits now and start those tasks (their ends become events)."""
+        placed = self.core.schedule()
+        now = self.clock()
+        for p in placed:
+            run = self.runs.get(p.task_id, SimulatedRun())
+            limit = p.task.max_runtime_s or self._default_runtime(p.task)
+            duration, outcome = run.duration_s, run.outcome
+            if duration > limit:
+                duration, outcome = limit, Outcome.TIMEOUT
+            heapq.heappush(self._events, _Event(now + duration, next(self._seq), p.task_id, p.executor_id,
+                                                now, outcome))
+        self.placements.extend(placed)
+        return placed
+
+    def run(self, until: float | None = None, max_events: int = 10_000_000) -> int:
+        """Process events (task ends, window openings) until none are left or ``until``. Returns events run."""
+        done = 0
+        self.step()
+        while done < max_events:
+            nxt = self._next_time()
+            if nxt is None or (until is not None and nxt > until):
+                break
+            self.clock.set(max(nxt, self.clock()))
+            while self._events and self._events[0].at <= self.clock():
+                self._finish(heapq.heappop(self._events))
+                done += 1
+            self.step()
+        if until is not None and until > self.clock():
+            self.clock.set(until)
+            self.step()
+        return done
+
+    def kill_executor(self, executor_id: str) -> list[str]:
+        """The executor vanishes mid-run: its tasks are retried elsewhere by the core."""
+        lost = self.core.remove_executor(executor_id)
+        self._events = [e for e in self._events if e.executor_id != executor_id]
+        heapq.heapify(self._events)
+        return lost
+
+    def cancel(self, task_id: str) -> None:
+        """Cancel like a member would; a running task stops now and is charged the time it ran."""
+        self.core.cancel(task_id)
+        for i, e in enumerate(self._events):
+            if e.task_id == task_id:
+                self._events.pop(i)
+                heapq.heapify(self._events)
+                self._finish(_Event(self.clock(), next(self._seq), task_id, e.executor_id, e.started_at,
+                                    Outcome.CANCELLED))
+                break
+
+    def usage(self, coop_id: str, member: str) -> UsageRecord:
+        return self.core.usage(coop_id, member)
+
+    # -- internals -----------------------------------------------------------------
+    def _finish(self, event: _Event) -> None:
+        job = self.core.job(event.task_id)
+        if job is None or job.executor_id != event.executor_id:
+            return
+        task = self.core.task(event.task_id)
+        assert task is not None
+        run = self.runs.get(event.task_id, SimulatedRun())
+        wall = event.at - event.started_at
+        report = UsageReport(task_id=event.task_id, executor_id=event.executor_id, coop_id=task.coop_id,
+                             member=task.member, started_at=event.started_at, ended_at=event.at,
+                             cpu_seconds=task.resources.cpus * wall, gpu_seconds=task.resources.gpus * wall,
+                             cpu_time_s=task.resources.cpus * wall * run.cpu_utilisation, outcome=event.outcome)
+        self.reports.append(report)
+        self.core.complete(report)
+
+    def _next_time(self) -> float | None:
+        times = [self._events[0].at] if self._events else []
+        hold = self.core.queue.earliest_hold(self.clock())
+        if hold is not None:
+            times.append(hold)
+        return min(times) if times else None
+
+    def _default_runtime(self, task: TaskSpec) -> float:
+        policy = self.core.policy(task.coop_id)
+        return policy.quota_for(task.member).default_max_runtime_s if policy else 3600.0
