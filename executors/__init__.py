@@ -2,11 +2,15 @@
 
 from executors.discovery import GpuInfo, NodeInventory, discover_node
 from executors.fake_nvml import FakeGpu, FakeNvml
+from executors.simulated import SimulatedRun, Simulation, VirtualClock
 
 __all__ = [
     "FakeGpu",
     "FakeNvml",
     "GpuInfo",
     "NodeInventory",
+    "SimulatedRun",
+    "Simulation",
+    "VirtualClock",
     "discover_node",
 ]

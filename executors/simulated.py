@@ -19,7 +19,7 @@ from scheduler.placement import Placement
 from scheduler.tasks import TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
 
-DEFAULT_START = 1_795_000_000.0  # 2026-11-18 (a Wednesday), 09:46:40 UTC
+DEFAULT_START = 1_795_000_000.0  # 2026-11-18 (a Wednesday), 11:06:40 UTC
 
 
 class VirtualClock:

@@ -147,6 +147,35 @@ class Ledger:
         self._used.pop(key, None)
         self._completed.pop(key, None)
 
+    # -- persistence -------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Everything the ledger knows, as JSON-ready data (the durable store keeps the same facts)."""
+        def cost(c: Cost) -> list[int]:
+            return [c.cpu, c.gpu, c.credits]
+        return {
+            "used": [[*k, *cost(v)] for k, v in sorted(self._used.items())],
+            "completed": [[*k, v] for k, v in sorted(self._completed.items())],
+            "reservations": [[t, r.coop_id, r.member, r.period, *cost(r.cost)]
+                             for t, r in sorted(self._reservations.items())],
+            "settled": [[t, *k, *cost(c)] for t, (k, c) in sorted(self._settled.items())],
+        }
+
+    @classmethod
+    def restore(cls, data: dict) -> Ledger:
+        ledger = cls()
+        for coop, member, period, cpu, gpu, credits in data["used"]:
+            ledger._used[(coop, member, period)] = Cost(cpu, gpu, credits)
+        for coop, member, period, n in data["completed"]:
+            ledger._completed[(coop, member, period)] = n
+        for task_id, coop, member, period, cpu, gpu, credits in data["reservations"]:
+            r = Reservation(coop, member, period, Cost(cpu, gpu, credits))
+            ledger._reservations[task_id] = r
+            key = (coop, member, period)
+            ledger._reserved[key] = ledger._reserved.get(key, ZERO) + r.cost
+        for task_id, coop, member, period, cpu, gpu, credits in data["settled"]:
+            ledger._settled[task_id] = ((coop, member, period), Cost(cpu, gpu, credits))
+        return ledger
+
     # -- reads -----------------------------------------------------------------
     def standing(self, coop_id: str, member: str, now: float) -> Standing:
         key = (coop_id, member, period_of(now))

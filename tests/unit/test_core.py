@@ -1,0 +1,264 @@
+"""SchedulerCore behaviour: admission outcomes, the queue, placement, completion, cancel, retry."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.validation import InvalidRequest
+from scheduler.core import SchedulerCore
+from scheduler.ledger import Cost
+from scheduler.tasks import JobState
+from scheduler.usage import UsageReport
+from tests.builders import START, make_core, make_executor, make_policy, make_sim, make_task
+
+FLEET = [make_executor("us1", region="us-west", cpus=4, trust=0.9),
+         make_executor("eu1", region="eu-central", cpus=4, trust=0.6),
+         make_executor("eu2", region="eu-central", cpus=4, trust=0.3)]
+
+
+def report_for(core: SchedulerCore, task_id: str, wall: float, **kw) -> UsageReport:
+    job, task = core.job(task_id), core.task(task_id)
+    fields = dict(task_id=task_id, executor_id=job.executor_id, coop_id=task.coop_id, member=task.member,
+                  started_at=job.started_at, ended_at=job.started_at + wall, cpu_seconds=task.resources.cpus * wall)
+    fields.update(kw)
+    return UsageReport(**fields)
+
+
+def test_no_policy_is_a_rejection_that_says_how_to_fix_it():
+    core, _ = make_core(None, FLEET)
+    d = core.submit(make_task())
+    assert not d.admitted and d.code.value == "rejected" and "coopsched policy set" in d.reasons[0].message
+
+
+def test_nothing_can_ever_fit_counts_what_each_filter_removed():
+    fleet = [make_executor(f"us{i}", region="us-west") for i in range(28)] + \
+            [make_executor(f"eu{i}", region="eu-central") for i in range(12)]
+    policy = make_policy(rules=[{"type": "DataSovereignty", "name": "gdpr", "region": "eu-central"},
+                                {"type": "RequireCapability", "capability": "hipaa-compliant", "min_version": "1.0"}])
+    core, _ = make_core(policy, fleet)
+    d = core.submit(make_task())
+    assert not d.admitted and d.code.value == "unavailable"
+    assert ("0 of 40 executors fit: 28 outside region eu-central (rule gdpr), "
+            "12 lack capability hipaa-compliant>=1.0 (rule RequireCapability)") in d.reasons[0].message
+
+
+def test_submit_is_idempotent_by_task_id():
+    core, _ = make_core(make_policy(cpu_hours_per_month=1.0), FLEET)
+    task = make_task(runtime=3600)
+    assert core.submit(task).admitted
+    assert core.submit(task).admitted  # the same decision, not a second reservation
+    assert core.usage("coop", "alice").reserved_cpu_hours == 1.0
+
+
+def test_concurrency_limit_waits_with_reason_then_runs():
+    sim = make_sim(make_policy(max_concurrent_tasks=2), FLEET)
+    ids = [sim.submit(make_task(), duration_s=60).task_id for _ in range(3)]
+    sim.step()
+    third = sim.core.job(ids[2])
+    assert third.state is JobState.QUEUED and "max_concurrent_tasks (2)" in third.reason
+    sim.run()
+    assert all(sim.core.job(i).state is JobState.SUCCEEDED for i in ids)
+    assert sim.core.job(ids[2]).started_at == START + 60
+
+
+def test_waiting_for_capacity_says_why():
+    sim = make_sim(make_policy(), FLEET)
+    big = [sim.submit(make_task(cpus=4), duration_s=60).task_id for _ in range(4)]
+    sim.step()
+    waiting = sim.core.job(big[3])
+    assert waiting.state is JobState.QUEUED
+    assert "waiting for a free executor: 0 of 3 executors fit: 3 busy" in waiting.reason
+
+
+def test_fair_share_orders_equal_priorities():
+    sim = make_sim(make_policy(cpu_hours_per_month=10.0), [make_executor("one", cpus=1)])
+    sim.core.ledger.settle("old", "coop", "alice", Cost.of(cpu_hours=5), START)
+    a = sim.submit(make_task(member="alice"))
+    b = sim.submit(make_task(member="bob"))
+    placed = sim.step()
+    assert [p.task_id for p in placed] == [b.task_id]  # bob has used less of his share
+    assert sim.core.job(a.task_id).state is JobState.QUEUED
+
+
+def test_small_tasks_pass_a_large_one_that_does_not_fit_yet():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=4)])
+    sim.submit(make_task(cpus=3), duration_s=100)
+    sim.step()
+    big = sim.submit(make_task(cpus=4, priority="high"))
+    small = sim.submit(make_task(cpus=1))
+    placed = sim.step()
+    assert [p.task_id for p in placed] == [small.task_id]
+    assert sim.core.job(big.task_id).state is JobState.QUEUED
+
+
+def test_placement_explains_its_choice_with_runners_up():
+    sim = make_sim(make_policy(), FLEET)
+    d = sim.submit(make_task(hints={"regions": ["eu-central"]}))
+    p = sim.step()[0]
+    assert p.executor_id == "eu1"  # hint (0.10) outweighs us1's better trust (0.3 x 0.25 = 0.075)
+    assert set(p.breakdown) == {"trust", "capacity", "queue", "rtt", "data", "hints"}
+    assert p.breakdown["hints"] == pytest.approx(0.10)
+    assert abs(sum(p.breakdown.values()) - p.score) < 1e-5
+    assert [o.executor_id for o in p.runners_up] == ["us1", "eu2"]
+    explained = sim.core.explain(d.task_id)
+    assert explained["placement"]["executor_id"] == "eu1" and "runners-up" in explained["summary"]
+
+
+def test_data_locality_prefers_the_node_holding_the_bytes():
+    sim = make_sim(make_policy(), FLEET)
+    sim.core.data_locator.register("genomes", "eu1", 10_000_000)
+    sim.core.data_locator.register("genomes", "eu2", 5_000_000)  # half a copy
+    sim.submit(make_task(hints={"data": ["genomes"]}))
+    p = sim.step()[0]
+    assert p.executor_id == "eu1" and p.breakdown["data"] == pytest.approx(0.15)
+    assert {o.executor_id: o.breakdown["data"] for o in p.runners_up}["eu2"] == pytest.approx(0.075)
+
+
+def test_complete_is_idempotent_and_refuses_strangers():
+    sim = make_sim(make_policy(), FLEET)
+    d = sim.submit(make_task(cpus=2))
+    sim.step()
+    report = report_for(sim.core, d.task_id, 900)
+    assert sim.core.job(d.task_id).executor_id == "us1"
+    assert sim.core.complete(report.model_copy(update={"executor_id": "eu2"})) is None  # not placed there
+    assert sim.core.counters.refused_reports["not placed on this executor"] == 1
+    first = sim.core.complete(report)
+    again = sim.core.complete(report)
+    assert first.cpu_hours == again.cpu_hours == 0.5
+    assert sim.core.complete(report.model_copy(update={"task_id": "never-submitted"})) is None
+    assert sim.core.counters.refused_reports["unknown task"] == 1
+
+
+def test_credits_are_charged_at_the_executor_price():
+    sim = make_sim(make_policy(credits_per_month=100), [make_executor("e", price_cpu_hour=3.0)])
+    d = sim.submit(make_task(cpus=2, runtime=3600), duration_s=1800)
+    assert sim.core.usage("coop", "alice").reserved_credits == 6.0  # 2 cores x 1 h x 3
+    sim.run()
+    assert sim.core.usage("coop", "alice").credits == 3.0
+    assert sim.core.job(d.task_id).charged_credits == 3.0
+
+
+def test_cancel_queued_releases_and_cancel_running_charges_time_used():
+    sim = make_sim(make_policy(max_concurrent_tasks=1), FLEET)
+    running = sim.submit(make_task(cpus=2, runtime=3600), duration_s=3600)
+    queued = sim.submit(make_task(cpus=2, runtime=3600))
+    sim.step()
+    assert sim.core.cancel(queued.task_id) is JobState.CANCELLED
+    assert sim.core.usage("coop", "alice").reserved_cpu_hours == 2.0
+    sim.clock.advance(900)
+    sim.cancel(running.task_id)
+    job = sim.core.job(running.task_id)
+    assert job.state is JobState.CANCELLED and job.charged_cpu_hours == 0.5
+    usage = sim.core.usage("coop", "alice")
+    assert (usage.cpu_hours, usage.reserved_cpu_hours, usage.running) == (0.5, 0.0, 0)
+
+
+def test_lost_executor_retries_elsewhere_and_charges_once():
+    sim = make_sim(make_policy(), FLEET)
+    d = sim.submit(make_task(cpus=4, max_retries=1), duration_s=100)
+    first = sim.step()[0].executor_id
+    sim.clock.advance(50)
+    sim.kill_executor(first)
+    sim.run()
+    job = sim.core.job(d.task_id)
+    assert job.state is JobState.SUCCEEDED and job.attempts == 2 and job.executor_id != first
+    assert sim.core.usage("coop", "alice").cpu_hours == pytest.approx(4 * 100 / 3600, abs=1e-6)
+    assert sim.core.usage("coop", "alice").tasks_completed == 1
+
+
+def test_retries_are_bounded():
+    sim = make_sim(make_policy(), FLEET)
+    d = sim.submit(make_task(max_retries=1), duration_s=100)
+    for _ in range(2):
+        sim.step()
+        sim.kill_executor(sim.core.job(d.task_id).executor_id)
+    job = sim.core.job(d.task_id)
+    assert job.state is JobState.FAILED and "gave up after 2 attempts" in job.reason
+    assert sim.core.usage("coop", "alice").reserved_cpu_hours == 0.0
+
+
+def test_drained_and_offline_executors_get_no_new_work():
+    sim = make_sim(make_policy(), FLEET)
+    sim.core.drain("us1")
+    sim.clock.advance(100)
+    sim.core.update_executor({"executor_id": "eu2", "queue_depth": 0})
+    assert sim.core.mark_offline(stale_after_s=30) == ["eu1"]
+    d = sim.submit(make_task())
+    assert sim.step()[0].executor_id == "eu2"
+    sim.core.update_executor({"executor_id": "eu1"})  # it comes back
+    assert [s.value for _, s, _ in sim.core.executors()] == ["active", "active", "draining"]
+    assert d.admitted
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"coop_id": "c", "member": "m", "resources": {"cpus": -2}}, "resources.cpus"),
+    ({"coop_id": "c", "member": "m", "priority": "urgent"}, "priority"),
+    ({"coop_id": "c", "member": "m", "max_runtime_s": float("nan")}, "max_runtime_s"),
+    ({"coop_id": "c", "member": "m", "tags": "gdpr"}, "tags"),
+    ({"coop_id": "", "member": "m"}, "coop_id"),
+    ({"coop_id": "c", "member": "m", "surprise": 1}, "surprise"),
+], ids=["negative-cpus", "unknown-priority", "nan", "bare-string-tags", "empty-coop", "unknown-field"])
+def test_bad_task_gets_a_clear_error_and_changes_nothing(bad, field):
+    core, _ = make_core(make_policy(), FLEET)
+    with pytest.raises(InvalidRequest) as err:
+        core.submit(bad)
+    text = str(err.value)
+    assert text.startswith("invalid task: ") and field in text and "received" in text and "accepted" in text
+    assert core.jobs() == [] and sum(core.counters.submitted.values()) == 0
+
+
+def test_error_message_shows_an_example():
+    core, _ = make_core(make_policy(), FLEET)
+    with pytest.raises(InvalidRequest, match=r"resources.cpus: received -2; accepted: .*greater than 0; example: 2"):
+        core.submit({"coop_id": "c", "member": "m", "resources": {"cpus": -2}})
+
+
+# --------------------------------------------------------------------------- properties
+executor_st = st.builds(dict, region=st.sampled_from(["us-west", "eu-central", "ap-south"]),
+                        cpus=st.integers(1, 16), gpus=st.sampled_from([0, 0, 1, 2, 8]),
+                        trust=st.floats(0, 1), hipaa=st.sampled_from([None, "0.9", "1.0", "2.3"]),
+                        coop=st.sampled_from(["coop", "coop", "other"]))
+task_st = st.builds(dict, cpus=st.integers(1, 8), gpus=st.sampled_from([0, 0, 1, 2]),
+                    tags=st.sampled_from([(), ("phi",), ("gdpr",), ("phi", "gdpr")]))
+POLICY = make_policy(rules=[{"type": "DataSovereignty", "region": "eu-central", "tags": ["gdpr"]},
+                            {"type": "RequireCapability", "capability": "hipaa", "min_version": "1.0",
+                             "tags": ["phi"]},
+                            {"type": "ExecutorFilter", "blacklist": ["e3"]}])
+
+
+def _fleet(executors):
+    return [make_executor(f"e{i}", coop=e["coop"], region=e["region"], cpus=e["cpus"], gpus=e["gpus"],
+                          trust=e["trust"], caps={"hipaa": e["hipaa"]} if e["hipaa"] else {})
+            for i, e in enumerate(executors)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(executors=st.lists(executor_st, min_size=1, max_size=12), tasks=st.lists(task_st, min_size=1, max_size=20))
+def test_placement_only_ever_picks_feasible_executors(executors, tasks):
+    fleet = _fleet(executors)
+    sim = make_sim(POLICY, fleet)
+    free = {e.executor_id: [e.resources.cpus, e.resources.gpus] for e in fleet}
+    by_id = {e.executor_id: e for e in fleet}
+    for t in tasks:
+        sim.submit(make_task(cpus=t["cpus"], gpus=t["gpus"], tags=t["tags"]))
+    for p in sim.step():
+        e, task = by_id[p.executor_id], p.task
+        assert e.coop_id == "coop" and e.executor_id != "e3"
+        assert "gdpr" not in task.tags or e.region == "eu-central"
+        assert "phi" not in task.tags or e.capabilities.get("hipaa") in ("1.0", "2.3")
+        free[e.executor_id][0] -= task.resources.cpus
+        free[e.executor_id][1] -= task.resources.gpus
+        assert min(free[e.executor_id]) >= 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(executors=st.lists(executor_st, min_size=1, max_size=12), tasks=st.lists(task_st, min_size=1, max_size=20))
+def test_decisions_are_deterministic_for_a_fixed_clock_and_input(executors, tasks):
+    def run():
+        sim = make_sim(POLICY, _fleet(executors))
+        decisions = [sim.submit(make_task(task_id=f"x{i}", cpus=t["cpus"], gpus=t["gpus"], tags=t["tags"]))
+                     for i, t in enumerate(tasks)]
+        return decisions, [(p.task_id, p.executor_id, p.score) for p in sim.step()]
+    assert run() == run()

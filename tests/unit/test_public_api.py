@@ -1,0 +1,45 @@
+"""The promised public names, and nothing else, in each package's ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PROMISED = {
+    "scheduler": ["Decision", "ExecutorOffer", "ExecutorSpec", "ExecutorStatus", "Hints", "JobState", "JobStatus",
+                  "Outcome", "Placement", "Priority", "Reason", "ReasonCode", "Resources", "SchedulerCore", "TaskSpec",
+                  "UsageRecord", "UsageReport"],
+    "policies": ["CoopPolicy", "DataSovereignty", "EnforcementMode", "ExecutorFilter", "InvalidRequest",
+                 "MemberPriority", "MemberQuota", "Priority", "RateLimit", "RequireCapability", "ScoringWeights",
+                 "TaskLimits", "TimeWindow", "load_example", "load_policy"],
+    "executors": ["FakeGpu", "FakeNvml", "GpuInfo", "NodeInventory", "SimulatedRun", "Simulation", "VirtualClock",
+                  "discover_node"],
+}
+
+
+@pytest.mark.parametrize("package", sorted(PROMISED))
+def test_exports_are_the_intended_ones(package):
+    module = importlib.import_module(package)
+    assert module.__all__ == PROMISED[package]
+    assert module.__all__ == sorted(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_decision_core_imports_neither_ray_nor_a_store_client():
+    import subprocess
+    import sys
+    code = ("import sys; import scheduler.core, scheduler.placement, scheduler.queue, scheduler.ledger, "
+            "scheduler.admission, policies, executors.simulated; "
+            "bad = [m for m in ('ray', 'redis', 'sqlite3') if m in sys.modules]; print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_policy_json_schema_exports():
+    from policies.model import CoopPolicy
+    schema = CoopPolicy.model_json_schema()
+    assert "enforcement_mode" in schema["properties"]
+    assert {"DataSovereignty", "TimeWindow", "MemberPriority", "RequireCapability", "ExecutorFilter",
+            "RateLimit", "TaskLimits"} <= set(schema["$defs"])
