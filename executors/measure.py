@@ -134,8 +134,9 @@ class _PeakRss:
 
 
 @contextmanager
-def _peak_rss(proc: Path = _PROC_SELF) -> Iterator[_PeakRss]:
+def _peak_rss(proc: Path | None = None) -> Iterator[_PeakRss]:
     """Measure the process's peak RSS over the ``with`` block, by the best means available."""
+    proc = proc or _PROC_SELF
     if _reset_high_water_mark(proc) and _read_hwm_kib(proc) is not None:
         peak = _PeakRss("hwm")
         try:

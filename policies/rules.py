@@ -7,6 +7,7 @@ the Kubernetes scheduler framework):
 - ``constrain(task, ctx) -> Constraint | None``  filtering: narrows the executors
 - ``adjust(task, ctx) -> float``                 priority: a multiplier on the effective priority
 - ``hold_until(task, ctx) -> float | None``      deferral: hold a task until a time (epoch s)
+- ``closed_until(task, ctx) -> float | None``    start gate: asked before each start, hold until then
 - ``reserve(task, ctx) -> None``                 commit side effects once the task is admitted
 
 Rules are configuration (pydantic models); the little state some need (rate-limit
@@ -86,6 +87,11 @@ class PriorityAdjustment(Protocol):
 @runtime_checkable
 class Deferral(Protocol):
     def hold_until(self, task: TaskSpec, ctx: RuleContext) -> float | None: ...
+
+
+@runtime_checkable
+class StartGate(Protocol):
+    def closed_until(self, task: TaskSpec, ctx: RuleContext) -> float | None: ...
 
 
 @runtime_checkable
@@ -187,12 +193,15 @@ class TimeWindow(_Rule):
         return local.hour in self.allowed_hours and day in self.allowed_days
 
     def next_opening(self, now: float) -> float | None:
-        """The first moment at or after ``now`` when the window is open (hour granularity)."""
+        """The first moment at or after ``now`` when the window is open.
+
+        Steps in quarter hours, so zones offset by :30 or :45 (India, Nepal) open on time.
+        """
         if self._open_at(now):
             return now
-        start = (int(now) // 3600 + 1) * 3600
-        for step in range(24 * 8):  # a week and a day covers every pattern, DST included
-            t = start + step * 3600
+        start = (int(now) // 900 + 1) * 900
+        for step in range(4 * 24 * 8):  # a week and a day covers every pattern, DST included
+            t = start + step * 900
             if self._open_at(t):
                 return float(t)
         return None  # pragma: no cover - validators guarantee a non-empty window
@@ -216,7 +225,11 @@ class TimeWindow(_Rule):
                            f"{self._describe(ctx.now)}; resubmit at {when} or raise the priority")
 
     def hold_until(self, task: TaskSpec, ctx: RuleContext) -> float | None:
-        if self.action != "defer" or not self._governs(task) or self._open_at(ctx.now):
+        return self.closed_until(task, ctx) if self.action == "defer" else None
+
+    def closed_until(self, task: TaskSpec, ctx: RuleContext) -> float | None:
+        """Windows govern starts: a task admitted while open but still queued at the close waits again."""
+        if not self._governs(task) or self._open_at(ctx.now):
             return None
         return self.next_opening(ctx.now)
 

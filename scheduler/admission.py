@@ -29,6 +29,7 @@ class CompiledPolicy:
     constrainers: tuple = ()
     adjusters: tuple = ()
     deferrals: tuple = ()
+    gates: tuple = ()
     reservers: tuple = ()
 
     @classmethod
@@ -39,6 +40,7 @@ class CompiledPolicy:
                    tuple(r for r in rules if hasattr(r, "constrain")),
                    tuple(r for r in rules if hasattr(r, "adjust")),
                    tuple(r for r in rules if hasattr(r, "hold_until")),
+                   tuple(r for r in rules if hasattr(r, "closed_until")),
                    tuple(r for r in rules if hasattr(r, "reserve")))
 
 

@@ -105,11 +105,19 @@ class SchedulerCore:
             self.table.set_status(e, ExecutorStatus.OFFLINE)
         return gone
 
-    def remove_executor(self, executor_id: str) -> list[str]:
-        """Forget an executor; its running tasks go back to the queue (retry). Returns their ids."""
+    def executor_lost(self, executor_id: str, why: str) -> list[str]:
+        """The executor stopped running its tasks (worker or node died): they are retried
+        elsewhere; it takes no new work until it reports again. Returns the tasks' ids."""
         lost = sorted(self._on_executor.get(executor_id, ()))
         for task_id in lost:
-            self.requeue(task_id, executor_id, f"executor {executor_id} was removed")
+            self.requeue(task_id, executor_id, why)
+        if executor_id in self.table:
+            self.table.set_status(executor_id, ExecutorStatus.OFFLINE)
+        return lost
+
+    def remove_executor(self, executor_id: str) -> list[str]:
+        """Forget an executor; its running tasks go back to the queue (retry). Returns their ids."""
+        lost = self.executor_lost(executor_id, f"executor {executor_id} was removed")
         self.table.remove(executor_id)
         self._on_executor.pop(executor_id, None)
         self._last_seen.pop(executor_id, None)
@@ -183,11 +191,17 @@ class SchedulerCore:
         now = self.clock()
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
+        holds: dict[tuple, float | None] = {}
         for entry in self.queue.ordered(self._fair_share):
             if limit is not None and len(placements) >= limit:
                 break
             job = self._jobs[entry.task.task_id]
             if entry.not_before is not None and now < entry.not_before:
+                continue
+            hold = self._window_closed_until(entry.task, now, holds)
+            if hold is not None:  # windows govern starts: a task that waited past the close waits again
+                entry.not_before = hold
+                job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(hold)}")
                 continue
             if job.state is JobState.DEFERRED:
                 job.move(now, JobState.QUEUED, "time window open")
@@ -236,6 +250,31 @@ class SchedulerCore:
         job.started_at = now
         job.move(now, JobState.RUNNING, f"placed on {spec.executor_id} (attempt {entry.attempt})")
         return placement
+
+    def _window_closed_until(self, task: TaskSpec, now: float, memo: dict[tuple, float | None]) -> float | None:
+        """When a closed start gate (time window) governing ``task`` opens again; None: start now.
+
+        Gates depend on the task's coop, priority and tags only, so one answer per such
+        shape serves a whole scheduling round.
+        """
+        key = (task.coop_id, task.priority, task.tags)
+        if key not in memo:
+            compiled = self._policies.get(task.coop_id)
+            hold = None
+            if compiled is not None and compiled.gates:
+                ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
+                strict = compiled.policy.enforcement_mode is EnforcementMode.STRICT
+                for rule in compiled.gates:
+                    if not strict and getattr(rule, "action", "defer") != "defer":
+                        continue  # a non-strict policy already let this violation through
+                    try:
+                        t = rule.closed_until(task, ctx)
+                    except Exception:  # a broken gate must not stop the scheduler; it gates nothing
+                        t = None
+                    if t is not None and t > now:
+                        hold = t if hold is None else max(hold, t)
+            memo[key] = hold
+        return memo[key]
 
     def _fair_share(self, coop_id: str, member: str) -> float:
         compiled = self._policies.get(coop_id)
@@ -374,6 +413,10 @@ class SchedulerCore:
                 "decision": job.decision.model_dump(mode="json"),
                 "placement": job.placement.model_dump(mode="json", exclude={"task"}) if job.placement else None,
                 "summary": job.placement.explain() if job.placement else job.reason}
+
+    def cancel_requested(self, task_id: str) -> bool:
+        job = self._jobs.get(task_id)
+        return bool(job and job.cancel_requested)
 
     def running_on(self, executor_id: str) -> set[str]:
         return set(self._on_executor.get(executor_id, ()))

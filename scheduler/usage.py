@@ -42,6 +42,8 @@ class UsageReport(BaseModel):
     peak_memory_mb: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False, examples=[512.0])
     credits: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False, examples=[2.0])
     outcome: Outcome = Field(default=Outcome.SUCCEEDED, examples=["succeeded"])
+    attempt: int = Field(default=1, ge=1, le=100, description="which attempt of the task this measured",
+                         examples=[1])
     error: str | None = Field(default=None, max_length=20_000)
 
     @model_validator(mode="after")

@@ -208,3 +208,21 @@ def test_rule_that_raises_is_an_error_reason_not_a_crash():
     core._policies["coop"] = CompiledPolicy.of(core.policy("coop"), extra_rules=(Broken(),))
     d = core.submit(make_task())
     assert not d.admitted and d.reasons[0].code.value == "error" and "boom" in d.reasons[0].message
+
+
+def test_time_window_governs_starts_not_only_admission():
+    """A task admitted in an open window that is still queued at the close waits for the next opening."""
+    sim = make_sim(make_policy(rules=[{"type": "TimeWindow", "allowed_hours": [11, 12], "action": "defer"}]),
+                   [make_executor("only", cpus=1)])
+    first = sim.submit(make_task(runtime=7200), duration_s=7000)  # 11:06 -> 13:03
+    second = sim.submit(make_task(runtime=7200), duration_s=60)
+    sim.run()
+    started = sim.core.job(second.task_id).started_at
+    assert sim.core.job(first.task_id).started_at == START
+    assert started == 1_795_086_000.0  # 11:00 UTC next day, not 13:03 today
+
+
+def test_time_window_opens_on_time_in_half_hour_zones():
+    rule = TimeWindow(allowed_hours=[20, 21], timezone="Asia/Kolkata", action="defer")
+    opening = rule.next_opening(1_795_000_000.0)  # 16:36 IST
+    assert opening == 1_795_012_200.0  # 14:30 UTC = 20:00 IST, not 15:00 UTC

@@ -1,0 +1,694 @@
+"""Placement latency: how long the core takes to admit and place one task, beside a plain reference.
+
+Run ``python benchmarks/placement_latency.py [--quick] [--json PATH] [--profile]``.
+
+One process, one run, on fleets of 100 to 100,000 simulated executors shaped like
+Alibaba's openb GPU cluster (see ``/work/shared/traces/README.md``), built from a fixed
+seed, under two coop policies with all seven rule types active and quotas that never
+reject. It measures, with ``time.perf_counter_ns``, a warm-up and the garbage
+collector off inside timed loops:
+
+1. per fleet size, admission + placement of one task (``core.submit(task)`` then
+   ``core.schedule()`` with that single task queued; the task is completed afterwards,
+   untimed, so the fleet stays in steady state); then the same decisions paired with
+   ``benchmarks.reference`` (core timed first, then the reference on its own mirrored
+   state), every paired decision checked for agreement;
+2. policy evaluation alone (``scheduler.admission.evaluate``) against the reference's
+   admission checks;
+3. a backlog of queued tasks placed by ``core.schedule()`` in rounds, against the
+   reference replaying a sample of the same placements.
+
+Tasks reach the core as ``TaskSpec`` objects (validated by the client before they
+travel), so the timings do not include parsing JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import os
+import platform
+import pstats
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.reference import RefChoice, ReferenceScheduler  # noqa: E402
+from executors.simulated import VirtualClock  # noqa: E402
+from policies.model import CoopPolicy, MemberQuota, ScoringWeights  # noqa: E402
+from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateBuckets,  # noqa: E402
+                            RateLimit, RequireCapability, TaskLimits, TimeWindow)
+from scheduler.admission import CompiledPolicy, evaluate  # noqa: E402
+from scheduler.core import SchedulerCore  # noqa: E402
+from scheduler.executor_spec import ExecutorSpec  # noqa: E402
+from scheduler.tasks import Hints, Resources, TaskSpec  # noqa: E402
+from scheduler.usage import UsageReport  # noqa: E402
+
+SEED = 20261118
+TIE_TOLERANCE = 1e-9
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "placement_latency.json"
+
+# ----------------------------------------------------------------------------- fleet shape
+# Alibaba openb (1,523 nodes): 310 without GPUs, then 24 / 518 / 54 / 617 nodes with 1 / 2 / 4 / 8 GPUs.
+CPU_ONLY_SHARE = 0.20
+GPU_COUNTS = ((1, 24), (2, 518), (4, 54), (8, 617))
+# GPU models by node count; memory per GPU in MB (G2 and G3 are not public parts: 16 and 24 GB assumed).
+GPU_MODELS = (("G2", 549, 16384), ("T4", 404, 16384), ("P100", 134, 16384), ("V100-16", 43, 16384),
+              ("V100-32", 42, 32768), ("G3", 39, 24576), ("A10", 2, 24576))
+REGIONS = (("us-west", 25), ("us-east", 20), ("eu-central", 20), ("eu-west", 10), ("ap-south", 15),
+           ("ap-northeast", 10))
+OWNERS = ("research:biolab", "timebank:seattle", "housing:greenfield", "mutual-aid:oakland")
+POLICY_COOPS = ("research:biolab", "timebank:seattle")
+MEMBERS = tuple(f"did:icn:member-{i:02d}" for i in range(11)) + ("did:icn:alice",)
+DATASETS = tuple(f"dataset:{name}" for name in ("genomes-2026", "imaging-ct", "climate-era5", "lidar-city",
+                                                "speech-corpus", "protein-folds", "census-eu", "traffic-2025"))
+
+
+def _weighted(rng: random.Random, table):
+    return rng.choices([t[0] for t in table], weights=[t[1] for t in table])[0]
+
+
+def build_fleet(n: int, seed: int = SEED) -> list[ExecutorSpec]:
+    """``n`` executors shaped like the openb fleet; the same ``seed`` gives the same fleet."""
+    rng = random.Random(seed * 1_000_003 + n)
+    specs = []
+    for i in range(n):
+        gpus = 0 if rng.random() < CPU_ONLY_SHARE else _weighted(rng, GPU_COUNTS)
+        if rng.random() < 0.7:
+            cpus, mem_gib = rng.choice((96, 104)), rng.choice((384, 448, 512))
+        else:
+            cpus, mem_gib = rng.choice((16, 24, 32, 48, 64, 80, 96, 104)), rng.choice((120, 192, 256, 384, 768))
+        gmem, labels = 0, {}
+        if gpus:
+            model = rng.choices(GPU_MODELS, weights=[m[1] for m in GPU_MODELS])[0]
+            gmem, labels = gpus * model[2], {"gpu_model": model[0]}
+        region = _weighted(rng, REGIONS)
+        caps: dict[str, str] = {}
+        if rng.random() < 0.30:
+            caps["hipaa-compliant"] = "0.9" if rng.random() < 0.1 else f"1.{rng.randrange(4)}"
+        if rng.random() < 0.25:
+            caps["secure-execution"] = f"1.{rng.randrange(10)}" if rng.random() < 0.2 else f"2.{rng.randrange(3)}"
+        if rng.random() < (0.6 if region.startswith("eu-") else 0.1):
+            caps["gdpr-compliant"] = "1.0"
+        if gpus:
+            caps["cuda"] = rng.choice(("11.8", "12.0", "12.2", "12.4"))
+        owner = rng.choice(OWNERS)
+        u = rng.random()
+        open_to = ("*",) if u < 0.65 else tuple(c for c in OWNERS if c != owner)[:2] if u < 0.85 else ()
+        specs.append(ExecutorSpec(
+            executor_id=f"exec-{i:06d}", coop_id=owner, region=region, capabilities=caps,
+            trust=round(rng.uniform(0.3, 1.0), 4), rtt_ms=round(rng.uniform(1.0, 120.0), 2),
+            resources=Resources(cpus=cpus, gpus=gpus, memory_mb=mem_gib * 1024, gpu_memory_mb=gmem),
+            price_cpu_hour=round(rng.uniform(0.5, 2.0), 3), price_gpu_hour=round(rng.uniform(5.0, 20.0), 2),
+            labels=labels, open_to=open_to))
+    return specs
+
+
+def build_policies(specs: list[ExecutorSpec], seed: int = SEED) -> list[CoopPolicy]:
+    """Two strict coop policies with all seven rule types; quotas and rate limits that never bite."""
+    rng = random.Random(seed + 7)
+    blacklist = tuple(sorted(s.executor_id for s in rng.sample(specs, max(1, len(specs) // 100))))
+    rules = (
+        DataSovereignty(name="gdpr", region="eu-central", tags=("patient-data",)),
+        DataSovereignty(name="eu-only", region=("eu-central", "eu-west"), tags=("eu-data",)),
+        TimeWindow(name="weekday-daytime", allowed_hours=tuple(range(6, 22)), allowed_days=(1, 2, 3, 4, 5),
+                   priorities=("low", "normal"), action="reject"),
+        MemberPriority(name="alice-first", member="did:icn:alice", multiplier=2.0),
+        RequireCapability(name="hipaa", capability="hipaa-compliant", min_version="1.0", tags=("patient-data",)),
+        RequireCapability(name="secure", capability="secure-execution", min_version="2.0", tags=("secure",)),
+        ExecutorFilter(name="blocklist", blacklist=blacklist),
+        RateLimit(name="submissions", rate=1e6, burst=1_000_000),
+        TaskLimits(name="per-task", max_cpus=64, max_gpus=8, max_memory_mb=512 * 1024, max_runtime_s=86400),
+    )
+    quota = MemberQuota(cpu_hours_per_month=1e9, gpu_hours_per_month=1e9, credits_per_month=1e12,
+                        max_concurrent_tasks=1_000_000, max_priority="high", default_max_runtime_s=3600)
+    return [
+        CoopPolicy(coop_id="research:biolab", rules=rules, default_quota=quota, enforcement_mode="strict"),
+        CoopPolicy(coop_id="timebank:seattle", rules=rules, default_quota=quota, enforcement_mode="strict",
+                   scoring_weights=ScoringWeights(trust=0.35, capacity=0.25, queue=0.10, rtt=0.10, data=0.10,
+                                                  hints=0.10)),
+    ]
+
+
+def build_tasks(count: int, specs: list[ExecutorSpec], seed: int, prefix: str) -> list[TaskSpec]:
+    """A mix like a research coop's: CPU jobs, GPU jobs (1-8 GPUs), tagged data, capabilities, hints."""
+    rng = random.Random(seed)
+    regions = [r for r, _ in REGIONS]
+    tasks = []
+    for i in range(count):
+        if rng.random() < 0.55:
+            res = Resources(cpus=rng.choice((1, 2, 4, 8, 16)), memory_mb=rng.choice((1, 4, 8, 16, 32, 64)) * 1024)
+        else:
+            gpus = rng.choices((1, 2, 4, 8), weights=(50, 30, 15, 5))[0]
+            res = Resources(cpus=min(64, gpus * rng.choice((2, 4, 8))), gpus=gpus,
+                            memory_mb=gpus * rng.choice((8, 16, 32)) * 1024,
+                            gpu_memory_mb=gpus * 8192 if rng.random() < 0.5 else 0)
+        u = rng.random()
+        tags = (("patient-data",) if u < 0.12 else ("patient-data", "eu-data") if u < 0.17 else
+                ("eu-data",) if u < 0.22 else ("secure",) if u < 0.32 else ("batch",))
+        caps: dict[str, str | None] = {}
+        if rng.random() < 0.08:
+            caps["gdpr-compliant"] = None
+        if res.gpus and rng.random() < 0.2:
+            caps["cuda"] = "12.0"
+        u = rng.random()
+        hints = (Hints(regions=(rng.choice(regions),)) if u < 0.08 else
+                 Hints(executors=tuple(s.executor_id for s in rng.sample(specs, min(2, len(specs))))) if u < 0.12
+                 else Hints(data=(rng.choice(DATASETS),)) if u < 0.17 else Hints())
+        tasks.append(TaskSpec(
+            task_id=f"{prefix}-{i:06d}", coop_id=rng.choices(POLICY_COOPS, weights=(60, 40))[0],
+            member=rng.choice(MEMBERS), resources=res, tags=tags, capabilities=caps, hints=hints,
+            priority=rng.choices(("low", "normal", "high"), weights=(20, 65, 15))[0],
+            max_runtime_s=rng.choice((600.0, 1800.0, 3600.0, 7200.0))))
+    return tasks
+
+
+def build_datasets(specs: list[ExecutorSpec], seed: int) -> dict[str, dict[str, int]]:
+    rng = random.Random(seed + 11)
+    return {key: {s.node_id or s.executor_id: rng.randrange(1, 50) * 2**30
+                  for s in rng.sample(specs, min(len(specs), rng.randint(1, 3)))} for key in DATASETS}
+
+
+# ----------------------------------------------------------------------------- a core and its mirror
+@dataclass
+class Bench:
+    """A core on a virtual clock and a reference scheduler holding the same state."""
+
+    core: SchedulerCore
+    clock: VirtualClock
+    ref: ReferenceScheduler
+    specs: list[ExecutorSpec]
+    policies: list[CoopPolicy]
+    fit_cache: dict = field(default_factory=dict)
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+
+
+def make_bench(n: int, seed: int = SEED, load_tasks: int | None = None) -> Bench:
+    """Register ``n`` executors in a core and the reference, then load the fleet with running tasks."""
+    specs = build_fleet(n, seed)
+    policies = build_policies(specs, seed)
+    data = build_datasets(specs, seed)
+    clock = VirtualClock()
+    core = SchedulerCore(clock=clock, executor_capacity=n)
+    ref = ReferenceScheduler(policies, data)
+    for p in policies:
+        core.set_policy(p)
+    for key, copies in data.items():
+        for node, size in copies.items():
+            core.data_locator.register(key, node, size)  # type: ignore[attr-defined]
+    for s in specs:
+        core.register_executor(s)
+        ref.add_executor(s)
+    rng = random.Random(seed + n)
+    for s in rng.sample(specs, max(1, n // 100)):
+        core.drain(s.executor_id)
+        ref.drain(s.executor_id)
+    for s in rng.sample(specs, max(1, n // 10)):  # heartbeats reporting a local queue
+        depth = rng.randint(1, 5)
+        core.update_executor({"executor_id": s.executor_id, "queue_depth": depth})
+        ref.heartbeat(s.executor_id, depth)
+    bench = Bench(core, clock, ref, specs, policies)
+    load = min(n // 2, 2000) if load_tasks is None else load_tasks
+    if load:
+        background = build_tasks(load, specs, seed + 3, f"bg{n}")
+        for t in background:
+            core.submit(t)
+            mirror_admission(bench, t)
+        for p in core.schedule():
+            bench.ref.place(p.task, bench.ref.find(p.executor_id))
+        for t in background:  # what does not fit now leaves the queue
+            if t.task_id in core.queue:
+                core.cancel(t.task_id)
+                ref.release(t.task_id)
+    assert len(core.queue) == 0
+    return bench
+
+
+def mirror_admission(bench: Bench, task: TaskSpec) -> None:
+    """Record in the reference what the core decided at admission (cost from the core's ledger)."""
+    reservation = bench.core.ledger.reservation(task.task_id)
+    if reservation is not None:
+        c = reservation.cost
+        bench.ref.admit(task, (c.cpu, c.gpu, c.credits), bench.clock())
+    bench.tasks[task.task_id] = task
+
+
+def finish(bench: Bench, task: TaskSpec, executor_id: str | None) -> None:
+    """Complete a placed task in both (or cancel a queued one), so the fleet returns to steady state."""
+    core, ref = bench.core, bench.ref
+    if executor_id is None:
+        if task.task_id in core.queue:
+            core.cancel(task.task_id)
+            ref.release(task.task_id)
+        return
+    now = bench.clock()
+    wall = (task.max_runtime_s or 3600.0) * 0.5
+    report = UsageReport(task_id=task.task_id, executor_id=executor_id, coop_id=task.coop_id, member=task.member,
+                         started_at=now, ended_at=now + wall, cpu_seconds=task.resources.cpus * wall,
+                         gpu_seconds=task.resources.gpus * wall)
+    core.complete(report)
+    ref.complete(task, report.cpu_seconds, report.gpu_seconds, report.ended_at)
+
+
+# ----------------------------------------------------------------------------- agreement
+@dataclass
+class Agreement:
+    compared: int = 0
+    same_executor: int = 0
+    both_unplaced: int = 0
+    ties: int = 0
+    mismatches: list[dict] = field(default_factory=list)
+
+    @property
+    def agreed(self) -> int:
+        return self.same_executor + self.both_unplaced + self.ties
+
+    def as_dict(self) -> dict:
+        return {"compared": self.compared, "agreed": self.agreed, "same_executor": self.same_executor,
+                "both_unplaced": self.both_unplaced, "ties": self.ties, "mismatches": len(self.mismatches),
+                "first_mismatches": self.mismatches[:5]}
+
+
+def reconcile(bench: Bench, task: TaskSpec, core_admitted: bool, core_executor: str | None,
+              choice: RefChoice, agreement: Agreement) -> None:
+    """Check the reference against the core for one decision, then make the reference hold the core's outcome.
+
+    Agreement: both refuse; or both admit and place on the same executor; or both leave it
+    unplaced; or the executors differ but the reference scores them equal within 1e-9 (a tie).
+    """
+    ref = bench.ref
+    agreement.compared += 1
+    ref_admitted = choice.admission.admitted
+    if choice.placed:  # judge the choice on the state before it
+        ref.unplace(task)
+    if ref_admitted != core_admitted:
+        agreement.mismatches.append({"task": task.task_id, "core_admitted": core_admitted,
+                                     "ref_admitted": ref_admitted, "ref_violations": choice.admission.violations})
+        if ref_admitted:
+            ref.release(task.task_id)
+        else:
+            mirror_admission(bench, task)
+    elif not core_admitted or (core_executor is None and choice.executor_id is None):
+        agreement.both_unplaced += 1
+    elif core_executor == choice.executor_id:
+        agreement.same_executor += 1
+    elif core_executor is not None and choice.index is not None:
+        theirs = ref.score_of(task, ref.find(core_executor))
+        if abs(theirs - choice.score) <= TIE_TOLERANCE:  # type: ignore[operator]
+            agreement.ties += 1
+        else:
+            agreement.mismatches.append({"task": task.task_id, "core": core_executor, "core_score_by_ref": theirs,
+                                         "ref": choice.executor_id, "ref_score": choice.score})
+    else:
+        agreement.mismatches.append({"task": task.task_id, "core": core_executor, "ref": choice.executor_id})
+    if core_executor is not None:
+        ref.place(task, ref.find(core_executor))
+    bench.tasks[task.task_id] = task
+
+
+def core_decision(bench: Bench, task: TaskSpec) -> tuple[bool, str | None, int]:
+    """One timed core decision: submit, then schedule the single queued task."""
+    core = bench.core
+    t0 = time.perf_counter_ns()
+    decision = core.submit(task)
+    placed = core.schedule()
+    t1 = time.perf_counter_ns()
+    executor = None
+    for p in placed:
+        if p.task_id == task.task_id:
+            executor = p.executor_id
+    return decision.admitted, executor, t1 - t0
+
+
+# ----------------------------------------------------------------------------- measurements
+def stats_us(samples_ns: list[int]) -> dict:
+    if not samples_ns:
+        return {"samples": 0, "p50_us": None, "p99_us": None, "mean_us": None, "max_us": None}
+    a = np.asarray(samples_ns, dtype=float) / 1e3
+    return {"samples": int(a.size), "p50_us": round(float(np.percentile(a, 50)), 2),
+            "p99_us": round(float(np.percentile(a, 99)), 2), "mean_us": round(float(a.mean()), 2),
+            "max_us": round(float(a.max()), 2)}
+
+
+class _NoGC:
+    def __enter__(self):
+        gc.collect()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        gc.enable()
+
+
+def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warmup: int, seed: int,
+                      profile: int = 0) -> dict:
+    """Steady-state admission + placement latency, core alone and paired with the reference."""
+    n = len(bench.specs)
+    total = warmup + core_samples + paired_samples + profile
+    tasks = build_tasks(total, bench.specs, seed, f"d{n}")
+    clock = bench.clock
+    warm, core_only = tasks[:warmup], tasks[warmup:warmup + core_samples]
+    paired = tasks[warmup + core_samples:warmup + core_samples + paired_samples]
+    profiled = tasks[warmup + core_samples + paired_samples:]
+
+    def core_step(task: TaskSpec) -> int:
+        clock.advance(0.001)
+        admitted, executor, ns = core_decision(bench, task)
+        if admitted:
+            mirror_admission(bench, task)
+            if executor is not None:
+                bench.ref.place(task, bench.ref.find(executor))
+        finish(bench, task, executor)
+        return ns
+
+    for t in warm:
+        core_step(t)
+    for t in warm[:3]:  # the reference's code paths, once
+        bench.ref.decide(t, clock())
+    core_ns: list[int] = []
+    with _NoGC():
+        for t in core_only:
+            core_ns.append(core_step(t))
+
+    agreement = Agreement()
+    paired_core_ns: list[int] = []
+    ref_ns: list[int] = []
+    with _NoGC():
+        for t in paired:
+            clock.advance(0.001)
+            admitted, executor, ns = core_decision(bench, t)
+            paired_core_ns.append(ns)
+            r0 = time.perf_counter_ns()
+            choice = bench.ref.submit(t, clock())
+            r1 = time.perf_counter_ns()
+            ref_ns.append(r1 - r0)
+            reconcile(bench, t, admitted, executor, choice, agreement)
+            finish(bench, t, executor)
+
+    out = {"executors": n, "core": stats_us(core_ns), "core_paired": stats_us(paired_core_ns),
+           "reference": stats_us(ref_ns), "agreement": agreement.as_dict()}
+    cp, rp = out["core_paired"]["p50_us"], out["reference"]["p50_us"]
+    out["ratio_p50"] = round(rp / cp, 1) if cp and rp else None
+    if profiled:
+        prof = cProfile.Profile()
+        prof.enable()
+        for t in profiled:
+            core_step(t)
+        prof.disable()
+        out["profile"] = profile_table(prof, len(profiled))
+    return out
+
+
+def measure_policy_eval(bench: Bench, samples: int, full_ref_samples: int, seed: int) -> dict:
+    """``scheduler.admission.evaluate`` alone, against the reference's admission checks on the same tasks."""
+    n = len(bench.specs)
+    tasks = build_tasks(samples + 50, bench.specs, seed, f"e{n}")
+    compiled = {p.coop_id: CompiledPolicy.of(p) for p in bench.policies}
+    core, ref = bench.core, bench.ref
+    now = bench.clock()
+    buckets = RateBuckets()
+    for t in tasks[:50]:  # warm-up: caches on both sides (static fits per requirement signature)
+        evaluate(t, compiled[t.coop_id], core.ledger, core.table, buckets, now)
+        ref.check_submission(t, now, bench.fit_cache)
+    timed = tasks[50:]
+    core_ns, ref_ns, verdicts = [], [], []
+    with _NoGC():
+        for t in timed:
+            t0 = time.perf_counter_ns()
+            v = evaluate(t, compiled[t.coop_id], core.ledger, core.table, buckets, now)
+            t1 = time.perf_counter_ns()
+            core_ns.append(t1 - t0)
+            verdicts.append(v)
+    cached_ns, admissions = [], []
+    with _NoGC():
+        for t in timed:
+            t0 = time.perf_counter_ns()
+            a = ref.check_submission(t, now, bench.fit_cache)
+            t1 = time.perf_counter_ns()
+            cached_ns.append(t1 - t0)
+            admissions.append(a)
+    full_ns = []
+    with _NoGC():
+        for t in timed[:full_ref_samples]:
+            t0 = time.perf_counter_ns()
+            ref.check_submission(t, now, None)
+            t1 = time.perf_counter_ns()
+            full_ns.append(t1 - t0)
+    agree = sum(1 for v, a in zip(verdicts, admissions)
+                if v.admitted == a.admitted and abs(v.effective_priority - a.effective_priority) < 1e-12
+                and (v.cost.cpu, v.cost.gpu, v.cost.credits) == a.cost and v.not_before == a.not_before)
+    return {"executors": n, "core": stats_us(core_ns), "reference_rules_quota": stats_us(cached_ns),
+            "reference_with_fleet_scan": stats_us(full_ns), "agreement": {"compared": len(timed), "agreed": agree},
+            "admitted": sum(v.admitted for v in verdicts)}
+
+
+def measure_backlog(n_executors: int, n_tasks: int, ref_samples: int, seed: int) -> dict:
+    """``n_tasks`` queued at once on ``n_executors``: placements per second of ``core.schedule()``."""
+    bench = make_bench(n_executors, seed, load_tasks=0)
+    core, ref, clock = bench.core, bench.ref, bench.clock
+    tasks = build_tasks(n_tasks, bench.specs, seed + 5, f"q{n_executors}")
+    reqs = {}
+    for t in tasks:  # submissions are not timed here; the reference admits them too (its requirements)
+        core.submit(t)
+        mirror_admission(bench, t)
+        reqs[t.task_id] = ref.check_submission(t, clock(), bench.fit_cache).requirements
+    queued = len(core.queue)
+    every = max(1, queued // max(1, ref_samples))
+    sched_ns, placed_total, rounds = 0, 0, 0
+    ref_ns: list[int] = []
+    agreement = Agreement()
+    k = 0
+    while len(core.queue) and rounds < 50:
+        rounds += 1
+        clock.advance(1.0)
+        with _NoGC():
+            t0 = time.perf_counter_ns()
+            placements = core.schedule()
+            t1 = time.perf_counter_ns()
+        sched_ns += t1 - t0
+        placed_total += len(placements)
+        if not placements:
+            break
+        with _NoGC():
+            for p in placements:  # replay in the core's order on the reference's mirror
+                task = p.task
+                if k % every == 0:
+                    r0 = time.perf_counter_ns()
+                    best = ref.choose(task, reqs[task.task_id])
+                    if best is not None:
+                        ref.place(task, best[0])
+                    r1 = time.perf_counter_ns()
+                    ref_ns.append(r1 - r0)
+                    choice = RefChoice(admission=None, index=best[0] if best else None,  # type: ignore[arg-type]
+                                       executor_id=ref.executors[best[0]]["id"] if best else None,
+                                       score=best[1] if best else None, placed=best is not None)
+                    _check_backlog(bench, task, p.executor_id, choice, agreement)
+                else:
+                    ref.place(task, ref.find(p.executor_id))
+                k += 1
+        for p in placements:
+            finish(bench, p.task, p.executor_id)
+    core_rate = placed_total / (sched_ns / 1e9) if sched_ns else None
+    ref_mean_ns = sum(ref_ns) / len(ref_ns) if ref_ns else None
+    ref_rate = 1e9 / ref_mean_ns if ref_mean_ns else None
+    return {"executors": n_executors, "tasks": n_tasks, "queued": queued, "placed": placed_total, "rounds": rounds,
+            "core_schedule_s": round(sched_ns / 1e9, 3), "core_decisions_per_s": round(core_rate) if core_rate else None,
+            "reference": stats_us(ref_ns), "reference_decisions_per_s": round(ref_rate) if ref_rate else None,
+            "ratio": round(core_rate / ref_rate, 1) if core_rate and ref_rate else None,
+            "agreement": agreement.as_dict()}
+
+
+def _check_backlog(bench: Bench, task: TaskSpec, core_executor: str, choice: RefChoice,
+                   agreement: Agreement) -> None:
+    ref = bench.ref
+    agreement.compared += 1
+    if choice.placed:
+        ref.unplace(task)
+    if choice.executor_id == core_executor:
+        agreement.same_executor += 1
+    elif choice.index is not None and abs(ref.score_of(task, ref.find(core_executor)) - choice.score) \
+            <= TIE_TOLERANCE:  # type: ignore[operator]
+        agreement.ties += 1
+    else:
+        agreement.mismatches.append({"task": task.task_id, "core": core_executor, "ref": choice.executor_id})
+    ref.place(task, ref.find(core_executor))
+
+
+def profile_table(prof: cProfile.Profile, decisions: int, top: int = 14) -> list[dict]:
+    st = pstats.Stats(prof)
+    rows = []
+    for (file, line, func), (_cc, calls, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{_short(file)}:{line}({func})", "calls": calls,
+                     "tottime_us_per_decision": round(tt / decisions * 1e6, 2),
+                     "cumtime_us_per_decision": round(ct / decisions * 1e6, 2)})
+    rows.sort(key=lambda r: -r["tottime_us_per_decision"])
+    return rows[:top]
+
+
+def _short(file: str) -> str:
+    for marker in ("/site-packages/", "/main/", "/lib/python3"):
+        if marker in file:
+            return file.split(marker, 1)[1]
+    return file
+
+
+# ----------------------------------------------------------------------------- targets and report
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...]
+    core_samples: dict[int, int]
+    paired_samples: dict[int, int]
+    warmup: int
+    eval_samples: int
+    eval_full_ref: dict[int, int]
+    backlog: tuple[int, int, int]  # executors, tasks, reference samples
+    profile: int
+
+
+FULL = Plan(sizes=(100, 1_000, 10_000, 100_000),
+            core_samples={100: 2000, 1_000: 2000, 10_000: 1000, 100_000: 300},
+            paired_samples={100: 1000, 1_000: 400, 10_000: 120, 100_000: 100},
+            warmup=100, eval_samples=2000, eval_full_ref={100: 500, 1_000: 200, 10_000: 40, 100_000: 10},
+            backlog=(1_000, 10_000, 400), profile=0)
+QUICK = Plan(sizes=(100, 1_000, 10_000),
+             core_samples={100: 300, 1_000: 300, 10_000: 100},
+             paired_samples={100: 100, 1_000: 60, 10_000: 20},
+             warmup=20, eval_samples=300, eval_full_ref={100: 50, 1_000: 20, 10_000: 5},
+             backlog=(1_000, 1_000, 100), profile=0)
+
+
+def targets(result: dict) -> list[dict]:
+    fleets = {f["executors"]: f for f in result["fleets"]}
+    evals = result["policy_eval"]
+    out = []
+
+    def add(name: str, value: float | None, limit: float, unit: str, higher_is_better: bool = False) -> None:
+        if value is None:
+            status = "n/a"
+        else:
+            status = "PASS" if (value >= limit if higher_is_better else value <= limit) else "MISS"
+        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "status": status})
+
+    add("decision p99 <= 100 us at 1,000 executors", fleets.get(1_000, {}).get("core", {}).get("p99_us"), 100, "us")
+    add("decision p99 <= 1 ms at 100,000 executors", fleets.get(100_000, {}).get("core", {}).get("p99_us"),
+        1000, "us")
+    add(">= 30x the reference at 10,000 executors (p50 ratio)", fleets.get(10_000, {}).get("ratio_p50"), 30, "x",
+        higher_is_better=True)
+    worst = max((e["core"]["p50_us"] for e in evals), default=None)
+    add("policy evaluation <= 20 us per submission (p50, worst fleet)", worst, 20, "us")
+    return out
+
+
+def format_table(result: dict) -> str:
+    m = result["meta"]
+    lines = [f"Coopsched placement latency  ({'quick' if m['quick'] else 'full'} run, seed {m['seed']}, "
+             f"python {m['python']}, numpy {m['numpy']}, {m['cpus']} cores, {m['seconds']:.0f} s)", ""]
+    lines.append("Admission + placement, one task (core.submit + core.schedule); fleet loaded with running tasks")
+    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} {'n':>5} | {'ref p50':>10} {'ref p99':>10} "
+            f"{'n':>5} | {'ref/core':>8} | {'agree':>9}")
+    lines += [head, "-" * len(head)]
+    for f in result["fleets"]:
+        c, r, a = f["core"], f["reference"], f["agreement"]
+        lines.append(f"{f['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} {c['samples']:>5} | "
+                     f"{_us(r['p50_us']):>10} {_us(r['p99_us']):>10} {r['samples']:>5} | "
+                     f"{_x(f['ratio_p50']):>8} | {a['agreed']:>4}/{a['compared']:<4}")
+    lines += ["", "  ref/core = reference p50 / core p50 on the same (paired) decisions; core p50 there: " +
+              ", ".join(f"{f['executors']:,}: {_us(f['core_paired']['p50_us'])}" for f in result["fleets"]), ""]
+    lines.append("Policy evaluation per submission (scheduler.admission.evaluate vs reference admission checks)")
+    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} | {'ref p50':>9} {'ref p99':>9} | "
+            f"{'ref+scan p50':>12} | {'agree':>9}")
+    lines += [head, "-" * len(head)]
+    for e in result["policy_eval"]:
+        c, r, s, a = e["core"], e["reference_rules_quota"], e["reference_with_fleet_scan"], e["agreement"]
+        lines.append(f"{e['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} | "
+                     f"{_us(r['p50_us']):>9} {_us(r['p99_us']):>9} | {_us(s['p50_us']):>12} | "
+                     f"{a['agreed']:>4}/{a['compared']:<4}")
+    lines += ["  ref = rules + quota with the static fit cached as the core caches it; ref+scan = recomputing the",
+              "  dearest feasible executor (projected credits) by scanning the fleet on every call", ""]
+    b = result["backlog"]
+    lines.append(f"Backlog: {b['tasks']:,} queued tasks on {b['executors']:,} executors")
+    lines.append(f"  core.schedule(): {b['placed']:,} placed in {b['rounds']} rounds, {b['core_schedule_s']} s "
+                 f"-> {b['core_decisions_per_s']:,} decisions/s")
+    lines.append(f"  reference ({b['reference']['samples']} sampled placements): p50 {_us(b['reference']['p50_us'])}"
+                 f" -> {b['reference_decisions_per_s']:,} decisions/s; core/reference {_x(b['ratio'])}; "
+                 f"agree {b['agreement']['agreed']}/{b['agreement']['compared']}")
+    lines += ["", "Targets"]
+    for t in result["targets"]:
+        v = "-" if t["value"] is None else (f"{t['value']:,.1f} {t['unit']}" if t["unit"] != "x" else _x(t["value"]))
+        lines.append(f"  [{t['status']:>4}] {t['target']:<62} {v}")
+    for f in result["fleets"]:
+        if f.get("profile"):
+            lines += ["", f"Profile of the core at {f['executors']:,} executors (per decision, by own time)"]
+            for row in f["profile"]:
+                lines.append(f"  {row['tottime_us_per_decision']:>8.1f} us own {row['cumtime_us_per_decision']:>8.1f}"
+                             f" us cum {row['calls']:>7} calls  {row['function']}")
+    return "\n".join(lines)
+
+
+def _us(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.1f} us"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}x"
+
+
+def run(plan: Plan, quick: bool, seed: int = SEED, log=None) -> dict:
+    started = time.perf_counter()
+    result: dict = {"meta": {"quick": quick, "seed": seed, "python": platform.python_version(),
+                             "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform()},
+                    "fleets": [], "policy_eval": []}
+    for n in plan.sizes:
+        t0 = time.perf_counter()
+        bench = make_bench(n, seed)
+        built = time.perf_counter() - t0
+        fleet = measure_decisions(bench, plan.core_samples[n], plan.paired_samples[n], plan.warmup, seed + n,
+                                  profile=plan.profile if n in (1_000, 100_000) else 0)
+        fleet["setup_s"] = round(built, 2)
+        result["fleets"].append(fleet)
+        result["policy_eval"].append(measure_policy_eval(bench, plan.eval_samples, plan.eval_full_ref[n], seed + 2 * n))
+        if log:
+            log(f"  {n:>7,} executors: setup {built:.1f} s, total {time.perf_counter() - t0:.1f} s, "
+                f"core p50 {fleet['core']['p50_us']} us, ref p50 {fleet['reference']['p50_us']} us")
+        del bench
+        gc.collect()
+    ex, tasks, samples = plan.backlog
+    result["backlog"] = measure_backlog(ex, tasks, samples, seed)
+    result["targets"] = targets(result)
+    result["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (up to 10,000 executors)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write results (default {DEFAULT_JSON})")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile N extra core decisions at 1,000 and 100,000 executors (cProfile)")
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.profile:
+        plan = Plan(**{**plan.__dict__, "profile": args.profile})
+    result = run(plan, args.quick, args.seed, log=lambda s: print(s, file=sys.stderr, flush=True))
+    table = format_table(result)
+    result["table"] = table
+    print(table)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""The worker actor: one per executor, pinned to its node; it runs, measures and reports.
+
+``start_worker(executor_id, node_id)`` creates an :class:`ExecutorWorker` actor on that
+node. The head calls ``start(spec)`` for each task placed there; the worker launches the
+user's function as a Ray task pinned to the same node with the task's CPUs, GPUs and
+memory (so Ray enforces them, GPU visibility included), enforces ``max_runtime_s``,
+supports ``cancel``, and sends a :class:`scheduler.usage.UsageReport` to the tracker actor
+when the attempt ends. Reports that cannot be delivered are kept and resent every
+``report_retry_s`` until the tracker acknowledges them (the tracker deduplicates by task
+id). A heartbeat goes to the head actor every ``heartbeat_interval_s``. The worker makes
+no scheduling decisions.
+
+How the class becomes an actor: ``ExecutorWorker`` is a plain class (with an
+``async def __init__``, which Ray supports for async actors and runs on the actor's event
+loop); :func:`worker_actor_class` applies ``ray.remote`` to it once and
+:func:`start_worker` creates the actor with the options below.
+
+Decisions worth knowing:
+
+* **Restarts.** ``start_worker`` uses ``max_restarts=-1`` and ``max_task_retries=0``: a
+  worker that dies comes back (heartbeats resume, the executor stays usable), but Ray
+  kills the tasks a dead owner launched, so a restarted worker has lost its running
+  tasks, their results and any unsent reports. ``ping()`` returns an ``incarnation``
+  that changes on every (re)start so the head can tell, and treat the attempts it had
+  dispatched there as lost. Calls are not retried: a ``start`` that failed in flight
+  raises at the head, which decides what to do.
+* **Runtime limit.** ``max_runtime_s`` is counted from the moment the worker launches
+  the Ray task (the head reserved the resources before dispatching, so the task does not
+  queue; process start-up counts against the limit). When it passes, or on ``cancel``,
+  the task is killed with ``ray.cancel(force=True)``.
+* **Wall time of a killed task.** The task process cannot report once killed, so
+  ``started_at`` is the worker's launch time and ``ended_at`` the moment the worker
+  decided to stop it; the member is charged ``cpus x`` that span, i.e. only the time
+  used. ``cpu_time_s`` and ``peak_memory_mb`` are then unknown and reported as 0. The
+  report is sent once Ray has finished the task (or after ``KILL_GRACE_S``), so the
+  resources are free when the head releases them. A task that finished on its own just
+  as it was killed keeps its real outcome and measurements.
+* **Ray-level failures** (the task's worker process crashed or was killed by Ray's
+  memory monitor, the node died, the return value could not be serialised) end the
+  attempt as ``failed`` with Ray's error text, timed by the worker like a killed task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray.actor import ActorHandle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from executors.discovery import NvmlApi, sample_gpus
+from executors.measure import run_measured, truncate_error
+from scheduler.usage import Outcome, UsageReport
+
+__all__ = [
+    "DEFAULT_HEAD_NAME",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_TRACKER_NAME",
+    "ExecutorWorker",
+    "LaunchSpec",
+    "start_worker",
+    "worker_actor_class",
+]
+
+_log = logging.getLogger("coopsched.worker")
+
+DEFAULT_NAMESPACE = "coopsched"
+DEFAULT_TRACKER_NAME = "coopsched-tracker"
+DEFAULT_HEAD_NAME = "coopsched-head"
+
+KILL_GRACE_S = 5.0
+"""How long a killed task is given to be reaped by Ray before its report goes anyway."""
+CALL_TIMEOUT_S = 10.0
+"""Longest wait for the tracker to acknowledge one report (a hung tracker is retried)."""
+
+_MIB = 1024 * 1024
+T = TypeVar("T")
+
+
+class LaunchSpec(BaseModel):
+    """What ``ExecutorWorker.start`` needs to run one attempt of a task.
+
+    ``payload`` is a one-element list holding the ObjectRef of ``(fn, args, kwargs)``
+    (a list, so Ray passes the reference through the actor call instead of resolving it).
+    ``max_runtime_s=None`` means no limit. Keys the worker does not use are ignored.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True,
+                              json_schema_extra={"examples": [
+                                  {"task_id": "job-7f3a", "coop_id": "research:biolab", "member": "did:icn:alice",
+                                   "attempt": 1, "cpus": 1.0, "gpus": 0.0, "memory_mb": 512,
+                                   "max_runtime_s": 600.0, "payload": ["<ObjectRef of (fn, args, kwargs)>"]}]})
+
+    task_id: str = Field(min_length=1, max_length=200, examples=["job-7f3a"])
+    coop_id: str = Field(min_length=1, max_length=200, examples=["research:biolab"])
+    member: str = Field(min_length=1, max_length=200, examples=["did:icn:alice"])
+    attempt: int = Field(default=1, ge=0, examples=[1])
+    cpus: float = Field(default=1.0, ge=0, le=4096, allow_inf_nan=False, examples=[1.0])
+    gpus: float = Field(default=0.0, ge=0, le=512, allow_inf_nan=False, examples=[0.0])
+    memory_mb: int = Field(default=0, ge=0, examples=[512])
+    max_runtime_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[600.0])
+    payload: list[Any]
+
+    @field_validator("payload")
+    @classmethod
+    def _one_object_ref(cls, value: list[Any]) -> list[Any]:
+        if len(value) != 1 or not isinstance(value[0], ray.ObjectRef):
+            raise ValueError(
+                f"payload must be a one-element list holding the ObjectRef of (fn, args, kwargs); "
+                f"received {_describe(value)}; e.g. payload=[ray.put((fn, (1, 2), {{}}))]"
+            )
+        return value
+
+
+def _describe(value: list[Any]) -> str:
+    return f"a list of {len(value)}: " + ", ".join(type(v).__name__ for v in value[:3])
+
+
+@dataclass
+class _Attempt:
+    """One launched attempt, while it runs and after it ended (until forgotten)."""
+
+    spec: LaunchSpec
+    value_ref: ray.ObjectRef
+    metrics_ref: ray.ObjectRef
+    launched_at: float
+    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task[None] | None = None
+    report: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _End:
+    """How an attempt ended, before it becomes a UsageReport."""
+
+    outcome: Outcome
+    started_at: float
+    ended_at: float
+    cpu_time_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    error: str | None = None
+
+
+_measured_task = ray.remote(run_measured)
+
+
+class ExecutorWorker:
+    """Runs tasks for one executor on its own node; create it with :func:`start_worker`.
+
+    Methods callable through the actor handle: ``start``, ``cancel``, ``result_ref``,
+    ``report_of``, ``forget``, ``running``, ``unsent_reports``, ``ping``.
+    """
+
+    async def __init__(  # type: ignore[misc]  # Ray runs an async actor's __init__ on its loop
+        self,
+        executor_id: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        tracker_name: str = DEFAULT_TRACKER_NAME,
+        head_name: str = DEFAULT_HEAD_NAME,
+        heartbeat_interval_s: float = 2.0,
+        report_retry_s: float = 0.5,
+        nvml: NvmlApi | None = None,
+    ) -> None:
+        self.executor_id = executor_id
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.incarnation = uuid.uuid4().hex
+        self.started_at = time.time()
+        self._namespace = namespace
+        self._tracker_name = tracker_name
+        self._head_name = head_name
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._report_retry_s = report_retry_s
+        self._nvml = nvml
+        self._running: dict[str, _Attempt] = {}
+        self._finished: dict[str, _Attempt] = {}
+        self._unsent: dict[str, dict[str, Any]] = {}
+        self._handles: dict[str, ActorHandle] = {}
+        self._missing_logged: set[str] = set()
+        self._report_ready = asyncio.Event()
+        self._loops = [
+            asyncio.create_task(self._forever("report delivery", self._deliver_reports)),
+            asyncio.create_task(self._forever("heartbeat", self._heartbeat)),
+        ]
+
+    # --- the actor's methods ------------------------------------------------------------
+
+    async def start(self, spec: dict[str, Any]) -> bool:
+        """Launch one attempt; False if this task id is already running here.
+
+        Raises ``pydantic.ValidationError`` (a ``ValueError``) naming the field for a bad spec.
+        """
+        launch = LaunchSpec.model_validate(spec)
+        if launch.task_id in self._running:
+            return False
+        options: dict[str, Any] = {
+            "num_cpus": launch.cpus,
+            "num_gpus": launch.gpus,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(self.node_id, soft=False),
+            "max_retries": 0,
+            "num_returns": 2,
+            "name": f"coopsched:{launch.task_id}:{launch.attempt}",
+        }
+        if launch.memory_mb > 0:
+            options["memory"] = launch.memory_mb * _MIB
+        launched_at = time.time()
+        value_ref, metrics_ref = _measured_task.options(**options).remote(launch.payload[0])
+        attempt = _Attempt(launch, value_ref, metrics_ref, launched_at)
+        self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
+        self._running[launch.task_id] = attempt
+        attempt.watcher = asyncio.create_task(self._watch(attempt))
+        return True
+
+    async def cancel(self, task_id: str) -> bool:
+        """Kill a running attempt (reported as ``cancelled``); False if it is not running."""
+        attempt = self._running.get(task_id)
+        if attempt is None or attempt.cancel_requested.is_set():
+            return False
+        attempt.cancel_requested.set()
+        return True
+
+    async def result_ref(self, task_id: str) -> list[ray.ObjectRef] | None:
+        """``[ObjectRef]`` of the attempt's value (a ``TaskError`` if the function raised).
+
+        Available while the attempt runs and after it ended, until ``forget(task_id)``.
+        Getting it raises Ray's error for an attempt that was killed or crashed.
+        """
+        attempt = self._running.get(task_id) or self._finished.get(task_id)
+        return None if attempt is None else [attempt.value_ref]
+
+    async def report_of(self, task_id: str) -> dict[str, Any] | None:
+        """The UsageReport (as a dict) of an ended attempt, until ``forget(task_id)``."""
+        attempt = self._finished.get(task_id)
+        return None if attempt is None else attempt.report
+
+    async def forget(self, task_id: str) -> bool:
+        """Drop an ended attempt's result and report; False if unknown or still running."""
+        return self._finished.pop(task_id, None) is not None
+
+    async def running(self) -> list[str]:
+        return list(self._running)
+
+    async def unsent_reports(self) -> int:
+        return len(self._unsent)
+
+    async def ping(self) -> dict[str, Any]:
+        """Who and where this worker is; ``incarnation`` changes when the actor restarts."""
+        return {"executor_id": self.executor_id, "node_id": self.node_id, "running": len(self._running),
+                "incarnation": self.incarnation, "started_at": self.started_at}
+
+    # --- one attempt ---------------------------------------------------------------------
+
+    async def _watch(self, attempt: _Attempt) -> None:
+        task_id = attempt.spec.task_id
+        try:
+            end = await self._await_end(attempt)
+        except Exception as err:  # noqa: BLE001  # a bug here must still end the attempt
+            _log.exception("watching task %s failed", task_id)
+            end = _End(Outcome.FAILED, attempt.launched_at, time.time(),
+                       error=truncate_error(f"coopsched worker error: {type(err).__name__}: {err}"))
+        attempt.report = self._usage_report(attempt.spec, end)
+        self._running.pop(task_id, None)
+        self._finished[task_id] = attempt
+        self._unsent[task_id] = attempt.report
+        self._report_ready.set()
+
+    async def _await_end(self, attempt: _Attempt) -> _End:
+        """Wait for the task, its runtime limit or a cancel; kill it in the last two cases."""
+        metrics = asyncio.ensure_future(_await_ref(attempt.metrics_ref))
+        cancelled = asyncio.ensure_future(attempt.cancel_requested.wait())
+        try:
+            done, _ = await asyncio.wait({metrics, cancelled}, timeout=attempt.spec.max_runtime_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+        if metrics in done:
+            return _ended_by_itself(attempt, metrics)
+        stopped_at = time.time()
+        outcome = Outcome.CANCELLED if attempt.cancel_requested.is_set() else Outcome.TIMEOUT
+        ray.cancel(attempt.value_ref, force=True)  # both refs are the same task's returns
+        await asyncio.wait({metrics}, timeout=KILL_GRACE_S)
+        if metrics.done() and metrics.exception() is None:
+            return _ended_by_itself(attempt, metrics)  # it finished before the kill landed
+        if not metrics.done():
+            metrics.cancel()
+            _log.warning("task %s was killed but Ray had not reaped it after %.0f s", attempt.spec.task_id,
+                         KILL_GRACE_S)
+        limit = attempt.spec.max_runtime_s
+        why = "cancelled" if outcome is Outcome.CANCELLED else f"exceeded max_runtime_s={limit}"
+        return _End(outcome, attempt.launched_at, stopped_at, error=f"task {why}; killed by the worker")
+
+    def _usage_report(self, spec: LaunchSpec, end: _End) -> dict[str, Any]:
+        ended_at = max(end.ended_at, end.started_at)
+        wall = ended_at - end.started_at
+        report = UsageReport(
+            task_id=spec.task_id,
+            executor_id=self.executor_id,
+            coop_id=spec.coop_id,
+            member=spec.member,
+            started_at=end.started_at,
+            ended_at=ended_at,
+            cpu_seconds=spec.cpus * wall,
+            gpu_seconds=spec.gpus * wall,
+            cpu_time_s=end.cpu_time_s,
+            peak_memory_mb=end.peak_memory_mb,
+            outcome=end.outcome,
+            error=end.error,
+        )
+        return report.model_dump(mode="json")
+
+    # --- background loops ----------------------------------------------------------------
+
+    async def _forever(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` again and again; an exception is logged, never the loop's end."""
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                _log.exception("%s loop: step failed; carrying on", what)
+                await asyncio.sleep(self._report_retry_s)
+
+    async def _deliver_reports(self) -> None:
+        """Wait for a new report (or the retry interval), then send every unsent one."""
+        try:
+            await asyncio.wait_for(self._report_ready.wait(), timeout=self._report_retry_s)
+        except asyncio.TimeoutError:
+            pass
+        self._report_ready.clear()
+        for task_id, report in list(self._unsent.items()):
+            tracker = await self._actor(self._tracker_name)
+            if tracker is None:
+                return
+            try:
+                acknowledged = await asyncio.wait_for(_await_ref(tracker.report.remote(report)),
+                                                      timeout=CALL_TIMEOUT_S)
+            except Exception as err:  # noqa: BLE001  # dead, restarting or hung: look it up again
+                _log.warning("report for %s not delivered (%s: %s); will retry", task_id, type(err).__name__, err)
+                self._handles.pop(self._tracker_name, None)
+                return
+            if acknowledged:
+                self._unsent.pop(task_id, None)
+
+    async def _heartbeat(self) -> None:
+        try:
+            head = await self._actor(self._head_name)
+            if head is not None:
+                offer = await asyncio.to_thread(self._offer)
+                await asyncio.wait_for(_await_ref(head.heartbeat.remote(offer)), timeout=self._heartbeat_interval_s)
+        except Exception as err:  # noqa: BLE001  # the head may be restarting; the next beat may reach it
+            _log.debug("heartbeat not delivered: %s: %s", type(err).__name__, err)
+            self._handles.pop(self._head_name, None)
+        await asyncio.sleep(self._heartbeat_interval_s)
+
+    def _offer(self) -> dict[str, Any]:
+        """An ``ExecutorOffer`` dict; GPU fields only when the node has GPUs."""
+        offer: dict[str, Any] = {"executor_id": self.executor_id, "queue_depth": len(self._running)}
+        samples = sample_gpus(self._nvml)
+        if samples:
+            offer["gpu_utilisation_pct"] = sum(s.utilisation_pct for s in samples) / len(samples)
+            offer["gpu_memory_used_mb"] = sum(s.memory_used_mb for s in samples)
+        return offer
+
+    async def _actor(self, name: str) -> ActorHandle | None:
+        """The named actor's handle, cached until a call to it fails; None if it does not exist."""
+        handle = self._handles.get(name)
+        if handle is not None:
+            return handle
+        try:
+            handle = await asyncio.to_thread(ray.get_actor, name, namespace=self._namespace)
+        except ValueError:
+            if name not in self._missing_logged:
+                self._missing_logged.add(name)
+                _log.info("no actor %r in namespace %r yet; will look again", name, self._namespace)
+            return None
+        self._missing_logged.discard(name)
+        self._handles[name] = handle
+        return handle
+
+
+def _ended_by_itself(attempt: _Attempt, metrics: asyncio.Future[Any]) -> _End:
+    """The end of a task that returned (a value or a TaskError) or that Ray failed."""
+    err = metrics.exception()
+    if err is not None:
+        return _End(Outcome.FAILED, attempt.launched_at, time.time(),
+                    error=truncate_error(f"{type(err).__name__}: {err}"))
+    m = metrics.result()
+    return _End(Outcome.FAILED if m["error"] else Outcome.SUCCEEDED, m["started_at"], m["ended_at"],
+                cpu_time_s=m["cpu_time_s"], peak_memory_mb=m["peak_memory_mb"], error=m["error"])
+
+
+async def _await_ref(ref: Awaitable[T]) -> T:
+    """Await an ObjectRef as a coroutine (``asyncio.wait`` and ``ensure_future`` want one)."""
+    return await ref
+
+
+_actor_class: Any = None
+
+
+def worker_actor_class() -> Any:
+    """``ray.remote(ExecutorWorker)``, made once (an ``ActorClass``; use ``.options(...).remote(...)``)."""
+    global _actor_class
+    if _actor_class is None:
+        _actor_class = ray.remote(ExecutorWorker)
+    return _actor_class
+
+
+def start_worker(
+    executor_id: str,
+    node_id: str,
+    *,
+    name: str | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    tracker_name: str = DEFAULT_TRACKER_NAME,
+    head_name: str = DEFAULT_HEAD_NAME,
+    heartbeat_interval_s: float = 2.0,
+    detached: bool = False,
+    max_restarts: int = -1,
+    nvml: NvmlApi | None = None,
+) -> ActorHandle:
+    """Create the worker actor for ``executor_id`` on node ``node_id`` (hex) and return its handle.
+
+    The actor holds no CPU (``num_cpus=0``), is pinned with
+    ``NodeAffinitySchedulingStrategy(node_id, soft=False)``, lives in ``namespace`` (where it
+    also looks up ``tracker_name`` and ``head_name``), is named ``name`` when given, outlives
+    its creator when ``detached``, and restarts up to ``max_restarts`` times (-1: always;
+    see the module notes on what a restart loses). ``nvml`` replaces ``pynvml`` for the
+    heartbeat's GPU samples (e.g. a ``FakeNvml``).
+    """
+    options: dict[str, Any] = {
+        "num_cpus": 0,
+        "namespace": namespace,
+        "max_restarts": max_restarts,
+        "max_task_retries": 0,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
+    }
+    if name is not None:
+        options["name"] = name
+    if detached:
+        options["lifetime"] = "detached"
+    return worker_actor_class().options(**options).remote(
+        executor_id, namespace=namespace, tracker_name=tracker_name, head_name=head_name,
+        heartbeat_interval_s=heartbeat_interval_s, nvml=nvml,
+    )

@@ -1,0 +1,325 @@
+"""The Python client: submit work, follow it, read usage, manage policies and executors.
+
+    from scheduler.client import Client
+    client = Client.local()                       # starts Ray and the head if none runs
+    client.register_executor("laptop", coop="timebank:seattle", region="us-west")
+    client.set_policy("policies/examples/timebank.json")
+    job = client.submit(pow, 2, 10, coop="timebank:seattle", member="did:icn:alice")
+    job.result()                                   # 1024
+
+Input is validated here, before anything is sent: a bad argument raises
+``InvalidRequest`` naming the field. A strict policy's refusal raises
+``PolicyViolation`` carrying the ``Decision``; a permissive one's violation is a warning
+on the handle (and a Python warning).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+
+from executors.measure import TaskError
+from executors.worker import start_worker
+from policies.loader import load_policy
+from policies.model import CoopPolicy
+from policies.reasons import Decision
+from policies.validation import FieldError, InvalidRequest, parse
+from scheduler.executor_spec import ExecutorSpec
+from scheduler.head import start_head
+from scheduler.jobs import JobStatus
+from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
+from scheduler.tasks import TaskSpec
+from scheduler.tracker import start_tracker
+from scheduler.usage import UsageRecord
+
+log = logging.getLogger("coopsched.client")
+
+MB = 1024 * 1024
+
+
+class PolicyViolation(Exception):
+    """A strict policy refused the task; ``decision.reasons`` say why and whether retrying helps."""
+
+    def __init__(self, decision: Decision):
+        self.decision = decision
+        super().__init__(decision.summary())
+
+    def __reduce__(self):
+        return (PolicyViolation, (self.decision,))
+
+
+class JobFailed(RuntimeError):
+    """The job ended without a value; ``status`` holds its history, ``error`` the traceback."""
+
+    def __init__(self, status: JobStatus, message: str | None = None):
+        self.status = status
+        self.error = status.error
+        super().__init__(message or f"job {status.task_id} {status.state.value}: {status.reason}"
+                         + (f"\n{status.error}" if status.error else ""))
+
+
+class JobCancelled(JobFailed):
+    pass
+
+
+class RuntimeLimitExceeded(JobFailed):
+    pass
+
+
+class JobHandle:
+    """A submitted job: ``status()``, ``result()``, ``cancel()``, ``explain()``."""
+
+    def __init__(self, client: Client, decision: Decision):
+        self._client = client
+        self.decision = decision
+        self.id = decision.task_id
+        self.warnings = decision.warnings
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
+
+    def status(self) -> JobStatus:
+        return JobStatus(**self._client._call("status", self.id))
+
+    def explain(self) -> dict[str, Any]:
+        return self._client._call("explain", self.id)
+
+    def cancel(self) -> str | None:
+        return self._client._call("cancel", self.id)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The function's return value. Raises ``JobFailed`` (with the traceback),
+        ``JobCancelled``, ``RuntimeLimitExceeded`` or ``TimeoutError`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0:
+                raise TimeoutError(f"job {self.id} not finished after {timeout} s (status: {self.status().state.value})")
+            answer = self._client._call("wait_result", self.id, min(left or 30.0, 30.0))
+            ref = answer.get("ref")
+            if ref:
+                try:
+                    value = ray.get(ref[0], timeout=left)
+                except GetTimeoutError:
+                    continue
+                except RayError:  # killed (timeout/cancel) or its worker died: ask the head what happened
+                    self._wait_settled(deadline)
+                    status = self.status()
+                    if status.state.value in ("queued", "running", "deferred") and status.attempts > answer["attempt"]:
+                        continue  # retried on another executor
+                    if status.state.value in ("queued", "running", "deferred"):
+                        time.sleep(0.05)
+                        continue
+                    raise self._failure(status) from None
+                if isinstance(value, TaskError):
+                    self._wait_settled(deadline)
+                    raise JobFailed(self.status(), f"job {self.id} failed: {value.type_name}: {value.message}\n"
+                                    f"{value.traceback}")
+                return value
+            if answer.get("state") in ("cancelled", "failed", "timeout", "rejected"):
+                raise self._failure(self.status())
+
+    def _wait_settled(self, deadline: float | None, limit_s: float = 10.0) -> None:
+        end = time.monotonic() + limit_s if deadline is None else min(deadline, time.monotonic() + limit_s)
+        while time.monotonic() < end:
+            if self.status().state.value != "running":
+                return
+            time.sleep(0.02)
+
+    @staticmethod
+    def _failure(status: JobStatus) -> JobFailed:
+        if status.state.value == "cancelled":
+            return JobCancelled(status)
+        if status.state.value == "timeout":
+            return RuntimeLimitExceeded(status)
+        return JobFailed(status)
+
+
+class Client:
+    """A connection to a running Coopsched head."""
+
+    def __init__(self, address: str | None = "auto", namespace: str = NAMESPACE, *, _connect: bool = True):
+        self.namespace = namespace
+        if _connect and not ray.is_initialized():
+            ray.init(address=address, namespace=namespace, log_to_driver=False)
+        try:
+            self.head = ray.get_actor(HEAD_NAME, namespace=namespace)
+        except ValueError:
+            raise ConnectionError(f"no Coopsched head in namespace {namespace!r} of this Ray cluster; "
+                                  "start one with `coopsched start` or Client.local()") from None
+
+    @classmethod
+    def local(cls, num_cpus: int | None = None, namespace: str = NAMESPACE, **head_config: Any) -> Client:
+        """Join the running Ray cluster (or start a local one) and start the head and tracker if needed."""
+        if not ray.is_initialized():
+            try:
+                ray.init(address="auto", namespace=namespace, log_to_driver=False)
+            except ConnectionError:
+                ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False, log_to_driver=False)
+        start_tracker(namespace=namespace)
+        head = start_head(namespace=namespace, **head_config)
+        ray.get(head.ping.remote())
+        return cls(namespace=namespace, _connect=False)
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, fn: Callable, *args: Any, coop: str, member: str, resources: dict | None = None,
+               priority: str = "normal", tags: Iterable[str] = (), max_runtime_s: float | None = None,
+               hints: dict | None = None, capabilities: dict | None = None, max_retries: int = 2,
+               task_id: str | None = None, name: str | None = None, kwargs: dict | None = None) -> JobHandle:
+        """Run ``fn(*args, **kwargs)`` under the coop's policy. ``hints={"data": [ObjectRef, ...]}`` prefers
+        executors whose node holds those objects."""
+        task, payload, data_refs = self._task(fn, args, kwargs or {}, coop=coop, member=member, resources=resources,
+                                              priority=priority, tags=tags, max_runtime_s=max_runtime_s, hints=hints,
+                                              capabilities=capabilities, max_retries=max_retries, task_id=task_id,
+                                              name=name)
+        return self._handle(Decision(**self._call("submit", task, payload, data_refs)))
+
+    def map(self, fn: Callable, iterable: Iterable[Any], *, coop: str, member: str, **options: Any) -> list[JobHandle]:
+        """One job per item, submitted in one call. Items refused by a strict policy raise ``PolicyViolation``
+        after the whole batch was submitted (the admitted ones keep running)."""
+        items = [self._task(fn, (item,), {}, coop=coop, member=member, **options) for item in iterable]
+        answers = self._call("submit_many", items)
+        handles, refused = [], []
+        for answer in answers:
+            if "error" in answer:
+                raise InvalidRequest("task", [FieldError("", "", answer["error"], "")])
+            decision = Decision(**answer)
+            if decision.admitted:
+                handles.append(self._handle(decision))
+            else:
+                refused.append(decision)
+        if refused:
+            raise PolicyViolation(refused[0])
+        return handles
+
+    def jobs(self, coop: str | None = None, member: str | None = None, status: str | None = None) -> list[JobStatus]:
+        return [JobStatus(**j) for j in self._call("jobs", coop, member, status)]
+
+    def job(self, task_id: str) -> JobHandle:
+        status = self._call("status", task_id)
+        if status is None:
+            raise KeyError(f"no job {task_id!r}")
+        return JobHandle(self, Decision(task_id=task_id, coop_id=status["coop_id"], admitted=True))
+
+    def usage(self, coop: str, member: str) -> UsageRecord:
+        return UsageRecord(**self._call("usage", coop, member))
+
+    def _task(self, fn, args, kwargs, *, coop, member, resources=None, priority="normal", tags=(),
+              max_runtime_s=None, hints=None, capabilities=None, max_retries=2, task_id=None, name=None):
+        if not callable(fn):
+            raise InvalidRequest("task", [FieldError("fn", repr(fn)[:60], "a callable (function)", "math.sqrt")])
+        hints = dict(hints or {})
+        data_refs = [d for d in hints.get("data", ()) if isinstance(d, ray.ObjectRef)]
+        hints["data"] = [d for d in hints.get("data", ()) if not isinstance(d, ray.ObjectRef)]
+        fields = {"coop_id": coop, "member": member, "resources": resources or {}, "priority": priority,
+                  "tags": list(tags) if not isinstance(tags, str) else tags, "max_runtime_s": max_runtime_s,
+                  "hints": hints, "capabilities": capabilities or {}, "max_retries": max_retries,
+                  "name": name or getattr(fn, "__name__", None)}
+        if task_id is not None:
+            fields["task_id"] = task_id
+        spec = parse(TaskSpec, fields, what="task")
+        return spec.model_dump(mode="json"), (fn, tuple(args), dict(kwargs)), data_refs
+
+    def _handle(self, decision: Decision) -> JobHandle:
+        if not decision.admitted:
+            raise PolicyViolation(decision)
+        for w in decision.warnings:
+            warnings.warn(f"policy violation allowed by a permissive policy: {w}", stacklevel=3)
+            log.warning("task %s: %s", decision.task_id, w)
+        return JobHandle(self, decision)
+
+    # ------------------------------------------------------------------ policies
+    def set_policy(self, policy: CoopPolicy | dict | str | Path) -> CoopPolicy:
+        """Install a policy (a model, a dict, or a path to a JSON file)."""
+        if isinstance(policy, (str, Path)) and not str(policy).lstrip().startswith("{"):
+            policy = load_policy(policy)
+        policy = parse(CoopPolicy, policy, what="policy")
+        return CoopPolicy(**self._call("set_policy", policy.model_dump(mode="json")))
+
+    def get_policy(self, coop: str) -> CoopPolicy | None:
+        data = self._call("get_policy", coop)
+        return CoopPolicy(**data) if data else None
+
+    def list_policies(self) -> list[CoopPolicy]:
+        return [CoopPolicy(**p) for p in self._call("list_policies")]
+
+    def remove_policy(self, coop: str) -> bool:
+        return self._call("remove_policy", coop)
+
+    # ------------------------------------------------------------------ executors
+    def register_executor(self, executor_id: str, *, coop: str, region: str | None = None,
+                          capabilities: dict[str, str] | None = None, trust: float = 0.5,
+                          node_id: str | None = None, resources: dict | None = None, price_cpu_hour: float = 1.0,
+                          price_gpu_hour: float = 10.0, labels: dict[str, str] | None = None,
+                          open_to: Iterable[str] = (), rtt_ms: float = 10.0, heartbeat_interval_s: float = 2.0,
+                          nvml: Any = None) -> ExecutorSpec:
+        """Start the executor's worker on ``node_id`` (default: this process's node) and register it.
+
+        Resources default to what Ray's raylet on that node offers; the region defaults to the
+        node's ``region`` label."""
+        node_id = node_id or ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n["NodeID"] == node_id and n.get("Alive")), None)
+        if node is None:
+            raise InvalidRequest("executor", [FieldError("node_id", repr(node_id), "the id of a live Ray node",
+                                                         ray.get_runtime_context().get_node_id())])
+        region = region or node.get("Labels", {}).get("region")
+        if not region:
+            raise InvalidRequest("executor", [FieldError("region", "null", "a region name (this node has no "
+                                                         "'region' label)", "eu-central")])
+        offered = node.get("Resources", {})
+        resources = resources or {"cpus": offered.get("CPU", 1.0), "gpus": offered.get("GPU", 0.0),
+                                  "memory_mb": int(offered.get("memory", 0) // MB)}
+        spec = parse(ExecutorSpec, {"executor_id": executor_id, "coop_id": coop, "node_id": node_id, "region": region,
+                                    "capabilities": capabilities or {}, "trust": trust, "resources": resources,
+                                    "price_cpu_hour": price_cpu_hour, "price_gpu_hour": price_gpu_hour,
+                                    "labels": labels or {}, "open_to": list(open_to), "rtt_ms": rtt_ms},
+                     what="executor")
+        try:
+            ray.get_actor(worker_name(executor_id), namespace=self.namespace)
+        except ValueError:
+            start_worker(executor_id, node_id, name=worker_name(executor_id), namespace=self.namespace,
+                         tracker_name=TRACKER_NAME, head_name=HEAD_NAME, detached=True,
+                         heartbeat_interval_s=heartbeat_interval_s, nvml=nvml)
+        return ExecutorSpec(**self._call("register_executor", spec.model_dump(mode="json")))
+
+    def executors(self) -> list[dict[str, Any]]:
+        return self._call("executors")
+
+    def drain(self, executor_id: str) -> bool:
+        return self._call("drain", executor_id)
+
+    def remove_executor(self, executor_id: str) -> list[str]:
+        return self._call("remove_executor", executor_id)
+
+    # ------------------------------------------------------------------ plumbing
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return ray.get(getattr(self.head, method).remote(*args))
+        except RayTaskError as exc:
+            cause = exc.cause if hasattr(exc, "cause") else None
+            if isinstance(cause, (InvalidRequest, KeyError, ValueError)):
+                raise cause from None
+            raise
+
+
+def shutdown(namespace: str = NAMESPACE) -> list[str]:
+    """Stop the head, the tracker and every worker actor of ``namespace``. Returns what was stopped."""
+    stopped = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry.get("namespace") != namespace:
+            continue
+        name = entry["name"]
+        if name in (HEAD_NAME, TRACKER_NAME) or name.startswith(worker_name("")):
+            try:
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+                stopped.append(name)
+            except ValueError:
+                pass
+    return stopped
