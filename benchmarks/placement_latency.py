@@ -189,7 +189,6 @@ class Bench:
     specs: list[ExecutorSpec]
     policies: list[CoopPolicy]
     fit_cache: dict = field(default_factory=dict)
-    tasks: dict[str, TaskSpec] = field(default_factory=dict)
 
 
 def make_bench(n: int, seed: int = SEED, load_tasks: int | None = None) -> Bench:
@@ -239,7 +238,6 @@ def mirror_admission(bench: Bench, task: TaskSpec) -> None:
     if reservation is not None:
         c = reservation.cost
         bench.ref.admit(task, (c.cpu, c.gpu, c.credits), bench.clock())
-    bench.tasks[task.task_id] = task
 
 
 def finish(bench: Bench, task: TaskSpec, executor_id: str | None) -> None:
@@ -312,21 +310,35 @@ def reconcile(bench: Bench, task: TaskSpec, core_admitted: bool, core_executor: 
         agreement.mismatches.append({"task": task.task_id, "core": core_executor, "ref": choice.executor_id})
     if core_executor is not None:
         ref.place(task, ref.find(core_executor))
-    bench.tasks[task.task_id] = task
 
 
-def core_decision(bench: Bench, task: TaskSpec) -> tuple[bool, str | None, int]:
-    """One timed core decision: submit, then schedule the single queued task."""
+def core_decision(bench: Bench, task: TaskSpec) -> tuple[bool, str | None, int, int]:
+    """One timed core decision: submit, then schedule the single queued task. Returns (admitted,
+    executor or None, submit ns, schedule ns)."""
     core = bench.core
     t0 = time.perf_counter_ns()
     decision = core.submit(task)
-    placed = core.schedule()
     t1 = time.perf_counter_ns()
+    placed = core.schedule()
+    t2 = time.perf_counter_ns()
     executor = None
     for p in placed:
         if p.task_id == task.task_id:
             executor = p.executor_id
-    return decision.admitted, executor, t1 - t0
+    return decision.admitted, executor, t1 - t0, t2 - t1
+
+
+def reference_decision(bench: Bench, task: TaskSpec) -> tuple[RefChoice, int, int]:
+    """One timed reference decision on its own state: admission checks, then filter, score, pick and
+    record. Returns (choice, admission ns, placement ns)."""
+    ref, now = bench.ref, bench.clock()
+    t0 = time.perf_counter_ns()
+    adm = ref.check_submission(task, now)
+    t1 = time.perf_counter_ns()
+    choice = ref.decide_placement(task, adm, now)
+    ref.commit(task, choice, now)
+    t2 = time.perf_counter_ns()
+    return choice, t1 - t0, t2 - t1
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -359,44 +371,60 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
     paired = tasks[warmup + core_samples:warmup + core_samples + paired_samples]
     profiled = tasks[warmup + core_samples + paired_samples:]
 
-    def core_step(task: TaskSpec) -> int:
+    def core_step(task: TaskSpec) -> tuple[int, int, int]:
         clock.advance(0.001)
-        admitted, executor, ns = core_decision(bench, task)
+        c0 = time.thread_time_ns()
+        admitted, executor, submit_ns, schedule_ns = core_decision(bench, task)
+        cpu_ns = time.thread_time_ns() - c0
         if admitted:
             mirror_admission(bench, task)
             if executor is not None:
                 bench.ref.place(task, bench.ref.find(executor))
         finish(bench, task, executor)
-        return ns
+        return submit_ns, schedule_ns, cpu_ns
 
     for t in warm:
         core_step(t)
     for t in warm[:3]:  # the reference's code paths, once
         bench.ref.decide(t, clock())
     core_ns: list[int] = []
+    submit_ns: list[int] = []
+    schedule_ns: list[int] = []
+    cpu_ns: list[int] = []
     with _NoGC():
         for t in core_only:
-            core_ns.append(core_step(t))
+            a, b, c = core_step(t)
+            submit_ns.append(a)
+            schedule_ns.append(b)
+            core_ns.append(a + b)
+            cpu_ns.append(c)
 
     agreement = Agreement()
     paired_core_ns: list[int] = []
     ref_ns: list[int] = []
+    ref_adm_ns: list[int] = []
+    ref_place_ns: list[int] = []
     with _NoGC():
         for t in paired:
             clock.advance(0.001)
-            admitted, executor, ns = core_decision(bench, t)
-            paired_core_ns.append(ns)
-            r0 = time.perf_counter_ns()
-            choice = bench.ref.submit(t, clock())
-            r1 = time.perf_counter_ns()
-            ref_ns.append(r1 - r0)
+            admitted, executor, a, b = core_decision(bench, t)
+            paired_core_ns.append(a + b)
+            choice, ra, rb = reference_decision(bench, t)
+            ref_ns.append(ra + rb)
+            ref_adm_ns.append(ra)
+            ref_place_ns.append(rb)
             reconcile(bench, t, admitted, executor, choice, agreement)
             finish(bench, t, executor)
 
-    out = {"executors": n, "core": stats_us(core_ns), "core_paired": stats_us(paired_core_ns),
-           "reference": stats_us(ref_ns), "agreement": agreement.as_dict()}
+    out = {"executors": n, "core": stats_us(core_ns), "core_cpu_time": stats_us(cpu_ns),
+           "core_submit": stats_us(submit_ns),
+           "core_schedule": stats_us(schedule_ns), "core_paired": stats_us(paired_core_ns),
+           "reference": stats_us(ref_ns), "reference_admission": stats_us(ref_adm_ns),
+           "reference_placement": stats_us(ref_place_ns), "agreement": agreement.as_dict()}
     cp, rp = out["core_paired"]["p50_us"], out["reference"]["p50_us"]
     out["ratio_p50"] = round(rp / cp, 1) if cp and rp else None
+    cs, rs = out["core_schedule"]["p50_us"], out["reference_placement"]["p50_us"]
+    out["ratio_placement_p50"] = round(rs / cs, 1) if cs and rs else None
     if profiled:
         prof = cProfile.Profile()
         prof.enable()
@@ -407,47 +435,54 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
     return out
 
 
-def measure_policy_eval(bench: Bench, samples: int, full_ref_samples: int, seed: int) -> dict:
-    """``scheduler.admission.evaluate`` alone, against the reference's admission checks on the same tasks."""
+def measure_policy_eval(bench: Bench, samples: int, ref_samples: int, full_ref_samples: int, seed: int) -> dict:
+    """``scheduler.admission.evaluate`` alone, against the reference's admission checks on the same tasks.
+
+    Each task is evaluated twice by the core: as submitted (the core's caches as they stand)
+    and straight again (its static fit surely cached). The reference is timed with its
+    static-fit scan (per call, the plain way) and with that scan cached (rules + quota only).
+    """
     n = len(bench.specs)
     tasks = build_tasks(samples + 50, bench.specs, seed, f"e{n}")
     compiled = {p.coop_id: CompiledPolicy.of(p) for p in bench.policies}
     core, ref = bench.core, bench.ref
     now = bench.clock()
     buckets = RateBuckets()
-    for t in tasks[:50]:  # warm-up: caches on both sides (static fits per requirement signature)
+    for t in tasks[:50]:  # warm-up
         evaluate(t, compiled[t.coop_id], core.ledger, core.table, buckets, now)
-        ref.check_submission(t, now, bench.fit_cache)
+        evaluate(t, compiled[t.coop_id], core.ledger, core.table, buckets, now)
     timed = tasks[50:]
-    core_ns, ref_ns, verdicts = [], [], []
+    core_ns, again_ns, verdicts = [], [], []
     with _NoGC():
         for t in timed:
+            policy = compiled[t.coop_id]
             t0 = time.perf_counter_ns()
-            v = evaluate(t, compiled[t.coop_id], core.ledger, core.table, buckets, now)
+            v = evaluate(t, policy, core.ledger, core.table, buckets, now)
             t1 = time.perf_counter_ns()
+            evaluate(t, policy, core.ledger, core.table, buckets, now)
+            t2 = time.perf_counter_ns()
             core_ns.append(t1 - t0)
+            again_ns.append(t2 - t1)
             verdicts.append(v)
-    cached_ns, admissions = [], []
-    with _NoGC():
-        for t in timed:
-            t0 = time.perf_counter_ns()
-            a = ref.check_submission(t, now, bench.fit_cache)
-            t1 = time.perf_counter_ns()
-            cached_ns.append(t1 - t0)
-            admissions.append(a)
-    full_ns = []
+    full_ns, cached_ns, agree = [], [], 0
     with _NoGC():
         for t in timed[:full_ref_samples]:
             t0 = time.perf_counter_ns()
             ref.check_submission(t, now, None)
-            t1 = time.perf_counter_ns()
-            full_ns.append(t1 - t0)
-    agree = sum(1 for v, a in zip(verdicts, admissions)
-                if v.admitted == a.admitted and abs(v.effective_priority - a.effective_priority) < 1e-12
-                and (v.cost.cpu, v.cost.gpu, v.cost.credits) == a.cost and v.not_before == a.not_before)
-    return {"executors": n, "core": stats_us(core_ns), "reference_rules_quota": stats_us(cached_ns),
-            "reference_with_fleet_scan": stats_us(full_ns), "agreement": {"compared": len(timed), "agreed": agree},
-            "admitted": sum(v.admitted for v in verdicts)}
+            full_ns.append(time.perf_counter_ns() - t0)
+    for t in timed[:ref_samples]:  # fill the reference's cache (a fleet scan per new requirement), untimed
+        ref.check_submission(t, now, bench.fit_cache)
+    with _NoGC():
+        for t, v in zip(timed[:ref_samples], verdicts):
+            t0 = time.perf_counter_ns()
+            a = ref.check_submission(t, now, bench.fit_cache)
+            cached_ns.append(time.perf_counter_ns() - t0)
+            agree += (v.admitted == a.admitted and abs(v.effective_priority - a.effective_priority) < 1e-12
+                      and (v.cost.cpu, v.cost.gpu, v.cost.credits) == a.cost and v.not_before == a.not_before)
+    return {"executors": n, "core": stats_us(core_ns), "core_static_fit_cached": stats_us(again_ns),
+            "reference_rules_quota": stats_us(cached_ns), "reference_with_fleet_scan": stats_us(full_ns),
+            "agreement": {"compared": len(cached_ns), "agreed": agree},
+            "admitted": sum(v.admitted for v in verdicts), "tasks": len(verdicts)}
 
 
 def measure_backlog(n_executors: int, n_tasks: int, ref_samples: int, seed: int) -> dict:
@@ -548,6 +583,7 @@ class Plan:
     paired_samples: dict[int, int]
     warmup: int
     eval_samples: int
+    eval_ref: dict[int, int]
     eval_full_ref: dict[int, int]
     backlog: tuple[int, int, int]  # executors, tasks, reference samples
     profile: int
@@ -556,12 +592,14 @@ class Plan:
 FULL = Plan(sizes=(100, 1_000, 10_000, 100_000),
             core_samples={100: 2000, 1_000: 2000, 10_000: 1000, 100_000: 300},
             paired_samples={100: 1000, 1_000: 400, 10_000: 120, 100_000: 100},
-            warmup=100, eval_samples=2000, eval_full_ref={100: 500, 1_000: 200, 10_000: 40, 100_000: 10},
+            warmup=100, eval_samples=2000, eval_ref={100: 2000, 1_000: 1000, 10_000: 300, 100_000: 60},
+            eval_full_ref={100: 500, 1_000: 200, 10_000: 40, 100_000: 10},
             backlog=(1_000, 10_000, 400), profile=0)
 QUICK = Plan(sizes=(100, 1_000, 10_000),
              core_samples={100: 300, 1_000: 300, 10_000: 100},
              paired_samples={100: 100, 1_000: 60, 10_000: 20},
-             warmup=20, eval_samples=300, eval_full_ref={100: 50, 1_000: 20, 10_000: 5},
+             warmup=20, eval_samples=300, eval_ref={100: 300, 1_000: 100, 10_000: 20},
+             eval_full_ref={100: 50, 1_000: 20, 10_000: 5},
              backlog=(1_000, 1_000, 100), profile=0)
 
 
@@ -590,29 +628,41 @@ def targets(result: dict) -> list[dict]:
 def format_table(result: dict) -> str:
     m = result["meta"]
     lines = [f"Coopsched placement latency  ({'quick' if m['quick'] else 'full'} run, seed {m['seed']}, "
-             f"python {m['python']}, numpy {m['numpy']}, {m['cpus']} cores, {m['seconds']:.0f} s)", ""]
+             f"python {m['python']}, numpy {m['numpy']}, {m['cpus']} cores, {m['seconds']:.0f} s, "
+             f"load average {m['load_start']} -> {m['load_end']})", ""]
     lines.append("Admission + placement, one task (core.submit + core.schedule); fleet loaded with running tasks")
-    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} {'n':>5} | {'ref p50':>10} {'ref p99':>10} "
-            f"{'n':>5} | {'ref/core':>8} | {'agree':>9}")
+    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} {'cpu p99':>9} {'n':>5} | {'ref p50':>10} "
+            f"{'ref p99':>10} {'n':>4} | {'ref/core':>8} | {'agree':>9}")
     lines += [head, "-" * len(head)]
     for f in result["fleets"]:
-        c, r, a = f["core"], f["reference"], f["agreement"]
-        lines.append(f"{f['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} {c['samples']:>5} | "
-                     f"{_us(r['p50_us']):>10} {_us(r['p99_us']):>10} {r['samples']:>5} | "
+        c, u, r, a = f["core"], f["core_cpu_time"], f["reference"], f["agreement"]
+        lines.append(f"{f['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} {_us(u['p99_us']):>9} "
+                     f"{c['samples']:>5} | {_us(r['p50_us']):>10} {_us(r['p99_us']):>10} {r['samples']:>4} | "
                      f"{_x(f['ratio_p50']):>8} | {a['agreed']:>4}/{a['compared']:<4}")
-    lines += ["", "  ref/core = reference p50 / core p50 on the same (paired) decisions; core p50 there: " +
-              ", ".join(f"{f['executors']:,}: {_us(f['core_paired']['p50_us'])}" for f in result["fleets"]), ""]
-    lines.append("Policy evaluation per submission (scheduler.admission.evaluate vs reference admission checks)")
-    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} | {'ref p50':>9} {'ref p99':>9} | "
-            f"{'ref+scan p50':>12} | {'agree':>9}")
+    lines.append("  core: wall time (perf_counter_ns) of every timed decision; cpu p99: the same decisions' thread CPU")
+    lines.append("  time (excludes time the OS ran other work); ref/core: reference p50 / core p50 on the same (paired)")
+    lines.append("  decisions, the core timed first, then the reference on its mirrored state; agree: same executor,")
+    lines.append("  both unplaced or refused, or a tie within 1e-9")
+    lines.append("  " + "; ".join(
+        f"{f['executors']:,}: core there {_us(f['core_paired']['p50_us'])}, submit {_us(f['core_submit']['p50_us'])}"
+        f" + schedule {_us(f['core_schedule']['p50_us'])}; ref admission {_us(f['reference_admission']['p50_us'])}"
+        f" + placement {_us(f['reference_placement']['p50_us'])}" for f in result["fleets"][-2:]))
+    lines.append("  placement alone (ref filter+score+pick / core.schedule), p50: " + ", ".join(
+        f"{f['executors']:,}: {_x(f['ratio_placement_p50'])}" for f in result["fleets"]))
+    lines.append("")
+    lines.append("Policy evaluation per submission (scheduler.admission.evaluate vs the reference's admission checks)")
+    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} {'cached p50':>10} | {'ref p50':>9} {'ref p99':>9} "
+            f"{'n':>5} | {'ref+scan p50':>12} | {'agree':>9}")
     lines += [head, "-" * len(head)]
     for e in result["policy_eval"]:
-        c, r, s, a = e["core"], e["reference_rules_quota"], e["reference_with_fleet_scan"], e["agreement"]
-        lines.append(f"{e['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} | "
-                     f"{_us(r['p50_us']):>9} {_us(r['p99_us']):>9} | {_us(s['p50_us']):>12} | "
+        c, h, r, sc, a = (e["core"], e["core_static_fit_cached"], e["reference_rules_quota"],
+                          e["reference_with_fleet_scan"], e["agreement"])
+        lines.append(f"{e['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} {_us(h['p50_us']):>10} | "
+                     f"{_us(r['p50_us']):>9} {_us(r['p99_us']):>9} {r['samples']:>5} | {_us(sc['p50_us']):>12} | "
                      f"{a['agreed']:>4}/{a['compared']:<4}")
-    lines += ["  ref = rules + quota with the static fit cached as the core caches it; ref+scan = recomputing the",
-              "  dearest feasible executor (projected credits) by scanning the fleet on every call", ""]
+    lines += ["  core: as submitted (its caches as they stand); cached: the same task again (static fit cached)",
+              "  ref: rules + quota, static fit cached; ref+scan: the dearest feasible executor (projected",
+              "  credits, and whether any executor can ever run the task) found by scanning the fleet per call", ""]
     b = result["backlog"]
     lines.append(f"Backlog: {b['tasks']:,} queued tasks on {b['executors']:,} executors")
     lines.append(f"  core.schedule(): {b['placed']:,} placed in {b['rounds']} rounds, {b['core_schedule_s']} s "
@@ -633,6 +683,13 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not on every platform
+        return None
+
+
 def _us(v: float | None) -> str:
     if v is None:
         return "-"
@@ -646,7 +703,8 @@ def _x(v: float | None) -> str:
 def run(plan: Plan, quick: bool, seed: int = SEED, log=None) -> dict:
     started = time.perf_counter()
     result: dict = {"meta": {"quick": quick, "seed": seed, "python": platform.python_version(),
-                             "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform()},
+                             "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform(),
+                             "load_start": _load()},
                     "fleets": [], "policy_eval": []}
     for n in plan.sizes:
         t0 = time.perf_counter()
@@ -656,7 +714,8 @@ def run(plan: Plan, quick: bool, seed: int = SEED, log=None) -> dict:
                                   profile=plan.profile if n in (1_000, 100_000) else 0)
         fleet["setup_s"] = round(built, 2)
         result["fleets"].append(fleet)
-        result["policy_eval"].append(measure_policy_eval(bench, plan.eval_samples, plan.eval_full_ref[n], seed + 2 * n))
+        result["policy_eval"].append(measure_policy_eval(bench, plan.eval_samples, plan.eval_ref[n],
+                                                         plan.eval_full_ref[n], seed + 2 * n))
         if log:
             log(f"  {n:>7,} executors: setup {built:.1f} s, total {time.perf_counter() - t0:.1f} s, "
                 f"core p50 {fleet['core']['p50_us']} us, ref p50 {fleet['reference']['p50_us']} us")
@@ -666,6 +725,7 @@ def run(plan: Plan, quick: bool, seed: int = SEED, log=None) -> dict:
     result["backlog"] = measure_backlog(ex, tasks, samples, seed)
     result["targets"] = targets(result)
     result["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    result["meta"]["load_end"] = _load()
     return result
 
 

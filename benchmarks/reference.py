@@ -363,7 +363,10 @@ class ReferenceScheduler:
     # ------------------------------------------------------------------ one decision
     def decide(self, task: TaskSpec, now: float, fit_cache: dict | None = None) -> RefChoice:
         """Admit ``task`` and, when it may start now, pick its executor. Changes nothing."""
-        adm = self.check_submission(task, now, fit_cache)
+        return self.decide_placement(task, self.check_submission(task, now, fit_cache), now)
+
+    def decide_placement(self, task: TaskSpec, adm: RefAdmission, now: float) -> RefChoice:
+        """After admission: whether the task may start now, and on which executor. Changes nothing."""
         choice = RefChoice(adm)
         if not adm.admitted or (adm.not_before is not None and now < adm.not_before):
             return choice
@@ -377,14 +380,18 @@ class ReferenceScheduler:
             choice.executor_id = self.executors[best[0]]["id"]
         return choice
 
-    def submit(self, task: TaskSpec, now: float, fit_cache: dict | None = None) -> RefChoice:
-        """``decide`` and then record it: reserve the quota, take a rate token, hold the executor."""
-        choice = self.decide(task, now, fit_cache)
+    def commit(self, task: TaskSpec, choice: RefChoice, now: float) -> None:
+        """Record a decision: reserve the quota, take a rate token, hold the executor's resources."""
         if choice.admission.admitted:
             self.admit(task, choice.admission.cost, now)
             if choice.index is not None:
                 self.place(task, choice.index)
                 choice.placed = True
+
+    def submit(self, task: TaskSpec, now: float, fit_cache: dict | None = None) -> RefChoice:
+        """``decide``, then ``commit``: one submission handled end to end."""
+        choice = self.decide(task, now, fit_cache)
+        self.commit(task, choice, now)
         return choice
 
     # ------------------------------------------------------------------ bookkeeping

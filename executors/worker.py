@@ -19,8 +19,9 @@ Decisions worth knowing:
 
 * **Restarts.** ``start_worker`` uses ``max_restarts=-1`` and ``max_task_retries=0``: a
   worker that dies comes back (heartbeats resume, the executor stays usable), but Ray
-  kills the tasks a dead owner launched, so a restarted worker has lost its running
-  tasks, their results and any unsent reports. ``ping()`` returns an ``incarnation``
+  stops the tasks a dead owner launched (Ray 2.60: their processes are gone within
+  seconds), so a restarted worker has lost its running tasks, their results and any
+  unsent reports. ``ping()`` returns an ``incarnation``
   that changes on every (re)start so the head can tell, and treat the attempts it had
   dispatched there as lost. Calls are not retried: a ``start`` that failed in flight
   raises at the head, which decides what to do.
@@ -35,6 +36,11 @@ Decisions worth knowing:
   report is sent once Ray has finished the task (or after ``KILL_GRACE_S``), so the
   resources are free when the head releases them. A task that finished on its own just
   as it was killed keeps its real outcome and measurements.
+* **Memory** is a logical Ray resource: it keeps Ray from packing more tasks on the node
+  than fit, but it is no hard limit on the process (Ray's memory monitor and the kernel
+  handle a task that uses more).
+* **Results** of ended attempts (the value ObjectRef and the report) are kept until
+  ``forget(task_id)``; the head forgets a task once its result is fetched or expired.
 * **Ray-level failures** (the task's worker process crashed or was killed by Ray's
   memory monitor, the node died, the return value could not be serialised) end the
   attempt as ``failed`` with Ray's error text, timed by the worker like a killed task.
@@ -284,7 +290,10 @@ class ExecutorWorker:
             return _ended_by_itself(attempt, metrics)
         stopped_at = time.time()
         outcome = Outcome.CANCELLED if attempt.cancel_requested.is_set() else Outcome.TIMEOUT
-        ray.cancel(attempt.value_ref, force=True)  # both refs are the same task's returns
+        try:
+            ray.cancel(attempt.value_ref, force=True)  # both refs are the same task's returns
+        except Exception:  # noqa: BLE001  # still report the attempt as ended by the worker
+            _log.exception("ray.cancel of task %s failed", attempt.spec.task_id)
         await asyncio.wait({metrics}, timeout=KILL_GRACE_S)
         if metrics.done() and metrics.exception() is None:
             return _ended_by_itself(attempt, metrics)  # it finished before the kill landed

@@ -172,7 +172,7 @@ class SchedulerCore:
         common = dict(task_id=v.task.task_id, coop_id=coop, effective_priority=v.effective_priority,
                       enforcement_mode=v.mode.value)
         if v.hard or (v.violations and v.mode is EnforcementMode.STRICT):
-            return Decision(admitted=False, reasons=tuple(v.hard + v.violations), **common)
+            return Decision(admitted=False, reasons=tuple(v.violations + v.hard), **common)
         warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
         return Decision(admitted=True, warnings=warnings, not_before=v.not_before, **common)
 
@@ -209,16 +209,16 @@ class SchedulerCore:
             compiled = self._policies.get(entry.task.coop_id)
             limit_tasks = compiled.policy.quota_for(entry.task.member).max_concurrent_tasks if compiled else 1
             if self._running.get(key, 0) >= limit_tasks:
-                job.note(f"waiting: member {entry.task.member} is at max_concurrent_tasks ({limit_tasks})")
+                job.note(f"waiting: member {entry.task.member} is at max_concurrent_tasks ({limit_tasks})", now)
                 continue
             if entry.shape in no_fit:
-                job.note(no_fit[entry.shape])
+                job.note(no_fit[entry.shape], now)
                 continue
             placement = self._place(entry, now)
             if placement is None:
                 message, _ = explain_no_fit(self.table, entry.requirements)
                 no_fit[entry.shape] = f"waiting for a free executor: {message}"
-                job.note(no_fit[entry.shape])
+                job.note(no_fit[entry.shape], now)
                 continue
             placements.append(placement)
         return placements
@@ -315,6 +315,7 @@ class SchedulerCore:
         job.finished_at = self.clock()
         job.charged = (measured.cpu_hours, measured.gpu_hours, measured.credit_amount)
         job.error = report.error
+        job.wall_seconds = report.wall_seconds
         job.move(job.finished_at, state, f"{report.outcome.value} on {report.executor_id} after "
                  f"{report.wall_seconds:.3f} s; charged {measured.cpu_hours:.4g} CPU-h, "
                  f"{measured.gpu_hours:.4g} GPU-h, {measured.credit_amount:.4g} credits")

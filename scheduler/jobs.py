@@ -40,6 +40,7 @@ class JobStatus(BaseModel):
     charged_cpu_hours: float
     charged_gpu_hours: float
     charged_credits: float
+    wall_seconds: float | None
     error: str | None
     history: tuple[StatusEvent, ...]
 
@@ -60,14 +61,17 @@ class Job:
     cancel_requested: bool = False
     charged: tuple[float, float, float] = (0.0, 0.0, 0.0)
     error: str | None = None
+    wall_seconds: float | None = None
 
     def move(self, at: float, state: JobState, message: str = "") -> None:
         self.state = state
         self.reason = message
         self.history.append(StatusEvent(at=at, state=state, message=message))
 
-    def note(self, message: str) -> None:
-        """Change the visible reason without a state change (kept out of the history)."""
+    def note(self, message: str, at: float | None = None) -> None:
+        """Change the visible reason without a state change; a new reason enters the history once."""
+        if message != self.reason and at is not None:
+            self.history.append(StatusEvent(at=at, state=self.state, message=message))
         self.reason = message
 
     def status(self) -> JobStatus:
@@ -77,4 +81,4 @@ class Job:
             attempts=self.attempts, executor_id=self.placement.executor_id if self.placement else None,
             submitted_at=self.submitted_at, started_at=self.started_at, finished_at=self.finished_at,
             warnings=self.decision.warnings, charged_cpu_hours=self.charged[0], charged_gpu_hours=self.charged[1],
-            charged_credits=self.charged[2], error=self.error, history=tuple(self.history))
+            charged_credits=self.charged[2], wall_seconds=self.wall_seconds, error=self.error, history=tuple(self.history))

@@ -174,6 +174,15 @@ def test_a_task_runs_on_the_node_its_worker_is_pinned_to(executor: Executor, ray
     assert (report.coop_id, report.member) == ("research:biolab", "did:icn:alice")
 
 
+def test_a_malformed_spec_is_refused_with_the_field_named(executor: Executor) -> None:
+    spec = make_spec(where_am_i)
+    spec["payload"] = spec["payload"][0]  # the ObjectRef itself, not in a list
+
+    with pytest.raises(ray.exceptions.RayTaskError, match="payload"):
+        ray.get(executor.worker.start.remote(spec))
+    assert ray.get(executor.worker.running.remote()) == []
+
+
 def test_a_cpu_bound_task_is_charged_allocated_cores_times_wall(executor: Executor) -> None:
     report = executor.run(make_spec(burn_cpu, 0.5, cpus=1.5))
 
