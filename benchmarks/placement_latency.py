@@ -191,10 +191,11 @@ class Bench:
     fit_cache: dict = field(default_factory=dict)
 
 
-def make_bench(n: int, seed: int = SEED, load_tasks: int | None = None) -> Bench:
+def make_bench(n: int, seed: int = SEED, load_tasks: int | None = None,
+               policies: list[CoopPolicy] | None = None) -> Bench:
     """Register ``n`` executors in a core and the reference, then load the fleet with running tasks."""
     specs = build_fleet(n, seed)
-    policies = build_policies(specs, seed)
+    policies = policies if policies is not None else build_policies(specs, seed)
     data = build_datasets(specs, seed)
     clock = VirtualClock()
     core = SchedulerCore(clock=clock, executor_capacity=n)
@@ -262,17 +263,19 @@ def finish(bench: Bench, task: TaskSpec, executor_id: str | None) -> None:
 class Agreement:
     compared: int = 0
     same_executor: int = 0
-    both_unplaced: int = 0
+    both_refused: int = 0
+    both_unplaced: int = 0  # admitted by both, placed by neither (deferred, at a limit, or nothing free)
     ties: int = 0
     mismatches: list[dict] = field(default_factory=list)
 
     @property
     def agreed(self) -> int:
-        return self.same_executor + self.both_unplaced + self.ties
+        return self.same_executor + self.both_refused + self.both_unplaced + self.ties
 
     def as_dict(self) -> dict:
         return {"compared": self.compared, "agreed": self.agreed, "same_executor": self.same_executor,
-                "both_unplaced": self.both_unplaced, "ties": self.ties, "mismatches": len(self.mismatches),
+                "ties": self.ties, "both_refused": self.both_refused, "both_unplaced": self.both_unplaced,
+                "mismatches": len(self.mismatches),
                 "first_mismatches": self.mismatches[:5]}
 
 
@@ -280,8 +283,9 @@ def reconcile(bench: Bench, task: TaskSpec, core_admitted: bool, core_executor: 
               choice: RefChoice, agreement: Agreement) -> None:
     """Check the reference against the core for one decision, then make the reference hold the core's outcome.
 
-    Agreement: both refuse; or both admit and place on the same executor; or both leave it
-    unplaced; or the executors differ but the reference scores them equal within 1e-9 (a tie).
+    Agreement: both refuse; or both admit and place it on the same executor; or both admit it
+    and leave it unplaced; or the executors differ but the reference scores them equal within
+    1e-9 (a tie).
     """
     ref = bench.ref
     agreement.compared += 1
@@ -295,7 +299,9 @@ def reconcile(bench: Bench, task: TaskSpec, core_admitted: bool, core_executor: 
             ref.release(task.task_id)
         else:
             mirror_admission(bench, task)
-    elif not core_admitted or (core_executor is None and choice.executor_id is None):
+    elif not core_admitted:
+        agreement.both_refused += 1
+    elif core_executor is None and choice.executor_id is None:
         agreement.both_unplaced += 1
     elif core_executor == choice.executor_id:
         agreement.same_executor += 1
@@ -341,6 +347,20 @@ def reference_decision(bench: Bench, task: TaskSpec) -> tuple[RefChoice, int, in
     return choice, t1 - t0, t2 - t1
 
 
+def agreement_run(n: int, decisions: int, seed: int = SEED, policies: list[CoopPolicy] | None = None,
+                  load_tasks: int | None = None) -> Agreement:
+    """Untimed: ``decisions`` tasks decided by the core and by the reference, each checked (for tests)."""
+    bench = make_bench(n, seed, load_tasks=load_tasks, policies=policies)
+    agreement = Agreement()
+    for t in build_tasks(decisions, bench.specs, seed + 1, f"a{n}"):
+        bench.clock.advance(0.001)
+        admitted, executor, _, _ = core_decision(bench, t)
+        choice, _, _ = reference_decision(bench, t)
+        reconcile(bench, t, admitted, executor, choice, agreement)
+        finish(bench, t, executor)
+    return agreement
+
+
 # ----------------------------------------------------------------------------- measurements
 def stats_us(samples_ns: list[int]) -> dict:
     if not samples_ns:
@@ -371,11 +391,14 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
     paired = tasks[warmup + core_samples:warmup + core_samples + paired_samples]
     profiled = tasks[warmup + core_samples + paired_samples:]
 
+    outcomes = {"placed": 0, "admitted, no free executor": 0, "refused": 0}
+
     def core_step(task: TaskSpec) -> tuple[int, int, int]:
         clock.advance(0.001)
         c0 = time.thread_time_ns()
         admitted, executor, submit_ns, schedule_ns = core_decision(bench, task)
         cpu_ns = time.thread_time_ns() - c0
+        outcomes["placed" if executor else "admitted, no free executor" if admitted else "refused"] += 1
         if admitted:
             mirror_admission(bench, task)
             if executor is not None:
@@ -420,7 +443,9 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
            "core_submit": stats_us(submit_ns),
            "core_schedule": stats_us(schedule_ns), "core_paired": stats_us(paired_core_ns),
            "reference": stats_us(ref_ns), "reference_admission": stats_us(ref_adm_ns),
-           "reference_placement": stats_us(ref_place_ns), "agreement": agreement.as_dict()}
+           "reference_placement": stats_us(ref_place_ns), "agreement": agreement.as_dict(),
+           "outcomes": outcomes, "loaded_running_tasks": sum(len(bench.core.running_on(s.executor_id))
+                                                             for s in bench.specs)}
     cp, rp = out["core_paired"]["p50_us"], out["reference"]["p50_us"]
     out["ratio_p50"] = round(rp / cp, 1) if cp and rp else None
     cs, rs = out["core_schedule"]["p50_us"], out["reference_placement"]["p50_us"]
@@ -477,12 +502,19 @@ def measure_policy_eval(bench: Bench, samples: int, ref_samples: int, full_ref_s
             t0 = time.perf_counter_ns()
             a = ref.check_submission(t, now, bench.fit_cache)
             cached_ns.append(time.perf_counter_ns() - t0)
-            agree += (v.admitted == a.admitted and abs(v.effective_priority - a.effective_priority) < 1e-12
-                      and (v.cost.cpu, v.cost.gpu, v.cost.credits) == a.cost and v.not_before == a.not_before)
+            agree += same_verdict(v, a)
     return {"executors": n, "core": stats_us(core_ns), "core_static_fit_cached": stats_us(again_ns),
             "reference_rules_quota": stats_us(cached_ns), "reference_with_fleet_scan": stats_us(full_ns),
             "agreement": {"compared": len(cached_ns), "agreed": agree},
             "admitted": sum(v.admitted for v in verdicts), "tasks": len(verdicts)}
+
+
+def same_verdict(v, a) -> bool:
+    """The core's ``Verdict`` and the reference's ``RefAdmission`` say the same thing."""
+    return (v.admitted == a.admitted and abs(v.effective_priority - a.effective_priority) < 1e-12
+            and (v.cost.cpu, v.cost.gpu, v.cost.credits) == a.cost and v.not_before == a.not_before
+            and sorted(r.source for r in v.violations) == sorted(a.violations)
+            and sorted(r.source for r in v.hard) == sorted(a.hard))
 
 
 def measure_backlog(n_executors: int, n_tasks: int, ref_samples: int, seed: int) -> dict:

@@ -112,9 +112,9 @@ class JobHandle:
                 except RayError:  # killed (timeout/cancel) or its worker died: ask the head what happened
                     self._wait_settled(deadline)
                     status = self.status()
-                    if status.state.value in ("queued", "running", "deferred") and status.attempts > answer["attempt"]:
-                        continue  # retried on another executor
-                    if status.state.value in ("queued", "running", "deferred"):
+                    if status.attempts > answer["attempt"] or status.state.value == "succeeded":
+                        continue  # retried on another executor: fetch that attempt's result
+                    if not status.state.finished:
                         time.sleep(0.05)
                         continue
                     raise self._failure(status) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import ray
@@ -29,6 +30,7 @@ from scheduler.tasks import JobState
 log = logging.getLogger("coopsched.head")
 
 WATCH_INTERVAL_S = 1.0
+KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps for late result() calls
 PING_TIMEOUT_S = 5.0
 
 
@@ -42,7 +44,7 @@ class Head:
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator)
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}
-        self._results: dict[str, list] = {}
+        self._results: OrderedDict[str, list] = OrderedDict()
         self._changed: dict[str, asyncio.Event] = {}
         self._dispatched: dict[str, float] = {}
         self._watchdog: asyncio.Task | None = None
@@ -149,6 +151,13 @@ class Head:
             tracker = self._tracker()
             if tracker is not None:
                 tracker.settled.remote(task_id, report["executor_id"])
+            worker = self._worker(report["executor_id"])
+            if worker is not None:  # the head's reference keeps the value alive; the worker may let go
+                worker.forget.remote(task_id)
+            if task_id in self._results:
+                self._results.move_to_end(task_id)
+            while len(self._results) > KEEP_RESULTS:
+                self._results.popitem(last=False)
         self._notify(task_id)
         self._schedule()
         return record is not None

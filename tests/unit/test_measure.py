@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
 import sys
 import threading
 import time
@@ -72,8 +73,6 @@ def test_measures_cpu_time_of_the_call_only() -> None:
 
 def test_counts_cpu_time_of_children_it_waited_for() -> None:
     code = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
-    import subprocess
-
     _, metrics = run_measured((subprocess.run, ([sys.executable, "-c", code],), {"check": True}))
 
     assert metrics["cpu_time_s"] >= 0.25
@@ -99,7 +98,9 @@ def test_the_high_water_mark_is_reset_for_each_call() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
-def test_falls_back_to_sampling_statm_when_clear_refs_is_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_falls_back_to_sampling_statm_when_clear_refs_is_not_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_proc = tmp_path / "proc"
     fake_proc.mkdir()
     (fake_proc / "clear_refs").mkdir()  # writing to a directory fails, as a read-only file would
@@ -135,7 +136,9 @@ def test_falls_back_to_the_lifetime_peak_without_proc(tmp_path: Path, monkeypatc
         ("an exception holding a lock", Unpicklable(), "Unpicklable", False),
     ],
 )
-def test_an_exception_becomes_a_task_error_value(name: str, exc: BaseException, type_name: str, keeps_original: bool) -> None:
+def test_an_exception_becomes_a_task_error_value(
+    name: str, exc: BaseException, type_name: str, keeps_original: bool
+) -> None:
     value, metrics = run_measured((raise_, (exc,), {}))
 
     assert isinstance(value, TaskError), name

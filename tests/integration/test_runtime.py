@@ -1,0 +1,169 @@
+"""Coopsched on a real multi-node Ray cluster: placement, waiting, quotas, timeouts, cancel, retries."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+
+from scheduler.client import Client, JobCancelled, PolicyViolation, RuntimeLimitExceeded, shutdown  # noqa: E402
+from scheduler.names import worker_name  # noqa: E402
+
+pytestmark = pytest.mark.integration
+NS = "coopsched-it"
+LAB, BANK = "research:lab", "timebank:it"
+
+
+def where_am_i(seconds: float = 0.0) -> str:
+    time.sleep(seconds)
+    return ray.get_runtime_context().get_node_id()
+
+
+def busy(seconds: float) -> float:
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
+    return seconds
+
+
+@pytest.fixture(scope="module")
+def coop(ray_cluster):
+    client = Client.local(namespace=NS)
+    nodes = ray_cluster.nodes
+    client.set_policy({"coop_id": LAB, "enforcement_mode": "strict",
+                       "default_quota": {"cpu_hours_per_month": 100, "max_concurrent_tasks": 10},
+                       "rules": [{"type": "DataSovereignty", "name": "gdpr", "region": "eu-central",
+                                  "tags": ["patient-data"]},
+                                 {"type": "RequireCapability", "name": "hipaa", "capability": "hipaa-compliant",
+                                  "min_version": "1.0", "tags": ["phi"]},
+                                 {"type": "ExecutorFilter", "name": "quarantine", "blacklist": ["lab-us"]}]})
+    client.set_policy({"coop_id": BANK, "default_quota": {"cpu_hours_per_month": 100, "max_concurrent_tasks": 2}})
+    executors = {
+        "lab-us": (nodes[0], LAB, {}), "lab-eu-1": (nodes[1], LAB, {"hipaa-compliant": "1.1"}),
+        "lab-eu-2": (nodes[2], LAB, {}), "lab-ap": (nodes[3], LAB, {}),
+        "bank-us": (nodes[0], BANK, {}), "bank-ap": (nodes[3], BANK, {}),
+    }
+    for executor_id, (node, coop_id, caps) in executors.items():
+        client.register_executor(executor_id, coop=coop_id, node_id=node.node_id, capabilities=caps,
+                                 trust=0.9 if executor_id == "lab-us" else 0.5, heartbeat_interval_s=0.5,
+                                 resources={"cpus": 2})
+    yield client, {e: n.node_id for e, (n, _, _) in executors.items()}
+    shutdown(NS)
+
+
+def test_gdpr_job_runs_only_in_eu_central(coop, ray_cluster):
+    client, _ = coop
+    eu = {n.node_id for n in ray_cluster.in_region("eu-central")}
+    handles = [client.submit(where_am_i, coop=LAB, member="alice", tags=["patient-data"], max_runtime_s=60)
+               for _ in range(4)]
+    ran_on = {h.result(timeout=60) for h in handles}
+    assert ran_on <= eu
+    assert {h.status().executor_id for h in handles} <= {"lab-eu-1", "lab-eu-2"}
+
+
+def test_capability_job_runs_only_where_the_capability_is(coop):
+    client, node_of = coop
+    handles = [client.submit(where_am_i, coop=LAB, member="alice", tags=["phi"], max_runtime_s=60) for _ in range(3)]
+    assert {h.result(timeout=60) for h in handles} == {node_of["lab-eu-1"]}
+
+
+def test_blacklisted_executor_never_gets_work(coop):
+    client, node_of = coop
+    handles = client.map(where_am_i, [0.0] * 6, coop=LAB, member="bob", max_runtime_s=60)
+    ran_on = {h.result(timeout=60) for h in handles}
+    assert node_of["lab-us"] not in ran_on  # the most trusted executor, but blacklisted
+    assert all(h.status().executor_id != "lab-us" for h in handles)
+
+
+def test_member_at_max_concurrent_tasks_waits_then_runs(coop):
+    client, _ = coop
+    handles = [client.submit(where_am_i, 1.5, coop=BANK, member="carol", max_runtime_s=60) for _ in range(3)]
+    time.sleep(0.3)
+    states = [h.status() for h in handles]
+    waiting = [s for s in states if s.state.value == "queued"]
+    assert len(waiting) == 1 and "max_concurrent_tasks (2)" in waiting[0].reason
+    for h in handles:
+        h.result(timeout=60)
+    assert all(h.status().state.value in ("running", "succeeded") for h in handles)
+
+
+def test_quota_used_up_by_real_runs_rejects_the_next_job(coop):
+    client, _ = coop
+    client.set_policy({"coop_id": "quota:small", "default_quota": {"cpu_hours_per_month": 6.5 / 3600}})
+    client.register_executor("small-1", coop="quota:small", resources={"cpus": 2}, region="us-west")
+    for _ in range(2):  # each projects 5 CPU-s and really uses ~1: 0 + 5, then ~1 + 5 fit in 6.5
+        client.submit(where_am_i, 1.0, coop="quota:small", member="dora", max_runtime_s=5).result(timeout=60)
+        _settled(client, "quota:small", "dora")
+    with pytest.raises(PolicyViolation) as refused:  # ~2 used + 5 projected > 6.5
+        client.submit(where_am_i, coop="quota:small", member="dora", max_runtime_s=5)
+    reason = refused.value.decision.reasons[0]
+    assert reason.source == "quota:cpu" and "monthly CPU quota exceeded" in reason.message
+    assert client.usage("quota:small", "dora").cpu_hours * 3600 > 2.0
+
+
+def test_timeout_and_cancel_charge_only_the_time_used(coop):
+    client, _ = coop
+    timed = client.submit(busy, 30, coop=BANK, member="erin", max_runtime_s=1.5, resources={"cpus": 2})
+    with pytest.raises(RuntimeLimitExceeded):
+        timed.result(timeout=60)
+    cancelled = client.submit(where_am_i, 30, coop=BANK, member="erin", max_runtime_s=60)
+    _wait_state(cancelled, "running")
+    time.sleep(1.0)
+    cancelled.cancel()
+    with pytest.raises(JobCancelled):
+        cancelled.result(timeout=60)
+    t, c = timed.status(), cancelled.status()
+    assert (t.state.value, c.state.value) == ("timeout", "cancelled")
+    assert 1.5 <= t.wall_seconds < 8 and t.charged_cpu_hours == pytest.approx(2 * t.wall_seconds / 3600, rel=1e-3)
+    assert 1.0 <= c.wall_seconds < 8 and c.charged_cpu_hours < 8 / 3600
+
+
+def test_killed_worker_task_is_retried_elsewhere_and_charged_once(coop):
+    client, _ = coop
+    h = client.submit(where_am_i, 3.0, coop=BANK, member="fred", max_runtime_s=60, max_retries=1)
+    first = _wait_state(h, "running").executor_id
+    time.sleep(0.5)
+    ray.kill(ray.get_actor(worker_name(first), namespace=NS), no_restart=False)
+    h.result(timeout=90)
+    status = _wait_state(h, "succeeded")
+    assert status.attempts == 2 and status.executor_id != first
+    usage = _settled(client, BANK, "fred")
+    assert usage.tasks_completed == 1
+    assert usage.cpu_hours * 3600 == pytest.approx(status.wall_seconds, rel=1e-3)
+
+
+def test_data_locality_prefers_the_node_holding_the_object(coop):
+    client, node_of = coop
+    client.set_policy({"coop_id": "data:lab", "scoring_weights": {"data": 5.0}})
+    for executor_id in ("data-us", "data-ap"):
+        node = node_of["lab-us" if executor_id == "data-us" else "lab-ap"]
+        client.register_executor(executor_id, coop="data:lab", node_id=node, resources={"cpus": 2},
+                                 trust=1.0 if executor_id == "data-ap" else 0.0)
+    blob = ray.put(b"x" * 2_000_000)  # lives on this driver's node: the head node, us-west
+    h = client.submit(where_am_i, coop="data:lab", member="gil", hints={"data": [blob]}, max_runtime_s=60)
+    assert h.result(timeout=60) == node_of["lab-us"]
+    assert h.explain()["placement"]["breakdown"]["data"] == pytest.approx(5.0)
+
+
+def _wait_state(handle, state: str, limit_s: float = 30.0):
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        status = handle.status()
+        if status.state.value == state:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"{handle.id} never reached {state}: {handle.status()}")
+
+
+def _settled(client, coop_id: str, member: str, limit_s: float = 15.0):
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        usage = client.usage(coop_id, member)
+        if usage.running == 0 and usage.reserved_cpu_hours == 0:
+            return usage
+        time.sleep(0.05)
+    raise AssertionError(f"usage of {member} never settled: {client.usage(coop_id, member)}")
