@@ -217,7 +217,7 @@ def make_bench(n: int, seed: int = SEED, load_tasks: int | None = None,
         core.update_executor({"executor_id": s.executor_id, "queue_depth": depth})
         ref.heartbeat(s.executor_id, depth)
     bench = Bench(core, clock, ref, specs, policies)
-    load = min(n // 2, 2000) if load_tasks is None else load_tasks
+    load = min(n // 2, 2000) if load_tasks is None else load_tasks  # tasks left running on the fleet
     if load:
         background = build_tasks(load, specs, seed + 3, f"bg{n}")
         for t in background:
@@ -450,12 +450,21 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
     out["ratio_p50"] = round(rp / cp, 1) if cp and rp else None
     cs, rs = out["core_schedule"]["p50_us"], out["reference_placement"]["p50_us"]
     out["ratio_placement_p50"] = round(rs / cs, 1) if cs and rs else None
-    if profiled:
+    if profiled:  # only core.submit + core.schedule run under the profiler
         prof = cProfile.Profile()
-        prof.enable()
-        for t in profiled:
-            core_step(t)
-        prof.disable()
+        with _NoGC():
+            for t in profiled:
+                clock.advance(0.001)
+                prof.enable()
+                decision = bench.core.submit(t)
+                placed = bench.core.schedule()
+                prof.disable()
+                executor = placed[0].executor_id if placed else None
+                if decision.admitted:
+                    mirror_admission(bench, t)
+                    if executor is not None:
+                        bench.ref.place(t, bench.ref.find(executor))
+                finish(bench, t, executor)
         out["profile"] = profile_table(prof, len(profiled))
     return out
 
@@ -477,16 +486,19 @@ def measure_policy_eval(bench: Bench, samples: int, ref_samples: int, full_ref_s
         evaluate(t, compiled[t.coop_id], core.ledger, core.table, buckets, now)
         evaluate(t, compiled[t.coop_id], core.ledger, core.table, buckets, now)
     timed = tasks[50:]
-    core_ns, again_ns, verdicts = [], [], []
+    core_ns, cpu_ns, again_ns, verdicts = [], [], [], []
     with _NoGC():
         for t in timed:
             policy = compiled[t.coop_id]
+            c0 = time.thread_time_ns()
             t0 = time.perf_counter_ns()
             v = evaluate(t, policy, core.ledger, core.table, buckets, now)
             t1 = time.perf_counter_ns()
+            c1 = time.thread_time_ns()
             evaluate(t, policy, core.ledger, core.table, buckets, now)
             t2 = time.perf_counter_ns()
             core_ns.append(t1 - t0)
+            cpu_ns.append(c1 - c0)
             again_ns.append(t2 - t1)
             verdicts.append(v)
     full_ns, cached_ns, agree = [], [], 0
@@ -503,7 +515,8 @@ def measure_policy_eval(bench: Bench, samples: int, ref_samples: int, full_ref_s
             a = ref.check_submission(t, now, bench.fit_cache)
             cached_ns.append(time.perf_counter_ns() - t0)
             agree += same_verdict(v, a)
-    return {"executors": n, "core": stats_us(core_ns), "core_static_fit_cached": stats_us(again_ns),
+    return {"executors": n, "core": stats_us(core_ns), "core_cpu_time": stats_us(cpu_ns),
+            "core_static_fit_cached": stats_us(again_ns),
             "reference_rules_quota": stats_us(cached_ns), "reference_with_fleet_scan": stats_us(full_ns),
             "agreement": {"compared": len(cached_ns), "agreed": agree},
             "admitted": sum(v.admitted for v in verdicts), "tasks": len(verdicts)}
@@ -526,25 +539,23 @@ def measure_backlog(n_executors: int, n_tasks: int, ref_samples: int, seed: int)
     for t in tasks:  # submissions are not timed here; the reference admits them too (its requirements)
         core.submit(t)
         mirror_admission(bench, t)
-        reqs[t.task_id] = ref.check_submission(t, clock(), bench.fit_cache).requirements
+        reqs[t.task_id] = ref.requirements(t, clock())
     queued = len(core.queue)
     every = max(1, queued // max(1, ref_samples))
     sched_ns, placed_total, rounds = 0, 0, 0
     ref_ns: list[int] = []
     agreement = Agreement()
     k = 0
-    while len(core.queue) and rounds < 50:
-        rounds += 1
-        clock.advance(1.0)
-        with _NoGC():
+    with _NoGC():
+        while len(core.queue) and rounds < 50:
+            rounds += 1
+            clock.advance(1.0)
             t0 = time.perf_counter_ns()
             placements = core.schedule()
-            t1 = time.perf_counter_ns()
-        sched_ns += t1 - t0
-        placed_total += len(placements)
-        if not placements:
-            break
-        with _NoGC():
+            sched_ns += time.perf_counter_ns() - t0
+            placed_total += len(placements)
+            if not placements:
+                break
             for p in placements:  # replay in the core's order on the reference's mirror
                 task = p.task
                 if k % every == 0:
@@ -552,8 +563,7 @@ def measure_backlog(n_executors: int, n_tasks: int, ref_samples: int, seed: int)
                     best = ref.choose(task, reqs[task.task_id])
                     if best is not None:
                         ref.place(task, best[0])
-                    r1 = time.perf_counter_ns()
-                    ref_ns.append(r1 - r0)
+                    ref_ns.append(time.perf_counter_ns() - r0)
                     choice = RefChoice(admission=None, index=best[0] if best else None,  # type: ignore[arg-type]
                                        executor_id=ref.executors[best[0]]["id"] if best else None,
                                        score=best[1] if best else None, placed=best is not None)
@@ -561,8 +571,8 @@ def measure_backlog(n_executors: int, n_tasks: int, ref_samples: int, seed: int)
                 else:
                     ref.place(task, ref.find(p.executor_id))
                 k += 1
-        for p in placements:
-            finish(bench, p.task, p.executor_id)
+            for p in placements:  # the round's tasks finish (untimed) and free their executors
+                finish(bench, p.task, p.executor_id)
     core_rate = placed_total / (sched_ns / 1e9) if sched_ns else None
     ref_mean_ns = sum(ref_ns) / len(ref_ns) if ref_ns else None
     ref_rate = 1e9 / ref_mean_ns if ref_mean_ns else None
@@ -589,15 +599,19 @@ def _check_backlog(bench: Bench, task: TaskSpec, core_executor: str, choice: Ref
     ref.place(task, ref.find(core_executor))
 
 
-def profile_table(prof: cProfile.Profile, decisions: int, top: int = 14) -> list[dict]:
+def profile_table(prof: cProfile.Profile, decisions: int, top: int = 14) -> dict:
+    """The functions with the most own time and the most cumulative time, per decision (profiler on)."""
     st = pstats.Stats(prof)
     rows = []
     for (file, line, func), (_cc, calls, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-        rows.append({"function": f"{_short(file)}:{line}({func})", "calls": calls,
-                     "tottime_us_per_decision": round(tt / decisions * 1e6, 2),
-                     "cumtime_us_per_decision": round(ct / decisions * 1e6, 2)})
-    rows.sort(key=lambda r: -r["tottime_us_per_decision"])
-    return rows[:top]
+        if func == "disable" or "_lsprof" in func:
+            continue
+        rows.append({"function": f"{_short(file)}:{line}({func})", "calls_per_decision": round(calls / decisions, 2),
+                     "own_us": round(tt / decisions * 1e6, 2), "cum_us": round(ct / decisions * 1e6, 2)})
+    total = sum(r["own_us"] for r in rows)
+    return {"decisions": decisions, "total_us": round(total, 1),
+            "by_own_time": sorted(rows, key=lambda r: -r["own_us"])[:top],
+            "by_cumulative_time": sorted(rows, key=lambda r: -r["cum_us"])[:top]}
 
 
 def _short(file: str) -> str:
@@ -619,6 +633,7 @@ class Plan:
     eval_full_ref: dict[int, int]
     backlog: tuple[int, int, int]  # executors, tasks, reference samples
     profile: int
+    load_cap: int = 2000  # running tasks loaded on the fleet before measuring (at most half the executors)
 
 
 FULL = Plan(sizes=(100, 1_000, 10_000, 100_000),
@@ -632,7 +647,7 @@ QUICK = Plan(sizes=(100, 1_000, 10_000),
              paired_samples={100: 100, 1_000: 60, 10_000: 20},
              warmup=20, eval_samples=300, eval_ref={100: 300, 1_000: 100, 10_000: 20},
              eval_full_ref={100: 50, 1_000: 20, 10_000: 5},
-             backlog=(1_000, 1_000, 100), profile=0)
+             backlog=(1_000, 1_000, 100), profile=0, load_cap=300)
 
 
 def targets(result: dict) -> list[dict]:
@@ -683,13 +698,14 @@ def format_table(result: dict) -> str:
         f"{f['executors']:,}: {_x(f['ratio_placement_p50'])}" for f in result["fleets"]))
     lines.append("")
     lines.append("Policy evaluation per submission (scheduler.admission.evaluate vs the reference's admission checks)")
-    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} {'cached p50':>10} | {'ref p50':>9} {'ref p99':>9} "
-            f"{'n':>5} | {'ref+scan p50':>12} | {'agree':>9}")
+    head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} {'cpu p99':>9} {'cached p50':>10} | {'ref p50':>9} "
+            f"{'ref p99':>9} {'n':>5} | {'ref+scan p50':>12} | {'agree':>9}")
     lines += [head, "-" * len(head)]
     for e in result["policy_eval"]:
         c, h, r, sc, a = (e["core"], e["core_static_fit_cached"], e["reference_rules_quota"],
                           e["reference_with_fleet_scan"], e["agreement"])
-        lines.append(f"{e['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} {_us(h['p50_us']):>10} | "
+        lines.append(f"{e['executors']:>10,} | {_us(c['p50_us']):>9} {_us(c['p99_us']):>9} "
+                     f"{_us(e['core_cpu_time']['p99_us']):>9} {_us(h['p50_us']):>10} | "
                      f"{_us(r['p50_us']):>9} {_us(r['p99_us']):>9} {r['samples']:>5} | {_us(sc['p50_us']):>12} | "
                      f"{a['agreed']:>4}/{a['compared']:<4}")
     lines += ["  core: as submitted (its caches as they stand); cached: the same task again (static fit cached)",
@@ -707,11 +723,15 @@ def format_table(result: dict) -> str:
         v = "-" if t["value"] is None else (f"{t['value']:,.1f} {t['unit']}" if t["unit"] != "x" else _x(t["value"]))
         lines.append(f"  [{t['status']:>4}] {t['target']:<62} {v}")
     for f in result["fleets"]:
-        if f.get("profile"):
-            lines += ["", f"Profile of the core at {f['executors']:,} executors (per decision, by own time)"]
-            for row in f["profile"]:
-                lines.append(f"  {row['tottime_us_per_decision']:>8.1f} us own {row['cumtime_us_per_decision']:>8.1f}"
-                             f" us cum {row['calls']:>7} calls  {row['function']}")
+        prof = f.get("profile")
+        if prof:
+            lines += ["", f"cProfile of core.submit + core.schedule at {f['executors']:,} executors: "
+                      f"{prof['decisions']} decisions, {_us(prof['total_us'])} per decision under the profiler"]
+            for title, key in (("by own time", "by_own_time"), ("by cumulative time", "by_cumulative_time")):
+                lines.append(f"  {title}:   own/decision  cum/decision  calls/decision")
+                for row in prof[key]:
+                    lines.append(f"  {row['own_us']:>20.1f} us {row['cum_us']:>10.1f} us {row['calls_per_decision']:>9.2f}"
+                                 f"   {row['function']}")
     return "\n".join(lines)
 
 
@@ -740,7 +760,7 @@ def run(plan: Plan, quick: bool, seed: int = SEED, log=None) -> dict:
                     "fleets": [], "policy_eval": []}
     for n in plan.sizes:
         t0 = time.perf_counter()
-        bench = make_bench(n, seed)
+        bench = make_bench(n, seed, load_tasks=min(n // 2, plan.load_cap))
         built = time.perf_counter() - t0
         fleet = measure_decisions(bench, plan.core_samples[n], plan.paired_samples[n], plan.warmup, seed + n,
                                   profile=plan.profile if n in (1_000, 100_000) else 0)

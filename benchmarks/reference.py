@@ -156,51 +156,7 @@ class ReferenceScheduler:
         hard: list[str] = []
         if task.priority.rank > quota.max_priority.rank:
             violations.append("quota:priority")
-
-        # the rules, matched on their type (the seed's check_submission / extract_placement_constraints)
-        regions: frozenset[str] | None = None
-        region_conflict = False
-        caps: list[tuple[str, str | None]] = [(n, v) for n, v in sorted(task.capabilities.items())]
-        allow: frozenset[str] | None = None
-        deny: set[str] = set()
-        constrained = False
-        multiplier = 1.0
-        not_before: float | None = None
-        for rule in policy.rules:
-            if isinstance(rule, (TimeWindow, RateLimit, TaskLimits)):
-                reason = rule.check(task, ctx)
-                if reason is not None:
-                    violations.append(reason.source)
-                if isinstance(rule, TimeWindow):
-                    held = rule.hold_until(task, ctx)
-                    if held is not None and held > now:
-                        not_before = held if not_before is None else max(not_before, held)
-            elif isinstance(rule, DataSovereignty):
-                if not rule.tags or any(t in task.tags for t in rule.tags):
-                    constrained = True
-                    allowed = rule.regions if regions is None else regions & rule.regions
-                    if not allowed:
-                        region_conflict = True
-                        violations.append(rule.label)
-                    else:
-                        regions = allowed
-            elif isinstance(rule, RequireCapability):
-                if not rule.tags or any(t in task.tags for t in rule.tags):
-                    constrained = True
-                    caps.append((rule.capability, rule.min_version))
-            elif isinstance(rule, ExecutorFilter):
-                if rule.whitelist or rule.blacklist:
-                    constrained = True
-                    if rule.whitelist:
-                        allow = frozenset(rule.whitelist) if allow is None else allow & frozenset(rule.whitelist)
-                    deny.update(rule.blacklist)
-            elif isinstance(rule, MemberPriority):
-                if task.member == rule.member:
-                    multiplier *= rule.multiplier
-        if region_conflict:  # the constraints cannot all hold: keep only the task's own needs
-            req = RefRequirements(capabilities=[(n, v) for n, v in sorted(task.capabilities.items())])
-        else:
-            req = RefRequirements(regions, caps, allow, frozenset(deny), constrained)
+        req, multiplier, not_before = self._apply_rules(task, policy, ctx, violations)
 
         # could any registered executor ever run it, and what does the dearest one charge?
         count, price = self._static_fit(task.coop_id, task.resources, req, fit_cache)
@@ -231,6 +187,62 @@ class ReferenceScheduler:
         admitted = not hard and (not violations or policy.enforcement_mode is not EnforcementMode.STRICT)
         return RefAdmission(task, admitted, violations, hard, req, cost, task.priority.rank * multiplier,
                             not_before, count, price)
+
+    def requirements(self, task: TaskSpec, now: float) -> RefRequirements:
+        """Only the placement constraints the policy puts on ``task`` (no admission checks counted)."""
+        policy = self.policies[task.coop_id]
+        runtime = task.max_runtime_s or policy.quota_for(task.member).default_max_runtime_s
+        return self._apply_rules(task, policy, RuleContext(now=now, runtime_s=runtime, buckets=self.buckets), [])[0]
+
+    def _apply_rules(self, task: TaskSpec, policy: CoopPolicy, ctx: RuleContext,
+                     violations: list[str]) -> tuple[RefRequirements, float, float | None]:
+        """One pass over the policy's rules, matched on their type (the seed's ``check_submission``
+        and ``extract_placement_constraints``): appends violations, returns the placement
+        requirements, the priority multiplier and the time a deferred task is held until."""
+        regions: frozenset[str] | None = None
+        region_conflict = False
+        caps: list[tuple[str, str | None]] = [(n, v) for n, v in sorted(task.capabilities.items())]
+        allow: frozenset[str] | None = None
+        deny: set[str] = set()
+        constrained = False
+        multiplier = 1.0
+        not_before: float | None = None
+        for rule in policy.rules:
+            if isinstance(rule, (TimeWindow, RateLimit, TaskLimits)):
+                reason = rule.check(task, ctx)
+                if reason is not None:
+                    violations.append(reason.source)
+                if isinstance(rule, TimeWindow):
+                    held = rule.hold_until(task, ctx)
+                    if held is not None and held > ctx.now:
+                        not_before = held if not_before is None else max(not_before, held)
+            elif isinstance(rule, DataSovereignty):
+                if not rule.tags or any(t in task.tags for t in rule.tags):
+                    constrained = True
+                    allowed = rule.regions if regions is None else regions & rule.regions
+                    if not allowed:
+                        region_conflict = True
+                        violations.append(rule.label)
+                    else:
+                        regions = allowed
+            elif isinstance(rule, RequireCapability):
+                if not rule.tags or any(t in task.tags for t in rule.tags):
+                    constrained = True
+                    caps.append((rule.capability, rule.min_version))
+            elif isinstance(rule, ExecutorFilter):
+                if rule.whitelist or rule.blacklist:
+                    constrained = True
+                    if rule.whitelist:
+                        allow = frozenset(rule.whitelist) if allow is None else allow & frozenset(rule.whitelist)
+                    deny.update(rule.blacklist)
+            elif isinstance(rule, MemberPriority):
+                if task.member == rule.member:
+                    multiplier *= rule.multiplier
+        if region_conflict:  # the constraints cannot all hold: keep only the task's own needs
+            req = RefRequirements(capabilities=[(n, v) for n, v in sorted(task.capabilities.items())])
+        else:
+            req = RefRequirements(regions, caps, allow, frozenset(deny), constrained)
+        return req, multiplier, not_before
 
     def _static_fit(self, coop: str, r: Resources, req: RefRequirements, cache: dict | None) -> tuple[int, float]:
         key = None

@@ -39,13 +39,18 @@ class MemberQuota(BaseModel):
         {"cpu_hours_per_month": 10.0, "gpu_hours_per_month": 0.0, "max_concurrent_tasks": 3,
          "max_priority": "normal", "credits_per_month": None, "default_max_runtime_s": 3600}]})
 
-    cpu_hours_per_month: float | None = Field(default=10.0, ge=0, allow_inf_nan=False, examples=[10.0])
-    gpu_hours_per_month: float | None = Field(default=0.0, ge=0, allow_inf_nan=False, examples=[4.0])
-    max_concurrent_tasks: int = Field(default=3, ge=1, le=1_000_000, examples=[3])
-    max_priority: Priority = Field(default=Priority.NORMAL, examples=["normal"])
-    credits_per_month: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[500])
+    cpu_hours_per_month: float | None = Field(default=10.0, ge=0, allow_inf_nan=False, examples=[10.0], description=(
+        "cores x hours per calendar month, checked on projected use (used + reserved + this task)"))
+    gpu_hours_per_month: float | None = Field(default=0.0, ge=0, allow_inf_nan=False, examples=[4.0],
+                                              description="GPUs x hours per calendar month, projected like CPU")
+    max_concurrent_tasks: int = Field(default=3, ge=1, le=1_000_000, examples=[3],
+                                      description="more tasks than this wait in the queue (they are not refused)")
+    max_priority: Priority = Field(default=Priority.NORMAL, examples=["normal"],
+                                   description="the highest priority the member may ask for")
+    credits_per_month: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[500], description=(
+        "credits per month, projected at the dearest executor that could run the task"))
     default_max_runtime_s: float = Field(default=3600.0, gt=0, le=30 * 86400, allow_inf_nan=False,
-                                         examples=[3600])
+                                         examples=[3600], description="runtime limit for tasks that declare none")
 
 
 class ScoringWeights(BaseModel):
@@ -77,18 +82,20 @@ class CoopPolicy(BaseModel):
          "rules": [{"type": "TaskLimits", "max_cpus": 8}]}]})
 
     coop_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$",
-                         examples=["timebank:seattle"])
-    governance_domain: str | None = Field(default=None, max_length=200, examples=["timebank:seattle:governance"])
-    rules: tuple[Rule, ...] = Field(default=(), max_length=1000)
+                         examples=["timebank:seattle"], description="the cooperative this policy governs")
+    governance_domain: str | None = Field(default=None, max_length=200, examples=["timebank:seattle:governance"],
+                                          description="the body that decides on changes to it")
+    rules: tuple[Rule, ...] = Field(default=(), max_length=1000, description="rules, each by its `type`")
     member_quotas: dict[str, MemberQuota] = Field(default_factory=dict, examples=[
-        {"did:icn:alice": {"cpu_hours_per_month": 20.0}}])
-    default_quota: MemberQuota = Field(default_factory=MemberQuota)
-    enforcement_mode: EnforcementMode = Field(default=EnforcementMode.STRICT, examples=["strict"])
-    scoring_weights: ScoringWeights | None = None
+        {"did:icn:alice": {"cpu_hours_per_month": 20.0}}], description="quotas of named members")
+    default_quota: MemberQuota = Field(default_factory=MemberQuota, description="everyone else's quota")
+    enforcement_mode: EnforcementMode = Field(default=EnforcementMode.STRICT, examples=["strict"], description=(
+        "strict rejects violations; permissive admits them with a warning; monitoring admits and only counts"))
+    scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     quota_whitelist: tuple[str, ...] = Field(default=(), description="members who bypass quota checks",
                                              examples=[["did:icn:emergency-services"]])
-    version: int = Field(default=1, ge=1, examples=[1])
-    description: str | None = Field(default=None, max_length=2000)
+    version: int = Field(default=1, ge=1, examples=[1], description="the author's own version label")
+    description: str | None = Field(default=None, max_length=2000, description="what the policy is for")
 
     @field_validator("member_quotas")
     @classmethod

@@ -147,8 +147,11 @@ class TimeWindow(_Rule):
     """Tasks of ``priorities`` (all when empty) may start only in the allowed hours and days.
 
     ``action="reject"`` refuses them outside the window (code ``unavailable``: resubmit
-    later); ``action="defer"`` admits them and holds them until the window opens.
-    Hours 0-23 and days 0=Sunday..6=Saturday are read in ``timezone``.
+    later); ``action="defer"`` admits them and holds them until the window opens. The
+    window governs every start, not only admission: a task admitted while it was open
+    but still queued when it closes waits for the next opening (under a strict policy;
+    permissive and monitoring policies only hold ``defer`` windows). Hours 0-23 and days
+    0=Sunday..6=Saturday are read in ``timezone``, in quarter-hour steps.
     """
 
     model_config = ConfigDict(json_schema_extra={"examples": [

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+import ray
+from ray.cluster_utils import Cluster
 
 REGIONS = ("us-west", "eu-central", "eu-central", "ap-south")
 NODE_CPUS = 2
@@ -62,3 +62,14 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server (AOF on) per session, on a free port; stopped at the end."""
+    from tests.redis_server import RedisServer
+    server = RedisServer(appendonly=True).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -43,3 +43,12 @@ def test_policy_json_schema_exports():
     assert "enforcement_mode" in schema["properties"]
     assert {"DataSovereignty", "TimeWindow", "MemberPriority", "RequireCapability", "ExecutorFilter",
             "RateLimit", "TaskLimits"} <= set(schema["$defs"])
+
+
+def test_policy_reference_doc_is_current():
+    """docs/policy-reference.md is generated from the models: regenerate with `python -m policies.reference`."""
+    from pathlib import Path
+
+    from policies.reference import render
+    doc = Path(__file__).resolve().parents[2] / "docs" / "policy-reference.md"
+    assert doc.read_text() == render(), "run: python -m policies.reference > docs/policy-reference.md"

@@ -1,0 +1,141 @@
+"""``StateStore``: the one protocol both durable backends implement.
+
+- ``sqlite:///path/to/state.db`` — the embedded default (``scheduler.sqlite_store``);
+- ``memory://`` — the same SQLite backend in memory, for tests and the demo;
+- ``redis://host:port/db`` — for clusters (``scheduler.redis_store``); several head
+  replicas share quota counters through its atomic ``reserve``.
+
+What is kept: policies with their version history, executors, usage per (coop, member,
+period) with open reservations, jobs with their status history and placement
+explanation (and the pickled payload of unfinished ones, so a restarted head can still
+run them), usage reports received by the tracker, the policy and quota change log, and
+audit samples. A contract-test suite (tests/integration/test_store_contract.py) runs
+against every backend.
+
+Amounts of usage are integers in millionths (``scheduler.ledger.Cost``), so every
+backend adds and subtracts exactly.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.ledger import Cost
+
+
+class ReserveResult(str, Enum):
+    RESERVED = "reserved"
+    DUPLICATE = "duplicate"      # this task id already holds a reservation or was settled: nothing changed
+    OVER_LIMIT = "over_limit"    # used + reserved + cost would pass a limit: nothing changed
+
+
+class PolicyVersion(BaseModel):
+    """One version of a coop's policy: who set it, when, and what it replaced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    coop_id: str
+    version: int = Field(ge=1)
+    author: str
+    at: float
+    predecessor: int | None
+    note: str = ""
+    policy: dict[str, Any] | None = Field(description="the policy as JSON; None for a removal")
+    active: bool = True
+
+
+class AuditRecord(BaseModel):
+    """A sampled completed job, for quality review (seed 000's quality checker)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str = Field(min_length=1, max_length=200)
+    seq_no: int = Field(ge=0)
+    timestamp: float
+    coop_id: str
+    member: str
+    task: dict[str, Any]
+    result: dict[str, Any]
+    usage: dict[str, Any]
+
+
+class StateStore(Protocol):
+    url: str
+
+    def close(self) -> None: ...
+
+    # -- policies: every set is a new version; removal deactivates, history stays
+    def put_policy(self, coop_id: str, policy: dict, author: str, at: float, note: str = "") -> PolicyVersion: ...
+    def active_policy(self, coop_id: str) -> PolicyVersion | None: ...
+    def active_policies(self) -> list[PolicyVersion]: ...
+    def policy_version(self, coop_id: str, version: int) -> PolicyVersion | None: ...
+    def policy_history(self, coop_id: str) -> list[PolicyVersion]: ...          # oldest first
+    def remove_policy(self, coop_id: str, author: str, at: float) -> bool: ...  # False if none active
+
+    # -- executors
+    def put_executor(self, spec: dict, status: str) -> None: ...
+    def remove_executor(self, executor_id: str) -> bool: ...
+    def executors(self) -> list[tuple[dict, str]]: ...                         # sorted by executor_id
+
+    # -- usage ledger (same semantics as scheduler.ledger.Ledger, plus an atomic limit check)
+    def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,
+                limits: Cost | None = None) -> ReserveResult: ...
+    def settle(self, task_id: str, coop_id: str, member: str, period: str, measured: Cost) -> bool: ...
+    def release(self, task_id: str) -> bool: ...
+    def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]: ...
+    def set_usage(self, coop_id: str, member: str, period: str, used: Cost) -> None: ...
+    def ledger_snapshot(self) -> dict: ...                                      # Ledger.snapshot() format
+
+    # -- jobs
+    def put_job(self, task_id: str, record: dict) -> None: ...
+    def get_job(self, task_id: str) -> dict | None: ...
+    def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
+             limit: int | None = None) -> list[dict]: ...                       # oldest submission first
+    def unfinished_jobs(self) -> list[dict]: ...
+    def put_payload(self, task_id: str, data: bytes) -> None: ...
+    def get_payload(self, task_id: str) -> bytes | None: ...
+    def delete_payload(self, task_id: str) -> None: ...
+
+    # -- usage reports received by the tracker (idempotent by task id and attempt)
+    def put_report(self, report: dict) -> bool: ...                             # False if already stored
+    def reports(self, task_id: str | None = None) -> list[dict]: ...
+    def unforwarded_reports(self) -> list[dict]: ...
+    def mark_forwarded(self, task_id: str, attempt: int) -> None: ...
+
+    # -- change log (policies, quotas, executors): append-only
+    def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int: ...
+    def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]: ...  # newest first
+
+    # -- audit samples
+    def put_audit(self, record: AuditRecord) -> None: ...
+    def get_audit(self, session_id: str, seq_no: int) -> AuditRecord | None: ...
+    def latest_audit(self, session_id: str) -> AuditRecord | None: ...
+    def list_audit(self, coop_id: str | None = None, member: str | None = None, session_id: str | None = None,
+                   since: float | None = None, limit: int = 100) -> list[AuditRecord]: ...  # newest first
+    def delete_audit(self, session_id: str, seq_no: int | None = None) -> int: ...  # count deleted
+
+
+def open_store(url: str) -> StateStore:
+    """A store from its URL: ``sqlite:///path``, ``memory://`` or ``redis://host:port/db``."""
+    if url.startswith("sqlite://") or url.startswith("memory://"):
+        from scheduler.sqlite_store import SqliteStore
+        return SqliteStore(url)
+    if url.startswith("redis://") or url.startswith("rediss://"):
+        from scheduler.redis_store import RedisStore
+        return RedisStore(url)
+    from policies.validation import FieldError, InvalidRequest
+    raise InvalidRequest("store url", [FieldError("url", repr(url), "sqlite:///PATH, memory:// or redis://HOST:PORT/DB",
+                                                  "sqlite:///var/lib/coopsched/state.db")])
+
+
+def default_store_url() -> str:
+    """``sqlite:///<user data dir>/coopsched/state.db`` (``COOPSCHED_STORE`` overrides)."""
+    import os
+    from pathlib import Path
+    if os.environ.get("COOPSCHED_STORE"):
+        return os.environ["COOPSCHED_STORE"]
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{base / 'coopsched' / 'state.db'}"

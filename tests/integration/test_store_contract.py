@@ -1,0 +1,224 @@
+"""The StateStore contract: the same tests against every backend (SQLite file, memory, real Redis)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from scheduler.ledger import Cost, Ledger
+from scheduler.state_store import AuditRecord, ReserveResult, open_store
+
+pytestmark = pytest.mark.integration
+P = "2026-11"
+
+
+@pytest.fixture(params=["sqlite", "memory", "redis"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    if request.param == "memory":
+        return "memory://"
+    server = request.getfixturevalue("redis_server")
+    import redis
+    redis.Redis.from_url(server.url).flushdb()
+    return server.url
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+# --------------------------------------------------------------------------- policies
+def test_policy_versions_history_and_removal(store):
+    v1 = store.put_policy("c", {"coop_id": "c", "version": 1}, "alice", 10.0, "first")
+    v2 = store.put_policy("c", {"coop_id": "c", "enforcement_mode": "permissive"}, "bob", 20.0)
+    assert (v1.version, v1.predecessor, v2.version, v2.predecessor) == (1, None, 2, 1)
+    assert store.active_policy("c").version == 2 and store.active_policy("c").author == "bob"
+    assert store.policy_version("c", 1).policy == {"coop_id": "c", "version": 1}
+    assert [v.version for v in store.policy_history("c")] == [1, 2]
+    assert [p.coop_id for p in store.active_policies()] == ["c"]
+    assert store.remove_policy("c", "carol", 30.0)
+    assert store.active_policy("c") is None and store.active_policies() == []
+    assert not store.remove_policy("c", "carol", 31.0)
+    assert [v.version for v in store.policy_history("c")] == [1, 2, 3]  # the removal is a version too
+    assert store.policy_history("c")[-1].policy is None
+    v4 = store.put_policy("c", {"coop_id": "c"}, "dan", 40.0)
+    assert (v4.version, v4.predecessor) == (4, 3) and store.active_policy("c").version == 4
+    assert store.active_policy("unknown") is None and store.policy_history("unknown") == []
+
+
+# --------------------------------------------------------------------------- executors
+def test_executors_round_trip(store):
+    store.put_executor({"executor_id": "b", "region": "eu"}, "active")
+    store.put_executor({"executor_id": "a", "region": "us"}, "active")
+    store.put_executor({"executor_id": "b", "region": "eu"}, "draining")
+    assert store.executors() == [({"executor_id": "a", "region": "us"}, "active"),
+                                 ({"executor_id": "b", "region": "eu"}, "draining")]
+    assert store.remove_executor("a") and not store.remove_executor("a")
+    assert [s["executor_id"] for s, _ in store.executors()] == ["b"]
+
+
+# --------------------------------------------------------------------------- ledger
+def test_reserve_settle_release_idempotent(store):
+    cost, measured = Cost(3_000_000, 0, 2_000_000), Cost(1_500_000, 0, 1_000_000)
+    assert store.reserve("t1", "c", "m", P, cost) is ReserveResult.RESERVED
+    assert store.reserve("t1", "c", "m", P, cost) is ReserveResult.DUPLICATE
+    assert store.standing("c", "m", P) == (Cost(), cost, 0)
+    assert store.settle("t1", "c", "m", P, measured)
+    assert not store.settle("t1", "c", "m", P, measured)
+    assert store.standing("c", "m", P) == (measured, Cost(), 1)
+    assert store.reserve("t1", "c", "m", P, cost) is ReserveResult.DUPLICATE  # settled ids stay settled
+    assert not store.release("t1")
+    assert store.reserve("t2", "c", "m", P, cost) is ReserveResult.RESERVED
+    assert store.release("t2") and not store.release("t2")
+    assert store.standing("c", "m", P) == (measured, Cost(), 1)
+
+
+def test_settle_without_reservation_uses_given_period(store):
+    assert store.settle("t9", "c", "m", "2026-12", Cost(5, 0, 0))
+    assert store.standing("c", "m", "2026-12") == (Cost(5, 0, 0), Cost(), 1)
+    assert store.standing("c", "m", P) == (Cost(), Cost(), 0)
+
+
+def test_settle_charges_the_reservations_period(store):
+    store.reserve("t1", "c", "m", "2026-11", Cost(10, 0, 0))
+    store.settle("t1", "c", "m", "2026-12", Cost(7, 0, 0))
+    assert store.standing("c", "m", "2026-11") == (Cost(7, 0, 0), Cost(), 1)
+    assert store.standing("c", "m", "2026-12") == (Cost(), Cost(), 0)
+
+
+@pytest.mark.parametrize("limits, want", [
+    (Cost(10, -1, -1), ReserveResult.RESERVED),        # 4 used + 3 held + 3 = 10 <= 10
+    (Cost(9, -1, -1), ReserveResult.OVER_LIMIT),
+    (Cost(-1, -1, 5), ReserveResult.OVER_LIMIT),       # credits 3 + 3 > 5
+    (None, ReserveResult.RESERVED),
+], ids=["fits-exactly", "cpu-over", "credits-over", "no-limits"])
+def test_reserve_checks_limits_atomically(store, limits, want):
+    store.settle("old", "c", "m", P, Cost(4, 0, 0))
+    store.reserve("held", "c", "m", P, Cost(3, 0, 3))
+    assert store.reserve("new", "c", "m", P, Cost(3, 1, 3), limits) is want
+    used, held, _ = store.standing("c", "m", P)
+    assert held == (Cost(6, 1, 6) if want is ReserveResult.RESERVED else Cost(3, 0, 3))
+
+
+def test_concurrent_reservations_never_overshoot(store_url):
+    """Eight writers with their own connections race for one member's quota."""
+    stores = [open_store(store_url) for _ in range(8)]
+    results: list[ReserveResult] = []
+    lock = threading.Lock()
+
+    def writer(i: int, s) -> None:
+        for j in range(25):
+            r = s.reserve(f"w{i}-{j}", "c", "m", P, Cost(1, 0, 0), Cost(50, -1, -1))
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(ReserveResult.RESERVED) == 50
+    assert stores[0].standing("c", "m", P)[1] == Cost(50, 0, 0)
+    for s in stores:
+        s.close()
+
+
+def test_set_usage_and_snapshot_restore_a_ledger(store):
+    store.reserve("t1", "c", "m", P, Cost(2, 0, 0))
+    store.settle("t2", "c", "m", P, Cost(5, 1, 1))
+    store.set_usage("c", "x", P, Cost(9, 0, 0))
+    ledger = Ledger.restore(store.ledger_snapshot())
+    assert ledger.reservation("t1").cost == Cost(2, 0, 0)
+    assert ledger.is_settled("t2") and ledger.charged("t2") == Cost(5, 1, 1)
+    assert store.standing("c", "x", P)[0] == Cost(9, 0, 0)
+    store.set_usage("c", "m", P, Cost())
+    assert store.standing("c", "m", P) == (Cost(), Cost(2, 0, 0), 1)
+
+
+# --------------------------------------------------------------------------- jobs
+def test_jobs_and_payloads(store):
+    for i, (member, state) in enumerate([("a", "queued"), ("b", "running"), ("a", "succeeded")]):
+        store.put_job(f"j{i}", {"task_id": f"j{i}", "coop_id": "c", "member": member, "state": state,
+                                "submitted_at": float(i), "history": [{"state": state}]})
+    store.put_job("j0", {"task_id": "j0", "coop_id": "c", "member": "a", "state": "running", "submitted_at": 0.0})
+    assert store.get_job("j0")["state"] == "running" and store.get_job("nope") is None
+    assert [j["task_id"] for j in store.jobs(coop_id="c")] == ["j0", "j1", "j2"]
+    assert [j["task_id"] for j in store.jobs(member="a")] == ["j0", "j2"]
+    assert [j["task_id"] for j in store.jobs(state="running")] == ["j0", "j1"]
+    assert [j["task_id"] for j in store.jobs(limit=1)] == ["j0"]
+    assert sorted(j["task_id"] for j in store.unfinished_jobs()) == ["j0", "j1"]
+    blob = bytes(range(256)) * 10
+    store.put_payload("j0", blob)
+    assert store.get_payload("j0") == blob
+    store.delete_payload("j0")
+    assert store.get_payload("j0") is None
+
+
+# --------------------------------------------------------------------------- reports
+def test_reports_are_idempotent_by_task_and_attempt(store):
+    r1 = {"task_id": "t", "attempt": 1, "executor_id": "e1", "cpu_seconds": 2.0}
+    r2 = {"task_id": "t", "attempt": 2, "executor_id": "e2", "cpu_seconds": 3.0}
+    assert store.put_report(r1) and not store.put_report(r1) and store.put_report(r2)
+    assert [r["attempt"] for r in store.reports("t")] == [1, 2]
+    assert len(store.unforwarded_reports()) == 2
+    store.mark_forwarded("t", 1)
+    assert store.unforwarded_reports() == [r2]
+
+
+# --------------------------------------------------------------------------- change log
+def test_change_log_is_append_only_newest_first(store):
+    seqs = [store.log_change("c", "policy.set", "alice", 1.0, {"version": 1}),
+            store.log_change("d", "quota.reset", "bob", 2.0, {"member": "m"}),
+            store.log_change("c", "quota.set", "alice", 3.0, {"member": "m", "cpu_hours": 5})]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert [c["kind"] for c in store.changes("c")] == ["quota.set", "policy.set"]
+    assert store.changes("c")[0]["detail"] == {"member": "m", "cpu_hours": 5}
+    assert [c["actor"] for c in store.changes(limit=2)] == ["alice", "bob"]
+
+
+# --------------------------------------------------------------------------- audit
+def audit(session: str, seq: int, t: float, member: str = "m") -> AuditRecord:
+    return AuditRecord(session_id=session, seq_no=seq, timestamp=t, coop_id="c", member=member,
+                       task={"task_id": f"{session}-{seq}"}, result={"state": "succeeded"}, usage={"cpu_hours": 0.1})
+
+
+def test_audit_records(store):
+    for seq, t in [(0, 1.0), (1, 2.0), (2, 3.0)]:
+        store.put_audit(audit("s1", seq, t))
+    store.put_audit(audit("s2", 0, 4.0, member="n"))
+    assert store.get_audit("s1", 1).timestamp == 2.0 and store.get_audit("s1", 9) is None
+    assert store.latest_audit("s1").seq_no == 2 and store.latest_audit("none") is None
+    assert [(r.session_id, r.seq_no) for r in store.list_audit()] == [("s2", 0), ("s1", 2), ("s1", 1), ("s1", 0)]
+    assert [r.seq_no for r in store.list_audit(session_id="s1", since=2.0)] == [2, 1]
+    assert [r.member for r in store.list_audit(member="n")] == ["n"]
+    assert [r.seq_no for r in store.list_audit(limit=2, coop_id="c")] == [0, 2]
+    assert store.delete_audit("s1", 1) == 1 and store.get_audit("s1", 1) is None
+    assert store.delete_audit("s1") == 2 and store.latest_audit("s1") is None
+    assert store.latest_audit("s2").seq_no == 0
+
+
+# --------------------------------------------------------------------------- durability
+def test_data_survives_reopening(store_url):
+    if store_url == "memory://":
+        pytest.skip("memory:// is not durable by definition")
+    s = open_store(store_url)
+    s.put_policy("c", {"coop_id": "c"}, "a", 1.0)
+    s.reserve("t", "c", "m", P, Cost(1, 2, 3))
+    s.put_job("t", {"task_id": "t", "coop_id": "c", "member": "m", "state": "queued", "submitted_at": 1.0})
+    s.close()
+    again = open_store(store_url)
+    assert again.active_policy("c").version == 1
+    assert again.standing("c", "m", P) == (Cost(), Cost(1, 2, 3), 0)
+    assert again.get_job("t")["state"] == "queued"
+    again.close()
+
+
+def test_bad_url_is_a_clear_error():
+    from policies.validation import InvalidRequest
+    with pytest.raises(InvalidRequest, match="sqlite:///PATH"):
+        open_store("postgres://nope")
