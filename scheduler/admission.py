@@ -15,7 +15,7 @@ from policies.model import CoopPolicy, EnforcementMode, MemberQuota
 from policies.reasons import Reason, error, rejected, unavailable
 from policies.rules import RateBuckets, RuleContext
 from scheduler.executor_table import ExecutorTable
-from scheduler.ledger import Cost, Ledger, from_units, next_period_start, to_units
+from scheduler.ledger import UNLIMITED, Cost, UsageLedger, from_units, next_period_start, to_units
 from scheduler.placement import Requirements, compile_requirements, explain_no_fit, static_fit
 from scheduler.tasks import TaskSpec
 
@@ -55,6 +55,7 @@ class Verdict:
     requirements: Requirements | None = None
     relaxed: tuple[str, ...] = ()
     cost: Cost = Cost()
+    limits: Cost | None = None  # what the ledger must confirm at reservation (strict quota only)
     multiplier: float = 1.0
     not_before: float | None = None
 
@@ -79,7 +80,7 @@ def _guarded(phase: str, rule, call, violations: list[Reason]):
         return None
 
 
-def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: Ledger, table: ExecutorTable,
+def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedger, table: ExecutorTable,
              buckets: RateBuckets, now: float) -> Verdict:
     if compiled is None:
         v = Verdict(task, EnforcementMode.STRICT, None, task.max_runtime_s or 0.0)
@@ -136,6 +137,9 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: Ledger, ta
     v.cost = Cost.of(task.resources.cpus * hours, task.resources.gpus * hours, fit.max_cost_per_hour * hours)
     if task.member not in policy.quota_whitelist:
         _check_quota(v, ledger, now)
+        if policy.enforcement_mode is EnforcementMode.STRICT:
+            v.limits = Cost(*(to_units(lim) if lim is not None else UNLIMITED for lim in (
+                quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
 
     # 5. priority multipliers and deferral
     for rule in compiled.adjusters:
@@ -154,7 +158,7 @@ _QUOTA_KINDS = (("cpu", "CPU", "CPU-hours", "cpu_hours_per_month"),
                 ("credits", "credit", "credits", "credits_per_month"))
 
 
-def _check_quota(v: Verdict, ledger: Ledger, now: float) -> None:
+def _check_quota(v: Verdict, ledger: UsageLedger, now: float) -> None:
     task, quota = v.task, v.quota
     assert quota is not None
     standing = ledger.standing(task.coop_id, task.member, now)

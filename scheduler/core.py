@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
-from policies.reasons import Decision, Reason
+from policies.reasons import Decision, Reason, rejected, unavailable
 from policies.rules import RateBuckets, RuleContext
 from policies.validation import parse
 from scheduler.admission import CompiledPolicy, Verdict, evaluate
@@ -23,7 +23,7 @@ from scheduler.data_locality import DataCatalog, DataLocator
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.jobs import Job, JobStatus
-from scheduler.ledger import Cost, Ledger, from_units
+from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
 from scheduler.placement import Offer, Placement, Requirements, breakdown, choose, explain_no_fit, fit_mask
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.tasks import JobState, TaskSpec
@@ -37,11 +37,11 @@ _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobStat
 
 class SchedulerCore:
     def __init__(self, clock: Clock = time.time, data_locator: DataLocator | None = None,
-                 executor_capacity: int = 1024) -> None:
+                 executor_capacity: int = 1024, ledger: UsageLedger | None = None) -> None:
         self.clock = clock
         self.data_locator: DataLocator = data_locator or DataCatalog()
         self.table = ExecutorTable(executor_capacity)
-        self.ledger = Ledger()
+        self.ledger: UsageLedger = ledger or Ledger()
         self.queue = TaskQueue()
         self.counters = CoreCounters()
         self._policies: dict[str, CompiledPolicy] = {}
@@ -139,6 +139,10 @@ class SchedulerCore:
         self.counters.submitted[coop] += 1
         verdict = evaluate(task, self._policies.get(coop), self.ledger, self.table, self._buckets, now)
         decision = self._decide(verdict, now)
+        if decision.admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
+            held = self.ledger.reserve(task.task_id, coop, task.member, verdict.cost, now, verdict.limits)
+            if held is not ReserveResult.RESERVED:
+                decision = self._lost_race(verdict, held, now)
         job = Job(task=task, decision=decision, submitted_at=now,
                   state=JobState.QUEUED if decision.admitted else JobState.REJECTED,
                   requirements=verdict.requirements)
@@ -148,7 +152,6 @@ class SchedulerCore:
             job.move(now, JobState.REJECTED, "; ".join(r.message for r in decision.reasons))
             return decision
         self.counters.admitted[coop] += 1
-        self.ledger.reserve(task.task_id, coop, task.member, verdict.cost, now)
         self._commit_rules(verdict, now)
         self._seq += 1
         assert verdict.requirements is not None
@@ -175,6 +178,20 @@ class SchedulerCore:
             return Decision(admitted=False, reasons=tuple(v.violations + v.hard), **common)
         warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
         return Decision(admitted=True, warnings=warnings, not_before=v.not_before, **common)
+
+    def _lost_race(self, v: Verdict, held: ReserveResult, now: float) -> Decision:
+        """The ledger refused the reservation: another admission (another head replica) took the quota."""
+        coop = v.task.coop_id
+        if held is ReserveResult.OVER_LIMIT:
+            self.counters.quota_exceeded[(coop, "confirm")] += 1
+            reason = unavailable("quota", "monthly quota exceeded at reservation: another admission took what was "
+                                 f"left (coop {coop}, member {v.task.member}); ask a coop admin to raise it or "
+                                 "wait for next month")
+        else:
+            reason = rejected("ledger", f"task id {v.task.task_id} already holds a reservation or was charged; "
+                              "submit with a new task id")
+        return Decision(task_id=v.task.task_id, coop_id=coop, admitted=False, reasons=(reason,),
+                        effective_priority=v.effective_priority, enforcement_mode=v.mode.value)
 
     def _commit_rules(self, v: Verdict, now: float) -> None:
         compiled = self._policies[v.task.coop_id]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
 
 SCALE = 1_000_000
 
@@ -73,6 +75,25 @@ class Cost:
 
 
 ZERO = Cost()
+UNLIMITED = -1
+"""A limit component meaning "no limit" in ``reserve(..., limits=Cost(...))``."""
+
+
+class ReserveResult(str, Enum):
+    RESERVED = "reserved"
+    DUPLICATE = "duplicate"      # this task id already holds a reservation or was settled: nothing changed
+    OVER_LIMIT = "over_limit"    # used + reserved + cost would pass a limit: nothing changed
+
+
+def fits(used: Cost, held: Cost, cost: Cost, limits: Cost | None) -> bool:
+    """Whether ``used + held + cost`` stays within ``limits`` in every limited dimension."""
+    if limits is None:
+        return True
+    for u, h, c, lim in zip((used.cpu, used.gpu, used.credits), (held.cpu, held.gpu, held.credits),
+                            (cost.cpu, cost.gpu, cost.credits), (limits.cpu, limits.gpu, limits.credits)):
+        if lim >= 0 and c > 0 and u + h + c > lim:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,19 @@ class Reservation:
     cost: Cost
 
 
+class UsageLedger(Protocol):
+    """What the core needs of a ledger: this in-memory one, or one over a shared durable store."""
+
+    def reserve(self, task_id: str, coop_id: str, member: str, cost: Cost, now: float,
+                limits: Cost | None = None) -> ReserveResult: ...
+    def settle(self, task_id: str, coop_id: str, member: str, measured: Cost, ended_at: float) -> bool: ...
+    def release(self, task_id: str) -> bool: ...
+    def standing(self, coop_id: str, member: str, now: float) -> Standing: ...
+    def reservation(self, task_id: str) -> Reservation | None: ...
+    def is_settled(self, task_id: str) -> bool: ...
+    def reset(self, coop_id: str, member: str, now: float) -> None: ...
+
+
 class Ledger:
     """In-memory ledger; the durable store persists the same facts."""
 
@@ -108,14 +142,17 @@ class Ledger:
         self._settled: dict[str, tuple[tuple[str, str, str], Cost]] = {}
 
     # -- writes ----------------------------------------------------------------
-    def reserve(self, task_id: str, coop_id: str, member: str, cost: Cost, now: float) -> bool:
-        """Hold ``cost`` for ``task_id`` in the current month. False if already held or settled."""
+    def reserve(self, task_id: str, coop_id: str, member: str, cost: Cost, now: float,
+                limits: Cost | None = None) -> ReserveResult:
+        """Hold ``cost`` for ``task_id`` in the current month, if it fits ``limits`` (checked in the same step)."""
         if task_id in self._reservations or task_id in self._settled:
-            return False
+            return ReserveResult.DUPLICATE
         key = (coop_id, member, period_of(now))
+        if not fits(self._used.get(key, ZERO), self._reserved.get(key, ZERO), cost, limits):
+            return ReserveResult.OVER_LIMIT
         self._reservations[task_id] = Reservation(coop_id, member, key[2], cost)
         self._reserved[key] = self._reserved.get(key, ZERO) + cost
-        return True
+        return ReserveResult.RESERVED
 
     def settle(self, task_id: str, coop_id: str, member: str, measured: Cost, ended_at: float) -> bool:
         """Replace the reservation with measured usage. False (and no change) if already settled."""

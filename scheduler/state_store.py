@@ -18,18 +18,13 @@ backend adds and subtracts exactly.
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.ledger import Cost
+from scheduler.ledger import Cost, ReserveResult
 
-
-class ReserveResult(str, Enum):
-    RESERVED = "reserved"
-    DUPLICATE = "duplicate"      # this task id already holds a reservation or was settled: nothing changed
-    OVER_LIMIT = "over_limit"    # used + reserved + cost would pass a limit: nothing changed
+__all__ = ["AuditRecord", "PolicyVersion", "ReserveResult", "StateStore", "default_store_url", "open_store"]
 
 
 class PolicyVersion(BaseModel):

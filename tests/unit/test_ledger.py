@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from scheduler.ledger import Cost, Ledger, period_of
-from tests.builders import START
+from scheduler.ledger import Cost, Ledger, ReserveResult, period_of
+from tests.builders import START, make_task
 
 DEC_1 = 1_796_083_200.0  # 2026-12-01 00:00:00 UTC
 
@@ -28,8 +28,8 @@ def test_period_of_is_calendar_month_utc(t, want):
 def test_reserve_settle_release_are_idempotent_by_task_id():
     ledger = Ledger()
     cost = Cost.of(cpu_hours=2.0, credits=3.0)
-    assert ledger.reserve("t1", "c", "m", cost, START)
-    assert not ledger.reserve("t1", "c", "m", cost, START)  # same id: held once
+    assert ledger.reserve("t1", "c", "m", cost, START) is ReserveResult.RESERVED
+    assert ledger.reserve("t1", "c", "m", cost, START) is ReserveResult.DUPLICATE  # same id: held once
     assert ledger.standing("c", "m", START).reserved == cost
     measured = Cost.of(cpu_hours=1.5, credits=2.0)
     assert ledger.settle("t1", "c", "m", measured, START + 10)
@@ -37,7 +37,7 @@ def test_reserve_settle_release_are_idempotent_by_task_id():
     s = ledger.standing("c", "m", START)
     assert (s.used, s.reserved, s.tasks_completed) == (measured, Cost(), 1)
     assert not ledger.release("t1")
-    assert not ledger.reserve("t1", "c", "m", cost, START)  # settled ids cannot be re-reserved
+    assert ledger.reserve("t1", "c", "m", cost, START) is ReserveResult.DUPLICATE  # settled ids stay settled
 
 
 def test_release_returns_exactly_to_zero_without_float_drift():
@@ -97,7 +97,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(task=st.sampled_from(TASKS), member=st.sampled_from(MEMBERS), cost=costs)
     def reserve(self, task, member, cost):
         fresh = task not in self.open and task not in self.settled
-        assert self.ledger.reserve(task, "c", member, cost, self.now) == fresh
+        assert (self.ledger.reserve(task, "c", member, cost, self.now) is ReserveResult.RESERVED) == fresh
         if fresh:
             self.open[task] = (member, period_of(self.now), cost)
 
@@ -171,3 +171,37 @@ def test_strict_mode_never_admits_past_a_limit(steps):
             sim.clock.advance(31 * 86400)
         s = core.ledger.standing("coop", "alice", sim.clock())
         assert s.used.cpu + s.reserved.cpu <= limit * 1_000_000
+
+
+@pytest.mark.parametrize("limits, want", [
+    (Cost(10, -1, -1), ReserveResult.RESERVED),    # 4 used + 3 held + 3 = 10 <= 10
+    (Cost(9, -1, -1), ReserveResult.OVER_LIMIT),
+    (Cost(-1, -1, 5), ReserveResult.OVER_LIMIT),   # credits 3 held + 3 > 5
+    (Cost(-1, 0, -1), ReserveResult.OVER_LIMIT),   # a zero GPU limit refuses any GPU use
+    (None, ReserveResult.RESERVED),
+], ids=["fits-exactly", "cpu-over", "credits-over", "zero-gpu-limit", "no-limits"])
+def test_reserve_confirms_limits_in_the_same_step(limits, want):
+    ledger = Ledger()
+    ledger.settle("old", "c", "m", Cost(4, 0, 0), START)
+    ledger.reserve("held", "c", "m", Cost(3, 0, 3), START)
+    assert ledger.reserve("new", "c", "m", Cost(3, 1, 3), START, limits) is want
+
+
+def test_a_stale_view_cannot_overshoot_the_confirmed_limit():
+    """Two cores share one ledger (two head replicas, one store); each admits on its own view."""
+    from tests.builders import make_core, make_executor, make_policy
+
+    class StaleView(Ledger):  # answers standing() as if nothing were reserved yet: the worst stale read
+        def standing(self, coop_id, member, now):
+            s = super().standing(coop_id, member, now)
+            return type(s)(s.period, s.used, Cost(), s.tasks_completed)
+
+    shared = StaleView()
+    cores = [make_core(make_policy(cpu_hours_per_month=5.0), [make_executor("e", cpus=64)])[0] for _ in range(2)]
+    for core in cores:
+        core.ledger = shared
+    decisions = [cores[i % 2].submit(make_task(cpus=1, runtime=3600)) for i in range(12)]
+    assert sum(d.admitted for d in decisions) == 5
+    refused = [d for d in decisions if not d.admitted]
+    assert all(d.reasons[0].source == "quota" and "at reservation" in d.reasons[0].message for d in refused)
+    assert Ledger.standing(shared, "coop", "alice", START).reserved == Cost.of(cpu_hours=5.0)

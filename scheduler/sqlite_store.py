@@ -1,0 +1,472 @@
+"""``SqliteStore``: the embedded ``StateStore`` (``sqlite:///PATH``) and its in-memory twin (``memory://``).
+
+``sqlite:///PATH`` follows the SQLAlchemy convention: what follows the third slash is the
+path, so ``sqlite:///state.db`` is relative to the working directory and
+``sqlite:////var/lib/coopsched/state.db`` is absolute. Files use WAL with
+``synchronous=NORMAL`` and a busy timeout, so several processes (each with its own store)
+can share one file; every write is one ``BEGIN IMMEDIATE`` transaction, which makes
+``reserve``'s limit check and its insert one atomic step across all of them.
+
+``memory://URL`` is a private in-memory database, except that stores opened on the same
+URL while another is still open share it (one connection, one lock); the database
+vanishes when the last of them closes. So concurrent stores in one process see one
+ledger, and consecutive tests start empty.
+
+Each store may be used from any thread: every operation holds the store's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scheduler.ledger import Cost
+from scheduler.state_store import AuditRecord, PolicyVersion, ReserveResult
+from scheduler.tasks import JobState
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 5.0
+_FINISHED_STATES = tuple(sorted(s.value for s in JobState if s.finished))
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS policies (
+    coop_id TEXT NOT NULL, version INTEGER NOT NULL, author TEXT NOT NULL, at REAL NOT NULL,
+    predecessor INTEGER, note TEXT NOT NULL DEFAULT '', policy TEXT,
+    PRIMARY KEY (coop_id, version));
+CREATE TABLE IF NOT EXISTS active_policies (coop_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS executors (executor_id TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS usage (
+    coop_id TEXT NOT NULL, member TEXT NOT NULL, period TEXT NOT NULL,
+    cpu INTEGER NOT NULL, gpu INTEGER NOT NULL, credits INTEGER NOT NULL, completed INTEGER NOT NULL,
+    PRIMARY KEY (coop_id, member, period));
+CREATE TABLE IF NOT EXISTS reservations (
+    task_id TEXT PRIMARY KEY, coop_id TEXT NOT NULL, member TEXT NOT NULL, period TEXT NOT NULL,
+    cpu INTEGER NOT NULL, gpu INTEGER NOT NULL, credits INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS reservations_by_key ON reservations (coop_id, member, period);
+CREATE TABLE IF NOT EXISTS settled (
+    task_id TEXT PRIMARY KEY, coop_id TEXT NOT NULL, member TEXT NOT NULL, period TEXT NOT NULL,
+    cpu INTEGER NOT NULL, gpu INTEGER NOT NULL, credits INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    task_id TEXT PRIMARY KEY, coop_id TEXT, member TEXT, state TEXT, submitted_at REAL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_by_coop_member ON jobs (coop_id, member);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS payloads (task_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (
+    task_id TEXT NOT NULL, attempt INTEGER NOT NULL, report TEXT NOT NULL, forwarded INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, attempt));
+CREATE INDEX IF NOT EXISTS reports_unforwarded ON reports (forwarded) WHERE forwarded = 0;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, coop_id TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+    at REAL NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_by_coop ON changes (coop_id, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    session_id TEXT NOT NULL, seq_no INTEGER NOT NULL, timestamp REAL NOT NULL, coop_id TEXT NOT NULL,
+    member TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (session_id, seq_no));
+CREATE INDEX IF NOT EXISTS audit_by_timestamp ON audit (timestamp);
+"""
+
+_ADD_USAGE = """
+INSERT INTO usage (coop_id, member, period, cpu, gpu, credits, completed) VALUES (?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT (coop_id, member, period) DO UPDATE SET
+    cpu = cpu + excluded.cpu, gpu = gpu + excluded.gpu, credits = credits + excluded.credits,
+    completed = completed + 1"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _bad_url(url: str) -> Exception:
+    from policies.validation import FieldError, InvalidRequest
+    return InvalidRequest("store url", [FieldError(
+        "url", repr(url), "sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or memory://[NAME]",
+        "sqlite:////var/lib/coopsched/state.db")])
+
+
+# --------------------------------------------------------------------------- connections
+@dataclass
+class _Shared:
+    """One in-memory database shared by the stores open on one ``memory://`` URL."""
+
+    conn: sqlite3.Connection
+    lock: threading.Lock
+    users: int
+
+
+_MEMORY: dict[str, _Shared] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def _connect(target: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    if target != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _cost(row: Iterable[int] | None) -> Cost:
+    return Cost(*row) if row is not None else Cost()
+
+
+class SqliteStore:
+    """The ``StateStore`` protocol on SQLite (a file, or memory)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._closed = False
+        if url.startswith("memory://"):
+            with _MEMORY_LOCK:
+                shared = _MEMORY.get(url)
+                if shared is None:
+                    shared = _MEMORY[url] = _Shared(_connect(":memory:"), threading.Lock(), 0)
+                shared.users += 1
+            self._conn, self._lock = shared.conn, shared.lock
+        elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            path = Path(url[len("sqlite:///"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn, self._lock = _connect(str(path)), threading.Lock()
+        else:
+            raise _bad_url(url)
+        try:
+            self._create_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_schema(self) -> None:
+        with self._write() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if row[0] is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise RuntimeError(f"the store {self.url} has schema version {row[0]}, newer than this "
+                                   f"coopsched understands ({SCHEMA_VERSION}); upgrade coopsched to open it")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.url.startswith("memory://"):
+            with self._lock:
+                self._conn.close()
+            return
+        with _MEMORY_LOCK:
+            shared = _MEMORY[self.url]
+            shared.users -= 1
+            if shared.users == 0:
+                del _MEMORY[self.url]
+                with shared.lock:
+                    shared.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back if it raises."""
+        with self._transaction("BEGIN IMMEDIATE") as db:
+            yield db
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for several reads."""
+        with self._transaction("BEGIN") as db:
+            yield db
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._conn
+            db.execute(begin)
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: tuple = ()) -> tuple | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    # ----------------------------------------------------------------------- policies
+    _POLICY_COLUMNS = "p.coop_id, p.version, p.author, p.at, p.predecessor, p.note, p.policy, a.version"
+    _POLICY_FROM = "policies p LEFT JOIN active_policies a ON a.coop_id = p.coop_id"
+
+    @staticmethod
+    def _policy(row: tuple) -> PolicyVersion:
+        coop_id, version, author, at, predecessor, note, policy, active = row
+        return PolicyVersion(coop_id=coop_id, version=version, author=author, at=at, predecessor=predecessor,
+                             note=note, policy=None if policy is None else json.loads(policy),
+                             active=active == version)
+
+    def _add_policy_version(self, db: sqlite3.Connection, coop_id: str, policy: dict | None, author: str,
+                            at: float, note: str) -> PolicyVersion:
+        last = db.execute("SELECT MAX(version) FROM policies WHERE coop_id = ?", (coop_id,)).fetchone()[0]
+        version = (last or 0) + 1
+        db.execute("INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (coop_id, version, author, at, last, note, None if policy is None else _dumps(policy)))
+        if policy is None:
+            db.execute("DELETE FROM active_policies WHERE coop_id = ?", (coop_id,))
+        else:
+            db.execute("INSERT OR REPLACE INTO active_policies VALUES (?, ?)", (coop_id, version))
+        return PolicyVersion(coop_id=coop_id, version=version, author=author, at=at, predecessor=last,
+                             note=note, policy=policy, active=policy is not None)
+
+    def put_policy(self, coop_id: str, policy: dict, author: str, at: float, note: str = "") -> PolicyVersion:
+        with self._write() as db:
+            return self._add_policy_version(db, coop_id, policy, author, at, note)
+
+    def remove_policy(self, coop_id: str, author: str, at: float) -> bool:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM active_policies WHERE coop_id = ?", (coop_id,)).fetchone() is None:
+                return False
+            self._add_policy_version(db, coop_id, None, author, at, "")
+            return True
+
+    def active_policy(self, coop_id: str) -> PolicyVersion | None:
+        row = self._one(f"SELECT {self._POLICY_COLUMNS} FROM {self._POLICY_FROM} "
+                        "WHERE p.coop_id = ? AND p.version = a.version", (coop_id,))
+        return self._policy(row) if row else None
+
+    def active_policies(self) -> list[PolicyVersion]:
+        rows = self._all(f"SELECT {self._POLICY_COLUMNS} FROM {self._POLICY_FROM} "
+                         "WHERE p.version = a.version ORDER BY p.coop_id")
+        return [self._policy(r) for r in rows]
+
+    def policy_version(self, coop_id: str, version: int) -> PolicyVersion | None:
+        row = self._one(f"SELECT {self._POLICY_COLUMNS} FROM {self._POLICY_FROM} "
+                        "WHERE p.coop_id = ? AND p.version = ?", (coop_id, version))
+        return self._policy(row) if row else None
+
+    def policy_history(self, coop_id: str) -> list[PolicyVersion]:
+        rows = self._all(f"SELECT {self._POLICY_COLUMNS} FROM {self._POLICY_FROM} "
+                         "WHERE p.coop_id = ? ORDER BY p.version", (coop_id,))
+        return [self._policy(r) for r in rows]
+
+    # ----------------------------------------------------------------------- executors
+    def put_executor(self, spec: dict, status: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO executors VALUES (?, ?, ?)", (spec["executor_id"], _dumps(spec), status))
+
+    def remove_executor(self, executor_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM executors WHERE executor_id = ?", (executor_id,)).rowcount > 0
+
+    def executors(self) -> list[tuple[dict, str]]:
+        return [(json.loads(spec), status)
+                for spec, status in self._all("SELECT spec, status FROM executors ORDER BY executor_id")]
+
+    # ----------------------------------------------------------------------- usage ledger
+    def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,
+                limits: Cost | None = None) -> ReserveResult:
+        """Hold ``cost``; with ``limits`` (negative component = unlimited), only if used + held + cost fit."""
+        with self._write() as db:
+            if (db.execute("SELECT 1 FROM reservations WHERE task_id = ?", (task_id,)).fetchone()
+                    or db.execute("SELECT 1 FROM settled WHERE task_id = ?", (task_id,)).fetchone()):
+                return ReserveResult.DUPLICATE
+            if limits is not None:
+                projected = self._standing(db, coop_id, member, period)
+                total = projected[0] + projected[1] + cost
+                for have, limit in ((total.cpu, limits.cpu), (total.gpu, limits.gpu),
+                                    (total.credits, limits.credits)):
+                    if limit >= 0 and have > limit:
+                        return ReserveResult.OVER_LIMIT
+            db.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (task_id, coop_id, member, period, cost.cpu, cost.gpu, cost.credits))
+            return ReserveResult.RESERVED
+
+    @staticmethod
+    def _settle(db: sqlite3.Connection, task_id: str, coop_id: str, member: str, period: str,
+                measured: Cost) -> bool:
+        if db.execute("SELECT 1 FROM settled WHERE task_id = ?", (task_id,)).fetchone():
+            return False
+        held = db.execute("SELECT coop_id, member, period FROM reservations WHERE task_id = ?", (task_id,)).fetchone()
+        if held is not None:  # charged to the reservation's month
+            coop_id, member, period = held
+            db.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,))
+        amounts = (measured.cpu, measured.gpu, measured.credits)
+        db.execute(_ADD_USAGE, (coop_id, member, period, *amounts))
+        db.execute("INSERT INTO settled VALUES (?, ?, ?, ?, ?, ?, ?)", (task_id, coop_id, member, period, *amounts))
+        return True
+
+    def settle(self, task_id: str, coop_id: str, member: str, period: str, measured: Cost) -> bool:
+        """Replace the reservation (if any) with ``measured``. False, and no change, if already settled."""
+        with self._write() as db:
+            return self._settle(db, task_id, coop_id, member, period, measured)
+
+    def settle_many(self, items: Iterable[tuple[str, str, str, str, Cost]]) -> list[bool]:
+        """``settle`` each (task_id, coop_id, member, period, measured), all in one transaction."""
+        with self._write() as db:
+            return [self._settle(db, *item) for item in items]
+
+    def release(self, task_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,)).rowcount > 0
+
+    @staticmethod
+    def _standing(db: sqlite3.Connection, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:
+        key = (coop_id, member, period)
+        used = db.execute("SELECT cpu, gpu, credits, completed FROM usage "
+                          "WHERE coop_id = ? AND member = ? AND period = ?", key).fetchone()
+        held = db.execute("SELECT COALESCE(SUM(cpu), 0), COALESCE(SUM(gpu), 0), COALESCE(SUM(credits), 0) "
+                          "FROM reservations WHERE coop_id = ? AND member = ? AND period = ?", key).fetchone()
+        return _cost(used[:3] if used else None), _cost(held), used[3] if used else 0
+
+    def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:
+        """(used, reserved, tasks completed) of one member's month."""
+        with self._read() as db:
+            return self._standing(db, coop_id, member, period)
+
+    def set_usage(self, coop_id: str, member: str, period: str, used: Cost) -> None:
+        """Overwrite a month's settled usage (an admin action); the completed count stays."""
+        with self._write() as db:
+            db.execute("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (coop_id, member, period) "
+                       "DO UPDATE SET cpu = excluded.cpu, gpu = excluded.gpu, credits = excluded.credits",
+                       (coop_id, member, period, used.cpu, used.gpu, used.credits))
+
+    def ledger_snapshot(self) -> dict:
+        """Everything in the ledger tables, in ``Ledger.snapshot()`` format (``Ledger.restore`` reads it)."""
+        with self._read() as db:
+            usage = db.execute("SELECT coop_id, member, period, cpu, gpu, credits, completed FROM usage "
+                               "ORDER BY coop_id, member, period").fetchall()
+            reservations = db.execute("SELECT * FROM reservations ORDER BY task_id").fetchall()
+            settled = db.execute("SELECT * FROM settled ORDER BY task_id").fetchall()
+        return {
+            "used": [list(r[:6]) for r in usage],
+            "completed": [[*r[:3], r[6]] for r in usage if r[6]],
+            "reservations": [list(r) for r in reservations],
+            "settled": [list(r) for r in settled],
+        }
+
+    # ----------------------------------------------------------------------- jobs
+    def put_job(self, task_id: str, record: dict) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
+                       (task_id, record.get("coop_id"), record.get("member"), record.get("state"),
+                        record.get("submitted_at"), _dumps(record)))
+
+    def get_job(self, task_id: str) -> dict | None:
+        row = self._one("SELECT record FROM jobs WHERE task_id = ?", (task_id,))
+        return json.loads(row[0]) if row else None
+
+    def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
+             limit: int | None = None) -> list[dict]:
+        """Jobs matching every given filter, oldest submission first."""
+        where, params = [], []
+        for column, value in (("coop_id", coop_id), ("member", member), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT record FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY submitted_at, task_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [json.loads(r[0]) for r in self._all(sql, tuple(params))]
+
+    def unfinished_jobs(self) -> list[dict]:
+        marks = ", ".join("?" * len(_FINISHED_STATES))
+        rows = self._all(f"SELECT record FROM jobs WHERE state IS NULL OR state NOT IN ({marks}) "
+                         "ORDER BY submitted_at, task_id", _FINISHED_STATES)
+        return [json.loads(r[0]) for r in rows]
+
+    def put_payload(self, task_id: str, data: bytes) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO payloads VALUES (?, ?)", (task_id, sqlite3.Binary(data)))
+
+    def get_payload(self, task_id: str) -> bytes | None:
+        row = self._one("SELECT data FROM payloads WHERE task_id = ?", (task_id,))
+        return bytes(row[0]) if row else None
+
+    def delete_payload(self, task_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM payloads WHERE task_id = ?", (task_id,))
+
+    # ----------------------------------------------------------------------- usage reports
+    def put_report(self, report: dict) -> bool:
+        """Keep a report once per (task_id, attempt); a report without ``attempt`` counts as attempt 1."""
+        with self._write() as db:
+            return db.execute("INSERT OR IGNORE INTO reports (task_id, attempt, report) VALUES (?, ?, ?)",
+                              (report["task_id"], int(report.get("attempt", 1)), _dumps(report))).rowcount > 0
+
+    def reports(self, task_id: str | None = None) -> list[dict]:
+        if task_id is None:
+            rows = self._all("SELECT report FROM reports ORDER BY task_id, attempt")
+        else:
+            rows = self._all("SELECT report FROM reports WHERE task_id = ? ORDER BY attempt", (task_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def unforwarded_reports(self) -> list[dict]:
+        """Reports not yet marked forwarded, in the order they arrived."""
+        return [json.loads(r[0]) for r in self._all("SELECT report FROM reports WHERE forwarded = 0 ORDER BY rowid")]
+
+    def mark_forwarded(self, task_id: str, attempt: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE reports SET forwarded = 1 WHERE task_id = ? AND attempt = ?", (task_id, attempt))
+
+    # ----------------------------------------------------------------------- change log
+    def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int:
+        with self._write() as db:
+            cursor = db.execute("INSERT INTO changes (coop_id, kind, actor, at, detail) VALUES (?, ?, ?, ?, ?)",
+                                (coop_id, kind, actor, at, _dumps(detail)))
+            return int(cursor.lastrowid)
+
+    def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
+        """The newest ``limit`` changes (of one coop, if given), newest first."""
+        columns = "seq, coop_id, kind, actor, at, detail"
+        if coop_id is None:
+            rows = self._all(f"SELECT {columns} FROM changes ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            rows = self._all(f"SELECT {columns} FROM changes WHERE coop_id = ? ORDER BY seq DESC LIMIT ?",
+                             (coop_id, limit))
+        return [{"seq": seq, "coop_id": c, "kind": kind, "actor": actor, "at": at, "detail": json.loads(detail)}
+                for seq, c, kind, actor, at, detail in rows]
+
+    # ----------------------------------------------------------------------- audit samples
+    def put_audit(self, record: AuditRecord) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.session_id, record.seq_no, record.timestamp, record.coop_id, record.member,
+                        _dumps(record.model_dump(mode="json"))))
+
+    def get_audit(self, session_id: str, seq_no: int) -> AuditRecord | None:
+        row = self._one("SELECT record FROM audit WHERE session_id = ? AND seq_no = ?", (session_id, seq_no))
+        return AuditRecord.model_validate(json.loads(row[0])) if row else None
+
+    def latest_audit(self, session_id: str) -> AuditRecord | None:
+        row = self._one("SELECT record FROM audit WHERE session_id = ? ORDER BY seq_no DESC LIMIT 1", (session_id,))
+        return AuditRecord.model_validate(json.loads(row[0])) if row else None
+
+    def list_audit(self, coop_id: str | None = None, member: str | None = None, session_id: str | None = None,
+                   since: float | None = None, limit: int = 100) -> list[AuditRecord]:
+        """Records matching every given filter (``since``: timestamp at or after), newest first."""
+        where, params = [], []
+        for clause, value in (("coop_id = ?", coop_id), ("member = ?", member),
+                              ("session_id = ?", session_id), ("timestamp >= ?", since)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT record FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY timestamp DESC, session_id DESC, seq_no DESC LIMIT ?"
+        return [AuditRecord.model_validate(json.loads(r[0])) for r in self._all(sql, (*params, limit))]
+
+    def delete_audit(self, session_id: str, seq_no: int | None = None) -> int:
+        with self._write() as db:
+            if seq_no is None:
+                return db.execute("DELETE FROM audit WHERE session_id = ?", (session_id,)).rowcount
+            return db.execute("DELETE FROM audit WHERE session_id = ? AND seq_no = ?", (session_id, seq_no)).rowcount
