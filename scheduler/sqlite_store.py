@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.ledger import Cost
-from scheduler.state_store import AuditRecord, PolicyVersion, ReserveResult
+from scheduler.ledger import Cost, ReserveResult, fits
+from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
 
 SCHEMA_VERSION = 1
@@ -274,18 +274,15 @@ class SqliteStore:
     # ----------------------------------------------------------------------- usage ledger
     def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,
                 limits: Cost | None = None) -> ReserveResult:
-        """Hold ``cost``; with ``limits`` (negative component = unlimited), only if used + held + cost fit."""
+        """Hold ``cost``, if it ``fits`` ``limits`` (negative = unlimited), in the same transaction."""
         with self._write() as db:
             if (db.execute("SELECT 1 FROM reservations WHERE task_id = ?", (task_id,)).fetchone()
                     or db.execute("SELECT 1 FROM settled WHERE task_id = ?", (task_id,)).fetchone()):
                 return ReserveResult.DUPLICATE
             if limits is not None:
-                projected = self._standing(db, coop_id, member, period)
-                total = projected[0] + projected[1] + cost
-                for have, limit in ((total.cpu, limits.cpu), (total.gpu, limits.gpu),
-                                    (total.credits, limits.credits)):
-                    if limit >= 0 and have > limit:
-                        return ReserveResult.OVER_LIMIT
+                used, held, _ = self._standing(db, coop_id, member, period)
+                if not fits(used, held, cost, limits):
+                    return ReserveResult.OVER_LIMIT
             db.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (task_id, coop_id, member, period, cost.cpu, cost.gpu, cost.credits))
             return ReserveResult.RESERVED
