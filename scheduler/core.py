@@ -51,6 +51,7 @@ class SchedulerCore:
         self._on_executor: dict[str, set[str]] = {}
         self._last_seen: dict[str, float] = {}
         self._seq = 0
+        self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
 
     # ------------------------------------------------------------------ policies
     def set_policy(self, policy: CoopPolicy | dict | str) -> CoopPolicy:
@@ -145,8 +146,9 @@ class SchedulerCore:
                 decision = self._lost_race(verdict, held, now)
         job = Job(task=task, decision=decision, submitted_at=now,
                   state=JobState.QUEUED if decision.admitted else JobState.REJECTED,
-                  requirements=verdict.requirements)
+                  requirements=verdict.requirements, cost=verdict.cost)
         self._jobs[task.task_id] = job
+        self.changed_jobs.add(task.task_id)
         if not decision.admitted:
             self.counters.rejected[coop] += 1
             job.move(now, JobState.REJECTED, "; ".join(r.message for r in decision.reasons))
@@ -218,9 +220,11 @@ class SchedulerCore:
             hold = self._window_closed_until(entry.task, now, holds)
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
+                self.changed_jobs.add(job.task.task_id)
                 job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(hold)}")
                 continue
             if job.state is JobState.DEFERRED:
+                self.changed_jobs.add(job.task.task_id)
                 job.move(now, JobState.QUEUED, "time window open")
             key = (entry.task.coop_id, entry.task.member)
             compiled = self._policies.get(entry.task.coop_id)
@@ -262,6 +266,7 @@ class SchedulerCore:
         self._running[key] = self._running.get(key, 0) + 1
         self._on_executor[spec.executor_id].add(task.task_id)
         job = self._jobs[task.task_id]
+        self.changed_jobs.add(task.task_id)
         job.placement = placement
         job.attempts = entry.attempt
         job.started_at = now
@@ -315,11 +320,11 @@ class SchedulerCore:
         if job is None or job.placement is None:
             self.counters.refused_reports["unknown task"] += 1
             return None
-        if self.ledger.is_settled(report.task_id):
-            return self.usage(job.task.coop_id, job.task.member)
-        if job.placement.executor_id != report.executor_id or job.state is not JobState.RUNNING:
+        if job.placement.executor_id != report.executor_id:
             self.counters.refused_reports["not placed on this executor"] += 1
             return None
+        if job.state is not JobState.RUNNING:  # a resent report: it was settled once already
+            return self.usage(job.task.coop_id, job.task.member) if job.state.finished else None
         task = job.task
         spec = self.table.spec(report.executor_id) if report.executor_id in self.table else None
         cpu_h, gpu_h = report.cpu_seconds / 3600.0, report.gpu_seconds / 3600.0
@@ -328,6 +333,7 @@ class SchedulerCore:
         measured = Cost.of(cpu_h, gpu_h, credits)
         self.ledger.settle(task.task_id, task.coop_id, task.member, measured, report.ended_at)
         self._free(job, report.executor_id)
+        self.changed_jobs.add(task.task_id)
         state = _OUTCOME_STATE[report.outcome]
         job.finished_at = self.clock()
         job.charged = (measured.cpu_hours, measured.gpu_hours, measured.credit_amount)
@@ -353,6 +359,7 @@ class SchedulerCore:
         now = self.clock()
         self._free(job, executor_id)
         task = job.task
+        self.changed_jobs.add(task_id)
         if job.attempts > task.max_retries or job.cancel_requested:
             self.ledger.release(task_id)
             job.finished_at = now
@@ -360,11 +367,11 @@ class SchedulerCore:
             job.move(now, final, f"{why}; {'cancelled' if job.cancel_requested else f'gave up after {job.attempts} attempts'}")
             return final
         base = job.placement
-        reservation = self.ledger.reservation(task_id)
         assert job.requirements is not None
         req = job.requirements = _deny(job.requirements, executor_id)
         self._seq += 1
-        self.queue.add(QueuedTask(task, req, reservation.cost if reservation else Cost(),
+        self.changed_jobs.add(task_id)
+        self.queue.add(QueuedTask(task, req, job.cost,
                                   job.decision.effective_priority, job.submitted_at, self._seq,
                                   attempt=job.attempts + 1, relaxed=base.relaxed))
         self.counters.retried[task.coop_id] += 1
@@ -386,6 +393,7 @@ class SchedulerCore:
         if job is None:
             return None
         now = self.clock()
+        self.changed_jobs.add(task_id)
         if job.state in (JobState.QUEUED, JobState.DEFERRED):
             self.queue.remove(task_id)
             self.ledger.release(task_id)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict
 
 from policies.reasons import Decision, Reason
+from scheduler.ledger import Cost
 from scheduler.placement import Placement, Requirements
 from scheduler.tasks import JobState, TaskSpec
 
@@ -55,6 +56,7 @@ class Job:
     history: list[StatusEvent] = field(default_factory=list)
     placement: Placement | None = None
     requirements: Requirements | None = None
+    cost: Cost = field(default_factory=Cost)
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None

@@ -1,6 +1,6 @@
 """``StateStore``: the one protocol both durable backends implement.
 
-- ``sqlite:///path/to/state.db`` — the embedded default (``scheduler.sqlite_store``);
+- ``sqlite:///relative/state.db`` or ``sqlite:////absolute/state.db`` — the embedded default (``scheduler.sqlite_store``);
 - ``memory://`` — the same SQLite backend in memory, for tests and the demo;
 - ``redis://host:port/db`` — for clusters (``scheduler.redis_store``); several head
   replicas share quota counters through its atomic ``reserve``.
@@ -123,7 +123,7 @@ def open_store(url: str) -> StateStore:
         return RedisStore(url)
     from policies.validation import FieldError, InvalidRequest
     raise InvalidRequest("store url", [FieldError("url", repr(url), "sqlite:///PATH, memory:// or redis://HOST:PORT/DB",
-                                                  "sqlite:///var/lib/coopsched/state.db")])
+                                                  "sqlite:////var/lib/coopsched/state.db")])
 
 
 def default_store_url() -> str:

@@ -95,8 +95,9 @@ def test_settle_charges_the_reservations_period(store):
     (Cost(10, -1, -1), ReserveResult.RESERVED),        # 4 used + 3 held + 3 = 10 <= 10
     (Cost(9, -1, -1), ReserveResult.OVER_LIMIT),
     (Cost(-1, -1, 5), ReserveResult.OVER_LIMIT),       # credits 3 + 3 > 5
+    (Cost(-1, 0, -1), ReserveResult.OVER_LIMIT),       # a zero GPU limit refuses any GPU use
     (None, ReserveResult.RESERVED),
-], ids=["fits-exactly", "cpu-over", "credits-over", "no-limits"])
+], ids=["fits-exactly", "cpu-over", "credits-over", "zero-gpu-limit", "no-limits"])
 def test_reserve_checks_limits_atomically(store, limits, want):
     store.settle("old", "c", "m", P, Cost(4, 0, 0))
     store.reserve("held", "c", "m", P, Cost(3, 0, 3))
@@ -118,14 +119,16 @@ def test_concurrent_reservations_never_overshoot(store_url):
                 results.append(r)
 
     threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(ReserveResult.RESERVED) == 50
-    assert stores[0].standing("c", "m", P)[1] == Cost(50, 0, 0)
-    for s in stores:
-        s.close()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(ReserveResult.RESERVED) == 50
+        assert stores[0].standing("c", "m", P)[1] == Cost(50, 0, 0)
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_set_usage_and_snapshot_restore_a_ledger(store):

@@ -1,0 +1,710 @@
+"""End-to-end latency and throughput: Coopsched beside bare Ray tasks, on one real Ray cluster.
+
+Run ``python benchmarks/end_to_end.py [--quick] [--json PATH] [--profile DIR]``.
+
+One process, one run. ``main()`` starts a local Ray instance (one raylet, 4 CPUs), runs
+everything and stops everything it started, even on error. The measuring functions
+(:func:`run`) take an already initialised Ray, a namespace and a :class:`Layout`, so
+the integration smoke test runs them on its shared 4-raylet test cluster.
+
+Why one raylet with 4 CPUs and not ``ray.cluster_utils.Cluster`` with 4 raylets of 1 CPU:
+on this 2-core machine four raylets take ~14 s to start instead of ~5 s and keep four
+worker pools and object stores competing for the same two cores, and the three modes
+would not see the same capacity (bare tasks would spread over 4 nodes while pinned tasks
+get one 1-CPU node). With one raylet all modes have the same 4 CPU slots: bare tasks ask
+``num_cpus=1``; pinned tasks use ``NodeAffinitySchedulingStrategy(node, soft=False)``;
+Coopsched has 4 executors on that node with ``{"cpus": 1}`` each, in four regions.
+
+Modes, each for a trivial job (returns its argument) and one that sleeps 10 ms:
+
+* ``ray``: ``ray.remote(fn).remote(x)`` then ``ray.get``;
+* ``ray-affinity``: the same, pinned with ``NodeAffinitySchedulingStrategy(soft=False)``;
+* ``coopsched``: ``client.submit(fn, x, ...)`` then ``JobHandle.result()``, under the
+  shipped timebank policy with quota and rate limit opened up (so nothing is refused)
+  and DataSovereignty, TaskLimits and ExecutorFilter rules active on every task;
+* ``coopsched-map``: throughput only, ``client.map`` (the head's ``submit_many``).
+
+Latency: N sequential jobs per mode, modes interleaved in chunks so a drift in the
+machine's load hits them alike. *submit->start* is the function's own ``time.time()``
+at entry minus the driver's ``time.time()`` just before the submit call; *submit->result*
+ends when the value is back in the driver. Throughput: M jobs submitted at once (one
+call each, or one ``map``), then every result fetched; jobs/s = M / wall time; the median
+of the repeats is reported. Every mode is warmed up first.
+
+Where Coopsched's time goes comes from Ray's own task events (``ray.timeline()``: the
+start and end of every actor method and task, wall clock, same machine), matched to the
+sequential jobs by time window, and, for throughput runs, the busy time of each actor
+method inside the run's window. ``--profile DIR`` adds one extra (untimed) map run with
+``py-spy`` sampling the head, the tracker and one worker actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
+
+from policies.loader import load_example  # noqa: E402
+from scheduler.client import Client, shutdown  # noqa: E402
+from scheduler.names import HEAD_NAME, TRACKER_NAME, worker_name  # noqa: E402
+from scheduler.tables import table  # noqa: E402
+
+if __name__ != "__main__":  # imported (e.g. by the smoke test): Ray workers cannot import `benchmarks`
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "end_to_end.json"
+NAMESPACE = "coopsched-bench"
+COOP = "timebank:seattle"  # the shipped timebank policy's coop
+MEMBER = "did:icn:bench"
+REGIONS = ("us-west", "eu-central", "eu-central", "ap-south")
+SLEEP_S = 0.010
+MAX_RUNTIME_S = 60.0
+RESULT_TIMEOUT_S = 300.0
+LATENCY_TARGET_X = 3.0  # Coopsched p50 submit->result <= 3x bare Ray
+THROUGHPUT_TARGET = 0.5  # Coopsched jobs/s >= 50% of bare Ray
+
+
+# ----------------------------------------------------------------------------- the jobs
+def echo(x: Any) -> tuple[Any, float]:
+    """The trivial job: its argument back, with the moment it started."""
+    return x, time.time()
+
+
+def echo_after_10ms(x: Any) -> tuple[Any, float]:
+    started = time.time()
+    time.sleep(SLEEP_S)
+    return x, started
+
+
+VARIANTS: dict[str, Callable[[Any], tuple[Any, float]]] = {"trivial": echo, "sleep10ms": echo_after_10ms}
+
+
+# ----------------------------------------------------------------------------- plan and layout
+@dataclass(frozen=True)
+class Plan:
+    latency_jobs: int  # N sequential jobs per mode and variant
+    throughput_jobs: int  # M jobs per throughput run
+    repeats: int  # throughput runs per mode and variant (the median is reported)
+    chunk: int  # sequential jobs per mode before switching to the next mode
+    warmup_rounds: int = 2
+
+
+FULL = Plan(latency_jobs=200, throughput_jobs=500, repeats=3, chunk=25)
+QUICK = Plan(latency_jobs=12, throughput_jobs=40, repeats=1, chunk=6, warmup_rounds=1)
+SMOKE = Plan(latency_jobs=5, throughput_jobs=20, repeats=1, chunk=5, warmup_rounds=1)
+
+
+@dataclass(frozen=True)
+class ExecutorPlace:
+    executor_id: str
+    node_id: str
+    region: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the executors go, which node pinned tasks target, and how the cluster was made."""
+
+    executors: tuple[ExecutorPlace, ...]
+    affinity_node: str
+    description: str
+
+    @classmethod
+    def one_node(cls, node_id: str, description: str) -> Layout:
+        places = tuple(ExecutorPlace(f"bench-{i}", node_id, region) for i, region in enumerate(REGIONS))
+        return cls(places, node_id, description)
+
+
+# ----------------------------------------------------------------------------- the modes
+@dataclass(frozen=True)
+class Sample:
+    """One sequential job, all times ``time.time()`` on this machine."""
+
+    submitted: float  # just before the submit call
+    accepted: float  # the submit call returned
+    entered: float  # the function's first line
+    returned: float  # the value is back in the driver
+    job_id: str | None = None
+
+
+class Mode(Protocol):
+    name: str
+
+    def one(self, fn: Callable, x: int) -> Sample: ...
+
+    def many(self, fn: Callable, xs: Sequence[int]) -> list: ...
+
+
+class BareRay:
+    """Plain Ray tasks with ``num_cpus=1`` and the given options."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name = name
+        self._options = {"num_cpus": 1, "max_retries": 0, **options}
+        self._tasks: dict[Callable, Any] = {}
+
+    def _task(self, fn: Callable):
+        if fn not in self._tasks:
+            self._tasks[fn] = ray.remote(fn).options(**self._options)
+        return self._tasks[fn]
+
+    def one(self, fn: Callable, x: int) -> Sample:
+        task = self._task(fn)
+        submitted = time.time()
+        ref = task.remote(x)
+        accepted = time.time()
+        value, entered = ray.get(ref)
+        returned = time.time()
+        _check(value, x, self.name)
+        return Sample(submitted, accepted, entered, returned)
+
+    def many(self, fn: Callable, xs: Sequence[int]) -> list:
+        task = self._task(fn)
+        return ray.get([task.remote(x) for x in xs])
+
+
+class Coopsched:
+    """Jobs through the Coopsched client: one ``submit`` each, or one ``map`` for a batch."""
+
+    def __init__(self, name: str, client: Client, batch: bool = False) -> None:
+        self.name = name
+        self.client = client
+        self.batch = batch
+        self.options = {"coop": COOP, "member": MEMBER, "resources": {"cpus": 1}, "tags": ["bench"],
+                        "max_runtime_s": MAX_RUNTIME_S}
+
+    def one(self, fn: Callable, x: int) -> Sample:
+        submitted = time.time()
+        handle = self.client.submit(fn, x, **self.options)
+        accepted = time.time()
+        value, entered = handle.result(timeout=RESULT_TIMEOUT_S)
+        returned = time.time()
+        _check(value, x, self.name)
+        return Sample(submitted, accepted, entered, returned, handle.id)
+
+    def many(self, fn: Callable, xs: Sequence[int]) -> list:
+        if self.batch:
+            handles = self.client.map(fn, xs, **self.options)
+        else:
+            handles = [self.client.submit(fn, x, **self.options) for x in xs]
+        return [h.result(timeout=RESULT_TIMEOUT_S) for h in handles]
+
+
+def _check(value: Any, expected: Any, mode: str) -> None:
+    if value != expected:
+        raise AssertionError(f"{mode}: the job returned {value!r}, expected {expected!r}")
+
+
+# ----------------------------------------------------------------------------- Coopsched set-up
+def bench_policy(regions: Sequence[str]) -> dict:
+    """The shipped timebank policy, opened up so that nothing is refused or held during the run.
+
+    Quota and concurrency are generous and the rate limit high; the rules that shape
+    placement stay on and apply to every task: DataSovereignty (the executors' regions),
+    TaskLimits and an ExecutorFilter blacklist."""
+    base = load_example("timebank").model_dump(mode="json")
+    quota = {**base["default_quota"], "cpu_hours_per_month": 1e6, "max_concurrent_tasks": 100_000}
+    rules = [{**r, "rate": 1e6, "burst": 1_000_000} if r["type"] == "RateLimit" else r for r in base["rules"]]
+    rules += [{"type": "DataSovereignty", "name": "coop-regions", "region": sorted(set(regions))},
+              {"type": "TaskLimits", "name": "per-task", "max_cpus": 4, "max_runtime_s": 3600},
+              {"type": "ExecutorFilter", "name": "retired", "blacklist": ["retired-executor"]}]
+    return {**base, "default_quota": quota, "rules": rules,
+            "description": "benchmarks/end_to_end.py: timebank.json with quota and rate limit opened up"}
+
+
+def start_coopsched(namespace: str, layout: Layout) -> Client:
+    """A fresh head, tracker and one worker actor per executor of ``layout``."""
+    shutdown(namespace)  # leftovers of an interrupted run in this namespace would skew the numbers
+    client = Client.local(namespace=namespace)
+    client.set_policy(bench_policy([e.region for e in layout.executors]))
+    for e in layout.executors:
+        client.register_executor(e.executor_id, coop=COOP, region=e.region, node_id=e.node_id,
+                                 resources={"cpus": 1}, trust=0.5)
+    return client
+
+
+# ----------------------------------------------------------------------------- measuring
+def warm_up(modes: Sequence[Mode], rounds: int, width: int) -> None:
+    """Start the worker processes, export the functions, warm every code path of every mode."""
+    for _ in range(rounds):
+        for mode in modes:
+            for fn in VARIANTS.values():
+                mode.many(fn, list(range(width)))
+                for i in range(3):
+                    mode.one(fn, i)
+
+
+def measure_latency(modes: Sequence[Mode], fn: Callable, jobs: int, chunk: int) -> dict[str, list[Sample]]:
+    samples: dict[str, list[Sample]] = {m.name: [] for m in modes}
+    done = 0
+    while done < jobs:
+        step = min(chunk, jobs - done)
+        for mode in modes:
+            samples[mode.name] += [mode.one(fn, done + i) for i in range(step)]
+        done += step
+    return samples
+
+
+@dataclass
+class ThroughputRun:
+    jobs: int
+    started: float
+    ended: float
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / (self.ended - self.started)
+
+
+def measure_throughput(modes: Sequence[Mode], fn: Callable, jobs: int, repeats: int) -> dict[str, list[ThroughputRun]]:
+    runs: dict[str, list[ThroughputRun]] = {m.name: [] for m in modes}
+    xs = list(range(jobs))
+    for _ in range(repeats):
+        for mode in modes:
+            time.sleep(0.2)  # let the previous mode's background work (reports, settling) drain
+            started = time.time()
+            values = mode.many(fn, xs)
+            ended = time.time()
+            _check([v[0] for v in values], xs, mode.name)
+            runs[mode.name].append(ThroughputRun(jobs, started, ended))
+    return runs
+
+
+def latency_stats(samples: Sequence[Sample]) -> dict:
+    return {"jobs": len(samples),
+            "submit_to_start_ms": ms_stats([s.entered - s.submitted for s in samples]),
+            "submit_to_result_ms": ms_stats([s.returned - s.submitted for s in samples]),
+            "submit_call_ms": ms_stats([s.accepted - s.submitted for s in samples])}
+
+
+def throughput_stats(runs: Sequence[ThroughputRun]) -> dict:
+    rates = [r.jobs_per_s for r in runs]
+    return {"jobs": runs[0].jobs, "runs_jobs_per_s": [round(r, 1) for r in rates],
+            "jobs_per_s": round(float(np.median(rates)), 1)}
+
+
+def ms_stats(seconds: Sequence[float]) -> dict:
+    if not len(seconds):
+        return {"p50": None, "p99": None, "mean": None, "max": None}
+    a = np.asarray(seconds, dtype=float) * 1e3
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+            "mean": round(float(a.mean()), 3), "max": round(float(a.max()), 3)}
+
+
+# ----------------------------------------------------------------------------- where the time goes
+@dataclass(frozen=True)
+class Span:
+    kind: str  # "Head.submit", "ExecutorWorker.start", "run_measured", "echo", ...
+    start: float
+    end: float
+
+
+@dataclass
+class Spans:
+    """Ray's task events (``ray.timeline()``) as execution spans, indexed by kind."""
+
+    by_kind: dict[str, list[Span]] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def collect(cls) -> Spans:
+        time.sleep(1.5)  # workers flush task events to the GCS every second
+        quiet = logging.getLogger("ray._private.state")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "ray.timeline() will read from the dashboard in the future"
+        try:
+            events = ray.timeline()
+        except Exception as exc:  # noqa: BLE001  # the breakdown is optional; the benchmark is not
+            return cls(error=f"ray.timeline() failed: {type(exc).__name__}: {exc}")
+        finally:
+            quiet.setLevel(level)
+        by_kind: dict[str, list[Span]] = {}
+        for e in events:
+            cat = str(e.get("cat", ""))
+            if e.get("ph") == "X" and cat.startswith("task::"):
+                start = e["ts"] / 1e6
+                by_kind.setdefault(cat[6:], []).append(Span(cat[6:], start, start + e["dur"] / 1e6))
+        for spans in by_kind.values():
+            spans.sort(key=lambda s: s.start)
+        return cls(by_kind)
+
+    def first(self, kind: str, after: float, before: float) -> Span | None:
+        spans = self.by_kind.get(kind, [])
+        i = bisect.bisect_left([s.start for s in spans], after)
+        return spans[i] if i < len(spans) and spans[i].start <= before else None
+
+    def within(self, kind: str, after: float, before: float) -> list[Span]:
+        return [s for s in self.by_kind.get(kind, ()) if after <= s.start <= before]
+
+
+COOP_SEGMENTS = (
+    ("client -> head.submit starts (validate, pickle, actor call)", "submitted", "head_submit_start"),
+    ("head.submit: admit + place + ray.put(payload)", "head_submit_start", "head_submit_end"),
+    ("head.submit ends -> worker.start starts (dispatch call)", "head_submit_end", "worker_start_start"),
+    ("worker.start starts -> Ray task starts (launch, lease)", "worker_start_start", "task_start"),
+    ("Ray task starts -> fn entry (args, payload, measuring)", "task_start", "entered"),
+    ("fn entry -> Ray task ends (return, metrics, store)", "entered", "task_end"),
+    ("Ray task ends -> value in the client (wait_result, get)", "task_end", "returned"),
+)
+RAY_SEGMENTS = (
+    ("driver submit -> Ray task starts (lease, dispatch)", "submitted", "task_start"),
+    ("Ray task starts -> fn entry (args)", "task_start", "entered"),
+    ("fn entry -> Ray task ends (return, store)", "entered", "task_end"),
+    ("Ray task ends -> value in the driver (get)", "task_end", "returned"),
+)
+
+
+def coop_points(spans: Spans, s: Sample) -> dict[str, float] | None:
+    """The moments one sequential Coopsched job passed each hop; None when an event is missing."""
+    submit = spans.first("Head.submit", s.submitted, s.returned)
+    start = spans.first("ExecutorWorker.start", submit.start if submit else s.submitted, s.returned)
+    task = spans.first("run_measured", start.start if start else s.submitted, s.returned)
+    if not (submit and start and task):
+        return None
+    wait = spans.first("Head.wait_result", s.accepted, s.returned)
+    points = {"submitted": s.submitted, "head_submit_start": submit.start, "head_submit_end": submit.end,
+              "accepted": s.accepted, "worker_start_start": start.start, "worker_start_end": start.end,
+              "task_start": task.start, "entered": s.entered, "task_end": task.end, "returned": s.returned}
+    if wait is not None:
+        points["wait_result_start"], points["wait_result_end"] = wait.start, wait.end
+    return points
+
+
+def ray_points(spans: Spans, s: Sample, kind: str) -> dict[str, float] | None:
+    task = spans.first(kind, s.submitted, s.returned)
+    if task is None:
+        return None
+    return {"submitted": s.submitted, "task_start": task.start, "entered": s.entered, "task_end": task.end,
+            "returned": s.returned}
+
+
+def breakdown(points: list[dict[str, float]], segments) -> dict:
+    rows = [{"segment": name, **ms_stats([p[b] - p[a] for p in points])} for name, a, b in segments]
+    return {"matched_jobs": len(points), "segments": rows,
+            "total_ms": ms_stats([p["returned"] - p["submitted"] for p in points])}
+
+
+def latency_breakdown(spans: Spans, samples: dict[str, list[Sample]], fn: Callable) -> dict:
+    coop = [p for p in (coop_points(spans, s) for s in samples.get("coopsched", ())) if p]
+    bare = [p for p in (ray_points(spans, s, fn.__name__) for s in samples.get("ray", ())) if p]
+    out = {"coopsched": breakdown(coop, COOP_SEGMENTS), "ray": breakdown(bare, RAY_SEGMENTS)}
+    extra = [("decision back in the client after head.submit ends", "head_submit_end", "accepted"),
+             ("worker.start execution", "worker_start_start", "worker_start_end"),
+             ("head.wait_result returns after the Ray task ends", "task_end", "wait_result_end")]
+    out["coopsched"]["other"] = [{"segment": name, **ms_stats([p[b] - p[a] for p in coop if b in p])}
+                                 for name, a, b in extra]
+    if spans.error:
+        out["error"] = spans.error
+    return out
+
+
+# Head methods that never await: their spans are the head's CPU (and GIL) time, not waiting.
+HEAD_WORK = ("Head.submit", "Head.submit_many", "Head.on_report", "Head.heartbeat", "Head.status")
+
+
+def throughput_activity(spans: Spans, runs: dict[str, list[ThroughputRun]], user_kinds: dict[str, str],
+                        slots: dict[str, float]) -> dict:
+    """Per mode, in its first run's window: how busy the head was and how busy the CPU slots were."""
+    out = {}
+    for mode, mode_runs in runs.items():
+        run = mode_runs[0]
+        wall = run.ended - run.started
+        methods = {}
+        for kind in sorted(spans.by_kind):
+            if "." not in kind:
+                continue
+            found = spans.within(kind, run.started, run.ended)
+            if found:
+                durations = [s.end - s.start for s in found]
+                methods[kind] = {"calls": len(found), "busy_s": round(sum(durations), 4),
+                                 "p50_ms": round(float(np.median(durations)) * 1e3, 3)}
+        tasks = spans.within(user_kinds[mode], run.started, run.ended)
+        task_busy = sum(s.end - s.start for s in tasks)
+        head_busy = sum(methods.get(k, {}).get("busy_s", 0.0) for k in HEAD_WORK)
+        out[mode] = {"wall_s": round(wall, 3), "jobs": run.jobs, "tasks_seen": len(tasks),
+                     "slot_busy_fraction": round(task_busy / (slots[mode] * wall), 3),
+                     "slot_idle_per_job_ms": round((slots[mode] * wall - task_busy) / run.jobs * 1e3, 3),
+                     "head_busy_fraction": round(head_busy / wall, 3) if methods else None,
+                     "actor_methods": methods}
+    return out
+
+
+# ----------------------------------------------------------------------------- py-spy (optional)
+def actor_pids(namespace: str, names: Sequence[str]) -> dict[str, int]:
+    """Process ids of named actors, from the GCS actor table (a private but stable Ray API)."""
+    out = {}
+    for info in ray._private.state.actors().values():  # noqa: SLF001
+        if info.get("Name") in names and info.get("State") == "ALIVE" and info.get("RayNamespace", namespace) \
+                == namespace:
+            out[info["Name"]] = int(info["Pid"])
+    return out
+
+
+class PySpy:
+    """``py-spy record`` of some processes while a block runs; raw (collapsed) stacks, summarised."""
+
+    def __init__(self, directory: Path, pids: dict[str, int], rate: int = 200) -> None:
+        self.directory, self.pids, self.rate = directory, pids, rate
+        self._procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def __enter__(self) -> PySpy:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.pids.items():
+            out = self.directory / f"{name.replace(':', '_')}.txt"
+            proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(self.rate), "--format", "raw",
+                                     "--nonblocking", "--output", str(out)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self._procs[name] = (proc, out)
+        time.sleep(1.0)  # py-spy attaches
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc, _ in self._procs.values():
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in self._procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def summary(self, top: int = 12) -> dict:
+        return {name: summarise_stacks(out, top) for name, (_, out) in self._procs.items()}
+
+
+def summarise_stacks(path: Path, top: int) -> dict:
+    """Own and inclusive share of samples per function from py-spy's raw output."""
+    if not path.exists():
+        return {"error": f"no output at {path}"}
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (", 1)[0] + " (" + _short(f.split(" (", 1)[1]) if " (" in f else f
+                  for f in stack.split(";")[1:]]  # the first frame is the thread
+        if not frames:
+            continue
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+
+    def ranked(d: dict[str, int]) -> list[dict]:
+        return [{"function": f, "share": round(n / total, 3)} for f, n in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "by_own": ranked(own), "by_inclusive": ranked(incl), "raw": str(path)}
+
+
+def _short(location: str) -> str:
+    for marker in ("/site-packages/", "/work/main/", "/lib/python3.11/"):
+        if marker in location:
+            return location.split(marker, 1)[1]
+    return location
+
+
+# ----------------------------------------------------------------------------- the run
+def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] = print,
+        profile_dir: Path | None = None) -> dict:
+    """Measure every mode on the Ray cluster this process is connected to; stops the Coopsched
+    actors it started (namespace ``namespace``) before returning or raising."""
+    started = time.perf_counter()
+    result: dict[str, Any] = {"meta": {"plan": plan.__dict__, "cluster": layout.description,
+                                       "executors": [e.__dict__ for e in layout.executors],
+                                       "namespace": namespace, "python": platform.python_version(),
+                                       "ray": ray.__version__, "cpus": os.cpu_count(), "load_start": _load()}}
+    pinned = NodeAffinitySchedulingStrategy(layout.affinity_node, soft=False)
+    bare, affinity = BareRay("ray"), BareRay("ray-affinity", scheduling_strategy=pinned)
+    node_cpus = {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")}
+    slots = {"ray": sum(node_cpus.values()), "ray-affinity": node_cpus.get(layout.affinity_node, 1.0),
+             "coopsched": float(len(layout.executors)), "coopsched-map": float(len(layout.executors))}
+    log(f"starting Coopsched in namespace {namespace!r}: head, tracker, {len(layout.executors)} executors")
+    try:
+        client = start_coopsched(namespace, layout)
+        coop, coop_map = Coopsched("coopsched", client), Coopsched("coopsched-map", client, batch=True)
+        sequential: list[Mode] = [bare, affinity, coop]
+        batched: list[Mode] = [bare, affinity, coop, coop_map]
+        log("warming up every mode")
+        warm_up(batched, plan.warmup_rounds, width=2 * len(layout.executors))
+        result["variants"], result["breakdown"] = {}, {}
+        for variant, fn in VARIANTS.items():
+            log(f"{variant}: latency, {plan.latency_jobs} sequential jobs per mode")
+            samples = measure_latency(sequential, fn, plan.latency_jobs, plan.chunk)
+            if variant == "trivial":
+                result["breakdown"]["latency"] = latency_breakdown(Spans.collect(), samples, fn)
+            log(f"{variant}: throughput, {plan.throughput_jobs} jobs at once x {plan.repeats} per mode")
+            runs = measure_throughput(batched, fn, plan.throughput_jobs, plan.repeats)
+            if variant == "trivial":
+                kinds = {"ray": fn.__name__, "ray-affinity": fn.__name__, "coopsched": "run_measured",
+                         "coopsched-map": "run_measured"}
+                result["breakdown"]["throughput"] = throughput_activity(Spans.collect(), runs, kinds, slots)
+            result["variants"][variant] = {
+                m.name: {"latency": latency_stats(samples[m.name]) if m.name in samples else None,
+                         "throughput": throughput_stats(runs[m.name])} for m in batched}
+        if profile_dir is not None:
+            result["profile"] = profile_map_run(namespace, layout, coop_map, plan, profile_dir, log)
+    finally:
+        shutdown(namespace)
+    result["targets"] = targets(result)
+    result["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    result["meta"]["load_end"] = _load()
+    return result
+
+
+def profile_map_run(namespace: str, layout: Layout, mode: Coopsched, plan: Plan, directory: Path,
+                    log: Callable[[str], None]) -> dict:
+    names = [HEAD_NAME, TRACKER_NAME, worker_name(layout.executors[0].executor_id)]
+    pids = actor_pids(namespace, names)
+    log(f"profiling one extra map run of {plan.throughput_jobs} jobs with py-spy: {pids}")
+    with PySpy(directory, pids) as spy:
+        t0 = time.time()
+        mode.many(echo, list(range(plan.throughput_jobs)))
+        wall = time.time() - t0
+    return {"jobs": plan.throughput_jobs, "wall_s": round(wall, 3), "processes": spy.summary()}
+
+
+def targets(result: dict) -> list[dict]:
+    out = []
+    for variant, modes in result["variants"].items():
+        ray_p50 = modes["ray"]["latency"]["submit_to_result_ms"]["p50"]
+        coop_p50 = modes["coopsched"]["latency"]["submit_to_result_ms"]["p50"]
+        ratio = coop_p50 / ray_p50
+        out.append({"variant": variant, "target": "p50 submit->result coopsched / ray <= 3x",
+                    "value": round(ratio, 2), "limit": LATENCY_TARGET_X, "status": _status(ratio <= LATENCY_TARGET_X)})
+        for mode in ("coopsched", "coopsched-map"):
+            share = modes[mode]["throughput"]["jobs_per_s"] / modes["ray"]["throughput"]["jobs_per_s"]
+            out.append({"variant": variant, "target": f"jobs/s {mode} / ray >= 50%", "value": round(share, 3),
+                        "limit": THROUGHPUT_TARGET, "status": _status(share >= THROUGHPUT_TARGET)})
+    return out
+
+
+def _status(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+# ----------------------------------------------------------------------------- the report
+def format_report(result: dict) -> str:
+    m = result["meta"]
+    lines = [f"Coopsched end to end ({m['cluster']}; python {m['python']}, ray {m['ray']}, {m['cpus']} cores, "
+             f"{m['seconds']:.0f} s, load average {m['load_start']} -> {m['load_end']})", ""]
+    rows = []
+    for variant, modes in result["variants"].items():
+        for mode, r in modes.items():
+            lat = r["latency"]
+            start = f"{_ms(lat['submit_to_start_ms']['p50'])} / {_ms(lat['submit_to_start_ms']['p99'])}" if lat else "-"
+            done = f"{_ms(lat['submit_to_result_ms']['p50'])} / {_ms(lat['submit_to_result_ms']['p99'])}" if lat else "-"
+            rows.append((variant, mode, start, done, f"{r['throughput']['jobs_per_s']:,.0f}"))
+    lines.append(table(["variant", "mode", "submit->start p50/p99 ms", "submit->result p50/p99 ms", "jobs/s"], rows))
+    p = m["plan"]
+    lines.append(f"  latency: {p['latency_jobs']} sequential jobs per mode; throughput: {p['throughput_jobs']} jobs "
+                 f"at once, median of {p['repeats']} run(s) (all runs in the JSON)")
+    lines += ["", "Targets (Coopsched against bare Ray tasks)"]
+    for t in result["targets"]:
+        value = f"{t['value']:.2f}x" if "submit->result" in t["target"] else f"{t['value']:.0%}"
+        lines.append(f"  [{t['status']}] {t['variant']:<10} {t['target']:<45} {value}")
+    lat = result.get("breakdown", {}).get("latency")
+    if lat:
+        lines += ["", "Where a sequential trivial job's time goes (p50 of each hop, ms; from Ray's task events)"]
+        for mode in ("coopsched", "ray"):
+            b = lat[mode]
+            rows = [(r["segment"], _ms(r["p50"]), _ms(r["p99"])) for r in b["segments"]]
+            rows.append(("total (submit -> value)", _ms(b["total_ms"]["p50"]), _ms(b["total_ms"]["p99"])))
+            lines.append(table([f"{mode} ({b['matched_jobs']} jobs)", "p50", "p99"], rows))
+            for r in b.get("other", ()):
+                lines.append(f"  ({r['segment']}: p50 {_ms(r['p50'])} ms)")
+            lines.append("")
+    thr = result.get("breakdown", {}).get("throughput")
+    if thr:
+        lines.append("Throughput runs, trivial jobs (first run of each mode): busy time inside the run's window")
+        rows = []
+        for mode, a in thr.items():
+            top = sorted(((k, v) for k, v in a["actor_methods"].items()), key=lambda kv: -kv[1]["busy_s"])[:3]
+            rows.append((mode, a["wall_s"], f"{a['slot_busy_fraction']:.0%}", a["slot_idle_per_job_ms"],
+                         "-" if a["head_busy_fraction"] is None else f"{a['head_busy_fraction']:.0%}",
+                         ", ".join(f"{k} {v['calls']}x{v['p50_ms']:.2f}ms" for k, v in top)))
+        lines.append(table(["mode", "wall s", "slots busy", "idle ms/job/slot", "head busy", "busiest methods"],
+                           rows, max_width=110))
+    prof = result.get("profile")
+    if prof:
+        lines += ["", f"py-spy, one extra map run of {prof['jobs']} trivial jobs ({prof['wall_s']} s, untimed)"]
+        for name, s in prof["processes"].items():
+            if "by_own" not in s:
+                lines.append(f"  {name}: {s.get('error')}")
+                continue
+            lines.append(f"  {name}: {s['samples']} samples; inclusive: " + "; ".join(
+                f"{r['function']} {r['share']:.0%}" for r in s["by_inclusive"][:8]))
+    return "\n".join(lines)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------------------- main
+def start_local_ray(num_cpus: int = 4) -> Layout:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 * 1024 * 1024)
+    node_id = ray.get_runtime_context().get_node_id()
+    return Layout.one_node(node_id, f"one raylet, {num_cpus} CPUs, 4 executors of 1 CPU on it")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N and M; well under a minute")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write results (default {DEFAULT_JSON})")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="add an untimed map run with py-spy sampling the head, tracker and one worker into DIR")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    say("starting a local Ray instance (one raylet, 4 CPUs) ...")
+    try:
+        layout = start_local_ray()
+        say(f"Ray up after {time.perf_counter() - t0:.1f} s")
+        result = run(plan, NAMESPACE, layout, log=say, profile_dir=args.profile)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    result["meta"]["quick"] = args.quick
+    result["meta"]["total_seconds"] = round(time.perf_counter() - t0, 1)
+    say("")
+    say(format_report(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    say(f"\nwrote {args.json} ({result['meta']['total_seconds']} s in all)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,601 @@
+"""``RedisStore``: the ``StateStore`` on a shared Redis server, for clusters of head replicas.
+
+URL: ``redis://[:password@]host:port/db[?prefix=coopsched:]`` (``rediss://`` for TLS). Every
+key lives under the prefix (default ``coopsched:``), so several deployments can share a
+server. Key components are escaped (``%`` -> ``%25``, ``:`` -> ``%3A``), so ids that
+contain colons (``timebank:seattle``, ``did:icn:alice``) cannot collide; plain ids read
+as themselves. Amounts are integers in millionths (``scheduler.ledger.Cost``) changed
+with HINCRBY only. No read path uses KEYS or SCAN: every listing starts at an index.
+
+Keys (after the prefix)::
+
+    usage:<coop>:<member>:<period>  hash  coop member period | cpu gpu credits completed
+                                          | reserved_cpu reserved_gpu reserved_credits
+    usage:index                     set   usage hash keys (for ledger_snapshot)
+    reservation:<task>              hash  coop member period cpu gpu credits usage_key
+    reservation:index               set   task ids holding a reservation
+    settled:<task>                  hash  coop member period cpu gpu credits (charged)
+    settled:index                   set   task ids settled
+    policy:versions:<coop>          hash  version -> {author, at, note, policy}; policy null = removal
+    policy:counter:<coop>           str   last version number (INCR)
+    policy:active                   hash  coop -> active version
+    executors                       hash  executor_id -> {spec, status}
+    job:<task>                      str   job record (JSON)
+    payload:<task>                  str   pickled payload (raw bytes)
+    jobs:submitted                  zset  task -> submitted_at
+    jobs:coop:<coop> jobs:member:<member> jobs:state:<state> jobs:unfinished   sets of task ids
+    reports:<task>                  hash  attempt -> usage report (JSON); HSETNX = idempotent
+    reports:all reports:unforwarded zset  [task, attempt] (JSON) -> receipt number
+    reports:counter                 str   receipt number (INCR)
+    changes:counter                 str   change seq (INCR)
+    changes:log                     hash  seq -> {coop_id, kind, actor, at, detail}
+    changes:all changes:coop:<coop> list  seqs, oldest first
+    audit:<session>:<seq_no>        str   AuditRecord (JSON), the key of seed 000's quality checker
+    audit_index:time audit_index:coop:<coop> audit_index:member:<member>
+                                    zset  "<session>:<seq_no>" -> timestamp
+    audit_index:session:<session>   zset  seq_no -> seq_no
+
+``reserve``, ``settle``, ``release``, ``put_policy``, ``remove_policy``, ``put_report`` and
+``log_change`` are Lua scripts (EVALSHA), so head replicas sharing a coop's quota never
+together overshoot it; ``put_job``, ``put_audit`` and ``ledger_snapshot`` are WATCH/MULTI
+transactions. Scripts touch only the keys they are given (a settle whose reservation sits
+in another period answers with that period's key and is retried there).
+
+Redis errors propagate as redis exceptions (the head reports them as ``unavailable``);
+their message names the store URL (password hidden).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+
+from scheduler.ledger import Cost
+from scheduler.state_store import AuditRecord, PolicyVersion, ReserveResult
+from scheduler.tasks import JobState
+
+DEFAULT_PREFIX = "coopsched:"
+_FINISHED = frozenset(s.value for s in JobState if s.finished)
+_DIMS = ("cpu", "gpu", "credits")
+_SETTLE_CHUNK = 2_000
+
+_LUA_NEG = """
+local function neg(s)
+  if s == '0' then return '0' end
+  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
+  return '-' .. s
+end
+local dims = {'cpu', 'gpu', 'credits'}
+"""
+
+# KEYS: reservation, settled, usage, reservation index, usage index
+# ARGV: task, coop, member, period, cpu, gpu, credits, limited (1/0), limit cpu, gpu, credits
+_RESERVE = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
+local dims = {'cpu', 'gpu', 'credits'}
+if ARGV[8] == '1' then
+  for i, d in ipairs(dims) do
+    local limit = tonumber(ARGV[8 + i])
+    if limit >= 0 then
+      local used = tonumber(redis.call('HGET', KEYS[3], d) or '0')
+      local held = tonumber(redis.call('HGET', KEYS[3], 'reserved_' .. d) or '0')
+      if used + held + tonumber(ARGV[4 + i]) > limit then return 'over_limit' end
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4],
+           'cpu', ARGV[5], 'gpu', ARGV[6], 'credits', ARGV[7], 'usage_key', KEYS[3])
+redis.call('HSET', KEYS[3], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4])
+for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], 'reserved_' .. d, ARGV[4 + i]) end
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('SADD', KEYS[5], KEYS[3])
+return 'reserved'
+"""
+
+# KEYS: reservation, settled, usage, reservation index, settled index, usage index
+# ARGV: task, coop, member, period, cpu, gpu, credits
+# Returns 1 (settled), 0 (already settled) or the reservation's usage key (retry with it).
+_SETTLE = _LUA_NEG + """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local held = redis.call('HMGET', KEYS[1], 'usage_key', 'coop', 'member', 'period', 'cpu', 'gpu', 'credits')
+local coop, member, period = ARGV[2], ARGV[3], ARGV[4]
+if held[1] then
+  if held[1] ~= KEYS[3] then return held[1] end
+  coop, member, period = held[2], held[3], held[4]
+  for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], 'reserved_' .. d, neg(held[4 + i])) end
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[4], ARGV[1])
+else
+  redis.call('HSET', KEYS[3], 'coop', coop, 'member', member, 'period', period)
+end
+for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], d, ARGV[4 + i]) end
+redis.call('HINCRBY', KEYS[3], 'completed', 1)
+redis.call('HSET', KEYS[2], 'coop', coop, 'member', member, 'period', period,
+           'cpu', ARGV[5], 'gpu', ARGV[6], 'credits', ARGV[7])
+redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('SADD', KEYS[6], KEYS[3])
+return 1
+"""
+
+# KEYS: reservation, usage, reservation index; ARGV: task
+# Returns 1 (released), 0 (no reservation) or the reservation's usage key (retry with it).
+_RELEASE = _LUA_NEG + """
+local held = redis.call('HMGET', KEYS[1], 'usage_key', 'cpu', 'gpu', 'credits')
+if not held[1] then return 0 end
+if held[1] ~= KEYS[2] then return held[1] end
+for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[2], 'reserved_' .. d, neg(held[1 + i])) end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: versions, counter, active; ARGV: coop, version body (JSON), removal (1/0)
+# Returns the new version, or 0 for a removal when no policy is active.
+_PUT_POLICY = """
+if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 0 end
+local v = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], v, ARGV[2])
+if ARGV[3] == '1' then redis.call('HDEL', KEYS[3], ARGV[1]) else redis.call('HSET', KEYS[3], ARGV[1], v) end
+return v
+"""
+
+# KEYS: reports of the task, all, unforwarded, counter; ARGV: attempt, report (JSON), index member
+_PUT_REPORT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local n = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[2], n, ARGV[3])
+redis.call('ZADD', KEYS[3], n, ARGV[3])
+return 1
+"""
+
+# KEYS: counter, log, all, coop list; ARGV: entry (JSON)
+_LOG_CHANGE = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], n, ARGV[1])
+redis.call('RPUSH', KEYS[3], n)
+redis.call('RPUSH', KEYS[4], n)
+return n
+"""
+
+
+def _esc(part: object) -> str:
+    return str(part).replace("%", "%25").replace(":", "%3A")
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _cost(h: dict[bytes, bytes], prefix: str = "") -> Cost:
+    return Cost(*(int(h.get(f"{prefix}{d}".encode(), 0)) for d in _DIMS))
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _naming_url(fn: F) -> F:
+    """Re-raise a redis error with the store's URL in its message (same exception type)."""
+    @functools.wraps(fn)
+    def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except redis.RedisError as exc:
+            message = f"redis store {self._where}: {exc}"
+            try:
+                named = type(exc)(message)
+            except Exception:
+                named = redis.RedisError(message)
+            raise named from exc
+    return wrapper  # type: ignore[return-value]
+
+
+def _public_methods_name_url(cls: type) -> type:
+    for name, attr in list(vars(cls).items()):
+        if callable(attr) and not name.startswith("_"):
+            setattr(cls, name, _naming_url(attr))
+    return cls
+
+
+@_public_methods_name_url
+class RedisStore:
+    """The ``StateStore`` protocol on Redis (see the module docstring for the keys)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._where = _redacted(url)
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        self.prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
+        client_url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
+        try:
+            self._r = redis.Redis.from_url(client_url, decode_responses=False, socket_connect_timeout=5)
+        except ValueError as exc:
+            raise ValueError(f"bad redis store url {self._where}: {exc}; example: redis://127.0.0.1:6379/0") from exc
+        self._reserve = self._r.register_script(_RESERVE)
+        self._settle = self._r.register_script(_SETTLE)
+        self._release = self._r.register_script(_RELEASE)
+        self._put_policy = self._r.register_script(_PUT_POLICY)
+        self._put_report = self._r.register_script(_PUT_REPORT)
+        self._log_change = self._r.register_script(_LOG_CHANGE)
+
+    def _k(self, *parts: object) -> str:
+        return self.prefix + ":".join(_esc(p) for p in parts)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._r.close()
+        self._r.connection_pool.disconnect()
+
+    # ------------------------------------------------------------------ policies
+    def _version(self, coop_id: str, version: int, body: bytes | str, active: int | None) -> PolicyVersion:
+        data = json.loads(body)
+        return PolicyVersion(coop_id=coop_id, version=version, predecessor=version - 1 if version > 1 else None,
+                             author=data["author"], at=data["at"], note=data["note"], policy=data["policy"],
+                             active=version == active)
+
+    def _write_policy(self, coop_id: str, policy: dict | None, author: str, at: float, note: str) -> int:
+        body = json.dumps({"author": author, "at": at, "note": note, "policy": policy})
+        keys = [self._k("policy", "versions", coop_id), self._k("policy", "counter", coop_id),
+                self._k("policy", "active")]
+        return int(self._put_policy(keys=keys, args=[coop_id, body, "1" if policy is None else "0"]))
+
+    def put_policy(self, coop_id: str, policy: dict, author: str, at: float, note: str = "") -> PolicyVersion:
+        """Store ``policy`` as the coop's next version and make it active."""
+        version = self._write_policy(coop_id, policy, author, at, note)
+        return PolicyVersion(coop_id=coop_id, version=version, predecessor=version - 1 if version > 1 else None,
+                             author=author, at=at, note=note, policy=policy, active=True)
+
+    def remove_policy(self, coop_id: str, author: str, at: float) -> bool:
+        """Deactivate the coop's policy (a version with no policy); False if none is active."""
+        return self._write_policy(coop_id, None, author, at, "removed") > 0
+
+    def active_policy(self, coop_id: str) -> PolicyVersion | None:
+        active = self._r.hget(self._k("policy", "active"), coop_id)
+        return self.policy_version(coop_id, int(active)) if active is not None else None
+
+    def active_policies(self) -> list[PolicyVersion]:
+        """The active version of every coop, by coop id."""
+        active = sorted((_s(c), int(v)) for c, v in self._r.hgetall(self._k("policy", "active")).items())
+        pipe = self._r.pipeline(transaction=False)
+        for coop_id, version in active:
+            pipe.hget(self._k("policy", "versions", coop_id), version)
+        return [self._version(c, v, body, v) for (c, v), body in zip(active, pipe.execute()) if body is not None]
+
+    def policy_version(self, coop_id: str, version: int) -> PolicyVersion | None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hget(self._k("policy", "versions", coop_id), version)
+        pipe.hget(self._k("policy", "active"), coop_id)
+        body, active = pipe.execute()
+        return self._version(coop_id, version, body, active and int(active)) if body is not None else None
+
+    def policy_history(self, coop_id: str) -> list[PolicyVersion]:
+        """Every version, oldest first."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hgetall(self._k("policy", "versions", coop_id))
+        pipe.hget(self._k("policy", "active"), coop_id)
+        versions, active = pipe.execute()
+        active_version = int(active) if active is not None else None
+        return [self._version(coop_id, v, versions[f], active_version)
+                for v, f in sorted((int(f), f) for f in versions)]
+
+    # ------------------------------------------------------------------ executors
+    def put_executor(self, spec: dict, status: str) -> None:
+        body = json.dumps({"spec": spec, "status": status})
+        self._r.hset(self._k("executors"), spec["executor_id"], body)
+
+    def remove_executor(self, executor_id: str) -> bool:
+        return self._r.hdel(self._k("executors"), executor_id) == 1
+
+    def executors(self) -> list[tuple[dict, str]]:
+        """Every executor's spec and status, by executor id."""
+        rows = sorted((_s(i), json.loads(b)) for i, b in self._r.hgetall(self._k("executors")).items())
+        return [(row["spec"], row["status"]) for _, row in rows]
+
+    # ------------------------------------------------------------------ usage ledger
+    def _usage_key(self, coop_id: str, member: str, period: str) -> str:
+        return self._k("usage", coop_id, member, period)
+
+    def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,
+                limits: Cost | None = None) -> ReserveResult:
+        """Hold ``cost`` unless the task is known or used + reserved + cost passes a limit (< 0 = none)."""
+        keys = [self._k("reservation", task_id), self._k("settled", task_id),
+                self._usage_key(coop_id, member, period), self._k("reservation", "index"), self._k("usage", "index")]
+        lim = limits or Cost()
+        args = [task_id, coop_id, member, period, cost.cpu, cost.gpu, cost.credits,
+                "1" if limits is not None else "0", lim.cpu, lim.gpu, lim.credits]
+        return ReserveResult(_s(self._reserve(keys=keys, args=args)))
+
+    def _settle_call(self, task_id: str, usage_key: str, coop_id: str, member: str, period: str,
+                     measured: Cost, client: Any = None) -> Any:
+        keys = [self._k("reservation", task_id), self._k("settled", task_id), usage_key,
+                self._k("reservation", "index"), self._k("settled", "index"), self._k("usage", "index")]
+        args = [task_id, coop_id, member, period, measured.cpu, measured.gpu, measured.credits]
+        return self._settle(keys=keys, args=args, client=client)
+
+    def settle(self, task_id: str, coop_id: str, member: str, period: str, measured: Cost) -> bool:
+        """Charge ``measured`` to the reservation's period (or ``period``); False if already settled."""
+        return self.settle_many([(task_id, coop_id, member, period, measured)])[0]
+
+    def settle_many(self, items: Iterable[tuple[str, str, str, str, Cost]]) -> list[bool]:
+        """Settle many tasks, pipelined; one boolean per item, as :meth:`settle` would answer."""
+        items = list(items)
+        results: list[Any] = [None] * len(items)
+        pending = [(i, self._usage_key(c, m, p)) for i, (_, c, m, p, _) in enumerate(items)]
+        while pending:
+            moved = []
+            for start in range(0, len(pending), _SETTLE_CHUNK):
+                chunk = pending[start:start + _SETTLE_CHUNK]
+                pipe = self._r.pipeline(transaction=False)
+                for i, usage_key in chunk:
+                    task_id, coop_id, member, period, measured = items[i]
+                    self._settle_call(task_id, usage_key, coop_id, member, period, measured, client=pipe)
+                for (i, _), answer in zip(chunk, pipe.execute()):
+                    if isinstance(answer, bytes):  # the reservation is in another period: retry there
+                        moved.append((i, _s(answer)))
+                    else:
+                        results[i] = answer == 1
+            pending = moved
+        return results
+
+    def release(self, task_id: str) -> bool:
+        """Drop an open reservation; False if there was none."""
+        reservation = self._k("reservation", task_id)
+        usage_key = self._r.hget(reservation, "usage_key")
+        while usage_key is not None:
+            answer = self._release(keys=[reservation, _s(usage_key), self._k("reservation", "index")], args=[task_id])
+            if not isinstance(answer, bytes):
+                return answer == 1
+            usage_key = answer
+        return False
+
+    def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:
+        """(settled usage, open reservations, tasks completed) of one member's period."""
+        h = self._r.hgetall(self._usage_key(coop_id, member, period))
+        return _cost(h), _cost(h, "reserved_"), int(h.get(b"completed", 0))
+
+    def set_usage(self, coop_id: str, member: str, period: str, used: Cost) -> None:
+        """Overwrite a period's settled usage (an admin action); reservations and counts stay."""
+        key = self._usage_key(coop_id, member, period)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(key, mapping={"coop": coop_id, "member": member, "period": period,
+                                "cpu": used.cpu, "gpu": used.gpu, "credits": used.credits})
+        pipe.sadd(self._k("usage", "index"), key)
+        pipe.execute()
+
+    def ledger_snapshot(self) -> dict:
+        """The whole ledger in ``Ledger.snapshot()`` format, read consistently (WATCH on the indices)."""
+        indices = [self._k("usage", "index"), self._k("reservation", "index"), self._k("settled", "index")]
+        seen: dict[str, list[str]] = {}
+
+        def read(pipe: Any) -> None:
+            seen["usage"] = sorted(_s(k) for k in pipe.smembers(indices[0]))
+            seen["reservation"] = sorted(_s(t) for t in pipe.smembers(indices[1]))
+            seen["settled"] = sorted(_s(t) for t in pipe.smembers(indices[2]))
+            pipe.multi()
+            for key in seen["usage"]:
+                pipe.hgetall(key)
+            for kind in ("reservation", "settled"):
+                for task_id in seen[kind]:
+                    pipe.hgetall(self._k(kind, task_id))
+
+        hashes = iter(self._r.transaction(read, *indices))
+        usage = [h for _, h in zip(seen["usage"], hashes) if h]
+        used = sorted([_s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"]), *_astuple(_cost(h))]
+                      for h in usage if b"cpu" in h)
+        completed = sorted([_s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"]), int(h[b"completed"])]
+                           for h in usage if b"completed" in h)
+        rows: dict[str, list[list]] = {}
+        for kind in ("reservation", "settled"):
+            rows[kind] = [[t, _s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"]), *_astuple(_cost(h))]
+                          for t, h in zip(seen[kind], hashes) if h]
+        return {"used": used, "completed": completed, "reservations": rows["reservation"],
+                "settled": rows["settled"]}
+
+    # ------------------------------------------------------------------ jobs
+    def put_job(self, task_id: str, record: dict) -> None:
+        """Store a job record, moving it between the coop/member/state indices."""
+        key = self._k("job", task_id)
+        body = json.dumps(record)
+
+        def write(pipe: Any) -> None:
+            old = pipe.get(key)
+            pipe.multi()
+            if old is not None:
+                for index in self._job_indices(json.loads(old)):
+                    pipe.srem(index, task_id)
+            pipe.set(key, body)
+            pipe.zadd(self._k("jobs", "submitted"), {task_id: float(record.get("submitted_at") or 0.0)})
+            for index in self._job_indices(record):
+                pipe.sadd(index, task_id)
+
+        self._r.transaction(write, key)
+
+    def _job_indices(self, record: dict) -> list[str]:
+        indices = [self._k("jobs", field, record[name])
+                   for field, name in (("coop", "coop_id"), ("member", "member"), ("state", "state"))
+                   if record.get(name) is not None]
+        if record.get("state") not in _FINISHED:
+            indices.append(self._k("jobs", "unfinished"))
+        return indices
+
+    def get_job(self, task_id: str) -> dict | None:
+        body = self._r.get(self._k("job", task_id))
+        return json.loads(body) if body is not None else None
+
+    def _jobs_in(self, sets: list[str], limit: int | None) -> list[dict]:
+        submitted = self._k("jobs", "submitted")
+        if sets:
+            ids = self._r.zinter({submitted: 1, **{s: 0 for s in sets}})[:limit]
+        else:
+            ids = self._r.zrange(submitted, 0, -1 if limit is None else limit - 1)
+        if not ids:
+            return []
+        bodies = self._r.mget([self._k("job", _s(i)) for i in ids])
+        return [json.loads(b) for b in bodies if b is not None]
+
+    def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
+             limit: int | None = None) -> list[dict]:
+        """Jobs matching every given filter, oldest submission first."""
+        if limit is not None and limit <= 0:
+            return []
+        sets = [self._k("jobs", field, value)
+                for field, value in (("coop", coop_id), ("member", member), ("state", state)) if value is not None]
+        return self._jobs_in(sets, limit)
+
+    def unfinished_jobs(self) -> list[dict]:
+        """Jobs not yet in a final state, oldest submission first."""
+        return self._jobs_in([self._k("jobs", "unfinished")], None)
+
+    def put_payload(self, task_id: str, data: bytes) -> None:
+        self._r.set(self._k("payload", task_id), data)
+
+    def get_payload(self, task_id: str) -> bytes | None:
+        return self._r.get(self._k("payload", task_id))
+
+    def delete_payload(self, task_id: str) -> None:
+        self._r.delete(self._k("payload", task_id))
+
+    # ------------------------------------------------------------------ usage reports
+    def put_report(self, report: dict) -> bool:
+        """Store a report once per (task id, attempt); False if it was already stored."""
+        task_id, attempt = report["task_id"], int(report["attempt"])
+        keys = [self._k("reports", task_id), self._k("reports", "all"), self._k("reports", "unforwarded"),
+                self._k("reports", "counter")]
+        return self._put_report(keys=keys, args=[attempt, json.dumps(report), json.dumps([task_id, attempt])]) == 1
+
+    def _reports_of(self, members: list[bytes]) -> list[dict]:
+        pipe = self._r.pipeline(transaction=False)
+        for member in members:
+            task_id, attempt = json.loads(member)
+            pipe.hget(self._k("reports", task_id), attempt)
+        return [json.loads(b) for b in pipe.execute() if b is not None]
+
+    def reports(self, task_id: str | None = None) -> list[dict]:
+        """A task's reports by attempt, or every report in the order received."""
+        if task_id is None:
+            return self._reports_of(self._r.zrange(self._k("reports", "all"), 0, -1))
+        stored = self._r.hgetall(self._k("reports", task_id))
+        return [json.loads(body) for _, body in sorted((int(a), b) for a, b in stored.items())]
+
+    def unforwarded_reports(self) -> list[dict]:
+        """Reports not yet marked forwarded, in the order received."""
+        return self._reports_of(self._r.zrange(self._k("reports", "unforwarded"), 0, -1))
+
+    def mark_forwarded(self, task_id: str, attempt: int) -> None:
+        self._r.zrem(self._k("reports", "unforwarded"), json.dumps([task_id, int(attempt)]))
+
+    # ------------------------------------------------------------------ change log
+    def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int:
+        """Append a change; returns its sequence number (increasing)."""
+        body = json.dumps({"coop_id": coop_id, "kind": kind, "actor": actor, "at": at, "detail": detail})
+        keys = [self._k("changes", "counter"), self._k("changes", "log"), self._k("changes", "all"),
+                self._k("changes", "coop", coop_id)]
+        return int(self._log_change(keys=keys, args=[body]))
+
+    def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
+        """The latest changes (of one coop, or all), newest first."""
+        if limit <= 0:
+            return []
+        index = self._k("changes", "all") if coop_id is None else self._k("changes", "coop", coop_id)
+        seqs = [int(s) for s in reversed(self._r.lrange(index, -limit, -1))]
+        if not seqs:
+            return []
+        bodies = self._r.hmget(self._k("changes", "log"), seqs)
+        return [{"seq": seq, **json.loads(body)} for seq, body in zip(seqs, bodies) if body is not None]
+
+    # ------------------------------------------------------------------ audit samples
+    def _audit_indices(self, record: AuditRecord) -> list[str]:
+        return [self._k("audit_index", "time"), self._k("audit_index", "coop", record.coop_id),
+                self._k("audit_index", "member", record.member)]
+
+    def put_audit(self, record: AuditRecord) -> None:
+        """Store (or replace) ``audit:<session_id>:<seq_no>`` and index it by time, coop, member, session."""
+        key = self._k("audit", record.session_id, record.seq_no)
+        ref = f"{_esc(record.session_id)}:{record.seq_no}"
+
+        def write(pipe: Any) -> None:
+            old = pipe.get(key)
+            pipe.multi()
+            if old is not None:
+                for index in self._audit_indices(AuditRecord.model_validate_json(old)):
+                    pipe.zrem(index, ref)
+            pipe.set(key, record.model_dump_json())
+            for index in self._audit_indices(record):
+                pipe.zadd(index, {ref: record.timestamp})
+            pipe.zadd(self._k("audit_index", "session", record.session_id), {str(record.seq_no): record.seq_no})
+
+        self._r.transaction(write, key)
+
+    def get_audit(self, session_id: str, seq_no: int) -> AuditRecord | None:
+        body = self._r.get(self._k("audit", session_id, seq_no))
+        return AuditRecord.model_validate_json(body) if body is not None else None
+
+    def latest_audit(self, session_id: str) -> AuditRecord | None:
+        """The session's record with the highest seq_no."""
+        top = self._r.zrevrange(self._k("audit_index", "session", session_id), 0, 0)
+        return self.get_audit(session_id, int(top[0])) if top else None
+
+    def _audits(self, refs: list[bytes | str]) -> list[AuditRecord]:
+        if not refs:
+            return []
+        bodies = self._r.mget([self.prefix + "audit:" + _s(r) for r in refs])
+        return [AuditRecord.model_validate_json(b) for b in bodies if b is not None]
+
+    def list_audit(self, coop_id: str | None = None, member: str | None = None, session_id: str | None = None,
+                   since: float | None = None, limit: int = 100) -> list[AuditRecord]:
+        """Records matching every given filter (timestamp >= ``since``), newest first."""
+        if limit <= 0:
+            return []
+        low = "-inf" if since is None else since
+        if session_id is not None:
+            seqs = self._r.zrange(self._k("audit_index", "session", session_id), 0, -1)
+            found = [r for r in self._audits([f"{_esc(session_id)}:{_s(s)}" for s in seqs])
+                     if (coop_id is None or r.coop_id == coop_id) and (member is None or r.member == member)
+                     and (since is None or r.timestamp >= since)]
+            found.sort(key=lambda r: (r.timestamp, f"{_esc(r.session_id)}:{r.seq_no}"), reverse=True)
+            return found[:limit]
+        indices = [self._k("audit_index", name, value)
+                   for name, value in (("coop", coop_id), ("member", member)) if value is not None]
+        if len(indices) <= 1:
+            refs = self._r.zrevrangebyscore(indices[0] if indices else self._k("audit_index", "time"),
+                                            "+inf", low, start=0, num=limit)
+        else:
+            scored = self._r.zinter(indices, aggregate="MAX", withscores=True)
+            refs = [ref for ref, t in reversed(scored) if since is None or t >= since][:limit]
+        return self._audits(refs)
+
+    def delete_audit(self, session_id: str, seq_no: int | None = None) -> int:
+        """Delete one record, or all of a session's; returns how many were deleted."""
+        session = self._k("audit_index", "session", session_id)
+        seqs = [seq_no] if seq_no is not None else [int(s) for s in self._r.zrange(session, 0, -1)]
+        if not seqs:
+            return 0
+        records = dict(zip(seqs, self._r.mget([self._k("audit", session_id, s) for s in seqs])))
+        pipe = self._r.pipeline(transaction=True)
+        for seq, body in records.items():
+            pipe.zrem(session, str(seq))
+            if body is None:
+                continue
+            ref = f"{_esc(session_id)}:{seq}"
+            for index in self._audit_indices(AuditRecord.model_validate_json(body)):
+                pipe.zrem(index, ref)
+            pipe.delete(self._k("audit", session_id, seq))
+        pipe.execute()
+        return sum(body is not None for body in records.values())
+
+
+def _astuple(c: Cost) -> tuple[int, int, int]:
+    return c.cpu, c.gpu, c.credits
