@@ -269,23 +269,31 @@ class ThroughputRun:
     jobs: int
     started: float
     ended: float
+    cpu: dict | None = None  # CpuMeter.result, for the metered runs
 
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / (self.ended - self.started)
 
 
-def measure_throughput(modes: Sequence[Mode], fn: Callable, jobs: int, repeats: int) -> dict[str, list[ThroughputRun]]:
+def measure_throughput(modes: Sequence[Mode], fn: Callable, jobs: int, repeats: int,
+                       meter: Callable[[], CpuMeter] | None = None) -> dict[str, list[ThroughputRun]]:
+    """``repeats`` rounds over the modes; the first round's runs are CPU-metered when ``meter`` is given."""
     runs: dict[str, list[ThroughputRun]] = {m.name: [] for m in modes}
     xs = list(range(jobs))
-    for _ in range(repeats):
+    for round_ in range(repeats):
         for mode in modes:
             time.sleep(0.2)  # let the previous mode's background work (reports, settling) drain
+            cpu = meter() if meter is not None and round_ == 0 else None
+            if cpu is not None:
+                cpu.__enter__()
             started = time.time()
             values = mode.many(fn, xs)
             ended = time.time()
+            if cpu is not None:
+                cpu.__exit__(None, None, None)
             _check([v[0] for v in values], xs, mode.name)
-            runs[mode.name].append(ThroughputRun(jobs, started, ended))
+            runs[mode.name].append(ThroughputRun(jobs, started, ended, cpu.result(jobs) if cpu else None))
     return runs
 
 
@@ -299,7 +307,7 @@ def latency_stats(samples: Sequence[Sample]) -> dict:
 def throughput_stats(runs: Sequence[ThroughputRun]) -> dict:
     rates = [r.jobs_per_s for r in runs]
     return {"jobs": runs[0].jobs, "runs_jobs_per_s": [round(r, 1) for r in rates],
-            "jobs_per_s": round(float(np.median(rates)), 1)}
+            "jobs_per_s": round(float(np.median(rates)), 1), "cpu_first_run": runs[0].cpu}
 
 
 def ms_stats(seconds: Sequence[float]) -> dict:
@@ -308,6 +316,100 @@ def ms_stats(seconds: Sequence[float]) -> dict:
     a = np.asarray(seconds, dtype=float) * 1e3
     return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
             "mean": round(float(a.mean()), 3), "max": round(float(a.max()), 3)}
+
+
+# ----------------------------------------------------------------------------- CPU per process
+class CpuMeter:
+    """CPU seconds used while a block runs by each process of this Ray cluster, grouped by role.
+
+    Read from ``/proc`` (Linux; elsewhere the result is None). The cluster's processes are
+    those whose command line names its session directory (GCS, raylets, ...) and all their
+    descendants (Ray's worker processes); the Coopsched actors are told apart by their process
+    ids. ``machine_cpu_s`` is the whole machine's busy CPU time (this cluster and anything
+    else running on the shared machine)."""
+
+    AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+    def __init__(self, actor_roles: dict[int, str]) -> None:
+        self.actor_roles = actor_roles
+        self.session = ray._private.worker.global_worker.node.get_session_dir_path()  # noqa: SLF001
+        self.before: dict[int, tuple[str, float]] = {}
+        self.after: dict[int, tuple[str, float]] = {}
+        self.wall = self.machine = 0.0
+
+    def _role(self, pid: int, cmdline: str) -> str:
+        if pid == os.getpid():
+            return "driver (client)"
+        if pid in self.actor_roles:
+            return self.actor_roles[pid]
+        if "/raylet/raylet" in cmdline:
+            return "raylet"
+        if "gcs_server" in cmdline:
+            return "gcs"
+        if cmdline.startswith("ray::") and not cmdline.startswith(self.AGENTS):
+            return "task workers"
+        return "other ray processes"
+
+    def _snapshot(self) -> dict[int, tuple[str, float]]:
+        procs = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        ours = {os.getpid()}
+        todo = [pid for pid, (_, cmd, _) in procs.items() if self.session in cmd]
+        while todo:
+            pid = todo.pop()
+            if pid not in ours:
+                ours.add(pid)
+                todo += children.get(pid, [])
+        return {pid: (self._role(pid, procs[pid][1]), procs[pid][2]) for pid in ours if pid in procs}
+
+    def __enter__(self) -> CpuMeter:
+        self.before, self._machine0, self._wall0 = self._snapshot(), _machine_busy(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.machine = time.perf_counter() - self._wall0, _machine_busy() - self._machine0
+        self.after = self._snapshot()
+
+    def result(self, jobs: int) -> dict | None:
+        if not self.after:
+            return None
+        by_role: dict[str, float] = {}
+        for pid, (role, cpu) in self.after.items():
+            by_role[role] = by_role.get(role, 0.0) + cpu - self.before.get(pid, (role, 0.0))[1]
+        return {"wall_s": round(self.wall, 3), "machine_cpu_s": round(self.machine, 3),
+                "cluster_cpu_s": round(sum(by_role.values()), 3),
+                "by_role": {r: {"cpu_s": round(c, 3), "ms_per_job": round(c / jobs * 1e3, 3)}
+                            for r, c in sorted(by_role.items(), key=lambda kv: -kv[1])}}
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command line, CPU seconds used) for every process ``/proc`` shows."""
+    out = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid ... utime(12) stime(13)
+        out[int(entry)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / _TICK)
+    return out
+
+
+def _machine_busy() -> float:
+    """The machine's busy CPU seconds so far (all but idle and iowait), from ``/proc/stat``."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / _TICK
 
 
 # ----------------------------------------------------------------------------- where the time goes
@@ -339,10 +441,14 @@ class Spans:
             quiet.setLevel(level)
         by_kind: dict[str, list[Span]] = {}
         for e in events:
-            cat = str(e.get("cat", ""))
-            if e.get("ph") == "X" and cat.startswith("task::"):
-                start = e["ts"] / 1e6
-                by_kind.setdefault(cat[6:], []).append(Span(cat[6:], start, start + e["dur"] / 1e6))
+            cat, name = str(e.get("cat", "")), str(e.get("name", ""))
+            if e.get("ph") != "X" or not cat.startswith("task::"):
+                continue
+            # actor methods: cat "task::Head.submit", name "submit"; tasks: name "executors.measure.run_measured"
+            # (cat carries the task's own name, e.g. "task::coopsched:<task id>:1")
+            kind = cat[6:] if cat.endswith("." + name) else name.rsplit(".", 1)[-1]
+            start = e["ts"] / 1e6
+            by_kind.setdefault(kind, []).append(Span(kind, start, start + e["dur"] / 1e6))
         for spans in by_kind.values():
             spans.sort(key=lambda s: s.start)
         return cls(by_kind)
@@ -417,45 +523,45 @@ def latency_breakdown(spans: Spans, samples: dict[str, list[Sample]], fn: Callab
     return out
 
 
-# Head methods that never await: their spans are the head's CPU (and GIL) time, not waiting.
-HEAD_WORK = ("Head.submit", "Head.submit_many", "Head.on_report", "Head.heartbeat", "Head.status")
-
-
 def throughput_activity(spans: Spans, runs: dict[str, list[ThroughputRun]], user_kinds: dict[str, str],
                         slots: dict[str, float]) -> dict:
-    """Per mode, in its first run's window: how busy the head was and how busy the CPU slots were."""
+    """Per mode, in its first run's window: how busy the CPU slots were and which actor methods ran.
+
+    A method's span runs from when its actor starts it to when it returns; for the async
+    Coopsched actors that includes awaiting (and waiting for the event loop), so spans
+    overlap and are no CPU measure (the CPU meter is)."""
     out = {}
     for mode, mode_runs in runs.items():
         run = mode_runs[0]
         wall = run.ended - run.started
         methods = {}
         for kind in sorted(spans.by_kind):
-            if "." not in kind:
-                continue
-            found = spans.within(kind, run.started, run.ended)
+            found = spans.within(kind, run.started, run.ended) if "." in kind else []
             if found:
                 durations = [s.end - s.start for s in found]
-                methods[kind] = {"calls": len(found), "busy_s": round(sum(durations), 4),
-                                 "p50_ms": round(float(np.median(durations)) * 1e3, 3)}
+                methods[kind] = {"calls": len(found), "p50_ms": round(float(np.median(durations)) * 1e3, 3)}
         tasks = spans.within(user_kinds[mode], run.started, run.ended)
-        task_busy = sum(s.end - s.start for s in tasks)
-        head_busy = sum(methods.get(k, {}).get("busy_s", 0.0) for k in HEAD_WORK)
+        busy = sum(s.end - s.start for s in tasks)
         out[mode] = {"wall_s": round(wall, 3), "jobs": run.jobs, "tasks_seen": len(tasks),
-                     "slot_busy_fraction": round(task_busy / (slots[mode] * wall), 3),
-                     "slot_idle_per_job_ms": round((slots[mode] * wall - task_busy) / run.jobs * 1e3, 3),
-                     "head_busy_fraction": round(head_busy / wall, 3) if methods else None,
+                     "slot_busy_fraction": round(busy / (slots[mode] * wall), 3),
+                     "slot_idle_per_job_ms": round((slots[mode] * wall - busy) / run.jobs * 1e3, 3),
                      "actor_methods": methods}
     return out
 
 
 # ----------------------------------------------------------------------------- py-spy (optional)
 def actor_pids(namespace: str, names: Sequence[str]) -> dict[str, int]:
-    """Process ids of named actors, from the GCS actor table (a private but stable Ray API)."""
+    """Process ids of named actors of ``namespace``, from the GCS actor table (a private Ray API)."""
+    table_ = ray._private.state.actors()  # noqa: SLF001
     out = {}
-    for info in ray._private.state.actors().values():  # noqa: SLF001
-        if info.get("Name") in names and info.get("State") == "ALIVE" and info.get("RayNamespace", namespace) \
-                == namespace:
-            out[info["Name"]] = int(info["Pid"])
+    for name in names:
+        try:
+            actor_id = ray.get_actor(name, namespace=namespace)._actor_id.hex()  # noqa: SLF001
+        except ValueError:
+            continue
+        info = table_.get(actor_id, {})
+        if info.get("State") == "ALIVE" and info.get("Pid"):
+            out[name] = int(info["Pid"])
     return out
 
 
@@ -548,6 +654,10 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
         batched: list[Mode] = [bare, affinity, coop, coop_map]
         log("warming up every mode")
         warm_up(batched, plan.warmup_rounds, width=2 * len(layout.executors))
+        workers = [worker_name(e.executor_id) for e in layout.executors]
+        pids = actor_pids(namespace, [HEAD_NAME, TRACKER_NAME, *workers])
+        roles = {pid: "head actor" if name == HEAD_NAME else "tracker actor" if name == TRACKER_NAME
+                 else "worker actors" for name, pid in pids.items()}
         result["variants"], result["breakdown"] = {}, {}
         for variant, fn in VARIANTS.items():
             log(f"{variant}: latency, {plan.latency_jobs} sequential jobs per mode")
@@ -555,7 +665,7 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
             if variant == "trivial":
                 result["breakdown"]["latency"] = latency_breakdown(Spans.collect(), samples, fn)
             log(f"{variant}: throughput, {plan.throughput_jobs} jobs at once x {plan.repeats} per mode")
-            runs = measure_throughput(batched, fn, plan.throughput_jobs, plan.repeats)
+            runs = measure_throughput(batched, fn, plan.throughput_jobs, plan.repeats, lambda: CpuMeter(roles))
             if variant == "trivial":
                 kinds = {"ray": fn.__name__, "ray-affinity": fn.__name__, "coopsched": "run_measured",
                          "coopsched-map": "run_measured"}
@@ -636,16 +746,23 @@ def format_report(result: dict) -> str:
                 lines.append(f"  ({r['segment']}: p50 {_ms(r['p50'])} ms)")
             lines.append("")
     thr = result.get("breakdown", {}).get("throughput")
-    if thr:
-        lines.append("Throughput runs, trivial jobs (first run of each mode): busy time inside the run's window")
+    trivial = result["variants"].get("trivial", {})
+    if thr and trivial:
+        lines.append("Throughput, trivial jobs, first run of each mode: CPU ms per job by process (all on this machine),")
+        lines.append("CPU slots busy running the job's Ray task, and actor method calls per job")
+        roles = ["driver (client)", "head actor", "tracker actor", "worker actors", "task workers", "raylet", "gcs",
+                 "other ray processes"]
         rows = []
         for mode, a in thr.items():
-            top = sorted(((k, v) for k, v in a["actor_methods"].items()), key=lambda kv: -kv[1]["busy_s"])[:3]
-            rows.append((mode, a["wall_s"], f"{a['slot_busy_fraction']:.0%}", a["slot_idle_per_job_ms"],
-                         "-" if a["head_busy_fraction"] is None else f"{a['head_busy_fraction']:.0%}",
-                         ", ".join(f"{k} {v['calls']}x{v['p50_ms']:.2f}ms" for k, v in top)))
-        lines.append(table(["mode", "wall s", "slots busy", "idle ms/job/slot", "head busy", "busiest methods"],
-                           rows, max_width=110))
+            cpu = trivial[mode]["throughput"].get("cpu_first_run") or {}
+            by = cpu.get("by_role", {})
+            calls = sum(v["calls"] for v in a["actor_methods"].values()) / a["jobs"]
+            rows.append((mode, f"{a['jobs'] / a['wall_s']:,.0f}", *[_ms(by.get(r, {}).get("ms_per_job")) for r in roles],
+                         f"{cpu.get('machine_cpu_s', 0) / max(cpu.get('wall_s', 1), 1e-9) / (m['cpus'] or 1):.0%}",
+                         f"{a['slot_busy_fraction']:.0%}", f"{calls:.1f}"))
+        lines.append(table(["mode", "jobs/s", "driver", "head", "tracker", "workers", "tasks", "raylet", "gcs", "other",
+                            "machine busy", "slots busy", "calls/job"], rows))
+        lines.append("")
     prof = result.get("profile")
     if prof:
         lines += ["", f"py-spy, one extra map run of {prof['jobs']} trivial jobs ({prof['wall_s']} s, untimed)"]
@@ -672,8 +789,10 @@ def _load() -> float | None:
 # ----------------------------------------------------------------------------- main
 def start_local_ray(num_cpus: int = 4) -> Layout:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 1024 * 1024)
+    # address="local": always a new instance; ray.init() alone joins any cluster another process on this
+    # machine started (e.g. a test session's ray.cluster_utils.Cluster), which would measure theirs.
+    ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
+             log_to_driver=False, object_store_memory=256 * 1024 * 1024)
     node_id = ray.get_runtime_context().get_node_id()
     return Layout.one_node(node_id, f"one raylet, {num_cpus} CPUs, 4 executors of 1 CPU on it")
 

@@ -73,6 +73,18 @@ class ScoringWeights(BaseModel):
 DEFAULT_WEIGHTS = ScoringWeights()
 
 
+class AuditSampling(BaseModel):
+    """Which completed jobs are copied into audit records for review (seed 000's quality checker)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"one_in": 20, "members": ["did:icn:new-member"]}]})
+
+    one_in: int | None = Field(default=None, ge=1, le=1_000_000, examples=[20],
+                               description="sample one in N completed jobs (null: none by count)")
+    members: tuple[str, ...] = Field(default=(), max_length=1000, examples=[["did:icn:new-member"]],
+                                     description="every completed job of these members is sampled")
+
+
 class CoopPolicy(BaseModel):
     """Everything a cooperative decides about how its members' tasks are scheduled."""
 
@@ -92,6 +104,7 @@ class CoopPolicy(BaseModel):
     enforcement_mode: EnforcementMode = Field(default=EnforcementMode.STRICT, examples=["strict"], description=(
         "strict rejects violations; permissive admits them with a warning; monitoring admits and only counts"))
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
+    audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
     quota_whitelist: tuple[str, ...] = Field(default=(), description="members who bypass quota checks",
                                              examples=[["did:icn:emergency-services"]])
     version: int = Field(default=1, ge=1, examples=[1], description="the author's own version label")

@@ -153,6 +153,26 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     return v
 
 
+def requirements_for(task: TaskSpec, compiled: CompiledPolicy | None, table: ExecutorTable, now: float,
+                     relaxed: bool = False) -> Requirements:
+    """The placement requirements of an admitted task, rebuilt (after a restart) from the policy."""
+    constraints = []
+    if compiled is not None and not relaxed:
+        ctx = RuleContext(now=now, runtime_s=task.max_runtime_s or 0.0, buckets=RateBuckets())
+        for rule in compiled.constrainers:
+            try:
+                c = rule.constrain(task, ctx)
+            except Exception:
+                c = None
+            if c is not None:
+                constraints.append(c)
+    req = compile_requirements(task.coop_id, task.resources, constraints, task.capabilities)
+    if isinstance(req, Reason):
+        req = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
+    assert isinstance(req, Requirements)
+    return req
+
+
 _QUOTA_KINDS = (("cpu", "CPU", "CPU-hours", "cpu_hours_per_month"),
                 ("gpu", "GPU", "GPU-hours", "gpu_hours_per_month"),
                 ("credits", "credit", "credits", "credits_per_month"))

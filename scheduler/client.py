@@ -36,6 +36,7 @@ from scheduler.head import start_head
 from scheduler.jobs import JobStatus
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.tasks import TaskSpec
+from scheduler.state_store import default_store_url
 from scheduler.tracker import start_tracker
 from scheduler.usage import UsageRecord
 
@@ -156,15 +157,20 @@ class Client:
                                   "start one with `coopsched start` or Client.local()") from None
 
     @classmethod
-    def local(cls, num_cpus: int | None = None, namespace: str = NAMESPACE, **head_config: Any) -> Client:
-        """Join the running Ray cluster (or start a local one) and start the head and tracker if needed."""
+    def local(cls, num_cpus: int | None = None, namespace: str = NAMESPACE, store: str | None = None,
+              **head_config: Any) -> Client:
+        """Join the running Ray cluster (or start a local one) and start the head and tracker if needed.
+
+        ``store``: where state lives — ``sqlite:///PATH`` (default: a file in the user's data
+        directory), ``memory://`` (gone with the process) or ``redis://HOST:PORT/DB``."""
         if not ray.is_initialized():
             try:
                 ray.init(address="auto", namespace=namespace, log_to_driver=False)
             except ConnectionError:
                 ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False, log_to_driver=False)
-        start_tracker(namespace=namespace)
-        head = start_head(namespace=namespace, **head_config)
+        store = store or default_store_url()
+        start_tracker(namespace=namespace, store_url=store)
+        head = start_head(namespace=namespace, store_url=store, **head_config)
         ray.get(head.ping.remote())
         return cls(namespace=namespace, _connect=False)
 
@@ -253,6 +259,67 @@ class Client:
     def remove_policy(self, coop: str) -> bool:
         return self._call("remove_policy", coop)
 
+    def policy_history(self, coop: str) -> list[dict[str, Any]]:
+        """Every version: number, author, time, predecessor, note and the policy (None for a removal)."""
+        return self._call("policy_history", coop)
+
+    def rollback_policy(self, coop: str, version: int) -> CoopPolicy:
+        return CoopPolicy(**self._call("rollback_policy", coop, version))
+
+    def diff_policy(self, coop: str, policy: CoopPolicy | dict | str | Path | None = None, *,
+                    a: int | None = None, b: int | None = None) -> list[dict[str, Any]]:
+        """Changes from version ``a`` (default: active) to ``policy`` (a model, dict or file) or version ``b``."""
+        if isinstance(policy, (str, Path)):
+            policy = load_policy(policy)
+        if policy is not None:
+            policy = parse(CoopPolicy, policy, what="policy").model_dump(mode="json")
+        return self._call("diff_policy", coop, policy, a, b)
+
+    def changes(self, coop: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The change log (policies, quotas, executors), newest first."""
+        return self._call("changes", coop, limit)
+
+    # ------------------------------------------------------------------ quota management (seed 000's actions)
+    def get_quota(self, coop: str, member: str) -> UsageRecord:
+        return UsageRecord(**self.head_quota("get_quota", coop, member))
+
+    def reset_quota(self, coop: str, member: str) -> UsageRecord:
+        """Forget this month's usage of ``member``."""
+        return UsageRecord(**self.head_quota("reset_quota", coop, member))
+
+    def set_quota(self, coop: str, member: str, *, cpu_hours: float = 0.0, gpu_hours: float = 0.0,
+                  credits: float = 0.0) -> UsageRecord:
+        """Set this month's used amounts of ``member``."""
+        return UsageRecord(**self.head_quota("set_quota", coop, member, cpu_hours=cpu_hours, gpu_hours=gpu_hours,
+                                             credits=credits))
+
+    def update_limit(self, coop: str, member: str, **limits: Any) -> UsageRecord:
+        """Change ``member``'s own quota (``cpu_hours_per_month=20`` ...): a new policy version."""
+        return UsageRecord(**self.head_quota("update_limit", coop, member, **limits))
+
+    def update_default_limit(self, coop: str, **limits: Any) -> CoopPolicy:
+        return CoopPolicy(**self.head_quota("update_default_limit", coop, None, **limits))
+
+    def add_whitelist(self, coop: str, member: str) -> UsageRecord:
+        """``member`` bypasses quota checks from now on."""
+        return UsageRecord(**self.head_quota("add_whitelist", coop, member))
+
+    def remove_whitelist(self, coop: str, member: str) -> UsageRecord:
+        return UsageRecord(**self.head_quota("remove_whitelist", coop, member))
+
+    def clear_all(self, coop: str) -> list[str]:
+        """Forget this month's usage of every member of ``coop``."""
+        return self.head_quota("clear_all", coop, None)["cleared"]
+
+    def head_quota(self, action: str, coop: str, member: str | None, **values: Any) -> Any:
+        return self._call("quota", action, coop, member, **values)
+
+    # ------------------------------------------------------------------ audit samples
+    def audit(self, action: str = "list", session_id: str | None = None, seq_no: int | None = None,
+              **filters: Any) -> Any:
+        """``get`` / ``latest`` / ``list`` / ``delete`` audit records (session id: ``coop/member``)."""
+        return self._call("audit", action, session_id, seq_no, **filters)
+
     # ------------------------------------------------------------------ executors
     def register_executor(self, executor_id: str, *, coop: str, region: str | None = None,
                           capabilities: dict[str, str] | None = None, trust: float = 0.5,
@@ -292,6 +359,9 @@ class Client:
     def executors(self) -> list[dict[str, Any]]:
         return self._call("executors")
 
+    def set_trust(self, executor_id: str, trust: float) -> ExecutorSpec:
+        return ExecutorSpec(**self._call("set_trust", executor_id, trust))
+
     def drain(self, executor_id: str) -> bool:
         return self._call("drain", executor_id)
 
@@ -299,9 +369,9 @@ class Client:
         return self._call("remove_executor", executor_id)
 
     # ------------------------------------------------------------------ plumbing
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return ray.get(getattr(self.head, method).remote(*args))
+            return ray.get(getattr(self.head, method).remote(*args, **kwargs))
         except RayTaskError as exc:
             cause = exc.cause if hasattr(exc, "cause") else None
             if isinstance(cause, (InvalidRequest, KeyError, ValueError)):

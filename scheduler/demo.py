@@ -53,7 +53,7 @@ def run(out=sys.stdout) -> int:
             cluster.add_node(num_cpus=2, labels={"region": region}, object_store_memory=80 * 1024 * 1024)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="coopsched", log_to_driver=False)
-        client = Client.local()
+        client = Client.local(store="memory://")
         nodes = sorted((n for n in ray.nodes() if n["Alive"]), key=lambda n: n["NodeManagerPort"])
         return _scenario(client, nodes, say, started, PolicyViolation)
     finally:

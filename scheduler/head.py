@@ -17,14 +17,21 @@ from collections import OrderedDict
 from typing import Any
 
 import ray
+from ray import cloudpickle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from policies.model import CoopPolicy
+from policies.reasons import Decision, unavailable
+from policies.validation import FieldError, InvalidRequest
+from scheduler import admin
 from scheduler.core import SchedulerCore
-from scheduler.executor_spec import ExecutorSpec
+from scheduler.executor_spec import ExecutorSpec, ExecutorStatus
+from scheduler.ledger import Cost, period_of
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
+from scheduler.state_store import AuditRecord, default_store_url, open_store
+from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState
 
 log = logging.getLogger("coopsched.head")
@@ -36,12 +43,15 @@ PING_TIMEOUT_S = 5.0
 
 class Head:
     def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
-                 heartbeat_timeout_s: float = 30.0) -> None:
+                 heartbeat_timeout_s: float = 30.0, store_url: str | None = None) -> None:
         self.namespace = namespace
         self.tracker_name = tracker_name
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.locator = RayDataLocator()
-        self.core = SchedulerCore(clock=time.time, data_locator=self.locator)
+        self.store_url = store_url or default_store_url()
+        self.store = open_store(self.store_url)
+        self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
+        self._audit_counts: dict[str, int] = {}
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}
         self._results: OrderedDict[str, list] = OrderedDict()
@@ -49,6 +59,42 @@ class Head:
         self._dispatched: dict[str, float] = {}
         self._watchdog: asyncio.Task | None = None
         self.started_at = time.time()
+        self.recovered = self._recover()
+
+    # ------------------------------------------------------------------ recovery and persistence
+    def _recover(self) -> dict[str, int]:
+        """Take back what the store knows: policies, executors, unfinished jobs and their payloads."""
+        for version in self.store.active_policies():
+            self.core.set_policy(version.policy)
+        for spec, status in self.store.executors():
+            self.core.register_executor(spec)
+            if status != ExecutorStatus.ACTIVE.value:
+                self.core.table.set_status(spec["executor_id"], ExecutorStatus(status))
+        jobs = 0
+        now = time.time()
+        for record in self.store.unfinished_jobs():
+            data = self.store.get_payload(record["task_id"])
+            state = self.core.restore_job(record)
+            self._payloads[record["task_id"]] = ray.put(cloudpickle.loads(data) if data else (_noop, (), {}))
+            if state is JobState.RUNNING:
+                self._dispatched[record["task_id"]] = now  # the watchdog asks its worker about it
+            jobs += 1
+        self.core.drain_changed()
+        if jobs:
+            log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
+        return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs}
+
+    def _persist(self) -> None:
+        for task_id in self.core.drain_changed():
+            record = self.core.job_record(task_id)
+            if record is None:
+                continue
+            self.store.put_job(task_id, record)
+            if JobState(record["state"]).finished:
+                self.store.delete_payload(task_id)
+
+    def _log(self, coop_id: str, kind: str, actor: str, detail: dict) -> None:
+        self.store.log_change(coop_id, kind, actor, time.time(), detail)
 
     # ------------------------------------------------------------------ submission
     async def submit(self, task: dict, payload: tuple | None = None, data_refs: list | None = None) -> dict:
@@ -56,6 +102,7 @@ class Head:
         self._ensure_watchdog()
         decision = self._admit(task, payload, data_refs)
         self._schedule()
+        self._persist()
         return decision
 
     async def submit_many(self, items: list[tuple[dict, tuple | None, list | None]]) -> list[dict]:
@@ -68,6 +115,7 @@ class Head:
             except ValueError as exc:
                 out.append({"error": str(exc)})
         self._schedule()
+        self._persist()
         return out
 
     def _admit(self, task: dict, payload: tuple | None, data_refs: list | None) -> dict:
@@ -76,9 +124,20 @@ class Head:
             hints = dict(task.get("hints") or {})
             hints["data"] = list(hints.get("data") or ()) + keys
             task = {**task, "hints": hints}
-        decision = self.core.submit(task)
+        try:
+            decision = self.core.submit(task)
+        except InvalidRequest:
+            raise
+        except Exception as exc:  # the store is unreachable: nothing was reserved, say so plainly
+            log.warning("admission failed on the state store: %s", exc)
+            task_id, coop = str(task.get("task_id", "?")), str(task.get("coop_id", "?"))
+            return Decision(task_id=task_id, coop_id=coop, admitted=False, reasons=(unavailable(
+                "store", f"the state store ({self.store_url.split('@')[-1]}) is unreachable: {type(exc).__name__}; "
+                "nothing was admitted or charged; retry in a few seconds"),)).model_dump(mode="json")
         if decision.admitted and decision.task_id not in self._payloads:
-            self._payloads[decision.task_id] = ray.put(payload if payload is not None else (_noop, (), {}))
+            payload = payload if payload is not None else (_noop, (), {})
+            self._payloads[decision.task_id] = ray.put(payload)
+            self.store.put_payload(decision.task_id, cloudpickle.dumps(payload))
         return decision.model_dump(mode="json")
 
     # ------------------------------------------------------------------ dispatch
@@ -107,6 +166,7 @@ class Head:
             log.exception("dispatch of %s to %s failed", task.task_id, p.executor_id)
             self.core.requeue(task.task_id, p.executor_id, f"dispatch failed: {exc}")
             self._schedule()
+            self._persist()
         self._notify(task.task_id)
         job = self.core.job(task.task_id)
         if job is not None and job.state is JobState.RUNNING and self.core.cancel_requested(task.task_id):
@@ -132,6 +192,7 @@ class Head:
         if lost:
             log.warning("%s: %d task(s) back in the queue", why, len(lost))
         self._schedule()
+        self._persist()
 
     def _default_runtime(self, coop_id: str, member: str) -> float:
         policy = self.core.policy(coop_id)
@@ -148,9 +209,6 @@ class Head:
             task = self.core.task(task_id)
             if task is not None and task.hints.data:
                 self.locator.forget(task.hints.data)
-            tracker = self._tracker()
-            if tracker is not None:
-                tracker.settled.remote(task_id, report["executor_id"])
             worker = self._worker(report["executor_id"])
             if worker is not None:  # the head's reference keeps the value alive; the worker may let go
                 worker.forget.remote(task_id)
@@ -158,9 +216,35 @@ class Head:
                 self._results.move_to_end(task_id)
             while len(self._results) > KEEP_RESULTS:
                 self._results.popitem(last=False)
+            self._maybe_audit(task_id, report)
         self._notify(task_id)
         self._schedule()
+        self._persist()
         return record is not None
+
+    def _maybe_audit(self, task_id: str, report: dict) -> None:
+        """Sample the completed job into an audit record, off the dispatch path."""
+        task = self.core.task(task_id)
+        policy = self.core.policy(task.coop_id) if task else None
+        if task is None or policy is None or policy.audit is None:
+            return
+        count = self._audit_counts[task.coop_id] = self._audit_counts.get(task.coop_id, 0) + 1
+        sampling = policy.audit
+        if task.member not in sampling.members and not (sampling.one_in and count % sampling.one_in == 0):
+            return
+        status = self.core.job(task_id)
+        session = f"{task.coop_id}/{task.member}"
+
+        def write() -> None:
+            latest = self.store.latest_audit(session)
+            self.store.put_audit(AuditRecord(
+                session_id=session, seq_no=latest.seq_no + 1 if latest else 0, timestamp=time.time(),
+                coop_id=task.coop_id, member=task.member, task=task.model_dump(mode="json"),
+                result={"state": status.state.value, "error": status.error, "executor_id": status.executor_id},
+                usage={k: report.get(k) for k in ("cpu_seconds", "gpu_seconds", "cpu_time_s", "peak_memory_mb",
+                                                   "started_at", "ended_at", "attempt")}))
+
+        asyncio.get_running_loop().run_in_executor(None, write)
 
     async def heartbeat(self, offer: dict) -> bool:
         executor_id = offer.get("executor_id", "")
@@ -169,12 +253,6 @@ class Head:
         self.core.update_executor(offer)
         self._schedule()
         return True
-
-    def _tracker(self):
-        try:
-            return ray.get_actor(self.tracker_name, namespace=self.namespace)
-        except ValueError:
-            return None
 
     # ------------------------------------------------------------------ results
     async def wait_result(self, task_id: str, timeout_s: float = 30.0) -> dict:
@@ -186,6 +264,8 @@ class Head:
                 return {"state": None, "ref": None, "error": f"no job {task_id}"}
             ref = self._results.get(task_id) if job.state in (JobState.RUNNING, JobState.SUCCEEDED,
                                                                 JobState.FAILED) else None
+            if ref is None and job.state in (JobState.SUCCEEDED, JobState.FAILED) and job.executor_id:
+                ref = await self._ref_from_worker(task_id, job.executor_id)
             if ref is not None or job.state.finished:
                 return {"state": job.state.value, "ref": ref, "error": job.error, "attempt": job.attempts}
             remaining = deadline - time.time()
@@ -196,6 +276,19 @@ class Head:
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
             except asyncio.TimeoutError:
                 pass
+
+    async def _ref_from_worker(self, task_id: str, executor_id: str) -> list | None:
+        """After a head restart the worker still holds results it produced: ask it."""
+        worker = self._worker(executor_id)
+        if worker is None:
+            return None
+        try:
+            ref = await worker.result_ref.remote(task_id)
+        except RayActorError:
+            return None
+        if ref:
+            self._results[task_id] = ref
+        return ref
 
     def _notify(self, task_id: str) -> None:
         event = self._changed.pop(task_id, None)
@@ -209,6 +302,7 @@ class Head:
             await self._cancel_on_worker(task_id)
         self._notify(task_id)
         self._schedule()
+        self._persist()
         return state.value if state else None
 
     async def _cancel_on_worker(self, task_id: str) -> None:
@@ -220,32 +314,54 @@ class Head:
             except RayActorError:
                 self._lost(job.executor_id, f"worker of {job.executor_id} died")
 
-    async def register_executor(self, spec: dict) -> dict:
+    async def register_executor(self, spec: dict, actor: str = "admin") -> dict:
         self._ensure_watchdog()
         parsed = self.core.register_executor(spec)
         self._workers.pop(parsed.executor_id, None)
+        self.store.put_executor(parsed.model_dump(mode="json"), ExecutorStatus.ACTIVE.value)
+        self._log(parsed.coop_id, "executor.join", actor, {"executor_id": parsed.executor_id,
+                                                          "region": parsed.region})
         self._schedule()
+        self._persist()
         return parsed.model_dump(mode="json")
 
-    async def drain(self, executor_id: str) -> bool:
+    async def drain(self, executor_id: str, actor: str = "admin") -> bool:
         self.core.drain(executor_id)
+        spec = self.core.table.spec(executor_id)
+        self.store.put_executor(spec.model_dump(mode="json"), ExecutorStatus.DRAINING.value)
+        self._log(spec.coop_id, "executor.drain", actor, {"executor_id": executor_id})
         return True
 
-    async def remove_executor(self, executor_id: str) -> list[str]:
+    async def set_trust(self, executor_id: str, trust: float, actor: str = "admin") -> dict:
+        spec = self.core.table.spec(executor_id).model_copy(update={"trust": trust})
+        spec = self.core.register_executor(spec.model_dump(mode="json"))
+        self.store.put_executor(spec.model_dump(mode="json"), self.core.table.status_of(executor_id).value)
+        self._log(spec.coop_id, "executor.trust", actor, {"executor_id": executor_id, "trust": trust})
+        return spec.model_dump(mode="json")
+
+    async def remove_executor(self, executor_id: str, actor: str = "admin") -> list[str]:
+        coop = self.core.table.spec(executor_id).coop_id if executor_id in self.core.table else "?"
         lost = self.core.remove_executor(executor_id)
+        self.store.remove_executor(executor_id)
+        self._log(coop, "executor.remove", actor, {"executor_id": executor_id, "requeued": lost})
         worker = self._workers.pop(executor_id, None) or self._worker(executor_id)
         self._workers.pop(executor_id, None)
         if worker is not None:
             ray.kill(worker, no_restart=True)
         self._schedule()
+        self._persist()
         return lost
 
     async def executors(self) -> list[dict]:
         return [{**spec.model_dump(mode="json"), "status": status.value, "running": running}
                 for spec, status, running in self.core.executors()]
 
-    async def set_policy(self, policy: dict) -> dict:
-        return self.core.set_policy(policy).model_dump(mode="json")
+    # ------------------------------------------------------------------ policies
+    async def set_policy(self, policy: dict, author: str = "admin", note: str = "") -> dict:
+        parsed = self.core.set_policy(policy)
+        version = self.store.put_policy(parsed.coop_id, parsed.model_dump(mode="json"), author, time.time(), note)
+        self._log(parsed.coop_id, "policy.set", author, {"version": version.version, "note": note})
+        return parsed.model_dump(mode="json")
 
     async def get_policy(self, coop_id: str) -> dict | None:
         policy = self.core.policy(coop_id)
@@ -254,15 +370,102 @@ class Head:
     async def list_policies(self) -> list[dict]:
         return [p.model_dump(mode="json") for p in self.core.policies()]
 
-    async def remove_policy(self, coop_id: str) -> bool:
-        return self.core.remove_policy(coop_id) is not None
+    async def remove_policy(self, coop_id: str, author: str = "admin") -> bool:
+        removed = self.core.remove_policy(coop_id) is not None
+        if removed:
+            self.store.remove_policy(coop_id, author, time.time())
+            self._log(coop_id, "policy.remove", author, {})
+        return removed
+
+    async def policy_history(self, coop_id: str) -> list[dict]:
+        return [v.model_dump(mode="json") for v in self.store.policy_history(coop_id)]
+
+    async def rollback_policy(self, coop_id: str, version: int, author: str = "admin") -> dict:
+        old = self.store.policy_version(coop_id, version)
+        if old is None or old.policy is None:
+            raise KeyError(f"coop {coop_id} has no policy version {version} to roll back to; "
+                           f"see `coopsched policy history {coop_id}`")
+        return await self.set_policy(old.policy, author, note=f"rollback to version {version}")
+
+    async def diff_policy(self, coop_id: str, policy: dict | None = None, a: int | None = None,
+                          b: int | None = None) -> list[dict]:
+        """Changes from version ``a`` (default: the active one) to ``policy`` or version ``b``."""
+        base = self.store.policy_version(coop_id, a) if a is not None else self.store.active_policy(coop_id)
+        if b is not None:
+            other = self.store.policy_version(coop_id, b)
+            new = other.policy if other else None
+        else:
+            new = CoopPolicy(**policy).model_dump(mode="json") if policy is not None else None
+        return admin.diff(base.policy if base else None, new)
+
+    async def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
+        return self.store.changes(coop_id, limit)
+
+    # ------------------------------------------------------------------ quota management
+    async def quota(self, action: str, coop_id: str, member: str | None = None, author: str = "admin",
+                    **values: Any) -> dict:
+        """The seed's quota actions; each is entered in the change log. Returns the member's usage
+        (or the policy, for default-limit changes)."""
+        if action not in admin.QUOTA_ACTIONS:
+            raise InvalidRequest("quota action", [FieldError("action", repr(action), ", ".join(
+                admin.QUOTA_ACTIONS), "reset_quota")])
+        policy = self.core.policy(coop_id)
+        if policy is None:
+            raise KeyError(f"coop {coop_id} has no policy; set one first")
+        now = time.time()
+        if action == "clear_all":
+            members = {j["member"] for j in self.store.jobs(coop_id=coop_id)}
+            for m in members:
+                self.store.set_usage(coop_id, m, period_of(now), Cost())
+            self._log(coop_id, "quota.clear_all", author, {"members": sorted(members)})
+            return {"cleared": sorted(members)}
+        if action == "update_default_limit":
+            new = admin.with_default_limits(policy, values)
+            await self.set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
+            return new.model_dump(mode="json")
+        member = admin.check_member(member)
+        if action == "reset_quota":
+            self.store.set_usage(coop_id, member, period_of(now), Cost())
+        elif action == "set_quota":
+            used = Cost.of(float(values.get("cpu_hours", 0.0)), float(values.get("gpu_hours", 0.0)),
+                           float(values.get("credits", 0.0)))
+            self.store.set_usage(coop_id, member, period_of(now), used)
+        elif action == "update_limit":
+            await self.set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),
+                                  author, note=f"update_limit {member}")
+        elif action in ("add_whitelist", "remove_whitelist"):
+            await self.set_policy(admin.with_whitelist(policy, member, action == "add_whitelist")
+                                  .model_dump(mode="json"), author, note=f"{action} {member}")
+        if action != "get_quota":
+            self._log(coop_id, f"quota.{action}", author, {"member": member, **values})
+        return self.core.usage(coop_id, member).model_dump(mode="json")
+
+    # ------------------------------------------------------------------ audit
+    async def audit(self, action: str, session_id: str | None = None, seq_no: int | None = None,
+                    **filters: Any) -> Any:
+        if action == "get":
+            record = self.store.get_audit(session_id, seq_no)
+        elif action == "latest":
+            record = self.store.latest_audit(session_id)
+        elif action == "list":
+            return [r.model_dump(mode="json") for r in self.store.list_audit(session_id=session_id, **filters)]
+        elif action == "delete":
+            return self.store.delete_audit(session_id, seq_no)
+        else:
+            raise InvalidRequest("audit action", [FieldError("action", repr(action),
+                                                                   "get, latest, list or delete", "latest")])
+        return record.model_dump(mode="json") if record else None
 
     async def status(self, task_id: str) -> dict | None:
         job = self.core.job(task_id)
-        return job.model_dump(mode="json") if job else None
+        if job is not None:
+            return job.model_dump(mode="json")
+        record = self.store.get_job(task_id)  # finished before this head (re)started
+        return record["status"] if record else None
 
-    async def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None) -> list[dict]:
-        return [j.model_dump(mode="json") for j in self.core.jobs(coop_id, member, state)]
+    async def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
+                   limit: int | None = None) -> list[dict]:
+        return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)]
 
     async def explain(self, task_id: str) -> dict | None:
         return self.core.explain(task_id)
@@ -271,7 +474,8 @@ class Head:
         return self.core.usage(coop_id, member).model_dump(mode="json")
 
     async def ping(self) -> dict:
-        return {"executors": len(self.core.table), "queued": len(self.core.queue), "started_at": self.started_at}
+        return {"executors": len(self.core.table), "queued": len(self.core.queue), "started_at": self.started_at,
+                "store": self.store_url.split("@")[-1], "recovered": self.recovered}
 
     # ------------------------------------------------------------------ watchdog
     def _ensure_watchdog(self) -> None:

@@ -7,15 +7,15 @@ contain colons (``timebank:seattle``, ``did:icn:alice``) cannot collide; plain i
 as themselves. Amounts are integers in millionths (``scheduler.ledger.Cost``) changed
 with HINCRBY only. No read path uses KEYS or SCAN: every listing starts at an index.
 
-Keys (after the prefix)::
+Keys (after the prefix; fixed names never share a namespace with an id)::
 
     usage:<coop>:<member>:<period>  hash  coop member period | cpu gpu credits completed
                                           | reserved_cpu reserved_gpu reserved_credits
-    usage:index                     set   usage hash keys (for ledger_snapshot)
     reservation:<task>              hash  coop member period cpu gpu credits usage_key
-    reservation:index               set   task ids holding a reservation
-    settled:<task>                  hash  coop member period cpu gpu credits (charged)
-    settled:index                   set   task ids settled
+    settled:<task>                  hash  coop member period cpu gpu credits (as charged)
+    index:usage                     set   usage hash keys           (for ledger_snapshot)
+    index:reservations              set   task ids holding a reservation
+    index:settled                   set   task ids settled
     policy:versions:<coop>          hash  version -> {author, at, note, policy}; policy null = removal
     policy:counter:<coop>           str   last version number (INCR)
     policy:active                   hash  coop -> active version
@@ -25,9 +25,8 @@ Keys (after the prefix)::
     jobs:submitted                  zset  task -> submitted_at
     jobs:coop:<coop> jobs:member:<member> jobs:state:<state> jobs:unfinished   sets of task ids
     reports:<task>                  hash  attempt -> usage report (JSON); HSETNX = idempotent
-    reports:all reports:unforwarded zset  [task, attempt] (JSON) -> receipt number
-    reports:counter                 str   receipt number (INCR)
-    changes:counter                 str   change seq (INCR)
+    index:reports index:unforwarded_reports  zset  [task, attempt] (JSON) -> receipt number
+    counter:reports counter:changes str   INCR'd receipt number, change seq
     changes:log                     hash  seq -> {coop_id, kind, actor, at, detail}
     changes:all changes:coop:<coop> list  seqs, oldest first
     audit:<session>:<seq_no>        str   AuditRecord (JSON), the key of seed 000's quality checker
@@ -50,21 +49,22 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from dataclasses import astuple
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from scheduler.ledger import Cost
-from scheduler.state_store import AuditRecord, PolicyVersion, ReserveResult
+from scheduler.ledger import Cost, ReserveResult
+from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
 
 DEFAULT_PREFIX = "coopsched:"
 _FINISHED = frozenset(s.value for s in JobState if s.finished)
 _DIMS = ("cpu", "gpu", "credits")
-_SETTLE_CHUNK = 2_000
+_SETTLE_BATCH = 200  # settlements per script call: ~4 ms of server time each, so other clients wait little
 
-_LUA_NEG = """
+_LUA_PRELUDE = """
 local function neg(s)
   if s == '0' then return '0' end
   if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
@@ -75,9 +75,8 @@ local dims = {'cpu', 'gpu', 'credits'}
 
 # KEYS: reservation, settled, usage, reservation index, usage index
 # ARGV: task, coop, member, period, cpu, gpu, credits, limited (1/0), limit cpu, gpu, credits
-_RESERVE = """
+_RESERVE = _LUA_PRELUDE + """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
-local dims = {'cpu', 'gpu', 'credits'}
 if ARGV[8] == '1' then
   for i, d in ipairs(dims) do
     local limit = tonumber(ARGV[8 + i])
@@ -97,34 +96,50 @@ redis.call('SADD', KEYS[5], KEYS[3])
 return 'reserved'
 """
 
-# KEYS: reservation, settled, usage, reservation index, settled index, usage index
-# ARGV: task, coop, member, period, cpu, gpu, credits
-# Returns 1 (settled), 0 (already settled) or the reservation's usage key (retry with it).
-_SETTLE = _LUA_NEG + """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local held = redis.call('HMGET', KEYS[1], 'usage_key', 'coop', 'member', 'period', 'cpu', 'gpu', 'credits')
-local coop, member, period = ARGV[2], ARGV[3], ARGV[4]
-if held[1] then
-  if held[1] ~= KEYS[3] then return held[1] end
-  coop, member, period = held[2], held[3], held[4]
-  for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], 'reserved_' .. d, neg(held[4 + i])) end
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[4], ARGV[1])
-else
-  redis.call('HSET', KEYS[3], 'coop', coop, 'member', member, 'period', period)
+# KEYS: reservation index, settled index, usage index, then per item: reservation, settled, usage
+# ARGV per item: task, coop, member, period, cpu, gpu, credits, retry (1 = usage is a reservation's key)
+# Answers per item: 1 (settled), 0 (already settled), the reservation's usage key (retry with it)
+# or -1 (a retry found the reservation released: settle in the given period).
+_SETTLE = _LUA_PRELUDE + """
+local answers = {}
+for n = 0, (#KEYS - 3) / 3 - 1 do
+  local held_key, settled_key, usage_key = KEYS[4 + 3 * n], KEYS[5 + 3 * n], KEYS[6 + 3 * n]
+  local task, coop, member, period = ARGV[1 + 8 * n], ARGV[2 + 8 * n], ARGV[3 + 8 * n], ARGV[4 + 8 * n]
+  local cost = {ARGV[5 + 8 * n], ARGV[6 + 8 * n], ARGV[7 + 8 * n]}
+  local answer = 1
+  if redis.call('EXISTS', settled_key) == 1 then
+    answer = 0
+  else
+    local held = redis.call('HMGET', held_key, 'usage_key', 'coop', 'member', 'period', 'cpu', 'gpu', 'credits')
+    if held[1] and held[1] ~= usage_key then
+      answer = held[1]
+    elseif not held[1] and ARGV[8 + 8 * n] == '1' then
+      answer = -1
+    else
+      if held[1] then
+        coop, member, period = held[2], held[3], held[4]
+        for i, d in ipairs(dims) do redis.call('HINCRBY', usage_key, 'reserved_' .. d, neg(held[4 + i])) end
+        redis.call('DEL', held_key)
+        redis.call('SREM', KEYS[1], task)
+      else
+        redis.call('HSET', usage_key, 'coop', coop, 'member', member, 'period', period)
+      end
+      for i, d in ipairs(dims) do redis.call('HINCRBY', usage_key, d, cost[i]) end
+      redis.call('HINCRBY', usage_key, 'completed', 1)
+      redis.call('HSET', settled_key, 'coop', coop, 'member', member, 'period', period,
+                 'cpu', cost[1], 'gpu', cost[2], 'credits', cost[3])
+      redis.call('SADD', KEYS[2], task)
+      redis.call('SADD', KEYS[3], usage_key)
+    end
+  end
+  answers[n + 1] = answer
 end
-for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], d, ARGV[4 + i]) end
-redis.call('HINCRBY', KEYS[3], 'completed', 1)
-redis.call('HSET', KEYS[2], 'coop', coop, 'member', member, 'period', period,
-           'cpu', ARGV[5], 'gpu', ARGV[6], 'credits', ARGV[7])
-redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('SADD', KEYS[6], KEYS[3])
-return 1
+return answers
 """
 
 # KEYS: reservation, usage, reservation index; ARGV: task
 # Returns 1 (released), 0 (no reservation) or the reservation's usage key (retry with it).
-_RELEASE = _LUA_NEG + """
+_RELEASE = _LUA_PRELUDE + """
 local held = redis.call('HMGET', KEYS[1], 'usage_key', 'cpu', 'gpu', 'credits')
 if not held[1] then return 0 end
 if held[1] ~= KEYS[2] then return held[1] end
@@ -175,19 +190,20 @@ def _cost(h: dict[bytes, bytes], prefix: str = "") -> Cost:
     return Cost(*(int(h.get(f"{prefix}{d}".encode(), 0)) for d in _DIMS))
 
 
+def _owner(h: dict[bytes, bytes]) -> list[str]:
+    return [_s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"])]
+
+
 def _redacted(url: str) -> str:
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _naming_url(fn: F) -> F:
-    """Re-raise a redis error with the store's URL in its message (same exception type)."""
+def _naming_url(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Re-raise a redis error with the store's URL (password hidden) in its message, same type."""
     @functools.wraps(fn)
     def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -199,7 +215,7 @@ def _naming_url(fn: F) -> F:
             except Exception:
                 named = redis.RedisError(message)
             raise named from exc
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _public_methods_name_url(cls: type) -> type:
@@ -260,7 +276,7 @@ class RedisStore:
 
     def remove_policy(self, coop_id: str, author: str, at: float) -> bool:
         """Deactivate the coop's policy (a version with no policy); False if none is active."""
-        return self._write_policy(coop_id, None, author, at, "removed") > 0
+        return self._write_policy(coop_id, None, author, at, "") > 0
 
     def active_policy(self, coop_id: str) -> PolicyVersion | None:
         active = self._r.hget(self._k("policy", "active"), coop_id)
@@ -312,39 +328,39 @@ class RedisStore:
                 limits: Cost | None = None) -> ReserveResult:
         """Hold ``cost`` unless the task is known or used + reserved + cost passes a limit (< 0 = none)."""
         keys = [self._k("reservation", task_id), self._k("settled", task_id),
-                self._usage_key(coop_id, member, period), self._k("reservation", "index"), self._k("usage", "index")]
+                self._usage_key(coop_id, member, period), self._k("index", "reservations"), self._k("index", "usage")]
         lim = limits or Cost()
         args = [task_id, coop_id, member, period, cost.cpu, cost.gpu, cost.credits,
                 "1" if limits is not None else "0", lim.cpu, lim.gpu, lim.credits]
         return ReserveResult(_s(self._reserve(keys=keys, args=args)))
-
-    def _settle_call(self, task_id: str, usage_key: str, coop_id: str, member: str, period: str,
-                     measured: Cost, client: Any = None) -> Any:
-        keys = [self._k("reservation", task_id), self._k("settled", task_id), usage_key,
-                self._k("reservation", "index"), self._k("settled", "index"), self._k("usage", "index")]
-        args = [task_id, coop_id, member, period, measured.cpu, measured.gpu, measured.credits]
-        return self._settle(keys=keys, args=args, client=client)
 
     def settle(self, task_id: str, coop_id: str, member: str, period: str, measured: Cost) -> bool:
         """Charge ``measured`` to the reservation's period (or ``period``); False if already settled."""
         return self.settle_many([(task_id, coop_id, member, period, measured)])[0]
 
     def settle_many(self, items: Iterable[tuple[str, str, str, str, Cost]]) -> list[bool]:
-        """Settle many tasks, pipelined; one boolean per item, as :meth:`settle` would answer."""
+        """Settle many tasks (batches of one script call each, pipelined); one boolean per item."""
         items = list(items)
-        results: list[Any] = [None] * len(items)
-        pending = [(i, self._usage_key(c, m, p)) for i, (_, c, m, p, _) in enumerate(items)]
+        results: list[bool] = [False] * len(items)
+        pending = [(i, self._usage_key(c, m, p), 0) for i, (_, c, m, p, _) in enumerate(items)]
+        indices = [self._k("index", "reservations"), self._k("index", "settled"), self._k("index", "usage")]
         while pending:
-            moved = []
-            for start in range(0, len(pending), _SETTLE_CHUNK):
-                chunk = pending[start:start + _SETTLE_CHUNK]
-                pipe = self._r.pipeline(transaction=False)
-                for i, usage_key in chunk:
+            pipe = self._r.pipeline(transaction=False)
+            batches = [pending[start:start + _SETTLE_BATCH] for start in range(0, len(pending), _SETTLE_BATCH)]
+            for batch in batches:
+                keys, args = list(indices), []
+                for i, usage_key, retry in batch:
                     task_id, coop_id, member, period, measured = items[i]
-                    self._settle_call(task_id, usage_key, coop_id, member, period, measured, client=pipe)
-                for (i, _), answer in zip(chunk, pipe.execute()):
+                    keys += [self._k("reservation", task_id), self._k("settled", task_id), usage_key]
+                    args += [task_id, coop_id, member, period, measured.cpu, measured.gpu, measured.credits, retry]
+                self._settle(keys=keys, args=args, client=pipe)
+            moved = []
+            for batch, answers in zip(batches, pipe.execute()):
+                for (i, _, _), answer in zip(batch, answers):
                     if isinstance(answer, bytes):  # the reservation is in another period: retry there
-                        moved.append((i, _s(answer)))
+                        moved.append((i, _s(answer), 1))
+                    elif answer == -1:  # ... and was released meanwhile: back to the given period
+                        moved.append((i, self._usage_key(*items[i][1:4]), 0))
                     else:
                         results[i] = answer == 1
             pending = moved
@@ -355,7 +371,7 @@ class RedisStore:
         reservation = self._k("reservation", task_id)
         usage_key = self._r.hget(reservation, "usage_key")
         while usage_key is not None:
-            answer = self._release(keys=[reservation, _s(usage_key), self._k("reservation", "index")], args=[task_id])
+            answer = self._release(keys=[reservation, _s(usage_key), self._k("index", "reservations")], args=[task_id])
             if not isinstance(answer, bytes):
                 return answer == 1
             usage_key = answer
@@ -372,12 +388,12 @@ class RedisStore:
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(key, mapping={"coop": coop_id, "member": member, "period": period,
                                 "cpu": used.cpu, "gpu": used.gpu, "credits": used.credits})
-        pipe.sadd(self._k("usage", "index"), key)
+        pipe.sadd(self._k("index", "usage"), key)
         pipe.execute()
 
     def ledger_snapshot(self) -> dict:
         """The whole ledger in ``Ledger.snapshot()`` format, read consistently (WATCH on the indices)."""
-        indices = [self._k("usage", "index"), self._k("reservation", "index"), self._k("settled", "index")]
+        indices = [self._k("index", "usage"), self._k("index", "reservations"), self._k("index", "settled")]
         seen: dict[str, list[str]] = {}
 
         def read(pipe: Any) -> None:
@@ -393,16 +409,11 @@ class RedisStore:
 
         hashes = iter(self._r.transaction(read, *indices))
         usage = [h for _, h in zip(seen["usage"], hashes) if h]
-        used = sorted([_s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"]), *_astuple(_cost(h))]
-                      for h in usage if b"cpu" in h)
-        completed = sorted([_s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"]), int(h[b"completed"])]
-                           for h in usage if b"completed" in h)
-        rows: dict[str, list[list]] = {}
-        for kind in ("reservation", "settled"):
-            rows[kind] = [[t, _s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"]), *_astuple(_cost(h))]
-                          for t, h in zip(seen[kind], hashes) if h]
-        return {"used": used, "completed": completed, "reservations": rows["reservation"],
-                "settled": rows["settled"]}
+        rows = {kind: [[t, *_owner(h), *astuple(_cost(h))] for t, h in zip(seen[kind], hashes) if h]
+                for kind in ("reservation", "settled")}
+        return {"used": sorted([*_owner(h), *astuple(_cost(h))] for h in usage if b"cpu" in h),
+                "completed": sorted([*_owner(h), int(h[b"completed"])] for h in usage if b"completed" in h),
+                "reservations": rows["reservation"], "settled": rows["settled"]}
 
     # ------------------------------------------------------------------ jobs
     def put_job(self, task_id: str, record: dict) -> None:
@@ -441,9 +452,7 @@ class RedisStore:
             ids = self._r.zinter({submitted: 1, **{s: 0 for s in sets}})[:limit]
         else:
             ids = self._r.zrange(submitted, 0, -1 if limit is None else limit - 1)
-        if not ids:
-            return []
-        bodies = self._r.mget([self._k("job", _s(i)) for i in ids])
+        bodies = self._r.mget([self._k("job", _s(i)) for i in ids]) if ids else []
         return [json.loads(b) for b in bodies if b is not None]
 
     def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
@@ -472,36 +481,39 @@ class RedisStore:
     def put_report(self, report: dict) -> bool:
         """Store a report once per (task id, attempt); False if it was already stored."""
         task_id, attempt = report["task_id"], int(report["attempt"])
-        keys = [self._k("reports", task_id), self._k("reports", "all"), self._k("reports", "unforwarded"),
-                self._k("reports", "counter")]
+        keys = [self._k("reports", task_id), self._k("index", "reports"), self._k("index", "unforwarded_reports"),
+                self._k("counter", "reports")]
         return self._put_report(keys=keys, args=[attempt, json.dumps(report), json.dumps([task_id, attempt])]) == 1
 
-    def _reports_of(self, members: list[bytes]) -> list[dict]:
+    def _report_refs(self, index: str) -> list[tuple[str, int]]:
+        """(task id, attempt) of every report in an index, in the order received."""
+        return [tuple(json.loads(m)) for m in self._r.zrange(self._k("index", index), 0, -1)]
+
+    def _reports_of(self, refs: list[tuple[str, int]]) -> list[dict]:
         pipe = self._r.pipeline(transaction=False)
-        for member in members:
-            task_id, attempt = json.loads(member)
+        for task_id, attempt in refs:
             pipe.hget(self._k("reports", task_id), attempt)
         return [json.loads(b) for b in pipe.execute() if b is not None]
 
     def reports(self, task_id: str | None = None) -> list[dict]:
-        """A task's reports by attempt, or every report in the order received."""
+        """A task's reports by attempt, or every report by (task id, attempt)."""
         if task_id is None:
-            return self._reports_of(self._r.zrange(self._k("reports", "all"), 0, -1))
+            return self._reports_of(sorted(self._report_refs("reports")))
         stored = self._r.hgetall(self._k("reports", task_id))
         return [json.loads(body) for _, body in sorted((int(a), b) for a, b in stored.items())]
 
     def unforwarded_reports(self) -> list[dict]:
         """Reports not yet marked forwarded, in the order received."""
-        return self._reports_of(self._r.zrange(self._k("reports", "unforwarded"), 0, -1))
+        return self._reports_of(self._report_refs("unforwarded_reports"))
 
     def mark_forwarded(self, task_id: str, attempt: int) -> None:
-        self._r.zrem(self._k("reports", "unforwarded"), json.dumps([task_id, int(attempt)]))
+        self._r.zrem(self._k("index", "unforwarded_reports"), json.dumps([task_id, int(attempt)]))
 
     # ------------------------------------------------------------------ change log
     def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int:
         """Append a change; returns its sequence number (increasing)."""
         body = json.dumps({"coop_id": coop_id, "kind": kind, "actor": actor, "at": at, "detail": detail})
-        keys = [self._k("changes", "counter"), self._k("changes", "log"), self._k("changes", "all"),
+        keys = [self._k("counter", "changes"), self._k("changes", "log"), self._k("changes", "all"),
                 self._k("changes", "coop", coop_id)]
         return int(self._log_change(keys=keys, args=[body]))
 
@@ -511,9 +523,7 @@ class RedisStore:
             return []
         index = self._k("changes", "all") if coop_id is None else self._k("changes", "coop", coop_id)
         seqs = [int(s) for s in reversed(self._r.lrange(index, -limit, -1))]
-        if not seqs:
-            return []
-        bodies = self._r.hmget(self._k("changes", "log"), seqs)
+        bodies = self._r.hmget(self._k("changes", "log"), seqs) if seqs else []
         return [{"seq": seq, **json.loads(body)} for seq, body in zip(seqs, bodies) if body is not None]
 
     # ------------------------------------------------------------------ audit samples
@@ -552,7 +562,8 @@ class RedisStore:
         if not refs:
             return []
         bodies = self._r.mget([self.prefix + "audit:" + _s(r) for r in refs])
-        return [AuditRecord.model_validate_json(b) for b in bodies if b is not None]
+        records = [AuditRecord.model_validate_json(b) for b in bodies if b is not None]
+        return sorted(records, key=lambda r: (r.timestamp, r.session_id, r.seq_no), reverse=True)
 
     def list_audit(self, coop_id: str | None = None, member: str | None = None, session_id: str | None = None,
                    since: float | None = None, limit: int = 100) -> list[AuditRecord]:
@@ -565,7 +576,6 @@ class RedisStore:
             found = [r for r in self._audits([f"{_esc(session_id)}:{_s(s)}" for s in seqs])
                      if (coop_id is None or r.coop_id == coop_id) and (member is None or r.member == member)
                      and (since is None or r.timestamp >= since)]
-            found.sort(key=lambda r: (r.timestamp, f"{_esc(r.session_id)}:{r.seq_no}"), reverse=True)
             return found[:limit]
         indices = [self._k("audit_index", name, value)
                    for name, value in (("coop", coop_id), ("member", member)) if value is not None]
@@ -595,7 +605,3 @@ class RedisStore:
             pipe.delete(self._k("audit", session_id, seq))
         pipe.execute()
         return sum(body is not None for body in records.values())
-
-
-def _astuple(c: Cost) -> tuple[int, int, int]:
-    return c.cpu, c.gpu, c.credits

@@ -1,11 +1,11 @@
-"""The tracker actor: receives workers' usage reports, keeps the accounts of record, forwards to the head.
+"""The tracker actor: the durable inbox for workers' usage reports.
 
-Reports are idempotent by (task id, attempt): a worker that resends after a lost
-acknowledgement is answered "yes" again and nothing is counted twice. Settled usage is
-kept in a ``Ledger`` (in memory until the durable store arrives, which implements the
-same facts); the head's scheduling core settles its own working ledger from the same
-report, so the accounts and the admission view agree. When the head is unreachable
-(restarting), reports wait here and are forwarded when it is back.
+A worker sends each finished attempt's ``UsageReport`` here and resends until it gets
+"yes". The tracker stores the report (idempotent by task id and attempt: a resend is
+answered "yes" again and stored once), then forwards it to the head, which settles the
+ledger in the state store (the accounts of record) and frees the executor. While the
+head is unreachable (restarting), reports wait in the store and are forwarded when it
+is back; a restarted tracker finds the ones it had not forwarded yet in its store.
 """
 
 from __future__ import annotations
@@ -16,69 +16,69 @@ import logging
 import ray
 
 from policies.validation import InvalidRequest, parse
-from scheduler.ledger import Cost, Ledger
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
+from scheduler.state_store import default_store_url, open_store
 from scheduler.usage import UsageReport
 
 log = logging.getLogger("coopsched.tracker")
 
 
 class Tracker:
-    def __init__(self, head_name: str = HEAD_NAME, namespace: str = NAMESPACE, resend_interval_s: float = 0.5):
+    def __init__(self, head_name: str = HEAD_NAME, namespace: str = NAMESPACE, resend_interval_s: float = 0.5,
+                 store_url: str | None = None):
         self.head_name = head_name
         self.namespace = namespace
         self.resend_interval_s = resend_interval_s
-        self.ledger = Ledger()
-        self.reports: dict[tuple[str, int], UsageReport] = {}
-        self._unforwarded: dict[tuple[str, int], UsageReport] = {}
+        self.store_url = store_url or default_store_url()
+        self.store = open_store(self.store_url)
+        self._unforwarded: dict[tuple[str, int], dict] = {
+            (r["task_id"], r.get("attempt", 1)): r for r in self.store.unforwarded_reports()}
         self._head = None
         self._loop_task: asyncio.Task | None = None
 
     async def report(self, report: dict) -> bool:
         """Accept one report. True means "stored"; resending the same one is harmless."""
-        if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._resend_loop())
+        self._ensure_loop()
         try:
             r = parse(UsageReport, report, what="usage report")
         except InvalidRequest as exc:
             log.warning("refused a malformed usage report: %s", exc)
             raise
+        data = r.model_dump(mode="json")
         key = (r.task_id, r.attempt)
-        if key in self.reports:
-            return True
-        self.reports[key] = r
-        self._unforwarded[key] = r
-        await self._forward(key)
+        if self.store.put_report(data):
+            self._unforwarded[key] = data
+            await self._forward(key)
         return True
-
-    async def settled(self, task_id: str, executor_id: str) -> None:
-        """The head accepted this task's report: charge it in the accounts of record."""
-        for (tid, _), r in self.reports.items():
-            if tid == task_id and r.executor_id == executor_id:
-                self.ledger.settle(task_id, r.coop_id, r.member, Cost.of(r.cpu_seconds / 3600, r.gpu_seconds / 3600,
-                                                                         r.credits or 0.0), r.ended_at)
 
     def pending(self) -> int:
         return len(self._unforwarded)
 
     def count(self) -> int:
-        return len(self.reports)
+        return len(self.store.reports())
 
-    def ping(self) -> bool:
-        return True
+    async def ping(self) -> dict:
+        self._ensure_loop()
+        return {"pending": len(self._unforwarded), "store": self.store_url.split("@")[-1]}
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._resend_loop())
 
     async def _forward(self, key: tuple[str, int]) -> None:
-        r = self._unforwarded.get(key)
-        if r is None:
+        data = self._unforwarded.get(key)
+        if data is None:
             return
         try:
             head = self._head or ray.get_actor(self.head_name, namespace=self.namespace)
             self._head = head
-            await head.on_report.remote(r.model_dump(mode="json"))
-            self._unforwarded.pop(key, None)
+            await head.on_report.remote(data)
         except Exception as exc:  # the head is restarting or gone: keep the report, retry later
             self._head = None
             log.info("head unreachable (%s); %d report(s) waiting", type(exc).__name__, len(self._unforwarded))
+            return
+        self._unforwarded.pop(key, None)
+        self.store.mark_forwarded(*key)
 
     async def _resend_loop(self) -> None:
         while True:
@@ -87,7 +87,8 @@ class Tracker:
                 await self._forward(key)
 
 
-def start_tracker(namespace: str = NAMESPACE, name: str = TRACKER_NAME, head_name: str = HEAD_NAME):
+def start_tracker(namespace: str = NAMESPACE, name: str = TRACKER_NAME, head_name: str = HEAD_NAME,
+                  store_url: str | None = None):
     """Start (or find) the detached tracker actor. It costs no CPU slot and restarts on failure."""
     try:
         return ray.get_actor(name, namespace=namespace)
@@ -96,4 +97,5 @@ def start_tracker(namespace: str = NAMESPACE, name: str = TRACKER_NAME, head_nam
     actor = ray.remote(Tracker).options(name=name, namespace=namespace, lifetime="detached", num_cpus=0,
                                          max_restarts=-1, max_task_retries=-1, max_concurrency=1000,
                                          get_if_exists=True)
-    return actor.remote(head_name=head_name, namespace=namespace)
+    handle = actor.remote(head_name=head_name, namespace=namespace, store_url=store_url)
+    return handle

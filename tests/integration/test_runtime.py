@@ -32,7 +32,7 @@ def busy(seconds: float) -> float:
 
 @pytest.fixture(scope="module")
 def coop(ray_cluster):
-    client = Client.local(namespace=NS)
+    client = Client.local(namespace=NS, store="memory://")
     nodes = ray_cluster.nodes
     client.set_policy({"coop_id": LAB, "enforcement_mode": "strict",
                        "default_quota": {"cpu_hours_per_month": 100, "max_concurrent_tasks": 10},

@@ -262,3 +262,31 @@ def test_decisions_are_deterministic_for_a_fixed_clock_and_input(executors, task
                      for i, t in enumerate(tasks)]
         return decisions, [(p.task_id, p.executor_id, p.score) for p in sim.step()]
     assert run() == run()
+
+
+def test_a_restarted_core_takes_back_queued_and_running_jobs():
+    """Jobs persisted as records come back: queued ones run, running ones report and are charged once."""
+    import json
+
+    sim = make_sim(make_policy(max_concurrent_tasks=1), FLEET)
+    running = sim.submit(make_task(cpus=2, runtime=3600), duration_s=600)
+    queued = sim.submit(make_task(cpus=2, runtime=3600), duration_s=60)
+    sim.step()
+    records = [json.loads(json.dumps(sim.core.job_record(t))) for t in sim.core.drain_changed()]
+    assert {r["state"] for r in records} == {"running", "queued"}
+
+    restarted = SchedulerCore(clock=sim.clock, ledger=sim.core.ledger)  # the ledger is the shared store's
+    restarted.set_policy(make_policy(max_concurrent_tasks=1))
+    for e in FLEET:
+        restarted.register_executor(e)
+    for r in records:
+        restarted.restore_job(r)
+    assert restarted.schedule() == []  # the member is still at max_concurrent_tasks
+    job = restarted.job(running.task_id)
+    sim.clock.advance(600)
+    report = UsageReport(task_id=running.task_id, executor_id=job.executor_id, coop_id="coop", member="alice",
+                         started_at=job.started_at, ended_at=job.started_at + 600, cpu_seconds=1200)
+    assert restarted.complete(report).cpu_hours == pytest.approx(1 / 3)
+    assert restarted.complete(report).cpu_hours == pytest.approx(1 / 3)  # resent: charged once
+    placed = restarted.schedule()
+    assert [p.task_id for p in placed] == [queued.task_id] and placed[0].attempt == 1

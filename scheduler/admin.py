@@ -1,0 +1,65 @@
+"""Coop administration as pure functions over policies: quota management and policy diffs.
+
+The seed's quota-checker management actions (get_quota, reset_quota, set_quota,
+update_limit, update_default_limit, add_whitelist, remove_whitelist, clear_all) map
+onto a new policy version (limits, whitelist) or onto this month's usage (reset, set).
+The head applies them through the store and enters each in the change log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.model import CoopPolicy, MemberQuota
+from policies.validation import FieldError, InvalidRequest, parse
+
+QUOTA_ACTIONS = ("get_quota", "reset_quota", "set_quota", "update_limit", "update_default_limit",
+                 "add_whitelist", "remove_whitelist", "clear_all")
+
+
+def with_member_limits(policy: CoopPolicy, member: str, limits: dict[str, Any]) -> CoopPolicy:
+    """A new policy where ``member``'s quota has ``limits`` changed (starting from their current quota)."""
+    base = policy.quota_for(member).model_dump(mode="json")
+    quota = parse(MemberQuota, {**base, **limits}, what="quota limits")
+    quotas = {**policy.member_quotas, member: quota}
+    return policy.model_copy(update={"member_quotas": quotas})
+
+
+def with_default_limits(policy: CoopPolicy, limits: dict[str, Any]) -> CoopPolicy:
+    quota = parse(MemberQuota, {**policy.default_quota.model_dump(mode="json"), **limits}, what="quota limits")
+    return policy.model_copy(update={"default_quota": quota})
+
+
+def with_whitelist(policy: CoopPolicy, member: str, present: bool) -> CoopPolicy:
+    members = [m for m in policy.quota_whitelist if m != member] + ([member] if present else [])
+    return policy.model_copy(update={"quota_whitelist": tuple(sorted(members))})
+
+
+def check_member(member: Any) -> str:
+    if not isinstance(member, str) or not member or len(member) > 200:
+        raise InvalidRequest("quota action", [FieldError("member", repr(member)[:60], "a member id of 1-200 "
+                                                         "characters", "did:icn:alice")])
+    return member
+
+
+def diff(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
+    """Changes between two JSON values as ``{"path", "op", "old", "new"}`` (op: added, removed, changed)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[dict[str, Any]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append({"path": sub, "op": "added", "old": None, "new": new[key]})
+            elif key not in new:
+                out.append({"path": sub, "op": "removed", "old": old[key], "new": None})
+            else:
+                out.extend(diff(old[key], new[key], sub))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new)):
+            out.extend(diff(a, b, f"{path}[{i}]"))
+        return out
+    if old != new:
+        return [{"path": path or "(root)", "op": "changed", "old": old, "new": new}]
+    return []
