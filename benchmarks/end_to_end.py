@@ -50,6 +50,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -231,10 +232,10 @@ def bench_policy(regions: Sequence[str]) -> dict:
             "description": "benchmarks/end_to_end.py: timebank.json with quota and rate limit opened up"}
 
 
-def start_coopsched(namespace: str, layout: Layout) -> Client:
-    """A fresh head, tracker and one worker actor per executor of ``layout``."""
+def start_coopsched(namespace: str, layout: Layout, store_url: str) -> Client:
+    """A fresh head, tracker and one worker actor per executor of ``layout``, keeping state in ``store_url``."""
     shutdown(namespace)  # leftovers of an interrupted run in this namespace would skew the numbers
-    client = Client.local(namespace=namespace)
+    client = Client.local(namespace=namespace, store=store_url)
     client.set_policy(bench_policy([e.region for e in layout.executors]))
     for e in layout.executors:
         client.register_executor(e.executor_id, coop=COOP, region=e.region, node_id=e.node_id,
@@ -598,11 +599,12 @@ class PySpy:
 
 
 def summarise_stacks(path: Path, top: int) -> dict:
-    """Own and inclusive share of samples per function from py-spy's raw output."""
+    """Shares of py-spy's samples: by the outermost Coopsched function on the stack (which
+    method of the actor the time belongs to) and by the innermost function (own time)."""
     if not path.exists():
         return {"error": f"no output at {path}"}
+    entry: dict[str, int] = {}
     own: dict[str, int] = {}
-    incl: dict[str, int] = {}
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -610,18 +612,21 @@ def summarise_stacks(path: Path, top: int) -> dict:
             continue
         n = int(count)
         total += n
-        frames = [f.split(" (", 1)[0] + " (" + _short(f.split(" (", 1)[1]) if " (" in f else f
-                  for f in stack.split(";")[1:]]  # the first frame is the thread
-        if not frames:
-            continue
+        frames = [_frame(f) for f in stack.split(";")]
+        ours = [f for f in frames if f.split(" (")[-1].startswith(("scheduler/", "executors/", "policies/"))]
+        key = ours[0].rsplit(":", 1)[0] + ")" if ours else "(Ray/asyncio, no Coopsched frame)"  # no line number
+        entry[key] = entry.get(key, 0) + n
         own[frames[-1]] = own.get(frames[-1], 0) + n
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + n
 
     def ranked(d: dict[str, int]) -> list[dict]:
         return [{"function": f, "share": round(n / total, 3)} for f, n in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
 
-    return {"samples": total, "by_own": ranked(own), "by_inclusive": ranked(incl), "raw": str(path)}
+    return {"samples": total, "by_coopsched_entry": ranked(entry), "by_own": ranked(own), "raw": str(path)}
+
+
+def _frame(frame: str) -> str:
+    name, _, location = frame.partition(" (")
+    return f"{name} ({_short(location)}" if location else name
 
 
 def _short(location: str) -> str:
@@ -633,13 +638,22 @@ def _short(location: str) -> str:
 
 # ----------------------------------------------------------------------------- the run
 def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] = print,
-        profile_dir: Path | None = None) -> dict:
-    """Measure every mode on the Ray cluster this process is connected to; stops the Coopsched
-    actors it started (namespace ``namespace``) before returning or raising."""
+        profile_dir: Path | None = None, store_url: str | None = None) -> dict:
+    """Measure every mode on the Ray cluster this process is connected to.
+
+    Coopsched keeps its state in ``store_url``; by default a SQLite file (the product's
+    default kind of store) in a temporary directory, removed afterwards, so the run neither
+    reads nor pollutes the user's default store. The Coopsched actors of ``namespace`` are
+    stopped before this returns or raises."""
     started = time.perf_counter()
+    scratch = None
+    if store_url is None:
+        scratch = tempfile.mkdtemp(prefix="coopsched-bench-")
+        store_url = f"sqlite:///{scratch}/state.db"
     result: dict[str, Any] = {"meta": {"plan": plan.__dict__, "cluster": layout.description,
                                        "executors": [e.__dict__ for e in layout.executors],
-                                       "namespace": namespace, "python": platform.python_version(),
+                                       "namespace": namespace, "store": "sqlite file (temporary)" if scratch
+                                       else store_url, "git": _git_state(), "python": platform.python_version(),
                                        "ray": ray.__version__, "cpus": os.cpu_count(), "load_start": _load()}}
     pinned = NodeAffinitySchedulingStrategy(layout.affinity_node, soft=False)
     bare, affinity = BareRay("ray"), BareRay("ray-affinity", scheduling_strategy=pinned)
@@ -648,7 +662,7 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
              "coopsched": float(len(layout.executors)), "coopsched-map": float(len(layout.executors))}
     log(f"starting Coopsched in namespace {namespace!r}: head, tracker, {len(layout.executors)} executors")
     try:
-        client = start_coopsched(namespace, layout)
+        client = start_coopsched(namespace, layout, store_url)
         coop, coop_map = Coopsched("coopsched", client), Coopsched("coopsched-map", client, batch=True)
         sequential: list[Mode] = [bare, affinity, coop]
         batched: list[Mode] = [bare, affinity, coop, coop_map]
@@ -662,8 +676,7 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
         for variant, fn in VARIANTS.items():
             log(f"{variant}: latency, {plan.latency_jobs} sequential jobs per mode")
             samples = measure_latency(sequential, fn, plan.latency_jobs, plan.chunk)
-            if variant == "trivial":
-                result["breakdown"]["latency"] = latency_breakdown(Spans.collect(), samples, fn)
+            result["breakdown"].setdefault("latency", {})[variant] = latency_breakdown(Spans.collect(), samples, fn)
             log(f"{variant}: throughput, {plan.throughput_jobs} jobs at once x {plan.repeats} per mode")
             runs = measure_throughput(batched, fn, plan.throughput_jobs, plan.repeats, lambda: CpuMeter(roles))
             if variant == "trivial":
@@ -674,25 +687,38 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
                 m.name: {"latency": latency_stats(samples[m.name]) if m.name in samples else None,
                          "throughput": throughput_stats(runs[m.name])} for m in batched}
         if profile_dir is not None:
-            result["profile"] = profile_map_run(namespace, layout, coop_map, plan, profile_dir, log)
+            result["profile"] = profile_runs(namespace, layout, client, plan, profile_dir, log)
     finally:
         shutdown(namespace)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     result["targets"] = targets(result)
     result["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     result["meta"]["load_end"] = _load()
     return result
 
 
-def profile_map_run(namespace: str, layout: Layout, mode: Coopsched, plan: Plan, directory: Path,
-                    log: Callable[[str], None]) -> dict:
+def profile_runs(namespace: str, layout: Layout, client: Client, plan: Plan, directory: Path,
+                 log: Callable[[str], None]) -> dict:
+    """Two extra, untimed runs of trivial jobs with py-spy sampling the head, the tracker and one
+    worker actor: sequential ``submit().result()`` jobs, then one ``map`` of M jobs."""
     names = [HEAD_NAME, TRACKER_NAME, worker_name(layout.executors[0].executor_id)]
     pids = actor_pids(namespace, names)
-    log(f"profiling one extra map run of {plan.throughput_jobs} jobs with py-spy: {pids}")
-    with PySpy(directory, pids) as spy:
-        t0 = time.time()
-        mode.many(echo, list(range(plan.throughput_jobs)))
-        wall = time.time() - t0
-    return {"jobs": plan.throughput_jobs, "wall_s": round(wall, 3), "processes": spy.summary()}
+    runs = {"sequential": (Coopsched("coopsched", client), plan.latency_jobs),
+            "map": (Coopsched("coopsched-map", client, batch=True), plan.throughput_jobs)}
+    out = {}
+    for name, (mode, jobs) in runs.items():
+        log(f"profiling an extra {name} run of {jobs} jobs with py-spy: {pids}")
+        with PySpy(directory / name, pids) as spy:
+            t0 = time.time()
+            if name == "sequential":
+                for i in range(jobs):
+                    mode.one(echo, i)
+            else:
+                mode.many(echo, list(range(jobs)))
+            wall = time.time() - t0
+        out[name] = {"jobs": jobs, "wall_s": round(wall, 3), "processes": spy.summary()}
+    return out
 
 
 def targets(result: dict) -> list[dict]:
@@ -734,9 +760,9 @@ def format_report(result: dict) -> str:
     for t in result["targets"]:
         value = f"{t['value']:.2f}x" if "submit->result" in t["target"] else f"{t['value']:.0%}"
         lines.append(f"  [{t['status']}] {t['variant']:<10} {t['target']:<45} {value}")
-    lat = result.get("breakdown", {}).get("latency")
-    if lat:
-        lines += ["", "Where a sequential trivial job's time goes (p50 of each hop, ms; from Ray's task events)"]
+    for variant, lat in result.get("breakdown", {}).get("latency", {}).items():
+        lines += ["", f"Where a sequential {variant} job's time goes (each hop's p50 and p99 over the jobs, ms; "
+                  "from Ray's task events)"]
         for mode in ("coopsched", "ray"):
             b = lat[mode]
             rows = [(r["segment"], _ms(r["p50"]), _ms(r["p99"])) for r in b["segments"]]
@@ -744,7 +770,9 @@ def format_report(result: dict) -> str:
             lines.append(table([f"{mode} ({b['matched_jobs']} jobs)", "p50", "p99"], rows))
             for r in b.get("other", ()):
                 lines.append(f"  ({r['segment']}: p50 {_ms(r['p50'])} ms)")
-            lines.append("")
+        if lat.get("error"):
+            lines.append(f"  ({lat['error']})")
+    lines.append("")
     thr = result.get("breakdown", {}).get("throughput")
     trivial = result["variants"].get("trivial", {})
     if thr and trivial:
@@ -763,20 +791,33 @@ def format_report(result: dict) -> str:
         lines.append(table(["mode", "jobs/s", "driver", "head", "tracker", "workers", "tasks", "raylet", "gcs", "other",
                             "machine busy", "slots busy", "calls/job"], rows))
         lines.append("")
-    prof = result.get("profile")
-    if prof:
-        lines += ["", f"py-spy, one extra map run of {prof['jobs']} trivial jobs ({prof['wall_s']} s, untimed)"]
+    for run_name, prof in (result.get("profile") or {}).items():
+        lines += ["", f"py-spy, an extra {run_name} run of {prof['jobs']} trivial jobs ({prof['wall_s']} s, untimed): "
+                  "share of samples by the outermost Coopsched function on the stack"]
         for name, s in prof["processes"].items():
             if "by_own" not in s:
                 lines.append(f"  {name}: {s.get('error')}")
                 continue
-            lines.append(f"  {name}: {s['samples']} samples; inclusive: " + "; ".join(
-                f"{r['function']} {r['share']:.0%}" for r in s["by_inclusive"][:8]))
+            lines.append(f"  {name} ({s['samples']} samples): " + "; ".join(
+                f"{r['function'].split(' (')[0]} {r['share']:.0%}" for r in s["by_coopsched_entry"][:6]))
     return "\n".join(lines)
 
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
+
+
+def _git_state() -> dict:
+    """The commit measured and the files changed in the working tree (others edit while this runs)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "changed": [line[3:] for line in dirty]}
 
 
 def _load() -> float | None:

@@ -11,9 +11,9 @@ It decides what ``scheduler.core.SchedulerCore`` decides for one submitted task:
 
 - admission: the ``max_priority`` cap, the rules' own ``check()``, the placement
   constraints (``DataSovereignty``, ``RequireCapability`` and ``ExecutorFilter``, with
-  the region intersection and its conflict), whether any registered executor could
-  ever run the task and what the dearest such executor charges per hour (the
-  projected credits), the quota on projected usage (used + reserved + this task, in
+  the region intersection and its conflict), whether the executors the rules allow
+  offer each requested amount and the request priced at their highest CPU and GPU
+  prices (the projected credits), the quota on projected usage (used + reserved + this task, in
   millionths like the ledger), ``MemberPriority`` multipliers and ``TimeWindow``
   deferral; the enforcement mode decides what a violation means;
 - placement: status, coop access (own coop, ``open_to`` a coop or ``*``), region,
@@ -245,30 +245,31 @@ class ReferenceScheduler:
         return req, multiplier, not_before
 
     def _static_fit(self, coop: str, r: Resources, req: RefRequirements, cache: dict | None) -> tuple[int, float]:
+        """Like ``scheduler.placement.static_fit``: among the executors the rules allow, whether each
+        requested amount is available on some executor, and the request priced at their highest
+        CPU and GPU prices. Returns (count of allowed executors if possible else 0, price per hour)."""
         key = None
         if cache is not None:
             key = (coop, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb, req.regions, tuple(req.capabilities),
                    req.allow, req.deny)
             if key in cache:
                 return cache[key]
-        count, price = 0, 0.0
+        count = 0
+        most = [0.0] * 6  # total cpus, gpus, memory, gpu memory; cpu price, gpu price
         for e in self.executors:
             if not self._allowed(e, req, coop):
                 continue
-            if e["total_cpus"] < r.cpus - EPS:
-                continue
-            if r.gpus > 0 and e["total_gpus"] < r.gpus - EPS:
-                continue
-            if r.memory_mb > 0 and e["total_mem"] < r.memory_mb - EPS:
-                continue
-            if r.gpu_memory_mb > 0 and e["total_gmem"] < r.gpu_memory_mb - EPS:
-                continue
-            p = r.cpus * e["price_cpu"] + r.gpus * e["price_gpu"]
-            price = p if count == 0 or p > price else price
             count += 1
+            for i, field in enumerate(("total_cpus", "total_gpus", "total_mem", "total_gmem", "price_cpu",
+                                       "price_gpu")):
+                if e[field] > most[i]:
+                    most[i] = e[field]
+        possible = count > 0 and (r.cpus <= most[0] + EPS and r.gpus <= most[1] + EPS
+                                  and r.memory_mb <= most[2] + EPS and r.gpu_memory_mb <= most[3] + EPS)
+        result = (count, r.cpus * most[4] + r.gpus * most[5]) if possible else (0, 0.0)
         if key is not None:
-            cache[key] = (count, price)
-        return count, price
+            cache[key] = result
+        return result
 
     # ------------------------------------------------------------------ filtering
     def _allowed(self, e: dict, req: RefRequirements, coop: str) -> bool:

@@ -17,6 +17,7 @@ buckets) lives in the context the scheduler passes in.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -191,9 +192,7 @@ class TimeWindow(_Rule):
         return v
 
     def _open_at(self, t: float) -> bool:
-        local = dt.datetime.fromtimestamp(t, ZoneInfo(self.timezone))
-        day = (local.weekday() + 1) % 7  # Python: Monday=0; here Sunday=0
-        return local.hour in self.allowed_hours and day in self.allowed_days
+        return _open(self.timezone, self.allowed_hours, self.allowed_days, int(t // 60))
 
     def next_opening(self, now: float) -> float | None:
         """The first moment at or after ``now`` when the window is open.
@@ -235,6 +234,14 @@ class TimeWindow(_Rule):
         if not self._governs(task) or self._open_at(ctx.now):
             return None
         return self.next_opening(ctx.now)
+
+
+@functools.lru_cache(maxsize=4096)
+def _open(timezone: str, hours: tuple[int, ...], days: tuple[int, ...], minute: int) -> bool:
+    """Whether a window is open during ``minute`` (epoch minutes): one zone conversion per minute."""
+    local = dt.datetime.fromtimestamp(minute * 60, ZoneInfo(timezone))
+    day = (local.weekday() + 1) % 7  # Python: Monday=0; here Sunday=0
+    return local.hour in hours and day in days
 
 
 class MemberPriority(_Rule):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from policies.model import CoopPolicy, EnforcementMode, MemberQuota
 from policies.reasons import Reason, error, rejected, unavailable
-from policies.rules import RateBuckets, RuleContext
+from policies.rules import BUILTIN_RULES, RateBuckets, RuleContext
 from scheduler.executor_table import ExecutorTable
 from scheduler.ledger import UNLIMITED, Cost, UsageLedger, from_units, next_period_start, to_units
 from scheduler.placement import Requirements, compile_requirements, explain_no_fit, static_fit
@@ -31,6 +31,8 @@ class CompiledPolicy:
     deferrals: tuple = ()
     gates: tuple = ()
     reservers: tuple = ()
+    builtin_constraints: bool = True
+    requirements_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
@@ -41,7 +43,8 @@ class CompiledPolicy:
                    tuple(r for r in rules if hasattr(r, "adjust")),
                    tuple(r for r in rules if hasattr(r, "hold_until")),
                    tuple(r for r in rules if hasattr(r, "closed_until")),
-                   tuple(r for r in rules if hasattr(r, "reserve")))
+                   tuple(r for r in rules if hasattr(r, "reserve")),
+                   all(type(r) in BUILTIN_RULES for r in rules if hasattr(r, "constrain")))
 
 
 @dataclass
@@ -70,14 +73,8 @@ class Verdict:
         return self.task.priority.rank * self.multiplier
 
 
-def _guarded(phase: str, rule, call, violations: list[Reason]):
-    """Run one rule phase; a rule that raises yields an ``error`` reason instead of an exception."""
-    try:
-        return call()
-    except Exception as exc:  # a buggy rule must never take the head down
-        violations.append(error(getattr(rule, "label", type(rule).__name__),
-                                f"rule failed in {phase}: {type(exc).__name__}: {exc}"))
-        return None
+def _failed(phase: str, rule, exc: Exception) -> Reason:
+    return error(getattr(rule, "label", type(rule).__name__), f"rule failed in {phase}: {type(exc).__name__}: {exc}")
 
 
 def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedger, table: ExecutorTable,
@@ -98,35 +95,33 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
         v.violations.append(rejected("quota:priority", f"priority {task.priority.value} exceeds the limit "
                                      f"{quota.max_priority.value} for member {task.member} in coop {task.coop_id}; "
                                      f"submit at {quota.max_priority.value} or ask a coop admin to raise it"))
-    # 2. the rules' admission checks
+    # 2. the rules' admission checks (a rule that raises is an ``error`` reason, never a crash)
     for rule in compiled.checks:
-        reason = _guarded("check", rule, lambda r=rule: r.check(task, ctx), v.violations)
+        try:
+            reason = rule.check(task, ctx)
+        except Exception as exc:
+            reason = _failed("check", rule, exc)
         if reason is not None:
             v.violations.append(reason)
     # 3. placement constraints, and whether any registered executor could ever run the task
-    constraints = []
-    for rule in compiled.constrainers:
-        c = _guarded("constrain", rule, lambda r=rule: r.constrain(task, ctx), v.violations)
-        if c is not None:
-            constraints.append(c)
-    req = compile_requirements(task.coop_id, task.resources, constraints, task.capabilities)
+    constraints, req = _requirements(task, compiled, ctx, v.violations)
     if isinstance(req, Reason):
         v.violations.append(req)
         req = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
         assert isinstance(req, Requirements)
         v.relaxed = tuple(c.source for c in constraints)
     fit = static_fit(table, req)
-    if fit.count == 0 and constraints and policy.enforcement_mode is not EnforcementMode.STRICT:
+    if not fit.possible and constraints and policy.enforcement_mode is not EnforcementMode.STRICT:
         loose = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
         assert isinstance(loose, Requirements)
         loose_fit = static_fit(table, loose)
-        if loose_fit.count:
+        if loose_fit.possible:
             message, _ = explain_no_fit(table, req)
             v.violations.append(unavailable("placement", f"policy constraints exclude every executor ({message}); "
                                             "placed without them because the policy is not strict"))
             v.relaxed = tuple(c.source for c in constraints)
             req, fit = loose, loose_fit
-    if fit.count == 0:
+    if not fit.possible:
         message, _ = explain_no_fit(table, req)
         v.hard.append(unavailable("placement", f"no registered executor can ever run this task: {message}; "
                                   "ask for less, or wait for a suitable executor to join"))
@@ -143,14 +138,47 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
 
     # 5. priority multipliers and deferral
     for rule in compiled.adjusters:
-        m = _guarded("adjust", rule, lambda r=rule: r.adjust(task, ctx), v.violations)
-        if m is not None:
-            v.multiplier *= m
+        try:
+            v.multiplier *= rule.adjust(task, ctx)
+        except Exception as exc:
+            v.violations.append(_failed("adjust", rule, exc))
     for rule in compiled.deferrals:
-        t = _guarded("hold_until", rule, lambda r=rule: r.hold_until(task, ctx), v.violations)
+        try:
+            t = rule.hold_until(task, ctx)
+        except Exception as exc:
+            v.violations.append(_failed("hold_until", rule, exc))
+            continue
         if t is not None and t > now:
             v.not_before = t if v.not_before is None else max(v.not_before, t)
     return v
+
+
+def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
+                  violations: list[Reason]) -> tuple[list, Requirements | Reason]:
+    """The rules' constraints compiled for this task. Built-in rules constrain by the task's
+    tags and capabilities only, so their result is kept per (tags, capabilities) for the
+    policy version; plug-in rules are asked every time."""
+    key = (task.tags, tuple(sorted(task.capabilities.items())), task.coop_id) if compiled.builtin_constraints \
+        else None
+    cached = compiled.requirements_cache.get(key) if key is not None else None
+    if cached is not None:
+        constraints, req = cached
+        return constraints, (req.with_resources(task.resources) if isinstance(req, Requirements) else req)
+    constraints = []
+    for rule in compiled.constrainers:
+        try:
+            c = rule.constrain(task, ctx)
+        except Exception as exc:
+            violations.append(_failed("constrain", rule, exc))
+            continue
+        if c is not None:
+            constraints.append(c)
+    req = compile_requirements(task.coop_id, task.resources, constraints, task.capabilities)
+    if key is not None:
+        if len(compiled.requirements_cache) > 4096:
+            compiled.requirements_cache.clear()
+        compiled.requirements_cache[key] = (constraints, req)
+    return constraints, req
 
 
 def requirements_for(task: TaskSpec, compiled: CompiledPolicy | None, table: ExecutorTable, now: float,

@@ -16,7 +16,7 @@ from typing import Any
 from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
 from policies.reasons import Decision, Reason, rejected, unavailable
 from policies.rules import RateBuckets, RuleContext
-from policies.validation import parse
+from policies.validation import parse, trusted
 from scheduler.admission import CompiledPolicy, Verdict, evaluate, requirements_for
 from scheduler.counters import CoreCounters
 from scheduler.data_locality import DataCatalog, DataLocator
@@ -24,7 +24,7 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
-from scheduler.placement import Offer, Placement, Requirements, breakdown, choose, explain_no_fit, fit_mask
+from scheduler.placement import Offer, Placement, Requirements, breakdowns, choose, explain_no_fit, fit_mask
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.tasks import JobState, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
@@ -177,9 +177,11 @@ class SchedulerCore:
         common = dict(task_id=v.task.task_id, coop_id=coop, effective_priority=v.effective_priority,
                       enforcement_mode=v.mode.value)
         if v.hard or (v.violations and v.mode is EnforcementMode.STRICT):
-            return Decision(admitted=False, reasons=tuple(v.violations + v.hard), **common)
+            return trusted(Decision, admitted=False, reasons=tuple(v.violations + v.hard), warnings=(),
+                                            not_before=None, **common)
         warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
-        return Decision(admitted=True, warnings=warnings, not_before=v.not_before, **common)
+        return trusted(Decision, admitted=True, reasons=(), warnings=warnings, not_before=v.not_before,
+                                        **common)
 
     def _lost_race(self, v: Verdict, held: ReserveResult, now: float) -> Decision:
         """The ledger refused the reservation: another admission (another head replica) took the quota."""
@@ -237,7 +239,10 @@ class SchedulerCore:
                 continue
             placement = self._place(entry, now)
             if placement is None:
-                message, _ = explain_no_fit(self.table, entry.requirements)
+                message, could_ever = explain_no_fit(self.table, entry.requirements)
+                if not could_ever:  # no single registered executor can hold it: refuse, release its quota
+                    self._refuse_queued(entry, now, message)
+                    continue
                 no_fit[entry.shape] = f"waiting for a free executor: {message}"
                 job.note(no_fit[entry.shape], now)
                 continue
@@ -255,11 +260,12 @@ class SchedulerCore:
         row, score = picked[0]
         spec = self.table.specs[row]
         assert spec is not None
-        offers = tuple(Offer(executor_id=self.table.specs[r].executor_id, score=round(s, 6),  # type: ignore[union-attr]
-                             breakdown=breakdown(self.table, r, weights, task.hints, data)) for r, s in picked[1:])
-        placement = Placement(task=task, executor_id=spec.executor_id, node_id=spec.node_id or spec.executor_id,
-                              score=round(score, 6), breakdown=breakdown(self.table, row, weights, task.hints, data),
-                              runners_up=offers, placed_at=now, attempt=entry.attempt, relaxed=entry.relaxed)
+        parts = breakdowns(self.table, [r for r, _ in picked], weights, task.hints, data)
+        offers = tuple(trusted(Offer, executor_id=self.table.specs[r].executor_id,  # type: ignore[union-attr]
+                                             score=s, breakdown=b) for (r, s), b in zip(picked[1:], parts[1:]))
+        placement = trusted(
+            Placement, task=task, executor_id=spec.executor_id, node_id=spec.node_id or spec.executor_id, score=score,
+            breakdown=parts[0], runners_up=offers, placed_at=now, attempt=entry.attempt, relaxed=entry.relaxed)
         self.table.reserve(row, task.resources)
         self.queue.remove(task.task_id)
         key = (task.coop_id, task.member)
@@ -272,6 +278,19 @@ class SchedulerCore:
         job.started_at = now
         job.move(now, JobState.RUNNING, f"placed on {spec.executor_id} (attempt {entry.attempt})")
         return placement
+
+    def _refuse_queued(self, entry: QueuedTask, now: float, message: str) -> None:
+        task = entry.task
+        self.queue.remove(task.task_id)
+        self.ledger.release(task.task_id)
+        job = self._jobs[task.task_id]
+        reason = unavailable("placement", f"no registered executor can ever run this task: {message}; "
+                             "ask for less, or wait for a suitable executor to join")
+        job.decision = job.decision.model_copy(update={"admitted": False, "reasons": (reason,)})
+        job.finished_at = now
+        self.changed_jobs.add(task.task_id)
+        self.counters.rejected[task.coop_id] += 1
+        job.move(now, JobState.REJECTED, reason.message)
 
     def _window_closed_until(self, task: TaskSpec, now: float, memo: dict[tuple, float | None]) -> float | None:
         """When a closed start gate (time window) governing ``task`` opens again; None: start now.
@@ -408,7 +427,7 @@ class SchedulerCore:
     def usage(self, coop_id: str, member: str) -> UsageRecord:
         s = self.ledger.standing(coop_id, member, self.clock())
         compiled = self._policies.get(coop_id)
-        return UsageRecord(coop_id=coop_id, member=member, period=s.period, cpu_hours=s.used.cpu_hours,
+        return trusted(UsageRecord, coop_id=coop_id, member=member, period=s.period, cpu_hours=s.used.cpu_hours,
                            gpu_hours=s.used.gpu_hours, credits=s.used.credit_amount,
                            tasks_completed=s.tasks_completed, reserved_cpu_hours=s.reserved.cpu_hours,
                            reserved_gpu_hours=s.reserved.gpu_hours, reserved_credits=s.reserved.credit_amount,

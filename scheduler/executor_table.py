@@ -25,6 +25,7 @@ _STATUS_CODE = {ExecutorStatus.ACTIVE: 0, ExecutorStatus.DRAINING: 1, ExecutorSt
 _CODE_STATUS = {v: k for k, v in _STATUS_CODE.items()}
 EMPTY = 3  # a free row
 RTT_SCALE_MS = 50.0  # an executor 50 ms away scores half of one next door
+SHIFT = 1.0  # cached base scores are kept +1, so 0 can mean "not feasible" (see placement.choose)
 _MAX_CACHED_MASKS = 512
 
 
@@ -63,6 +64,7 @@ class ExecutorTable:
         self.shape_version = 0
         self._static_masks: dict[tuple, np.ndarray] = {}
         self._base_scores: dict[tuple, np.ndarray] = {}
+        self._scratch: dict[int, np.ndarray] = {}
 
     # -- structure ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -183,14 +185,28 @@ class ExecutorTable:
 
     # -- scores ------------------------------------------------------------------
     def base_score(self, weights: tuple[float, ...]) -> np.ndarray:
-        """trust, capacity, queue and RTT contributions for ``weights``, for every row."""
+        """trust, capacity, queue and RTT contributions for ``weights``, for every row, plus ``SHIFT``."""
         base = self._base_scores.get(weights)
         if base is None:
             base = np.zeros(self._cap)
             n = self.n
-            base[:n] = self._features_vector(weights, slice(0, n))
+            base[:n] = self._features_vector(weights, slice(0, n)) + SHIFT
             self._base_scores[weights] = base
         return base
+
+    def scratch(self, slot: int, n: int) -> np.ndarray:
+        """A reusable float buffer of length ``n`` (placement's working space; not thread-safe)."""
+        buf = self._scratch.get(slot)
+        if buf is None or len(buf) < n:
+            buf = self._scratch[slot] = np.empty(max(n, self._cap))
+        return buf[:n]
+
+    def region_indicator(self, regions: tuple[str, ...]) -> np.ndarray:
+        """1.0 for rows in any of ``regions``, else 0.0 (cached until the table's shape changes)."""
+        def build(t: ExecutorTable) -> np.ndarray:
+            codes = [t.region_codes[r] for r in regions if r in t.region_codes]
+            return np.isin(t.region[: t.n], codes).astype(np.float64)
+        return self.static_mask(("regions", regions), build)
 
     def features(self, row: int) -> dict[str, float]:
         """The raw (unweighted) task-independent features of one row, each in [0, 1]."""
@@ -213,15 +229,15 @@ class ExecutorTable:
         if self._base_scores:
             f = self.features(row)
             for w, base in self._base_scores.items():
-                base[row] = w[0] * f["trust"] + w[1] * f["capacity"] + w[2] * f["queue"] + w[3] * f["rtt"]
+                base[row] = w[0] * f["trust"] + w[1] * f["capacity"] + w[2] * f["queue"] + w[3] * f["rtt"] + SHIFT
 
     # -- static masks --------------------------------------------------------------
     def static_mask(self, key: tuple, build) -> np.ndarray:
         """A cached mask for ``key``; ``build(table)`` makes it when the shape has changed."""
         mask = self._static_masks.get(key)
         if mask is None:
-            if len(self._static_masks) >= _MAX_CACHED_MASKS:
-                self._static_masks.clear()
+            if len(self._static_masks) >= _MAX_CACHED_MASKS:  # forget the oldest, not everything
+                del self._static_masks[next(iter(self._static_masks))]
             mask = build(self)
             self._static_masks[key] = mask
         return mask

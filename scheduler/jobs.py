@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict
 
 from policies.reasons import Decision, Reason
+from policies.validation import trusted
 from scheduler.ledger import Cost
 from scheduler.placement import Placement, Requirements
 from scheduler.tasks import JobState, TaskSpec
@@ -68,12 +69,12 @@ class Job:
     def move(self, at: float, state: JobState, message: str = "") -> None:
         self.state = state
         self.reason = message
-        self.history.append(StatusEvent(at=at, state=state, message=message))
+        self.history.append(trusted(StatusEvent, at=at, state=state, message=message))
 
     def note(self, message: str, at: float | None = None) -> None:
         """Change the visible reason without a state change; a new reason enters the history once."""
         if message != self.reason and at is not None:
-            self.history.append(StatusEvent(at=at, state=self.state, message=message))
+            self.history.append(trusted(StatusEvent, at=at, state=self.state, message=message))
         self.reason = message
 
     def status(self) -> JobStatus:

@@ -31,10 +31,20 @@ def from_units(u: int) -> float:
     return u / SCALE
 
 
+_last_month: list = [0.0, -1.0, ""]  # [start, end, "YYYY-MM"] of the month asked for last
+
+
 def period_of(t: float) -> str:
     """The calendar month (UTC) containing epoch second ``t``, as ``"YYYY-MM"``."""
+    start, end, name = _last_month
+    if start <= t < end:
+        return name
     d = dt.datetime.fromtimestamp(t, dt.timezone.utc)
-    return f"{d.year:04d}-{d.month:02d}"
+    first = dt.datetime(d.year, d.month, 1, tzinfo=dt.timezone.utc)
+    following = dt.datetime(d.year + (d.month == 12), d.month % 12 + 1, 1, tzinfo=dt.timezone.utc)
+    name = f"{d.year:04d}-{d.month:02d}"
+    _last_month[:] = [first.timestamp(), following.timestamp(), name]
+    return name
 
 
 def next_period_start(t: float) -> str:

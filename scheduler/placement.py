@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from policies.reasons import Reason, rejected
 from policies.rules import Constraint
 from policies.versions import version_key
-from scheduler.executor_table import ExecutorTable
+from scheduler.executor_table import SHIFT, ExecutorTable, rtt_score
 from scheduler.tasks import Hints, Resources, TaskSpec
 
 EPS = 1e-9
@@ -37,6 +37,13 @@ class Requirements:
     deny: frozenset[str] = frozenset()
     deny_sources: tuple[str, ...] = ()
     signature: tuple = field(default=(), compare=False)
+
+    def with_resources(self, resources: Resources) -> Requirements:
+        """The same constraints for another request (a cheap copy: this is on the hot path)."""
+        other = object.__new__(Requirements)
+        other.__dict__.update(self.__dict__)
+        other.__dict__["resources"] = resources
+        return other
 
     def unconstrained(self) -> Requirements:
         """The same task with every policy constraint dropped (permissive fallback)."""
@@ -117,103 +124,114 @@ def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
 
 @dataclass(frozen=True)
 class StaticFit:
-    """Executors that could ever run the task (ignoring current load), and the dearest one's price."""
+    """What admission needs to know about the executors a task may use (ignoring current load).
+
+    ``possible`` is a necessary condition for the task ever fitting: some executor the
+    rules allow has at least the requested amount of each resource (one executor with
+    enough CPUs and another with enough GPUs pass it; such a task is refused when the
+    scheduler first finds that no single executor can hold it). ``max_cost_per_hour`` prices
+    the request at the highest CPU and GPU prices among those executors, so the credit
+    projection is never below what any of them would charge.
+    """
 
     count: int
-    max_cost_per_hour: float  # credits per hour of runtime on the dearest feasible executor
+    possible: bool
+    max_cost_per_hour: float
 
 
 def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
+    """O(1) after the first task with the same constraint signature (per table shape)."""
+    summary = _summary(table, req)
     r = req.resources
+    count = int(summary[0])
+    possible = bool(count) and (r.cpus <= summary[1] + EPS and r.gpus <= summary[2] + EPS
+                                and r.memory_mb <= summary[3] + EPS and r.gpu_memory_mb <= summary[4] + EPS)
+    return StaticFit(count, possible, r.cpus * summary[5] + r.gpus * summary[6] if possible else 0.0)
 
+
+def _summary(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    """[count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price] of the allowed rows."""
     def build(t: ExecutorTable) -> np.ndarray:
         n = t.n
-        m = t.total_cpus[:n] >= r.cpus - EPS
-        m &= _static(t, req)
-        if r.gpus > 0:
-            m &= t.total_gpus[:n] >= r.gpus - EPS
-        if r.memory_mb > 0:
-            m &= t.total_mem[:n] >= r.memory_mb - EPS
-        if r.gpu_memory_mb > 0:
-            m &= t.total_gmem[:n] >= r.gpu_memory_mb - EPS
-        count = int(m.sum())
-        price = float((r.cpus * t.price_cpu[:n] + r.gpus * t.price_gpu[:n])[m].max()) if count else 0.0
-        return np.array([count, price])
-
-    key = ("ever", req.signature, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
-    out = table.static_mask(key, build)
-    return StaticFit(int(out[0]), float(out[1]))
+        m = _static(t, req)
+        if not m.any():
+            return np.zeros(7)
+        return np.array([m.sum()] + [float(col[:n][m].max()) for col in (
+            t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu)])
+    return table.static_mask(("summary",) + req.signature, build)
 
 
 # ----------------------------------------------------------------------------- scoring
 def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], hints: Hints,
            data_fractions: dict[str, float] | None, top: int = 4) -> list[tuple[int, float]]:
-    """The best ``top`` rows among ``mask`` as (row, score), best first; ties go to the lower row."""
+    """The best ``top`` rows among ``mask`` as (row, score), best first; ties go to the lower row.
+
+    Scores are kept shifted by +1 (every real score is >= 0), so an infeasible row is simply
+    0: one multiply by the mask instead of a branchy ``np.where`` — several times faster on
+    100,000 executors.
+    """
     n = table.n
-    base = table.base_score(weights)[:n]
-    extra = _extras(table, weights, hints, data_fractions)
-    scores = np.where(mask, base if extra is None else base + extra, -np.inf)
+    feasible = table.scratch(0, n)
+    np.copyto(feasible, mask.view(np.int8), casting="unsafe")
+    scores = table.scratch(1, n)
+    np.multiply(feasible, table.base_score(weights)[:n], out=scores)
+    _add_extras(table, scores, feasible, weights, hints, data_fractions)
     picked: list[tuple[int, float]] = []
     for _ in range(top):
-        row = int(np.argmax(scores))
-        score = float(scores[row])
-        if score == -np.inf:
+        row = int(scores.argmax())
+        shifted = float(scores[row])
+        if shifted <= 0.0:
             break
-        picked.append((row, score))
-        scores[row] = -np.inf
+        picked.append((row, shifted - SHIFT))
+        scores[row] = 0.0
     return picked
 
 
-def _extras(table: ExecutorTable, weights: tuple[float, ...], hints: Hints,
-            data_fractions: dict[str, float] | None) -> np.ndarray | None:
-    if not (hints.regions or hints.executors or data_fractions):
-        return None
-    n = table.n
-    extra = np.zeros(n)
+def _add_extras(table: ExecutorTable, scores: np.ndarray, feasible: np.ndarray, weights: tuple[float, ...],
+                hints: Hints, data_fractions: dict[str, float] | None) -> None:
+    """Add the task-specific features (data locality, hints) to the feasible rows' scores."""
     if data_fractions and weights[4]:
         for node, fraction in data_fractions.items():
             for row in table.node_rows.get(node, ()):
-                extra[row] += weights[4] * fraction
-    if (hints.regions or hints.executors) and weights[5]:
-        extra += weights[5] * hint_vector(table, hints)
-    return extra
-
-
-def hint_vector(table: ExecutorTable, hints: Hints) -> np.ndarray:
-    """Per row, the share of the given hint kinds (regions, executors) the executor matches."""
-    n = table.n
+                if scores[row] > 0.0:
+                    scores[row] += weights[4] * fraction
     kinds = int(bool(hints.regions)) + int(bool(hints.executors))
-    out = np.zeros(n)
+    if not kinds or not weights[5]:
+        return
+    coef = weights[5] / kinds
     if hints.regions:
-        codes = [table.region_codes[r] for r in hints.regions if r in table.region_codes]
-        out += np.isin(table.region[:n], codes)
-    if hints.executors:
-        for e in hints.executors:
-            row = table.rows.get(e)
-            if row is not None:
-                out[row] += 1.0
-    return out / kinds
+        hinted = table.region_indicator(tuple(sorted(set(hints.regions))))
+        scores += coef * (hinted * feasible)
+    for e in hints.executors:
+        row = table.rows.get(e)
+        if row is not None and scores[row] > 0.0:
+            scores[row] += coef
 
 
-def breakdown(table: ExecutorTable, row: int, weights: tuple[float, ...], hints: Hints,
-              data_fractions: dict[str, float] | None) -> dict[str, float]:
-    """Each feature's weighted contribution to ``row``'s score."""
-    f = table.features(row)
-    spec = table.specs[row]
-    assert spec is not None
-    data = (data_fractions or {}).get(spec.node_id or spec.executor_id, 0.0)
+def breakdowns(table: ExecutorTable, rows: list[int], weights: tuple[float, ...], hints: Hints,
+               data_fractions: dict[str, float] | None) -> list[dict[str, float]]:
+    """Each feature's weighted contribution to each of ``rows``' scores (a few rows: the offers)."""
+    w = weights
     kinds = int(bool(hints.regions)) + int(bool(hints.executors))
-    hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
-    values = (f["trust"], f["capacity"], f["queue"], f["rtt"], data, hint)
-    return {name: round(w * v, 6) for name, w, v in zip(FEATURES, weights, values)}
+    out = []
+    for row in rows:
+        spec = table.specs[row]
+        assert spec is not None
+        data = data_fractions.get(spec.node_id or spec.executor_id, 0.0) if data_fractions else 0.0
+        hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
+        depth = float(table.running[row]) + float(table.reported_queue[row])
+        out.append({"trust": w[0] * float(table.trust[row]), "capacity": w[1] * float(table.capacity[row]),
+                    "queue": w[2] / (1.0 + depth), "rtt": w[3] * rtt_score(float(table.rtt_ms[row])),
+                    "data": w[4] * data, "hints": w[5] * hint})
+    return out
 
 
 # ----------------------------------------------------------------------------- explanation
 def explain_no_fit(table: ExecutorTable, req: Requirements) -> tuple[str, bool]:
-    """Why no executor fits, counting what each filter removed (in order); and whether only load did.
+    """Why no executor fits, counting what each filter removed (in order).
 
-    Returns (message, only_busy): ``only_busy`` means some executor could run it once
-    resources free up.
+    Returns (message, could_ever): ``could_ever`` is False when no registered executor,
+    whatever its status or load, could ever run the task as submitted.
     """
     n = table.n
     alive = table.status[:n] != 3
@@ -243,18 +261,18 @@ def explain_no_fit(table: ExecutorTable, req: Requirements) -> tuple[str, bool]:
     static_steps = len(steps)
     steps.append((f"busy: not enough free for {_ask(r)} right now", _fits(table, r, total=False)))
     remaining = alive.copy()
+    ever = alive.copy()
     parts = []
-    static_left = 0
     for i, (label, keep) in enumerate(steps):
         removed = int((remaining & ~keep).sum())
         remaining &= keep
+        if 0 < i < static_steps:  # every static filter but the status: could it ever run here?
+            ever &= keep
         if removed:
             parts.append(f"{removed} {label}")
-        if i == static_steps - 1:
-            static_left = int(remaining.sum())
     fits = int(remaining.sum())
     head = f"{fits} of {total} executor{'s' if total != 1 else ''} fit"
-    return (head + (": " + ", ".join(parts) if parts else "")), static_left > 0
+    return (head + (": " + ", ".join(parts) if parts else "")), bool(ever.any())
 
 
 def _fits(table: ExecutorTable, r: Resources, total: bool) -> np.ndarray:
