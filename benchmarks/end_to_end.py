@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import logging
 import os
@@ -65,7 +66,7 @@ import ray  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from policies.loader import load_example  # noqa: E402
-from scheduler.client import Client, shutdown  # noqa: E402
+from scheduler.client import Client, JobHandle, shutdown  # noqa: E402
 from scheduler.names import HEAD_NAME, TRACKER_NAME, worker_name  # noqa: E402
 from scheduler.tables import table  # noqa: E402
 
@@ -80,6 +81,7 @@ REGIONS = ("us-west", "eu-central", "eu-central", "ap-south")
 SLEEP_S = 0.010
 MAX_RUNTIME_S = 60.0
 RESULT_TIMEOUT_S = 300.0
+LOST_AFTER_S = 1.0  # a succeeded job still without a value after two such waits counts as a lost result
 LATENCY_TARGET_X = 3.0  # Coopsched p50 submit->result <= 3x bare Ray
 THROUGHPUT_TARGET = 0.5  # Coopsched jobs/s >= 50% of bare Ray
 
@@ -184,7 +186,12 @@ class BareRay:
 
 
 class Coopsched:
-    """Jobs through the Coopsched client: one ``submit`` each, or one ``map`` for a batch."""
+    """Jobs through the Coopsched client: one ``submit`` each, or one ``map`` for a batch.
+
+    A job that succeeded but whose value ``JobHandle.result()`` cannot fetch (the head
+    holds no result reference for it, and ``result()`` then polls until its timeout) is
+    recorded in ``lost`` and answered with None after twice ``LOST_AFTER_S``, so one such job
+    costs the run seconds, not the whole timeout."""
 
     def __init__(self, name: str, client: Client, batch: bool = False) -> None:
         self.name = name
@@ -192,13 +199,17 @@ class Coopsched:
         self.batch = batch
         self.options = {"coop": COOP, "member": MEMBER, "resources": {"cpus": 1}, "tags": ["bench"],
                         "max_runtime_s": MAX_RUNTIME_S}
+        self.lost: list[str] = []
 
-    def one(self, fn: Callable, x: int) -> Sample:
+    def one(self, fn: Callable, x: int) -> Sample | None:
         submitted = time.time()
         handle = self.client.submit(fn, x, **self.options)
         accepted = time.time()
-        value, entered = handle.result(timeout=RESULT_TIMEOUT_S)
+        answer = self._result(handle)
         returned = time.time()
+        if answer is None:
+            return None
+        value, entered = answer
         _check(value, x, self.name)
         return Sample(submitted, accepted, entered, returned, handle.id)
 
@@ -207,7 +218,22 @@ class Coopsched:
             handles = self.client.map(fn, xs, **self.options)
         else:
             handles = [self.client.submit(fn, x, **self.options) for x in xs]
-        return [h.result(timeout=RESULT_TIMEOUT_S) for h in handles]
+        return [self._result(h) for h in handles]
+
+    def _result(self, handle: JobHandle) -> Any:
+        deadline = time.monotonic() + RESULT_TIMEOUT_S
+        suspect = False
+        while True:
+            try:
+                return handle.result(timeout=LOST_AFTER_S)
+            except TimeoutError:
+                if handle.status().state.value == "succeeded":  # finished, yet result() found no value
+                    if suspect:  # twice: not a fetch cut short by the timeout
+                        self.lost.append(handle.id)
+                        return None
+                    suspect = True
+                if time.monotonic() > deadline:
+                    raise
 
 
 def _check(value: Any, expected: Any, mode: str) -> None:
@@ -255,12 +281,13 @@ def warm_up(modes: Sequence[Mode], rounds: int, width: int) -> None:
 
 
 def measure_latency(modes: Sequence[Mode], fn: Callable, jobs: int, chunk: int) -> dict[str, list[Sample]]:
+    """Sequential jobs, ``chunk`` per mode in turn; a job whose value was lost leaves no sample."""
     samples: dict[str, list[Sample]] = {m.name: [] for m in modes}
     done = 0
     while done < jobs:
         step = min(chunk, jobs - done)
         for mode in modes:
-            samples[mode.name] += [mode.one(fn, done + i) for i in range(step)]
+            samples[mode.name] += [s for s in (mode.one(fn, done + i) for i in range(step)) if s is not None]
         done += step
     return samples
 
@@ -271,6 +298,7 @@ class ThroughputRun:
     started: float
     ended: float
     cpu: dict | None = None  # CpuMeter.result, for the metered runs
+    lost: int = 0  # jobs that succeeded without a value the client could fetch
 
     @property
     def jobs_per_s(self) -> float:
@@ -286,15 +314,14 @@ def measure_throughput(modes: Sequence[Mode], fn: Callable, jobs: int, repeats: 
         for mode in modes:
             time.sleep(0.2)  # let the previous mode's background work (reports, settling) drain
             cpu = meter() if meter is not None and round_ == 0 else None
-            if cpu is not None:
-                cpu.__enter__()
-            started = time.time()
-            values = mode.many(fn, xs)
-            ended = time.time()
-            if cpu is not None:
-                cpu.__exit__(None, None, None)
-            _check([v[0] for v in values], xs, mode.name)
-            runs[mode.name].append(ThroughputRun(jobs, started, ended, cpu.result(jobs) if cpu else None))
+            with cpu if cpu is not None else contextlib.nullcontext():
+                started = time.time()
+                values = mode.many(fn, xs)
+                ended = time.time()
+            got = [(x, v) for x, v in zip(xs, values) if v is not None]
+            _check([v[0] for _, v in got], [x for x, _ in got], mode.name)
+            runs[mode.name].append(ThroughputRun(jobs, started, ended, cpu.result(jobs) if cpu else None,
+                                                 lost=len(xs) - len(got)))
     return runs
 
 
@@ -306,9 +333,12 @@ def latency_stats(samples: Sequence[Sample]) -> dict:
 
 
 def throughput_stats(runs: Sequence[ThroughputRun]) -> dict:
-    rates = [r.jobs_per_s for r in runs]
-    return {"jobs": runs[0].jobs, "runs_jobs_per_s": [round(r, 1) for r in rates],
-            "jobs_per_s": round(float(np.median(rates)), 1), "cpu_first_run": runs[0].cpu}
+    """The median over the runs in which no result was lost (each lost one stalls its run by
+    ``2 * LOST_AFTER_S``), over all runs if every run lost one."""
+    clean = [r.jobs_per_s for r in runs if not r.lost] or [r.jobs_per_s for r in runs]
+    return {"jobs": runs[0].jobs, "runs_jobs_per_s": [round(r.jobs_per_s, 1) for r in runs],
+            "runs_lost_results": [r.lost for r in runs], "jobs_per_s": round(float(np.median(clean)), 1),
+            "cpu_first_run": runs[0].cpu}
 
 
 def ms_stats(seconds: Sequence[float]) -> dict:
@@ -419,6 +449,7 @@ class Span:
     kind: str  # "Head.submit", "ExecutorWorker.start", "run_measured", "echo", ...
     start: float
     end: float
+    process: str = ""  # Ray's worker id of the process that ran it
 
 
 @dataclass
@@ -426,6 +457,7 @@ class Spans:
     """Ray's task events (``ray.timeline()``) as execution spans, indexed by kind."""
 
     by_kind: dict[str, list[Span]] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)  # process -> when it first ran anything
     error: str | None = None
 
     @classmethod
@@ -449,10 +481,17 @@ class Spans:
             # (cat carries the task's own name, e.g. "task::coopsched:<task id>:1")
             kind = cat[6:] if cat.endswith("." + name) else name.rsplit(".", 1)[-1]
             start = e["ts"] / 1e6
-            by_kind.setdefault(kind, []).append(Span(kind, start, start + e["dur"] / 1e6))
+            by_kind.setdefault(kind, []).append(Span(kind, start, start + e["dur"] / 1e6, str(e.get("tid", ""))))
+        first_seen: dict[str, float] = {}
         for spans in by_kind.values():
             spans.sort(key=lambda s: s.start)
-        return cls(by_kind)
+            for span in spans:
+                first_seen[span.process] = min(first_seen.get(span.process, span.start), span.start)
+        return cls(by_kind, first_seen)
+
+    def fresh_process(self, span: Span) -> bool:
+        """Whether ``span`` was the first thing its process ran (Ray had to start a worker for it)."""
+        return self.first_seen.get(span.process) == span.start
 
     def first(self, kind: str, after: float, before: float) -> Span | None:
         spans = self.by_kind.get(kind, [])
@@ -465,8 +504,8 @@ class Spans:
 
 COOP_SEGMENTS = (
     ("client -> head.submit starts (validate, pickle, actor call)", "submitted", "head_submit_start"),
-    ("head.submit: admit + place + ray.put(payload)", "head_submit_start", "head_submit_end"),
-    ("head.submit ends -> worker.start starts (dispatch call)", "head_submit_end", "worker_start_start"),
+    ("head.submit starts -> worker.start starts (admit, place, persist, dispatch)", "head_submit_start",
+     "worker_start_start"),
     ("worker.start starts -> Ray task starts (launch, lease)", "worker_start_start", "task_start"),
     ("Ray task starts -> fn entry (args, payload, measuring)", "task_start", "entered"),
     ("fn entry -> Ray task ends (return, metrics, store)", "entered", "task_end"),
@@ -490,7 +529,8 @@ def coop_points(spans: Spans, s: Sample) -> dict[str, float] | None:
     wait = spans.first("Head.wait_result", s.accepted, s.returned)
     points = {"submitted": s.submitted, "head_submit_start": submit.start, "head_submit_end": submit.end,
               "accepted": s.accepted, "worker_start_start": start.start, "worker_start_end": start.end,
-              "task_start": task.start, "entered": s.entered, "task_end": task.end, "returned": s.returned}
+              "task_start": task.start, "entered": s.entered, "task_end": task.end, "returned": s.returned,
+              "fresh_process": float(spans.fresh_process(task))}
     if wait is not None:
         points["wait_result_start"], points["wait_result_end"] = wait.start, wait.end
     return points
@@ -501,22 +541,29 @@ def ray_points(spans: Spans, s: Sample, kind: str) -> dict[str, float] | None:
     if task is None:
         return None
     return {"submitted": s.submitted, "task_start": task.start, "entered": s.entered, "task_end": task.end,
-            "returned": s.returned}
+            "returned": s.returned, "fresh_process": float(spans.fresh_process(task))}
 
 
 def breakdown(points: list[dict[str, float]], segments) -> dict:
+    """Each hop's statistics over the jobs, and the hops of the slowest job."""
     rows = [{"segment": name, **ms_stats([p[b] - p[a] for p in points])} for name, a, b in segments]
+    slowest = max(points, key=lambda p: p["returned"] - p["submitted"], default=None)
     return {"matched_jobs": len(points), "segments": rows,
-            "total_ms": ms_stats([p["returned"] - p["submitted"] for p in points])}
+            "total_ms": ms_stats([p["returned"] - p["submitted"] for p in points]),
+            "jobs_on_a_fresh_worker_process": int(sum(p["fresh_process"] for p in points)),
+            "slowest_job_ms": {name: round((slowest[b] - slowest[a]) * 1e3, 3) for name, a, b in segments}
+            if slowest else None}
 
 
 def latency_breakdown(spans: Spans, samples: dict[str, list[Sample]], fn: Callable) -> dict:
     coop = [p for p in (coop_points(spans, s) for s in samples.get("coopsched", ())) if p]
     bare = [p for p in (ray_points(spans, s, fn.__name__) for s in samples.get("ray", ())) if p]
     out = {"coopsched": breakdown(coop, COOP_SEGMENTS), "ray": breakdown(bare, RAY_SEGMENTS)}
-    extra = [("decision back in the client after head.submit ends", "head_submit_end", "accepted"),
-             ("worker.start execution", "worker_start_start", "worker_start_end"),
-             ("head.wait_result returns after the Ray task ends", "task_end", "wait_result_end")]
+    extra = [("head.submit span (admit, place, persist, reply)", "head_submit_start", "head_submit_end"),
+             ("client has the decision after head.submit starts", "head_submit_start", "accepted"),
+             ("worker.start span", "worker_start_start", "worker_start_end"),
+             ("head.wait_result hands the ref over, after the Ray task ends (<0: before)", "task_end",
+              "wait_result_end")]
     out["coopsched"]["other"] = [{"segment": name, **ms_stats([p[b] - p[a] for p in coop if b in p])}
                                  for name, a, b in extra]
     if spans.error:
@@ -594,34 +641,54 @@ class PySpy:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    def summary(self, top: int = 12) -> dict:
-        return {name: summarise_stacks(out, top) for name, (_, out) in self._procs.items()}
+    def summary(self, wall_s: float, top: int = 10) -> dict:
+        return {name: summarise_stacks(out, top, self.rate, wall_s) for name, (_, out) in self._procs.items()}
 
 
-def summarise_stacks(path: Path, top: int) -> dict:
-    """Shares of py-spy's samples: by the outermost Coopsched function on the stack (which
-    method of the actor the time belongs to) and by the innermost function (own time)."""
+# Innermost frames of a thread that waits rather than works (py-spy cannot always tell).
+IDLE_LEAVES = ("Worker.main_loop", "EpollSelector.select", "Condition.wait", "BaseEventLoop.time")
+
+
+def summarise_stacks(path: Path, top: int, rate: int, wall_s: float) -> dict:
+    """py-spy's samples of one process, idle ones set aside: which Coopsched method the time
+    belongs to (the outermost Coopsched frame), and where inside it goes (the innermost
+    Coopsched frame and what it calls). ``active_threads`` is active samples / (rate x wall):
+    about how many threads were busy on average."""
     if not path.exists():
         return {"error": f"no output at {path}"}
     entry: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
+    hot: dict[str, int] = {}
+    total = active = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if not count.isdigit():
             continue
         n = int(count)
         total += n
-        frames = [_frame(f) for f in stack.split(";")]
-        ours = [f for f in frames if f.split(" (")[-1].startswith(("scheduler/", "executors/", "policies/"))]
-        key = ours[0].rsplit(":", 1)[0] + ")" if ours else "(Ray/asyncio, no Coopsched frame)"  # no line number
+        frames = [_frame(f) for f in stack.split(";") if f]
+        if not frames or frames[-1].split(" (")[0] in IDLE_LEAVES:
+            continue  # a native thread with no Python frame, or a thread waiting
+        active += n
+        ours = [i for i, f in enumerate(frames) if f.split(" (")[-1].startswith(("scheduler/", "executors/",
+                                                                                "policies/"))]
+        key = _name(frames[ours[0]]) if ours else "(Ray and asyncio only)"
         entry[key] = entry.get(key, 0) + n
-        own[frames[-1]] = own.get(frames[-1], 0) + n
+        if ours:
+            inner = frames[ours[-1]]
+            callee = frames[ours[-1] + 1] if ours[-1] + 1 < len(frames) else "(itself)"
+            k = f"{_name(inner)} -> {_name(callee)}"
+            hot[k] = hot.get(k, 0) + n
 
     def ranked(d: dict[str, int]) -> list[dict]:
-        return [{"function": f, "share": round(n / total, 3)} for f, n in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+        return [{"function": f, "share": round(n / max(active, 1), 3)}
+                for f, n in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
 
-    return {"samples": total, "by_coopsched_entry": ranked(entry), "by_own": ranked(own), "raw": str(path)}
+    return {"samples": total, "active_samples": active, "active_threads": round(active / (rate * wall_s), 2),
+            "by_coopsched_entry": ranked(entry), "by_innermost_call": ranked(hot), "raw": str(path)}
+
+
+def _name(frame: str) -> str:
+    return frame.split(" (")[0]
 
 
 def _frame(frame: str) -> str:
@@ -686,6 +753,9 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
             result["variants"][variant] = {
                 m.name: {"latency": latency_stats(samples[m.name]) if m.name in samples else None,
                          "throughput": throughput_stats(runs[m.name])} for m in batched}
+        result["lost_results"] = {"jobs": coop.lost + coop_map.lost, "note": (
+            "jobs that succeeded but whose value JobHandle.result() could not fetch: the head holds no "
+            "result reference for them and result() polls wait_result until its timeout")}
         if profile_dir is not None:
             result["profile"] = profile_runs(namespace, layout, client, plan, profile_dir, log)
     finally:
@@ -717,7 +787,7 @@ def profile_runs(namespace: str, layout: Layout, client: Client, plan: Plan, dir
             else:
                 mode.many(echo, list(range(jobs)))
             wall = time.time() - t0
-        out[name] = {"jobs": jobs, "wall_s": round(wall, 3), "processes": spy.summary()}
+        out[name] = {"jobs": jobs, "wall_s": round(wall, 3), "processes": spy.summary(wall)}
     return out
 
 
@@ -756,6 +826,11 @@ def format_report(result: dict) -> str:
     p = m["plan"]
     lines.append(f"  latency: {p['latency_jobs']} sequential jobs per mode; throughput: {p['throughput_jobs']} jobs "
                  f"at once, median of {p['repeats']} run(s) (all runs in the JSON)")
+    lost = result.get("lost_results", {}).get("jobs", [])
+    if lost:
+        lines.append(f"  LOST RESULTS: {len(lost)} Coopsched job(s) succeeded but JobHandle.result() could not fetch "
+                     f"their value (it polls until its timeout); each stalled its run ~{2 * LOST_AFTER_S:.0f} s here. "
+                     "Throughput medians skip runs with a lost result when a clean run exists.")
     lines += ["", "Targets (Coopsched against bare Ray tasks)"]
     for t in result["targets"]:
         value = f"{t['value']:.2f}x" if "submit->result" in t["target"] else f"{t['value']:.0%}"
@@ -768,6 +843,9 @@ def format_report(result: dict) -> str:
             rows = [(r["segment"], _ms(r["p50"]), _ms(r["p99"])) for r in b["segments"]]
             rows.append(("total (submit -> value)", _ms(b["total_ms"]["p50"]), _ms(b["total_ms"]["p99"])))
             lines.append(table([f"{mode} ({b['matched_jobs']} jobs)", "p50", "p99"], rows))
+            if b["jobs_on_a_fresh_worker_process"]:
+                lines.append(f"  ({b['jobs_on_a_fresh_worker_process']} job(s) ran on a worker process Ray had just "
+                             "started)")
             for r in b.get("other", ()):
                 lines.append(f"  ({r['segment']}: p50 {_ms(r['p50'])} ms)")
         if lat.get("error"):
@@ -795,11 +873,13 @@ def format_report(result: dict) -> str:
         lines += ["", f"py-spy, an extra {run_name} run of {prof['jobs']} trivial jobs ({prof['wall_s']} s, untimed): "
                   "share of samples by the outermost Coopsched function on the stack"]
         for name, s in prof["processes"].items():
-            if "by_own" not in s:
+            if "by_coopsched_entry" not in s:
                 lines.append(f"  {name}: {s.get('error')}")
                 continue
-            lines.append(f"  {name} ({s['samples']} samples): " + "; ".join(
-                f"{r['function'].split(' (')[0]} {r['share']:.0%}" for r in s["by_coopsched_entry"][:6]))
+            lines.append(f"  {name}: {s['active_threads']:.2f} threads busy on average; by method: " + "; ".join(
+                f"{r['function']} {r['share']:.0%}" for r in s["by_coopsched_entry"][:6]))
+            lines.append("    innermost Coopsched call: " + "; ".join(
+                f"{r['function']} {r['share']:.0%}" for r in s["by_innermost_call"][:5]))
     return "\n".join(lines)
 
 

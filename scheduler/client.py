@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
 
 from executors.measure import TaskError
 from executors.worker import start_worker
@@ -43,6 +43,7 @@ from scheduler.usage import UsageRecord
 log = logging.getLogger("coopsched.client")
 
 MB = 1024 * 1024
+RESTART_WAIT_S = 60.0  # how long calls wait for a restarting head
 
 
 class PolicyViolation(Exception):
@@ -370,13 +371,25 @@ class Client:
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return ray.get(getattr(self.head, method).remote(*args, **kwargs))
-        except RayTaskError as exc:
-            cause = exc.cause if hasattr(exc, "cause") else None
-            if isinstance(cause, (InvalidRequest, KeyError, ValueError)):
-                raise cause from None
-            raise
+        """Call the head; while it restarts (Ray brings it back) retry for up to ``RESTART_WAIT_S``.
+
+        Retrying is safe: submissions carry their task id (the head answers a resubmission
+        with the first decision) and every other call is a read or idempotent."""
+        deadline = time.monotonic() + RESTART_WAIT_S
+        delay = 0.05
+        while True:
+            try:
+                return ray.get(getattr(self.head, method).remote(*args, **kwargs))
+            except RayTaskError as exc:
+                cause = exc.cause if hasattr(exc, "cause") else None
+                if isinstance(cause, (InvalidRequest, KeyError, ValueError)):
+                    raise cause from None
+                raise
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
 
 def shutdown(namespace: str = NAMESPACE) -> list[str]:

@@ -254,7 +254,11 @@ class SchedulerCore:
         compiled = self._policies.get(task.coop_id)
         weights = (compiled.policy.weights if compiled else DEFAULT_WEIGHTS).as_tuple()
         data = self.data_locator.fractions(task.hints.data) if task.hints.data else None
-        picked = choose(self.table, fit_mask(self.table, entry.requirements), weights, task.hints, data)
+        picked = choose(self.table, fit_mask(self.table, entry.requirements), weights, task.hints, data,
+                        top=4 + len(entry.avoid))
+        if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
+            others = [p for p in picked if self.table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
+            picked = (others or picked)[:4]
         if not picked:
             return None
         row, score = picked[0]
@@ -387,12 +391,12 @@ class SchedulerCore:
             return final
         base = job.placement
         assert job.requirements is not None
-        req = job.requirements = _deny(job.requirements, executor_id)
+        job.avoid = job.avoid | {executor_id}
         self._seq += 1
         self.changed_jobs.add(task_id)
-        self.queue.add(QueuedTask(task, req, job.cost,
+        self.queue.add(QueuedTask(task, job.requirements, job.cost,
                                   job.decision.effective_priority, job.submitted_at, self._seq,
-                                  attempt=job.attempts + 1, relaxed=base.relaxed))
+                                  attempt=job.attempts + 1, relaxed=base.relaxed, avoid=job.avoid))
         self.counters.retried[task.coop_id] += 1
         job.move(now, JobState.QUEUED, f"{why}; retrying (attempt {job.attempts + 1} of {task.max_retries + 1})")
         return JobState.QUEUED
@@ -521,12 +525,6 @@ class SchedulerCore:
     def reasons_of(self, task_id: str) -> tuple[Reason, ...]:
         job = self._jobs.get(task_id)
         return job.decision.reasons if job else ()
-
-
-def _deny(req: Requirements, executor_id: str) -> Requirements:
-    deny = req.deny | {executor_id}
-    signature = req.signature[:4] + (frozenset(deny),)
-    return replace(req, deny=deny, deny_sources=req.deny_sources + ("retry",), signature=signature)
 
 
 def _utc(t: float) -> str:

@@ -201,6 +201,7 @@ class Head:
     # ------------------------------------------------------------------ reports and heartbeats
     async def on_report(self, report: dict) -> bool:
         """A usage report from the tracker; settles the ledger once and frees the executor."""
+        self._ensure_watchdog()
         record = self.core.complete(report)
         task_id = report.get("task_id", "")
         if record is not None:
@@ -247,6 +248,7 @@ class Head:
         asyncio.get_running_loop().run_in_executor(None, write)
 
     async def heartbeat(self, offer: dict) -> bool:
+        self._ensure_watchdog()  # after a restart, the first heartbeat starts the watchdog again
         executor_id = offer.get("executor_id", "")
         if executor_id not in self.core.table:
             return False
@@ -257,6 +259,7 @@ class Head:
     # ------------------------------------------------------------------ results
     async def wait_result(self, task_id: str, timeout_s: float = 30.0) -> dict:
         """Wait until the task's current attempt has a result reference or the job has finished."""
+        self._ensure_watchdog()
         deadline = time.time() + timeout_s
         while True:
             job = self.core.job(task_id)
@@ -474,6 +477,7 @@ class Head:
         return self.core.usage(coop_id, member).model_dump(mode="json")
 
     async def ping(self) -> dict:
+        self._ensure_watchdog()
         return {"executors": len(self.core.table), "queued": len(self.core.queue), "started_at": self.started_at,
                 "store": self.store_url.split("@")[-1], "recovered": self.recovered}
 

@@ -58,6 +58,7 @@ class Job:
     placement: Placement | None = None
     requirements: Requirements | None = None
     cost: Cost = field(default_factory=Cost)
+    avoid: frozenset[str] = frozenset()
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None

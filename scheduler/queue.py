@@ -30,6 +30,7 @@ class QueuedTask:
     attempt: int = 1
     relaxed: tuple[str, ...] = ()
     waiting_for: str = "a free executor"
+    avoid: frozenset[str] = frozenset()  # executors earlier attempts were lost on
     shape: tuple = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
