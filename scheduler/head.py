@@ -425,6 +425,7 @@ class Head:
         if action == "update_default_limit":
             new = admin.with_default_limits(policy, values)
             await self.set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
+            self._log(coop_id, "quota.update_default_limit", author, dict(values))
             return new.model_dump(mode="json")
         member = admin.check_member(member)
         if action == "reset_quota":
