@@ -31,11 +31,19 @@ ends when the value is back in the driver. Throughput: M jobs submitted at once 
 call each, or one ``map``), then every result fetched; jobs/s = M / wall time; the median
 of the repeats is reported. Every mode is warmed up first.
 
-Where Coopsched's time goes comes from Ray's own task events (``ray.timeline()``: the
-start and end of every actor method and task, wall clock, same machine), matched to the
-sequential jobs by time window, and, for throughput runs, the busy time of each actor
-method inside the run's window. ``--profile DIR`` adds one extra (untimed) map run with
-``py-spy`` sampling the head, the tracker and one worker actor.
+Coopsched keeps its state in a SQLite file (the product's default kind of store) in a
+temporary directory, never in the user's default store. A job that succeeds but whose
+value ``JobHandle.result()`` cannot fetch is counted as a lost result (see ``Coopsched``).
+
+Where the time goes:
+
+* per hop of the sequential jobs, from Ray's own task events (``ray.timeline()``: the
+  start and end of every actor method and task, wall clock, same machine), matched to
+  each job by its time window;
+* per process in the first throughput run of each mode: CPU seconds from ``/proc``
+  (driver, head, tracker, worker actors, task workers, raylet, GCS) and actor calls per job;
+* ``--profile DIR``: two extra, untimed runs (sequential, then ``map``) with ``py-spy``
+  sampling the head, the tracker and one worker actor.
 """
 
 from __future__ import annotations
@@ -459,6 +467,7 @@ class Spans:
     by_kind: dict[str, list[Span]] = field(default_factory=dict)
     first_seen: dict[str, float] = field(default_factory=dict)  # process -> when it first ran anything
     error: str | None = None
+    _starts: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def collect(cls) -> Spans:
@@ -494,12 +503,16 @@ class Spans:
         return self.first_seen.get(span.process) == span.start
 
     def first(self, kind: str, after: float, before: float) -> Span | None:
-        spans = self.by_kind.get(kind, [])
-        i = bisect.bisect_left([s.start for s in spans], after)
-        return spans[i] if i < len(spans) and spans[i].start <= before else None
+        """The first span of ``kind`` starting in [after, before]."""
+        found = self.within(kind, after, before)
+        return found[0] if found else None
 
     def within(self, kind: str, after: float, before: float) -> list[Span]:
-        return [s for s in self.by_kind.get(kind, ()) if after <= s.start <= before]
+        spans = self.by_kind.get(kind, [])
+        if kind not in self._starts:
+            self._starts[kind] = [s.start for s in spans]
+        starts = self._starts[kind]
+        return spans[bisect.bisect_left(starts, after):bisect.bisect_right(starts, before)]
 
 
 COOP_SEGMENTS = (
