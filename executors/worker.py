@@ -93,7 +93,7 @@ T = TypeVar("T")
 class LaunchSpec(BaseModel):
     """What ``ExecutorWorker.start`` needs to run one attempt of a task.
 
-    ``payload`` is a one-element list holding the ObjectRef of ``(fn, args, kwargs)``
+    ``payload`` is a one-element list holding ``(fn, args, kwargs)`` or the ObjectRef of it
     (a list, so Ray passes the reference through the actor call instead of resolving it).
     ``max_runtime_s=None`` means no limit. Keys the worker does not use are ignored.
     """
@@ -117,12 +117,16 @@ class LaunchSpec(BaseModel):
     @field_validator("payload")
     @classmethod
     def _one_object_ref(cls, value: list[Any]) -> list[Any]:
-        if len(value) != 1 or not isinstance(value[0], ray.ObjectRef):
+        if len(value) != 1 or not (isinstance(value[0], ray.ObjectRef) or _is_payload(value[0])):
             raise ValueError(
-                f"payload must be a one-element list holding the ObjectRef of (fn, args, kwargs); "
+                f"payload must be a one-element list holding (fn, args, kwargs) or the ObjectRef of it; "
                 f"received {_describe(value)}; e.g. payload=[ray.put((fn, (1, 2), {{}}))]"
             )
         return value
+
+
+def _is_payload(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 3 and callable(value[0])
 
 
 def _describe(value: list[Any]) -> str:
@@ -198,14 +202,16 @@ class ExecutorWorker:
 
     # --- the actor's methods ------------------------------------------------------------
 
-    async def start(self, spec: dict[str, Any]) -> bool:
-        """Launch one attempt; False if this task id is already running here.
+    async def start(self, spec: dict[str, Any]) -> list[ray.ObjectRef] | None:
+        """Launch one attempt; returns ``[ObjectRef]`` of its value (as ``result_ref`` would), or
+        None if this task id is already running here. Handing the reference back at once saves
+        the head a second call and any race with ``forget``.
 
         Raises ``pydantic.ValidationError`` (a ``ValueError``) naming the field for a bad spec.
         """
         launch = LaunchSpec.model_validate(spec)
         if launch.task_id in self._running:
-            return False
+            return None
         options: dict[str, Any] = {
             "num_cpus": launch.cpus,
             "num_gpus": launch.gpus,
@@ -222,7 +228,7 @@ class ExecutorWorker:
         self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
         self._running[launch.task_id] = attempt
         attempt.watcher = asyncio.create_task(self._watch(attempt))
-        return True
+        return [value_ref]
 
     async def cancel(self, task_id: str) -> bool:
         """Kill a running attempt (reported as ``cancelled``); False if it is not running."""

@@ -127,6 +127,9 @@ class JobHandle:
                 return value
             if answer.get("state") in ("cancelled", "failed", "timeout", "rejected"):
                 raise self._failure(self.status())
+            if answer.get("state") == "succeeded":  # finished, but its value is no longer held anywhere
+                raise JobFailed(self.status(), f"job {self.id} succeeded but its result is no longer available "
+                                "(the executor that held it is gone, or the head restarted after it was fetched)")
 
     def _wait_settled(self, deadline: float | None, limit_s: float = 10.0) -> None:
         end = time.monotonic() + limit_s if deadline is None else min(deadline, time.monotonic() + limit_s)
@@ -275,6 +278,19 @@ class Client:
         if policy is not None:
             policy = parse(CoopPolicy, policy, what="policy").model_dump(mode="json")
         return self._call("diff_policy", coop, policy, a, b)
+
+    def shadow_policy(self, policy: CoopPolicy | dict | str | Path, last_n: int = 100) -> list[dict[str, Any]]:
+        """Replay the coop's last ``last_n`` jobs under ``policy`` beside the active one; changes nothing.
+        Each item: task_id, member, before, after, change (unchanged, now refused, now admitted,
+        placed elsewhere)."""
+        if isinstance(policy, (str, Path)):
+            policy = load_policy(policy)
+        policy = parse(CoopPolicy, policy, what="policy")
+        return self._call("shadow_policy", policy.model_dump(mode="json"), last_n)
+
+    def members(self, coop: str) -> list[UsageRecord]:
+        """This month's usage of every member who submitted to ``coop``."""
+        return [UsageRecord(**u) for u in self._call("members", coop)]
 
     def changes(self, coop: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The change log (policies, quotas, executors), newest first."""

@@ -387,6 +387,8 @@ class SchedulerCore:
             self.ledger.release(task_id)
             job.finished_at = now
             final = JobState.CANCELLED if job.cancel_requested else JobState.FAILED
+            if final is JobState.FAILED:
+                self.counters.gave_up[task.coop_id] += 1
             job.move(now, final, f"{why}; {'cancelled' if job.cancel_requested else f'gave up after {job.attempts} attempts'}")
             return final
         base = job.placement

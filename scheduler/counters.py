@@ -15,6 +15,7 @@ class CoreCounters:
     quota_exceeded: Counter = field(default_factory=Counter)     # (coop, quota kind)
     completed: Counter = field(default_factory=Counter)          # (coop, outcome)
     retried: Counter = field(default_factory=Counter)            # coop
+    gave_up: Counter = field(default_factory=Counter)            # coop: failed after every attempt was lost
     refused_reports: Counter = field(default_factory=Counter)    # why
     member_completed: Counter = field(default_factory=Counter)   # (coop, member)
     member_credits: Counter = field(default_factory=Counter)     # (coop, member)

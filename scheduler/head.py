@@ -27,23 +27,27 @@ from scheduler import admin
 from scheduler.core import SchedulerCore
 from scheduler.executor_spec import ExecutorSpec, ExecutorStatus
 from scheduler.ledger import Cost, period_of
+from scheduler.metrics import SchedulerMetrics
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
 from scheduler.state_store import AuditRecord, default_store_url, open_store
 from scheduler.store_ledger import StoreLedger
-from scheduler.tasks import JobState
+from scheduler.shadow import shadow_evaluate
+from scheduler.tasks import JobState, TaskSpec
 
 log = logging.getLogger("coopsched.head")
 
 WATCH_INTERVAL_S = 1.0
+INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
 KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps for late result() calls
 PING_TIMEOUT_S = 5.0
 
 
 class Head:
     def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
-                 heartbeat_timeout_s: float = 30.0, store_url: str | None = None) -> None:
+                 heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
+                 metrics_port: int | None = None) -> None:
         self.namespace = namespace
         self.tracker_name = tracker_name
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -57,9 +61,14 @@ class Head:
         self._results: OrderedDict[str, list] = OrderedDict()
         self._changed: dict[str, asyncio.Event] = {}
         self._dispatched: dict[str, float] = {}
+        self._forget_after_dispatch: set[str] = set()
         self._watchdog: asyncio.Task | None = None
         self.started_at = time.time()
         self.recovered = self._recover()
+        self.metrics = SchedulerMetrics(self.core)  # metrics_port None: histograms kept, nothing served
+        if metrics_port is not None:  # 0: any free port; metrics_address() says which
+            self.metrics.serve(metrics_port, advertise_host=ray.util.get_node_ip_address())
+            log.info("serving Prometheus metrics at http://%s/metrics", self.metrics.address)
 
     # ------------------------------------------------------------------ recovery and persistence
     def _recover(self) -> dict[str, int]:
@@ -75,7 +84,9 @@ class Head:
         for record in self.store.unfinished_jobs():
             data = self.store.get_payload(record["task_id"])
             state = self.core.restore_job(record)
-            self._payloads[record["task_id"]] = ray.put(cloudpickle.loads(data) if data else (_noop, (), {}))
+            payload = cloudpickle.loads(data) if data else (_noop, (), {})
+            self._payloads[record["task_id"]] = ray.put(payload) if data and len(data) > INLINE_PAYLOAD_BYTES \
+                else payload
             if state is JobState.RUNNING:
                 self._dispatched[record["task_id"]] = now  # the watchdog asks its worker about it
             jobs += 1
@@ -125,7 +136,8 @@ class Head:
             hints["data"] = list(hints.get("data") or ()) + keys
             task = {**task, "hints": hints}
         try:
-            decision = self.core.submit(task)
+            with self.metrics.policy_evaluation.time():
+                decision = self.core.submit(task)
         except InvalidRequest:
             raise
         except Exception as exc:  # the store is unreachable: nothing was reserved, say so plainly
@@ -136,13 +148,18 @@ class Head:
                 "nothing was admitted or charged; retry in a few seconds"),)).model_dump(mode="json")
         if decision.admitted and decision.task_id not in self._payloads:
             payload = payload if payload is not None else (_noop, (), {})
-            self._payloads[decision.task_id] = ray.put(payload)
-            self.store.put_payload(decision.task_id, cloudpickle.dumps(payload))
+            data = cloudpickle.dumps(payload)
+            self.store.put_payload(decision.task_id, data)
+            # small payloads travel inside the dispatch call; large ones once, through the object store
+            self._payloads[decision.task_id] = ray.put(payload) if len(data) > INLINE_PAYLOAD_BYTES else payload
         return decision.model_dump(mode="json")
 
     # ------------------------------------------------------------------ dispatch
     def _schedule(self) -> None:
-        for placement in self.core.schedule():
+        started = time.perf_counter()
+        placements = self.core.schedule()
+        self.metrics.placed(len(placements), time.perf_counter() - started)
+        for placement in placements:
             asyncio.get_running_loop().create_task(self._dispatch(placement))
 
     async def _dispatch(self, p: Placement) -> None:
@@ -155,11 +172,14 @@ class Head:
         try:
             if worker is None:
                 raise ActorUnavailableError(f"no worker actor for executor {p.executor_id}")
-            accepted = await worker.start.remote(spec)
-            if not accepted:
+            ref = await worker.start.remote(spec)
+            if not ref:
                 raise RuntimeError(f"worker {p.executor_id} refused task {task.task_id} (already running it)")
             self._dispatched[task.task_id] = time.time()
-            self._results[task.task_id] = await worker.result_ref.remote(task.task_id)
+            self._results[task.task_id] = ref
+            if task.task_id in self._forget_after_dispatch:  # it already finished: the head holds the value now
+                self._forget_after_dispatch.discard(task.task_id)
+                worker.forget.remote(task.task_id)
         except (RayActorError, ActorUnavailableError) as exc:
             self._lost(p.executor_id, f"worker of {p.executor_id} unreachable at dispatch ({type(exc).__name__})")
         except Exception as exc:
@@ -211,7 +231,9 @@ class Head:
             if task is not None and task.hints.data:
                 self.locator.forget(task.hints.data)
             worker = self._worker(report["executor_id"])
-            if worker is not None:  # the head's reference keeps the value alive; the worker may let go
+            if task_id not in self._results:  # the dispatch reply is still on its way: forget after it
+                self._forget_after_dispatch.add(task_id)
+            elif worker is not None:  # the head's reference keeps the value alive; the worker may let go
                 worker.forget.remote(task_id)
             if task_id in self._results:
                 self._results.move_to_end(task_id)
@@ -401,6 +423,22 @@ class Head:
             new = CoopPolicy(**policy).model_dump(mode="json") if policy is not None else None
         return admin.diff(base.policy if base else None, new)
 
+    async def shadow_policy(self, policy: dict, last_n: int = 100) -> list[dict]:
+        """What ``policy`` would have decided for its coop's last ``last_n`` jobs (nothing changes)."""
+        proposed = CoopPolicy(**policy)
+        records = self.store.jobs(coop_id=proposed.coop_id)[-last_n:]
+        tasks = [(r["submitted_at"], TaskSpec(**r["task"])) for r in records if r.get("task")]
+        period = period_of(time.time())
+        usage = {m: self.store.standing(proposed.coop_id, m, period)[0] for m in {t.member for _, t in tasks}}
+        executors = [spec for spec, status, _ in self.core.executors() if status is ExecutorStatus.ACTIVE]
+        outcomes = shadow_evaluate(self.core.policy(proposed.coop_id), proposed, executors, tasks, usage)
+        return [o.as_dict() for o in outcomes]
+
+    async def members(self, coop_id: str) -> list[dict]:
+        """This month's usage of every member who submitted to ``coop_id``."""
+        members = sorted({j["member"] for j in self.store.jobs(coop_id=coop_id)})
+        return [self.core.usage(coop_id, m).model_dump(mode="json") for m in members]
+
     async def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
         return self.store.changes(coop_id, limit)
 
@@ -476,6 +514,10 @@ class Head:
 
     async def usage(self, coop_id: str, member: str) -> dict:
         return self.core.usage(coop_id, member).model_dump(mode="json")
+
+    async def metrics_address(self) -> str | None:
+        """``host:port`` serving Prometheus text at ``/metrics``; None when started without a metrics port."""
+        return self.metrics.address
 
     async def ping(self) -> dict:
         self._ensure_watchdog()

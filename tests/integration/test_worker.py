@@ -104,7 +104,7 @@ class Executor:
         return self.tracker
 
     def run(self, spec: dict[str, Any]) -> UsageReport:
-        assert ray.get(self.worker.start.remote(spec)) is True
+        assert isinstance(ray.get(self.worker.start.remote(spec))[0], ray.ObjectRef)
         return report_for(self.tracker, spec["task_id"])
 
     def value(self, task_id: str) -> Any:
@@ -218,8 +218,8 @@ def test_a_task_over_its_runtime_limit_is_killed_and_charged_only_the_time_used(
 
 def test_a_cancelled_task_stops_and_is_reported_cancelled(executor: Executor) -> None:
     spec = make_spec(time.sleep, 30)
-    assert ray.get(executor.worker.start.remote(spec)) is True
-    assert ray.get(executor.worker.start.remote(spec)) is False  # the same task id while it runs
+    assert isinstance(ray.get(executor.worker.start.remote(spec))[0], ray.ObjectRef)
+    assert ray.get(executor.worker.start.remote(spec)) is None  # the same task id while it runs
     assert ray.get(executor.worker.running.remote()) == [spec["task_id"]]
     time.sleep(0.5)
 
@@ -254,7 +254,7 @@ def test_reports_are_resent_until_a_tracker_appears(eu_node: str) -> None:
     ex = Executor(eu_node, tracker_exists=False)
     try:
         spec = make_spec(where_am_i)
-        assert ray.get(ex.worker.start.remote(spec)) is True
+        assert isinstance(ray.get(ex.worker.start.remote(spec))[0], ray.ObjectRef)
         eventually(lambda: ray.get(ex.worker.report_of.remote(spec["task_id"])), what="the task to end")
         time.sleep(0.6)  # at least one retry finds no tracker
         assert ray.get(ex.worker.unsent_reports.remote()) == 1

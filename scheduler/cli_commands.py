@@ -1,0 +1,331 @@
+"""What each ``coopsched`` command does. The parser and exit codes are in ``scheduler.cli``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scheduler.tables import table
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (exit 2)."""
+
+
+def client_for(args):
+    import ray
+
+    from scheduler.client import Client
+    if not ray.is_initialized():
+        try:
+            ray.init(address=args.address or "auto", namespace=args.namespace, log_to_driver=False)
+        except ConnectionError:
+            raise ConnectionError("no running Ray cluster found; start one with `coopsched start` "
+                                  "(or pass --address HOST:PORT)") from None
+    return Client(namespace=args.namespace, _connect=False)
+
+
+def emit(args, data: Any, render) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else render(data))
+
+
+def progress(args, message: str) -> None:
+    if not args.json:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _pairs(pairs: list[str] | None, flag: str, example: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{flag} takes NAME=VALUE, e.g. {flag} {example} (got {pair!r})")
+        out[name] = value
+    return out
+
+
+def _limits(args) -> dict[str, Any]:
+    fields = ("cpu_hours_per_month", "gpu_hours_per_month", "max_concurrent_tasks", "max_priority",
+              "credits_per_month", "default_max_runtime_s")
+    limits = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    if not limits:
+        raise UsageError("give at least one limit, e.g. --cpu-hours-per-month 20 or --max-concurrent-tasks 5")
+    return limits
+
+
+def _usage_rows(records) -> str:
+    return table(["coop", "member", "period", "cpu-h", "quota", "gpu-h", "credits", "reserved cpu-h", "running",
+                  "tasks"],
+                 [(u["coop_id"], u["member"], u["period"], u["cpu_hours"],
+                   (u.get("quota") or {}).get("cpu_hours_per_month"), u["gpu_hours"], u["credits"],
+                   u["reserved_cpu_hours"], u["running"], u["tasks_completed"]) for u in records])
+
+
+# ---------------------------------------------------------------------------- demo, start, stop, bench
+def cmd_demo(args) -> int:
+    if args.simulated:
+        from scheduler.simulated_demo import run as run_simulated
+        return run_simulated()
+    from scheduler.demo import run
+    return run()
+
+
+def cmd_start(args) -> int:
+    import ray
+
+    from scheduler.client import Client
+    if args.address:
+        ray.init(address=args.address, namespace=args.namespace, log_to_driver=False)
+    config = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
+    client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, **config)
+    info = client._call("ping")
+    print(f"Coopsched head running in Ray namespace {client.namespace!r}, state in {info['store']}; "
+          "stop it with `coopsched stop`")
+    return EXIT_OK
+
+
+def cmd_stop(args) -> int:
+    from scheduler.client import shutdown
+    client_for(args)
+    stopped = shutdown(args.namespace)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "placement_latency.py"
+    if not script.exists():
+        print(f"coopsched: the benchmarks are not installed with the package; run them from a checkout "
+              f"(expected {script})", file=sys.stderr)
+        return EXIT_ERROR
+    command = [sys.executable, "-u", str(script)] + (["--quick"] if args.quick else [])
+    progress(args, f"running {' '.join(command[2:])} (progress below)")
+    return subprocess.call(command)
+
+
+# ---------------------------------------------------------------------------- policies
+def cmd_policy(args) -> int:
+    from policies.loader import load_policy
+    if args.action == "validate":
+        policy = load_policy(args.file)
+        emit(args, {"file": args.file, "valid": True, "coop_id": policy.coop_id},
+             lambda d: f"{args.file}: a valid policy for coop {policy.coop_id} ({len(policy.rules)} rules, "
+                       f"{policy.enforcement_mode.value})")
+        return EXIT_OK
+    client = client_for(args)
+    if args.action == "set":
+        policy = load_policy(args.file)
+        if args.dry_run:
+            outcomes = client.shadow_policy(policy, args.last)
+            changed = [o for o in outcomes if o["change"] != "unchanged"]
+            emit(args, outcomes, lambda rows: (
+                f"dry run: the last {len(rows)} job(s) of coop {policy.coop_id} replayed under {args.file}; "
+                f"{len(changed)} would change (nothing was changed)\n"
+                + table(["job", "member", "change", "before", "after"],
+                        [(o["task_id"][:12], o["member"], o["change"], o["before"], o["after"]) for o in changed],
+                        max_width=60)))
+            return EXIT_OK
+        policy = client.set_policy(policy)
+        history = client.policy_history(policy.coop_id)
+        print(f"policy for coop {policy.coop_id} set: version {history[-1]['version']} "
+              f"({len(policy.rules)} rules, {policy.enforcement_mode.value})")
+    elif args.action == "show":
+        policy = client.get_policy(args.coop)
+        if policy is None:
+            print(f"coopsched: coop {args.coop} has no policy; set one with `coopsched policy set FILE`",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        print(policy.model_dump_json(indent=2))
+    elif args.action == "list":
+        emit(args, [p.model_dump(mode="json") for p in client.list_policies()], lambda rows: table(
+            ["coop", "mode", "rules", "members with own quota", "description"],
+            [(p["coop_id"], p["enforcement_mode"], len(p["rules"]), len(p["member_quotas"]), p["description"])
+             for p in rows], max_width=50))
+    elif args.action == "remove":
+        removed = client.remove_policy(args.coop)
+        print(f"policy for coop {args.coop} {'removed (its history is kept)' if removed else 'did not exist'}")
+    elif args.action == "history":
+        emit(args, client.policy_history(args.coop), lambda rows: table(
+            ["version", "author", "at (UTC)", "predecessor", "active", "note"],
+            [(v["version"], v["author"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v["at"])), v["predecessor"],
+              "yes" if v["active"] else "", v["note"] or ("(removed)" if v["policy"] is None else "")) for v in rows]))
+    elif args.action == "rollback":
+        policy = client.rollback_policy(args.coop, args.version)
+        print(f"coop {policy.coop_id} rolled back to the content of version {args.version} (as a new version)")
+    elif args.action == "diff":
+        if args.file:
+            changes = client.diff_policy(load_policy(args.file).coop_id, args.file, a=args.base)
+        elif args.coop and args.base is not None and args.to is not None:
+            changes = client.diff_policy(args.coop, a=args.base, b=args.to)
+        else:
+            raise UsageError("policy diff takes FILE (compared with the active version) or "
+                             "--coop COOP --base A --to B")
+        emit(args, changes, lambda rows: "no changes" if not rows else table(
+            ["path", "change", "from", "to"],
+            [(c["path"], c["op"], json.dumps(c["old"]), json.dumps(c["new"])) for c in rows], max_width=60))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- quotas
+def cmd_quota(args) -> int:
+    client = client_for(args)
+    action = args.action
+    if action == "list":
+        emit(args, [u.model_dump(mode="json") for u in client.members(args.coop)], _usage_rows)
+        return EXIT_OK
+    if action == "show":
+        record = client.get_quota(args.coop, args.member)
+    elif action == "reset":
+        record = client.reset_quota(args.coop, args.member)
+    elif action == "set":
+        record = client.set_quota(args.coop, args.member, cpu_hours=args.cpu_hours or 0.0,
+                                  gpu_hours=args.gpu_hours or 0.0, credits=args.credits or 0.0)
+    elif action == "limit":
+        record = client.update_limit(args.coop, args.member, **_limits(args))
+    elif action == "default-limit":
+        policy = client.update_default_limit(args.coop, **_limits(args))
+        print(f"coop {args.coop}: default quota is now {policy.default_quota.model_dump_json()}")
+        return EXIT_OK
+    elif action == "whitelist":
+        record = (client.add_whitelist if args.op == "add" else client.remove_whitelist)(args.coop, args.member)
+    elif action == "clear-all":
+        cleared = client.clear_all(args.coop)
+        print(f"coop {args.coop}: this month's usage cleared for {len(cleared)} member(s)")
+        return EXIT_OK
+    else:  # pragma: no cover - argparse restricts the choices
+        raise UsageError(action)
+    emit(args, record.model_dump(mode="json"), lambda d: _usage_rows([d]))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- executors
+def cmd_executor(args) -> int:
+    client = client_for(args)
+    if args.action == "join":
+        try:
+            trust = float(args.trust)
+        except ValueError:
+            raise UsageError(f"--trust takes a number from 0 to 1, e.g. --trust 0.8 (got {args.trust!r})") from None
+        spec = client.register_executor(args.id, coop=args.coop, region=args.region,
+                                        capabilities=_pairs(args.capability, "--capability", "hipaa-compliant=1.2"),
+                                        trust=trust, price_cpu_hour=args.price_cpu_hour,
+                                        price_gpu_hour=args.price_gpu_hour, open_to=args.open_to or ())
+        emit(args, spec.model_dump(mode="json"), lambda s: f"executor {s['executor_id']} joined coop "
+             f"{s['coop_id']} in {s['region']} with {s['resources']['cpus']:g} CPUs, {s['resources']['gpus']:g} GPUs")
+    elif args.action == "list":
+        emit(args, client.executors(), lambda rows: table(
+            ["executor", "coop", "region", "status", "running", "cpus", "gpus", "trust", "capabilities"],
+            [(e["executor_id"], e["coop_id"], e["region"], e["status"], e["running"], e["resources"]["cpus"],
+              e["resources"]["gpus"], e["trust"], ", ".join(f"{k}={v}" for k, v in e["capabilities"].items()))
+             for e in rows]))
+    elif args.action == "drain":
+        client.drain(args.id)
+        print(f"executor {args.id} is draining: running tasks finish, no new ones start")
+    elif args.action == "remove":
+        lost = client.remove_executor(args.id)
+        print(f"executor {args.id} removed" + (f"; {len(lost)} running task(s) go back to the queue" if lost else ""))
+    elif args.action == "set-trust":
+        spec = client.set_trust(args.id, args.trust)
+        print(f"executor {spec.executor_id}: trust {spec.trust:g}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- jobs
+def cmd_job(args) -> int:
+    client = client_for(args)
+    if args.action == "submit":
+        return _submit(args, client)
+    if args.action == "list":
+        jobs = client.jobs(args.coop, args.member, args.status)
+        emit(args, [j.model_dump(mode="json") for j in jobs], lambda rows: table(
+            ["job", "coop", "member", "state", "executor", "reason"],
+            [(j["task_id"], j["coop_id"], j["member"], j["state"], j["executor_id"], j["reason"]) for j in rows]))
+    elif args.action == "status":
+        status = client.job(args.id).status()
+        emit(args, status.model_dump(mode="json"), lambda s: "\n".join(
+            [f"{s['task_id']}: {s['state']} ({s['reason']})"]
+            + [f"  {time.strftime('%H:%M:%S', time.gmtime(e['at']))} {e['state']:<9} {e['message']}"
+               for e in s["history"]]))
+    elif args.action == "cancel":
+        print(f"{args.id}: {client.job(args.id).cancel()}")
+    elif args.action == "explain":
+        emit(args, client.job(args.id).explain(), lambda d: d["summary"])
+    return EXIT_OK
+
+
+def _submit(args, client) -> int:
+    module_name, _, fn_name = args.target.partition(":")
+    if not module_name or not fn_name:
+        raise UsageError(f"job submit takes MODULE:FUNCTION, e.g. math:factorial (got {args.target!r})")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot find {args.target}: {exc}") from None
+    try:
+        call_args = json.loads(args.args) if args.args else []
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--args takes a JSON list, e.g. --args '[10]' ({exc.msg})") from None
+    if not isinstance(call_args, list):
+        raise UsageError(f"--args takes a JSON list, e.g. --args '[10]' (got {args.args!r})")
+    handle = client.submit(fn, *call_args, coop=args.coop, member=args.member, priority=args.priority,
+                           tags=args.tag or (), max_runtime_s=args.max_runtime,
+                           resources={"cpus": args.cpus, "gpus": args.gpus})
+    for warning in handle.warnings:
+        progress(args, f"warning: {warning.message}")
+    if not args.wait:
+        emit(args, {"task_id": handle.id}, lambda d: d["task_id"])
+        return EXIT_OK
+    seen = None
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while True:
+        status = handle.status()
+        if (status.state.value, status.reason) != seen:
+            seen = (status.state.value, status.reason)
+            progress(args, f"{handle.id[:12]}: {status.state.value}: {status.reason}")
+        if status.state.finished or status.state.value == "running":
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {handle.id} still {status.state.value} after {args.timeout} s")
+        time.sleep(0.2)
+    value = handle.result(timeout=None if deadline is None else max(0.1, deadline - time.monotonic()))
+    emit(args, {"task_id": handle.id, "result": value}, lambda d: f"{d['result']!r}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- change log, audit
+def cmd_changes(args) -> int:
+    client = client_for(args)
+    emit(args, client.changes(args.coop, args.limit), lambda rows: table(
+        ["seq", "at (UTC)", "coop", "kind", "actor", "detail"],
+        [(c["seq"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c["at"])), c["coop_id"], c["kind"], c["actor"],
+          json.dumps(c["detail"])) for c in rows], max_width=60))
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    client = client_for(args)
+    if args.action == "list":
+        rows = client.audit("list", args.session, None, limit=args.limit)
+    elif args.action in ("get", "latest"):
+        record = client.audit(args.action, args.session, args.seq)
+        if record is None:
+            print(f"coopsched: no audit record for session {args.session}", file=sys.stderr)
+            return EXIT_ERROR
+        rows = [record]
+    else:
+        count = client.audit("delete", args.session, args.seq)
+        print(f"deleted {count} audit record(s)")
+        return EXIT_OK
+    emit(args, rows, lambda rs: table(
+        ["session", "seq", "at (UTC)", "task", "state", "cpu-s"],
+        [(r["session_id"], r["seq_no"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["timestamp"])),
+          r["task"].get("name") or r["task"]["task_id"][:12], r["result"].get("state"), r["usage"].get("cpu_seconds"))
+         for r in rs]))
+    return EXIT_OK
