@@ -81,6 +81,8 @@ DEFAULT_NAMESPACE = "coopsched"
 DEFAULT_TRACKER_NAME = "coopsched-tracker"
 DEFAULT_HEAD_NAME = "coopsched-head"
 
+KEEP_FINISHED = 2_000
+"""Ended attempts kept for ``result_ref``/``report_of`` (e.g. by a restarted head) until ``forget``."""
 KILL_GRACE_S = 5.0
 """How long a killed task is given to be reaped by Ray before its report goes anyway."""
 CALL_TIMEOUT_S = 10.0
@@ -280,6 +282,8 @@ class ExecutorWorker:
         attempt.report = self._usage_report(attempt.spec, end)
         self._running.pop(task_id, None)
         self._finished[task_id] = attempt
+        while len(self._finished) > KEEP_FINISHED:  # the oldest results go first; the head holds its own refs
+            del self._finished[next(iter(self._finished))]
         self._unsent[task_id] = attempt.report
         self._report_ready.set()
 

@@ -13,8 +13,10 @@ from enum import Enum
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from policies.model import CoopPolicy, MemberQuota, ScoringWeights
-from policies.rules import BUILTIN_RULES
+from policies.model import CoopPolicy, MemberQuota, Rule, ScoringWeights
+
+RULES: tuple[type[BaseModel], ...] = typing.get_args(typing.get_args(Rule)[0])
+"""Every rule type a policy accepts (built-in, plug-in, expression), in the union's order."""
 
 
 def _type_name(annotation: typing.Any) -> str:
@@ -76,7 +78,7 @@ def render() -> str:
             "data bytes already on the node); hints (share of the given hint kinds matched).", ""]
     out += _fields(ScoringWeights)
     out += ["", "## Rules", "", "Every rule has `type` (below) and an optional `name` shown in messages.", ""]
-    for rule in BUILTIN_RULES:
+    for rule in RULES:
         out += [f"### {rule.__name__}", "", _doc(rule), ""]
         out += _fields(rule, skip=("type", "name"))
         examples = (rule.model_config.get("json_schema_extra") or {}).get("examples") or []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.model import CoopPolicy, EnforcementMode, MemberQuota
+from policies.plugins import PluginRule
 from policies.reasons import Reason, error, rejected, unavailable
 from policies.rules import BUILTIN_RULES, RateBuckets, RuleContext
 from scheduler.executor_table import ExecutorTable
@@ -36,7 +37,11 @@ class CompiledPolicy:
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
-        rules = tuple(policy.rules) + tuple(extra_rules)
+        # a plug-in rule is configuration; ``bound()`` gives the live plug-in behind it, with only
+        # the phases it implements, each call run within the rule's time budget (policies.plugins).
+        # Expression rules were compiled when the policy was validated (policies.expression).
+        rules = tuple(r.bound() if isinstance(r, PluginRule) else r
+                      for r in tuple(policy.rules) + tuple(extra_rules))
         return cls(policy,
                    tuple(r for r in rules if hasattr(r, "check")),
                    tuple(r for r in rules if hasattr(r, "constrain")),

@@ -209,6 +209,8 @@ class SchedulerCore:
     # ------------------------------------------------------------------ scheduling
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
+        if not self.queue or not self._anything_free():
+            return []
         now = self.clock()
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
@@ -282,6 +284,12 @@ class SchedulerCore:
         job.started_at = now
         job.move(now, JobState.RUNNING, f"placed on {spec.executor_id} (attempt {entry.attempt})")
         return placement
+
+    def _anything_free(self) -> bool:
+        """Whether any active executor has a free CPU slice: if not, a full cluster skips the queue walk.
+        (Waiting tasks keep the reasons they were given when last looked at.)"""
+        n = self.table.n
+        return bool(((self.table.free_cpus[:n] > 1e-9) & self.table.usable_mask()).any())
 
     def _refuse_queued(self, entry: QueuedTask, now: float, message: str) -> None:
         task = entry.task

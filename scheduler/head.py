@@ -61,7 +61,6 @@ class Head:
         self._results: OrderedDict[str, list] = OrderedDict()
         self._changed: dict[str, asyncio.Event] = {}
         self._dispatched: dict[str, float] = {}
-        self._forget_after_dispatch: set[str] = set()
         self._watchdog: asyncio.Task | None = None
         self.started_at = time.time()
         self.recovered = self._recover()
@@ -176,10 +175,7 @@ class Head:
             if not ref:
                 raise RuntimeError(f"worker {p.executor_id} refused task {task.task_id} (already running it)")
             self._dispatched[task.task_id] = time.time()
-            self._results[task.task_id] = ref
-            if task.task_id in self._forget_after_dispatch:  # it already finished: the head holds the value now
-                self._forget_after_dispatch.discard(task.task_id)
-                worker.forget.remote(task.task_id)
+            self._results[task.task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
         except (RayActorError, ActorUnavailableError) as exc:
             self._lost(p.executor_id, f"worker of {p.executor_id} unreachable at dispatch ({type(exc).__name__})")
         except Exception as exc:
@@ -230,11 +226,6 @@ class Head:
             task = self.core.task(task_id)
             if task is not None and task.hints.data:
                 self.locator.forget(task.hints.data)
-            worker = self._worker(report["executor_id"])
-            if task_id not in self._results:  # the dispatch reply is still on its way: forget after it
-                self._forget_after_dispatch.add(task_id)
-            elif worker is not None:  # the head's reference keeps the value alive; the worker may let go
-                worker.forget.remote(task_id)
             if task_id in self._results:
                 self._results.move_to_end(task_id)
             while len(self._results) > KEEP_RESULTS:

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest, sta
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from policies.validation import FieldError, InvalidRequest
 from scheduler.executor_spec import ExecutorStatus
 
 if TYPE_CHECKING:
@@ -171,6 +172,9 @@ class SchedulerMetrics:
         Returns ``host:port`` as served (``advertise_host`` replaces a wildcard ``addr``)."""
         if self._server is not None:
             raise RuntimeError(f"metrics are already served at {self.address}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidRequest("metrics port", [FieldError("metrics_port", repr(port),
+                                                             "a TCP port 1-65535, or 0 for any free one", "9464")])
         try:
             self._server, _ = start_http_server(port, addr, registry=self.registry)
         except OSError as exc:

@@ -1,0 +1,560 @@
+"""Rule plug-ins: rule type ``plugin``, resolved by URI, run with a time budget.
+
+A policy names a plug-in by ``uri``::
+
+    {"type": "plugin", "name": "quota", "uri": "quota-checker:2.0",
+     "parameters": {"default_limit": 100}, "timeout_ms": 50}
+
+**Resolution.** ``uri`` is looked up first in the entry-point group ``coopsched.rules``.
+An entry point named ``NAME:VERSION`` declares its version and matches only that URI; one
+named ``NAME`` declares none and matches ``NAME`` and ``NAME:<any version>``. A package
+declares its plug-ins in its ``pyproject.toml``::
+
+    [project.entry-points."coopsched.rules"]
+    "quota-checker:2.0" = "mypackage.quota:QuotaChecker"
+
+Failing an entry point, ``uri`` is a dotted path, ``package.module:attr`` or
+``package.module.attr``. Either way only code installed beside the head can be named. A
+URI that resolves to nothing fails the policy's validation at ``uri``.
+
+**What a plug-in is.** The resolved object is a class or a factory (called to make the
+plug-in) or a ready object. A callable is called with the rule's ``parameters``: with
+``(rule_id, settings, parameters)`` when those are its parameter names (the vDAG
+constructor), with ``parameters=`` when it takes a parameter of that name, else with
+the parameters as keyword arguments. The plug-in is made when the policy is validated,
+on the plug-in's own thread, within ``SETUP_BUDGET_S``; a constructor that raises fails
+the validation.
+
+The plug-in then implements the built-in rules' protocol (``policies.rules``): only the
+phases it takes part in, ``check``, ``constrain``, ``adjust``, ``hold_until``,
+``closed_until``, ``reserve``, and optionally ``management(action, data) -> dict``.
+
+**vDAG plug-ins** (seed 000) have ``eval(parameters, input_data, context) -> dict`` and
+``management(action, data) -> dict`` instead; they are adapted as they are, as an
+admission ``check``. ``input_data`` is the task as JSON plus ``coop_id``, ``member``,
+``session_id`` (the member: vDAG quotas were per session) and ``task_id``; ``context`` is
+``{"now": epoch s, "runtime_s": the task's runtime limit, "rule": the rule's name,
+"coop_id": ...}``. The answer means:
+
+- ``{"allowed": true}``, ``{}`` or ``None``: no objection (``{}`` is what passive vDAG
+  policies, such as the quality checker, return);
+- ``{"allowed": false, "reason": "...", "code": "unavailable"}``: a refusal. ``code`` is
+  ``rejected`` (the default: the task will not fit as submitted) or ``unavailable``
+  (it may fit later, e.g. a quota that resets); ``reason`` (or ``message``) is shown to
+  the member, with the rule's name as the source;
+- anything else is an ``error`` reason (the plug-in broke its contract).
+
+**Time budget.** Every call into a plug-in runs on that plug-in's own daemon thread and
+the caller waits at most ``timeout_ms``. Python cannot stop a thread, so a call that
+overruns goes on running; its caller gets an ``error`` reason at once ("plug-in quota
+exceeded its 50 ms budget") and, while that call is still running, later calls are not
+queued behind it but answered with an ``error`` reason straight away: a stuck plug-in
+costs each submission nothing, not a budget. ``error`` reasons are violations like any
+other: a strict policy rejects the task, a permissive one admits it with a warning.
+Calls into one plug-in are serialized (its thread runs one at a time, management
+actions included), so a plug-in needs no locking of its own. Measured overhead of the
+thread hop: ``benchmarks/expression_cost.py`` (about 30-60 us per call on a 2-core machine).
+What a plug-in cannot be stopped from doing: ``os._exit``, or holding the GIL in a C
+extension; only plug-ins installed on the head can be named, so this is a matter of
+trusting what one installs.
+
+**Plug-in state.** One plug-in object serves one rule of one coop's policy. A new
+policy version that keeps the rule as it was (same name, uri, parameters, timeout_ms)
+keeps the same object, so state changed by management actions survives edits to the
+rest of the policy; a changed rule gets a new object. Nothing of a plug-in's state is
+persisted by the scheduler: a restarted head makes the plug-ins anew from the policy.
+Plug-ins that must keep state across restarts keep it themselves (the vDAG quota
+checker kept it in Redis).
+
+**Management.** :func:`manage` runs a plug-in's ``management(action, data)`` for the
+head, the client and ``coopsched policy mgmt``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import importlib.metadata
+import inspect
+import json
+import queue
+import re
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from policies.reasons import Reason, ReasonCode, error
+from policies.rules import _Rule
+from policies.validation import FieldError, InvalidRequest
+
+if TYPE_CHECKING:
+    from policies.model import CoopPolicy
+    from policies.rules import RuleContext
+    from scheduler.tasks import TaskSpec
+
+ENTRY_POINT_GROUP = "coopsched.rules"
+PHASES = ("check", "constrain", "adjust", "hold_until", "closed_until", "reserve")
+SETUP_BUDGET_S = 5.0
+"""How long a plug-in's constructor may take when its policy is validated."""
+MANAGEMENT_BUDGET_S = 10.0
+"""How long one management action may take."""
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
+_VDAG_CONSTRUCTOR = ("rule_id", "settings", "parameters")
+
+
+class PluginError(Exception):
+    """A plug-in could not be resolved, made or asked (the message says which and why)."""
+
+
+class PluginTimeout(PluginError):
+    """A call into a plug-in overran its time budget (the call itself may still be running)."""
+
+
+# ----------------------------------------------------------------------------- the rule
+class PluginRule(_Rule):
+    """A rule implemented by a plug-in: installed code named by ``uri`` (see `policies.plugins`).
+
+    ``uri`` is an entry point of the group `coopsched.rules` (`NAME:VERSION`, or `NAME`)
+    or a dotted path `package.module:attr`. The plug-in implements the rule protocol's
+    phases it needs, or is a vDAG policy rule (`eval(parameters, input_data, context)`
+    returning `{"allowed": bool}`, `management(action, data)`). Each call gets
+    ``timeout_ms``; a plug-in that raises or overruns gives an `error` reason (strict:
+    rejected; permissive: admitted with a warning). Unlike other rules its ``name`` is
+    required: management actions (`coopsched policy mgmt`) find the plug-in by it.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"type": "plugin", "name": "quota", "uri": "quota-checker:2.0",
+         "parameters": {"default_limit": 100, "whitelist": ["did:icn:ops"]}, "timeout_ms": 50}]})
+
+    type: Literal["plugin"] = "plugin"
+    name: str = Field(min_length=1, max_length=200, examples=["quota"],
+                      description="the rule's name: the source of its reasons, and how management actions find it")
+    uri: str = Field(min_length=1, max_length=500, examples=["quota-checker:2.0"], description=(
+        "an entry point of group `coopsched.rules` (`NAME:VERSION` or `NAME`), or `package.module:attr`"))
+    parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"default_limit": 100}],
+                                       description="given to the plug-in's constructor (and to a vDAG `eval`)")
+    timeout_ms: float = Field(default=50.0, gt=0, le=10_000, allow_inf_nan=False, examples=[50],
+                              description="time budget of each call; an overrun is an `error` reason")
+
+    _coop_id: str | None = PrivateAttr(default=None)
+    _runtime: PluginRuntime | None = PrivateAttr(default=None)
+
+    @field_validator("uri")
+    @classmethod
+    def _resolvable(cls, v: str) -> str:
+        try:
+            resolve(v)
+        except PluginError as exc:
+            raise PydanticCustomError("plugin_uri", "{detail}", {"detail": str(exc)}) from None
+        return v
+
+    @field_validator("parameters")
+    @classmethod
+    def _json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PydanticCustomError("plugin_parameters", "a JSON object ({detail})",
+                                      {"detail": str(exc)}) from None
+        return v
+
+    # the live plug-in is not part of the rule's value: equality, hashing and pickling ignore it
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.__dict__ == other.__dict__  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state["__pydantic_private__"] = {"_coop_id": self._coop_id, "_runtime": None}
+        return state
+
+    def key(self) -> tuple:
+        """What identifies this rule's plug-in object within a coop (see "Plug-in state")."""
+        return (self.name, self.uri, json.dumps(self.parameters, sort_keys=True), self.timeout_ms)
+
+    def attach(self, coop_id: str | None) -> PluginRuntime:
+        """Make (or reuse) this rule's plug-in for ``coop_id``. Raises ``PluginError``."""
+        runtime = _RUNTIMES.get((coop_id, *self.key()))
+        if runtime is None or runtime.stuck:
+            runtime = PluginRuntime.start(self.name, self.uri, self.parameters, self.timeout_ms / 1000.0)
+            _RUNTIMES[(coop_id, *self.key())] = runtime
+        self._coop_id, self._runtime = coop_id, runtime
+        return runtime
+
+    def detached(self) -> PluginRule:
+        """A copy of this rule with a plug-in object of its own (made anew from the parameters)."""
+        copy = self.model_copy()
+        copy._runtime = PluginRuntime.start(self.name, self.uri, self.parameters, self.timeout_ms / 1000.0)
+        return copy
+
+    @property
+    def runtime(self) -> PluginRuntime:
+        return self._runtime if self._runtime is not None else self.attach(self._coop_id)
+
+    def bound(self) -> BoundPlugin:
+        """The object admission calls: it has exactly the phases the plug-in implements."""
+        return self.runtime.bound
+
+
+_RUNTIMES: weakref.WeakValueDictionary[tuple, PluginRuntime] = weakref.WeakValueDictionary()
+
+
+def attach_all(rules: tuple, coop_id: str) -> None:
+    """Make the plug-ins of a policy's rules (``CoopPolicy`` validation calls this on ``rules``).
+
+    A plug-in that refuses its parameters fails the validation at ``rules[i].parameters``.
+    """
+    failures = []
+    for i, rule in enumerate(rules):
+        if isinstance(rule, PluginRule):
+            try:
+                rule.attach(coop_id)
+            except PluginError as exc:
+                failures.append(InitErrorDetails(
+                    type=PydanticCustomError("plugin_parameters", "{detail}", {"detail": str(exc)}),
+                    loc=(i, "plugin", "parameters"), input=rule.parameters))
+    if failures:  # pydantic places these under the field being validated: rules[i].plugin.parameters
+        raise ValidationError.from_exception_data("CoopPolicy", failures)
+
+
+def detached(policy: CoopPolicy) -> CoopPolicy:
+    """``policy`` with plug-in objects of its own, shared with no live policy.
+
+    For dry runs (shadow evaluation, benchmarks): a replay through the live policy object
+    calls the live plug-ins, and a stateful one (a quota counter) would count the replay.
+    """
+    if not any(isinstance(r, PluginRule) for r in policy.rules):
+        return policy
+    rules = tuple(r.detached() if isinstance(r, PluginRule) else r for r in policy.rules)
+    return policy.model_copy(update={"rules": rules})
+
+
+# ----------------------------------------------------------------------------- resolution
+def resolve(uri: str) -> Any:
+    """The object a plug-in URI names: an entry point of ``coopsched.rules``, else a dotted path.
+
+    The entry points are read once per ``sys.path`` (reading them costs tens of ms with
+    many packages installed) and read afresh before a URI is declared unknown, so a
+    plug-in installed while the head runs is found.
+    """
+    found = _from_entry_points(uri, _entry_points())
+    if found is not None:
+        return found
+    why = ""
+    if _DOTTED.match(uri):
+        try:
+            return _import(uri)
+        except PluginError as exc:
+            why = str(exc)
+    points = _entry_points(fresh=True)
+    found = _from_entry_points(uri, points)
+    if found is not None:
+        return found
+    name, _, version = uri.partition(":")
+    versions = sorted(ep.name for ep in points if ep.name.partition(":")[0] == name)
+    if versions:
+        why = f"no entry point {uri!r}: installed versions of {name!r} are {', '.join(versions)}"
+    elif not why:
+        why = f"no entry point {uri!r} and not a dotted path"
+    installed = ", ".join(sorted(ep.name for ep in points)) or "none"
+    raise PluginError(f"a plug-in from entry-point group {ENTRY_POINT_GROUP!r} as NAME:VERSION (installed: "
+                      f"{installed}) or an importable 'package.module:attr' ({why})")
+
+
+_entry_point_cache: tuple[tuple[str, ...], tuple] | None = None
+
+
+def _entry_points(fresh: bool = False) -> tuple:
+    global _entry_point_cache
+    key = tuple(sys.path)
+    if fresh or _entry_point_cache is None or _entry_point_cache[0] != key:
+        _entry_point_cache = (key, tuple(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)))
+    return _entry_point_cache[1]
+
+
+def _from_entry_points(uri: str, points: tuple) -> Any | None:
+    name, _, version = uri.partition(":")
+    chosen = [ep for ep in points if ep.name == uri] or [ep for ep in points if ep.name == name]
+    if not chosen and not version:
+        versions = [ep for ep in points if ep.name.partition(":")[0] == name]
+        chosen = versions if len(versions) == 1 else []
+    if not chosen:
+        return None
+    try:
+        return chosen[0].load()
+    except Exception as exc:
+        raise PluginError(f"an installed plug-in; entry point {chosen[0].name!r} = {chosen[0].value!r} "
+                          f"of group {ENTRY_POINT_GROUP!r} failed to load: {type(exc).__name__}: {exc}") from None
+
+
+def _import(path: str) -> Any:
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+        if not module_name:
+            raise PluginError(f"{path!r} names no attribute of a module")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PluginError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def instantiate(target: Any, name: str, parameters: dict[str, Any], timeout_s: float) -> Any:
+    """Make the plug-in object from what its URI resolved to (see the module docstring)."""
+    if not (inspect.isclass(target) or inspect.isfunction(target) or inspect.ismethod(target)
+            or inspect.isbuiltin(target)):
+        if not _phases_of(target) and not _is_vdag(target):
+            raise PluginError(f"{target!r} is neither a class, a factory nor an object with any of "
+                              f"{', '.join(PHASES)} or eval")
+        return target
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        signature = None
+    names = tuple(signature.parameters) if signature else ()
+    if names[:3] == _VDAG_CONSTRUCTOR:
+        obj = target(name, {"name": name, "timeout_ms": timeout_s * 1000.0}, dict(parameters))
+    elif "parameters" in names:
+        obj = target(parameters=dict(parameters))
+    else:
+        obj = target(**parameters)
+    if not _phases_of(obj) and not _is_vdag(obj):
+        raise PluginError(f"the object made by {target!r} has none of {', '.join(PHASES)} or eval")
+    return obj
+
+
+def _phases_of(obj: Any) -> tuple[str, ...]:
+    return tuple(p for p in PHASES if callable(getattr(obj, p, None)))
+
+
+def _is_vdag(obj: Any) -> bool:
+    return callable(getattr(obj, "eval", None))
+
+
+# ----------------------------------------------------------------------------- time budget
+class _Runner:
+    """One daemon thread per plug-in; callers wait at most a budget for its answer."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._overrun: concurrent.futures.Future | None = None
+        self._thread = threading.Thread(target=_work, args=(self._jobs,), name=f"coopsched-plugin-{label}",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def stuck(self) -> bool:
+        """A call that overran its budget is still running."""
+        return self._overrun is not None and not self._overrun.done()
+
+    def call(self, fn: Callable, args: tuple, budget_s: float) -> Any:
+        """``fn(*args)`` on the plug-in's thread. Raises ``PluginTimeout``, or what ``fn`` raised."""
+        if self._overrun is not None:
+            if not self._overrun.done():
+                raise PluginTimeout(f"plug-in {self.label} is still running a call that overran its budget; "
+                                    "not asked again until it returns")
+            self._overrun = None
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        try:
+            return future.result(budget_s)
+        except concurrent.futures.TimeoutError:
+            if future.done():  # it finished just now, or the plug-in itself raised a TimeoutError
+                return future.result()
+            if not future.cancel():
+                self._overrun = future
+            raise PluginTimeout(f"plug-in {self.label} exceeded its {budget_s * 1000:g} ms budget") from None
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
+def _work(jobs: queue.SimpleQueue) -> None:
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        future, fn, args = job
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        except BaseException as exc:  # noqa: BLE001 - a plug-in's sys.exit() must not reach the caller as such
+            future.set_exception(PluginError(f"plug-in raised {type(exc).__name__}({exc})"))
+        del future, fn, args, job
+
+
+# ----------------------------------------------------------------------------- the live plug-in
+class PluginRuntime:
+    """A plug-in object with its thread and budget, and the phases admission calls."""
+
+    def __init__(self, label: str, uri: str, parameters: dict[str, Any], budget_s: float, runner: _Runner,
+                 instance: Any) -> None:
+        self.label, self.uri, self.parameters, self.budget_s = label, uri, parameters, budget_s
+        self.runner, self.instance = runner, instance
+        self.vdag = _is_vdag(instance) and not _phases_of(instance)
+        self.bound = BoundPlugin(self)
+        weakref.finalize(self, runner.stop)
+
+    @classmethod
+    def start(cls, label: str, uri: str, parameters: dict[str, Any], budget_s: float) -> PluginRuntime:
+        """Resolve ``uri`` and make the plug-in on its own thread. Raises ``PluginError``."""
+        target = resolve(uri)
+        runner = _Runner(label)
+        try:
+            instance = runner.call(instantiate, (target, label, parameters, budget_s), SETUP_BUDGET_S)
+        except PluginTimeout:
+            runner.stop()
+            raise PluginError(f"parameters with which plug-in {label} ({uri}) starts within "
+                              f"{SETUP_BUDGET_S:g} s; making it took longer") from None
+        except Exception as exc:
+            runner.stop()
+            raise PluginError(f"parameters plug-in {label} ({uri}) accepts; making it failed with "
+                              f"{type(exc).__name__}: {exc}") from None
+        return cls(label, uri, parameters, budget_s, runner, instance)
+
+    @property
+    def stuck(self) -> bool:
+        return self.runner.stuck
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return ("check",) if self.vdag else _phases_of(self.instance)
+
+    def call(self, phase: str, *args: Any) -> Any:
+        return self.runner.call(getattr(self.instance, phase), args, self.budget_s)
+
+    def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
+        try:
+            if self.vdag:
+                return self._vdag_check(task, ctx)
+            out = self.call("check", task, ctx)
+        except PluginTimeout as exc:
+            return error(self.label, str(exc))
+        except Exception as exc:
+            return error(self.label, f"plug-in {self.uri} failed in check: {type(exc).__name__}: {exc}")
+        if out is None or isinstance(out, Reason):
+            return out
+        return error(self.label, f"plug-in {self.uri} returned {type(out).__name__} from check; "
+                     "expected a Reason or None")
+
+    def _vdag_check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
+        input_data = {**task.model_dump(mode="json"), "coop_id": task.coop_id, "member": task.member,
+                      "session_id": task.member, "task_id": task.task_id}
+        context = {"now": ctx.now, "runtime_s": ctx.runtime_s, "rule": self.label, "coop_id": task.coop_id}
+        out = self.runner.call(self.instance.eval, (dict(self.parameters), input_data, context), self.budget_s)
+        return vdag_reason(self.label, self.uri, out)
+
+    def manage(self, action: str, data: dict[str, Any]) -> dict[str, Any]:
+        method = getattr(self.instance, "management", None)
+        if not callable(method):
+            return {"status": "error", "message": f"plug-in {self.label} ({self.uri}) has no management actions"}
+        try:
+            out = self.runner.call(method, (action, data), max(MANAGEMENT_BUDGET_S, self.budget_s))
+        except PluginTimeout:
+            return {"status": "error", "message": f"plug-in {self.label} did not answer {action!r} within "
+                                                  f"{MANAGEMENT_BUDGET_S:g} s"}
+        except Exception as exc:
+            return {"status": "error", "message": f"plug-in {self.label} failed in {action!r}: "
+                                                  f"{type(exc).__name__}: {exc}"}
+        return _jsonable(out if isinstance(out, dict) else {"status": "ok", "value": out})
+
+
+def vdag_reason(source: str, uri: str, out: Any) -> Reason | None:
+    """What a vDAG ``eval`` answer means (see the module docstring)."""
+    if out is None or isinstance(out, dict) and "allowed" not in out:
+        return None
+    if isinstance(out, bool):
+        out = {"allowed": out}
+    if not isinstance(out, dict) or not isinstance(out.get("allowed"), bool):
+        return error(source, f"plug-in {uri} answered {_short(out)}; expected {{\"allowed\": true|false}}")
+    if out["allowed"]:
+        return None
+    code = out.get("code", ReasonCode.REJECTED.value)
+    if code not in {c.value for c in ReasonCode}:
+        return error(source, f"plug-in {uri} refused the task with unknown code {_short(code)} "
+                     "(expected rejected or unavailable)")
+    message = out.get("reason") or out.get("message") or f"refused by plug-in {uri}"
+    return Reason(code=ReasonCode(code), source=source, message=str(message))
+
+
+class BoundPlugin:
+    """What admission sees of a plug-in: ``label`` and only the phases the plug-in implements.
+
+    ``check`` answers an overrun or a failure with an ``error`` reason; the other phases
+    raise (``PluginTimeout`` or the plug-in's exception) and admission makes the reason.
+    """
+
+    def __init__(self, runtime: PluginRuntime) -> None:
+        self.label = runtime.label
+        for phase in runtime.phases:
+            if phase == "check":
+                self.check = runtime.check
+            else:
+                setattr(self, phase, _phase_call(runtime, phase))
+
+    def __repr__(self) -> str:
+        return f"BoundPlugin({self.label!r}, phases={[p for p in PHASES if hasattr(self, p)]})"
+
+
+def _phase_call(runtime: PluginRuntime, phase: str) -> Callable:
+    def call(task: TaskSpec, ctx: RuleContext) -> Any:
+        return runtime.call(phase, task, ctx)
+    call.__name__ = phase
+    return call
+
+
+# ----------------------------------------------------------------------------- management
+def manage(policy: CoopPolicy, rule_name: str, action: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run management ``action`` of the plug-in rule named ``rule_name`` in ``policy``.
+
+    Returns the plug-in's answer, a JSON object (by convention ``{"status": "ok"|"error",
+    ...}``); a plug-in that fails, overruns ``MANAGEMENT_BUDGET_S`` or has no management
+    actions gives ``{"status": "error", "message": ...}``. A caller's mistake (no such
+    rule, a rule that is not a plug-in, a bad action or data) raises ``InvalidRequest``.
+    Actions act on the live plug-in object of ``policy`` (the one the head admits with).
+    """
+    what = "plug-in management request"
+    plugins = [r for r in policy.rules if isinstance(r, PluginRule)]
+    names = ", ".join(repr(r.name) for r in plugins) or "none (this policy has no plug-in rules)"
+    rule = next((r for r in plugins if r.name == rule_name), None)
+    if rule is None:
+        others = [r for r in policy.rules if r.label == rule_name]
+        accepted = (f"the name of a plug-in rule; {rule_name!r} is a {others[0].type} rule" if others else
+                    "the name of a plug-in rule")
+        raise InvalidRequest(what, [FieldError("rule", _short(rule_name), f"{accepted} of coop {policy.coop_id}: "
+                                               f"{names}", plugins[0].name if plugins else "quota")])
+    if not isinstance(action, str) or not action:
+        raise InvalidRequest(what, [FieldError("action", _short(action), "an action name of the plug-in",
+                                               "get_quota")])
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InvalidRequest(what, [FieldError("data", _short(data), "a JSON object", '{"member": "did:icn:alice"}')])
+    return rule.runtime.manage(action, data)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=repr))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:65] + f"... ({len(text)} chars)"
