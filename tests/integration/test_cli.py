@@ -1,0 +1,90 @@
+"""Administering a coop with the `coopsched` command against a real head (in-process, real Ray)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scheduler.cli import main
+from scheduler.client import Client, shutdown
+
+pytestmark = pytest.mark.integration
+NS = "coopsched-cli"
+COOP = "timebank:seattle"
+
+
+@pytest.fixture(scope="module")
+def head(ray_cluster):
+    client = Client.local(namespace=NS, store="memory://")
+    yield client
+    shutdown(NS)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["--namespace", NS, *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, *argv: str):
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_a_coop_administered_from_the_command_line(head, capsys, tmp_path):
+    code, out, _ = run(capsys, "policy", "set", "policies/examples/timebank.json")
+    assert code == 0 and "version 1" in out
+    assert run_json(capsys, "policy", "list")[0]["coop_id"] == COOP
+    code, out, _ = run(capsys, "executor", "join", "--id", "cli-1", "--coop", COOP, "--region", "us-west",
+                       "--capability", "secure-execution=2.1", "--trust", "0.7")
+    assert code == 0 and "joined coop timebank:seattle in us-west" in out
+    assert run_json(capsys, "executor", "list")[0]["capabilities"] == {"secure-execution": "2.1"}
+    assert run(capsys, "executor", "set-trust", "cli-1", "0.9")[1].strip() == "executor cli-1: trust 0.9"
+
+    code, out, err = run(capsys, "job", "submit", "math:factorial", "--args", "[5]", "--coop", COOP,
+                         "--member", "did:icn:alice", "--max-runtime", "60", "--wait")
+    assert code == 0 and out.strip() == "120" and "running" in err  # progress on stderr
+    jobs = run_json(capsys, "job", "list", "--coop", COOP)
+    job_id = jobs[0]["task_id"]
+    assert run_json(capsys, "job", "explain", job_id)["placement"]["executor_id"] == "cli-1"
+    code, out, _ = run(capsys, "job", "status", job_id)
+    assert code == 0 and "queued" in out and "running" in out
+
+    code, _, err = run(capsys, "job", "submit", "math:factorial", "--args", "[5]", "--coop", COOP,
+                       "--member", "did:icn:alice", "--priority", "critical")
+    assert code == 3 and "refused by policy" in err and "quota:priority" in err
+    code, _, err = run(capsys, "job", "submit", "no.such.module:fn", "--coop", COOP, "--member", "m")
+    assert code == 2 and "cannot find no.such.module:fn" in err
+    code, _, err = run(capsys, "job", "submit", "math:factorial", "--args", "5", "--coop", COOP, "--member", "m")
+    assert code == 2 and "--args takes a JSON list" in err
+
+
+def test_quota_and_history_commands(head, capsys, tmp_path):
+    run(capsys, "policy", "set", "policies/examples/timebank.json")
+    usage = run_json(capsys, "quota", "set", COOP, "did:icn:bob", "--cpu-hours", "9.5")
+    assert usage["cpu_hours"] == pytest.approx(9.5)
+    assert run_json(capsys, "usage", COOP, "did:icn:bob")["cpu_hours"] == pytest.approx(9.5)
+    assert run_json(capsys, "quota", "reset", COOP, "did:icn:bob")["cpu_hours"] == 0
+    assert run_json(capsys, "quota", "limit", COOP, "did:icn:bob", "--cpu-hours-per-month", "40")["quota"][
+        "cpu_hours_per_month"] == 40
+    run(capsys, "quota", "whitelist", "add", COOP, "did:icn:bob")
+    assert "did:icn:bob" in json.loads(run(capsys, "policy", "show", COOP)[1])["quota_whitelist"]
+    code, _, err = run(capsys, "quota", "limit", COOP, "did:icn:bob")
+    assert code == 2 and "give at least one limit" in err
+
+    stricter = json.loads(open("policies/examples/timebank.json").read())
+    stricter["default_quota"]["max_concurrent_tasks"] = 1
+    path = tmp_path / "stricter.json"
+    path.write_text(json.dumps(stricter))
+    diff = run_json(capsys, "policy", "diff", str(path))
+    assert {"path": "default_quota.max_concurrent_tasks", "op": "changed", "old": 3, "new": 1} in diff
+    dry = run_json(capsys, "policy", "set", str(path), "--dry-run")
+    assert isinstance(dry, list)  # replayed jobs; nothing changed
+    assert json.loads(run(capsys, "policy", "show", COOP)[1])["default_quota"]["max_concurrent_tasks"] == 3
+    history = run_json(capsys, "policy", "history", COOP)
+    code, out, _ = run(capsys, "policy", "rollback", COOP, str(history[0]["version"]))
+    assert code == 0 and "rolled back" in out
+    kinds = [c["kind"] for c in run_json(capsys, "changes", COOP)]
+    assert "quota.set_quota" in kinds and "policy.set" in kinds
