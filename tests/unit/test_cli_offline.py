@@ -47,3 +47,12 @@ def test_usage_errors_exit_2(argv, capsys):
 def test_json_output_is_machine_readable(capsys):
     assert main(["policy", "validate", GOOD, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["valid"] is True
+
+
+def test_cli_reference_doc_is_current():
+    """docs/cli.md is generated from the parser: regenerate with `python -m scheduler.cli_reference`."""
+    from pathlib import Path
+
+    from scheduler.cli_reference import render
+    doc = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert doc.read_text() == render(), "run: python -m scheduler.cli_reference > docs/cli.md"
