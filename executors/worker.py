@@ -193,6 +193,7 @@ class ExecutorWorker:
         self._nvml = nvml
         self._running: dict[str, _Attempt] = {}
         self._finished: dict[str, _Attempt] = {}
+        self._task_shapes: dict[tuple, Any] = {}
         self._unsent: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, ActorHandle] = {}
         self._missing_logged: set[str] = set()
@@ -214,18 +215,22 @@ class ExecutorWorker:
         launch = LaunchSpec.model_validate(spec)
         if launch.task_id in self._running:
             return None
-        options: dict[str, Any] = {
-            "num_cpus": launch.cpus,
-            "num_gpus": launch.gpus,
-            "scheduling_strategy": NodeAffinitySchedulingStrategy(self.node_id, soft=False),
-            "max_retries": 0,
-            "num_returns": 2,
-            "name": f"coopsched:{launch.task_id}:{launch.attempt}",
-        }
-        if launch.memory_mb > 0:
-            options["memory"] = launch.memory_mb * _MIB
+        shape = (launch.cpus, launch.gpus, launch.memory_mb)
+        task = self._task_shapes.get(shape)
+        if task is None:  # one configured task per resource shape: .options() is not free
+            options: dict[str, Any] = {
+                "num_cpus": launch.cpus,
+                "num_gpus": launch.gpus,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(self.node_id, soft=False),
+                "max_retries": 0,
+                "num_returns": 2,
+                "name": "coopsched-task",
+            }
+            if launch.memory_mb > 0:
+                options["memory"] = launch.memory_mb * _MIB
+            task = self._task_shapes[shape] = _measured_task.options(**options)
         launched_at = time.time()
-        value_ref, metrics_ref = _measured_task.options(**options).remote(launch.payload[0])
+        value_ref, metrics_ref = task.remote(launch.payload[0])
         attempt = _Attempt(launch, value_ref, metrics_ref, launched_at)
         self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
         self._running[launch.task_id] = attempt

@@ -292,7 +292,9 @@ def test_a_plugin_failing_in_another_phase_is_an_error_reason():
 
 @pytest.mark.parametrize("mode", ["strict", "permissive"])
 def test_a_slow_plugin_is_an_error_reason_within_its_budget_and_then_fails_fast(mode):
-    core = core_with(plugin(f"{FIX}:Slow", name="slow", timeout_ms=50, parameters={"delay_ms": 2000 + len(mode)}),
+    budget_s = 0.3  # wide enough apart from "at once" to hold on a loaded 2-core machine
+    core = core_with(plugin(f"{FIX}:Slow", name="slow", timeout_ms=budget_s * 1000,
+                            parameters={"delay_ms": 20_000 + len(mode)}),
                      mode=mode)  # parameters differ per mode: a plug-in object is shared by equal rules of a coop
     slow = core.policy("coop").rules[0].runtime.instance
     try:
@@ -302,11 +304,11 @@ def test_a_slow_plugin_is_an_error_reason_within_its_budget_and_then_fails_fast(
         found = d.reasons if mode == "strict" else d.warnings
         assert d.admitted is (mode == "permissive")
         assert [(r.code.value, r.source) for r in found] == [("error", "slow")]
-        assert found[0].message == "plug-in slow exceeded its 50 ms budget"
-        assert 0.045 <= first < 0.5
+        assert found[0].message == "plug-in slow exceeded its 300 ms budget"
+        assert budget_s <= first < budget_s + 1.5
         began = time.perf_counter()
         d = core.submit(make_task())                     # the first call is still running: not asked again
-        assert time.perf_counter() - began < 0.02
+        assert time.perf_counter() - began < budget_s / 2
         found = d.reasons if mode == "strict" else d.warnings
         assert "still running a call that overran its budget" in found[0].message
         assert slow.started == 1
