@@ -48,11 +48,11 @@ def _wait(predicate, limit_s: float = 60.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _alive(client) -> bool:
+def _ping(client) -> dict | None:
     try:
-        return bool(ray.get(client.head.ping.remote(), timeout=2))
-    except Exception:
-        return False
+        return ray.get(client.head.ping.remote(), timeout=2)
+    except Exception:  # restarting
+        return None
 
 
 def test_head_killed_with_jobs_queued_and_running(durable):
@@ -61,9 +61,11 @@ def test_head_killed_with_jobs_queued_and_running(durable):
     queued = client.submit(nap, 0.5, coop=COOP, member="ana", max_runtime_s=60)
     _wait(lambda: running.status().state.value == "running", what="the first job to start")
     assert queued.status().state.value == "queued"
+    before = client._call("ping")["started_at"]
     ray.kill(ray.get_actor(HEAD_NAME, namespace=namespace), no_restart=False)  # Ray restarts it
-    _wait(lambda: _alive(client), what="the head to come back")
-    assert ray.get(client.head.ping.remote())["recovered"]["jobs"] == 2
+    restarted = _wait(lambda: (p := _ping(client)) and p["started_at"] != before and p,
+                      what="a new head incarnation")
+    assert restarted["recovered"]["jobs"] == 2
     assert running.result(timeout=60) == 3.0 and queued.result(timeout=60) == 0.5
     usage = _wait(lambda: (u := client.usage(COOP, "ana")).tasks_completed == 2 and u.running == 0 and u,
                   what="both jobs to be charged")
