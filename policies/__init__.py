@@ -1,7 +1,9 @@
 """Cooperative scheduling policies: models, built-in rules, loading, example files."""
 
+from policies.expression import ExpressionRule
 from policies.loader import load_example, load_policy
 from policies.model import CoopPolicy, EnforcementMode, MemberQuota, ScoringWeights
+from policies.plugins import PluginRule
 from policies.priority import Priority
 from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit, RequireCapability,
                             TaskLimits, TimeWindow)
@@ -12,9 +14,11 @@ __all__ = [
     "DataSovereignty",
     "EnforcementMode",
     "ExecutorFilter",
+    "ExpressionRule",
     "InvalidRequest",
     "MemberPriority",
     "MemberQuota",
+    "PluginRule",
     "Priority",
     "RateLimit",
     "RequireCapability",

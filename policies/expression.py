@@ -36,29 +36,34 @@ activation the expression reads.
 
 **The CEL package: common-expression-language** (PyPI; Python bindings of the Rust
 ``cel`` interpreter, https://github.com/hardbyte/python-common-expression-language).
-Measured here (Python 3.11, 2 cores), for
-``task.cpus <= 8.0 && ("gpu" in task.tags || task.priority != "high") && member != "mallory"``:
+Measured here (Python 3.11, the 2-core development machine, p50 unless said), for
+``task.cpus <= 8 && ("gpu" in task.tags || task.gpus == 0) && member != "mallory"``:
 
-=========================  ===========  ==================  =========
-package                    compile      evaluate (p50/p99)  import
-=========================  ===========  ==================  =========
-common-expression-language  ~37 us      ~7 / 14 us [1]      ~170 ms [2]
-cel-python 0.5.0           ~640 us      ~700-850 us         ~70 ms
-=========================  ===========  ==================  =========
+==================================  ==========  ==========================  ===========
+package                             compile     evaluate                    import
+==================================  ==========  ==========================  ===========
+common-expression-language 0.10.0   ~37 us [1]  ~9-15 us (p99 ~20 us) [2]   ~170 ms [3]
+cel-python 0.5.0                    ~640 us     ~700-850 us                 ~70 ms
+cel-expr-python 0.1.3               ~170 us     ~10 us                      ~4 ms [4]
+==================================  ==========  ==========================  ===========
 
-[1] with the activation built from the fields the expression reads; passing the whole
-task map costs ~30 us, nearly all of it converting Python values. [2] the package also
-imports its command-line tool (typer, rich); it is imported only when a policy has an
-expression rule.
+[1] ``cel.compile`` alone; with this module's analysis of the names read, ~130-150 us,
+once per expression. [2] the program's ``execute`` with the 4 values this expression
+reads; building that activation adds ~2.3 us, so the rule's ``check`` costs ~14-22 us
+(p99 ~33-44 us). Nearly all of it is converting Python values (~2 us per value): handing
+over the whole task map costs ~30 us, hence the activation holds only what the
+expression reads. [3] the package also imports its command-line tool (typer, rich); it
+is imported only when a policy has an expression rule. [4] plus protobuf, which it needs
+but does not declare.
 
 cel-python (Cloud Custodian's pure-Python implementation) is well maintained and more
-downloaded, but at ~0.7 ms per evaluation it would cost more than the rest of admission
-together (tens of us per submission); common-expression-language is released regularly
+downloaded, but at ~0.7 ms per evaluation it would cost more than all of admission
+(~25 us per submission without rules). common-expression-language is released regularly
 (0.10 in 2026), builds on a maintained interpreter, ships wheels (no compiler needed) and
-evaluates in single-digit microseconds. Google's own binding (cel-expr-python, 0.1.x) was
-also tried: ~10 us per evaluation and compile-time type checking, but it is young and
-needs protobuf without declaring it. ``benchmarks/expression_cost.py`` measures the cost
-per submission against the same check written as a Python rule.
+meets the tens-of-microseconds bar. Google's own binding (cel-expr-python) is as fast
+and type-checks at compile time, but it is at 0.1 and needs an undeclared protobuf.
+``benchmarks/expression_cost.py`` measures the cost per submission against the same
+check written as a Python rule and as a plug-in.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from policies.reasons import Reason, ReasonCode, error
@@ -156,7 +161,11 @@ class CompiledExpression:
 
 @functools.lru_cache(maxsize=4096)
 def compile_expression(source: str) -> CompiledExpression:
-    """Compile ``source`` once (per distinct string). Raises ``ExpressionError``."""
+    """Compile ``source`` once (per distinct string). Raises ``ExpressionError``.
+
+    The cache is also how a rule finds its program at each check (a lookup costs ~0.1 us);
+    only a process that saw more than 4,096 distinct expressions would compile one again.
+    """
     global _compilations
     import cel  # the CEL package is imported only when a policy has an expression rule
 
@@ -248,8 +257,6 @@ class ExpressionRule(_Rule):
     tags: tuple[str, ...] = Field(default=(), examples=[["gpu"]],
                                   description="applies to tasks carrying one of these (all tasks when empty)")
 
-    _compiled: CompiledExpression | None = PrivateAttr(default=None)
-
     @field_validator("expression")
     @classmethod
     def _compiles(cls, v: str) -> str:
@@ -260,23 +267,10 @@ class ExpressionRule(_Rule):
                                       {"detail": str(exc)}) from None
         return v
 
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        state["__pydantic_private__"] = {"_compiled": None}
-        return state
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.__dict__ == other.__dict__  # type: ignore[union-attr]
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.expression, self.message, self.code, self.tags))
-
     @property
     def compiled(self) -> CompiledExpression:
-        compiled = self._compiled
-        if compiled is None:
-            compiled = self._compiled = compile_expression(self.expression)
-        return compiled
+        """The compiled program (kept per expression string; compiled when the rule was validated)."""
+        return compile_expression(self.expression)
 
     def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
         if self.tags and not _applies(self.tags, task):

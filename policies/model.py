@@ -5,10 +5,10 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from policies.expression import ExpressionRule
-from policies.plugins import PluginRule, attach_all
+from policies.plugins import PluginRule
 from policies.priority import Priority
 from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit,
                             RequireCapability, TaskLimits, TimeWindow)
@@ -111,14 +111,6 @@ class CoopPolicy(BaseModel):
                                              examples=[["did:icn:emergency-services"]])
     version: int = Field(default=1, ge=1, examples=[1], description="the author's own version label")
     description: str | None = Field(default=None, max_length=2000, description="what the policy is for")
-
-    @field_validator("rules")
-    @classmethod
-    def _plugins(cls, v: tuple, info: ValidationInfo) -> tuple:
-        """Make each plug-in rule's plug-in now, so parameters it refuses fail validation."""
-        if "coop_id" in info.data:
-            attach_all(v, info.data["coop_id"])
-        return v
 
     @field_validator("member_quotas")
     @classmethod

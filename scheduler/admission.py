@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.model import CoopPolicy, EnforcementMode, MemberQuota
-from policies.plugins import PluginRule
+from policies.plugins import PluginRule, attach_all
 from policies.reasons import Reason, error, rejected, unavailable
 from policies.rules import BUILTIN_RULES, RateBuckets, RuleContext
 from scheduler.executor_table import ExecutorTable
@@ -37,9 +37,11 @@ class CompiledPolicy:
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
-        # a plug-in rule is configuration; ``bound()`` gives the live plug-in behind it, with only
-        # the phases it implements, each call run within the rule's time budget (policies.plugins).
-        # Expression rules were compiled when the policy was validated (policies.expression).
+        # A plug-in rule is configuration: here, where a policy is installed, its plug-in is resolved
+        # and made (InvalidRequest at rules[i].plugin.uri / .parameters if it cannot be), and bound:
+        # only the phases it implements, each call within the rule's time budget (policies.plugins).
+        # Expression rules were compiled, once per expression, when the policy was validated.
+        attach_all(policy, tuple(extra_rules))
         rules = tuple(r.bound() if isinstance(r, PluginRule) else r
                       for r in tuple(policy.rules) + tuple(extra_rules))
         return cls(policy,

@@ -159,6 +159,15 @@ def cmd_policy(args) -> int:
     elif args.action == "rollback":
         policy = client.rollback_policy(args.coop, args.version)
         print(f"coop {policy.coop_id} rolled back to the content of version {args.version} (as a new version)")
+    elif args.action == "mgmt":
+        try:
+            data = json.loads(args.data) if args.data else {}
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--data takes a JSON object, e.g. --data '{{\"session_id\": \"s1\"}}' ({exc.msg})") \
+                from None
+        answer = client.plugin_management(args.coop, args.rule, args.mgmt_action, data)
+        emit(args, answer, lambda d: json.dumps(d, indent=2, default=str))
+        return EXIT_OK if answer.get("status") != "error" else EXIT_ERROR
     elif args.action == "diff":
         if args.file:
             changes = client.diff_policy(load_policy(args.file).coop_id, args.file, a=args.base)

@@ -288,6 +288,10 @@ class Client:
         policy = parse(CoopPolicy, policy, what="policy")
         return self._call("shadow_policy", policy.model_dump(mode="json"), last_n)
 
+    def plugin_management(self, coop: str, rule: str, action: str, data: dict | None = None) -> dict[str, Any]:
+        """Run a plug-in rule's management action (e.g. a vDAG quota checker's ``reset_quota``)."""
+        return self._call("plugin_management", coop, rule, action, data or {})
+
     def members(self, coop: str) -> list[UsageRecord]:
         """This month's usage of every member who submitted to ``coop``."""
         return [UsageRecord(**u) for u in self._call("members", coop)]

@@ -20,6 +20,7 @@ import ray
 from ray import cloudpickle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from policies import plugins
 from policies.model import CoopPolicy
 from policies.reasons import Decision, unavailable
 from policies.validation import FieldError, InvalidRequest
@@ -73,7 +74,10 @@ class Head:
     def _recover(self) -> dict[str, int]:
         """Take back what the store knows: policies, executors, unfinished jobs and their payloads."""
         for version in self.store.active_policies():
-            self.core.set_policy(version.policy)
+            try:
+                self.core.set_policy(version.policy)
+            except InvalidRequest as exc:  # e.g. a plug-in uninstalled since: the head still starts
+                log.error("policy of coop %s (version %d) not restored: %s", version.coop_id, version.version, exc)
         for spec, status in self.store.executors():
             self.core.register_executor(spec)
             if status != ExecutorStatus.ACTIVE.value:
@@ -424,6 +428,17 @@ class Head:
         executors = [spec for spec, status, _ in self.core.executors() if status is ExecutorStatus.ACTIVE]
         outcomes = shadow_evaluate(self.core.policy(proposed.coop_id), proposed, executors, tasks, usage)
         return [o.as_dict() for o in outcomes]
+
+    async def plugin_management(self, coop_id: str, rule_name: str, action: str, data: dict | None = None) -> dict:
+        """A plug-in rule's management action (seed 000's ``management(action, data)``), off the event loop."""
+        policy = self.core.policy(coop_id)
+        if policy is None:
+            raise KeyError(f"coop {coop_id} has no policy; set one first")
+        answer = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: plugins.manage(policy, rule_name, action, data or {}))
+        self._log(coop_id, "plugin.management", "admin", {"rule": rule_name, "action": action,
+                                                           "status": answer.get("status")})
+        return answer
 
     async def members(self, coop_id: str) -> list[dict]:
         """This month's usage of every member who submitted to ``coop_id``."""

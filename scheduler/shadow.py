@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies import plugins
 from policies.model import CoopPolicy
 from scheduler.core import SchedulerCore
 from scheduler.executor_spec import ExecutorSpec
@@ -44,8 +45,8 @@ class _Clock:
 def _scratch(policy: CoopPolicy | None, executors: list[ExecutorSpec], usage: dict[str, Cost],
              coop_id: str, clock: _Clock) -> SchedulerCore:
     core = SchedulerCore(clock=clock, executor_capacity=max(16, len(executors)))
-    if policy is not None:
-        core.set_policy(policy)
+    if policy is not None:  # plug-ins of its own: a replay must not count in the live plug-ins' state
+        core.set_policy(plugins.detached(policy))
     for spec in executors:
         core.register_executor(spec)
     for member, used in usage.items():

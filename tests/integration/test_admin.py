@@ -90,3 +90,26 @@ def test_audit_samples_members_and_one_in_n(admin):
     assert 1 <= len(old) <= 3  # one in two of all completions: some, not all, of old's four
     assert admin.audit("delete", f"{COOP}/did:icn:new") == 2
     assert admin.audit("latest", f"{COOP}/did:icn:new") is None
+
+
+def test_vdag_plugin_rule_and_its_management_actions(admin, capsys):
+    """Seed 000's quota checker, adapted as it is: refuses past its limit; `reset_quota` lets the member in again."""
+    from scheduler.cli import main
+    from scheduler.client import PolicyViolation
+    coop = "plugin:coop"
+    admin.set_policy({"coop_id": coop, "default_quota": {"cpu_hours_per_month": 10},
+                      "rules": [{"type": "plugin", "name": "vdag-quota",
+                                 "uri": "tests.fixtures.vdag_quota:AIOSv1PolicyRule",
+                                 "parameters": {"default_limit": 2}}]})
+    admin.register_executor("plug-1", coop=coop, resources={"cpus": 1}, region="us-west")
+    for i in range(2):
+        assert admin.submit(double, i, coop=coop, member="did:icn:pat", max_runtime_s=60).result(timeout=60) == 2 * i
+    with pytest.raises(PolicyViolation) as refused:
+        admin.submit(double, 9, coop=coop, member="did:icn:pat", max_runtime_s=60)
+    assert refused.value.decision.reasons[0].source == "vdag-quota"
+    assert admin.plugin_management(coop, "vdag-quota", "get_quota", {"session_id": "did:icn:pat"})["value"] == 2
+    code = main(["--namespace", NS, "policy", "mgmt", coop, "vdag-quota", "reset_quota",
+                 "--data", '{"session_id": "did:icn:pat"}'])
+    assert code == 0 and '"ok"' in capsys.readouterr().out
+    assert admin.submit(double, 5, coop=coop, member="did:icn:pat", max_runtime_s=60).result(timeout=60) == 10
+    assert any(c["kind"] == "plugin.management" for c in admin.changes(coop))

@@ -73,15 +73,29 @@ def test_resolution(installed, uri, want):
     ("broken:1.0", "entry point 'broken:1.0' = 'tests.fixtures.no_such_module:Rule'"),
 ], ids=["wrong-version", "ambiguous-version", "unknown", "no-module", "no-attribute", "entry-point-fails"])
 def test_resolution_failure_is_a_validation_error_at_uri(installed, uri, says):
+    data = {"coop_id": "coop", "rules": [{"type": "TaskLimits"}, plugin(uri)]}
+    policy = parse(CoopPolicy, data)  # reading a policy (a client) needs no plug-in installed
+    core, _ = make_core()
+    for install in (lambda: core.set_policy(data), lambda: plugins.resolve_all(policy)):
+        with pytest.raises(InvalidRequest) as err:
+            install()
+        (field,) = err.value.errors
+        assert field.path == "rules[1].plugin.uri"
+        assert field.received == f'"{uri}"'
+        assert says in field.accepted and "coopsched.rules" in field.accepted
+        if uri != "broken:1.0":  # found, but failed to load: the load error is the news
+            assert "installed: broken:1.0, max-tags, quota-checker:2.0, quota-checker:3.0" in field.accepted
+        assert field.example == '"quota-checker:2.0"'
+        assert str(err.value).startswith(f'invalid policy: rules[1].plugin.uri: received "{uri}"; accepted: ')
+    assert core.policy("coop") is None  # nothing installed
+
+
+@pytest.mark.parametrize("uri", ["quota checker:2.0", "a:b:c", "", "pkg/mod:X"])
+def test_a_uri_of_the_wrong_form_fails_validation_where_it_is_read(uri):
     with pytest.raises(InvalidRequest) as err:
-        parse(CoopPolicy, {"coop_id": "c", "rules": [{"type": "TaskLimits"}, plugin(uri)]}, what="policy")
+        parse(CoopPolicy, {"coop_id": "c", "rules": [plugin(uri)]}, what="policy")
     (field,) = err.value.errors
-    assert field.path == "rules[1].plugin.uri"
-    assert field.received == f'"{uri}"'
-    assert says in field.accepted and "coopsched.rules" in field.accepted
-    if uri != "broken:1.0":  # found, but failed to load: the load error is the news
-        assert "installed: broken:1.0, max-tags, quota-checker:2.0, quota-checker:3.0" in field.accepted
-    assert field.example == '"quota-checker:2.0"'
+    assert field.path == "rules[0].plugin.uri" and field.example == '"quota-checker:2.0"'
 
 
 def test_entry_points_are_read_again_before_a_uri_is_declared_unknown(tmp_path, monkeypatch):
@@ -104,8 +118,8 @@ def test_entry_points_are_read_again_before_a_uri_is_declared_unknown(tmp_path, 
 ], ids=["vdag-constructor", "parameters-argument", "keywords", "factory", "ready-object"])
 def test_plugins_are_made_with_their_parameters_and_bound_to_the_phases_they_implement(uri, parameters, made,
                                                                                          phases):
-    policy = make_policy(rules=[plugin(uri, parameters=parameters)])
-    rule = policy.rules[0]
+    core = core_with(plugin(uri, parameters=parameters))
+    rule = core.policy("coop").rules[0]
     assert isinstance(rule.runtime.instance, made)
     bound = rule.bound()
     assert isinstance(bound, BoundPlugin) and bound.label == "plug"
@@ -118,8 +132,9 @@ def test_plugins_are_made_with_their_parameters_and_bound_to_the_phases_they_imp
     (f"{FIX}:NotARule", {}, "has none of check, constrain"),
 ], ids=["unknown-parameter", "bad-value", "no-phases"])
 def test_a_plugin_that_refuses_its_parameters_fails_validation_at_parameters(uri, parameters, says):
+    core, _ = make_core()
     with pytest.raises(InvalidRequest) as err:
-        parse(CoopPolicy, {"coop_id": "c", "rules": [plugin(uri, parameters=parameters)]}, what="policy")
+        core.set_policy({"coop_id": "c", "rules": [plugin(uri, parameters=parameters)]})
     (field,) = err.value.errors
     assert field.path == "rules[0].plugin.parameters" and says in field.accepted
     assert field.example == '{"default_limit": 100}'
@@ -165,10 +180,9 @@ def test_vdag_answers(answer, want):
 
 
 def test_vdag_eval_sees_the_task_as_json_and_the_context():
-    policy = make_policy(rules=[plugin("tests.fixtures.vdag_quota:QualityChecker", name="audit")])
-    core, _ = make_core(policy, FLEET)
+    core = core_with(plugin("tests.fixtures.vdag_quota:QualityChecker", name="audit"))
     seen = {}
-    instance = policy.rules[0].runtime.instance
+    instance = core.policy("coop").rules[0].runtime.instance
     original = instance.eval
 
     def spy(parameters, input_data, context):
@@ -243,7 +257,8 @@ def test_plugin_state_survives_a_new_policy_version_that_keeps_the_rule():
 
 
 def test_policy_with_plugins_pickles_compares_and_rebinds():
-    policy = make_policy(rules=[plugin(f"{FIX}:MaxTags", name="tags", parameters={"limit": 1})])
+    core = core_with(plugin(f"{FIX}:MaxTags", name="tags", parameters={"limit": 1}))
+    policy = core.policy("coop")
     again = pickle.loads(pickle.dumps(policy))
     assert again == policy == make_policy(rules=[plugin(f"{FIX}:MaxTags", name="tags", parameters={"limit": 1})])
     assert again.rules[0].runtime is policy.rules[0].runtime  # same coop, same rule: the live plug-in
@@ -281,9 +296,8 @@ def test_a_plugin_that_raises_is_an_error_reason(uri, says, mode):
 
 
 def test_a_plugin_failing_in_another_phase_is_an_error_reason():
-    policy = make_policy(rules=[plugin(f"{FIX}:RegionPin", name="pin", parameters={"region": "eu-central"})])
-    core, _ = make_core(policy, FLEET)
-    runtime = policy.rules[0].runtime
+    core = core_with(plugin(f"{FIX}:RegionPin", name="pin", parameters={"region": "eu-central"}))
+    runtime = core.policy("coop").rules[0].runtime
     runtime.instance.constrain = lambda task, ctx: 1 / 0
     d = core.submit(make_task())
     assert not d.admitted and d.reasons[0].code.value == "error"
@@ -323,8 +337,9 @@ def test_a_slow_plugin_is_an_error_reason_within_its_budget_and_then_fails_fast(
 
 def test_a_plugin_whose_constructor_overruns_fails_validation(monkeypatch):
     monkeypatch.setattr(plugins, "SETUP_BUDGET_S", 0.1)
-    with pytest.raises(InvalidRequest, match="starts within 0.1 s"):
-        parse(CoopPolicy, {"coop_id": "c", "rules": [plugin(f"{FIX}:SlowStart", parameters={"seconds": 1})]})
+    core, _ = make_core()
+    with pytest.raises(InvalidRequest, match=r"rules\[0\]\.plugin\.parameters: .* starts within 0.1 s"):
+        core.set_policy({"coop_id": "c", "rules": [plugin(f"{FIX}:SlowStart", parameters={"seconds": 1})]})
 
 
 def test_plugin_calls_do_not_leave_threads_behind_when_policies_go():
@@ -332,7 +347,7 @@ def test_plugin_calls_do_not_leave_threads_behind_when_policies_go():
     import threading
     before = threading.active_count()
     for i in range(20):
-        make_policy(coop=f"gone{i}", rules=[plugin(f"{FIX}:MaxTags", name="tags")])
+        make_core(make_policy(coop=f"gone{i}", rules=[plugin(f"{FIX}:MaxTags", name="tags")]))
     gc.collect()
     deadline = time.monotonic() + 5
     while threading.active_count() > before and time.monotonic() < deadline:
