@@ -194,6 +194,7 @@ class ExecutorWorker:
         self._running: dict[str, _Attempt] = {}
         self._finished: dict[str, _Attempt] = {}
         self._task_shapes: dict[tuple, Any] = {}
+        self._silent_until = 0.0
         self._unsent: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, ActorHandle] = {}
         self._missing_logged: set[str] = set()
@@ -373,7 +374,16 @@ class ExecutorWorker:
             if acknowledged:
                 self._unsent.pop(task_id, None)
 
+    async def pause_heartbeats(self, seconds: float) -> bool:
+        """Stay silent for ``seconds`` (an operator's maintenance switch, and how tests show that an
+        executor whose heartbeats stop is taken offline and comes back)."""
+        self._silent_until = time.time() + max(0.0, seconds)
+        return True
+
     async def _heartbeat(self) -> None:
+        if time.time() < self._silent_until:
+            await asyncio.sleep(self._heartbeat_interval_s)
+            return
         try:
             head = await self._actor(self._head_name)
             if head is not None:

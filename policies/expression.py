@@ -254,7 +254,7 @@ class ExpressionRule(_Rule):
                                 description="shown to the member when it is false (default: the expression)")
     code: Literal["rejected", "unavailable"] = Field(default="rejected", examples=["rejected"], description=(
         "`rejected`: the task will not fit as submitted; `unavailable`: it may fit later"))
-    tags: tuple[str, ...] = Field(default=(), examples=[["gpu"]],
+    tags: tuple[str, ...] = Field(default=(), max_length=64, examples=[["gpu"]],
                                   description="applies to tasks carrying one of these (all tasks when empty)")
 
     @field_validator("expression")

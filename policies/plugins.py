@@ -114,6 +114,11 @@ SETUP_BUDGET_S = 5.0
 MANAGEMENT_BUDGET_S = 10.0
 """How long one management action may take."""
 
+MAX_PARAMETER_CHARS = 65_536
+"""The most a plug-in rule's ``parameters`` may take as JSON."""
+MAX_PARAMETER_DEPTH = 32
+"""How deep a plug-in rule's ``parameters`` may nest."""
+
 _URI_FORM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(:[A-Za-z0-9_][A-Za-z0-9_.+\-]*)?$")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 _VDAG_CONSTRUCTOR = ("rule_id", "settings", "parameters")
@@ -175,11 +180,19 @@ class PluginRule(_Rule):
     @field_validator("parameters")
     @classmethod
     def _json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # sort_keys: key() sorts them (mixed key types fail there otherwise); the depth and size
+        # bounds keep the policy storable (pydantic will not serialize deeper nesting) and small
         try:
-            json.dumps(v, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            if _depth(v) > MAX_PARAMETER_DEPTH:
+                raise ValueError(f"nested more than {MAX_PARAMETER_DEPTH} levels deep")
+            text = json.dumps(v, allow_nan=False, sort_keys=True)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise PydanticCustomError("plugin_parameters", "a JSON object ({detail})",
-                                      {"detail": str(exc)}) from None
+                                      {"detail": str(exc)[:200]}) from None
+        if len(text) > MAX_PARAMETER_CHARS:
+            raise PydanticCustomError("plugin_parameters", "a JSON object of at most {limit} characters as JSON "
+                                      "(got {size}); keep large data where the plug-in can read it",
+                                      {"limit": MAX_PARAMETER_CHARS, "size": len(text)})
         return v
 
     # the live plug-in is not part of the rule's value: equality, hashing and pickling ignore it
@@ -223,6 +236,20 @@ class PluginRule(_Rule):
     def bound(self) -> BoundPlugin:
         """The object admission calls: it has exactly the phases the plug-in implements."""
         return self.runtime.bound
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and dicts (without recursion: any depth is measured)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_PARAMETER_DEPTH:
+                stack.extend((x, depth + 1) for x in item)
+    return deepest
 
 
 _RUNTIMES: weakref.WeakValueDictionary[tuple, PluginRuntime] = weakref.WeakValueDictionary()

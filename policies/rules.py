@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.priority import Priority
 from policies.reasons import Reason, rejected, unavailable
+from policies.validation import check_texts, quoted
 from policies.versions import is_version
 
 if TYPE_CHECKING:  # the task type lives in the scheduler; rules only read its fields
@@ -104,12 +105,17 @@ class AdmissionReserve(Protocol):
 class _Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str | None = Field(default=None, description="shown in messages; defaults to the rule type",
+    name: str | None = Field(default=None, max_length=200, description="shown in messages; defaults to the rule type",
                              examples=["gdpr"])
 
     @property
     def label(self) -> str:
         return self.name or self.type  # type: ignore[attr-defined]
+
+    @field_validator("tags", check_fields=False)  # the rules that select tasks by tag
+    @classmethod
+    def _tags(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_texts(v, 100, "tags")
 
 
 def _applies(tags: tuple[str, ...], task: TaskSpec) -> bool:
@@ -125,13 +131,14 @@ class DataSovereignty(_Rule):
     type: Literal["DataSovereignty"] = "DataSovereignty"
     region: str | tuple[str, ...] = Field(description="a region, or several that are all acceptable",
                                           examples=["eu-central"])
-    tags: tuple[str, ...] = Field(default=(), examples=[["patient-data", "clinical-trial"]])
+    tags: tuple[str, ...] = Field(default=(), max_length=64, examples=[["patient-data", "clinical-trial"]])
 
     @field_validator("region")
     @classmethod
     def _non_empty(cls, v):
         if isinstance(v, tuple) and not v or v == "":
             raise ValueError("a region name such as 'eu-central' (or a non-empty list of them)")
+        check_texts((v,) if isinstance(v, str) else v, 100, "region names", count=64)
         return v
 
     @property
@@ -160,10 +167,11 @@ class TimeWindow(_Rule):
          "allowed_days": [0, 1, 2, 3, 4, 5, 6], "priorities": ["low"], "action": "defer"}]})
 
     type: Literal["TimeWindow"] = "TimeWindow"
-    allowed_hours: tuple[int, ...] = Field(default=tuple(range(24)), examples=[[22, 23, 0, 1, 2, 3, 4, 5]])
-    allowed_days: tuple[int, ...] = Field(default=tuple(range(7)), examples=[[1, 2, 3, 4, 5]])
-    priorities: tuple[Priority, ...] = Field(default=(), examples=[["low", "normal"]])
-    timezone: str = Field(default="UTC", examples=["Europe/Berlin"])
+    allowed_hours: tuple[int, ...] = Field(default=tuple(range(24)), max_length=168,
+                                           examples=[[22, 23, 0, 1, 2, 3, 4, 5]])
+    allowed_days: tuple[int, ...] = Field(default=tuple(range(7)), max_length=49, examples=[[1, 2, 3, 4, 5]])
+    priorities: tuple[Priority, ...] = Field(default=(), max_length=16, examples=[["low", "normal"]])
+    timezone: str = Field(default="UTC", max_length=100, examples=["Europe/Berlin"])
     action: Literal["reject", "defer"] = "reject"
 
     @field_validator("allowed_hours")
@@ -171,7 +179,7 @@ class TimeWindow(_Rule):
     def _hours(cls, v):
         bad = [h for h in v if not 0 <= h <= 23]
         if bad or not v:
-            raise ValueError(f"hours 0-23, at least one (got {list(v)})")
+            raise ValueError(f"hours 0-23, at least one (got {quoted(bad[0]) if bad else 'none'})")
         return tuple(sorted(set(v)))
 
     @field_validator("allowed_days")
@@ -179,7 +187,7 @@ class TimeWindow(_Rule):
     def _days(cls, v):
         bad = [d for d in v if not 0 <= d <= 6]
         if bad or not v:
-            raise ValueError(f"days 0 (Sunday) to 6 (Saturday), at least one (got {list(v)})")
+            raise ValueError(f"days 0 (Sunday) to 6 (Saturday), at least one (got {quoted(bad[0]) if bad else 'none'})")
         return tuple(sorted(set(v)))
 
     @field_validator("timezone")
@@ -187,8 +195,8 @@ class TimeWindow(_Rule):
     def _zone(cls, v):
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"an IANA time zone name such as 'UTC' or 'Europe/Berlin' (got {v!r})") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ('America'), a name too long
+            raise ValueError(f"an IANA time zone name such as 'UTC' or 'Europe/Berlin' (got {quoted(v)})") from None
         return v
 
     def _open_at(self, t: float) -> bool:
@@ -251,7 +259,7 @@ class MemberPriority(_Rule):
         {"type": "MemberPriority", "member": "did:icn:building-automation", "multiplier": 3.0}]})
 
     type: Literal["MemberPriority"] = "MemberPriority"
-    member: str = Field(min_length=1, examples=["did:icn:building-automation"])
+    member: str = Field(min_length=1, max_length=200, examples=["did:icn:building-automation"])
     multiplier: float = Field(gt=0, le=100, allow_inf_nan=False, examples=[2.0])
 
     def adjust(self, task: TaskSpec, ctx: RuleContext) -> float:
@@ -265,15 +273,15 @@ class RequireCapability(_Rule):
         {"type": "RequireCapability", "capability": "hipaa-compliant", "min_version": "1.0"}]})
 
     type: Literal["RequireCapability"] = "RequireCapability"
-    capability: str = Field(min_length=1, examples=["hipaa-compliant"])
-    min_version: str | None = Field(default=None, examples=["1.0"])
-    tags: tuple[str, ...] = Field(default=(), examples=[["patient-data"]])
+    capability: str = Field(min_length=1, max_length=100, examples=["hipaa-compliant"])
+    min_version: str | None = Field(default=None, max_length=50, examples=["1.0"])
+    tags: tuple[str, ...] = Field(default=(), max_length=64, examples=[["patient-data"]])
 
     @field_validator("min_version")
     @classmethod
     def _version(cls, v):
         if v is not None and not is_version(v):
-            raise ValueError(f"a version such as '1.0' or '2.1.3' (got {v!r})")
+            raise ValueError(f"a version such as '1.0' or '2.1.3' (got {quoted(v)})")
         return v
 
     def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None:
@@ -289,8 +297,13 @@ class ExecutorFilter(_Rule):
         {"type": "ExecutorFilter", "whitelist": ["exec-berlin-1", "exec-berlin-2"], "blacklist": ["exec-old"]}]})
 
     type: Literal["ExecutorFilter"] = "ExecutorFilter"
-    whitelist: tuple[str, ...] = Field(default=(), examples=[["exec-berlin-1"]])
-    blacklist: tuple[str, ...] = Field(default=(), examples=[["exec-compromised"]])
+    whitelist: tuple[str, ...] = Field(default=(), max_length=10_000, examples=[["exec-berlin-1"]])
+    blacklist: tuple[str, ...] = Field(default=(), max_length=10_000, examples=[["exec-compromised"]])
+
+    @field_validator("whitelist", "blacklist")
+    @classmethod
+    def _ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_texts(v, 200, "executor ids")
 
     def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None:
         if not self.whitelist and not self.blacklist:

@@ -19,6 +19,9 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_SHOWN = 80
+_MAX_ACCEPTED = 300  # a validator's message may quote the input; keep it to a line or two
+_MAX_KEY = 40  # a path part (a dict key from the input) longer than this is cut
+_MAX_ERRORS = 10  # errors spelled out in the message; ``InvalidRequest.errors`` keeps all of them
 
 
 class FieldError(typing.NamedTuple):
@@ -38,7 +41,9 @@ class InvalidRequest(ValueError):
     def __init__(self, what: str, errors: list[FieldError]):
         self.what = what
         self.errors = errors
-        super().__init__(f"invalid {what}: " + " | ".join(str(e) for e in errors))
+        shown = " | ".join(str(e) for e in errors[:_MAX_ERRORS])
+        more = len(errors) - _MAX_ERRORS
+        super().__init__(f"invalid {what}: {shown}" + (f" | ... and {more} more errors" if more > 0 else ""))
 
     def __reduce__(self):  # survive pickling across Ray boundaries
         return (InvalidRequest, (self.what, self.errors))
@@ -56,7 +61,26 @@ def parse(model: type[M], data: Any, *, what: str | None = None) -> M:
             data = data.model_dump()
         return model.model_validate(data)
     except ValidationError as exc:
-        raise explain(exc, model, what) from None
+        raise explain(exc, model, what, data) from None
+    except RecursionError:  # nested deeper than Python's stack (a validator walked it): bad input too
+        raise InvalidRequest(what, [FieldError("", f"<{type(data).__name__} nested too deep>",
+                                               "JSON nested at most a few dozen levels deep",
+                                               _example(model, ()))]) from None
+
+
+def quoted(value: Any, limit: int = 40) -> str:
+    """``value`` for a validator's message: its repr, unprintable characters escaped, cut to ``limit``."""
+    return _cut(_printable(repr(value)), limit)
+
+
+def check_texts(values: Any, limit: int, what: str, *, count: int | None = None) -> Any:
+    """For validators: every string of ``values`` has 1-``limit`` characters (and there are at most ``count``)."""
+    if count is not None and len(values) > count:
+        raise ValueError(f"at most {count} {what} (got {len(values)})")
+    for text in values:
+        if not text or len(text) > limit:
+            raise ValueError(f"{what} of 1-{limit} characters (got {quoted(text)})")
+    return values
 
 
 def trusted(model: type[M], **values: Any) -> M:
@@ -74,32 +98,88 @@ def trusted(model: type[M], **values: Any) -> M:
     return obj
 
 
-def explain(exc: ValidationError, model: type[BaseModel], what: str) -> InvalidRequest:
+def explain(exc: ValidationError, model: type[BaseModel], what: str, data: Any = None) -> InvalidRequest:
+    if isinstance(data, (str, bytes)):  # JSON text: its structure tells dict keys from union labels
+        try:
+            data = json.loads(data)
+        except (ValueError, RecursionError):
+            data = None
     errors = []
     for err in exc.errors(include_url=False):
         loc = tuple(err.get("loc", ()))
-        path = _path(loc)
+        path = _path(loc, data)
         received = _shown(err.get("input"))
-        accepted = err.get("msg", "a valid value")
+        accepted = _cut(_printable(str(err.get("msg", "a valid value"))), _MAX_ACCEPTED)
         errors.append(FieldError(path, received, accepted, _example(model, loc)))
     return InvalidRequest(what, errors)
 
 
-def _path(loc: tuple) -> str:
+def _path(loc: tuple, data: Any = None) -> str:
+    """``loc`` as a JSON path (``rules[0].TimeWindow.allowed_hours``), walking ``data`` alongside.
+
+    pydantic adds union member labels to a location (``region.str``, ``region.tuple[str, ...]``):
+    a name met where the input holds a plain value cannot be a key of it, so it is left out.
+    Names met in an object that lacks them stay: a missing field, or a discriminator tag
+    (``rules[0].TimeWindow``), which says which rule type the input was read as. Keys from
+    the input are cut to ``_MAX_KEY`` characters, their unprintable characters escaped.
+    """
     out = ""
+    current, walking = data, data is not None
     for part in loc:
-        if isinstance(part, int):
+        container = current if walking else None
+        if walking:
+            if isinstance(container, (list, tuple)) and isinstance(part, int) and 0 <= part < len(container):
+                current = container[part]
+            elif isinstance(container, dict) and _has_key(container, part):
+                current = container[part]
+            elif isinstance(container, dict):
+                pass  # a name the object lacks: a missing field, or a discriminator tag; stay on it
+            elif isinstance(container, _PLAIN) and isinstance(part, str) and part != "[key]":
+                continue  # a union member's label
+            else:
+                walking = False  # an index past the end, or a value of a kind this walk does not know
+        if part == "[key]":
+            out += "[key]"
+        elif isinstance(part, int) and not isinstance(container, dict):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + _key(part)
     return out
+
+
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def _has_key(mapping: dict, key: Any) -> bool:
+    try:
+        return key in mapping
+    except TypeError:
+        return False
+
+
+def _key(part: Any) -> str:
+    return _cut(_printable(str(part)), _MAX_KEY)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and format characters (NUL, RTL marks, zero-width joiners) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
 
 
 def _shown(value: Any) -> str:
     try:
         text = json.dumps(value, default=repr, ensure_ascii=True)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except Exception:  # not JSON (a NaN key, an object whose repr fails, nesting deeper than the stack)
+        try:
+            text = ascii(value)
+        except Exception:
+            text = f"<{type(value).__name__}>"
     if len(text) > _MAX_SHOWN:
         text = text[: _MAX_SHOWN - 15] + f"... ({len(text)} chars)"
     return text

@@ -18,7 +18,8 @@ from typing import Any
 
 import ray
 from ray import cloudpickle
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import (ActorDiedError, ActorUnavailableError, ActorUnschedulableError, RayActorError,
+                            RayError)
 
 from policies import plugins
 from policies.model import CoopPolicy
@@ -180,7 +181,7 @@ class Head:
                 raise RuntimeError(f"worker {p.executor_id} refused task {task.task_id} (already running it)")
             self._dispatched[task.task_id] = time.time()
             self._results[task.task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
-        except (RayActorError, ActorUnavailableError) as exc:
+        except (RayActorError, ActorUnavailableError, ActorUnschedulableError) as exc:
             self._lost(p.executor_id, f"worker of {p.executor_id} unreachable at dispatch ({type(exc).__name__})")
         except Exception as exc:
             log.exception("dispatch of %s to %s failed", task.task_id, p.executor_id)
@@ -556,7 +557,7 @@ class Head:
                 alive = set(await asyncio.wait_for(worker.running.remote(), PING_TIMEOUT_S))
                 missing = [t for t in dispatched if t not in alive
                            and await worker.report_of.remote(t) is None]
-            except (RayActorError, asyncio.TimeoutError) as exc:
+            except (RayError, asyncio.TimeoutError) as exc:  # died, unschedulable (its node is gone), hung
                 self._lost(executor_id, f"worker of {executor_id} died ({type(exc).__name__})")
                 continue
             for task_id in missing:  # the worker restarted and forgot them
