@@ -12,6 +12,7 @@ from policies.plugins import PluginRule
 from policies.priority import Priority
 from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit,
                             RequireCapability, TaskLimits, TimeWindow)
+from policies.validation import check_texts
 
 Rule = Annotated[
     Union[DataSovereignty, TimeWindow, MemberPriority, RequireCapability, ExecutorFilter,
@@ -86,6 +87,11 @@ class AuditSampling(BaseModel):
     members: tuple[str, ...] = Field(default=(), max_length=1000, examples=[["did:icn:new-member"]],
                                      description="every completed job of these members is sampled")
 
+    @field_validator("members")
+    @classmethod
+    def _members(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_texts(v, 200, "member ids")
+
 
 class CoopPolicy(BaseModel):
     """Everything a cooperative decides about how its members' tasks are scheduled."""
@@ -100,14 +106,14 @@ class CoopPolicy(BaseModel):
     governance_domain: str | None = Field(default=None, max_length=200, examples=["timebank:seattle:governance"],
                                           description="the body that decides on changes to it")
     rules: tuple[Rule, ...] = Field(default=(), max_length=1000, description="rules, each by its `type`")
-    member_quotas: dict[str, MemberQuota] = Field(default_factory=dict, examples=[
+    member_quotas: dict[str, MemberQuota] = Field(default_factory=dict, max_length=100_000, examples=[
         {"did:icn:alice": {"cpu_hours_per_month": 20.0}}], description="quotas of named members")
     default_quota: MemberQuota = Field(default_factory=MemberQuota, description="everyone else's quota")
     enforcement_mode: EnforcementMode = Field(default=EnforcementMode.STRICT, examples=["strict"], description=(
         "strict rejects violations; permissive admits them with a warning; monitoring admits and only counts"))
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
-    quota_whitelist: tuple[str, ...] = Field(default=(), description="members who bypass quota checks",
+    quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000, description="members who bypass quota checks",
                                              examples=[["did:icn:emergency-services"]])
     version: int = Field(default=1, ge=1, examples=[1], description="the author's own version label")
     description: str | None = Field(default=None, max_length=2000, description="what the policy is for")
@@ -115,10 +121,13 @@ class CoopPolicy(BaseModel):
     @field_validator("member_quotas")
     @classmethod
     def _members(cls, v: dict[str, MemberQuota]) -> dict[str, MemberQuota]:
-        bad = [m for m in v if not m or len(m) > 200]
-        if bad:
-            raise ValueError(f"member ids of 1-200 characters (got {bad[0]!r})")
+        check_texts(v, 200, "member ids")
         return v
+
+    @field_validator("quota_whitelist")
+    @classmethod
+    def _whitelisted(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_texts(v, 200, "member ids")
 
     @model_validator(mode="after")
     def _rule_names_unique(self) -> CoopPolicy:

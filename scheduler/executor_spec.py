@@ -6,6 +6,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.validation import check_texts, quoted
 from policies.versions import is_version
 from scheduler.tasks import ID_PATTERN, Resources
 
@@ -43,12 +44,23 @@ class ExecutorSpec(BaseModel):
     @field_validator("capabilities")
     @classmethod
     def _versions(cls, v: dict[str, str]) -> dict[str, str]:
+        check_texts(v, 100, "capability names")
         for name, version in v.items():
-            if not name or len(name) > 100:
-                raise ValueError(f"capability names of 1-100 characters (got {name[:40]!r})")
-            if not is_version(version):
-                raise ValueError(f"capability {name!r}: a version such as '1.0' (got {version!r})")
+            if len(version) > 50 or not is_version(version):
+                raise ValueError(f"capability {quoted(name)}: a version such as '1.0' (got {quoted(version)})")
         return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        check_texts(v, 100, "label names")
+        check_texts(v.values(), 200, "label values")
+        return v
+
+    @field_validator("open_to")
+    @classmethod
+    def _coops(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_texts(v, 200, "coop ids")
 
     @model_validator(mode="after")
     def _default_node(self) -> ExecutorSpec:
@@ -68,4 +80,4 @@ class ExecutorOffer(BaseModel):
     rtt_ms: float | None = Field(default=None, ge=0, le=60_000, allow_inf_nan=False, examples=[14.0])
     trust: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, examples=[0.8])
     gpu_utilisation_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False, examples=[35.0])
-    gpu_memory_used_mb: int | None = Field(default=None, ge=0, examples=[1024])
+    gpu_memory_used_mb: int | None = Field(default=None, ge=0, le=64 * 1024 * 1024, examples=[1024])

@@ -8,6 +8,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.priority import Priority
+from policies.validation import check_texts, quoted
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]*$"
 _NAME_RULES = "1-200 characters: letters, digits and _.:@/+- (not starting with a symbol)"
@@ -37,6 +38,16 @@ class Hints(BaseModel):
         "keys of data the task reads; executors whose node already holds their bytes score higher"),
         examples=[["dataset:genomes-2026"]])
 
+    @field_validator("regions", "executors")
+    @classmethod
+    def _names(cls, v: tuple[str, ...], info) -> tuple[str, ...]:
+        return check_texts(v, 200, f"{info.field_name[:-1]} names")
+
+    @field_validator("data")
+    @classmethod
+    def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_texts(v, 1000, "data keys")
+
 
 class TaskSpec(BaseModel):
     """One unit of work, as submitted. Validated at the edge; immutable afterwards."""
@@ -65,7 +76,14 @@ class TaskSpec(BaseModel):
     @classmethod
     def _no_bare_string(cls, v, info):
         if isinstance(v, str):
-            raise ValueError(f"a list of strings, e.g. [{v!r}], not a single string")
+            raise ValueError(f"a list of strings, e.g. [{quoted(v)}], not a single string")
+        return v
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        check_texts(v, 100, "capability names")
+        check_texts([version for version in v.values() if version is not None], 50, "minimum versions")
         return v
 
     @field_validator("tags")
@@ -73,7 +91,7 @@ class TaskSpec(BaseModel):
     def _tag_length(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for tag in v:
             if not tag or len(tag) > 100:
-                raise ValueError(f"tags of 1-100 characters (got {tag[:40]!r})")
+                raise ValueError(f"tags of 1-100 characters (got {quoted(tag)})")
         return v
 
 

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from policies.model import MemberQuota
 
 
+MAX_EPOCH_S = 253_402_300_799.0
+"""9999-12-31 23:59:59 UTC: later times have no calendar month, which the ledger charges by."""
+
+
 class Outcome(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -34,8 +38,8 @@ class UsageReport(BaseModel):
     executor_id: str = Field(min_length=1, max_length=200, examples=["exec-berlin-1"])
     coop_id: str = Field(min_length=1, max_length=200, examples=["research:biolab"])
     member: str = Field(min_length=1, max_length=200, examples=["did:icn:alice"])
-    started_at: float = Field(ge=0, allow_inf_nan=False, examples=[1795000000.0])
-    ended_at: float = Field(ge=0, allow_inf_nan=False, examples=[1795000060.0])
+    started_at: float = Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, examples=[1795000000.0])
+    ended_at: float = Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, examples=[1795000060.0])
     cpu_seconds: float = Field(ge=0, le=1e12, allow_inf_nan=False, examples=[120.0])
     gpu_seconds: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[0.0])
     cpu_time_s: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[57.3])
