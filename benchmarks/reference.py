@@ -260,10 +260,10 @@ class ReferenceScheduler:
             if not self._allowed(e, req, coop):
                 continue
             count += 1
-            for i, field in enumerate(("total_cpus", "total_gpus", "total_mem", "total_gmem", "price_cpu",
+            for i, column in enumerate(("total_cpus", "total_gpus", "total_mem", "total_gmem", "price_cpu",
                                        "price_gpu")):
-                if e[field] > most[i]:
-                    most[i] = e[field]
+                if e[column] > most[i]:
+                    most[i] = e[column]
         possible = count > 0 and (r.cpus <= most[0] + EPS and r.gpus <= most[1] + EPS
                                   and r.memory_mb <= most[2] + EPS and r.gpu_memory_mb <= most[3] + EPS)
         result = (count, r.cpus * most[4] + r.gpus * most[5]) if possible else (0, 0.0)

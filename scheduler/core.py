@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
@@ -24,7 +23,7 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
-from scheduler.placement import Offer, Placement, Requirements, breakdowns, choose, explain_no_fit, fit_mask
+from scheduler.placement import Offer, Placement, breakdowns, choose, explain_no_fit, fit_mask
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.tasks import JobState, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport

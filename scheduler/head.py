@@ -21,22 +21,18 @@ from ray import cloudpickle
 from ray.exceptions import (ActorDiedError, ActorUnavailableError, ActorUnschedulableError, RayActorError,
                             RayError)
 
-from policies import plugins
-from policies.model import CoopPolicy
 from policies.reasons import Decision, unavailable
-from policies.validation import FieldError, InvalidRequest
-from scheduler import admin
+from policies.validation import InvalidRequest
 from scheduler.core import SchedulerCore
-from scheduler.executor_spec import ExecutorSpec, ExecutorStatus
-from scheduler.ledger import Cost, period_of
+from scheduler.executor_spec import ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
+from scheduler.head_admin import CoopAdministration
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
 from scheduler.state_store import AuditRecord, default_store_url, open_store
 from scheduler.store_ledger import StoreLedger
-from scheduler.shadow import shadow_evaluate
-from scheduler.tasks import JobState, TaskSpec
+from scheduler.tasks import JobState
 
 log = logging.getLogger("coopsched.head")
 
@@ -46,7 +42,7 @@ KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps fo
 PING_TIMEOUT_S = 5.0
 
 
-class Head:
+class Head(CoopAdministration):
     def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                  heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                  metrics_port: int | None = None) -> None:
@@ -377,134 +373,6 @@ class Head:
         return [{**spec.model_dump(mode="json"), "status": status.value, "running": running}
                 for spec, status, running in self.core.executors()]
 
-    # ------------------------------------------------------------------ policies
-    async def set_policy(self, policy: dict, author: str = "admin", note: str = "") -> dict:
-        parsed = self.core.set_policy(policy)
-        version = self.store.put_policy(parsed.coop_id, parsed.model_dump(mode="json"), author, time.time(), note)
-        self._log(parsed.coop_id, "policy.set", author, {"version": version.version, "note": note})
-        return parsed.model_dump(mode="json")
-
-    async def get_policy(self, coop_id: str) -> dict | None:
-        policy = self.core.policy(coop_id)
-        return policy.model_dump(mode="json") if policy else None
-
-    async def list_policies(self) -> list[dict]:
-        return [p.model_dump(mode="json") for p in self.core.policies()]
-
-    async def remove_policy(self, coop_id: str, author: str = "admin") -> bool:
-        removed = self.core.remove_policy(coop_id) is not None
-        if removed:
-            self.store.remove_policy(coop_id, author, time.time())
-            self._log(coop_id, "policy.remove", author, {})
-        return removed
-
-    async def policy_history(self, coop_id: str) -> list[dict]:
-        return [v.model_dump(mode="json") for v in self.store.policy_history(coop_id)]
-
-    async def rollback_policy(self, coop_id: str, version: int, author: str = "admin") -> dict:
-        old = self.store.policy_version(coop_id, version)
-        if old is None or old.policy is None:
-            raise KeyError(f"coop {coop_id} has no policy version {version} to roll back to; "
-                           f"see `coopsched policy history {coop_id}`")
-        return await self.set_policy(old.policy, author, note=f"rollback to version {version}")
-
-    async def diff_policy(self, coop_id: str, policy: dict | None = None, a: int | None = None,
-                          b: int | None = None) -> list[dict]:
-        """Changes from version ``a`` (default: the active one) to ``policy`` or version ``b``."""
-        base = self.store.policy_version(coop_id, a) if a is not None else self.store.active_policy(coop_id)
-        if b is not None:
-            other = self.store.policy_version(coop_id, b)
-            new = other.policy if other else None
-        else:
-            new = CoopPolicy(**policy).model_dump(mode="json") if policy is not None else None
-        return admin.diff(base.policy if base else None, new)
-
-    async def shadow_policy(self, policy: dict, last_n: int = 100) -> list[dict]:
-        """What ``policy`` would have decided for its coop's last ``last_n`` jobs (nothing changes)."""
-        proposed = CoopPolicy(**policy)
-        records = self.store.jobs(coop_id=proposed.coop_id)[-last_n:]
-        tasks = [(r["submitted_at"], TaskSpec(**r["task"])) for r in records if r.get("task")]
-        period = period_of(time.time())
-        usage = {m: self.store.standing(proposed.coop_id, m, period)[0] for m in {t.member for _, t in tasks}}
-        executors = [spec for spec, status, _ in self.core.executors() if status is ExecutorStatus.ACTIVE]
-        outcomes = shadow_evaluate(self.core.policy(proposed.coop_id), proposed, executors, tasks, usage)
-        return [o.as_dict() for o in outcomes]
-
-    async def plugin_management(self, coop_id: str, rule_name: str, action: str, data: dict | None = None) -> dict:
-        """A plug-in rule's management action (seed 000's ``management(action, data)``), off the event loop."""
-        policy = self.core.policy(coop_id)
-        if policy is None:
-            raise KeyError(f"coop {coop_id} has no policy; set one first")
-        answer = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: plugins.manage(policy, rule_name, action, data or {}))
-        self._log(coop_id, "plugin.management", "admin", {"rule": rule_name, "action": action,
-                                                           "status": answer.get("status")})
-        return answer
-
-    async def members(self, coop_id: str) -> list[dict]:
-        """This month's usage of every member who submitted to ``coop_id``."""
-        members = sorted({j["member"] for j in self.store.jobs(coop_id=coop_id)})
-        return [self.core.usage(coop_id, m).model_dump(mode="json") for m in members]
-
-    async def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
-        return self.store.changes(coop_id, limit)
-
-    # ------------------------------------------------------------------ quota management
-    async def quota(self, action: str, coop_id: str, member: str | None = None, author: str = "admin",
-                    **values: Any) -> dict:
-        """The seed's quota actions; each is entered in the change log. Returns the member's usage
-        (or the policy, for default-limit changes)."""
-        if action not in admin.QUOTA_ACTIONS:
-            raise InvalidRequest("quota action", [FieldError("action", repr(action), ", ".join(
-                admin.QUOTA_ACTIONS), "reset_quota")])
-        policy = self.core.policy(coop_id)
-        if policy is None:
-            raise KeyError(f"coop {coop_id} has no policy; set one first")
-        now = time.time()
-        if action == "clear_all":
-            members = {j["member"] for j in self.store.jobs(coop_id=coop_id)}
-            for m in members:
-                self.store.set_usage(coop_id, m, period_of(now), Cost())
-            self._log(coop_id, "quota.clear_all", author, {"members": sorted(members)})
-            return {"cleared": sorted(members)}
-        if action == "update_default_limit":
-            new = admin.with_default_limits(policy, values)
-            await self.set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
-            self._log(coop_id, "quota.update_default_limit", author, dict(values))
-            return new.model_dump(mode="json")
-        member = admin.check_member(member)
-        if action == "reset_quota":
-            self.store.set_usage(coop_id, member, period_of(now), Cost())
-        elif action == "set_quota":
-            used = Cost.of(float(values.get("cpu_hours", 0.0)), float(values.get("gpu_hours", 0.0)),
-                           float(values.get("credits", 0.0)))
-            self.store.set_usage(coop_id, member, period_of(now), used)
-        elif action == "update_limit":
-            await self.set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),
-                                  author, note=f"update_limit {member}")
-        elif action in ("add_whitelist", "remove_whitelist"):
-            await self.set_policy(admin.with_whitelist(policy, member, action == "add_whitelist")
-                                  .model_dump(mode="json"), author, note=f"{action} {member}")
-        if action != "get_quota":
-            self._log(coop_id, f"quota.{action}", author, {"member": member, **values})
-        return self.core.usage(coop_id, member).model_dump(mode="json")
-
-    # ------------------------------------------------------------------ audit
-    async def audit(self, action: str, session_id: str | None = None, seq_no: int | None = None,
-                    **filters: Any) -> Any:
-        if action == "get":
-            record = self.store.get_audit(session_id, seq_no)
-        elif action == "latest":
-            record = self.store.latest_audit(session_id)
-        elif action == "list":
-            return [r.model_dump(mode="json") for r in self.store.list_audit(session_id=session_id, **filters)]
-        elif action == "delete":
-            return self.store.delete_audit(session_id, seq_no)
-        else:
-            raise InvalidRequest("audit action", [FieldError("action", repr(action),
-                                                                   "get, latest, list or delete", "latest")])
-        return record.model_dump(mode="json") if record else None
-
     async def status(self, task_id: str) -> dict | None:
         job = self.core.job(task_id)
         if job is not None:
@@ -585,11 +453,3 @@ def start_head(namespace: str = NAMESPACE, name: str = HEAD_NAME, **config: Any)
     actor = ray.remote(Head).options(name=name, namespace=namespace, lifetime="detached", num_cpus=0,
                                       max_restarts=-1, max_concurrency=1000, get_if_exists=True)
     return actor.remote(namespace=namespace, **config)
-
-
-def policy_payload(policy: CoopPolicy | dict) -> dict:
-    return policy.model_dump(mode="json") if isinstance(policy, CoopPolicy) else policy
-
-
-def spec_payload(spec: ExecutorSpec | dict) -> dict:
-    return spec.model_dump(mode="json") if isinstance(spec, ExecutorSpec) else spec

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateBuckets, RateLimit,
-                            RequireCapability, RuleContext, TaskLimits, TimeWindow)
+from policies.rules import MemberPriority, RateBuckets, RuleContext, TaskLimits, TimeWindow
 from policies.validation import InvalidRequest, parse
 from policies.model import CoopPolicy
 from scheduler.tasks import JobState
