@@ -86,8 +86,9 @@ def cmd_start(args) -> int:
     config = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
     client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, **config)
     info = client._call("ping")
-    print(f"Coopsched head running in Ray namespace {client.namespace!r}, state in {info['store']}; "
-          "stop it with `coopsched stop`")
+    emit(args, {"namespace": client.namespace, **info}, lambda d: (
+        f"Coopsched head running in Ray namespace {client.namespace!r}, state in {info['store']}; "
+        "stop it with `coopsched stop`"))
     return EXIT_OK
 
 
@@ -95,7 +96,7 @@ def cmd_stop(args) -> int:
     from scheduler.client import shutdown
     client_for(args)
     stopped = shutdown(args.namespace)
-    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    emit(args, {"stopped": stopped}, lambda d: "stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return EXIT_OK
 
 
@@ -133,9 +134,10 @@ def cmd_policy(args) -> int:
                         max_width=60)))
             return EXIT_OK
         policy = client.set_policy(policy)
-        history = client.policy_history(policy.coop_id)
-        print(f"policy for coop {policy.coop_id} set: version {history[-1]['version']} "
-              f"({len(policy.rules)} rules, {policy.enforcement_mode.value})")
+        version = client.policy_history(policy.coop_id)[-1]["version"]
+        emit(args, {"coop_id": policy.coop_id, "version": version}, lambda d: (
+            f"policy for coop {policy.coop_id} set: version {version} "
+            f"({len(policy.rules)} rules, {policy.enforcement_mode.value})"))
     elif args.action == "show":
         policy = client.get_policy(args.coop)
         if policy is None:
@@ -150,7 +152,8 @@ def cmd_policy(args) -> int:
              for p in rows], max_width=50))
     elif args.action == "remove":
         removed = client.remove_policy(args.coop)
-        print(f"policy for coop {args.coop} {'removed (its history is kept)' if removed else 'did not exist'}")
+        emit(args, {"coop_id": args.coop, "removed": removed}, lambda d: (
+            f"policy for coop {args.coop} {'removed (its history is kept)' if removed else 'did not exist'}"))
     elif args.action == "history":
         emit(args, client.policy_history(args.coop), lambda rows: table(
             ["version", "author", "at (UTC)", "predecessor", "active", "note"],
@@ -158,7 +161,8 @@ def cmd_policy(args) -> int:
               "yes" if v["active"] else "", v["note"] or ("(removed)" if v["policy"] is None else "")) for v in rows]))
     elif args.action == "rollback":
         policy = client.rollback_policy(args.coop, args.version)
-        print(f"coop {policy.coop_id} rolled back to the content of version {args.version} (as a new version)")
+        emit(args, policy.model_dump(mode="json"), lambda d: (
+            f"coop {policy.coop_id} rolled back to the content of version {args.version} (as a new version)"))
     elif args.action == "mgmt":
         try:
             data = json.loads(args.data) if args.data else {}
@@ -200,13 +204,15 @@ def cmd_quota(args) -> int:
         record = client.update_limit(args.coop, args.member, **_limits(args))
     elif action == "default-limit":
         policy = client.update_default_limit(args.coop, **_limits(args))
-        print(f"coop {args.coop}: default quota is now {policy.default_quota.model_dump_json()}")
+        emit(args, policy.model_dump(mode="json"), lambda d: (
+            f"coop {args.coop}: default quota is now {policy.default_quota.model_dump_json()}"))
         return EXIT_OK
     elif action == "whitelist":
         record = (client.add_whitelist if args.op == "add" else client.remove_whitelist)(args.coop, args.member)
     elif action == "clear-all":
         cleared = client.clear_all(args.coop)
-        print(f"coop {args.coop}: this month's usage cleared for {len(cleared)} member(s)")
+        emit(args, {"cleared": cleared}, lambda d: (
+            f"coop {args.coop}: this month's usage cleared for {len(cleared)} member(s)"))
         return EXIT_OK
     else:  # pragma: no cover - argparse restricts the choices
         raise UsageError(action)
@@ -236,13 +242,15 @@ def cmd_executor(args) -> int:
              for e in rows]))
     elif args.action == "drain":
         client.drain(args.id)
-        print(f"executor {args.id} is draining: running tasks finish, no new ones start")
+        emit(args, {"executor_id": args.id, "status": "draining"},
+             lambda d: f"executor {args.id} is draining: running tasks finish, no new ones start")
     elif args.action == "remove":
         lost = client.remove_executor(args.id)
-        print(f"executor {args.id} removed" + (f"; {len(lost)} running task(s) go back to the queue" if lost else ""))
+        emit(args, {"executor_id": args.id, "requeued": lost}, lambda d: f"executor {args.id} removed" + (
+            f"; {len(lost)} running task(s) go back to the queue" if lost else ""))
     elif args.action == "set-trust":
         spec = client.set_trust(args.id, args.trust)
-        print(f"executor {spec.executor_id}: trust {spec.trust:g}")
+        emit(args, spec.model_dump(mode="json"), lambda d: f"executor {spec.executor_id}: trust {spec.trust:g}")
     return EXIT_OK
 
 
@@ -263,7 +271,8 @@ def cmd_job(args) -> int:
             + [f"  {time.strftime('%H:%M:%S', time.gmtime(e['at']))} {e['state']:<9} {e['message']}"
                for e in s["history"]]))
     elif args.action == "cancel":
-        print(f"{args.id}: {client.job(args.id).cancel()}")
+        state = client.job(args.id).cancel()
+        emit(args, {"task_id": args.id, "state": state}, lambda d: f"{args.id}: {state}")
     elif args.action == "explain":
         emit(args, client.job(args.id).explain(), lambda d: d["summary"])
     return EXIT_OK
@@ -330,7 +339,7 @@ def cmd_audit(args) -> int:
         rows = [record]
     else:
         count = client.audit("delete", args.session, args.seq)
-        print(f"deleted {count} audit record(s)")
+        emit(args, {"deleted": count}, lambda d: f"deleted {count} audit record(s)")
         return EXIT_OK
     emit(args, rows, lambda rs: table(
         ["session", "seq", "at (UTC)", "task", "state", "cpu-s"],
