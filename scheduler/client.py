@@ -47,14 +47,21 @@ RESTART_WAIT_S = 60.0  # how long calls wait for a restarting head
 
 
 class PolicyViolation(Exception):
-    """A strict policy refused the task; ``decision.reasons`` say why and whether retrying helps."""
+    """A strict policy refused the task; ``decision.reasons`` say why and whether retrying helps.
 
-    def __init__(self, decision: Decision):
+    From ``Client.map``: ``refused`` holds every refused item's decision and ``handles`` the
+    jobs of the batch that were admitted (they run)."""
+
+    def __init__(self, decision: Decision, refused: list[Decision] | None = None,
+                 handles: list[JobHandle] | None = None):
         self.decision = decision
-        super().__init__(decision.summary())
+        self.refused = refused or [decision]
+        self.handles = handles or []
+        extra = f" (and {len(self.refused) - 1} more refused; {len(self.handles)} admitted)" if refused else ""
+        super().__init__(decision.summary() + extra)
 
     def __reduce__(self):
-        return (PolicyViolation, (self.decision,))
+        return (PolicyViolation, (self.decision, self.refused))
 
 
 class JobFailed(RuntimeError):
@@ -192,8 +199,9 @@ class Client:
         return self._handle(Decision(**self._call("submit", task, payload, data_refs)))
 
     def map(self, fn: Callable, iterable: Iterable[Any], *, coop: str, member: str, **options: Any) -> list[JobHandle]:
-        """One job per item, submitted in one call. Items refused by a strict policy raise ``PolicyViolation``
-        after the whole batch was submitted (the admitted ones keep running)."""
+        """One job per item, submitted in one call. If a strict policy refuses some items, the batch is
+        still submitted and ``PolicyViolation`` is raised afterwards: its ``refused`` lists their
+        decisions and its ``handles`` the admitted jobs, which run."""
         items = [self._task(fn, (item,), {}, coop=coop, member=member, **options) for item in iterable]
         answers = self._call("submit_many", items)
         handles, refused = [], []
@@ -206,7 +214,7 @@ class Client:
             else:
                 refused.append(decision)
         if refused:
-            raise PolicyViolation(refused[0])
+            raise PolicyViolation(refused[0], refused, handles)
         return handles
 
     def jobs(self, coop: str | None = None, member: str | None = None, status: str | None = None) -> list[JobStatus]:

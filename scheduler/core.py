@@ -214,9 +214,12 @@ class SchedulerCore:
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
         holds: dict[tuple, float | None] = {}
-        for entry in self.queue.ordered(self._fair_share):
+        queue = self.queue
+        for entry in queue.ordered(self._fair_share, now):
             if limit is not None and len(placements) >= limit:
                 break
+            if entry.task.task_id not in queue:  # placed or cancelled since the order was computed
+                continue
             job = self._jobs[entry.task.task_id]
             if entry.not_before is not None and now < entry.not_before:
                 continue
@@ -248,6 +251,8 @@ class SchedulerCore:
                 job.note(no_fit[entry.shape], now)
                 continue
             placements.append(placement)
+            if not self._anything_free():  # the fleet is full: the rest keep their place and reason
+                break
         return placements
 
     def _place(self, entry: QueuedTask, now: float) -> Placement | None:
@@ -453,7 +458,18 @@ class SchedulerCore:
 
     def job(self, task_id: str) -> JobStatus | None:
         job = self._jobs.get(task_id)
-        return job.status() if job else None
+        if job is None:
+            return None
+        self._explain_wait(job)
+        return job.status()
+
+    def _explain_wait(self, job: Job) -> None:
+        """A queued task the scheduler has not looked at since its admission (the fleet was full)
+        gets its reason when someone asks."""
+        entry = self.queue.get(job.task.task_id)
+        if job.state is JobState.QUEUED and entry is not None and job.reason.startswith("admitted"):
+            message, _ = explain_no_fit(self.table, entry.requirements)
+            job.note(f"waiting for a free executor: {message}", self.clock())
 
     def jobs(self, coop_id: str | None = None, member: str | None = None,
              state: JobState | str | None = None) -> list[JobStatus]:

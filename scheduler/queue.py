@@ -38,9 +38,15 @@ class QueuedTask:
         self.shape = (self.requirements.signature, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
 
 
+ORDER_TTL_S = 1.0
+"""How long a computed queue order is reused while nothing is added (fair share moves slowly)."""
+
+
 class TaskQueue:
     def __init__(self) -> None:
         self._entries: dict[str, QueuedTask] = {}
+        self._order: list[QueuedTask] | None = None
+        self._ordered_at = 0.0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -50,6 +56,7 @@ class TaskQueue:
 
     def add(self, entry: QueuedTask) -> None:
         self._entries[entry.task.task_id] = entry
+        self._order = None
 
     def remove(self, task_id: str) -> QueuedTask | None:
         return self._entries.pop(task_id, None)
@@ -68,12 +75,21 @@ class TaskQueue:
             out[e.task.coop_id] = out.get(e.task.coop_id, 0) + 1
         return out
 
-    def ordered(self, fair_share: Callable[[str, str], float]) -> list[QueuedTask]:
-        """Entries in scheduling order; ``fair_share(coop, member)`` is asked once per member."""
+    def ordered(self, fair_share: Callable[[str, str], float], now: float | None = None) -> list[QueuedTask]:
+        """Entries in scheduling order; ``fair_share(coop, member)`` is asked once per member.
+
+        With ``now``, the order is reused for ``ORDER_TTL_S`` while nothing is added: a deep
+        queue is then not re-sorted on every completion. A reused order may hold entries that
+        have left the queue since; callers skip those (``entry.task.task_id in queue``).
+        """
+        if now is not None and self._order is not None and now - self._ordered_at < ORDER_TTL_S:
+            return self._order
         standing: dict[tuple[str, str], float] = {}
         for e in self._entries.values():
             key = (e.task.coop_id, e.task.member)
             if key not in standing:
                 standing[key] = fair_share(*key)
-        return sorted(self._entries.values(), key=lambda e: (
+        self._order = sorted(self._entries.values(), key=lambda e: (
             -e.effective_priority, standing[(e.task.coop_id, e.task.member)], e.submitted_at, e.seq))
+        self._ordered_at = now if now is not None else 0.0
+        return self._order
