@@ -113,7 +113,8 @@ class CoopPolicy(BaseModel):
         "strict rejects violations; permissive admits them with a warning; monitoring admits and only counts"))
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
-    quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000, description="members who bypass quota checks",
+    quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000,
+                                             description="members who bypass quota checks",
                                              examples=[["did:icn:emergency-services"]])
     version: int = Field(default=1, ge=1, examples=[1], description="the author's own version label")
     description: str | None = Field(default=None, max_length=2000, description="what the policy is for")

@@ -180,19 +180,23 @@ class PluginRule(_Rule):
     @field_validator("parameters")
     @classmethod
     def _json(cls, v: dict[str, Any]) -> dict[str, Any]:
-        # sort_keys: key() sorts them (mixed key types fail there otherwise); the depth and size
-        # bounds keep the policy storable (pydantic will not serialize deeper nesting) and small
+        # Kept as the JSON it is stored as (tuples become lists, number keys strings), so a policy
+        # reads back from the store equal to what was installed. sort_keys: key() sorts them (mixed
+        # key types fail there otherwise); the depth and size bounds keep the policy storable
+        # (pydantic will not serialize deeper nesting) and small.
         try:
             if _depth(v) > MAX_PARAMETER_DEPTH:
                 raise ValueError(f"nested more than {MAX_PARAMETER_DEPTH} levels deep")
-            text = json.dumps(v, allow_nan=False, sort_keys=True)
+            size = len(json.dumps(v, allow_nan=False, sort_keys=True))
+            if size <= MAX_PARAMETER_CHARS:
+                v = json.loads(json.dumps(v))
         except (TypeError, ValueError, RecursionError) as exc:
             raise PydanticCustomError("plugin_parameters", "a JSON object ({detail})",
                                       {"detail": str(exc)[:200]}) from None
-        if len(text) > MAX_PARAMETER_CHARS:
+        if size > MAX_PARAMETER_CHARS:
             raise PydanticCustomError("plugin_parameters", "a JSON object of at most {limit} characters as JSON "
                                       "(got {size}); keep large data where the plug-in can read it",
-                                      {"limit": MAX_PARAMETER_CHARS, "size": len(text)})
+                                      {"limit": MAX_PARAMETER_CHARS, "size": size})
         return v
 
     # the live plug-in is not part of the rule's value: equality, hashing and pickling ignore it

@@ -70,7 +70,11 @@ def parse(model: type[M], data: Any, *, what: str | None = None) -> M:
 
 def quoted(value: Any, limit: int = 40) -> str:
     """``value`` for a validator's message: its repr, unprintable characters escaped, cut to ``limit``."""
-    return _cut(_printable(repr(value)), limit)
+    try:
+        text = repr(value)
+    except Exception:  # an int of more than 4,300 digits has no repr; a broken object may raise anything
+        text = f"<{type(value).__name__}>"
+    return _cut(_printable(text), limit)
 
 
 def check_texts(values: Any, limit: int, what: str, *, count: int | None = None) -> Any:
@@ -107,34 +111,36 @@ def explain(exc: ValidationError, model: type[BaseModel], what: str, data: Any =
     errors = []
     for err in exc.errors(include_url=False):
         loc = tuple(err.get("loc", ()))
-        path = _path(loc, data)
+        path = _path(loc, data, missing=err.get("type") == "missing")
         received = _shown(err.get("input"))
         accepted = _cut(_printable(str(err.get("msg", "a valid value"))), _MAX_ACCEPTED)
         errors.append(FieldError(path, received, accepted, _example(model, loc)))
     return InvalidRequest(what, errors)
 
 
-def _path(loc: tuple, data: Any = None) -> str:
+def _path(loc: tuple, data: Any = None, missing: bool = False) -> str:
     """``loc`` as a JSON path (``rules[0].TimeWindow.allowed_hours``), walking ``data`` alongside.
 
     pydantic adds union member labels to a location (``region.str``, ``region.tuple[str, ...]``):
-    a name met where the input holds a plain value cannot be a key of it, so it is left out.
-    Names met in an object that lacks them stay: a missing field, or a discriminator tag
-    (``rules[0].TimeWindow``), which says which rule type the input was read as. Keys from
-    the input are cut to ``_MAX_KEY`` characters, their unprintable characters escaped.
+    a name the input does not have there is such a label and is left out, unless it is the
+    field a ``missing`` error is about. Discriminator tags stay (``rules[0].TimeWindow``): they
+    say which rule type the input was read as. Keys from the input are cut to ``_MAX_KEY``
+    characters, their unprintable characters escaped.
     """
     out = ""
     current, walking = data, data is not None
-    for part in loc:
+    for i, part in enumerate(loc):
         container = current if walking else None
         if walking:
             if isinstance(container, (list, tuple)) and isinstance(part, int) and 0 <= part < len(container):
                 current = container[part]
+            elif isinstance(container, dict) and container.get("type") == part:
+                pass  # the discriminator tag (a rule's ``type``): stay on the object it chose
             elif isinstance(container, dict) and _has_key(container, part):
                 current = container[part]
-            elif isinstance(container, dict):
-                pass  # a name the object lacks: a missing field, or a discriminator tag; stay on it
-            elif isinstance(container, _PLAIN) and isinstance(part, str) and part != "[key]":
+            elif isinstance(container, dict) and missing and i == len(loc) - 1:
+                pass  # the missing field
+            elif isinstance(container, (dict, list, tuple, *_PLAIN)) and isinstance(part, str) and part != "[key]":
                 continue  # a union member's label
             else:
                 walking = False  # an index past the end, or a value of a kind this walk does not know
@@ -158,7 +164,8 @@ def _has_key(mapping: dict, key: Any) -> bool:
 
 
 def _key(part: Any) -> str:
-    return _cut(_printable(str(part)), _MAX_KEY)
+    text = _printable(str(part))  # cut without dots or brackets, which would read as path syntax
+    return text if len(text) <= _MAX_KEY else text[: _MAX_KEY - 15] + f"\u2026({len(text)} chars)"
 
 
 def _printable(text: str) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from policies.model import CoopPolicy, MemberQuota
-from policies.validation import FieldError, InvalidRequest, parse
+from policies.validation import FieldError, InvalidRequest, parse, quoted
 
 QUOTA_ACTIONS = ("get_quota", "reset_quota", "set_quota", "update_limit", "update_default_limit",
                  "add_whitelist", "remove_whitelist", "clear_all")
@@ -35,9 +37,34 @@ def with_whitelist(policy: CoopPolicy, member: str, present: bool) -> CoopPolicy
     return policy.model_copy(update={"quota_whitelist": tuple(sorted(members))})
 
 
+class UsedAmounts(BaseModel):
+    """The amounts ``set_quota`` writes as a member's use this month."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"cpu_hours": 2.5, "gpu_hours": 0.0, "credits": 10.0}]})
+
+    cpu_hours: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False, examples=[2.5])
+    gpu_hours: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False, examples=[0.0])
+    credits: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[10.0])
+
+
+def used_amounts(values: dict[str, Any]) -> tuple[float, float, float]:
+    """``set_quota``'s values as (cpu_hours, gpu_hours, credits); ``InvalidRequest`` naming the bad one."""
+    used = parse(UsedAmounts, values, what="quota action")
+    return used.cpu_hours, used.gpu_hours, used.credits
+
+
+def check_coop(coop_id: Any, what: str = "quota action") -> str:
+    """``coop_id`` of an admin action (quota, plug-in management), checked before it is looked up."""
+    if not isinstance(coop_id, str) or not coop_id or len(coop_id) > 200:
+        raise InvalidRequest(what, [FieldError("coop_id", quoted(coop_id, 60), "a coop id of 1-200 characters",
+                                               "timebank:seattle")])
+    return coop_id
+
+
 def check_member(member: Any) -> str:
     if not isinstance(member, str) or not member or len(member) > 200:
-        raise InvalidRequest("quota action", [FieldError("member", repr(member)[:60], "a member id of 1-200 "
+        raise InvalidRequest("quota action", [FieldError("member", quoted(member, 60), "a member id of 1-200 "
                                                          "characters", "did:icn:alice")])
     return member
 

@@ -233,12 +233,15 @@ class Client:
               max_runtime_s=None, hints=None, capabilities=None, max_retries=2, task_id=None, name=None):
         if not callable(fn):
             raise InvalidRequest("task", [FieldError("fn", repr(fn)[:60], "a callable (function)", "math.sqrt")])
-        hints = dict(hints or {})
-        data_refs = [d for d in hints.get("data", ()) if isinstance(d, ray.ObjectRef)]
-        hints["data"] = [d for d in hints.get("data", ()) if not isinstance(d, ray.ObjectRef)]
+        data_refs: list = []
+        if isinstance(hints, dict) and isinstance(hints.get("data"), (list, tuple)):
+            data_refs = [d for d in hints["data"] if isinstance(d, ray.ObjectRef)]
+            hints = {**hints, "data": [d for d in hints["data"] if not isinstance(d, ray.ObjectRef)]}
         fields = {"coop_id": coop, "member": member, "resources": resources or {}, "priority": priority,
-                  "tags": list(tags) if not isinstance(tags, str) else tags, "max_runtime_s": max_runtime_s,
-                  "hints": hints, "capabilities": capabilities or {}, "max_retries": max_retries,
+                  "tags": list(tags) if isinstance(tags, (list, tuple, set, frozenset)) else tags,
+                  "max_runtime_s": max_runtime_s,
+                  "hints": hints if hints is not None else {}, "capabilities": capabilities or {},
+                  "max_retries": max_retries,
                   "name": name or getattr(fn, "__name__", None)}
         if task_id is not None:
             fields["task_id"] = task_id

@@ -22,9 +22,9 @@ from ray.exceptions import (ActorDiedError, ActorUnavailableError, ActorUnschedu
                             RayError)
 
 from policies.reasons import Decision, unavailable
-from policies.validation import InvalidRequest
+from policies.validation import InvalidRequest, parse
 from scheduler.core import SchedulerCore
-from scheduler.executor_spec import ExecutorStatus
+from scheduler.executor_spec import ExecutorOffer, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
@@ -32,7 +32,7 @@ from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
 from scheduler.state_store import AuditRecord, default_store_url, open_store
 from scheduler.store_ledger import StoreLedger
-from scheduler.tasks import JobState
+from scheduler.tasks import JobState, TaskSpec
 
 log = logging.getLogger("coopsched.head")
 
@@ -130,6 +130,7 @@ class Head(CoopAdministration):
         return out
 
     def _admit(self, task: dict, payload: tuple | None, data_refs: list | None) -> dict:
+        task = parse(TaskSpec, task, what="task").model_dump(mode="json")  # before anything reads it
         if data_refs:
             keys = self.locator.remember(list(data_refs))
             hints = dict(task.get("hints") or {})
@@ -263,10 +264,10 @@ class Head(CoopAdministration):
 
     async def heartbeat(self, offer: dict) -> bool:
         self._ensure_watchdog()  # after a restart, the first heartbeat starts the watchdog again
-        executor_id = offer.get("executor_id", "")
-        if executor_id not in self.core.table:
+        parsed = parse(ExecutorOffer, offer, what="executor offer")
+        if parsed.executor_id not in self.core.table:
             return False
-        self.core.update_executor(offer)
+        self.core.update_executor(parsed)
         self._schedule()
         return True
 

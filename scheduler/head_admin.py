@@ -13,7 +13,7 @@ from typing import Any
 
 from policies import plugins
 from policies.model import CoopPolicy
-from policies.validation import FieldError, InvalidRequest
+from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler import admin
 from scheduler.executor_spec import ExecutorStatus
 from scheduler.ledger import Cost, period_of
@@ -63,12 +63,12 @@ class CoopAdministration:
             other = self.store.policy_version(coop_id, b)
             new = other.policy if other else None
         else:
-            new = CoopPolicy(**policy).model_dump(mode="json") if policy is not None else None
+            new = parse(CoopPolicy, policy, what="policy").model_dump(mode="json") if policy is not None else None
         return admin.diff(base.policy if base else None, new)
 
     async def shadow_policy(self, policy: dict, last_n: int = 100) -> list[dict]:
         """What ``policy`` would have decided for its coop's last ``last_n`` jobs (nothing changes)."""
-        proposed = CoopPolicy(**policy)
+        proposed = parse(CoopPolicy, policy, what="policy")
         records = self.store.jobs(coop_id=proposed.coop_id)[-last_n:]
         tasks = [(r["submitted_at"], TaskSpec(**r["task"])) for r in records if r.get("task")]
         period = period_of(time.time())
@@ -79,11 +79,12 @@ class CoopAdministration:
 
     async def plugin_management(self, coop_id: str, rule_name: str, action: str, data: dict | None = None) -> dict:
         """A plug-in rule's management action (seed 000's ``management(action, data)``), off the event loop."""
-        policy = self.core.policy(coop_id)
+        policy = self.core.policy(admin.check_coop(coop_id, what="plug-in management"))
         if policy is None:
             raise KeyError(f"coop {coop_id} has no policy; set one first")
+        data = {} if data is None else data
         answer = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: plugins.manage(policy, rule_name, action, data or {}))
+            None, lambda: plugins.manage(policy, rule_name, action, data))
         self._log(coop_id, "plugin.management", "admin", {"rule": rule_name, "action": action,
                                                            "status": answer.get("status")})
         return answer
@@ -102,9 +103,9 @@ class CoopAdministration:
         """The seed's quota actions; each is entered in the change log. Returns the member's usage
         (or the policy, for default-limit changes)."""
         if action not in admin.QUOTA_ACTIONS:
-            raise InvalidRequest("quota action", [FieldError("action", repr(action), ", ".join(
+            raise InvalidRequest("quota action", [FieldError("action", quoted(action), ", ".join(
                 admin.QUOTA_ACTIONS), "reset_quota")])
-        policy = self.core.policy(coop_id)
+        policy = self.core.policy(admin.check_coop(coop_id))
         if policy is None:
             raise KeyError(f"coop {coop_id} has no policy; set one first")
         now = time.time()
@@ -123,8 +124,7 @@ class CoopAdministration:
         if action == "reset_quota":
             self.store.set_usage(coop_id, member, period_of(now), Cost())
         elif action == "set_quota":
-            used = Cost.of(float(values.get("cpu_hours", 0.0)), float(values.get("gpu_hours", 0.0)),
-                           float(values.get("credits", 0.0)))
+            used = Cost.of(*admin.used_amounts(values))
             self.store.set_usage(coop_id, member, period_of(now), used)
         elif action == "update_limit":
             await self.set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),
@@ -148,6 +148,6 @@ class CoopAdministration:
         elif action == "delete":
             return self.store.delete_audit(session_id, seq_no)
         else:
-            raise InvalidRequest("audit action", [FieldError("action", repr(action),
+            raise InvalidRequest("audit action", [FieldError("action", quoted(action),
                                                                    "get, latest, list or delete", "latest")])
         return record.model_dump(mode="json") if record else None

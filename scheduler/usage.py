@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from policies.model import MemberQuota
 
 
-MAX_EPOCH_S = 253_402_300_799.0
-"""9999-12-31 23:59:59 UTC: later times have no calendar month, which the ledger charges by."""
+MAX_EPOCH_S = 32_503_680_000.0
+"""3000-01-01 UTC: no measurement is later (and the ledger's calendar months end at 9999)."""
 
 
 class Outcome(str, Enum):
