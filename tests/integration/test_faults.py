@@ -7,6 +7,8 @@ import sys
 import time
 
 import pytest
+
+from tests.waiting import wait_for
 import ray
 
 from scheduler.client import Client, JobFailed, shutdown
@@ -25,16 +27,6 @@ def nap(seconds: float) -> str:
 def explode(message: str) -> None:
     time.sleep(0.3)
     raise ValueError(message)
-
-
-def _wait(predicate, limit_s: float = 60.0, what: str = "condition"):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -57,14 +49,14 @@ def test_node_removed_mid_run_task_retried_elsewhere_charged_once(faults, ray_cl
     client.register_executor("steady", coop=COOP, node_id=ray_cluster.nodes[3].node_id, resources={"cpus": 1},
                              trust=0.1, heartbeat_interval_s=0.5)
     job = client.submit(nap, 4.0, coop=COOP, member="ann", max_runtime_s=60, max_retries=1)
-    _wait(lambda: job.status().executor_id == "doomed" and job.status().state.value == "running",
+    wait_for(lambda: job.status().executor_id == "doomed" and job.status().state.value == "running",
           what="the job to start on the doomed node")
     time.sleep(0.5)
     ray_cluster.cluster.remove_node(doomed)
     assert job.result(timeout=90) == ray_cluster.nodes[3].node_id
-    status = _wait(lambda: (s := job.status()).state.value == "succeeded" and s, what="the report")
+    status = wait_for(lambda: (s := job.status()).state.value == "succeeded" and s, what="the report")
     assert status.attempts == 2 and status.executor_id == "steady"
-    usage = _wait(lambda: (u := client.usage(COOP, "ann")).tasks_completed == 1 and u.running == 0 and u,
+    usage = wait_for(lambda: (u := client.usage(COOP, "ann")).tasks_completed == 1 and u.running == 0 and u,
                   what="one charge")
     assert usage.cpu_hours * 3600 == pytest.approx(status.wall_seconds, rel=1e-3)  # the lost attempt is free
     assert any(e["message"].startswith("worker of doomed") for e in
@@ -78,11 +70,11 @@ def test_silent_executor_goes_offline_gets_no_work_then_comes_back(faults, ray_c
                                  trust=1.0 if name == "quiet" else 0.2, heartbeat_interval_s=0.3)
     quiet = ray.get_actor(worker_name("quiet"), namespace=namespace)
     ray.get(quiet.pause_heartbeats.remote(6.0))
-    _wait(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "offline", 10,
+    wait_for(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "offline", 10,
           "the silent executor to be marked offline (timeout 2 s)")
     jobs = [client.submit(nap, 0.1, coop=COOP, member="ben", max_runtime_s=30) for _ in range(3)]
     assert all(j.result(timeout=60) == ray_cluster.nodes[2].node_id for j in jobs)  # never the silent one
-    _wait(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "active", 15,
+    wait_for(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "active", 15,
           "the executor to come back when its heartbeats resume")
     assert client.submit(nap, 0.1, coop=COOP, member="ben", max_runtime_s=30).result(timeout=60) == \
         ray_cluster.nodes[1].node_id  # the most trusted executor again
@@ -94,7 +86,7 @@ def test_user_function_that_raises_is_failed_with_traceback_and_charged(faults, 
     job = client.submit(explode, "the sample was empty", coop=COOP, member="cid", max_runtime_s=30)
     with pytest.raises(JobFailed, match="ValueError: the sample was empty"):
         job.result(timeout=60)
-    status = _wait(lambda: (s := job.status()).state.value == "failed" and s, what="the failure to be recorded")
+    status = wait_for(lambda: (s := job.status()).state.value == "failed" and s, what="the failure to be recorded")
     assert "Traceback" in status.error and "the sample was empty" in status.error
     assert status.charged_cpu_hours * 3600 >= 0.3  # the time it ran is charged
     assert client.usage(COOP, "cid").tasks_completed == 1
@@ -112,7 +104,7 @@ def test_redis_down_admissions_answer_unavailable_and_nothing_is_lost(ray_cluste
         client.register_executor("r-1", coop=COOP, node_id=ray_cluster.nodes[2].node_id, resources={"cpus": 1})
         first = client.submit(nap, 0.1, coop=COOP, member="dee", max_runtime_s=60)
         assert first.result(timeout=60)
-        before = _wait(lambda: (u := client.usage(COOP, "dee")).tasks_completed == 1 and u, what="the charge")
+        before = wait_for(lambda: (u := client.usage(COOP, "dee")).tasks_completed == 1 and u, what="the charge")
         redis_server.stop()
         try:
             started = time.monotonic()
@@ -126,7 +118,7 @@ def test_redis_down_admissions_answer_unavailable_and_nothing_is_lost(ray_cluste
             redis_server.start()
         after = client.submit(nap, 0.1, coop=COOP, member="dee", max_runtime_s=60)
         assert after.result(timeout=60)
-        usage = _wait(lambda: (u := client.usage(COOP, "dee")).tasks_completed == 2 and u, what="the second charge")
+        usage = wait_for(lambda: (u := client.usage(COOP, "dee")).tasks_completed == 2 and u, what="the second charge")
         assert usage.cpu_hours > before.cpu_hours and usage.reserved_cpu_hours == 0
         assert client.get_policy(COOP) is not None
     finally:

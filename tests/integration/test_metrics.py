@@ -7,6 +7,8 @@ import time
 import urllib.request
 
 import pytest
+
+from tests.waiting import settled, wait_state
 from prometheus_client.parser import text_string_to_metric_families
 
 ray = pytest.importorskip("ray")
@@ -19,8 +21,8 @@ NS = "coopsched-metrics"
 LAB, WATCH = "metrics:lab", "metrics:watch"
 
 
-def double(x: int, seconds: float = 0.0) -> int:
-    time.sleep(seconds)
+def double(x: int, seconds: float = 0.05) -> int:
+    time.sleep(seconds)  # long enough to be charged something (charges are kept in millionths of an hour)
     return 2 * x
 
 
@@ -80,14 +82,14 @@ def test_scraped_counters_move_by_exactly_the_work_done(coop):
     watched = client.submit(double, 5, 1.0, coop=WATCH, member="bob", resources={"cpus": 2}, max_runtime_s=30)
     assert watched.decision.admitted and not watched.warnings  # monitoring: only the metrics know
 
-    _wait_state(watched, "running")
+    wait_state(watched, "running")
     during = scrape(address)
     assert during["coopsched_executor_free_cpus"][at(executor="m-watch", coop=WATCH, region=region["m-watch"])] == 0
 
     assert [h.result(timeout=60) for h in ok] == [0, 2, 4] and watched.result(timeout=60) == 10
     with pytest.raises(JobFailed, match="boom"):
         failing.result(timeout=60)
-    alice, bob = _settled(client, LAB, "alice"), _settled(client, WATCH, "bob")
+    alice, bob = settled(client, LAB, "alice"), settled(client, WATCH, "bob")
     after = scrape(address)
 
     exact = [  # (sample, labels, how much it moved)
@@ -130,23 +132,3 @@ def test_scraped_counters_move_by_exactly_the_work_done(coop):
         assert after["coopsched_executors"][at(status="active", **where)] == 1
         assert after["coopsched_executor_free_cpus"][at(executor=executor_id, **where)] == 2
         assert after["coopsched_executor_cpus"][at(executor=executor_id, **where)] == 2
-
-
-def _wait_state(handle, state: str, limit_s: float = 30.0):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        status = handle.status()
-        if status.state.value == state:
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"{handle.id} never reached {state}: {handle.status()}")
-
-
-def _settled(client, coop_id: str, member: str, limit_s: float = 15.0):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        usage = client.usage(coop_id, member)
-        if usage.running == 0 and usage.reserved_cpu_hours == 0:
-            return usage
-        time.sleep(0.05)
-    raise AssertionError(f"usage of {member} never settled: {client.usage(coop_id, member)}")

@@ -7,6 +7,8 @@ import sys
 import time
 
 import pytest
+
+from tests.waiting import wait_for
 import ray
 
 from scheduler.client import Client, shutdown
@@ -37,16 +39,6 @@ def durable(ray_cluster, tmp_path, request):
     shutdown(namespace)
 
 
-def _wait(predicate, limit_s: float = 60.0, what: str = "condition"):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _ping(client) -> dict | None:
     try:
         return ray.get(client.head.ping.remote(), timeout=2)
@@ -58,15 +50,15 @@ def test_head_killed_with_jobs_queued_and_running(durable):
     client, namespace, url = durable
     running = client.submit(nap, 3.0, coop=COOP, member="ana", max_runtime_s=60)
     queued = client.submit(nap, 0.5, coop=COOP, member="ana", max_runtime_s=60)
-    _wait(lambda: running.status().state.value == "running", what="the first job to start")
+    wait_for(lambda: running.status().state.value == "running", what="the first job to start")
     assert queued.status().state.value == "queued"
     before = client._call("ping")["started_at"]
     ray.kill(ray.get_actor(HEAD_NAME, namespace=namespace), no_restart=False)  # Ray restarts it
-    restarted = _wait(lambda: (p := _ping(client)) and p["started_at"] != before and p,
+    restarted = wait_for(lambda: (p := _ping(client)) and p["started_at"] != before and p,
                       what="a new head incarnation")
     assert restarted["recovered"]["jobs"] == 2
     assert running.result(timeout=60) == 3.0 and queued.result(timeout=60) == 0.5
-    usage = _wait(lambda: (u := client.usage(COOP, "ana")).tasks_completed == 2 and u.running == 0 and u,
+    usage = wait_for(lambda: (u := client.usage(COOP, "ana")).tasks_completed == 2 and u.running == 0 and u,
                   what="both jobs to be charged")
     assert usage.cpu_hours * 3600 == pytest.approx(running.status().wall_seconds + queued.status().wall_seconds,
                                                    rel=1e-3)
@@ -76,10 +68,10 @@ def test_head_killed_with_jobs_queued_and_running(durable):
 def test_tracker_killed_reports_are_resent_none_lost(durable):
     client, namespace, url = durable
     job = client.submit(nap, 1.0, coop=COOP, member="ben", max_runtime_s=60)
-    _wait(lambda: job.status().state.value == "running", what="the job to start")
+    wait_for(lambda: job.status().state.value == "running", what="the job to start")
     ray.kill(ray.get_actor(TRACKER_NAME, namespace=namespace), no_restart=False)
     assert job.result(timeout=60) == 1.0
-    usage = _wait(lambda: (u := client.usage(COOP, "ben")).tasks_completed == 1 and u, what="the charge")
+    usage = wait_for(lambda: (u := client.usage(COOP, "ben")).tasks_completed == 1 and u, what="the charge")
     time.sleep(1.5)  # resends after the restart must not charge twice
     again = client.usage(COOP, "ben")
     assert again.tasks_completed == 1 and again.cpu_hours == usage.cpu_hours

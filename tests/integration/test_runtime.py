@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tests.waiting import settled, wait_state
+
 ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
@@ -97,7 +99,7 @@ def test_quota_used_up_by_real_runs_rejects_the_next_job(coop):
     client.register_executor("small-1", coop="quota:small", resources={"cpus": 2}, region="us-west")
     for _ in range(2):  # each projects 5 CPU-s and really uses ~1: 0 + 5, then ~1 + 5 fit in 6.5
         client.submit(where_am_i, 1.0, coop="quota:small", member="dora", max_runtime_s=5).result(timeout=60)
-        _settled(client, "quota:small", "dora")
+        settled(client, "quota:small", "dora")
     with pytest.raises(PolicyViolation) as refused:  # ~2 used + 5 projected > 6.5
         client.submit(where_am_i, coop="quota:small", member="dora", max_runtime_s=5)
     reason = refused.value.decision.reasons[0]
@@ -111,7 +113,7 @@ def test_timeout_and_cancel_charge_only_the_time_used(coop):
     with pytest.raises(RuntimeLimitExceeded):
         timed.result(timeout=60)
     cancelled = client.submit(where_am_i, 30, coop=BANK, member="erin", max_runtime_s=60)
-    _wait_state(cancelled, "running")
+    wait_state(cancelled, "running")
     time.sleep(1.0)
     cancelled.cancel()
     with pytest.raises(JobCancelled):
@@ -125,13 +127,13 @@ def test_timeout_and_cancel_charge_only_the_time_used(coop):
 def test_killed_worker_task_is_retried_elsewhere_and_charged_once(coop):
     client, _ = coop
     h = client.submit(where_am_i, 3.0, coop=BANK, member="fred", max_runtime_s=60, max_retries=1)
-    first = _wait_state(h, "running").executor_id
+    first = wait_state(h, "running").executor_id
     time.sleep(0.5)
     ray.kill(ray.get_actor(worker_name(first), namespace=NS), no_restart=False)
     h.result(timeout=90)
-    status = _wait_state(h, "succeeded")
+    status = wait_state(h, "succeeded")
     assert status.attempts == 2 and status.executor_id != first
-    usage = _settled(client, BANK, "fred")
+    usage = settled(client, BANK, "fred")
     assert usage.tasks_completed == 1
     assert usage.cpu_hours * 3600 == pytest.approx(status.wall_seconds, rel=1e-3)
 
@@ -147,23 +149,3 @@ def test_data_locality_prefers_the_node_holding_the_object(coop):
     h = client.submit(where_am_i, coop="data:lab", member="gil", hints={"data": [blob]}, max_runtime_s=60)
     assert h.result(timeout=60) == node_of["lab-us"]
     assert h.explain()["placement"]["breakdown"]["data"] == pytest.approx(5.0)
-
-
-def _wait_state(handle, state: str, limit_s: float = 30.0):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        status = handle.status()
-        if status.state.value == state:
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"{handle.id} never reached {state}: {handle.status()}")
-
-
-def _settled(client, coop_id: str, member: str, limit_s: float = 15.0):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        usage = client.usage(coop_id, member)
-        if usage.running == 0 and usage.reserved_cpu_hours == 0:
-            return usage
-        time.sleep(0.05)
-    raise AssertionError(f"usage of {member} never settled: {client.usage(coop_id, member)}")
