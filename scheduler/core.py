@@ -292,8 +292,7 @@ class SchedulerCore:
     def _anything_free(self) -> bool:
         """Whether any active executor has a free CPU slice: if not, a full cluster skips the queue walk.
         (Waiting tasks keep the reasons they were given when last looked at.)"""
-        n = self.table.n
-        return bool(((self.table.free_cpus[:n] > 1e-9) & self.table.usable_mask()).any())
+        return self.table.free_count > 0
 
     def _refuse_queued(self, entry: QueuedTask, now: float, message: str) -> None:
         task = entry.task

@@ -61,6 +61,7 @@ class ExecutorTable:
         self._open_to: dict[int, set[int]] = {}   # coop code -> rows open to it
         self._free_rows: list[int] = []
         self.n = 0  # rows in use or freed: columns are sliced [:n]
+        self.free_count = 0  # active rows with some CPU free: a full fleet is known without a scan
         self.shape_version = 0
         self._static_masks: dict[tuple, np.ndarray] = {}
         self._base_scores: dict[tuple, np.ndarray] = {}
@@ -100,12 +101,14 @@ class ExecutorTable:
         self._set_capabilities(row, spec.capabilities)
         self._changed_shape()
         self._refresh(row)
+        self.free_count += self._is_free(row)
         return row
 
     def remove(self, executor_id: str) -> ExecutorSpec:
         row = self.rows.pop(executor_id)
         spec = self.specs[row]
         assert spec is not None
+        self.free_count -= self._is_free(row)
         self.node_rows[spec.node_id or executor_id].remove(row)
         for rows in self._open_to.values():
             rows.discard(row)
@@ -121,7 +124,9 @@ class ExecutorTable:
     def set_status(self, executor_id: str, status: ExecutorStatus) -> None:
         row = self.rows[executor_id]
         if self.status[row] != _STATUS_CODE[status]:
+            was = self._is_free(row)
             self.status[row] = _STATUS_CODE[status]
+            self.free_count += self._is_free(row) - was
             self._changed_shape()
 
     def status_of(self, executor_id: str) -> ExecutorStatus:
@@ -142,12 +147,14 @@ class ExecutorTable:
         running, status = self.running[row], self.status[row]
         self.remove(spec.executor_id)
         new_row = self.add(spec)
+        was = self._is_free(new_row)
         self.free_cpus[new_row] -= used[0]
         self.free_gpus[new_row] -= used[1]
         self.free_mem[new_row] -= used[2]
         self.free_gmem[new_row] -= used[3]
         self.running[new_row] = running
         self.status[new_row] = status
+        self.free_count += self._is_free(new_row) - was
         self._changed_shape()
         self._refresh(new_row)
 
@@ -156,19 +163,23 @@ class ExecutorTable:
 
     # -- load --------------------------------------------------------------------
     def reserve(self, row: int, r: Resources) -> None:
+        was = self._is_free(row)
         self.free_cpus[row] -= r.cpus
         self.free_gpus[row] -= r.gpus
         self.free_mem[row] -= r.memory_mb
         self.free_gmem[row] -= r.gpu_memory_mb
         self.running[row] += 1
+        self.free_count += self._is_free(row) - was
         self._refresh(row)
 
     def release(self, row: int, r: Resources) -> None:
+        was = self._is_free(row)
         self.free_cpus[row] = min(self.total_cpus[row], self.free_cpus[row] + r.cpus)
         self.free_gpus[row] = min(self.total_gpus[row], self.free_gpus[row] + r.gpus)
         self.free_mem[row] = min(self.total_mem[row], self.free_mem[row] + r.memory_mb)
         self.free_gmem[row] = min(self.total_gmem[row], self.free_gmem[row] + r.gpu_memory_mb)
         self.running[row] = max(0.0, self.running[row] - 1)
+        self.free_count += self._is_free(row) - was
         self._refresh(row)
 
     def heartbeat(self, offer: ExecutorOffer) -> None:
@@ -182,6 +193,9 @@ class ExecutorTable:
         if offer.gpu_utilisation_pct is not None:
             self.gpu_util[row] = offer.gpu_utilisation_pct
         self._refresh(row)
+
+    def _is_free(self, row: int) -> int:
+        return int(self.status[row] == 0 and self.free_cpus[row] > 1e-9)
 
     # -- scores ------------------------------------------------------------------
     def base_score(self, weights: tuple[float, ...]) -> np.ndarray:

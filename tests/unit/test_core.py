@@ -290,3 +290,27 @@ def test_a_restarted_core_takes_back_queued_and_running_jobs():
     assert restarted.complete(report).cpu_hours == pytest.approx(1 / 3)  # resent: charged once
     placed = restarted.schedule()
     assert [p.task_id for p in placed] == [queued.task_id] and placed[0].attempt == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(executors=st.lists(executor_st, min_size=1, max_size=8), tasks=st.lists(task_st, min_size=1, max_size=20),
+       drained=st.lists(st.integers(0, 7), max_size=3))
+def test_the_table_counts_executors_with_free_cpu_exactly(executors, tasks, drained):
+    """The incremental count that lets a full fleet skip the queue walk matches a full scan."""
+    sim = make_sim(POLICY, _fleet(executors))
+    for i in drained:
+        if i < len(executors):
+            sim.core.drain(f"e{i}")
+    if executors:  # re-registering keeps the load: the count must follow
+        sim.core.register_executor(sim.core.table.spec("e0").model_copy(update={"trust": 0.99}))
+    for t in tasks:
+        sim.submit(make_task(cpus=t["cpus"], gpus=t["gpus"], tags=t["tags"]), duration_s=10)
+    for _ in range(3):
+        sim.step()
+        table = sim.core.table
+        scan = int(((table.free_cpus[:table.n] > 1e-9) & table.usable_mask()).sum())
+        assert table.free_count == scan
+        sim.core.register_executor(sim.core.table.spec("e0").model_copy(update={"trust": 0.5}))
+        assert table.free_count == int(((table.free_cpus[:table.n] > 1e-9) & table.usable_mask()).sum())
+        sim.clock.advance(10)
+        sim.run(until=sim.clock())
