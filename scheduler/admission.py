@@ -34,6 +34,7 @@ class CompiledPolicy:
     reservers: tuple = ()
     builtin_constraints: bool = True
     requirements_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    limits_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
@@ -140,8 +141,11 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     if task.member not in policy.quota_whitelist:
         _check_quota(v, ledger, now)
         if policy.enforcement_mode is EnforcementMode.STRICT:
-            v.limits = Cost(*(to_units(lim) if lim is not None else UNLIMITED for lim in (
-                quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
+            v.limits = compiled.limits_cache.get(id(quota))
+            if v.limits is None:  # the policy (and so its quota objects) is immutable: once per quota
+                v.limits = compiled.limits_cache[id(quota)] = Cost(*(
+                    to_units(lim) if lim is not None else UNLIMITED
+                    for lim in (quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
 
     # 5. priority multipliers and deferral
     for rule in compiled.adjusters:
