@@ -130,12 +130,11 @@ class Head(CoopAdministration):
         return out
 
     def _admit(self, task: dict, payload: tuple | None, data_refs: list | None) -> dict:
-        task = parse(TaskSpec, task, what="task").model_dump(mode="json")  # before anything reads it
+        task = parse(TaskSpec, task, what="task")  # before anything reads it
         if data_refs:
             keys = self.locator.remember(list(data_refs))
-            hints = dict(task.get("hints") or {})
-            hints["data"] = list(hints.get("data") or ()) + keys
-            task = {**task, "hints": hints}
+            hints = task.hints.model_copy(update={"data": tuple(task.hints.data) + tuple(keys)})
+            task = task.model_copy(update={"hints": hints})
         try:
             with self.metrics.policy_evaluation.time():
                 decision = self.core.submit(task)
@@ -143,7 +142,7 @@ class Head(CoopAdministration):
             raise
         except Exception as exc:  # the store is unreachable: nothing was reserved, say so plainly
             log.warning("admission failed on the state store: %s", exc)
-            task_id, coop = str(task.get("task_id", "?")), str(task.get("coop_id", "?"))
+            task_id, coop = task.task_id, task.coop_id
             return Decision(task_id=task_id, coop_id=coop, admitted=False, reasons=(unavailable(
                 "store", f"the state store ({self.store_url.split('@')[-1]}) is unreachable: {type(exc).__name__}; "
                 "nothing was admitted or charged; retry in a few seconds"),)).model_dump(mode="json")
