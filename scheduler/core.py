@@ -455,12 +455,21 @@ class SchedulerCore:
         job = self._jobs.get(task_id)
         return job.task if job else None
 
-    def job(self, task_id: str) -> JobStatus | None:
+    def job(self, task_id: str, explain: bool = True) -> JobStatus | None:
+        """A job's status. ``explain=False`` changes nothing (safe from another thread): a waiting
+        task the scheduler has not looked at yet then gets its reason in the answer only."""
         job = self._jobs.get(task_id)
         if job is None:
             return None
-        self._explain_wait(job)
-        return job.status()
+        if explain:
+            self._explain_wait(job)
+            return job.status()
+        status = job.status()
+        entry = self.queue.get(task_id)
+        if status.state is JobState.QUEUED and entry is not None and status.reason.startswith("admitted"):
+            message, _ = explain_no_fit(self.table, entry.requirements)
+            status = status.model_copy(update={"reason": f"waiting for a free executor: {message}"})
+        return status
 
     def _explain_wait(self, job: Job) -> None:
         """A queued task the scheduler has not looked at since its admission (the fleet was full)

@@ -38,6 +38,7 @@ log = logging.getLogger("coopsched.head")
 
 WATCH_INTERVAL_S = 1.0
 INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
+READ_THREADS = 4
 KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps for late result() calls
 PING_TIMEOUT_S = 5.0
 
@@ -373,8 +374,9 @@ class Head(CoopAdministration):
         return [{**spec.model_dump(mode="json"), "status": status.value, "running": running}
                 for spec, status, running in self.core.executors()]
 
+    @ray.method(concurrency_group="reads")
     async def status(self, task_id: str) -> dict | None:
-        job = self.core.job(task_id)
+        job = self.core.job(task_id, explain=False)
         if job is not None:
             return job.model_dump(mode="json")
         record = self.store.get_job(task_id)  # finished before this head (re)started
@@ -387,6 +389,7 @@ class Head(CoopAdministration):
     async def explain(self, task_id: str) -> dict | None:
         return self.core.explain(task_id)
 
+    @ray.method(concurrency_group="reads")
     async def usage(self, coop_id: str, member: str) -> dict:
         return self.core.usage(coop_id, member).model_dump(mode="json")
 
@@ -394,8 +397,8 @@ class Head(CoopAdministration):
         """``host:port`` serving Prometheus text at ``/metrics``; None when started without a metrics port."""
         return self.metrics.address
 
+    @ray.method(concurrency_group="reads")
     async def ping(self) -> dict:
-        self._ensure_watchdog()
         return {"executors": len(self.core.table), "queued": len(self.core.queue), "started_at": self.started_at,
                 "store": self.store_url.split("@")[-1], "recovered": self.recovered}
 
@@ -450,6 +453,9 @@ def start_head(namespace: str = NAMESPACE, name: str = HEAD_NAME, **config: Any)
         return ray.get_actor(name, namespace=namespace)
     except ValueError:
         pass
-    actor = ray.remote(Head).options(name=name, namespace=namespace, lifetime="detached", num_cpus=0,
-                                      max_restarts=-1, max_concurrency=1000, get_if_exists=True)
+    # Reads that touch no event-loop state (ping, status, usage) run in their own thread, so they
+    # do not queue behind a burst of submissions on the main loop.
+    actor = ray.remote(concurrency_groups={"reads": READ_THREADS})(Head).options(
+        name=name, namespace=namespace, lifetime="detached", num_cpus=0, max_restarts=-1, max_concurrency=1000,
+        get_if_exists=True)
     return actor.remote(namespace=namespace, **config)
