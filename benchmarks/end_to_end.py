@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -77,6 +76,7 @@ from policies.loader import load_example  # noqa: E402
 from scheduler.client import Client, JobHandle, shutdown  # noqa: E402
 from scheduler.names import HEAD_NAME, TRACKER_NAME, worker_name  # noqa: E402
 from scheduler.tables import table  # noqa: E402
+from benchmarks.common import init_local_ray, write_results  # noqa: E402
 
 if __name__ != "__main__":  # imported (e.g. by the smoke test): Ray workers cannot import `benchmarks`
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -922,12 +922,7 @@ def _load() -> float | None:
 
 # ----------------------------------------------------------------------------- main
 def start_local_ray(num_cpus: int = 4) -> Layout:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # address="local": always a new instance; ray.init() alone joins any cluster another process on this
-    # machine started (e.g. a test session's ray.cluster_utils.Cluster), which would measure theirs.
-    ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
-             log_to_driver=False, object_store_memory=256 * 1024 * 1024)
-    node_id = ray.get_runtime_context().get_node_id()
+    node_id = init_local_ray(num_cpus, NAMESPACE)
     return Layout.one_node(node_id, f"one raylet, {num_cpus} CPUs, 4 executors of 1 CPU on it")
 
 
@@ -953,9 +948,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["meta"]["total_seconds"] = round(time.perf_counter() - t0, 1)
     say("")
     say(format_report(result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    say(f"\nwrote {args.json} ({result['meta']['total_seconds']} s in all)")
+    write_results(args.json, result, say, f" ({result['meta']['total_seconds']} s in all)")
     return result
 
 

@@ -60,7 +60,6 @@ The checks, once every admitted job has finished and the ledger has settled:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -85,6 +84,7 @@ import ray  # noqa: E402
 from scheduler.client import Client, JobHandle, PolicyViolation, shutdown  # noqa: E402
 from scheduler.ledger import to_units  # noqa: E402
 from scheduler.tables import table  # noqa: E402
+from benchmarks.common import init_local_ray, write_results  # noqa: E402
 
 if __name__ != "__main__":  # imported (e.g. by the smoke test): Ray workers cannot import `benchmarks`
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -651,11 +651,7 @@ def _load() -> float | None:
 
 # ----------------------------------------------------------------------------- main
 def start_local_ray(num_cpus: int = 4) -> tuple[ExecutorPlace, ...]:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # address="local": always a new instance, never a cluster another process on this machine started
-    ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=False,
-             log_to_driver=False, object_store_memory=256 * 1024 * 1024)
-    return one_node(ray.get_runtime_context().get_node_id(), count=4)
+    return one_node(init_local_ray(num_cpus, NAMESPACE), count=4)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -685,9 +681,7 @@ def main(argv: list[str] | None = None) -> dict:
     say("")
     say(format_report(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-        say(f"\nwrote {args.json}")
+        write_results(args.json, result, say)
     say(f"({result['meta']['total_seconds']} s in all)")
     return result
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import json
 import os
 import platform
 import pstats
@@ -52,6 +51,7 @@ from scheduler.core import SchedulerCore  # noqa: E402
 from scheduler.executor_spec import ExecutorSpec  # noqa: E402
 from scheduler.tasks import Hints, Resources, TaskSpec  # noqa: E402
 from scheduler.usage import UsageReport  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
 
 SEED = 20261118
 TIE_TOLERANCE = 1e-9
@@ -796,9 +796,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = format_table(result)
     result["table"] = table
     print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.json}")
+    write_results(args.json, result)
     return result
 
 

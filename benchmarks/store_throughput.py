@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import random
@@ -62,6 +61,7 @@ import redis  # noqa: E402
 
 from scheduler.ledger import ZERO, Cost, Ledger, ReserveResult, Standing, period_of  # noqa: E402
 from scheduler.state_store import StateStore, open_store  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
 
 SEED = 20261118
 FULL_REPORTS = 20_000
@@ -368,9 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = format_table(result)
     result["table"] = table
     print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.json}")
+    write_results(args.json, result)
     return result
 
 

@@ -195,19 +195,12 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
 def requirements_for(task: TaskSpec, compiled: CompiledPolicy | None, table: ExecutorTable, now: float,
                      relaxed: bool = False) -> Requirements:
     """The placement requirements of an admitted task, rebuilt (after a restart) from the policy."""
-    constraints = []
+    req: Requirements | Reason = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
     if compiled is not None and not relaxed:
         ctx = RuleContext(now=now, runtime_s=task.max_runtime_s or 0.0, buckets=RateBuckets())
-        for rule in compiled.constrainers:
-            try:
-                c = rule.constrain(task, ctx)
-            except Exception:
-                c = None
-            if c is not None:
-                constraints.append(c)
-    req = compile_requirements(task.coop_id, task.resources, constraints, task.capabilities)
-    if isinstance(req, Reason):
-        req = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
+        _, constrained = _requirements(task, compiled, ctx, [])
+        if isinstance(constrained, Requirements):  # a region conflict was relaxed at admission
+            req = constrained
     assert isinstance(req, Requirements)
     return req
 

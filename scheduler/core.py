@@ -461,23 +461,22 @@ class SchedulerCore:
         job = self._jobs.get(task_id)
         if job is None:
             return None
-        if explain:
-            self._explain_wait(job)
+        reason = self._unexplained_wait(job)
+        if reason is None:
             return job.status()
-        status = job.status()
-        entry = self.queue.get(task_id)
-        if status.state is JobState.QUEUED and entry is not None and status.reason.startswith("admitted"):
-            message, _ = explain_no_fit(self.table, entry.requirements)
-            status = status.model_copy(update={"reason": f"waiting for a free executor: {message}"})
-        return status
+        if explain:
+            job.note(reason, self.clock())
+            return job.status()
+        return job.status().model_copy(update={"reason": reason})
 
-    def _explain_wait(self, job: Job) -> None:
-        """A queued task the scheduler has not looked at since its admission (the fleet was full)
-        gets its reason when someone asks."""
+    def _unexplained_wait(self, job: Job) -> str | None:
+        """Why a queued task the scheduler has not looked at since its admission (the fleet was
+        full) is waiting; None for any other job."""
         entry = self.queue.get(job.task.task_id)
-        if job.state is JobState.QUEUED and entry is not None and job.reason.startswith("admitted"):
-            message, _ = explain_no_fit(self.table, entry.requirements)
-            job.note(f"waiting for a free executor: {message}", self.clock())
+        if job.state is not JobState.QUEUED or entry is None or not job.reason.startswith("admitted"):
+            return None
+        message, _ = explain_no_fit(self.table, entry.requirements)
+        return f"waiting for a free executor: {message}"
 
     def jobs(self, coop_id: str | None = None, member: str | None = None,
              state: JobState | str | None = None) -> list[JobStatus]:

@@ -13,16 +13,26 @@ pytestmark = pytest.mark.integration
 P = "2026-11"
 
 
-@pytest.fixture(params=["sqlite", "memory", "redis"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
+def _url(kind: str, request, tmp_path) -> str:
+    if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
-    if request.param == "memory":
+    if kind == "memory":
         return "memory://"
     server = request.getfixturevalue("redis_server")
     import redis
     redis.Redis.from_url(server.url).flushdb()
     return server.url
+
+
+@pytest.fixture(params=["sqlite", "memory", "redis"])
+def store_url(request, tmp_path):
+    return _url(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def durable_url(request, tmp_path):
+    """The backends that promise durability (``memory://`` is gone with the process by definition)."""
+    return _url(request.param, request, tmp_path)
 
 
 @pytest.fixture
@@ -206,15 +216,13 @@ def test_audit_records(store):
 
 
 # --------------------------------------------------------------------------- durability
-def test_data_survives_reopening(store_url):
-    if store_url == "memory://":
-        pytest.skip("memory:// is not durable by definition")
-    s = open_store(store_url)
+def test_data_survives_reopening(durable_url):
+    s = open_store(durable_url)
     s.put_policy("c", {"coop_id": "c"}, "a", 1.0)
     s.reserve("t", "c", "m", P, Cost(1, 2, 3))
     s.put_job("t", {"task_id": "t", "coop_id": "c", "member": "m", "state": "queued", "submitted_at": 1.0})
     s.close()
-    again = open_store(store_url)
+    again = open_store(durable_url)
     assert again.active_policy("c").version == 1
     assert again.standing("c", "m", P) == (Cost(), Cost(1, 2, 3), 0)
     assert again.get_job("t")["state"] == "queued"
