@@ -87,10 +87,8 @@ import importlib
 import importlib.metadata
 import inspect
 import json
-import queue
 import re
 import sys
-import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -98,6 +96,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_core import PydanticCustomError
 
+from policies.plugin_runner import BudgetRunner, PluginError, PluginTimeout
 from policies.reasons import Reason, ReasonCode, error
 from policies.rules import _Rule
 from policies.validation import FieldError, InvalidRequest
@@ -124,16 +123,8 @@ _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\
 _VDAG_CONSTRUCTOR = ("rule_id", "settings", "parameters")
 
 
-class PluginError(Exception):
-    """A plug-in could not be resolved, made or asked (the message says which and why)."""
-
-
 class PluginNotFound(PluginError):
     """A URI that names no installed plug-in."""
-
-
-class PluginTimeout(PluginError):
-    """A call into a plug-in overran its time budget (the call itself may still be running)."""
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -421,97 +412,11 @@ def _is_vdag(obj: Any) -> bool:
     return callable(getattr(obj, "eval", None))
 
 
-# ----------------------------------------------------------------------------- time budget
-_QUEUED, _RUNNING, _DONE, _CANCELLED = range(4)
-
-
-class _Call:
-    """One call into a plug-in: what to run, where the answer goes, how far it got."""
-
-    __slots__ = ("fn", "args", "reply", "state")
-
-    def __init__(self, fn: Callable, args: tuple) -> None:
-        self.fn, self.args, self.state = fn, args, _QUEUED
-        self.reply: queue.SimpleQueue = queue.SimpleQueue()  # (True, result) or (False, exception)
-
-
-class _Runner:
-    """One daemon thread per plug-in; callers wait at most a budget for its answer.
-
-    Plain ``SimpleQueue`` hand-offs rather than ``concurrent.futures``: the round trip
-    is the whole overhead of a plug-in call, and this one is the cheaper (measured
-    57-69 us against 72-122 us for a ``Future``, p50, on the 2-core machine).
-    """
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()  # orders "started" against "cancelled"
-        self._overrun: _Call | None = None
-        self._thread = threading.Thread(target=_work, args=(self._jobs, self._lock),
-                                        name=f"coopsched-plugin-{label}", daemon=True)
-        self._thread.start()
-
-    @property
-    def stuck(self) -> bool:
-        """A call that overran its budget is still running."""
-        return self._overrun is not None and self._overrun.state != _DONE
-
-    def call(self, fn: Callable, args: tuple, budget_s: float) -> Any:
-        """``fn(*args)`` on the plug-in's thread. Raises ``PluginTimeout``, or what ``fn`` raised."""
-        if self._overrun is not None:
-            if self._overrun.state != _DONE:
-                raise PluginTimeout(f"plug-in {self.label} is still running a call that overran its budget; "
-                                    "not asked again until it returns")
-            self._overrun = None
-        call = _Call(fn, args)
-        self._jobs.put(call)
-        try:
-            ok, value = call.reply.get(timeout=budget_s)
-        except queue.Empty:
-            with self._lock:
-                started = call.state != _QUEUED
-                if not started:
-                    call.state = _CANCELLED
-            try:
-                ok, value = call.reply.get_nowait()  # it finished just now
-            except queue.Empty:
-                if started:
-                    self._overrun = call
-                raise PluginTimeout(f"plug-in {self.label} exceeded its {budget_s * 1000:g} ms budget") from None
-        if ok:
-            return value
-        raise value
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-
-def _work(jobs: queue.SimpleQueue, lock: threading.Lock) -> None:
-    while True:
-        call = jobs.get()
-        if call is None:
-            return
-        with lock:
-            if call.state == _CANCELLED:
-                continue
-            call.state = _RUNNING
-        try:
-            answer = (True, call.fn(*call.args))
-        except Exception as exc:
-            answer = (False, exc)
-        except BaseException as exc:  # noqa: BLE001 - a plug-in's sys.exit() must not reach the caller as such
-            answer = (False, PluginError(f"plug-in raised {type(exc).__name__}({exc})"))
-        call.state = _DONE
-        call.reply.put(answer)
-        del call, answer
-
-
 # ----------------------------------------------------------------------------- the live plug-in
 class PluginRuntime:
     """A plug-in object with its thread and budget, and the phases admission calls."""
 
-    def __init__(self, label: str, uri: str, parameters: dict[str, Any], budget_s: float, runner: _Runner,
+    def __init__(self, label: str, uri: str, parameters: dict[str, Any], budget_s: float, runner: BudgetRunner,
                  instance: Any) -> None:
         self.label, self.uri, self.parameters, self.budget_s = label, uri, parameters, budget_s
         self.runner, self.instance = runner, instance
@@ -523,7 +428,7 @@ class PluginRuntime:
     def start(cls, label: str, uri: str, parameters: dict[str, Any], budget_s: float) -> PluginRuntime:
         """Resolve ``uri`` and make the plug-in on its own thread. Raises ``PluginError``."""
         target = resolve(uri)
-        runner = _Runner(label)
+        runner = BudgetRunner(label)
         try:
             instance = runner.call(instantiate, (target, label, parameters, budget_s), SETUP_BUDGET_S)
         except PluginTimeout:
