@@ -28,7 +28,8 @@ Decisions worth knowing:
 * **Runtime limit.** ``max_runtime_s`` is counted from the moment the worker launches
   the Ray task (the head reserved the resources before dispatching, so the task does not
   queue; process start-up counts against the limit). When it passes, or on ``cancel``,
-  the task is killed with ``ray.cancel(force=True)``.
+  the task is killed with ``ray.cancel(force=True)``, repeated until Ray has ended it (a
+  cancel can be lost in a race with the task's start).
 * **Wall time of a killed task.** The task process cannot report once killed, so
   ``started_at`` is the worker's launch time and ``ended_at`` the moment the worker
   decided to stop it; the member is charged ``cpus x`` that span, i.e. only the time
@@ -85,6 +86,8 @@ KEEP_FINISHED = 2_000
 """Ended attempts kept for ``result_ref``/``report_of`` (e.g. by a restarted head) until ``forget``."""
 KILL_GRACE_S = 5.0
 """How long a killed task is given to be reaped by Ray before its report goes anyway."""
+CANCEL_RETRY_S = 0.5
+"""How often a kill that has not landed yet is sent again (see ``_kill``)."""
 CALL_TIMEOUT_S = 10.0
 """Longest wait for the tracker to acknowledge one report (a hung tracker is retried)."""
 
@@ -199,6 +202,7 @@ class ExecutorWorker:
         self._handles: dict[str, ActorHandle] = {}
         self._missing_logged: set[str] = set()
         self._report_ready = asyncio.Event()
+        self._reapers: set[asyncio.Task[None]] = set()
         self._loops = [
             asyncio.create_task(self._forever("report delivery", self._deliver_reports)),
             asyncio.create_task(self._forever("heartbeat", self._heartbeat)),
@@ -306,17 +310,15 @@ class ExecutorWorker:
             return _ended_by_itself(attempt, metrics)
         stopped_at = time.time()
         outcome = Outcome.CANCELLED if attempt.cancel_requested.is_set() else Outcome.TIMEOUT
-        try:
-            ray.cancel(attempt.value_ref, force=True)  # both refs are the same task's returns
-        except Exception:  # noqa: BLE001  # still report the attempt as ended by the worker
-            _log.exception("ray.cancel of task %s failed", attempt.spec.task_id)
-        await asyncio.wait({metrics}, timeout=KILL_GRACE_S)
+        await _kill(attempt, metrics, KILL_GRACE_S)
         if metrics.done() and metrics.exception() is None:
             return _ended_by_itself(attempt, metrics)  # it finished before the kill landed
         if not metrics.done():
-            metrics.cancel()
-            _log.warning("task %s was killed but Ray had not reaped it after %.0f s", attempt.spec.task_id,
-                         KILL_GRACE_S)
+            _log.warning("task %s was killed but Ray had not reaped it after %.0f s; still cancelling it",
+                         attempt.spec.task_id, KILL_GRACE_S)
+            reaper = asyncio.create_task(_kill(attempt, metrics, float("inf")))
+            self._reapers.add(reaper)  # held until done: the loop keeps only weak references
+            reaper.add_done_callback(self._reapers.discard)
         limit = attempt.spec.max_runtime_s
         why = "cancelled" if outcome is Outcome.CANCELLED else f"exceeded max_runtime_s={limit}"
         return _End(outcome, attempt.launched_at, stopped_at, error=f"task {why}; killed by the worker")
@@ -429,6 +431,26 @@ def _ended_by_itself(attempt: _Attempt, metrics: asyncio.Future[Any]) -> _End:
     m = metrics.result()
     return _End(Outcome.FAILED if m["error"] else Outcome.SUCCEEDED, m["started_at"], m["ended_at"],
                 cpu_time_s=m["cpu_time_s"], peak_memory_mb=m["peak_memory_mb"], error=m["error"])
+
+
+async def _kill(attempt: _Attempt, metrics: asyncio.Future[Any], within_s: float) -> None:
+    """``ray.cancel(force=True)`` the attempt's task, again every ``CANCEL_RETRY_S``, until Ray has
+    ended it or ``within_s`` passed.
+
+    Ray's cancel is best effort: one that arrives while the task is being handed to its worker
+    process can be lost and the task then runs to its end (ray-project/ray#24359; seen here on a
+    loaded machine). Cancelling a task again, or one that has ended, is harmless.
+    """
+    deadline = time.monotonic() + within_s
+    while not metrics.done():
+        try:
+            ray.cancel(attempt.value_ref, force=True)  # both refs are the same task's returns
+        except Exception:  # noqa: BLE001  # still report the attempt as ended by the worker
+            _log.exception("ray.cancel of task %s failed", attempt.spec.task_id)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        await asyncio.wait({metrics}, timeout=min(CANCEL_RETRY_S, remaining))
 
 
 async def _await_ref(ref: Awaitable[T]) -> T:
