@@ -336,6 +336,7 @@ class ExecutorWorker:
             cpu_time_s=end.cpu_time_s,
             peak_memory_mb=end.peak_memory_mb,
             outcome=end.outcome,
+            attempt=max(1, spec.attempt),
             error=end.error,
         )
         return report.model_dump(mode="json")
