@@ -217,7 +217,10 @@ class Client:
             settings = parse(AuthSettings, settings, what="auth settings").model_dump()
             start_head(namespace=namespace, store_url=store, auth=settings, **head_config)
             client = cls(namespace=namespace, key=key, _connect=False)
-        client._call("ping")
+        try:
+            client._call("ping")
+        except AccessRefused:  # it answered: it is up (a client without a registered key can do nothing more)
+            pass
         return client
 
     # ------------------------------------------------------------------ jobs

@@ -3,6 +3,7 @@ a usage report signed by the wrong executor charges nobody; a development-mode h
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from types import SimpleNamespace
@@ -141,3 +142,23 @@ def test_development_mode_labels_every_answer(ray_cluster, capsys):
         assert DEV_MODE_LABEL in err and out.strip() == "[]"  # the label on stderr; --json stays parseable
     finally:
         shutdown(NS_DEV)
+
+
+def test_keys_from_the_command_line_and_exit_4_when_refused(signed, tmp_path, capsys):
+    from scheduler.cli import main
+    from scheduler.identity import save_key_pair
+    admin_file, _ = save_key_pair(signed.keys.admin, tmp_path, "ann")
+    assert main(["keys", "new", "--out", str(tmp_path), "--name", "carol"]) == 0
+    carol_pub = capsys.readouterr().out.splitlines()[0]
+    base = ["--namespace", NS, "--key", str(admin_file), "keys"]
+    assert main([*base, "add", "--coop", COOP, "--role", "member", "--id", "did:icn:carol",
+                 str(tmp_path / "carol.pub")]) == 0
+    assert "registered: member did:icn:carol of coop auth:a" in capsys.readouterr().out
+    assert main([*base, "add", "--coop", OTHER, "--role", "member", "--id", "x", carol_pub]) == 4
+    assert "refused (forbidden)" in capsys.readouterr().err
+    assert main([*base, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert "did:icn:carol" in {k["subject"] for k in listed} and {k["coop_id"] for k in listed} == {COOP}
+    assert any(c["kind"] == "key.add" and c["actor"] == "admin:ann" for c in signed.admin.changes(COOP))
+    assert main(["--namespace", NS, "keys", "list"]) == 4  # no key at all: unsigned
+    assert "unsigned" in capsys.readouterr().err
