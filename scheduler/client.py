@@ -494,7 +494,6 @@ class Client:
         if self.dev_mode and not getattr(self, "_labelled", False):
             self._labelled = True
             print(f"*** {DEV_MODE_LABEL} ***", file=sys.stderr, flush=True)
-            log.warning(DEV_MODE_LABEL)
         if "refused" in answer:
             raise AccessRefused(answer["refused"]["code"], answer["refused"]["message"])
         return answer["ok"]
