@@ -29,6 +29,10 @@ class CoopAdministration:
     # ------------------------------------------------------------------ policies
     @guarded
     async def set_policy(self, policy: dict, author: str = "admin", note: str = "") -> dict:
+        return self._set_policy(policy, author, note)
+
+    def _set_policy(self, policy: dict, author: str, note: str = "") -> dict:
+        """Set a policy for a caller already verified (``set_policy``, a rollback, a quota action)."""
         parsed = self.core.set_policy(policy)
         version = self.store.put_policy(parsed.coop_id, parsed.model_dump(mode="json"), author, time.time(), note)
         self._log(parsed.coop_id, "policy.set", author, {"version": version.version, "note": note})
@@ -61,7 +65,7 @@ class CoopAdministration:
         if old is None or old.policy is None:
             raise KeyError(f"coop {coop_id} has no policy version {version} to roll back to; "
                            f"see `coopsched policy history {coop_id}`")
-        return await self.set_policy(old.policy, author, note=f"rollback to version {version}")
+        return self._set_policy(old.policy, author, note=f"rollback to version {version}")
 
     @guarded
     async def diff_policy(self, coop_id: str, policy: dict | None = None, a: int | None = None,
@@ -131,7 +135,7 @@ class CoopAdministration:
             return {"cleared": sorted(members)}
         if action == "update_default_limit":
             new = admin.with_default_limits(policy, values)
-            await self.set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
+            self._set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
             self._log(coop_id, "quota.update_default_limit", author, dict(values))
             return new.model_dump(mode="json")
         member = admin.check_member(member)
@@ -141,10 +145,10 @@ class CoopAdministration:
             used = Cost.of(*admin.used_amounts(values))
             self.store.set_usage(coop_id, member, period_of(now), used)
         elif action == "update_limit":
-            await self.set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),
+            self._set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),
                                   author, note=f"update_limit {member}")
         elif action in ("add_whitelist", "remove_whitelist"):
-            await self.set_policy(admin.with_whitelist(policy, member, action == "add_whitelist")
+            self._set_policy(admin.with_whitelist(policy, member, action == "add_whitelist")
                                   .model_dump(mode="json"), author, note=f"{action} {member}")
         if action != "get_quota":
             self._log(coop_id, f"quota.{action}", author, {"member": member, **values})

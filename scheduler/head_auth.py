@@ -13,8 +13,9 @@ and answers ``{"ok": value, "dev_mode": bool}`` or ``{"refused": {"code", "messa
 "dev_mode": bool}``. A refusal changes nothing and is counted
 (``coopsched_requests_refused_total{reason}``). A call without ``_request`` (a Ray
 handle used directly) gets the bare value in development mode and ``AccessRefused``
-(``unsigned``) in signed mode. Calls the head makes to itself (a rollback setting a
-policy) are not checked again: the outer call was.
+(``unsigned``) in signed mode. Inside the head, a guarded method never calls another
+guarded one (a rollback sets its policy through ``_set_policy``), so each request is
+checked exactly once.
 
 In development mode (``auth="dev"``) nothing is verified and every answer carries
 ``dev_mode: true``; the client and the CLI print ``DEV_MODE_LABEL`` on every output.
@@ -50,7 +51,6 @@ log = logging.getLogger("coopsched.auth")
 DEV_MODE_LABEL = ("DEVELOPMENT MODE: requests are not signed; anyone who can reach this cluster can act as "
                   "any member")
 
-_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("coopsched_inside_request", default=False)
 _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("coopsched_caller", default=None)
 
 
@@ -169,8 +169,6 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     async def wrapper(self, *args: Any, _request: dict | None = None, **kwargs: Any) -> Any:
-        if _INSIDE.get():
-            return await fn(self, *args, **kwargs)
         gate: RequestGate = self.gate
         outcome = gate.admit(name, signature, self, self.facts, args, kwargs, _request)
         if isinstance(outcome, Refusal):
@@ -178,11 +176,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise AccessRefused(outcome.code.value, outcome.message)
             return gate.answer_refused(outcome)
         bound, principal = outcome
-        token, caller = _INSIDE.set(True), _CALLER.set(principal)
+        caller = _CALLER.set(principal)  # for whoami; set and reset around this call only
         try:
             value = await (fn(*bound.args, **bound.kwargs) if bound is not None else fn(self, *args, **kwargs))
         finally:
-            _INSIDE.reset(token)
             _CALLER.reset(caller)
         if principal is not None:
             value = visible(principal, name, value)
