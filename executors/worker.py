@@ -377,8 +377,9 @@ class ExecutorWorker:
             if tracker is None:
                 return
             try:
-                acknowledged = await asyncio.wait_for(
-                    _await_ref(tracker.report.remote(report, self._signatures.get(task_id))), timeout=CALL_TIMEOUT_S)
+                signed = self._signatures.get(task_id)  # none without a key (a head in development mode)
+                call = tracker.report.remote(report, signed) if signed else tracker.report.remote(report)
+                acknowledged = await asyncio.wait_for(_await_ref(call), timeout=CALL_TIMEOUT_S)
             except Exception as err:  # noqa: BLE001  # dead, restarting or hung: look it up again
                 _log.warning("report for %s not delivered (%s: %s); will retry", task_id, type(err).__name__, err)
                 self._handles.pop(self._tracker_name, None)
@@ -401,9 +402,10 @@ class ExecutorWorker:
             head = await self._actor(self._head_name)
             if head is not None:
                 offer = await asyncio.to_thread(self._offer)
-                request = {"signed": self._sign("heartbeat", (offer,))}
-                answer = await asyncio.wait_for(_await_ref(head.heartbeat.remote(offer, _request=request)),
-                                                timeout=self._heartbeat_interval_s)
+                signed = self._sign("heartbeat", (offer,))
+                call = head.heartbeat.remote(offer, _request={"signed": signed}) if signed else \
+                    head.heartbeat.remote(offer)  # without a key: a head in development mode
+                answer = await asyncio.wait_for(_await_ref(call), timeout=self._heartbeat_interval_s)
                 if isinstance(answer, dict) and "refused" in answer:
                     _log.warning("heartbeat refused by the head: %s", answer["refused"]["message"])
         except Exception as err:  # noqa: BLE001  # the head may be restarting; the next beat may reach it
