@@ -35,9 +35,10 @@ def nap(seconds: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def signed(ray_cluster):
+def signed(ray_cluster, tmp_path_factory):
     keys = SimpleNamespace(**{name: generate_key() for name in ("operator", "admin", "alice", "bob", "ex1", "ex2")})
-    operator = Client.local(namespace=NS, store="memory://auth", key=keys.operator, metrics_port=0)
+    store = f"sqlite:///{tmp_path_factory.mktemp('auth') / 'state.db'}"
+    operator = Client.local(namespace=NS, store=store, key=keys.operator, metrics_port=0)
     try:
         operator.add_key(public_key_b64(keys.admin), coop=COOP, role="admin", id="ann")
         admin = Client(namespace=NS, key=keys.admin, _connect=False)
@@ -105,6 +106,21 @@ def test_unsigned_forged_replayed_expired_unknown_and_forbidden_requests_are_ref
     assert got == {"unsigned": 2, "forged": 1, "replayed": 1, "expired": 1, "unknown_key": 1, "forbidden": 3}
 
 
+def test_an_executor_joined_without_a_key_gets_a_new_pair_and_its_key_goes_with_it(signed, ray_cluster):
+    before = scrape(signed.address)
+    signed.admin.register_executor("auth-3", coop=COOP, node_id=ray_cluster.nodes[3].node_id, resources={"cpus": 1},
+                                   heartbeat_interval_s=0.2)
+    keys = [k for k in signed.admin.list_keys() if k["subject"] == "auth-3"]
+    assert [(k["role"], k["coop_id"]) for k in keys] == [("executor", COOP)]
+    time.sleep(1.0)  # a few signed heartbeats
+    after = scrape(signed.address)
+    assert sum(moved(before, after, "coopsched_requests_refused_total", at(reason=r))
+               for r in ("unsigned", "unknown_key", "forged", "expired", "replayed", "forbidden")) == 0
+    signed.admin.remove_executor("auth-3")
+    assert not [k for k in signed.admin.list_keys() if k["subject"] == "auth-3"]
+    assert any(c["kind"] == "key.remove" and c["detail"]["subject"] == "auth-3" for c in signed.admin.changes(COOP))
+
+
 def test_a_usage_report_signed_by_the_wrong_executor_is_refused_and_charges_nobody(signed):
     job = signed.alice.submit(nap, 2.0, coop=COOP, member=ALICE, max_runtime_s=60)
     status = wait_for(lambda: (s := job.status()).state.value == "running" and s, what="the job to start")
@@ -162,3 +178,22 @@ def test_keys_from_the_command_line_and_exit_4_when_refused(signed, tmp_path, ca
     assert any(c["kind"] == "key.add" and c["actor"] == "admin:ann" for c in signed.admin.changes(COOP))
     assert main(["--namespace", NS, "keys", "list"]) == 4  # no key at all: unsigned
     assert "unsigned" in capsys.readouterr().err
+
+
+def test_a_restarted_head_still_knows_the_keys(signed):
+    """Last in this module: the head is killed and Ray restarts it from the same store."""
+    from scheduler.names import HEAD_NAME
+    before = signed.operator._call("ping")["started_at"]
+    ray.kill(ray.get_actor(HEAD_NAME, namespace=NS), no_restart=False)
+    wait_for(lambda: _started_at(signed.alice) not in (None, before), what="a new head incarnation")
+    assert signed.alice.submit(double, 4, coop=COOP, member=ALICE, max_runtime_s=60).result(timeout=60) == 8
+    with pytest.raises(AccessRefused, match="submits only as itself"):
+        signed.alice.submit(double, 1, coop=COOP, member=BOB)
+
+
+def _started_at(client: Client) -> float | None:
+    try:
+        return ray.get(client.head.ping.remote(_request={"signed": sign_request(
+            client._key, "ping", (), {}, now=time.time())}), timeout=2)["ok"]["started_at"]
+    except Exception:  # restarting
+        return None
