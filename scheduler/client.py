@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ray import cloudpickle
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
 
@@ -43,8 +44,7 @@ from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import start_head
 from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused, AuthSettings
-from scheduler.identity import (Ed25519PrivateKey, generate_key, load_private_key, private_key_pem,
-                                public_key_b64, sign_request)
+from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
 from scheduler.jobs import JobStatus
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.tasks import TaskSpec

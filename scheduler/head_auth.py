@@ -43,8 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.authorization import authorize, narrow, visible
-from scheduler.identity import (DEFAULT_WINDOW_S, Principal, Refusal, RefusalCode, RequestVerifier, Role,
-                                public_key_from_b64)
+from scheduler.identity import DEFAULT_WINDOW_S, Principal, Refusal, RequestVerifier, Role, public_key_from_b64
 
 log = logging.getLogger("coopsched.auth")
 
@@ -264,7 +263,3 @@ class KeyAdministration:
                 self.gate.verifier.remove(p.key_id)
                 self._log(p.coop_id or "*", "key.remove", actor, {"key_id": p.key_id, "role": "executor",
                                                                   "subject": executor_id})
-
-
-def refusal_codes() -> list[str]:
-    return [c.value for c in RefusalCode]
