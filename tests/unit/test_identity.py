@@ -257,3 +257,23 @@ def test_open_listings_are_narrowed_to_the_caller():
     assert visible(ADMIN_A, "executors", listing) == [{"coop_id": "coop:a"}]
     assert visible(OPERATOR, "executors", listing) == listing
     assert Role.MEMBER.value == "member"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80) |
+                     st.binary(max_size=40), lambda inner: st.lists(inner, max_size=4) |
+                     st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+_envelopes = st.one_of(_junk, st.fixed_dictionaries({
+    "key_id": st.sampled_from([key_id_of(public_key_b64(ALICE)), "k_0000000000000000"]) | st.text(max_size=70),
+    "timestamp": st.floats(allow_nan=True) | st.integers() | st.text(max_size=5),
+    "nonce": st.text(max_size=70), "signature": st.text(max_size=210)}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(envelope=_envelopes, args=st.lists(_junk, max_size=3))
+def test_any_envelope_that_was_not_signed_is_refused_never_raises(envelope, args):
+    answer = verifier(Clock()).verify("submit", args, {}, envelope)
+    assert not isinstance(answer, Principal)
+    assert answer.code in (RefusalCode.UNSIGNED, RefusalCode.UNKNOWN_KEY, RefusalCode.FORGED)
