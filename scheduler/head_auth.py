@@ -102,7 +102,7 @@ class RequestGate:
         self.store = store
         self.on_refused = on_refused
         self._lock = threading.Lock()  # the reads concurrency group verifies on other threads
-        self.verifier = RequestVerifier(clock=clock, window_s=settings.window_s)
+        self.verifier = RequestVerifier(clock=clock, window_s=settings.window_s, not_before=clock())
         if settings.operator_key:
             self.operator = Principal(public_key=settings.operator_key, role=Role.OPERATOR, subject="operator")
             self.verifier.add(self.operator)

@@ -22,7 +22,9 @@ Refusals are values, :class:`Refusal` (``code``, ``message``), with codes ``unsi
 ``scheduler.authorization``'s); each message says how to fix it.
 
 Replay: a request is accepted only if its timestamp is within ``window_s`` of the
-verifier's clock and its (key id, nonce) was not seen within the window. The nonce cache
+verifier's clock, after ``not_before`` (the head passes its start time, so a request made to
+a previous incarnation cannot be replayed to a restarted head with an empty cache), and its
+(key id, nonce) was not seen within the window. The nonce cache
 is bounded (``max_nonces``): when it is full the oldest entries go, and from then on a
 request not newer than the newest evicted one is refused as ``expired`` — it could be a
 replay the cache no longer remembers — so a full cache never lets a replay through.
@@ -284,7 +286,11 @@ class RequestVerifier:
     """The key registry and the nonce cache: ``verify(...)`` answers a Principal or a Refusal."""
 
     def __init__(self, principals: Mapping[str, Principal] | None = None, *, clock: Callable[[], float],
-                 window_s: float = DEFAULT_WINDOW_S, max_nonces: int = DEFAULT_MAX_NONCES) -> None:
+                 window_s: float = DEFAULT_WINDOW_S, max_nonces: int = DEFAULT_MAX_NONCES,
+                 not_before: float = float("-inf")) -> None:
+        """``not_before``: refuse (as expired) anything signed at or before this time — a head passes the
+        time it started, because a restarted head's nonce cache is empty and could not tell a replay of a
+        request made to its previous incarnation (the client signs every retry afresh)."""
         if not window_s > 0:
             raise ValueError(f"window_s must be positive (seconds), e.g. 60; received {window_s!r}")
         self.clock = clock
@@ -293,7 +299,7 @@ class RequestVerifier:
         self._principals: dict[str, Principal] = {}
         self._public: dict[str, Ed25519PublicKey] = {}
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # (key id, nonce) -> timestamp
-        self._forgotten_until = float("-inf")  # newest timestamp evicted from a full cache
+        self._forgotten_until = not_before  # newest timestamp it cannot check for replay (start, evictions)
         for principal in (principals or {}).values():
             self.add(principal)
 
@@ -346,7 +352,12 @@ class RequestVerifier:
         if not check_freshness:
             return principal
         now = self.clock()
-        if abs(now - signed.timestamp) > self.window_s or signed.timestamp <= self._forgotten_until:
+        if signed.timestamp <= self._forgotten_until and abs(now - signed.timestamp) <= self.window_s:
+            return Refusal(code=RefusalCode.EXPIRED, message=(
+                f"request {method!r} was signed at {signed.timestamp:.3f}, before this head (re)started or before "
+                "the oldest request it still remembers, so it cannot be told from a replay; sign it again "
+                "(the client does so on every retry)"))
+        if abs(now - signed.timestamp) > self.window_s:
             return Refusal(code=RefusalCode.EXPIRED, message=(
                 f"request {method!r} was signed at {signed.timestamp:.3f}, {now - signed.timestamp:+.1f} s from "
                 f"the head's clock; accepted: within ±{self.window_s:g} s; check this machine's clock (NTP) "

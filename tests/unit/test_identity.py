@@ -102,6 +102,13 @@ def test_a_full_nonce_cache_never_lets_a_replay_through():
         assert v.verify("submit", ARGS, {}, envelope).code in (RefusalCode.EXPIRED, RefusalCode.REPLAYED)
 
 
+def test_nothing_signed_before_the_verifier_started_is_accepted():
+    """A restarted head's nonce cache is empty: a request made to the previous one must not replay."""
+    v = RequestVerifier({make_principal(ALICE).key_id: make_principal(ALICE)}, clock=Clock(), not_before=NOW - 1)
+    assert v.verify("submit", ARGS, {}, _signed(at=NOW - 2)).code is RefusalCode.EXPIRED
+    assert isinstance(v.verify("submit", ARGS, {}, _signed(at=NOW - 0.5)), Principal)
+
+
 def test_freshness_can_be_skipped_for_idempotent_usage_reports():
     v = verifier(Clock())
     envelope = _signed(method="report", args=({"task_id": "t"},), at=NOW - 3600)
