@@ -43,10 +43,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.authorization import authorize, narrow, visible
-from scheduler.identity import DEFAULT_WINDOW_S, Principal, Refusal, RequestVerifier, Role, public_key_from_b64
+from scheduler.identity import (DEFAULT_WINDOW_S, Principal, Refusal, RefusalCode, RequestVerifier, Role,
+                                public_key_from_b64)
 
 log = logging.getLogger("coopsched.auth")
 
+KEY_RELOAD_INTERVAL_S = 1.0
 DEV_MODE_LABEL = ("DEVELOPMENT MODE: requests are not signed; anyone who can reach this cluster can act as "
                   "any member")
 
@@ -106,11 +108,30 @@ class RequestGate:
         if settings.operator_key:
             self.operator = Principal(public_key=settings.operator_key, role=Role.OPERATOR, subject="operator")
             self.verifier.add(self.operator)
-        for record in store.keys():
+        self._clock = clock
+        self._loaded_at = float("-inf")
+        self._load_keys()
+
+    def _load_keys(self) -> None:
+        """Add the store's registered keys (another head replica on the same store may have added some)."""
+        self._loaded_at = self._clock()
+        for record in self.store.keys():
             try:
-                self.verifier.add(Principal.model_validate(record))
+                principal = Principal.model_validate(record)
             except ValueError as exc:
-                log.error("registered key %s not loaded: %s", record.get("public_key", "?")[:12], exc)
+                log.error("registered key %s not loaded: %s", str(record.get("public_key", "?"))[:12], exc)
+                continue
+            if self.verifier.get(principal.key_id) != principal:
+                self.verifier.add(principal)
+
+    def _verify(self, method: str, args: tuple, kwargs: dict, envelope: Any, **options: Any) -> Principal | Refusal:
+        with self._lock:
+            answer = self.verifier.verify(method, args, kwargs, envelope, **options)
+            if isinstance(answer, Refusal) and answer.code is RefusalCode.UNKNOWN_KEY \
+                    and self._clock() - self._loaded_at > KEY_RELOAD_INTERVAL_S:
+                self._load_keys()  # at most once a second: an unknown key is cheap to refuse
+                answer = self.verifier.verify(method, args, kwargs, envelope, **options)
+            return answer
 
     def refuse(self, refusal: Refusal) -> Refusal:
         self.on_refused(refusal.code.value)
@@ -122,8 +143,7 @@ class RequestGate:
         if self.dev_mode:
             return None, None
         envelope = request.get("signed") if isinstance(request, dict) else None
-        with self._lock:
-            principal = self.verifier.verify(method, args, kwargs, envelope)
+        principal = self._verify(method, args, kwargs, envelope)
         if isinstance(principal, Refusal):
             return self.refuse(principal)
         bound = signature.bind(head, *args, **kwargs)
@@ -143,8 +163,7 @@ class RequestGate:
         """None if ``report`` was signed by the executor it names (or the operator)."""
         if self.dev_mode:
             return None
-        with self._lock:
-            principal = self.verifier.verify("report", (report,), {}, signed, check_freshness=False)
+        principal = self._verify("report", (report,), {}, signed, check_freshness=False)
         if isinstance(principal, Refusal):
             return self.refuse(principal)
         refusal = authorize(principal, "report", {"report": report}, facts)
