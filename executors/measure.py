@@ -76,8 +76,10 @@ class TaskError:
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
 
-def run_measured(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> tuple[object, dict[str, Any]]:
-    """Call ``fn(*args, **kwargs)`` from ``payload`` and return ``(value, metrics)``.
+def run_measured(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | bytes
+                 ) -> tuple[object, dict[str, Any]]:
+    """Call ``fn(*args, **kwargs)`` from ``payload`` (the tuple, or its cloudpickled bytes) and return
+    ``(value, metrics)``.
 
     ``metrics`` keys: ``started_at``, ``ended_at`` (epoch seconds), ``cpu_time_s``,
     ``peak_memory_mb``, ``memory_method`` (``hwm``, ``sampled`` or ``rusage``), ``pid``
@@ -89,6 +91,9 @@ def run_measured(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, A
         started_at = time.time()
         cpu_before = _cpu_time()
         try:
+            if isinstance(payload, (bytes, bytearray)):  # as the member signed it: unpickled only here
+                from ray import cloudpickle
+                payload = cloudpickle.loads(payload)
             fn, args, kwargs = payload
             value: object = fn(*args, **kwargs)
             error = None

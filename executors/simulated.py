@@ -154,7 +154,8 @@ class Simulation:
         report = UsageReport(task_id=event.task_id, executor_id=event.executor_id, coop_id=task.coop_id,
                              member=task.member, started_at=event.started_at, ended_at=event.at,
                              cpu_seconds=task.resources.cpus * wall, gpu_seconds=task.resources.gpus * wall,
-                             cpu_time_s=task.resources.cpus * wall * run.cpu_utilisation, outcome=event.outcome)
+                             cpu_time_s=task.resources.cpus * wall * run.cpu_utilisation, outcome=event.outcome,
+                             attempt=max(1, job.attempts))
         self.reports.append(report)
         self.core.complete(report)
 

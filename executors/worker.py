@@ -64,6 +64,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from executors.discovery import NvmlApi, sample_gpus
 from executors.measure import run_measured, truncate_error
+from scheduler.identity import load_private_key, sign_request
 from scheduler.usage import Outcome, UsageReport
 
 __all__ = [
@@ -98,7 +99,8 @@ T = TypeVar("T")
 class LaunchSpec(BaseModel):
     """What ``ExecutorWorker.start`` needs to run one attempt of a task.
 
-    ``payload`` is a one-element list holding ``(fn, args, kwargs)`` or the ObjectRef of it
+    ``payload`` is a one-element list holding ``(fn, args, kwargs)``, its cloudpickled bytes, or the
+    ObjectRef of either
     (a list, so Ray passes the reference through the actor call instead of resolving it).
     ``max_runtime_s=None`` means no limit. Keys the worker does not use are ignored.
     """
@@ -124,14 +126,17 @@ class LaunchSpec(BaseModel):
     def _one_object_ref(cls, value: list[Any]) -> list[Any]:
         if len(value) != 1 or not (isinstance(value[0], ray.ObjectRef) or _is_payload(value[0])):
             raise ValueError(
-                f"payload must be a one-element list holding (fn, args, kwargs) or the ObjectRef of it; "
+                f"payload must be a one-element list holding (fn, args, kwargs), its cloudpickled bytes, "
+                f"or the ObjectRef of either; "
                 f"received {_describe(value)}; e.g. payload=[ray.put((fn, (1, 2), {{}}))]"
             )
         return value
 
 
 def _is_payload(value: Any) -> bool:
-    return isinstance(value, tuple) and len(value) == 3 and callable(value[0])
+    """``(fn, args, kwargs)``, or its cloudpickled bytes (as the member signed them; the task unpickles)."""
+    return isinstance(value, (bytes, bytearray)) or (isinstance(value, tuple) and len(value) == 3
+                                                      and callable(value[0]))
 
 
 def _describe(value: list[Any]) -> str:
@@ -183,8 +188,12 @@ class ExecutorWorker:
         heartbeat_interval_s: float = 2.0,
         report_retry_s: float = 0.5,
         nvml: NvmlApi | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self.executor_id = executor_id
+        # The executor's Ed25519 private key (PEM): it signs every heartbeat and usage report, so a
+        # head in signed mode knows they come from this executor. None: a head in development mode.
+        self._key = load_private_key(signing_key) if signing_key else None
         self.node_id = ray.get_runtime_context().get_node_id()
         self.incarnation = uuid.uuid4().hex
         self.started_at = time.time()
@@ -199,6 +208,7 @@ class ExecutorWorker:
         self._task_shapes: dict[tuple, Any] = {}
         self._silent_until = 0.0
         self._unsent: dict[str, dict[str, Any]] = {}
+        self._signatures: dict[str, dict[str, Any] | None] = {}
         self._handles: dict[str, ActorHandle] = {}
         self._missing_logged: set[str] = set()
         self._report_ready = asyncio.Event()
@@ -295,6 +305,7 @@ class ExecutorWorker:
         while len(self._finished) > KEEP_FINISHED:  # the oldest results go first; the head holds its own refs
             del self._finished[next(iter(self._finished))]
         self._unsent[task_id] = attempt.report
+        self._signatures[task_id] = self._sign("report", (attempt.report,))
         self._report_ready.set()
 
     async def _await_end(self, attempt: _Attempt) -> _End:
@@ -338,6 +349,7 @@ class ExecutorWorker:
             cpu_time_s=end.cpu_time_s,
             peak_memory_mb=end.peak_memory_mb,
             outcome=end.outcome,
+            attempt=max(1, spec.attempt),
             error=end.error,
         )
         return report.model_dump(mode="json")
@@ -367,14 +379,16 @@ class ExecutorWorker:
             if tracker is None:
                 return
             try:
-                acknowledged = await asyncio.wait_for(_await_ref(tracker.report.remote(report)),
-                                                      timeout=CALL_TIMEOUT_S)
+                signed = self._signatures.get(task_id)  # none without a key (a head in development mode)
+                call = tracker.report.remote(report, signed) if signed else tracker.report.remote(report)
+                acknowledged = await asyncio.wait_for(_await_ref(call), timeout=CALL_TIMEOUT_S)
             except Exception as err:  # noqa: BLE001  # dead, restarting or hung: look it up again
                 _log.warning("report for %s not delivered (%s: %s); will retry", task_id, type(err).__name__, err)
                 self._handles.pop(self._tracker_name, None)
                 return
             if acknowledged:
                 self._unsent.pop(task_id, None)
+                self._signatures.pop(task_id, None)
 
     async def pause_heartbeats(self, seconds: float) -> bool:
         """Stay silent for ``seconds`` (an operator's maintenance switch, and how tests show that an
@@ -390,11 +404,19 @@ class ExecutorWorker:
             head = await self._actor(self._head_name)
             if head is not None:
                 offer = await asyncio.to_thread(self._offer)
-                await asyncio.wait_for(_await_ref(head.heartbeat.remote(offer)), timeout=self._heartbeat_interval_s)
+                signed = self._sign("heartbeat", (offer,))
+                call = head.heartbeat.remote(offer, _request={"signed": signed}) if signed else \
+                    head.heartbeat.remote(offer)  # without a key: a head in development mode
+                answer = await asyncio.wait_for(_await_ref(call), timeout=self._heartbeat_interval_s)
+                if isinstance(answer, dict) and "refused" in answer:
+                    _log.warning("heartbeat refused by the head: %s", answer["refused"]["message"])
         except Exception as err:  # noqa: BLE001  # the head may be restarting; the next beat may reach it
             _log.debug("heartbeat not delivered: %s: %s", type(err).__name__, err)
             self._handles.pop(self._head_name, None)
         await asyncio.sleep(self._heartbeat_interval_s)
+
+    def _sign(self, method: str, args: tuple) -> dict[str, Any] | None:
+        return sign_request(self._key, method, args, {}, now=time.time()) if self._key is not None else None
 
     def _offer(self) -> dict[str, Any]:
         """An ``ExecutorOffer`` dict; GPU fields only when the node has GPUs."""
@@ -481,6 +503,7 @@ def start_worker(
     detached: bool = False,
     max_restarts: int = -1,
     nvml: NvmlApi | None = None,
+    signing_key: bytes | None = None,
 ) -> ActorHandle:
     """Create the worker actor for ``executor_id`` on node ``node_id`` (hex) and return its handle.
 
@@ -489,7 +512,9 @@ def start_worker(
     also looks up ``tracker_name`` and ``head_name``), is named ``name`` when given, outlives
     its creator when ``detached``, and restarts up to ``max_restarts`` times (-1: always;
     see the module notes on what a restart loses). ``nvml`` replaces ``pynvml`` for the
-    heartbeat's GPU samples (e.g. a ``FakeNvml``).
+    heartbeat's GPU samples (e.g. a ``FakeNvml``). ``signing_key`` is the executor's Ed25519
+    private key (PEM) for a head in signed mode; it travels as an actor-creation argument, so it
+    is as private as the Ray cluster's control plane (see docs/architecture.md).
     """
     options: dict[str, Any] = {
         "num_cpus": 0,
@@ -504,5 +529,5 @@ def start_worker(
         options["lifetime"] = "detached"
     return worker_actor_class().options(**options).remote(
         executor_id, namespace=namespace, tracker_name=tracker_name, head_name=head_name,
-        heartbeat_interval_s=heartbeat_interval_s, nvml=nvml,
+        heartbeat_interval_s=heartbeat_interval_s, nvml=nvml, signing_key=signing_key,
     )

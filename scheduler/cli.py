@@ -1,8 +1,9 @@
 """The ``coopsched`` command: parser, dispatch and exit codes.
 
-Exit codes: 0 ok, 1 error, 2 bad input or usage, 3 refused by policy. Tables by
+Exit codes: 0 ok, 1 error, 2 bad input or usage, 3 refused by policy, 4 refused by
+authorization (unsigned, unknown key, forged, expired, replayed or forbidden). Tables by
 default, ``--json`` for scripts (before or after the subcommand); errors go to stderr
-and say how to fix them.
+and say how to fix them. ``--key FILE`` (or ``COOPSCHED_KEY``) signs every request.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from scheduler.names import NAMESPACE
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     p.add_argument("--address", default=argparse.SUPPRESS, help="Ray cluster address (default: the running one)")
+    p.add_argument("--key", default=argparse.SUPPRESS, help="private key file that signs requests (or COOPSCHED_KEY)")
 
 
 def _sub(parent, name: str, help: str, func=None) -> argparse.ArgumentParser:
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: the running local cluster)")
     p.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--key", default=None, help="private key file that signs requests (default: $COOPSCHED_KEY)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = _sub(sub, "demo", "run the two-cooperative demo on a local 4-node Ray cluster", c.cmd_demo)
@@ -41,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray")
     s.add_argument("--store", default=None, help="sqlite:///PATH (default), redis://HOST:PORT/DB or memory://")
     s.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    s.add_argument("--operator-key", default=None, metavar="FILE_OR_PUBKEY",
+                   help="signed mode: the operator's public key (base64, a .pub or a .key file)")
+    s.add_argument("--dev", action="store_true",
+                   help="development mode: no keys, nothing verified (every output says so)")
+    s.add_argument("--auth-window", type=float, default=None, metavar="S",
+                   help="signed mode: accepted clock difference of a request, seconds (default 60)")
     _sub(sub, "stop", "stop the head, the tracker and every worker", c.cmd_stop)
     b = _sub(sub, "bench", "run the placement-latency benchmark", c.cmd_bench)
     b.add_argument("--quick", action="store_true", help="a run of a few seconds")
@@ -110,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--price-cpu-hour", type=float, default=1.0)
     j.add_argument("--price-gpu-hour", type=float, default=10.0)
     j.add_argument("--open-to", action="append", metavar="COOP", help="another coop (or '*') that may use it")
+    j.add_argument("--executor-key", default=None, metavar="FILE",
+                   help="the executor's private key (default with --key: a new key pair)")
     _sub(esub, "list", "every executor with its status and load", c.cmd_executor)
     for action, help in (("drain", "finish running tasks, start no new ones"),
                          ("remove", "forget it; its running tasks are retried elsewhere")):
@@ -117,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     st = _sub(esub, "set-trust", "change an executor's trust score (0..1)", c.cmd_executor)
     st.add_argument("id")
     st.add_argument("trust", type=float)
+
+    k = _sub(sub, "keys", "make key pairs; register, list and remove public keys")
+    ksub = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    kn = _sub(ksub, "new", "make a key pair: NAME.key (private, mode 0600) and NAME.pub", c.cmd_keys)
+    kn.add_argument("--out", default=".", metavar="DIR", help="directory to write them to (default: here)")
+    kn.add_argument("--name", default="coopsched", help="file name without extension (default: coopsched)")
+    ka = _sub(ksub, "add", "register a public key as a member, admin or executor of a coop", c.cmd_keys)
+    ka.add_argument("--coop", required=True)
+    ka.add_argument("--role", required=True, choices=("member", "admin", "executor"))
+    ka.add_argument("--id", required=True, help="the member id (e.g. a DID), executor id or admin name")
+    ka.add_argument("public_key", metavar="PUBKEY", help="base64 public key, or its .pub file")
+    kl = _sub(ksub, "list", "registered keys (an admin sees its coop's)", c.cmd_keys)
+    kl.add_argument("--coop", default=None)
+    _sub(ksub, "remove", "unregister a key (by key id)", c.cmd_keys).add_argument("key_id")
+    _sub(ksub, "whoami", "who the head takes this key for", c.cmd_keys)
 
     job = _sub(sub, "job", "submit, list, inspect or cancel jobs")
     jsub = job.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -158,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from policies.validation import InvalidRequest
     from scheduler.client import JobFailed, PolicyViolation
+    from scheduler.head_auth import AccessRefused
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -172,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyViolation as exc:
         print(f"coopsched: refused by policy: {exc}", file=sys.stderr)
         return c.EXIT_REJECTED
+    except AccessRefused as exc:
+        print(f"coopsched: {exc}", file=sys.stderr)
+        return c.EXIT_FORBIDDEN
     except JobFailed as exc:
         print(f"coopsched: {exc}", file=sys.stderr)
         return c.EXIT_ERROR

@@ -12,11 +12,17 @@ from typing import Any
 
 from scheduler.tables import table
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_FORBIDDEN = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
     """The command line itself is wrong (exit 2)."""
+
+
+def key_of(args):
+    """The private key file that signs requests: ``--key``, else ``$COOPSCHED_KEY``, else none (dev mode)."""
+    import os
+    return getattr(args, "key", None) or os.environ.get("COOPSCHED_KEY") or None
 
 
 def client_for(args):
@@ -29,7 +35,7 @@ def client_for(args):
         except ConnectionError:
             raise ConnectionError("no running Ray cluster found; start one with `coopsched start` "
                                   "(or pass --address HOST:PORT)") from None
-    return Client(namespace=args.namespace, _connect=False)
+    return Client(namespace=args.namespace, key=key_of(args), _connect=False)
 
 
 def emit(args, data: Any, render) -> None:
@@ -83,12 +89,31 @@ def cmd_start(args) -> int:
     from scheduler.client import Client
     if args.address:
         ray.init(address=args.address, namespace=args.namespace, log_to_driver=False)
-    config = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
-    client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, **config)
-    info = client._call("ping")
-    emit(args, {"namespace": client.namespace, **info}, lambda d: (
-        f"Coopsched head running in Ray namespace {client.namespace!r}, state in {info['store']}; "
-        "stop it with `coopsched stop`"))
+    from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
+    from scheduler.identity import read_public_key
+    if args.dev == (args.operator_key is not None):
+        raise UsageError("start takes exactly one of --operator-key FILE_OR_PUBKEY (signed mode: every request is "
+                         "verified; make a key with `coopsched keys new --name operator`) or --dev (development "
+                         "mode: no keys, anyone who can reach the cluster can act as anyone)")
+    config: dict[str, Any] = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
+    if args.operator_key is not None:
+        try:
+            config["operator_key"] = read_public_key(args.operator_key)
+        except ValueError as exc:
+            raise UsageError(f"--operator-key: {exc}") from None
+        if args.auth_window is not None:
+            config["auth_window_s"] = args.auth_window
+    client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, key=key_of(args),
+                          auth="dev" if args.dev else "signed", **config)
+    try:
+        info = client._call("ping")
+    except AccessRefused:  # signed mode, and this command was not given the operator's private key
+        info = {"store": args.store or "(default)"}
+    mode = "development mode" if client.dev_mode else "signed mode"
+    emit(args, {"namespace": client.namespace, "auth": "dev" if client.dev_mode else "signed", **info},
+         lambda d: (f"Coopsched head running in Ray namespace {client.namespace!r} ({mode}), state in "
+                    f"{info['store']}; stop it with `coopsched stop`"
+                    + (f"\n{DEV_MODE_LABEL}" if client.dev_mode else "")))
     return EXIT_OK
 
 
@@ -231,7 +256,8 @@ def cmd_executor(args) -> int:
         spec = client.register_executor(args.id, coop=args.coop, region=args.region,
                                         capabilities=_pairs(args.capability, "--capability", "hipaa-compliant=1.2"),
                                         trust=trust, price_cpu_hour=args.price_cpu_hour,
-                                        price_gpu_hour=args.price_gpu_hour, open_to=args.open_to or ())
+                                        price_gpu_hour=args.price_gpu_hour, open_to=args.open_to or (),
+                                        executor_key=args.executor_key)
         emit(args, spec.model_dump(mode="json"), lambda s: f"executor {s['executor_id']} joined coop "
              f"{s['coop_id']} in {s['region']} with {s['resources']['cpus']:g} CPUs, {s['resources']['gpus']:g} GPUs")
     elif args.action == "list":
@@ -251,6 +277,49 @@ def cmd_executor(args) -> int:
     elif args.action == "set-trust":
         spec = client.set_trust(args.id, args.trust)
         emit(args, spec.model_dump(mode="json"), lambda d: f"executor {spec.executor_id}: trust {spec.trust:g}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- keys
+def cmd_keys(args) -> int:
+    from scheduler.identity import generate_key, key_id_of, public_key_b64, read_public_key, save_key_pair
+    if args.action == "new":
+        if not args.name or "/" in args.name or args.name.startswith("."):
+            raise UsageError(f"--name takes a file name without a directory, e.g. --name alice (got {args.name!r})")
+        key = generate_key()
+        try:
+            private, public = save_key_pair(key, args.out, args.name)
+        except FileExistsError:
+            raise UsageError(f"{Path(args.out) / (args.name + '.key')} exists; a key is never overwritten: "
+                             "choose another --name or --out") from None
+        pub = public_key_b64(key)
+        emit(args, {"private_key_file": str(private), "public_key_file": str(public), "public_key": pub,
+                    "key_id": key_id_of(pub)}, lambda d: (
+            f"{pub}\nwrote {private} (private, mode 0600: keep it secret) and {public}; key id {d['key_id']}\n"
+            f"an admin registers it with: coopsched keys add --coop COOP --role member --id YOUR_ID {pub}"))
+        return EXIT_OK
+    client = client_for(args)
+    if args.action == "add":
+        try:
+            pub = read_public_key(args.public_key)
+        except ValueError as exc:
+            raise UsageError(f"PUBKEY: {exc}") from None
+        added = client.add_key(pub, coop=args.coop, role=args.role, id=args.id)
+        emit(args, added, lambda d: f"key {d['key_id']} registered: {d['role']} {d['subject']} of coop {d['coop_id']}")
+    elif args.action == "list":
+        emit(args, client.list_keys(args.coop), lambda rows: table(
+            ["key id", "coop", "role", "id", "public key"],
+            [(k["key_id"], k["coop_id"], k["role"], k["subject"], k["public_key"]) for k in rows]))
+    elif args.action == "remove":
+        removed = client.remove_key(args.key_id)
+        emit(args, {"key_id": args.key_id, "removed": removed}, lambda d: (
+            f"key {args.key_id} {'removed' if removed else 'was not registered'}"))
+        return EXIT_OK if removed else EXIT_ERROR
+    elif args.action == "whoami":
+        me = client.whoami()
+        emit(args, me, lambda d: "development mode: requests are not signed" if d["dev_mode"] else (
+            f"{d['principal']['role']} {d['principal']['subject']} of coop {d['principal']['coop_id']} "
+            f"(key {d['principal']['key_id']})"))
     return EXIT_OK
 
 

@@ -10,9 +10,13 @@ INTRO = """# `coopsched` command reference
 
 Generated from the parser by `python -m scheduler.cli_reference`; do not edit by hand.
 
-Every command takes `--json` (machine-readable output) and `--address HOST:PORT` (a Ray
-cluster other than the local one). Exit codes: 0 ok, 1 error, 2 bad input or usage,
-3 refused by policy. Errors go to stderr and say how to fix them.
+Every command takes `--json` (machine-readable output), `--address HOST:PORT` (a Ray
+cluster other than the local one) and `--key FILE` (the private key that signs its
+requests; default `$COOPSCHED_KEY`). Exit codes: 0 ok, 1 error, 2 bad input or usage,
+3 refused by policy, 4 refused by authorization (unsigned, unknown key, forged, expired,
+replayed or forbidden). Errors go to stderr and say how to fix them. Against a head in
+development mode every command prints `DEVELOPMENT MODE: requests are not signed; ...`
+on stderr.
 """
 
 
@@ -32,11 +36,12 @@ def _walk(parser: argparse.ArgumentParser, prefix: str, out: list[str]) -> None:
         command = f"{prefix} {name}".strip()
         if _subparsers(child) is None:
             usage = " ".join(child.format_usage().split())
-            for noise in ("usage: ", "[-h] ", "[--json] ", "[--address ADDRESS] ", " [--json]", " [--address ADDRESS]"):
+            for noise in ("usage: ", "[-h] ", "[--json] ", "[--address ADDRESS] ", "[--key KEY] ", " [--json]",
+                          " [--address ADDRESS]", " [--key KEY]"):
                 usage = usage.replace(noise, "")
             out += [f"### `{command}`", "", helps.get(name) or "", "", "```", usage, "```", ""]
             options = [a for a in child._actions if a.help not in (None, argparse.SUPPRESS) and a.dest != "help"
-                       and a.option_strings and a.dest not in ("json", "address")]
+                       and a.option_strings and a.dest not in ("json", "address", "key")]
             for a in options:
                 out.append(f"- `{', '.join(a.option_strings)}`: {a.help}")
             if options:

@@ -7,6 +7,13 @@
     job = client.submit(pow, 2, 10, coop="timebank:seattle", member="did:icn:alice")
     job.result()                                   # 1024
 
+Every call to the head goes through ``Client._call``, which signs it with the client's key
+(``Client(key="alice.key")``; see ``scheduler.identity``). A head in signed mode refuses an
+unsigned, forged or replayed call, or one the key may not make, with ``AccessRefused``
+(``code``: unsigned, unknown_key, forged, expired, replayed, forbidden). A head in
+development mode (no keys) answers everything, and the client prints
+``DEVELOPMENT MODE: ...`` on stderr.
+
 Input is validated here, before anything is sent: a bad argument raises
 ``InvalidRequest`` naming the field. A strict policy's refusal raises
 ``PolicyViolation`` carrying the ``Decision``; a permissive one's violation is a warning
@@ -16,6 +23,7 @@ on the handle (and a Python warning).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -23,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from ray import cloudpickle
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
 
 from executors.measure import TaskError
@@ -33,6 +43,8 @@ from policies.reasons import Decision
 from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import start_head
+from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused, AuthSettings
+from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
 from scheduler.jobs import JobStatus
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.tasks import TaskSpec
@@ -155,10 +167,17 @@ class JobHandle:
 
 
 class Client:
-    """A connection to a running Coopsched head."""
+    """A connection to a running Coopsched head; ``key`` (a PEM file path, PEM text or key) signs every call."""
 
-    def __init__(self, address: str | None = "auto", namespace: str = NAMESPACE, *, _connect: bool = True):
+    def __init__(self, address: str | None = "auto", namespace: str = NAMESPACE, *,
+                 key: str | Path | bytes | Ed25519PrivateKey | None = None, _connect: bool = True):
         self.namespace = namespace
+        try:
+            self._key = load_private_key(key) if key is not None else None
+        except ValueError as exc:
+            raise InvalidRequest("client", [FieldError("key", repr(str(key))[:60], str(exc), "alice.key")]) from None
+        self.public_key = public_key_b64(self._key) if self._key is not None else None
+        self.dev_mode: bool | None = None  # known after the first answer
         if _connect and not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         try:
@@ -168,12 +187,18 @@ class Client:
                                   "start one with `coopsched start` or Client.local()") from None
 
     @classmethod
-    def local(cls, num_cpus: int | None = None, namespace: str = NAMESPACE, store: str | None = None,
-              **head_config: Any) -> Client:
+    def local(cls, num_cpus: int | None = None, namespace: str = NAMESPACE, store: str | None = None, *,
+              key: str | Path | bytes | Ed25519PrivateKey | None = None, auth: str | None = None,
+              operator_key: str | None = None, auth_window_s: float | None = None, **head_config: Any) -> Client:
         """Join the running Ray cluster (or start a local one) and start the head and tracker if needed.
 
         ``store``: where state lives — ``sqlite:///PATH`` (default: a file in the user's data
-        directory), ``memory://`` (gone with the process) or ``redis://HOST:PORT/DB``."""
+        directory), ``memory://`` (gone with the process) or ``redis://HOST:PORT/DB``.
+
+        ``auth``: ``"dev"`` (the default without a key: nothing is verified, every output is labelled
+        DEVELOPMENT MODE) or ``"signed"`` (the default with ``key``: every request is verified).
+        A signed head's operator is ``operator_key`` (a base64 public key), by default ``key``'s own
+        public key: whoever starts the head operates it. Both only matter when a head is started."""
         if not ray.is_initialized():
             try:
                 ray.init(address="auto", namespace=namespace, log_to_driver=False)
@@ -181,9 +206,22 @@ class Client:
                 ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False, log_to_driver=False)
         store = store or default_store_url()
         start_tracker(namespace=namespace, store_url=store)
-        head = start_head(namespace=namespace, store_url=store, **head_config)
-        ray.get(head.ping.remote())
-        return cls(namespace=namespace, _connect=False)
+        client = cls(namespace=namespace, key=key, _connect=False) if _head_exists(namespace) else None
+        if client is None:
+            mode = auth or ("signed" if key is not None or operator_key is not None else "dev")
+            if mode == "signed" and operator_key is None and key is not None:
+                operator_key = public_key_b64(load_private_key(key))
+            settings = {"mode": mode, "operator_key": operator_key}
+            if auth_window_s is not None:
+                settings["window_s"] = auth_window_s
+            settings = parse(AuthSettings, settings, what="auth settings").model_dump()
+            start_head(namespace=namespace, store_url=store, auth=settings, **head_config)
+            client = cls(namespace=namespace, key=key, _connect=False)
+        try:
+            client._call("ping")
+        except AccessRefused:  # it answered: it is up (a client without a registered key can do nothing more)
+            pass
+        return client
 
     # ------------------------------------------------------------------ jobs
     def submit(self, fn: Callable, *args: Any, coop: str, member: str, resources: dict | None = None,
@@ -246,7 +284,10 @@ class Client:
         if task_id is not None:
             fields["task_id"] = task_id
         spec = parse(TaskSpec, fields, what="task")
-        return spec.model_dump(mode="json"), (fn, tuple(args), dict(kwargs)), data_refs
+        # The payload travels as the bytes this client pickled: the signature covers their SHA-256
+        # (scheduler.identity.args_digest), and the head stores and dispatches these very bytes, so what
+        # runs is what the member signed. Only the executor's task unpickles them.
+        return spec.model_dump(mode="json"), cloudpickle.dumps((fn, tuple(args), dict(kwargs))), data_refs
 
     def _handle(self, decision: Decision) -> JobHandle:
         if not decision.admitted:
@@ -358,11 +399,14 @@ class Client:
                           node_id: str | None = None, resources: dict | None = None, price_cpu_hour: float = 1.0,
                           price_gpu_hour: float = 10.0, labels: dict[str, str] | None = None,
                           open_to: Iterable[str] = (), rtt_ms: float = 10.0, heartbeat_interval_s: float = 2.0,
-                          nvml: Any = None) -> ExecutorSpec:
+                          nvml: Any = None, executor_key: str | Path | bytes | Ed25519PrivateKey | None = None
+                          ) -> ExecutorSpec:
         """Start the executor's worker on ``node_id`` (default: this process's node) and register it.
 
         Resources default to what Ray's raylet on that node offers; the region defaults to the
-        node's ``region`` label."""
+        node's ``region`` label. ``executor_key``: the key pair the worker signs its heartbeats and
+        usage reports with (a PEM file, text or key); a signing client makes a new one when none is
+        given, and registers its public half as this executor's key."""
         node_id = node_id or ray.get_runtime_context().get_node_id()
         node = next((n for n in ray.nodes() if n["NodeID"] == node_id and n.get("Alive")), None)
         if node is None:
@@ -380,13 +424,18 @@ class Client:
                                     "price_cpu_hour": price_cpu_hour, "price_gpu_hour": price_gpu_hour,
                                     "labels": labels or {}, "open_to": list(open_to), "rtt_ms": rtt_ms},
                      what="executor")
+        signing = load_private_key(executor_key) if executor_key is not None else (
+            generate_key() if self._key is not None else None)
+        public_key = None
         try:
-            ray.get_actor(worker_name(executor_id), namespace=self.namespace)
+            ray.get_actor(worker_name(executor_id), namespace=self.namespace)  # running: it keeps its key
         except ValueError:
+            public_key = public_key_b64(signing) if signing is not None else None
             start_worker(executor_id, node_id, name=worker_name(executor_id), namespace=self.namespace,
                          tracker_name=TRACKER_NAME, head_name=HEAD_NAME, detached=True,
-                         heartbeat_interval_s=heartbeat_interval_s, nvml=nvml)
-        return ExecutorSpec(**self._call("register_executor", spec.model_dump(mode="json")))
+                         heartbeat_interval_s=heartbeat_interval_s, nvml=nvml,
+                         signing_key=private_key_pem(signing) if signing is not None else None)
+        return ExecutorSpec(**self._call("register_executor", spec.model_dump(mode="json"), public_key=public_key))
 
     def executors(self) -> list[dict[str, Any]]:
         return self._call("executors")
@@ -400,20 +449,38 @@ class Client:
     def remove_executor(self, executor_id: str) -> list[str]:
         return self._call("remove_executor", executor_id)
 
+    # ------------------------------------------------------------------ keys
+    def add_key(self, public_key: str, *, coop: str | None, role: str, id: str) -> dict[str, Any]:
+        """Register ``public_key`` (base64) as ``role`` (member, admin, executor) ``id`` of ``coop``."""
+        return self._call("add_key", {"public_key": public_key, "role": role, "coop_id": coop, "subject": id})
+
+    def remove_key(self, key_id: str) -> bool:
+        return self._call("remove_key", key_id)
+
+    def list_keys(self, coop: str | None = None) -> list[dict[str, Any]]:
+        return self._call("list_keys", coop)
+
+    def whoami(self) -> dict[str, Any]:
+        """``{"dev_mode": bool, "principal": the registered key this client signs with, or None}``."""
+        return self._call("whoami")
+
     # ------------------------------------------------------------------ plumbing
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the head; while it restarts (Ray brings it back) retry for up to ``RESTART_WAIT_S``.
+        """Call the head, signed with this client's key; while it restarts (Ray brings it back) retry
+        for up to ``RESTART_WAIT_S``, each try signed afresh (a new nonce and time).
 
         Retrying is safe: submissions carry their task id (the head answers a resubmission
         with the first decision) and every other call is a read or idempotent."""
         deadline = time.monotonic() + RESTART_WAIT_S
         delay = 0.05
         while True:
+            signed = sign_request(self._key, method, args, kwargs, now=time.time()) if self._key else None
             try:
-                return ray.get(getattr(self.head, method).remote(*args, **kwargs))
+                answer = ray.get(getattr(self.head, method).remote(*args, _request={"signed": signed}, **kwargs))
+                return self._unwrap(answer)
             except RayTaskError as exc:
                 cause = exc.cause if hasattr(exc, "cause") else None
-                if isinstance(cause, (InvalidRequest, KeyError, ValueError)):
+                if isinstance(cause, (InvalidRequest, KeyError, ValueError, AccessRefused)):
                     raise cause from None
                 raise
             except ActorUnavailableError:
@@ -421,6 +488,23 @@ class Client:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _unwrap(self, answer: dict) -> Any:
+        self.dev_mode = bool(answer.get("dev_mode"))
+        if self.dev_mode and not getattr(self, "_labelled", False):
+            self._labelled = True
+            print(f"*** {DEV_MODE_LABEL} ***", file=sys.stderr, flush=True)
+        if "refused" in answer:
+            raise AccessRefused(answer["refused"]["code"], answer["refused"]["message"])
+        return answer["ok"]
+
+
+def _head_exists(namespace: str) -> bool:
+    try:
+        ray.get_actor(HEAD_NAME, namespace=namespace)
+        return True
+    except ValueError:
+        return False
 
 
 def shutdown(namespace: str = NAMESPACE) -> list[str]:

@@ -346,8 +346,9 @@ class SchedulerCore:
     def complete(self, report: UsageReport | dict) -> UsageRecord | None:
         """Settle a finished attempt with its measured usage. Idempotent by task id.
 
-        A report for an unknown task, or from an executor the task was not placed on,
-        is refused (``None``) and counted; nothing is charged.
+        A report for an unknown task, from an executor the task was not placed on, or
+        for an attempt other than the one running now, is refused (``None``) and counted;
+        nothing is charged.
         """
         report = parse(UsageReport, report, what="usage report")
         job = self._jobs.get(report.task_id)
@@ -356,6 +357,10 @@ class SchedulerCore:
             return None
         if job.placement.executor_id != report.executor_id:
             self.counters.refused_reports["not placed on this executor"] += 1
+            return None
+        if job.state is JobState.RUNNING and report.attempt != job.placement.attempt:
+            # an older attempt's report (e.g. replayed) must not settle the attempt running now
+            self.counters.refused_reports["not the current attempt"] += 1
             return None
         if job.state is not JobState.RUNNING:  # a resent report: it was settled once already
             return self.usage(job.task.coop_id, job.task.member) if job.state.finished else None

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from policies.loader import load_example
+from scheduler.head_auth import DEV_MODE_LABEL
 from scheduler.tables import table
 
 REGIONS = [("us-west", {}), ("eu-central", {"hipaa-compliant": "1.2"}), ("eu-central", {}), ("ap-south", {})]
@@ -53,7 +54,9 @@ def run(out=sys.stdout) -> int:
             cluster.add_node(num_cpus=2, labels={"region": region}, object_store_memory=80 * 1024 * 1024)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="coopsched", log_to_driver=False)
-        client = Client.local(store="memory://")
+        client = Client.local(store="memory://")  # development mode: the demo uses no keys
+        if client.dev_mode:
+            say(f"*** {DEV_MODE_LABEL} ***")
         nodes = sorted((n for n in ray.nodes() if n["Alive"]), key=lambda n: n["NodeManagerPort"])
         return _scenario(client, nodes, say, started, PolicyViolation)
     finally:
@@ -150,6 +153,8 @@ def _scenario(client, nodes, say, started, PolicyViolation) -> int:
     say(table(["coop", "member", "tasks", "cpu used", "credits", "cpu-h quota"], rows))
     ok = all(h.status().state.value == "succeeded" for _, _, h in handles) and len(refused) == 3
     say(f"\ndemo {'finished' if ok else 'FINISHED WITH SURPRISES'} in {time.monotonic() - started:.1f} s")
+    if client.dev_mode:
+        say(f"*** {DEV_MODE_LABEL} ***")
     return 0 if ok else 1
 
 

@@ -23,11 +23,13 @@ from ray.exceptions import (ActorDiedError, ActorUnavailableError, ActorUnschedu
                             RayError)
 
 from policies.reasons import Decision, unavailable
-from policies.validation import InvalidRequest, parse
+from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.core import SchedulerCore
-from scheduler.executor_spec import ExecutorOffer, ExecutorStatus
+from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
+from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, RequestGate, guarded
+from scheduler.identity import Principal, Role
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
@@ -52,10 +54,10 @@ the GIL with every other call, and a ``ping`` waited 40 ms to be let in (25x idl
 in flight, ~2x). Admission throughput is the same: the work is one core either way."""
 
 
-class Head(CoopAdministration):
+class Head(CoopAdministration, KeyAdministration):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
-                 heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
-                 metrics_port: int | None = None) -> None:
+                       heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
+                       metrics_port: int | None = None, auth: dict | None = None) -> None:
         self._loop = asyncio.get_running_loop()  # the default group's loop: all state changes happen on it
         self.namespace = namespace
         self.tracker_name = tracker_name
@@ -74,6 +76,12 @@ class Head(CoopAdministration):
         self.started_at = time.time()
         self.recovered = self._recover()
         self.metrics = SchedulerMetrics(self.core)  # metrics_port None: histograms kept, nothing served
+        self.gate = RequestGate(parse(AuthSettings, auth or {}, what="auth settings"), self.store,
+                                on_refused=self.metrics.refused)
+        self.facts = HeadFacts(self)
+        if self.gate.dev_mode:
+            log.warning("DEVELOPMENT MODE: requests are not signed; anyone who can reach this cluster can act "
+                        "as any member")
         if metrics_port is not None:  # 0: any free port; metrics_address() says which
             self.metrics.serve(metrics_port, advertise_host=ray.util.get_node_ip_address())
             log.info("serving Prometheus metrics at http://%s/metrics", self.metrics.address)
@@ -95,7 +103,7 @@ class Head(CoopAdministration):
         for record in self.store.unfinished_jobs():
             data = self.store.get_payload(record["task_id"])
             state = self.core.restore_job(record)
-            payload = cloudpickle.loads(data) if data else (_noop, (), {})
+            payload = data if data else (_noop, (), {})  # the pickled bytes: the worker's task unpickles them
             self._payloads[record["task_id"]] = ray.put(payload) if data and len(data) > INLINE_PAYLOAD_BYTES \
                 else payload
             if state is JobState.RUNNING:
@@ -119,29 +127,37 @@ class Head(CoopAdministration):
         self.store.log_change(coop_id, kind, actor, time.time(), detail)
 
     # ------------------------------------------------------------------ submission
-    # Submissions arrive in their own concurrency group (at most SUBMISSION_SLOTS at once) and
-    # are admitted on the default group's loop, where every other change to the state happens.
+    # Submissions arrive in their own concurrency group (at most SUBMISSION_SLOTS at once; the
+    # request is verified there) and are admitted on the default group's loop, where every other
+    # change to the state happens.
     @ray.method(concurrency_group="submissions")
-    async def submit(self, task: dict, payload: tuple | None = None, data_refs: list | None = None) -> dict:
-        """Admit one task (``InvalidRequest`` for bad input). Returns the Decision as JSON."""
+    @guarded
+    async def submit(self, task: dict, payload: bytes | tuple | None = None, data_refs: list | None = None) -> dict:
+        """Admit one task (``InvalidRequest`` for bad input). Returns the Decision as JSON.
+
+        ``payload`` is ``cloudpickle.dumps((fn, args, kwargs))`` as the client made it: the client signs
+        the request with these bytes in it (by their SHA-256), so the head stores and dispatches exactly
+        the bytes the member signed, and never unpickles member code itself (the worker's task does).
+        A ``(fn, args, kwargs)`` tuple is still accepted from callers that hold a Ray handle (dev mode)."""
         return await self._on_main_loop(self._submit(task, payload, data_refs))
 
     @ray.method(concurrency_group="submissions")
-    async def submit_many(self, items: list[tuple[dict, tuple | None, list | None]]) -> list[dict]:
+    @guarded
+    async def submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
         """Admit a batch in one call; a bad item answers with its error, the others go on."""
         return await self._on_main_loop(self._submit_many(items))
 
     async def _on_main_loop(self, work: Awaitable[T]) -> T:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
 
-    async def _submit(self, task: dict, payload: tuple | None = None, data_refs: list | None = None) -> dict:
+    async def _submit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         self._ensure_watchdog()
         decision = self._admit(task, payload, data_refs)
         self._schedule()
         self._persist()
         return decision
 
-    async def _submit_many(self, items: list[tuple[dict, tuple | None, list | None]]) -> list[dict]:
+    async def _submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
         self._ensure_watchdog()
         out: list[dict] = []
         for task, payload, data_refs in items:
@@ -153,7 +169,7 @@ class Head(CoopAdministration):
         self._persist()
         return out
 
-    def _admit(self, task: dict, payload: tuple | None, data_refs: list | None) -> dict:
+    def _admit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         task = parse(TaskSpec, task, what="task")  # before anything reads it
         if data_refs:
             keys = self.locator.remember(list(data_refs))
@@ -172,7 +188,7 @@ class Head(CoopAdministration):
                 "nothing was admitted or charged; retry in a few seconds"),)).model_dump(mode="json")
         if decision.admitted and decision.task_id not in self._payloads:
             payload = payload if payload is not None else (_noop, (), {})
-            data = cloudpickle.dumps(payload)
+            data = bytes(payload) if isinstance(payload, (bytes, bytearray)) else cloudpickle.dumps(payload)
             self.store.put_payload(decision.task_id, data)
             # small payloads travel inside the dispatch call; large ones once, through the object store
             self._payloads[decision.task_id] = ray.put(payload) if len(data) > INLINE_PAYLOAD_BYTES else payload
@@ -241,8 +257,16 @@ class Head(CoopAdministration):
 
     # ------------------------------------------------------------------ reports and heartbeats
     async def on_report(self, report: dict) -> bool:
-        """A usage report from the tracker; settles the ledger once and frees the executor."""
+        """A usage report from the tracker; settles the ledger once and frees the executor.
+
+        In signed mode the report carries its executor's signature (``report["signed"]``, see
+        ``scheduler.head_auth``); a report not signed by the executor it names is refused, counted and
+        charges nobody."""
         self._ensure_watchdog()
+        report = dict(report) if isinstance(report, dict) else report
+        signed = report.pop("signed", None) if isinstance(report, dict) else None
+        if self.gate.check_report(report, signed, self.facts) is not None:
+            return False
         record = self.core.complete(report)
         task_id = report.get("task_id", "")
         if record is not None:
@@ -285,6 +309,7 @@ class Head(CoopAdministration):
 
         asyncio.get_running_loop().run_in_executor(None, write)
 
+    @guarded
     async def heartbeat(self, offer: dict) -> bool:
         self._ensure_watchdog()  # after a restart, the first heartbeat starts the watchdog again
         parsed = parse(ExecutorOffer, offer, what="executor offer")
@@ -295,6 +320,7 @@ class Head(CoopAdministration):
         return True
 
     # ------------------------------------------------------------------ results
+    @guarded
     async def wait_result(self, task_id: str, timeout_s: float = 30.0) -> dict:
         """Wait until the task's current attempt has a result reference or the job has finished."""
         self._ensure_watchdog()
@@ -337,6 +363,7 @@ class Head(CoopAdministration):
             event.set()
 
     # ------------------------------------------------------------------ control
+    @guarded
     async def cancel(self, task_id: str) -> str | None:
         state = self.core.cancel(task_id)
         if state is JobState.RUNNING and task_id in self._dispatched:
@@ -355,9 +382,26 @@ class Head(CoopAdministration):
             except RayActorError:
                 self._lost(job.executor_id, f"worker of {job.executor_id} died")
 
-    async def register_executor(self, spec: dict, actor: str = "admin") -> dict:
+    @guarded
+    async def register_executor(self, spec: dict, actor: str = "admin", public_key: str | None = None) -> dict:
+        """Register (or update) an executor. ``public_key``: the base64 key its worker signs heartbeats and
+        usage reports with, registered as that executor's key; signed mode needs one (now or earlier)."""
         self._ensure_watchdog()
+        executor_key = None
+        if public_key is not None or not self.gate.dev_mode:
+            checked = parse(ExecutorSpec, spec, what="executor")  # bad input fails before anything changes
+            executor_id, coop_id = checked.executor_id, checked.coop_id
+            known = any(p.role is Role.EXECUTOR and p.subject == executor_id for p in self.gate.verifier.principals())
+            if public_key is None and not known:
+                raise InvalidRequest("executor", [FieldError(
+                    "public_key", "null", "the executor's base64 Ed25519 public key (this head verifies every "
+                    "heartbeat and usage report)", "the NAME.pub written by `coopsched keys new`")])
+            if public_key is not None:
+                executor_key = parse(Principal, {"public_key": public_key, "role": "executor", "coop_id": coop_id,
+                                                 "subject": executor_id}, what="executor key")
         parsed = self.core.register_executor(spec)
+        if executor_key is not None:
+            self._add_key(executor_key, actor)
         self._workers.pop(parsed.executor_id, None)
         self.store.put_executor(parsed.model_dump(mode="json"), ExecutorStatus.ACTIVE.value)
         self._log(parsed.coop_id, "executor.join", actor, {"executor_id": parsed.executor_id,
@@ -366,6 +410,7 @@ class Head(CoopAdministration):
         self._persist()
         return parsed.model_dump(mode="json")
 
+    @guarded
     async def drain(self, executor_id: str, actor: str = "admin") -> bool:
         self.core.drain(executor_id)
         spec = self.core.table.spec(executor_id)
@@ -373,6 +418,7 @@ class Head(CoopAdministration):
         self._log(spec.coop_id, "executor.drain", actor, {"executor_id": executor_id})
         return True
 
+    @guarded
     async def set_trust(self, executor_id: str, trust: float, actor: str = "admin") -> dict:
         spec = self.core.table.spec(executor_id).model_copy(update={"trust": trust})
         spec = self.core.register_executor(spec.model_dump(mode="json"))
@@ -380,11 +426,13 @@ class Head(CoopAdministration):
         self._log(spec.coop_id, "executor.trust", actor, {"executor_id": executor_id, "trust": trust})
         return spec.model_dump(mode="json")
 
+    @guarded
     async def remove_executor(self, executor_id: str, actor: str = "admin") -> list[str]:
         coop = self.core.table.spec(executor_id).coop_id if executor_id in self.core.table else "?"
         lost = self.core.remove_executor(executor_id)
         self.store.remove_executor(executor_id)
         self._log(coop, "executor.remove", actor, {"executor_id": executor_id, "requeued": lost})
+        self._remove_executor_keys(executor_id, actor)
         worker = self._workers.pop(executor_id, None) or self._worker(executor_id)
         self._workers.pop(executor_id, None)
         if worker is not None:
@@ -393,11 +441,13 @@ class Head(CoopAdministration):
         self._persist()
         return lost
 
+    @guarded
     async def executors(self) -> list[dict]:
         return [{**spec.model_dump(mode="json"), "status": status.value, "running": running}
                 for spec, status, running in self.core.executors()]
 
     @ray.method(concurrency_group="reads")
+    @guarded
     async def status(self, task_id: str) -> dict | None:
         job = self.core.job(task_id, explain=False)
         if job is not None:
@@ -405,22 +455,27 @@ class Head(CoopAdministration):
         record = self.store.get_job(task_id)  # finished before this head (re)started
         return record["status"] if record else None
 
+    @guarded
     async def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
                    limit: int | None = None) -> list[dict]:
         return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)]
 
+    @guarded
     async def explain(self, task_id: str) -> dict | None:
         return self.core.explain(task_id)
 
     @ray.method(concurrency_group="reads")
+    @guarded
     async def usage(self, coop_id: str, member: str) -> dict:
         return self.core.usage(coop_id, member).model_dump(mode="json")
 
+    @guarded
     async def metrics_address(self) -> str | None:
         """``host:port`` serving Prometheus text at ``/metrics``; None when started without a metrics port."""
         return self.metrics.address
 
     @ray.method(concurrency_group="reads")
+    @guarded
     async def ping(self) -> dict:
         return {"executors": len(self.core.table), "queued": len(self.core.queue), "started_at": self.started_at,
                 "store": self.store_url.split("@")[-1], "recovered": self.recovered}

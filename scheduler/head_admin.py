@@ -2,7 +2,8 @@
 samples, plug-in management, shadow evaluation and the change log.
 
 A mixin of ``scheduler.head.Head`` (the Ray actor): these methods use its core, store and
-change log, and every change they make is entered in the change log.
+change log, and every change they make is entered in the change log. Each is ``@guarded``
+(``scheduler.head_auth``): verified and authorized before it runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from policies.model import CoopPolicy
 from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler import admin
 from scheduler.executor_spec import ExecutorStatus
+from scheduler.head_auth import guarded
 from scheduler.ledger import Cost, period_of
 from scheduler.shadow import shadow_evaluate
 from scheduler.tasks import TaskSpec
@@ -25,19 +27,27 @@ class CoopAdministration:
     """Policies, quotas, audit, plug-ins: what a coop admin does through the head."""
 
     # ------------------------------------------------------------------ policies
+    @guarded
     async def set_policy(self, policy: dict, author: str = "admin", note: str = "") -> dict:
+        return self._set_policy(policy, author, note)
+
+    def _set_policy(self, policy: dict, author: str, note: str = "") -> dict:
+        """Set a policy for a caller already verified (``set_policy``, a rollback, a quota action)."""
         parsed = self.core.set_policy(policy)
         version = self.store.put_policy(parsed.coop_id, parsed.model_dump(mode="json"), author, time.time(), note)
         self._log(parsed.coop_id, "policy.set", author, {"version": version.version, "note": note})
         return parsed.model_dump(mode="json")
 
+    @guarded
     async def get_policy(self, coop_id: str) -> dict | None:
         policy = self.core.policy(coop_id)
         return policy.model_dump(mode="json") if policy else None
 
+    @guarded
     async def list_policies(self) -> list[dict]:
         return [p.model_dump(mode="json") for p in self.core.policies()]
 
+    @guarded
     async def remove_policy(self, coop_id: str, author: str = "admin") -> bool:
         removed = self.core.remove_policy(coop_id) is not None
         if removed:
@@ -45,16 +55,19 @@ class CoopAdministration:
             self._log(coop_id, "policy.remove", author, {})
         return removed
 
+    @guarded
     async def policy_history(self, coop_id: str) -> list[dict]:
         return [v.model_dump(mode="json") for v in self.store.policy_history(coop_id)]
 
+    @guarded
     async def rollback_policy(self, coop_id: str, version: int, author: str = "admin") -> dict:
         old = self.store.policy_version(coop_id, version)
         if old is None or old.policy is None:
             raise KeyError(f"coop {coop_id} has no policy version {version} to roll back to; "
                            f"see `coopsched policy history {coop_id}`")
-        return await self.set_policy(old.policy, author, note=f"rollback to version {version}")
+        return self._set_policy(old.policy, author, note=f"rollback to version {version}")
 
+    @guarded
     async def diff_policy(self, coop_id: str, policy: dict | None = None, a: int | None = None,
                           b: int | None = None) -> list[dict]:
         """Changes from version ``a`` (default: the active one) to ``policy`` or version ``b``."""
@@ -66,6 +79,7 @@ class CoopAdministration:
             new = parse(CoopPolicy, policy, what="policy").model_dump(mode="json") if policy is not None else None
         return admin.diff(base.policy if base else None, new)
 
+    @guarded
     async def shadow_policy(self, policy: dict, last_n: int = 100) -> list[dict]:
         """What ``policy`` would have decided for its coop's last ``last_n`` jobs (nothing changes)."""
         proposed = parse(CoopPolicy, policy, what="policy")
@@ -77,6 +91,7 @@ class CoopAdministration:
         outcomes = shadow_evaluate(self.core.policy(proposed.coop_id), proposed, executors, tasks, usage)
         return [o.as_dict() for o in outcomes]
 
+    @guarded
     async def plugin_management(self, coop_id: str, rule_name: str, action: str, data: dict | None = None) -> dict:
         """A plug-in rule's management action (seed 000's ``management(action, data)``), off the event loop."""
         policy = self.core.policy(admin.check_coop(coop_id, what="plug-in management"))
@@ -89,15 +104,18 @@ class CoopAdministration:
                                                            "status": answer.get("status")})
         return answer
 
+    @guarded
     async def members(self, coop_id: str) -> list[dict]:
         """This month's usage of every member who submitted to ``coop_id``."""
         members = sorted({j["member"] for j in self.store.jobs(coop_id=coop_id)})
         return [self.core.usage(coop_id, m).model_dump(mode="json") for m in members]
 
+    @guarded
     async def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
         return self.store.changes(coop_id, limit)
 
     # ------------------------------------------------------------------ quota management
+    @guarded
     async def quota(self, action: str, coop_id: str, member: str | None = None, author: str = "admin",
                     **values: Any) -> dict:
         """The seed's quota actions; each is entered in the change log. Returns the member's usage
@@ -117,7 +135,7 @@ class CoopAdministration:
             return {"cleared": sorted(members)}
         if action == "update_default_limit":
             new = admin.with_default_limits(policy, values)
-            await self.set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
+            self._set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
             self._log(coop_id, "quota.update_default_limit", author, dict(values))
             return new.model_dump(mode="json")
         member = admin.check_member(member)
@@ -127,16 +145,17 @@ class CoopAdministration:
             used = Cost.of(*admin.used_amounts(values))
             self.store.set_usage(coop_id, member, period_of(now), used)
         elif action == "update_limit":
-            await self.set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),
+            self._set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),
                                   author, note=f"update_limit {member}")
         elif action in ("add_whitelist", "remove_whitelist"):
-            await self.set_policy(admin.with_whitelist(policy, member, action == "add_whitelist")
+            self._set_policy(admin.with_whitelist(policy, member, action == "add_whitelist")
                                   .model_dump(mode="json"), author, note=f"{action} {member}")
         if action != "get_quota":
             self._log(coop_id, f"quota.{action}", author, {"member": member, **values})
         return self.core.usage(coop_id, member).model_dump(mode="json")
 
     # ------------------------------------------------------------------ audit
+    @guarded
     async def audit(self, action: str, session_id: str | None = None, seq_no: int | None = None,
                     **filters: Any) -> Any:
         if action == "get":

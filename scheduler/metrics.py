@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,6 +37,7 @@ SECONDS_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 COMPLETED_OUTCOMES = ("succeeded", "failed", "timeout", "cancelled")  # scheduler.usage.Outcome values
 FAILED_OUTCOMES = ("failed", "timeout", "lost")
 _READ_ATTEMPTS = 5
+REFUSAL_REASONS = ("unsigned", "unknown_key", "forged", "expired", "replayed", "forbidden")  # identity.RefusalCode
 
 T = TypeVar("T")
 
@@ -152,8 +153,17 @@ class SchedulerMetrics:
             PREFIX + "placement_seconds", "Time to place one task: a scheduling round's duration "
             "(SchedulerCore.schedule) shared among the tasks it placed.", registry=self.registry,
             buckets=SECONDS_BUCKETS)
+        self.requests_refused = Counter(
+            PREFIX + "requests_refused", "Requests the head refused before doing anything, by reason: unsigned, "
+            "unknown_key, forged, expired, replayed, forbidden (nothing was changed or charged).", ["reason"],
+            registry=self.registry)
+        for reason in REFUSAL_REASONS:  # every series exists from the first scrape
+            self.requests_refused.labels(reason=reason)
         self._server: Any = None
         self.address: str | None = None
+
+    def refused(self, reason: str) -> None:
+        self.requests_refused.labels(reason=reason).inc()
 
     def placed(self, placements: int, seconds: float) -> None:
         """A scheduling round took ``seconds`` and placed ``placements`` tasks (rounds placing none are not

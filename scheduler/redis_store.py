@@ -20,6 +20,7 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
     policy:counter:<coop>           str   last version number (INCR)
     policy:active                   hash  coop -> active version
     executors                       hash  executor_id -> {spec, status}
+    keys                            hash  key_id -> registered principal (JSON)
     job:<task>                      str   job record (JSON)
     payload:<task>                  str   pickled payload (raw bytes)
     jobs:submitted                  zset  task -> submitted_at
@@ -319,6 +320,17 @@ class RedisStore:
         """Every executor's spec and status, by executor id."""
         rows = sorted((_s(i), json.loads(b)) for i, b in self._r.hgetall(self._k("executors")).items())
         return [(row["spec"], row["status"]) for _, row in rows]
+
+    # ------------------------------------------------------------------ key registry
+    def put_key(self, key_id: str, principal: dict) -> None:
+        self._r.hset(self._k("keys"), key_id, json.dumps(principal))
+
+    def remove_key(self, key_id: str) -> bool:
+        return self._r.hdel(self._k("keys"), key_id) == 1
+
+    def keys(self) -> list[dict]:
+        """Every registered principal, by key id."""
+        return [json.loads(b) for _, b in sorted((_s(i), b) for i, b in self._r.hgetall(self._k("keys")).items())]
 
     # ------------------------------------------------------------------ usage ledger
     def _usage_key(self, coop_id: str, member: str, period: str) -> str:

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS audit (
     session_id TEXT NOT NULL, seq_no INTEGER NOT NULL, timestamp REAL NOT NULL, coop_id TEXT NOT NULL,
     member TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (session_id, seq_no));
 CREATE INDEX IF NOT EXISTS audit_by_timestamp ON audit (timestamp);
+CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, principal TEXT NOT NULL);
 """
 
 _ADD_USAGE = """
@@ -270,6 +271,18 @@ class SqliteStore:
     def executors(self) -> list[tuple[dict, str]]:
         return [(json.loads(spec), status)
                 for spec, status in self._all("SELECT spec, status FROM executors ORDER BY executor_id")]
+
+    # ----------------------------------------------------------------------- key registry
+    def put_key(self, key_id: str, principal: dict) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?)", (key_id, _dumps(principal)))
+
+    def remove_key(self, key_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,)).rowcount > 0
+
+    def keys(self) -> list[dict]:
+        return [json.loads(p) for (p,) in self._all("SELECT principal FROM keys ORDER BY key_id")]
 
     # ----------------------------------------------------------------------- usage ledger
     def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,

@@ -100,7 +100,12 @@ class StateStore(Protocol):
     def unforwarded_reports(self) -> list[dict]: ...
     def mark_forwarded(self, task_id: str, attempt: int) -> None: ...
 
-    # -- change log (policies, quotas, executors): append-only
+    # -- the key registry (scheduler.identity.Principal as JSON, by key id): who may sign requests
+    def put_key(self, key_id: str, principal: dict) -> None: ...
+    def remove_key(self, key_id: str) -> bool: ...                              # False if unknown
+    def keys(self) -> list[dict]: ...                                           # sorted by key id
+
+    # -- change log (policies, quotas, executors, keys): append-only
     def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int: ...
     def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]: ...  # newest first
 

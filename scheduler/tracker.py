@@ -2,7 +2,9 @@
 
 A worker sends each finished attempt's ``UsageReport`` here and resends until it gets
 "yes". The tracker stores the report (idempotent by task id and attempt: a resend is
-answered "yes" again and stored once), then forwards it to the head, which settles the
+answered "yes" again and stored once; a *different* report for a stored attempt — say a
+forged one that arrived first — is passed to the head, which verifies the executor's
+signature, instead of being dropped as a duplicate), then forwards it to the head, which settles the
 ledger in the state store (the accounts of record) and frees the executor. While the
 head is unreachable (restarting), reports wait in the store and are forwarded when it
 is back; a restarted tracker finds the ones it had not forwarded yet in its store.
@@ -36,8 +38,11 @@ class Tracker:
         self._head = None
         self._loop_task: asyncio.Task | None = None
 
-    async def report(self, report: dict) -> bool:
-        """Accept one report. True means "stored"; resending the same one is harmless."""
+    async def report(self, report: dict, signed: dict | None = None) -> bool:
+        """Accept one report. True means "stored"; resending the same one is harmless.
+
+        ``signed``: the executor's signature of the report (``scheduler.identity.sign_request``), kept
+        beside it in the store and forwarded with it; the head verifies it (signed mode)."""
         self._ensure_loop()
         try:
             r = parse(UsageReport, report, what="usage report")
@@ -45,10 +50,26 @@ class Tracker:
             log.warning("refused a malformed usage report: %s", exc)
             raise
         data = r.model_dump(mode="json")
+        if signed is not None:
+            data["signed"] = signed
         key = (r.task_id, r.attempt)
         if self.store.put_report(data):
             self._unforwarded[key] = data
             await self._forward(key)
+            return True
+        stored = next((s for s in self.store.reports(r.task_id) if s.get("attempt", 1) == r.attempt), None)
+        if stored is None or stored == data:
+            return True  # a resend of what is stored
+        # A different report for the same attempt: e.g. a forged one (from another executor, or unsigned)
+        # reached the inbox first. It is not stored over the first; the head, which verifies signatures and
+        # knows where the attempt runs, decides. "Yes" only once the head has it, so the worker resends.
+        try:
+            head = self._head or ray.get_actor(self.head_name, namespace=self.namespace)
+            await head.on_report.remote(data)
+        except Exception as exc:  # noqa: BLE001  # the head is restarting: the worker will resend
+            self._head = None
+            log.info("head unreachable (%s) for a second report of %s attempt %d", type(exc).__name__, *key)
+            return False
         return True
 
     def pending(self) -> int:

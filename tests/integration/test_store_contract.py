@@ -72,6 +72,22 @@ def test_executors_round_trip(store):
     assert [s["executor_id"] for s, _ in store.executors()] == ["b"]
 
 
+# --------------------------------------------------------------------------- key registry
+def test_keys_round_trip_and_survive_a_reopen(store_url):
+    store = open_store(store_url)
+    store.put_key("k_b", {"public_key": "B", "role": "member", "coop_id": "c", "subject": "bob"})
+    store.put_key("k_a", {"public_key": "A", "role": "admin", "coop_id": "c", "subject": "ann"})
+    store.put_key("k_b", {"public_key": "B", "role": "member", "coop_id": "c", "subject": "bobby"})
+    again = open_store(store_url)  # a restarted head sees the same registry
+    try:
+        assert [k["subject"] for k in again.keys()] == ["ann", "bobby"]
+        assert again.remove_key("k_a") and not again.remove_key("k_a")
+        assert [k["subject"] for k in store.keys()] == ["bobby"]
+    finally:
+        again.close()
+        store.close()
+
+
 # --------------------------------------------------------------------------- ledger
 def test_reserve_settle_release_idempotent(store):
     cost, measured = Cost(3_000_000, 0, 2_000_000), Cost(1_500_000, 0, 1_000_000)

@@ -56,3 +56,29 @@ def test_cli_reference_doc_is_current():
     from scheduler.cli_reference import render
     doc = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     assert doc.read_text() == render(), "run: python -m scheduler.cli_reference > docs/cli.md"
+
+
+def test_keys_new_writes_a_private_key_0600_and_prints_the_public_key(tmp_path, capsys):
+    import stat
+
+    from scheduler.identity import load_private_key, public_key_b64
+    assert main(["keys", "new", "--out", str(tmp_path), "--name", "alice"]) == 0
+    printed = capsys.readouterr().out.splitlines()[0]
+    assert stat.S_IMODE((tmp_path / "alice.key").stat().st_mode) == 0o600
+    assert public_key_b64(load_private_key(tmp_path / "alice.key")) == printed == \
+        (tmp_path / "alice.pub").read_text().strip()
+    assert main(["keys", "new", "--out", str(tmp_path), "--name", "alice"]) == 2  # never overwrites a key
+    assert "never overwritten" in capsys.readouterr().err
+    assert main(["keys", "new", "--out", str(tmp_path), "--name", "bob", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key_id"].startswith("k_")
+
+
+@pytest.mark.parametrize("argv", [["start"], ["start", "--dev", "--operator-key", "x"]], ids=["neither", "both"])
+def test_start_needs_exactly_one_of_operator_key_or_dev(argv, capsys):
+    assert main(argv) == 2
+    assert "--operator-key FILE_OR_PUBKEY" in capsys.readouterr().err
+
+
+def test_start_refuses_an_operator_key_that_is_not_one(capsys):
+    assert main(["start", "--operator-key", "not-a-key"]) == 2
+    assert "--operator-key" in capsys.readouterr().err

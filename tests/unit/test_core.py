@@ -131,6 +131,20 @@ def test_complete_is_idempotent_and_refuses_strangers():
     assert sim.core.counters.refused_reports["unknown task"] == 1
 
 
+def test_a_report_of_an_older_attempt_does_not_settle_the_one_running_now():
+    sim = make_sim(make_policy(), [make_executor("only", cpus=4)])
+    d = sim.submit(make_task(cpus=1, max_retries=2))
+    sim.step()
+    first = report_for(sim.core, d.task_id, 60)
+    assert sim.core.requeue(d.task_id, "only", "worker restarted") is JobState.QUEUED
+    sim.step()  # attempt 2, on the same executor
+    assert sim.core.job(d.task_id).attempts == 2
+    assert sim.core.complete(first) is None  # attempt 1's report (e.g. replayed) is refused
+    assert sim.core.counters.refused_reports["not the current attempt"] == 1
+    assert sim.core.job(d.task_id).state is JobState.RUNNING
+    assert sim.core.complete(first.model_copy(update={"attempt": 2})).tasks_completed == 1
+
+
 def test_credits_are_charged_at_the_executor_price():
     sim = make_sim(make_policy(credits_per_month=100), [make_executor("e", price_cpu_hour=3.0)])
     d = sim.submit(make_task(cpus=2, runtime=3600), duration_s=1800)

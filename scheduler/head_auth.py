@@ -1,0 +1,284 @@
+"""The head's request gate: every call is verified (signed mode) or labelled (development mode).
+
+``@guarded`` wraps each public method of the head actor. A call carries its envelope in
+the keyword argument ``_request={"signed": <scheduler.identity.sign_request(...)>}``; the
+gate then
+
+1. verifies the signature, the time window and the nonce (``scheduler.identity``),
+2. binds the arguments to the method's signature and asks ``scheduler.authorization``
+   whether this principal may make this call, closing open listing scopes to it,
+3. enters the principal (``role:subject``) as the author of what it changes,
+
+and answers ``{"ok": value, "dev_mode": bool}`` or ``{"refused": {"code", "message"},
+"dev_mode": bool}``. A refusal changes nothing and is counted
+(``coopsched_requests_refused_total{reason}``). A call without ``_request`` (a Ray
+handle used directly) gets the bare value in development mode and ``AccessRefused``
+(``unsigned``) in signed mode. Inside the head, a guarded method never calls another
+guarded one (a rollback sets its policy through ``_set_policy``), so each request is
+checked exactly once.
+
+In development mode (``auth="dev"``) nothing is verified and every answer carries
+``dev_mode: true``; the client and the CLI print ``DEV_MODE_LABEL`` on every output.
+
+Usage reports are the one exception to the envelope: the worker signs each report
+itself and the tracker keeps the signature beside it (``report["signed"]``) while the
+report waits in its inbox; ``RequestGate.check_report`` verifies it without the time
+window and nonce, because a report may wait for a restarting head longer than the window
+and a resent report is harmless (settlement is idempotent by task id and attempt, and the
+core refuses a report for any attempt but the one running on that executor).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.validation import FieldError, InvalidRequest, parse
+from scheduler.authorization import authorize, narrow, visible
+from scheduler.identity import (DEFAULT_WINDOW_S, Principal, Refusal, RefusalCode, RequestVerifier, Role,
+                                public_key_from_b64)
+
+log = logging.getLogger("coopsched.auth")
+
+KEY_RELOAD_INTERVAL_S = 1.0
+DEV_MODE_LABEL = ("DEVELOPMENT MODE: requests are not signed; anyone who can reach this cluster can act as "
+                  "any member")
+
+_CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("coopsched_caller", default=None)
+
+
+class AccessRefused(PermissionError):
+    """The head refused the request before doing anything: ``code`` (a ``RefusalCode`` value) and how to fix it."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        self.message = message
+        super().__init__(f"refused ({code}): {message}")
+
+    def __reduce__(self):  # survive pickling across Ray boundaries
+        return (AccessRefused, (self.code, self.message))
+
+
+class AuthSettings(BaseModel):
+    """How the head decides who is asking."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"mode": "signed", "operator_key": "x5mT3m0K6lZk0l8nY2b1cN3v9a3s1Q0l2m4n6p8r0t4=", "window_s": 60}]})
+
+    mode: Literal["dev", "signed"] = Field(default="dev", examples=["signed"])
+    operator_key: str | None = Field(default=None, description="the operator's base64 public key (signed mode)",
+                                     examples=["x5mT3m0K6lZk0l8nY2b1cN3v9a3s1Q0l2m4n6p8r0t4="])
+    window_s: float = Field(default=DEFAULT_WINDOW_S, gt=0, le=3600, allow_inf_nan=False, examples=[60])
+
+    @field_validator("operator_key")
+    @classmethod
+    def _valid_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            public_key_from_b64(value)
+            return value.strip()
+        return value
+
+    @model_validator(mode="after")
+    def _signed_needs_operator(self) -> AuthSettings:
+        if self.mode == "signed" and self.operator_key is None:
+            raise ValueError("signed mode needs the operator's public key (operator_key, or "
+                             "`coopsched start --operator-key FILE_OR_PUBKEY`); or choose mode 'dev'")
+        return self
+
+
+class RequestGate:
+    """The verifier (operator key + the store's key registry), the refusal counter and the answer format."""
+
+    def __init__(self, settings: AuthSettings, store: Any, on_refused: Callable[[str], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.dev_mode = settings.mode == "dev"
+        self.store = store
+        self.on_refused = on_refused
+        self._lock = threading.Lock()  # the reads concurrency group verifies on other threads
+        self.verifier = RequestVerifier(clock=clock, window_s=settings.window_s, not_before=clock())
+        if settings.operator_key:
+            self.operator = Principal(public_key=settings.operator_key, role=Role.OPERATOR, subject="operator")
+            self.verifier.add(self.operator)
+        self._clock = clock
+        self._loaded_at = float("-inf")
+        self._load_keys()
+
+    def _load_keys(self) -> None:
+        """Add the store's registered keys (another head replica on the same store may have added some)."""
+        self._loaded_at = self._clock()
+        for record in self.store.keys():
+            try:
+                principal = Principal.model_validate(record)
+            except ValueError as exc:
+                log.error("registered key %s not loaded: %s", str(record.get("public_key", "?"))[:12], exc)
+                continue
+            if self.verifier.get(principal.key_id) != principal:
+                self.verifier.add(principal)
+
+    def _verify(self, method: str, args: tuple, kwargs: dict, envelope: Any, **options: Any) -> Principal | Refusal:
+        with self._lock:
+            answer = self.verifier.verify(method, args, kwargs, envelope, **options)
+            if isinstance(answer, Refusal) and answer.code is RefusalCode.UNKNOWN_KEY \
+                    and self._clock() - self._loaded_at > KEY_RELOAD_INTERVAL_S:
+                self._load_keys()  # at most once a second: an unknown key is cheap to refuse
+                answer = self.verifier.verify(method, args, kwargs, envelope, **options)
+            return answer
+
+    def refuse(self, refusal: Refusal) -> Refusal:
+        self.on_refused(refusal.code.value)
+        log.warning("refused request: %s", refusal)
+        return refusal
+
+    def admit(self, method: str, signature: inspect.Signature, head: Any, facts: Any, args: tuple, kwargs: dict,
+              request: dict | None) -> tuple[inspect.BoundArguments | None, Principal | None] | Refusal:
+        if self.dev_mode:
+            return None, None
+        envelope = request.get("signed") if isinstance(request, dict) else None
+        principal = self._verify(method, args, kwargs, envelope)
+        if isinstance(principal, Refusal):
+            return self.refuse(principal)
+        bound = signature.bind(head, *args, **kwargs)
+        bound.apply_defaults()
+        named = {k: v for k, v in list(bound.arguments.items())[1:]}
+        refusal = authorize(principal, method, named, facts)
+        if refusal is not None:
+            return self.refuse(refusal)
+        for name, value in narrow(principal, method, named).items():
+            bound.arguments[name] = value
+        for name in ("author", "actor"):  # what it changes is entered under its own name
+            if name in bound.arguments:
+                bound.arguments[name] = f"{principal.role.value}:{principal.subject}"
+        return bound, principal
+
+    def check_report(self, report: dict, signed: dict | None, facts: Any) -> Refusal | None:
+        """None if ``report`` was signed by the executor it names (or the operator)."""
+        if self.dev_mode:
+            return None
+        principal = self._verify("report", (report,), {}, signed, check_freshness=False)
+        if isinstance(principal, Refusal):
+            return self.refuse(principal)
+        refusal = authorize(principal, "report", {"report": report}, facts)
+        return self.refuse(refusal) if refusal is not None else None
+
+    def answer(self, value: Any) -> dict:
+        return {"ok": value, "dev_mode": self.dev_mode}
+
+    def answer_refused(self, refusal: Refusal) -> dict:
+        return {"refused": {"code": refusal.code.value, "message": refusal.message}, "dev_mode": self.dev_mode}
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap one async method of the head: verify, authorize, narrow, call, filter, answer (see the module notes)."""
+    name = fn.__name__
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    extra = inspect.Parameter("_request", inspect.Parameter.KEYWORD_ONLY, default=None)
+    at = len(params) - 1 if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD else len(params)
+    params.insert(at, extra)
+
+    @functools.wraps(fn)
+    async def wrapper(self, *args: Any, _request: dict | None = None, **kwargs: Any) -> Any:
+        gate: RequestGate = self.gate
+        outcome = gate.admit(name, signature, self, self.facts, args, kwargs, _request)
+        if isinstance(outcome, Refusal):
+            if _request is None:
+                raise AccessRefused(outcome.code.value, outcome.message)
+            return gate.answer_refused(outcome)
+        bound, principal = outcome
+        caller = _CALLER.set(principal)  # for whoami; set and reset around this call only
+        try:
+            value = await (fn(*bound.args, **bound.kwargs) if bound is not None else fn(self, *args, **kwargs))
+        finally:
+            _CALLER.reset(caller)
+        if principal is not None:
+            value = visible(principal, name, value)
+        return value if _request is None else gate.answer(value)
+
+    # Ray reads the signature to pass keyword arguments: it must show ``_request``. Ray follows
+    # ``__wrapped__`` to the innermost function for it (ray.util.tracing), so the wrapper keeps the
+    # name and docstring but not ``__wrapped__``.
+    del wrapper.__wrapped__
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper
+
+
+class HeadFacts:
+    """What authorization asks about the head's state (kept off the actor, so Ray does not expose it)."""
+
+    def __init__(self, head: Any) -> None:
+        self.head = head
+
+    def job_owner(self, task_id: str) -> tuple[str, str] | None:
+        task = self.head.core.task(task_id)
+        if task is not None:
+            return task.coop_id, task.member
+        record = self.head.store.get_job(task_id)
+        return (record["coop_id"], record["member"]) if record else None
+
+    def executor_coop(self, executor_id: str) -> str | None:
+        table = self.head.core.table
+        return table.spec(executor_id).coop_id if executor_id in table else None
+
+    def key_owner(self, key_id: str) -> Principal | None:
+        return self.head.gate.verifier.get(key_id)
+
+
+class KeyAdministration:
+    """The key registry through the head (a mixin of ``scheduler.head.Head``); every change is logged."""
+
+    @guarded
+    async def add_key(self, principal: dict, actor: str = "admin") -> dict:
+        """Register a public key as a member, admin or executor of a coop (replaces that key's entry)."""
+        parsed = parse(Principal, principal, what="key")
+        if parsed.role is Role.OPERATOR:
+            raise InvalidRequest("key", [FieldError("role", "'operator'", "member, admin or executor (the operator "
+                                                    "key is given when the head starts)", "member")])
+        self._add_key(parsed, actor)
+        return {**parsed.model_dump(mode="json"), "key_id": parsed.key_id}
+
+    def _add_key(self, principal: Principal, actor: str) -> None:
+        self.store.put_key(principal.key_id, principal.model_dump(mode="json"))
+        self.gate.verifier.add(principal)
+        self._log(principal.coop_id or "*", "key.add", actor, {"key_id": principal.key_id,
+                                                               "role": principal.role.value,
+                                                               "subject": principal.subject})
+
+    @guarded
+    async def remove_key(self, key_id: str, actor: str = "admin") -> bool:
+        principal = self.gate.verifier.get(key_id) if isinstance(key_id, str) else None
+        if principal is None or principal.role is Role.OPERATOR:
+            return False
+        self.store.remove_key(key_id)
+        self.gate.verifier.remove(key_id)
+        self._log(principal.coop_id or "*", "key.remove", actor, {"key_id": key_id, "role": principal.role.value,
+                                                                  "subject": principal.subject})
+        return True
+
+    @guarded
+    async def list_keys(self, coop_id: str | None = None) -> list[dict]:
+        return [{**p.model_dump(mode="json"), "key_id": p.key_id} for p in self.gate.verifier.principals()
+                if p.role is not Role.OPERATOR and (coop_id is None or p.coop_id == coop_id)]
+
+    @guarded
+    async def whoami(self) -> dict:
+        """Who the head takes the caller for (None in development mode) and the head's mode."""
+        caller = _CALLER.get()
+        return {"dev_mode": self.gate.dev_mode,
+                "principal": {**caller.model_dump(mode="json"), "key_id": caller.key_id} if caller else None}
+
+    def _remove_executor_keys(self, executor_id: str, actor: str) -> None:
+        for p in self.gate.verifier.principals():
+            if p.role is Role.EXECUTOR and p.subject == executor_id:
+                self.store.remove_key(p.key_id)
+                self.gate.verifier.remove(p.key_id)
+                self._log(p.coop_id or "*", "key.remove", actor, {"key_id": p.key_id, "role": "executor",
+                                                                  "subject": executor_id})
