@@ -1,7 +1,7 @@
 """Load: many members submit at once against quotas that admit about half of their jobs.
 
-Run ``python benchmarks/load.py [--members 50] [--jobs 200] [--threads N] [--no-hold] [--quick]
-[--json PATH]``.
+Run ``python benchmarks/load.py [--members 50] [--jobs 200] [--threads N] [--no-hold] [--dev]
+[--quick] [--json PATH]``.
 
 One process, one run. ``main()`` starts a local Ray instance (``address="local"``, one
 raylet, 4 CPUs), runs :func:`run` and stops everything it started, even on error.
@@ -9,7 +9,9 @@ raylet, 4 CPUs), runs :func:`run` and stops everything it started, even on error
 integration smoke test runs it, tiny, on its shared test cluster.
 
 The set-up. Coopsched keeps its state in a SQLite file in a temporary directory (never the
-user's default store). One coop, strict policy, no rate limit, ``max_concurrent_tasks``
+user's default store). The head verifies every request: the operator starts it with a key,
+registers one key pair per member, and each member submits through its own ``Client``
+signed with its own key (``--dev``: development mode, nothing signed or verified). One coop, strict policy, no rate limit, ``max_concurrent_tasks``
 1,000,000; 4 executors of 1 CPU. Every job asks for 1 CPU x ``max_runtime_s`` 360 s, so
 admission reserves 0.1 CPU-hour for it; every member's monthly quota is 0.1 x (jobs // 2)
 CPU-hours (10.0 for 200 jobs): exactly half of each member's jobs fit.
@@ -82,6 +84,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from scheduler.client import Client, JobHandle, PolicyViolation, shutdown  # noqa: E402
+from scheduler.identity import generate_key, private_key_pem, public_key_b64  # noqa: E402
 from scheduler.ledger import to_units  # noqa: E402
 from scheduler.tables import table  # noqa: E402
 from benchmarks.common import init_local_ray, write_results  # noqa: E402
@@ -112,6 +115,7 @@ class Plan:
     jobs: int  # per member
     threads: int | None = None  # submitting threads; None: one per member
     hold: bool = True  # jobs wait until every submission is answered
+    signed: bool = True  # every member signs with its own registered key (False: development mode)
 
     @property
     def fitting(self) -> int:
@@ -176,8 +180,9 @@ def read_runs(runs_log: Path) -> list[tuple[str, int, str]]:
 class HeadProber:
     """Times calls another client makes to the head, from a thread in its own process."""
 
-    def __init__(self, namespace: str, members: Sequence[str], finished_task_id: str) -> None:
-        self.client = Client(namespace=namespace)
+    def __init__(self, namespace: str, members: Sequence[str], finished_task_id: str,
+                 key_pem: bytes | None = None) -> None:
+        self.client = Client(namespace=namespace, key=key_pem)
         self.members = list(members)
         self.finished = self.client.job(finished_task_id)
         self._samples: list[dict] = []
@@ -220,7 +225,7 @@ class HeadProber:
             sample: dict[str, Any] = {"call": call, "at": at}
             try:
                 if call == "ping":
-                    ray.get(self.client.head.ping.remote())
+                    self.client.ping()
                 elif call == "usage":
                     u = self.client.usage(COOP, member)
                     sample["usage"] = {"member": member, "used": u.cpu_hours, "reserved": u.reserved_cpu_hours,
@@ -244,14 +249,32 @@ def load_policy(plan: Plan) -> dict:
                            f"of {plan.jobs} jobs per member"}
 
 
-def start_coopsched(namespace: str, executors: Sequence[ExecutorPlace], store_url: str, plan: Plan) -> Client:
+@dataclass
+class Coopsched:
+    """The operator's client and one client per member (each with its own key when signed)."""
+
+    operator: Client
+    members: dict[str, Client]
+    operator_key_pem: bytes | None = None
+
+
+def start_coopsched(namespace: str, executors: Sequence[ExecutorPlace], store_url: str, plan: Plan) -> Coopsched:
+    """Head, tracker, policy and executors; when ``plan.signed``, the head verifies every request
+    and each member gets a key pair, registered by the operator, that signs its calls."""
     shutdown(namespace)  # leftovers of an interrupted run in this namespace
-    client = Client.local(namespace=namespace, store=store_url)
+    operator_key = generate_key() if plan.signed else None
+    client = Client.local(namespace=namespace, store=store_url, key=operator_key)
     client.set_policy(load_policy(plan))
     for e in executors:
         client.register_executor(e.executor_id, coop=COOP, region=e.region, node_id=e.node_id,
                                  resources={"cpus": CPUS_PER_JOB}, trust=0.5)
-    return client
+    members: dict[str, Client] = {}
+    for member in [WARMUP_MEMBER, *plan.member_names()]:
+        key = generate_key() if plan.signed else None
+        if key is not None:
+            client.add_key(public_key_b64(key), coop=COOP, role="member", id=member)
+        members[member] = Client(namespace=namespace, key=key) if key is not None else client
+    return Coopsched(client, members, private_key_pem(operator_key) if operator_key is not None else None)
 
 
 def job_options(member: str) -> dict:
@@ -259,8 +282,9 @@ def job_options(member: str) -> dict:
             "name": "load_job"}
 
 
-def warm_up(client: Client, executors: int, runs_log: Path) -> str:
+def warm_up(cs: Coopsched, executors: int, runs_log: Path) -> str:
     """Start the task worker processes and leave a finished job for the prober's ``status`` calls."""
+    client = cs.members[WARMUP_MEMBER]
     handles = [client.submit(load_job, WARMUP_MEMBER, i, None, str(runs_log), **job_options(WARMUP_MEMBER))
                for i in range(2 * executors)]
     for h in handles:
@@ -285,7 +309,7 @@ class Submission:
         return self.member, self.index
 
 
-def submit_all(client: Client, plan: Plan, release_file: str | None, runs_log: str) -> list[Submission]:
+def submit_all(clients: dict[str, Client], plan: Plan, release_file: str | None, runs_log: str) -> list[Submission]:
     """Every member's jobs, from ``plan.thread_count`` threads released together."""
     members = plan.member_names()
     shares = [members[k::plan.thread_count] for k in range(plan.thread_count)]
@@ -299,7 +323,7 @@ def submit_all(client: Client, plan: Plan, release_file: str | None, runs_log: s
                 started = time.perf_counter()
                 s = Submission(member, index, 0.0)
                 try:
-                    s.handle = client.submit(load_job, member, index, release_file, runs_log, **job_options(member))
+                    s.handle = clients[member].submit(load_job, member, index, release_file, runs_log, **job_options(member))
                 except PolicyViolation as exc:
                     s.refusal = exc.decision.model_dump(mode="json")
                 except Exception as exc:  # an error is neither an admission nor a refusal: check 2 reports it
@@ -532,21 +556,23 @@ def run(plan: Plan, namespace: str, executors: Sequence[ExecutorPlace], log: Cal
                                                 "quota_cpu_hours": plan.quota_cpu_hours},
                                        "job_cpu_hours": JOB_CPU_HOURS, "executors": [e.__dict__ for e in executors],
                                        "submission": "Client.submit, one call per job", "namespace": namespace,
+                                       "auth": "signed, a key per member" if plan.signed else "development mode",
                                        "python": platform.python_version(), "ray": ray.__version__,
                                        "cpus": os.cpu_count(), "load_start": _load()}}
     try:
         log(f"starting Coopsched in namespace {namespace!r}: head, tracker, {len(executors)} executors")
-        client = start_coopsched(namespace, executors, store_url, plan)
+        cs = start_coopsched(namespace, executors, store_url, plan)
+        client = cs.operator
         log("warming up")
-        finished_id = warm_up(client, len(executors), warm_log)
-        prober = ray.remote(num_cpus=0)(HeadProber).remote(namespace, members, finished_id)
+        finished_id = warm_up(cs, len(executors), warm_log)
+        prober = ray.remote(num_cpus=0)(HeadProber).remote(namespace, members, finished_id, cs.operator_key_pem)
         log(f"idle latency: {IDLE_ROUNDS} rounds of {', '.join(PROBED_CALLS)}")
         idle = ray.get(prober.rounds.remote(IDLE_ROUNDS, PROBE_PAUSE_S))
         ray.get(prober.start.remote(PROBE_PAUSE_S))
         log(f"submitting {plan.members} members x {plan.jobs} jobs from {plan.thread_count} threads"
             + (" (jobs held until every submission is answered)" if plan.hold else ""))
         load_start = time.time()
-        submissions = submit_all(client, plan, str(release_file) if plan.hold else None, str(runs_log))
+        submissions = submit_all(cs.members, plan, str(release_file) if plan.hold else None, str(runs_log))
         submitted_at = time.time()
         release_file.touch()
         admitted_subs = [s for s in submissions if s.handle is not None]
@@ -602,7 +628,8 @@ def run(plan: Plan, namespace: str, executors: Sequence[ExecutorPlace], log: Cal
 def format_report(result: dict) -> str:
     m, c, t = result["meta"], result["counts"], result["timing"]
     p = m["plan"]
-    lines = [f"Coopsched under load ({len(m['executors'])} executors of {CPUS_PER_JOB} CPU; python {m['python']}, "
+    lines = [f"Coopsched under load ({len(m['executors'])} executors of {CPUS_PER_JOB} CPU; {m['auth']}; "
+             f"python {m['python']}, "
              f"ray {m['ray']}, {m['cpus']} cores, load average {m['load_start']} -> {m['load_end']})", ""]
     rows = [("members", c["members"]),
             ("jobs submitted", f"{c['submitted']} ({p['jobs']} per member, {m['submission']}, {p['threads']} threads)"),
@@ -660,13 +687,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=FULL.jobs, help="jobs per member")
     parser.add_argument("--threads", type=int, default=None, help="submitting threads (default: one per member)")
     parser.add_argument("--no-hold", action="store_true", help="let jobs run and settle while submissions go on")
+    parser.add_argument("--dev", action="store_true", help="development mode: no keys, nothing verified")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK.members} members x {QUICK.jobs} jobs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     members, jobs = (QUICK.members, QUICK.jobs) if args.quick else (args.members, args.jobs)
     if members < 1 or jobs < 2:
         parser.error("--members must be >= 1 and --jobs >= 2")
-    plan = Plan(members=members, jobs=jobs, threads=args.threads, hold=not args.no_hold)
+    plan = Plan(members=members, jobs=jobs, threads=args.threads, hold=not args.no_hold, signed=not args.dev)
     say = lambda s: print(s, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     say("starting a local Ray instance (one raylet, 4 CPUs) ...")

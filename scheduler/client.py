@@ -267,6 +267,10 @@ class Client:
     def usage(self, coop: str, member: str) -> UsageRecord:
         return UsageRecord(**self._call("usage", coop, member))
 
+    def ping(self) -> dict[str, Any]:
+        """The head's vital signs: executors, queued jobs, start time, store, what it recovered."""
+        return self._call("ping")
+
     def _task(self, fn, args, kwargs, *, coop, member, resources=None, priority="normal", tags=(),
               max_runtime_s=None, hints=None, capabilities=None, max_retries=2, task_id=None, name=None):
         if not callable(fn):

@@ -51,7 +51,8 @@ SUBMISSION_SLOTS = 4
 Like the API server's priority and fairness, this keeps one class of calls from crowding out
 the others: with 50 clients submitting at once, 50 half-started submissions took turns at
 the GIL with every other call, and a ``ping`` waited 40 ms to be let in (25x idle; with four
-in flight, ~2x). Admission throughput is the same: the work is one core either way."""
+in flight, ~2-3x). Submissions answered per second stayed within run-to-run noise (650-710/s
+in development mode on this 2-core machine): admission is one core's work either way."""
 
 
 class Head(CoopAdministration, KeyAdministration):
