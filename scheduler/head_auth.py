@@ -49,6 +49,9 @@ from scheduler.identity import (DEFAULT_WINDOW_S, Principal, Refusal, RefusalCod
 log = logging.getLogger("coopsched.auth")
 
 KEY_RELOAD_INTERVAL_S = 1.0
+KEY_REFRESH_S = 5.0
+"""On a shared store, how old the key registry may get: a key removed through one head replica
+is refused by the others within this."""
 DEV_MODE_LABEL = ("DEVELOPMENT MODE: requests are not signed; anyone who can reach this cluster can act as "
                   "any member")
 
@@ -113,25 +116,53 @@ class RequestGate:
         self._load_keys()
 
     def _load_keys(self) -> None:
-        """Add the store's registered keys (another head replica on the same store may have added some)."""
+        """Make the registry the store's (another head replica on the same store may have added or
+        removed keys); the operator's key is this head's own and stays."""
         self._loaded_at = self._clock()
+        registered: set[str] = set()
         for record in self.store.keys():
             try:
                 principal = Principal.model_validate(record)
             except ValueError as exc:
                 log.error("registered key %s not loaded: %s", str(record.get("public_key", "?"))[:12], exc)
                 continue
+            registered.add(principal.key_id)
             if self.verifier.get(principal.key_id) != principal:
                 self.verifier.add(principal)
+        for principal in self.verifier.principals():
+            if principal.key_id not in registered and principal.role is not Role.OPERATOR:
+                self.verifier.remove(principal.key_id)
 
     def _verify(self, method: str, args: tuple, kwargs: dict, envelope: Any, **options: Any) -> Principal | Refusal:
         with self._lock:
+            if self.store.shared and self._clock() - self._loaded_at > KEY_REFRESH_S:
+                self._load_keys()
             answer = self.verifier.verify(method, args, kwargs, envelope, **options)
             if isinstance(answer, Refusal) and answer.code is RefusalCode.UNKNOWN_KEY \
                     and self._clock() - self._loaded_at > KEY_RELOAD_INTERVAL_S:
                 self._load_keys()  # at most once a second: an unknown key is cheap to refuse
                 answer = self.verifier.verify(method, args, kwargs, envelope, **options)
-            return answer
+        if isinstance(answer, Principal) and options.get("check_freshness", True) and self.store.shared:
+            return self._claim_across_replicas(method, envelope, answer)
+        return answer
+
+    def _claim_across_replicas(self, method: str, envelope: Any, principal: Principal) -> Principal | Refusal:
+        """On a shared store the nonce is claimed there too, so a request accepted by one head replica
+        is refused as a replay by the others. If the store cannot be reached, this head's own cache
+        (already checked) is the guard: refusing every request while Redis is down would stop reads
+        that need no store."""
+        key_id, nonce = _field(envelope, "key_id"), _field(envelope, "nonce")
+        try:
+            claimed = self.store.claim_nonce(key_id, nonce, 2 * self.settings.window_s)
+        except Exception as exc:  # noqa: BLE001  # infrastructure: fall back to the local cache
+            log.warning("nonce not claimed on the shared store (%s: %s); this head's cache guards alone",
+                        type(exc).__name__, exc)
+            return principal
+        if claimed:
+            return principal
+        return Refusal(code=RefusalCode.REPLAYED, message=(
+            f"request {method!r} with nonce {nonce[:16]} was already received by another head replica; every "
+            "request needs a fresh nonce (the client makes one per call; do not resend a signed request)"))
 
     def refuse(self, refusal: Refusal) -> Refusal:
         self.on_refused(refusal.code.value)
@@ -174,6 +205,11 @@ class RequestGate:
 
     def answer_refused(self, refusal: Refusal) -> dict:
         return {"refused": {"code": refusal.code.value, "message": refusal.message}, "dev_mode": self.dev_mode}
+
+
+def _field(envelope: Any, name: str) -> str:
+    """A field of a verified envelope (a dict, or a ``SignedRequest``)."""
+    return str(envelope[name] if isinstance(envelope, dict) else getattr(envelope, name))
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

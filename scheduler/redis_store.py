@@ -21,6 +21,7 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
     policy:active                   hash  coop -> active version
     executors                       hash  executor_id -> {spec, status}
     keys                            hash  key_id -> registered principal (JSON)
+    nonce:<key_id>:<nonce>          str   a signed request seen by some replica (expires after 2 windows)
     job:<task>                      str   job record (JSON)
     payload:<task>                  str   pickled payload (raw bytes)
     jobs:submitted                  zset  task -> submitted_at
@@ -57,6 +58,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from scheduler.ledger import Cost, ReserveResult
+from scheduler.redis_scripts import LOG_CHANGE, PUT_POLICY, PUT_REPORT, RELEASE, RESERVE, SETTLE
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
 
@@ -64,120 +66,6 @@ DEFAULT_PREFIX = "coopsched:"
 _FINISHED = frozenset(s.value for s in JobState if s.finished)
 _DIMS = ("cpu", "gpu", "credits")
 _SETTLE_BATCH = 200  # settlements per script call: ~4 ms of server time each, so other clients wait little
-
-_LUA_PRELUDE = """
-local function neg(s)
-  if s == '0' then return '0' end
-  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
-  return '-' .. s
-end
-local dims = {'cpu', 'gpu', 'credits'}
-"""
-
-# KEYS: reservation, settled, usage, reservation index, usage index
-# ARGV: task, coop, member, period, cpu, gpu, credits, limited (1/0), limit cpu, gpu, credits
-_RESERVE = _LUA_PRELUDE + """
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
-if ARGV[8] == '1' then
-  for i, d in ipairs(dims) do
-    local limit = tonumber(ARGV[8 + i])
-    if limit >= 0 then
-      local used = tonumber(redis.call('HGET', KEYS[3], d) or '0')
-      local held = tonumber(redis.call('HGET', KEYS[3], 'reserved_' .. d) or '0')
-      if used + held + tonumber(ARGV[4 + i]) > limit then return 'over_limit' end
-    end
-  end
-end
-redis.call('HSET', KEYS[1], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4],
-           'cpu', ARGV[5], 'gpu', ARGV[6], 'credits', ARGV[7], 'usage_key', KEYS[3])
-redis.call('HSET', KEYS[3], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4])
-for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], 'reserved_' .. d, ARGV[4 + i]) end
-redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('SADD', KEYS[5], KEYS[3])
-return 'reserved'
-"""
-
-# KEYS: reservation index, settled index, usage index, then per item: reservation, settled, usage
-# ARGV per item: task, coop, member, period, cpu, gpu, credits, retry (1 = usage is a reservation's key)
-# Answers per item: 1 (settled), 0 (already settled), the reservation's usage key (retry with it)
-# or -1 (a retry found the reservation released: settle in the given period).
-_SETTLE = _LUA_PRELUDE + """
-local answers = {}
-for n = 0, (#KEYS - 3) / 3 - 1 do
-  local held_key, settled_key, usage_key = KEYS[4 + 3 * n], KEYS[5 + 3 * n], KEYS[6 + 3 * n]
-  local task, coop, member, period = ARGV[1 + 8 * n], ARGV[2 + 8 * n], ARGV[3 + 8 * n], ARGV[4 + 8 * n]
-  local cost = {ARGV[5 + 8 * n], ARGV[6 + 8 * n], ARGV[7 + 8 * n]}
-  local answer = 1
-  if redis.call('EXISTS', settled_key) == 1 then
-    answer = 0
-  else
-    local held = redis.call('HMGET', held_key, 'usage_key', 'coop', 'member', 'period', 'cpu', 'gpu', 'credits')
-    if held[1] and held[1] ~= usage_key then
-      answer = held[1]
-    elseif not held[1] and ARGV[8 + 8 * n] == '1' then
-      answer = -1
-    else
-      if held[1] then
-        coop, member, period = held[2], held[3], held[4]
-        for i, d in ipairs(dims) do redis.call('HINCRBY', usage_key, 'reserved_' .. d, neg(held[4 + i])) end
-        redis.call('DEL', held_key)
-        redis.call('SREM', KEYS[1], task)
-      else
-        redis.call('HSET', usage_key, 'coop', coop, 'member', member, 'period', period)
-      end
-      for i, d in ipairs(dims) do redis.call('HINCRBY', usage_key, d, cost[i]) end
-      redis.call('HINCRBY', usage_key, 'completed', 1)
-      redis.call('HSET', settled_key, 'coop', coop, 'member', member, 'period', period,
-                 'cpu', cost[1], 'gpu', cost[2], 'credits', cost[3])
-      redis.call('SADD', KEYS[2], task)
-      redis.call('SADD', KEYS[3], usage_key)
-    end
-  end
-  answers[n + 1] = answer
-end
-return answers
-"""
-
-# KEYS: reservation, usage, reservation index; ARGV: task
-# Returns 1 (released), 0 (no reservation) or the reservation's usage key (retry with it).
-_RELEASE = _LUA_PRELUDE + """
-local held = redis.call('HMGET', KEYS[1], 'usage_key', 'cpu', 'gpu', 'credits')
-if not held[1] then return 0 end
-if held[1] ~= KEYS[2] then return held[1] end
-for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[2], 'reserved_' .. d, neg(held[1 + i])) end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-return 1
-"""
-
-# KEYS: versions, counter, active; ARGV: coop, version body (JSON), removal (1/0)
-# Returns the new version, or 0 for a removal when no policy is active.
-_PUT_POLICY = """
-if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 0 end
-local v = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], v, ARGV[2])
-if ARGV[3] == '1' then redis.call('HDEL', KEYS[3], ARGV[1]) else redis.call('HSET', KEYS[3], ARGV[1], v) end
-return v
-"""
-
-# KEYS: reports of the task, all, unforwarded, counter; ARGV: attempt, report (JSON), index member
-_PUT_REPORT = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-local n = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[2], n, ARGV[3])
-redis.call('ZADD', KEYS[3], n, ARGV[3])
-return 1
-"""
-
-# KEYS: counter, log, all, coop list; ARGV: entry (JSON)
-_LOG_CHANGE = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], n, ARGV[1])
-redis.call('RPUSH', KEYS[3], n)
-redis.call('RPUSH', KEYS[4], n)
-return n
-"""
-
 
 def _esc(part: object) -> str:
     return str(part).replace("%", "%25").replace(":", "%3A")
@@ -230,6 +118,8 @@ def _public_methods_name_url(cls: type) -> type:
 class RedisStore:
     """The ``StateStore`` protocol on Redis (see the module docstring for the keys)."""
 
+    shared = True  # head replicas share it: quotas, keys and the nonces of signed requests
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._where = _redacted(url)
@@ -241,12 +131,12 @@ class RedisStore:
             self._r = redis.Redis.from_url(client_url, decode_responses=False, socket_connect_timeout=5)
         except ValueError as exc:
             raise ValueError(f"bad redis store url {self._where}: {exc}; example: redis://127.0.0.1:6379/0") from exc
-        self._reserve = self._r.register_script(_RESERVE)
-        self._settle = self._r.register_script(_SETTLE)
-        self._release = self._r.register_script(_RELEASE)
-        self._put_policy = self._r.register_script(_PUT_POLICY)
-        self._put_report = self._r.register_script(_PUT_REPORT)
-        self._log_change = self._r.register_script(_LOG_CHANGE)
+        self._reserve = self._r.register_script(RESERVE)
+        self._settle = self._r.register_script(SETTLE)
+        self._release = self._r.register_script(RELEASE)
+        self._put_policy = self._r.register_script(PUT_POLICY)
+        self._put_report = self._r.register_script(PUT_REPORT)
+        self._log_change = self._r.register_script(LOG_CHANGE)
 
     def _k(self, *parts: object) -> str:
         return self.prefix + ":".join(_esc(p) for p in parts)
@@ -331,6 +221,10 @@ class RedisStore:
     def keys(self) -> list[dict]:
         """Every registered principal, by key id."""
         return [json.loads(b) for _, b in sorted((_s(i), b) for i, b in self._r.hgetall(self._k("keys")).items())]
+
+    def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool:
+        """SET NX with an expiry: of several head replicas, exactly one accepts a given signed request."""
+        return bool(self._r.set(self._k("nonce", key_id, nonce), b"1", nx=True, px=max(1, int(ttl_s * 1000))))
 
     # ------------------------------------------------------------------ usage ledger
     def _usage_key(self, coop_id: str, member: str, period: str) -> str:

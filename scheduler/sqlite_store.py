@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ CREATE TABLE IF NOT EXISTS audit (
     member TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (session_id, seq_no));
 CREATE INDEX IF NOT EXISTS audit_by_timestamp ON audit (timestamp);
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, principal TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (
+    key_id TEXT NOT NULL, nonce TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (key_id, nonce));
 """
 
 _ADD_USAGE = """
@@ -121,9 +124,12 @@ def _cost(row: Iterable[int] | None) -> Cost:
 class SqliteStore:
     """The ``StateStore`` protocol on SQLite (a file, or memory)."""
 
+    shared = False  # one head's store: several heads on one file are not supported
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._closed = False
+        self._nonce_claims = 0
         if url.startswith("memory://"):
             with _MEMORY_LOCK:
                 shared = _MEMORY.get(url)
@@ -283,6 +289,20 @@ class SqliteStore:
 
     def keys(self) -> list[dict]:
         return [json.loads(p) for (p,) in self._all("SELECT principal FROM keys ORDER BY key_id")]
+
+    def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool:
+        """True if no claim of (key_id, nonce) is younger than ``ttl_s``. A SQLite store serves one
+        head (``shared`` is False), whose own nonce cache is what guards it; this is here so the
+        protocol holds on every backend."""
+        now = time.time()
+        with self._write() as db:
+            if self._nonce_claims % 1000 == 0:
+                db.execute("DELETE FROM nonces WHERE expires_at < ?", (now,))
+            self._nonce_claims += 1
+            return db.execute(
+                "INSERT INTO nonces VALUES (?, ?, ?) ON CONFLICT (key_id, nonce) DO UPDATE "
+                "SET expires_at = excluded.expires_at WHERE nonces.expires_at < ?",
+                (key_id, nonce, now + ttl_s, now)).rowcount > 0
 
     # ----------------------------------------------------------------------- usage ledger
     def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,

@@ -59,6 +59,7 @@ class AuditRecord(BaseModel):
 
 class StateStore(Protocol):
     url: str
+    shared: bool  # several heads may use this store at once (Redis); they then share the nonces they saw
 
     def close(self) -> None: ...
 
@@ -104,6 +105,7 @@ class StateStore(Protocol):
     def put_key(self, key_id: str, principal: dict) -> None: ...
     def remove_key(self, key_id: str) -> bool: ...                              # False if unknown
     def keys(self) -> list[dict]: ...                                           # sorted by key id
+    def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool: ...   # True once per ttl_s, atomic
 
     # -- change log (policies, quotas, executors, keys): append-only
     def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int: ...

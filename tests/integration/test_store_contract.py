@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -86,6 +87,14 @@ def test_keys_round_trip_and_survive_a_reopen(store_url):
     finally:
         again.close()
         store.close()
+
+
+def test_a_nonce_is_claimed_once_until_it_expires(store):
+    assert store.claim_nonce("k1", "n1", 0.3)
+    assert not store.claim_nonce("k1", "n1", 0.3)
+    assert store.claim_nonce("k2", "n1", 0.3) and store.claim_nonce("k1", "n2", 0.3)  # per key, per nonce
+    time.sleep(0.4)
+    assert store.claim_nonce("k1", "n1", 0.3)  # expired: claimable again (by then its request is expired too)
 
 
 # --------------------------------------------------------------------------- ledger

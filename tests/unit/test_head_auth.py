@@ -15,6 +15,8 @@ OPERATOR, ADMIN, ALICE = generate_key(), generate_key(), generate_key()
 
 
 class Store:
+    shared = False  # one head's store, like SQLite
+
     def __init__(self, keys=()):
         self._keys = list(keys)
 

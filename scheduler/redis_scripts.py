@@ -1,0 +1,121 @@
+"""The Lua scripts of ``scheduler.redis_store.RedisStore``: each runs atomically on the server.
+
+They are what lets head replicas share a coop's quota without overshooting it: a reservation
+checks used + reserved + cost against the limit and holds the cost in one step. Amounts are
+integers in millionths (``scheduler.ledger.Cost``). Each script says its KEYS and ARGV.
+"""
+
+from __future__ import annotations
+
+LUA_PRELUDE = """
+local function neg(s)
+  if s == '0' then return '0' end
+  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
+  return '-' .. s
+end
+local dims = {'cpu', 'gpu', 'credits'}
+"""
+
+# KEYS: reservation, settled, usage, reservation index, usage index
+# ARGV: task, coop, member, period, cpu, gpu, credits, limited (1/0), limit cpu, gpu, credits
+RESERVE = LUA_PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
+if ARGV[8] == '1' then
+  for i, d in ipairs(dims) do
+    local limit = tonumber(ARGV[8 + i])
+    if limit >= 0 then
+      local used = tonumber(redis.call('HGET', KEYS[3], d) or '0')
+      local held = tonumber(redis.call('HGET', KEYS[3], 'reserved_' .. d) or '0')
+      if used + held + tonumber(ARGV[4 + i]) > limit then return 'over_limit' end
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4],
+           'cpu', ARGV[5], 'gpu', ARGV[6], 'credits', ARGV[7], 'usage_key', KEYS[3])
+redis.call('HSET', KEYS[3], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4])
+for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], 'reserved_' .. d, ARGV[4 + i]) end
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('SADD', KEYS[5], KEYS[3])
+return 'reserved'
+"""
+
+# KEYS: reservation index, settled index, usage index, then per item: reservation, settled, usage
+# ARGV per item: task, coop, member, period, cpu, gpu, credits, retry (1 = usage is a reservation's key)
+# Answers per item: 1 (settled), 0 (already settled), the reservation's usage key (retry with it)
+# or -1 (a retry found the reservation released: settle in the given period).
+SETTLE = LUA_PRELUDE + """
+local answers = {}
+for n = 0, (#KEYS - 3) / 3 - 1 do
+  local held_key, settled_key, usage_key = KEYS[4 + 3 * n], KEYS[5 + 3 * n], KEYS[6 + 3 * n]
+  local task, coop, member, period = ARGV[1 + 8 * n], ARGV[2 + 8 * n], ARGV[3 + 8 * n], ARGV[4 + 8 * n]
+  local cost = {ARGV[5 + 8 * n], ARGV[6 + 8 * n], ARGV[7 + 8 * n]}
+  local answer = 1
+  if redis.call('EXISTS', settled_key) == 1 then
+    answer = 0
+  else
+    local held = redis.call('HMGET', held_key, 'usage_key', 'coop', 'member', 'period', 'cpu', 'gpu', 'credits')
+    if held[1] and held[1] ~= usage_key then
+      answer = held[1]
+    elseif not held[1] and ARGV[8 + 8 * n] == '1' then
+      answer = -1
+    else
+      if held[1] then
+        coop, member, period = held[2], held[3], held[4]
+        for i, d in ipairs(dims) do redis.call('HINCRBY', usage_key, 'reserved_' .. d, neg(held[4 + i])) end
+        redis.call('DEL', held_key)
+        redis.call('SREM', KEYS[1], task)
+      else
+        redis.call('HSET', usage_key, 'coop', coop, 'member', member, 'period', period)
+      end
+      for i, d in ipairs(dims) do redis.call('HINCRBY', usage_key, d, cost[i]) end
+      redis.call('HINCRBY', usage_key, 'completed', 1)
+      redis.call('HSET', settled_key, 'coop', coop, 'member', member, 'period', period,
+                 'cpu', cost[1], 'gpu', cost[2], 'credits', cost[3])
+      redis.call('SADD', KEYS[2], task)
+      redis.call('SADD', KEYS[3], usage_key)
+    end
+  end
+  answers[n + 1] = answer
+end
+return answers
+"""
+
+# KEYS: reservation, usage, reservation index; ARGV: task
+# Returns 1 (released), 0 (no reservation) or the reservation's usage key (retry with it).
+RELEASE = LUA_PRELUDE + """
+local held = redis.call('HMGET', KEYS[1], 'usage_key', 'cpu', 'gpu', 'credits')
+if not held[1] then return 0 end
+if held[1] ~= KEYS[2] then return held[1] end
+for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[2], 'reserved_' .. d, neg(held[1 + i])) end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: versions, counter, active; ARGV: coop, version body (JSON), removal (1/0)
+# Returns the new version, or 0 for a removal when no policy is active.
+PUT_POLICY = """
+if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 0 end
+local v = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], v, ARGV[2])
+if ARGV[3] == '1' then redis.call('HDEL', KEYS[3], ARGV[1]) else redis.call('HSET', KEYS[3], ARGV[1], v) end
+return v
+"""
+
+# KEYS: reports of the task, all, unforwarded, counter; ARGV: attempt, report (JSON), index member
+PUT_REPORT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local n = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[2], n, ARGV[3])
+redis.call('ZADD', KEYS[3], n, ARGV[3])
+return 1
+"""
+
+# KEYS: counter, log, all, coop list; ARGV: entry (JSON)
+LOG_CHANGE = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], n, ARGV[1])
+redis.call('RPUSH', KEYS[3], n)
+redis.call('RPUSH', KEYS[4], n)
+return n
+"""
