@@ -22,6 +22,7 @@ _MAX_SHOWN = 80
 _MAX_ACCEPTED = 300  # a validator's message may quote the input; keep it to a line or two
 _MAX_KEY = 40  # a path part (a dict key from the input) longer than this is cut
 _MAX_ERRORS = 10  # errors spelled out in the message; ``InvalidRequest.errors`` keeps all of them
+_MAX_PART = 200  # what a message quotes of a caller's text (a path, a file name, a value) at most
 
 
 class FieldError(typing.NamedTuple):
@@ -31,8 +32,9 @@ class FieldError(typing.NamedTuple):
     example: str
 
     def __str__(self) -> str:
-        text = f"{self.path or '(root)'}: received {self.received}; accepted: {self.accepted}"
-        return text + (f"; example: {self.example}" if self.example else "")
+        text = f"{_cut(self.path, _MAX_PART) or '(root)'}: received {_cut(self.received, _MAX_PART)}; " \
+               f"accepted: {_cut(self.accepted, _MAX_ACCEPTED)}"
+        return text + (f"; example: {_cut(self.example, _MAX_PART)}" if self.example else "")
 
 
 class InvalidRequest(ValueError):
@@ -43,7 +45,8 @@ class InvalidRequest(ValueError):
         self.errors = errors
         shown = " | ".join(str(e) for e in errors[:_MAX_ERRORS])
         more = len(errors) - _MAX_ERRORS
-        super().__init__(f"invalid {what}: {shown}" + (f" | ... and {more} more errors" if more > 0 else ""))
+        super().__init__(f"invalid {_cut(what, _MAX_PART)}: {shown}"
+                         + (f" | ... and {more} more errors" if more > 0 else ""))
 
     def __reduce__(self):  # survive pickling across Ray boundaries
         return (InvalidRequest, (self.what, self.errors))

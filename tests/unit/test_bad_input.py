@@ -291,3 +291,11 @@ def test_the_core_refuses_broken_input_and_changes_nothing(running_core, name, d
     with pytest.raises(InvalidRequest):
         getattr(running_core, CORE_CALLS[name])(broken)
     assert _state(running_core) == before
+
+
+def test_a_policy_file_with_a_megabyte_name_is_refused_with_a_short_message():
+    from policies.loader import load_policy
+    with pytest.raises(InvalidRequest) as err:
+        load_policy(MB_STRING)
+    message = str(err.value)
+    assert len(message) < 1_000 and "a readable JSON file" in message, message[:300]
