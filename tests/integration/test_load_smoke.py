@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:  # ``benchmarks`` is a directory of the repository
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import load as bench  # noqa: E402
+from benchmarks.load_checks import replay_quota  # noqa: E402
 from scheduler.client import shutdown  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -78,10 +79,10 @@ def test_replay_catches_an_overshoot_and_a_needless_refusal():
             self.finished_at, self.charged_cpu_hours = finished_at, charged
 
     cost, quota = 100_000, 200_000
-    over = bench.replay_quota([Record("a", "succeeded", 1.0, 9.0), Record("b", "succeeded", 2.0, 9.5),
+    over = replay_quota([Record("a", "succeeded", 1.0, 9.0), Record("b", "succeeded", 2.0, 9.5),
                                Record("c", "succeeded", 3.0, 9.9)], cost, quota)
     assert [o["task_id"] for o in over["overshoots"]] == ["c"]
-    freed = bench.replay_quota([Record("a", "succeeded", 1.0, 1.5, charged=0.0),
+    freed = replay_quota([Record("a", "succeeded", 1.0, 1.5, charged=0.0),
                                 Record("b", "succeeded", 2.0, 9.0), Record("c", "rejected", 3.0)], cost, quota)
     assert [n["task_id"] for n in freed["needless_refusals"]] == ["c"]  # a's settlement had freed room
     assert freed["settled_before_last_admission"] == 1 and not freed["overshoots"]
