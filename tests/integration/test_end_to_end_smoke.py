@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:  # ``benchmarks`` is a directory of the repository
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import end_to_end as bench  # noqa: E402
+from benchmarks.e2e_profile import COOP_SEGMENTS  # noqa: E402
 from scheduler.client import shutdown  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,7 @@ def test_latency_breakdown_accounts_for_the_hops(result, variant):
     latency = result["breakdown"]["latency"][variant]
     coop = latency["coopsched"]
     assert coop["matched_jobs"] > 0, latency.get("error")
-    assert [r["segment"] for r in coop["segments"]] == [name for name, _, _ in bench.COOP_SEGMENTS]
+    assert [r["segment"] for r in coop["segments"]] == [name for name, _, _ in COOP_SEGMENTS]
     assert all(r["p50"] is not None for r in coop["segments"])
     assert coop["total_ms"]["p50"] > 0
     assert latency["ray"]["matched_jobs"] > 0
