@@ -262,8 +262,30 @@ class Head(CoopAdministration, KeyAdministration):
 
         In signed mode the report carries its executor's signature (``report["signed"]``, see
         ``scheduler.head_auth``); a report not signed by the executor it names is refused, counted and
-        charges nobody."""
+        charges nobody. A malformed report raises ``InvalidRequest`` naming the field."""
         self._ensure_watchdog()
+        settled = self._settle(report)
+        self._schedule()
+        self._persist()
+        return settled
+
+    async def on_reports(self, reports: list[dict]) -> list[bool]:
+        """Several reports in one call (the tracker forwards what arrived while its last call was in
+        flight): each settled as by ``on_report``, then one scheduling round and one write of what
+        changed. A malformed item answers False (the tracker only forwards reports it validated)."""
+        self._ensure_watchdog()
+        answers = []
+        for report in reports:
+            try:
+                answers.append(self._settle(report))
+            except ValueError as exc:
+                log.warning("refused a malformed usage report in a batch: %s", exc)
+                answers.append(False)
+        self._schedule()
+        self._persist()
+        return answers
+
+    def _settle(self, report: dict) -> bool:
         report = dict(report) if isinstance(report, dict) else report
         signed = report.pop("signed", None) if isinstance(report, dict) else None
         if self.gate.check_report(report, signed, self.facts) is not None:
@@ -282,8 +304,6 @@ class Head(CoopAdministration, KeyAdministration):
                 self._results.popitem(last=False)
             self._maybe_audit(task_id, report)
         self._notify(task_id)
-        self._schedule()
-        self._persist()
         return record is not None
 
     def _maybe_audit(self, task_id: str, report: dict) -> None:

@@ -4,8 +4,9 @@ A worker sends each finished attempt's ``UsageReport`` here and resends until it
 "yes". The tracker stores the report (idempotent by task id and attempt: a resend is
 answered "yes" again and stored once; a *different* report for a stored attempt — say a
 forged one that arrived first — is passed to the head, which verifies the executor's
-signature, instead of being dropped as a duplicate), then forwards it to the head, which settles the
-ledger in the state store (the accounts of record) and frees the executor. While the
+signature, instead of being dropped as a duplicate), then forwards it to the head — what
+arrived while the last forward was in flight goes in one ``on_reports`` call — which settles
+the ledger in the state store (the accounts of record) and frees the executor. While the
 head is unreachable (restarting), reports wait in the store and are forwarded when it
 is back; a restarted tracker finds the ones it had not forwarded yet in its store.
 """
@@ -24,6 +25,9 @@ from scheduler.usage import UsageReport
 
 log = logging.getLogger("coopsched.tracker")
 
+FORWARD_BATCH = 200
+"""Reports forwarded to the head in one call at most."""
+
 
 class Tracker:
     def __init__(self, head_name: str = HEAD_NAME, namespace: str = NAMESPACE, resend_interval_s: float = 0.5,
@@ -37,6 +41,7 @@ class Tracker:
             (r["task_id"], r.get("attempt", 1)): r for r in self.store.unforwarded_reports()}
         self._head = None
         self._loop_task: asyncio.Task | None = None
+        self._forward_now = asyncio.Event()
 
     async def report(self, report: dict, signed: dict | None = None) -> bool:
         """Accept one report. True means "stored"; resending the same one is harmless.
@@ -55,7 +60,7 @@ class Tracker:
         key = (r.task_id, r.attempt)
         if self.store.put_report(data):
             self._unforwarded[key] = data
-            await self._forward(key)
+            self._forward_now.set()
             return True
         stored = next((s for s in self.store.reports(r.task_id) if s.get("attempt", 1) == r.attempt), None)
         if stored is None or stored == data:
@@ -84,28 +89,38 @@ class Tracker:
 
     def _ensure_loop(self) -> None:
         if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._resend_loop())
+            self._loop_task = asyncio.get_running_loop().create_task(self._forward_loop())
 
-    async def _forward(self, key: tuple[str, int]) -> None:
-        data = self._unforwarded.get(key)
-        if data is None:
-            return
+    async def _forward_loop(self) -> None:
+        """Forward what waits as soon as a report arrives, and again every ``resend_interval_s``.
+        Reports that arrive while a forward is in flight go together in the next one."""
+        while True:
+            try:
+                await asyncio.wait_for(self._forward_now.wait(), timeout=self.resend_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._forward_now.clear()
+            try:
+                while self._unforwarded and await self._forward_batch():
+                    pass
+            except Exception:  # noqa: BLE001  # a bug here must not end forwarding
+                log.exception("forwarding reports failed; retrying in %.1f s", self.resend_interval_s)
+
+    async def _forward_batch(self) -> bool:
+        """Send up to FORWARD_BATCH waiting reports in one call; False if the head is unreachable."""
+        batch = list(self._unforwarded.items())[:FORWARD_BATCH]
         try:
             head = self._head or ray.get_actor(self.head_name, namespace=self.namespace)
             self._head = head
-            await head.on_report.remote(data)
-        except Exception as exc:  # the head is restarting or gone: keep the report, retry later
+            await head.on_reports.remote([data for _, data in batch])
+        except Exception as exc:  # noqa: BLE001  # the head is restarting or gone: keep them, retry later
             self._head = None
             log.info("head unreachable (%s); %d report(s) waiting", type(exc).__name__, len(self._unforwarded))
-            return
-        self._unforwarded.pop(key, None)
-        self.store.mark_forwarded(*key)
-
-    async def _resend_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.resend_interval_s)
-            for key in list(self._unforwarded):
-                await self._forward(key)
+            return False
+        for key, _ in batch:
+            self._unforwarded.pop(key, None)
+            self.store.mark_forwarded(*key)
+        return True
 
 
 def start_tracker(namespace: str = NAMESPACE, name: str = TRACKER_NAME, head_name: str = HEAD_NAME,
