@@ -264,9 +264,14 @@ def test_client_set_policy_refuses_a_broken_policy(head, unchanged, data):
     client, _ = head
     broken, where = data.draw(mutations(POLICY))
     assume(refused_locally(CoopPolicy, broken))
-    with pytest.raises(InvalidRequest) as err:
-        client.set_policy(broken)
-    assert_says_how_to_fix(err.value, broken, where)
+    if isinstance(broken, str) and not broken.lstrip().startswith("{"):  # the client reads it as a file path
+        with pytest.raises(InvalidRequest, match=r"^invalid policy file .*received .*; accepted: ") as err:
+            client.set_policy(broken)
+        assert len(str(err.value)) < 1_000, str(err.value)[:300]
+    else:
+        with pytest.raises(InvalidRequest) as err:
+            client.set_policy(broken)
+        assert_says_how_to_fix(err.value, broken, where)
     unchanged()
 
 
