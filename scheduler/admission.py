@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.model import CoopPolicy, EnforcementMode, MemberQuota
+from policies.rules import TimeWindow
 from policies.plugins import PluginRule, attach_all
 from policies.reasons import Reason, error, rejected, unavailable
 from policies.rules import BUILTIN_RULES, RateBuckets, RuleContext
@@ -33,8 +34,11 @@ class CompiledPolicy:
     gates: tuple = ()
     reservers: tuple = ()
     builtin_constraints: bool = True
+    weights: tuple[float, ...] = ()  # the scoring weights as placement takes them
+    gates_by_minute: bool = False  # every start gate is a built-in TimeWindow: its answer holds for a minute
     requirements_cache: dict = field(default_factory=dict, compare=False, repr=False)
     limits_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    gate_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
@@ -45,22 +49,36 @@ class CompiledPolicy:
         attach_all(policy, tuple(extra_rules))
         rules = tuple(r.bound() if isinstance(r, PluginRule) else r
                       for r in tuple(policy.rules) + tuple(extra_rules))
+        gates = tuple(r for r in rules if hasattr(r, "closed_until"))
         return cls(policy,
                    tuple(r for r in rules if hasattr(r, "check")),
                    tuple(r for r in rules if hasattr(r, "constrain")),
                    tuple(r for r in rules if hasattr(r, "adjust")),
                    tuple(r for r in rules if hasattr(r, "hold_until")),
-                   tuple(r for r in rules if hasattr(r, "closed_until")),
+                   gates,
                    tuple(r for r in rules if hasattr(r, "reserve")),
-                   all(type(r) in BUILTIN_RULES for r in rules if hasattr(r, "constrain")))
+                   all(type(r) in BUILTIN_RULES for r in rules if hasattr(r, "constrain")),
+                   policy.weights.as_tuple(),
+                   all(type(r) is TimeWindow for r in gates))
+
+    def limit_units(self, quota: MemberQuota) -> Cost:
+        """``quota``'s monthly limits in ledger units, ``UNLIMITED`` where it has none (once per quota:
+        the policy, and so its quota objects, is immutable)."""
+        limits = self.limits_cache.get(id(quota))
+        if limits is None:
+            limits = self.limits_cache[id(quota)] = Cost(*(
+                to_units(lim) if lim is not None else UNLIMITED
+                for lim in (quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
+        return limits
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     task: TaskSpec
     mode: EnforcementMode
     quota: MemberQuota | None
     runtime_s: float
+    rank: int  # the priority's rank, as requested
     violations: list[Reason] = field(default_factory=list)
     hard: list[Reason] = field(default_factory=list)
     requirements: Requirements | None = None
@@ -78,7 +96,7 @@ class Verdict:
 
     @property
     def effective_priority(self) -> float:
-        return self.task.priority.rank * self.multiplier
+        return self.rank * self.multiplier
 
 
 def _failed(phase: str, rule, exc: Exception) -> Reason:
@@ -88,18 +106,18 @@ def _failed(phase: str, rule, exc: Exception) -> Reason:
 def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedger, table: ExecutorTable,
              buckets: RateBuckets, now: float) -> Verdict:
     if compiled is None:
-        v = Verdict(task, EnforcementMode.STRICT, None, task.max_runtime_s or 0.0)
+        v = Verdict(task, EnforcementMode.STRICT, None, task.max_runtime_s or 0.0, task.priority.rank)
         v.hard.append(rejected("policy", f"coop {task.coop_id} has no scheduling policy; a coop admin sets one "
                                f"with `coopsched policy set {task.coop_id} FILE`"))
         return v
     policy = compiled.policy
     quota = policy.quota_for(task.member)
     runtime = task.max_runtime_s or quota.default_max_runtime_s
-    v = Verdict(task, policy.enforcement_mode, quota, runtime)
+    v = Verdict(task, policy.enforcement_mode, quota, runtime, task.priority.rank)
     ctx = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
 
     # 1. priority cap, on the priority as requested (multipliers come later)
-    if task.priority.rank > quota.max_priority.rank:
+    if v.rank > quota.max_priority.rank:
         v.violations.append(rejected("quota:priority", f"priority {task.priority.value} exceeds the limit "
                                      f"{quota.max_priority.value} for member {task.member} in coop {task.coop_id}; "
                                      f"submit at {quota.max_priority.value} or ask a coop admin to raise it"))
@@ -139,13 +157,10 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     hours = runtime / 3600.0
     v.cost = Cost.of(task.resources.cpus * hours, task.resources.gpus * hours, fit.max_cost_per_hour * hours)
     if task.member not in policy.quota_whitelist:
-        _check_quota(v, ledger, now)
+        limits = compiled.limit_units(quota)
+        _check_quota(v, ledger, now, limits)
         if policy.enforcement_mode is EnforcementMode.STRICT:
-            v.limits = compiled.limits_cache.get(id(quota))
-            if v.limits is None:  # the policy (and so its quota objects) is immutable: once per quota
-                v.limits = compiled.limits_cache[id(quota)] = Cost(*(
-                    to_units(lim) if lim is not None else UNLIMITED
-                    for lim in (quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
+            v.limits = limits
 
     # 5. priority multipliers and deferral
     for rule in compiled.adjusters:
@@ -169,7 +184,8 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
     """The rules' constraints compiled for this task. Built-in rules constrain by the task's
     tags and capabilities only, so their result is kept per (tags, capabilities) for the
     policy version; plug-in rules are asked every time."""
-    key = (task.tags, tuple(sorted(task.capabilities.items())), task.coop_id) if compiled.builtin_constraints \
+    caps = task.capabilities
+    key = (task.tags, tuple(sorted(caps.items())) if caps else (), task.coop_id) if compiled.builtin_constraints \
         else None
     cached = compiled.requirements_cache.get(key) if key is not None else None
     if cached is not None:
@@ -210,17 +226,25 @@ _QUOTA_KINDS = (("cpu", "CPU", "CPU-hours", "cpu_hours_per_month"),
                 ("credits", "credit", "credits", "credits_per_month"))
 
 
-def _check_quota(v: Verdict, ledger: UsageLedger, now: float) -> None:
-    task, quota = v.task, v.quota
-    assert quota is not None
+def _check_quota(v: Verdict, ledger: UsageLedger, now: float, limits: Cost) -> None:
+    """Projected usage (used + reserved + this task) against ``limits`` (the quota in ledger units)."""
+    task, cost = v.task, v.cost
     standing = ledger.standing(task.coop_id, task.member, now)
+    used, held = standing.used, standing.reserved
+    if ((limits.cpu == UNLIMITED or not cost.cpu or used.cpu + held.cpu + cost.cpu <= limits.cpu)
+            and (limits.gpu == UNLIMITED or not cost.gpu or used.gpu + held.gpu + cost.gpu <= limits.gpu)
+            and (limits.credits == UNLIMITED or not cost.credits
+                 or used.credits + held.credits + cost.credits <= limits.credits)):
+        return  # the common case, without building a message
+    quota = v.quota
+    assert quota is not None
     for attr, label, unit, limit_field in _QUOTA_KINDS:
         limit = getattr(quota, limit_field)
         need = getattr(v.cost, attr)
         if limit is None or need == 0:
             continue
-        used, held, cap = getattr(standing.used, attr), getattr(standing.reserved, attr), to_units(limit)
-        if used + held + need <= cap:
+        used_units, held_units, cap = getattr(used, attr), getattr(held, attr), to_units(limit)
+        if used_units + held_units + need <= cap:
             continue
         who = f"coop {task.coop_id}, member {task.member}"
         if need > cap:
@@ -229,6 +253,6 @@ def _check_quota(v: Verdict, ledger: UsageLedger, now: float) -> None:
                 f"{limit:g} {unit} ({who}); ask for fewer resources or a shorter max_runtime_s")))
         else:
             v.violations.append(unavailable(f"quota:{attr}", (
-                f"monthly {label} quota exceeded: {from_units(used):.4g} used + {from_units(held):.4g} reserved + "
+                f"monthly {label} quota exceeded: {from_units(used_units):.4g} used + {from_units(held_units):.4g} reserved + "
                 f"{from_units(need):.4g} projected > {limit:g} {unit} ({who}); ask a coop admin to raise it "
                 f"or wait for {next_period_start(now)}")))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +38,8 @@ class Requirements:
     deny: frozenset[str] = frozenset()
     deny_sources: tuple[str, ...] = ()
     signature: tuple = field(default=(), compare=False)
+    static_key: tuple = field(default=(), compare=False)   # the table's cache keys for this signature
+    summary_key: tuple = field(default=(), compare=False)
 
     def with_resources(self, resources: Resources) -> Requirements:
         """The same constraints for another request (a cheap copy: this is on the hot path)."""
@@ -78,7 +81,8 @@ def compile_requirements(coop_id: str, resources: Resources, constraints: Sequen
             deny_sources.append(c.source)
     signature = (coop_id, regions, tuple((n, v) for n, v, _ in caps), allow, frozenset(deny))
     return Requirements(coop_id, resources, regions, tuple(region_sources), tuple(caps), allow,
-                        tuple(allow_sources), frozenset(deny), tuple(deny_sources), signature)
+                        tuple(allow_sources), frozenset(deny), tuple(deny_sources), signature,
+                        ("static",) + signature, ("summary",) + signature)
 
 
 def _names(regions: frozenset[str] | None) -> str:
@@ -104,7 +108,7 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
             if row is not None:
                 m[row] = False
         return m
-    return table.static_mask(("static",) + req.signature, build)
+    return table.static_mask(req.static_key, build)
 
 
 def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
@@ -122,8 +126,7 @@ def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
     return m
 
 
-@dataclass(frozen=True)
-class StaticFit:
+class StaticFit(NamedTuple):
     """What admission needs to know about the executors a task may use (ignoring current load).
 
     ``possible`` is a necessary condition for the task ever fitting: some executor the
@@ -141,24 +144,24 @@ class StaticFit:
 
 def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
     """O(1) after the first task with the same constraint signature (per table shape)."""
-    summary = _summary(table, req)
+    count, cpus, gpus, mem, gmem, cpu_price, gpu_price = _summary(table, req)
     r = req.resources
-    count = int(summary[0])
-    possible = bool(count) and (r.cpus <= summary[1] + EPS and r.gpus <= summary[2] + EPS
-                                and r.memory_mb <= summary[3] + EPS and r.gpu_memory_mb <= summary[4] + EPS)
-    return StaticFit(count, possible, r.cpus * summary[5] + r.gpus * summary[6] if possible else 0.0)
+    possible = bool(count) and (r.cpus <= cpus + EPS and r.gpus <= gpus + EPS
+                                and r.memory_mb <= mem + EPS and r.gpu_memory_mb <= gmem + EPS)
+    return StaticFit(count, possible, r.cpus * cpu_price + r.gpus * gpu_price if possible else 0.0)
 
 
-def _summary(table: ExecutorTable, req: Requirements) -> np.ndarray:
-    """[count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price] of the allowed rows."""
-    def build(t: ExecutorTable) -> np.ndarray:
+def _summary(table: ExecutorTable, req: Requirements) -> tuple:
+    """(count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price) of the allowed rows,
+    as Python numbers (read on every admission: no numpy scalars)."""
+    def build(t: ExecutorTable) -> tuple:
         n = t.n
         m = _static(t, req)
         if not m.any():
-            return np.zeros(7)
-        return np.array([m.sum()] + [float(col[:n][m].max()) for col in (
-            t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu)])
-    return table.static_mask(("summary",) + req.signature, build)
+            return (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return (int(m.sum()),) + tuple(float(col[:n][m].max()) for col in (
+            t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu))
+    return table.static_mask(req.summary_key, build)
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -84,12 +84,16 @@ class TaskQueue:
         """
         if now is not None and self._order is not None and now - self._ordered_at < ORDER_TTL_S:
             return self._order
-        standing: dict[tuple[str, str], float] = {}
-        for e in self._entries.values():
-            key = (e.task.coop_id, e.task.member)
-            if key not in standing:
-                standing[key] = fair_share(*key)
-        self._order = sorted(self._entries.values(), key=lambda e: (
-            -e.effective_priority, standing[(e.task.coop_id, e.task.member)], e.submitted_at, e.seq))
+        entries = list(self._entries.values())
+        if len(entries) <= 1:  # nothing to compare: no standing to look up
+            self._order = entries
+        else:
+            members = {(e.task.coop_id, e.task.member) for e in entries}
+            if len(members) == 1:  # one member's standing orders nobody: skip the ledger
+                self._order = sorted(entries, key=lambda e: (-e.effective_priority, e.submitted_at, e.seq))
+            else:
+                standing = {key: fair_share(*key) for key in members}
+                self._order = sorted(entries, key=lambda e: (
+                    -e.effective_priority, standing[(e.task.coop_id, e.task.member)], e.submitted_at, e.seq))
         self._ordered_at = now if now is not None else 0.0
         return self._order
