@@ -94,12 +94,19 @@ def trusted(model: type[M], **values: Any) -> M:
     ``model_construct`` costs more than the decision itself; input from outside always goes
     through :func:`parse`.
     """
-    obj = model.__new__(model)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    obj = _new(model)
+    _set_dict(obj, "__dict__", values)
+    _set_fields_set(obj, set(values))  # the slots' own setters: no attribute lookup on the class
+    _set_extra(obj, None)
+    _set_private(obj, None)
     return obj
+
+
+_new = object.__new__
+_set_dict = object.__setattr__
+_set_fields_set = BaseModel.__pydantic_fields_set__.__set__  # type: ignore[attr-defined]
+_set_extra = BaseModel.__pydantic_extra__.__set__  # type: ignore[attr-defined]
+_set_private = BaseModel.__pydantic_private__.__set__  # type: ignore[attr-defined]
 
 
 def explain(exc: ValidationError, model: type[BaseModel], what: str, data: Any = None) -> InvalidRequest:

@@ -30,6 +30,9 @@ from scheduler.usage import Outcome, UsageRecord, UsageReport
 
 Clock = Callable[[], float]
 
+_DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
+_NOT_CACHED = object()
+_GATE_CACHE_SIZE = 1024
 _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobState.FAILED,
                   Outcome.TIMEOUT: JobState.TIMEOUT, Outcome.CANCELLED: JobState.CANCELLED}
 
@@ -173,14 +176,14 @@ class SchedulerCore:
             self.counters.violations[(coop, reason.source, v.mode.value)] += 1
             if reason.source.startswith("quota:"):
                 self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
-        common = dict(task_id=v.task.task_id, coop_id=coop, effective_priority=v.effective_priority,
-                      enforcement_mode=v.mode.value)
         if v.hard or (v.violations and v.mode is EnforcementMode.STRICT):
-            return trusted(Decision, admitted=False, reasons=tuple(v.violations + v.hard), warnings=(),
-                                            not_before=None, **common)
+            return trusted(Decision, task_id=v.task.task_id, coop_id=coop, admitted=False,
+                           reasons=tuple(v.violations + v.hard), warnings=(), effective_priority=v.effective_priority,
+                           not_before=None, enforcement_mode=v.mode.value)
         warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
-        return trusted(Decision, admitted=True, reasons=(), warnings=warnings, not_before=v.not_before,
-                                        **common)
+        return trusted(Decision, task_id=v.task.task_id, coop_id=coop, admitted=True, reasons=(), warnings=warnings,
+                       effective_priority=v.effective_priority, not_before=v.not_before,
+                       enforcement_mode=v.mode.value)
 
     def _lost_race(self, v: Verdict, held: ReserveResult, now: float) -> Decision:
         """The ledger refused the reservation: another admission (another head replica) took the quota."""
@@ -258,7 +261,7 @@ class SchedulerCore:
     def _place(self, entry: QueuedTask, now: float) -> Placement | None:
         task = entry.task
         compiled = self._policies.get(task.coop_id)
-        weights = (compiled.policy.weights if compiled else DEFAULT_WEIGHTS).as_tuple()
+        weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
         data = self.data_locator.fractions(task.hints.data) if task.hints.data else None
         picked = choose(self.table, fit_mask(self.table, entry.requirements), weights, task.hints, data,
                         top=4 + len(entry.avoid))
@@ -268,11 +271,12 @@ class SchedulerCore:
         if not picked:
             return None
         row, score = picked[0]
-        spec = self.table.specs[row]
+        specs = self.table.specs
+        spec = specs[row]
         assert spec is not None
         parts = breakdowns(self.table, [r for r, _ in picked], weights, task.hints, data)
-        offers = tuple(trusted(Offer, executor_id=self.table.specs[r].executor_id,  # type: ignore[union-attr]
-                                             score=s, breakdown=b) for (r, s), b in zip(picked[1:], parts[1:]))
+        offers = tuple([trusted(Offer, executor_id=specs[r].executor_id, score=s, breakdown=b)  # type: ignore
+                        for (r, s), b in zip(picked[1:], parts[1:])])
         placement = trusted(
             Placement, task=task, executor_id=spec.executor_id, node_id=spec.node_id or spec.executor_id, score=score,
             breakdown=parts[0], runners_up=offers, placed_at=now, attempt=entry.attempt, relaxed=entry.relaxed)
@@ -316,21 +320,36 @@ class SchedulerCore:
         key = (task.coop_id, task.priority, task.tags)
         if key not in memo:
             compiled = self._policies.get(task.coop_id)
-            hold = None
-            if compiled is not None and compiled.gates:
-                ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
-                strict = compiled.policy.enforcement_mode is EnforcementMode.STRICT
-                for rule in compiled.gates:
-                    if not strict and getattr(rule, "action", "defer") != "defer":
-                        continue  # a non-strict policy already let this violation through
-                    try:
-                        t = rule.closed_until(task, ctx)
-                    except Exception:  # a broken gate must not stop the scheduler; it gates nothing
-                        t = None
-                    if t is not None and t > now:
-                        hold = t if hold is None else max(hold, t)
+            if compiled is None or not compiled.gates:
+                hold = None
+            elif compiled.gates_by_minute:
+                # Built-in time windows read the clock by the minute and the task by its priority only,
+                # and a window closed now opens at a later quarter hour: one answer serves the minute.
+                minute_key = (task.priority, int(now // 60))
+                hold = compiled.gate_cache.get(minute_key, _NOT_CACHED)
+                if hold is _NOT_CACHED:
+                    if len(compiled.gate_cache) >= _GATE_CACHE_SIZE:
+                        compiled.gate_cache.clear()
+                    hold = compiled.gate_cache[minute_key] = self._gates_closed_until(compiled, task, now)
+            else:
+                hold = self._gates_closed_until(compiled, task, now)
             memo[key] = hold
         return memo[key]
+
+    def _gates_closed_until(self, compiled: CompiledPolicy, task: TaskSpec, now: float) -> float | None:
+        hold = None
+        ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
+        strict = compiled.policy.enforcement_mode is EnforcementMode.STRICT
+        for rule in compiled.gates:
+            if not strict and getattr(rule, "action", "defer") != "defer":
+                continue  # a non-strict policy already let this violation through
+            try:
+                t = rule.closed_until(task, ctx)
+            except Exception:  # a broken gate must not stop the scheduler; it gates nothing
+                t = None
+            if t is not None and t > now:
+                hold = t if hold is None else max(hold, t)
+        return hold
 
     def _fair_share(self, coop_id: str, member: str) -> float:
         compiled = self._policies.get(coop_id)

@@ -54,6 +54,9 @@ class ExecutorTable:
         self.open_all = np.zeros(self._cap, dtype=bool)
         self.capabilities: dict[str, np.ndarray] = {}
         self.specs: list[ExecutorSpec | None] = []
+        # per row, as Python floats: (trust, capacity, queue depth, RTT score), kept by ``_refresh`` for
+        # the few rows an explanation reads (no numpy scalar reads on the hot path)
+        self.row_facts: list[tuple[float, float, float, float]] = []
         self.rows: dict[str, int] = {}
         self.node_rows: dict[str, list[int]] = {}
         self.region_codes: dict[str, int] = {}
@@ -165,9 +168,12 @@ class ExecutorTable:
     def reserve(self, row: int, r: Resources) -> None:
         was = self._is_free(row)
         self.free_cpus[row] -= r.cpus
-        self.free_gpus[row] -= r.gpus
-        self.free_mem[row] -= r.memory_mb
-        self.free_gmem[row] -= r.gpu_memory_mb
+        if r.gpus:  # subtracting nothing changes nothing: skip the numpy round trip
+            self.free_gpus[row] -= r.gpus
+        if r.memory_mb:
+            self.free_mem[row] -= r.memory_mb
+        if r.gpu_memory_mb:
+            self.free_gmem[row] -= r.gpu_memory_mb
         self.running[row] += 1
         self.free_count += self._is_free(row) - was
         self._refresh(row)
@@ -175,9 +181,12 @@ class ExecutorTable:
     def release(self, row: int, r: Resources) -> None:
         was = self._is_free(row)
         self.free_cpus[row] = min(self.total_cpus[row], self.free_cpus[row] + r.cpus)
-        self.free_gpus[row] = min(self.total_gpus[row], self.free_gpus[row] + r.gpus)
-        self.free_mem[row] = min(self.total_mem[row], self.free_mem[row] + r.memory_mb)
-        self.free_gmem[row] = min(self.total_gmem[row], self.free_gmem[row] + r.gpu_memory_mb)
+        if r.gpus:  # free never exceeds total, so adding nothing would change nothing
+            self.free_gpus[row] = min(self.total_gpus[row], self.free_gpus[row] + r.gpus)
+        if r.memory_mb:
+            self.free_mem[row] = min(self.total_mem[row], self.free_mem[row] + r.memory_mb)
+        if r.gpu_memory_mb:
+            self.free_gmem[row] = min(self.total_gmem[row], self.free_gmem[row] + r.gpu_memory_mb)
         self.running[row] = max(0.0, self.running[row] - 1)
         self.free_count += self._is_free(row) - was
         self._refresh(row)
@@ -195,7 +204,7 @@ class ExecutorTable:
         self._refresh(row)
 
     def _is_free(self, row: int) -> int:
-        return int(self.status[row] == 0 and self.free_cpus[row] > 1e-9)
+        return int(self.status.item(row) == 0 and self.free_cpus.item(row) > 1e-9)
 
     # -- scores ------------------------------------------------------------------
     def base_score(self, weights: tuple[float, ...]) -> np.ndarray:
@@ -224,9 +233,8 @@ class ExecutorTable:
 
     def features(self, row: int) -> dict[str, float]:
         """The raw (unweighted) task-independent features of one row, each in [0, 1]."""
-        return {"trust": float(self.trust[row]), "capacity": float(self.capacity[row]),
-                "queue": float(queue_score(self.running[row] + self.reported_queue[row])),
-                "rtt": float(rtt_score(self.rtt_ms[row]))}
+        trust, capacity, depth, rtt = self.row_facts[row]
+        return {"trust": trust, "capacity": capacity, "queue": queue_score(depth), "rtt": rtt}
 
     def _features_vector(self, w: tuple[float, ...], rows: slice) -> np.ndarray:
         return (w[0] * self.trust[rows] + w[1] * self.capacity[rows]
@@ -234,16 +242,23 @@ class ExecutorTable:
                 + w[3] * rtt_score(self.rtt_ms[rows]))
 
     def _refresh(self, row: int) -> None:
-        parts = [self.free_cpus[row] / self.total_cpus[row] if self.total_cpus[row] > 0 else 0.0]
-        if self.total_mem[row] > 0:
-            parts.append(self.free_mem[row] / self.total_mem[row])
-        if self.total_gpus[row] > 0:
-            parts.append(self.free_gpus[row] / self.total_gpus[row])
-        self.capacity[row] = max(0.0, sum(parts) / len(parts))
+        """Recompute one row's capacity, facts and base scores after its load or report changed."""
+        total_cpus, total_mem, total_gpus = self.total_cpus.item(row), self.total_mem.item(row), \
+            self.total_gpus.item(row)
+        parts = [self.free_cpus.item(row) / total_cpus if total_cpus > 0 else 0.0]
+        if total_mem > 0:
+            parts.append(self.free_mem.item(row) / total_mem)
+        if total_gpus > 0:
+            parts.append(self.free_gpus.item(row) / total_gpus)
+        capacity = max(0.0, sum(parts) / len(parts))
+        self.capacity[row] = capacity
+        trust, depth = self.trust.item(row), self.running.item(row) + self.reported_queue.item(row)
+        rtt = rtt_score(self.rtt_ms.item(row))
+        self.row_facts[row] = (trust, capacity, depth, rtt)
         if self._base_scores:
-            f = self.features(row)
+            queue = queue_score(depth)
             for w, base in self._base_scores.items():
-                base[row] = w[0] * f["trust"] + w[1] * f["capacity"] + w[2] * f["queue"] + w[3] * f["rtt"] + SHIFT
+                base[row] = w[0] * trust + w[1] * capacity + w[2] * queue + w[3] * rtt + SHIFT
 
     # -- static masks --------------------------------------------------------------
     def static_mask(self, key: tuple, build) -> np.ndarray:
@@ -284,6 +299,7 @@ class ExecutorTable:
         if self.n == self._cap:
             self._grow()
         self.specs.append(None)
+        self.row_facts.append((0.0, 0.0, 0.0, 0.0))
         self.n += 1
         return self.n - 1
 

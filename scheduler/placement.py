@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from policies.reasons import Reason, rejected
 from policies.rules import Constraint
 from policies.versions import version_key
-from scheduler.executor_table import SHIFT, ExecutorTable, rtt_score
+from scheduler.executor_table import SHIFT, ExecutorTable
 from scheduler.tasks import Hints, Resources, TaskSpec
 
 EPS = 1e-9
@@ -170,19 +170,17 @@ def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], h
     """The best ``top`` rows among ``mask`` as (row, score), best first; ties go to the lower row.
 
     Scores are kept shifted by +1 (every real score is >= 0), so an infeasible row is simply
-    0: one multiply by the mask instead of a branchy ``np.where`` — several times faster on
-    100,000 executors.
+    0: one multiply by the boolean mask (True is 1.0) instead of a branchy ``np.where`` —
+    several times faster on 100,000 executors.
     """
     n = table.n
-    feasible = table.scratch(0, n)
-    np.copyto(feasible, mask.view(np.int8), casting="unsafe")
     scores = table.scratch(1, n)
-    np.multiply(feasible, table.base_score(weights)[:n], out=scores)
-    _add_extras(table, scores, feasible, weights, hints, data_fractions)
+    np.multiply(mask, table.base_score(weights)[:n], out=scores)
+    _add_extras(table, scores, mask, weights, hints, data_fractions)
     picked: list[tuple[int, float]] = []
     for _ in range(top):
         row = int(scores.argmax())
-        shifted = float(scores[row])
+        shifted = scores.item(row)
         if shifted <= 0.0:
             break
         picked.append((row, shifted - SHIFT))
@@ -190,7 +188,7 @@ def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], h
     return picked
 
 
-def _add_extras(table: ExecutorTable, scores: np.ndarray, feasible: np.ndarray, weights: tuple[float, ...],
+def _add_extras(table: ExecutorTable, scores: np.ndarray, mask: np.ndarray, weights: tuple[float, ...],
                 hints: Hints, data_fractions: dict[str, float] | None) -> None:
     """Add the task-specific features (data locality, hints) to the feasible rows' scores."""
     if data_fractions and weights[4]:
@@ -204,7 +202,7 @@ def _add_extras(table: ExecutorTable, scores: np.ndarray, feasible: np.ndarray, 
     coef = weights[5] / kinds
     if hints.regions:
         hinted = table.region_indicator(tuple(sorted(set(hints.regions))))
-        scores += coef * (hinted * feasible)
+        scores += coef * (hinted * mask)
     for e in hints.executors:
         row = table.rows.get(e)
         if row is not None and scores[row] > 0.0:
@@ -214,18 +212,17 @@ def _add_extras(table: ExecutorTable, scores: np.ndarray, feasible: np.ndarray, 
 def breakdowns(table: ExecutorTable, rows: list[int], weights: tuple[float, ...], hints: Hints,
                data_fractions: dict[str, float] | None) -> list[dict[str, float]]:
     """Each feature's weighted contribution to each of ``rows``' scores (a few rows: the offers)."""
-    w = weights
-    kinds = int(bool(hints.regions)) + int(bool(hints.executors))
+    w0, w1, w2, w3, w4, w5 = weights
+    kinds = (1 if hints.regions else 0) + (1 if hints.executors else 0)
     out = []
     for row in rows:
         spec = table.specs[row]
         assert spec is not None
+        trust, capacity, depth, rtt = table.row_facts[row]
         data = data_fractions.get(spec.node_id or spec.executor_id, 0.0) if data_fractions else 0.0
         hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
-        depth = float(table.running[row]) + float(table.reported_queue[row])
-        out.append({"trust": w[0] * float(table.trust[row]), "capacity": w[1] * float(table.capacity[row]),
-                    "queue": w[2] / (1.0 + depth), "rtt": w[3] * rtt_score(float(table.rtt_ms[row])),
-                    "data": w[4] * data, "hints": w[5] * hint})
+        out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
+                    "rtt": w3 * rtt, "data": w4 * data, "hints": w5 * hint})
     return out
 
 
