@@ -57,6 +57,7 @@ class ExecutorTable:
         # per row, as Python floats: (trust, capacity, queue depth, RTT score), kept by ``_refresh`` for
         # the few rows an explanation reads (no numpy scalar reads on the hot path)
         self.row_facts: list[tuple[float, float, float, float]] = []
+        self.row_totals: list[tuple[float, float, float, float]] = []  # (cpus, gpus, memory, GPU memory)
         self.rows: dict[str, int] = {}
         self.node_rows: dict[str, list[int]] = {}
         self.region_codes: dict[str, int] = {}
@@ -165,31 +166,37 @@ class ExecutorTable:
         return self.rows.keys()
 
     # -- load --------------------------------------------------------------------
+    # reserve and release run once per placement and completion: they read and write the row's
+    # scalars as Python floats (the same IEEE arithmetic numpy would do) and skip the columns a task
+    # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
-        was = self._is_free(row)
-        self.free_cpus[row] -= r.cpus
-        if r.gpus:  # subtracting nothing changes nothing: skip the numpy round trip
+        before = self.free_cpus.item(row)
+        after = self.free_cpus[row] = before - r.cpus
+        if r.gpus:
             self.free_gpus[row] -= r.gpus
         if r.memory_mb:
             self.free_mem[row] -= r.memory_mb
         if r.gpu_memory_mb:
             self.free_gmem[row] -= r.gpu_memory_mb
         self.running[row] += 1
-        self.free_count += self._is_free(row) - was
-        self._refresh(row)
+        if self.status.item(row) == 0:
+            self.free_count += (after > 1e-9) - (before > 1e-9)
+        self._refresh_load(row)
 
     def release(self, row: int, r: Resources) -> None:
-        was = self._is_free(row)
-        self.free_cpus[row] = min(self.total_cpus[row], self.free_cpus[row] + r.cpus)
-        if r.gpus:  # free never exceeds total, so adding nothing would change nothing
-            self.free_gpus[row] = min(self.total_gpus[row], self.free_gpus[row] + r.gpus)
+        total_cpus, total_gpus, total_mem, total_gmem = self.row_totals[row]
+        before = self.free_cpus.item(row)
+        after = self.free_cpus[row] = min(total_cpus, before + r.cpus)
+        if r.gpus:
+            self.free_gpus[row] = min(total_gpus, self.free_gpus.item(row) + r.gpus)
         if r.memory_mb:
-            self.free_mem[row] = min(self.total_mem[row], self.free_mem[row] + r.memory_mb)
+            self.free_mem[row] = min(total_mem, self.free_mem.item(row) + r.memory_mb)
         if r.gpu_memory_mb:
-            self.free_gmem[row] = min(self.total_gmem[row], self.free_gmem[row] + r.gpu_memory_mb)
-        self.running[row] = max(0.0, self.running[row] - 1)
-        self.free_count += self._is_free(row) - was
-        self._refresh(row)
+            self.free_gmem[row] = min(total_gmem, self.free_gmem.item(row) + r.gpu_memory_mb)
+        self.running[row] = max(0.0, self.running.item(row) - 1)
+        if self.status.item(row) == 0:
+            self.free_count += (after > 1e-9) - (before > 1e-9)
+        self._refresh_load(row)
 
     def heartbeat(self, offer: ExecutorOffer) -> None:
         row = self.rows[offer.executor_id]
@@ -242,9 +249,15 @@ class ExecutorTable:
                 + w[3] * rtt_score(self.rtt_ms[rows]))
 
     def _refresh(self, row: int) -> None:
-        """Recompute one row's capacity, facts and base scores after its load or report changed."""
-        total_cpus, total_mem, total_gpus = self.total_cpus.item(row), self.total_mem.item(row), \
-            self.total_gpus.item(row)
+        """Recompute one row's totals, facts and base scores after its registration or report changed."""
+        self.row_totals[row] = (self.total_cpus.item(row), self.total_gpus.item(row), self.total_mem.item(row),
+                                self.total_gmem.item(row))
+        self._refresh_load(row, self.trust.item(row), rtt_score(self.rtt_ms.item(row)))
+
+    def _refresh_load(self, row: int, trust: float | None = None, rtt: float | None = None) -> None:
+        """Recompute one row's capacity, facts and base scores after its load changed (trust and RTT
+        as last refreshed unless given)."""
+        total_cpus, total_gpus, total_mem, _ = self.row_totals[row]
         parts = [self.free_cpus.item(row) / total_cpus if total_cpus > 0 else 0.0]
         if total_mem > 0:
             parts.append(self.free_mem.item(row) / total_mem)
@@ -252,8 +265,9 @@ class ExecutorTable:
             parts.append(self.free_gpus.item(row) / total_gpus)
         capacity = max(0.0, sum(parts) / len(parts))
         self.capacity[row] = capacity
-        trust, depth = self.trust.item(row), self.running.item(row) + self.reported_queue.item(row)
-        rtt = rtt_score(self.rtt_ms.item(row))
+        if trust is None or rtt is None:
+            trust, _, _, rtt = self.row_facts[row]
+        depth = self.running.item(row) + self.reported_queue.item(row)
         self.row_facts[row] = (trust, capacity, depth, rtt)
         if self._base_scores:
             queue = queue_score(depth)
@@ -300,6 +314,7 @@ class ExecutorTable:
             self._grow()
         self.specs.append(None)
         self.row_facts.append((0.0, 0.0, 0.0, 0.0))
+        self.row_totals.append((0.0, 0.0, 0.0, 0.0))
         self.n += 1
         return self.n - 1
 

@@ -99,11 +99,9 @@ def fits(used: Cost, held: Cost, cost: Cost, limits: Cost | None) -> bool:
     """Whether ``used + held + cost`` stays within ``limits`` in every limited dimension."""
     if limits is None:
         return True
-    for u, h, c, lim in zip((used.cpu, used.gpu, used.credits), (held.cpu, held.gpu, held.credits),
-                            (cost.cpu, cost.gpu, cost.credits), (limits.cpu, limits.gpu, limits.credits)):
-        if lim >= 0 and c > 0 and u + h + c > lim:
-            return False
-    return True
+    return ((limits.cpu < 0 or cost.cpu <= 0 or used.cpu + held.cpu + cost.cpu <= limits.cpu)
+            and (limits.gpu < 0 or cost.gpu <= 0 or used.gpu + held.gpu + cost.gpu <= limits.gpu)
+            and (limits.credits < 0 or cost.credits <= 0 or used.credits + held.credits + cost.credits <= limits.credits))
 
 
 @dataclass(frozen=True)

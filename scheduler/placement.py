@@ -214,11 +214,18 @@ def breakdowns(table: ExecutorTable, rows: list[int], weights: tuple[float, ...]
     """Each feature's weighted contribution to each of ``rows``' scores (a few rows: the offers)."""
     w0, w1, w2, w3, w4, w5 = weights
     kinds = (1 if hints.regions else 0) + (1 if hints.executors else 0)
+    facts = table.row_facts
     out = []
+    if not kinds and not data_fractions:  # no task-specific features: both are 0 (weights are >= 0)
+        for row in rows:
+            trust, capacity, depth, rtt = facts[row]
+            out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
+                        "rtt": w3 * rtt, "data": 0.0, "hints": 0.0})
+        return out
     for row in rows:
         spec = table.specs[row]
         assert spec is not None
-        trust, capacity, depth, rtt = table.row_facts[row]
+        trust, capacity, depth, rtt = facts[row]
         data = data_fractions.get(spec.node_id or spec.executor_id, 0.0) if data_fractions else 0.0
         hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
         out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
