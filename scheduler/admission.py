@@ -35,10 +35,13 @@ class CompiledPolicy:
     reservers: tuple = ()
     builtin_constraints: bool = True
     weights: tuple[float, ...] = ()  # the scoring weights as placement takes them
+    mode: EnforcementMode = EnforcementMode.STRICT  # the policy's, read on every admission
+    quota_whitelist: frozenset[str] = frozenset()
     gates_by_minute: bool = False  # every start gate is a built-in TimeWindow: its answer holds for a minute
     requirements_cache: dict = field(default_factory=dict, compare=False, repr=False)
     limits_cache: dict = field(default_factory=dict, compare=False, repr=False)
     gate_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    quota_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
@@ -59,7 +62,21 @@ class CompiledPolicy:
                    tuple(r for r in rules if hasattr(r, "reserve")),
                    all(type(r) in BUILTIN_RULES for r in rules if hasattr(r, "constrain")),
                    policy.weights.as_tuple(),
+                   policy.enforcement_mode,
+                   frozenset(policy.quota_whitelist),
                    all(type(r) is TimeWindow for r in gates))
+
+    def quota_for(self, member: str) -> MemberQuota:
+        """``policy.quota_for(member)``, remembered per member (the policy is immutable)."""
+        quota = self.quota_cache.get(member)
+        if quota is None:
+            if len(self.quota_cache) >= 65536:
+                self.quota_cache.clear()
+            quota = self.quota_cache[member] = self.policy.quota_for(member)
+        return quota
+
+    def concurrency_limit(self, member: str) -> int:
+        return self.quota_for(member).max_concurrent_tasks
 
     def limit_units(self, quota: MemberQuota) -> Cost:
         """``quota``'s monthly limits in ledger units, ``UNLIMITED`` where it has none (once per quota:
@@ -110,10 +127,10 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
         v.hard.append(rejected("policy", f"coop {task.coop_id} has no scheduling policy; a coop admin sets one "
                                f"with `coopsched policy set {task.coop_id} FILE`"))
         return v
-    policy = compiled.policy
-    quota = policy.quota_for(task.member)
+    member, resources, mode = task.member, task.resources, compiled.mode
+    quota = compiled.quota_for(member)
     runtime = task.max_runtime_s or quota.default_max_runtime_s
-    v = Verdict(task, policy.enforcement_mode, quota, runtime, task.priority.rank)
+    v = Verdict(task, mode, quota, runtime, task.priority.rank)
     ctx = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
 
     # 1. priority cap, on the priority as requested (multipliers come later)
@@ -137,7 +154,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
         assert isinstance(req, Requirements)
         v.relaxed = tuple(c.source for c in constraints)
     fit = static_fit(table, req)
-    if not fit.possible and constraints and policy.enforcement_mode is not EnforcementMode.STRICT:
+    if not fit.possible and constraints and mode is not EnforcementMode.STRICT:
         loose = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
         assert isinstance(loose, Requirements)
         loose_fit = static_fit(table, loose)
@@ -155,11 +172,11 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
 
     # 4. quota on projected usage: used + reserved + this task's projected cost
     hours = runtime / 3600.0
-    v.cost = Cost.of(task.resources.cpus * hours, task.resources.gpus * hours, fit.max_cost_per_hour * hours)
-    if task.member not in policy.quota_whitelist:
+    v.cost = Cost.of(resources.cpus * hours, resources.gpus * hours, fit.max_cost_per_hour * hours)
+    if member not in compiled.quota_whitelist:
         limits = compiled.limit_units(quota)
         _check_quota(v, ledger, now, limits)
-        if policy.enforcement_mode is EnforcementMode.STRICT:
+        if mode is EnforcementMode.STRICT:
             v.limits = limits
 
     # 5. priority multipliers and deferral
@@ -184,8 +201,8 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
     """The rules' constraints compiled for this task. Built-in rules constrain by the task's
     tags and capabilities only, so their result is kept per (tags, capabilities) for the
     policy version; plug-in rules are asked every time."""
-    caps = task.capabilities
-    key = (task.tags, tuple(sorted(caps.items())) if caps else (), task.coop_id) if compiled.builtin_constraints \
+    caps, coop_id = task.capabilities, task.coop_id
+    key = (task.tags, tuple(sorted(caps.items())) if caps else (), coop_id) if compiled.builtin_constraints \
         else None
     cached = compiled.requirements_cache.get(key) if key is not None else None
     if cached is not None:
@@ -200,7 +217,7 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
             continue
         if c is not None:
             constraints.append(c)
-    req = compile_requirements(task.coop_id, task.resources, constraints, task.capabilities)
+    req = compile_requirements(coop_id, task.resources, constraints, caps)
     if key is not None:
         if len(compiled.requirements_cache) > 4096:
             compiled.requirements_cache.clear()

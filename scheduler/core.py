@@ -134,7 +134,8 @@ class SchedulerCore:
     def submit(self, task: TaskSpec | dict) -> Decision:
         """Admit or refuse one task. Idempotent by task id: a resubmission returns the first decision."""
         task = parse(TaskSpec, task, what="task")
-        known = self._jobs.get(task.task_id)
+        task_id = task.task_id  # (pydantic attribute reads are slow: each field is read once here)
+        known = self._jobs.get(task_id)
         if known is not None:
             return known.decision
         now = self.clock()
@@ -142,16 +143,18 @@ class SchedulerCore:
         self.counters.submitted[coop] += 1
         verdict = evaluate(task, self._policies.get(coop), self.ledger, self.table, self._buckets, now)
         decision = self._decide(verdict, now)
-        if decision.admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
-            held = self.ledger.reserve(task.task_id, coop, task.member, verdict.cost, now, verdict.limits)
+        admitted = decision.admitted
+        if admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
+            held = self.ledger.reserve(task_id, coop, task.member, verdict.cost, now, verdict.limits)
             if held is not ReserveResult.RESERVED:
                 decision = self._lost_race(verdict, held, now)
+                admitted = False
         job = Job(task=task, decision=decision, submitted_at=now,
-                  state=JobState.QUEUED if decision.admitted else JobState.REJECTED,
+                  state=JobState.QUEUED if admitted else JobState.REJECTED,
                   requirements=verdict.requirements, cost=verdict.cost)
-        self._jobs[task.task_id] = job
-        self.changed_jobs.add(task.task_id)
-        if not decision.admitted:
+        self._jobs[task_id] = job
+        self.changed_jobs.add(task_id)
+        if not admitted:
             self.counters.rejected[coop] += 1
             job.move(now, JobState.REJECTED, "; ".join(r.message for r in decision.reasons))
             return decision
@@ -164,7 +167,8 @@ class SchedulerCore:
         if verdict.not_before is not None:
             job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
         else:
-            job.move(now, JobState.QUEUED, "admitted" + (" with warnings" if decision.warnings else ""))
+            job.move(now, JobState.QUEUED, "admitted with warnings" if verdict.violations and decision.warnings
+                     else "admitted")
         return decision
 
     def submit_many(self, tasks: Iterable[TaskSpec | dict]) -> list[Decision]:
@@ -221,25 +225,26 @@ class SchedulerCore:
         for entry in queue.ordered(self._fair_share, now):
             if limit is not None and len(placements) >= limit:
                 break
-            if entry.task.task_id not in queue:  # placed or cancelled since the order was computed
+            task_id = entry.task_id
+            if task_id not in queue:  # placed or cancelled since the order was computed
                 continue
-            job = self._jobs[entry.task.task_id]
+            job = self._jobs[task_id]
             if entry.not_before is not None and now < entry.not_before:
                 continue
-            hold = self._window_closed_until(entry.task, now, holds)
+            hold = self._window_closed_until(entry, now, holds)
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
-                self.changed_jobs.add(job.task.task_id)
+                self.changed_jobs.add(task_id)
                 job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(hold)}")
                 continue
             if job.state is JobState.DEFERRED:
-                self.changed_jobs.add(job.task.task_id)
+                self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
-            key = (entry.task.coop_id, entry.task.member)
-            compiled = self._policies.get(entry.task.coop_id)
-            limit_tasks = compiled.policy.quota_for(entry.task.member).max_concurrent_tasks if compiled else 1
+            key = entry.member_key
+            compiled = self._policies.get(entry.coop_id)
+            limit_tasks = compiled.concurrency_limit(entry.member) if compiled else 1
             if self._running.get(key, 0) >= limit_tasks:
-                job.note(f"waiting: member {entry.task.member} is at max_concurrent_tasks ({limit_tasks})", now)
+                job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
                 continue
             if entry.shape in no_fit:
                 job.note(no_fit[entry.shape], now)
@@ -259,38 +264,40 @@ class SchedulerCore:
         return placements
 
     def _place(self, entry: QueuedTask, now: float) -> Placement | None:
-        task = entry.task
-        compiled = self._policies.get(task.coop_id)
+        task, task_id, table = entry.task, entry.task_id, self.table
+        compiled = self._policies.get(entry.coop_id)
         weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
-        data = self.data_locator.fractions(task.hints.data) if task.hints.data else None
-        picked = choose(self.table, fit_mask(self.table, entry.requirements), weights, task.hints, data,
-                        top=4 + len(entry.avoid))
+        hints = task.hints
+        data_keys = hints.data
+        data = self.data_locator.fractions(data_keys) if data_keys else None
+        picked = choose(table, fit_mask(table, entry.requirements), weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
-            others = [p for p in picked if self.table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
+            others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
             picked = (others or picked)[:4]
         if not picked:
             return None
         row, score = picked[0]
-        specs = self.table.specs
+        specs = table.specs
         spec = specs[row]
         assert spec is not None
-        parts = breakdowns(self.table, [r for r, _ in picked], weights, task.hints, data)
+        executor_id = spec.executor_id
+        parts = breakdowns(table, [r for r, _ in picked], weights, hints, data)
         offers = tuple([trusted(Offer, executor_id=specs[r].executor_id, score=s, breakdown=b)  # type: ignore
                         for (r, s), b in zip(picked[1:], parts[1:])])
         placement = trusted(
-            Placement, task=task, executor_id=spec.executor_id, node_id=spec.node_id or spec.executor_id, score=score,
+            Placement, task=task, executor_id=executor_id, node_id=spec.node_id or executor_id, score=score,
             breakdown=parts[0], runners_up=offers, placed_at=now, attempt=entry.attempt, relaxed=entry.relaxed)
-        self.table.reserve(row, task.resources)
-        self.queue.remove(task.task_id)
-        key = (task.coop_id, task.member)
+        table.reserve(row, entry.resources)
+        self.queue.remove(task_id)
+        key = entry.member_key
         self._running[key] = self._running.get(key, 0) + 1
-        self._on_executor[spec.executor_id].add(task.task_id)
-        job = self._jobs[task.task_id]
-        self.changed_jobs.add(task.task_id)
+        self._on_executor[executor_id].add(task_id)
+        job = self._jobs[task_id]
+        self.changed_jobs.add(task_id)
         job.placement = placement
         job.attempts = entry.attempt
         job.started_at = now
-        job.move(now, JobState.RUNNING, f"placed on {spec.executor_id} (attempt {entry.attempt})")
+        job.move(now, JobState.RUNNING, f"placed on {executor_id} (attempt {entry.attempt})")
         return placement
 
     def _anything_free(self) -> bool:
@@ -311,21 +318,22 @@ class SchedulerCore:
         self.counters.rejected[task.coop_id] += 1
         job.move(now, JobState.REJECTED, reason.message)
 
-    def _window_closed_until(self, task: TaskSpec, now: float, memo: dict[tuple, float | None]) -> float | None:
-        """When a closed start gate (time window) governing ``task`` opens again; None: start now.
+    def _window_closed_until(self, entry: QueuedTask, now: float, memo: dict[tuple, float | None]) -> float | None:
+        """When a closed start gate (time window) governing the queued task opens again; None: start now.
 
         Gates depend on the task's coop, priority and tags only, so one answer per such
         shape serves a whole scheduling round.
         """
-        key = (task.coop_id, task.priority, task.tags)
+        key = entry.gate_key
         if key not in memo:
-            compiled = self._policies.get(task.coop_id)
+            task = entry.task
+            compiled = self._policies.get(entry.coop_id)
             if compiled is None or not compiled.gates:
                 hold = None
             elif compiled.gates_by_minute:
                 # Built-in time windows read the clock by the minute and the task by its priority only,
                 # and a window closed now opens at a later quarter hour: one answer serves the minute.
-                minute_key = (task.priority, int(now // 60))
+                minute_key = (key[1], int(now // 60))
                 hold = compiled.gate_cache.get(minute_key, _NOT_CACHED)
                 if hold is _NOT_CACHED:
                     if len(compiled.gate_cache) >= _GATE_CACHE_SIZE:
@@ -339,7 +347,7 @@ class SchedulerCore:
     def _gates_closed_until(self, compiled: CompiledPolicy, task: TaskSpec, now: float) -> float | None:
         hold = None
         ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
-        strict = compiled.policy.enforcement_mode is EnforcementMode.STRICT
+        strict = compiled.mode is EnforcementMode.STRICT
         for rule in compiled.gates:
             if not strict and getattr(rule, "action", "defer") != "defer":
                 continue  # a non-strict policy already let this violation through
@@ -355,7 +363,7 @@ class SchedulerCore:
         compiled = self._policies.get(coop_id)
         if compiled is None:
             return 0.0
-        quota = compiled.policy.quota_for(member)
+        quota = compiled.quota_for(member)
         used = self.ledger.standing(coop_id, member, self.clock()).used
         shares = [from_units(u) / lim for u, lim in ((used.cpu, quota.cpu_hours_per_month),
                   (used.gpu, quota.gpu_hours_per_month), (used.credits, quota.credits_per_month)) if lim]
