@@ -38,6 +38,11 @@ class CompiledPolicy:
     mode: EnforcementMode = EnforcementMode.STRICT  # the policy's, read on every admission
     quota_whitelist: frozenset[str] = frozenset()
     gates_by_minute: bool = False  # every start gate is a built-in TimeWindow: its answer holds for a minute
+    # (rule, its phase as a callable) per phase: built-in rules bind their fields once (``bound_<phase>``)
+    check_calls: tuple = ()
+    adjust_calls: tuple = ()
+    deferral_calls: tuple = ()
+    reserve_calls: tuple = ()
     requirements_cache: dict = field(default_factory=dict, compare=False, repr=False)
     limits_cache: dict = field(default_factory=dict, compare=False, repr=False)
     gate_cache: dict = field(default_factory=dict, compare=False, repr=False)
@@ -53,18 +58,18 @@ class CompiledPolicy:
         rules = tuple(r.bound() if isinstance(r, PluginRule) else r
                       for r in tuple(policy.rules) + tuple(extra_rules))
         gates = tuple(r for r in rules if hasattr(r, "closed_until"))
-        return cls(policy,
-                   tuple(r for r in rules if hasattr(r, "check")),
+        checks, adjusters, deferrals, reservers = (tuple(r for r in rules if hasattr(r, phase))
+                                                   for phase in ("check", "adjust", "hold_until", "reserve"))
+        return cls(policy, checks,
                    tuple(r for r in rules if hasattr(r, "constrain")),
-                   tuple(r for r in rules if hasattr(r, "adjust")),
-                   tuple(r for r in rules if hasattr(r, "hold_until")),
-                   gates,
-                   tuple(r for r in rules if hasattr(r, "reserve")),
+                   adjusters, deferrals, gates, reservers,
                    all(type(r) in BUILTIN_RULES for r in rules if hasattr(r, "constrain")),
                    policy.weights.as_tuple(),
                    policy.enforcement_mode,
                    frozenset(policy.quota_whitelist),
-                   all(type(r) is TimeWindow for r in gates))
+                   all(type(r) is TimeWindow for r in gates),
+                   _calls(checks, "check"), _calls(adjusters, "adjust"), _calls(deferrals, "hold_until"),
+                   _calls(reservers, "reserve"))
 
     def quota_for(self, member: str) -> MemberQuota:
         """``policy.quota_for(member)``, remembered per member (the policy is immutable)."""
@@ -87,6 +92,13 @@ class CompiledPolicy:
                 to_units(lim) if lim is not None else UNLIMITED
                 for lim in (quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
         return limits
+
+
+def _calls(rules: tuple, phase: str) -> tuple:
+    """Each rule with its ``phase`` as a callable: a built-in rule's ``bound_<phase>()`` (its fields read
+    once, not on every call: pydantic attribute reads are slow), any other rule's own method."""
+    return tuple((r, getattr(r, f"bound_{phase}")() if type(r) in BUILTIN_RULES and hasattr(r, f"bound_{phase}")
+                  else getattr(r, phase)) for r in rules)
 
 
 @dataclass(slots=True)
@@ -139,9 +151,9 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
                                      f"{quota.max_priority.value} for member {task.member} in coop {task.coop_id}; "
                                      f"submit at {quota.max_priority.value} or ask a coop admin to raise it"))
     # 2. the rules' admission checks (a rule that raises is an ``error`` reason, never a crash)
-    for rule in compiled.checks:
+    for rule, check in compiled.check_calls:
         try:
-            reason = rule.check(task, ctx)
+            reason = check(task, ctx)
         except Exception as exc:
             reason = _failed("check", rule, exc)
         if reason is not None:
@@ -180,14 +192,14 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
             v.limits = limits
 
     # 5. priority multipliers and deferral
-    for rule in compiled.adjusters:
+    for rule, adjust in compiled.adjust_calls:
         try:
-            v.multiplier *= rule.adjust(task, ctx)
+            v.multiplier *= adjust(task, ctx)
         except Exception as exc:
             v.violations.append(_failed("adjust", rule, exc))
-    for rule in compiled.deferrals:
+    for rule, hold_until in compiled.deferral_calls:
         try:
-            t = rule.hold_until(task, ctx)
+            t = hold_until(task, ctx)
         except Exception as exc:
             v.violations.append(_failed("hold_until", rule, exc))
             continue

@@ -206,9 +206,9 @@ class SchedulerCore:
     def _commit_rules(self, v: Verdict, now: float) -> None:
         compiled = self._policies[v.task.coop_id]
         ctx = RuleContext(now=now, runtime_s=v.runtime_s, buckets=self._buckets)
-        for rule in compiled.reservers:
+        for rule, reserve in compiled.reserve_calls:
             try:
-                rule.reserve(v.task, ctx)
+                reserve(v.task, ctx)
             except Exception:  # a failing reserve must not undo an admission already reserved
                 self.counters.violations[(v.task.coop_id, getattr(rule, "label", "rule"), "error")] += 1
 
