@@ -170,33 +170,39 @@ class ExecutorTable:
     # scalars as Python floats (the same IEEE arithmetic numpy would do) and skip the columns a task
     # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
+        cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
         before = self.free_cpus.item(row)
-        after = self.free_cpus[row] = before - r.cpus
-        if r.gpus:
-            self.free_gpus[row] -= r.gpus
-        if r.memory_mb:
-            self.free_mem[row] -= r.memory_mb
-        if r.gpu_memory_mb:
-            self.free_gmem[row] -= r.gpu_memory_mb
-        self.running[row] += 1
+        after = self.free_cpus[row] = before - cpus
+        free_gpus = self.free_gpus.item(row)
+        if gpus:
+            free_gpus = self.free_gpus[row] = free_gpus - gpus
+        free_mem = self.free_mem.item(row)
+        if memory_mb:
+            free_mem = self.free_mem[row] = free_mem - memory_mb
+        if gpu_memory_mb:
+            self.free_gmem[row] -= gpu_memory_mb
+        running = self.running[row] = self.running.item(row) + 1
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
-        self._refresh_load(row)
+        self._refresh_load(row, after, free_gpus, free_mem, running)
 
     def release(self, row: int, r: Resources) -> None:
+        cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
         total_cpus, total_gpus, total_mem, total_gmem = self.row_totals[row]
         before = self.free_cpus.item(row)
-        after = self.free_cpus[row] = min(total_cpus, before + r.cpus)
-        if r.gpus:
-            self.free_gpus[row] = min(total_gpus, self.free_gpus.item(row) + r.gpus)
-        if r.memory_mb:
-            self.free_mem[row] = min(total_mem, self.free_mem.item(row) + r.memory_mb)
-        if r.gpu_memory_mb:
-            self.free_gmem[row] = min(total_gmem, self.free_gmem.item(row) + r.gpu_memory_mb)
-        self.running[row] = max(0.0, self.running.item(row) - 1)
+        after = self.free_cpus[row] = min(total_cpus, before + cpus)
+        free_gpus = self.free_gpus.item(row)
+        if gpus:
+            free_gpus = self.free_gpus[row] = min(total_gpus, free_gpus + gpus)
+        free_mem = self.free_mem.item(row)
+        if memory_mb:
+            free_mem = self.free_mem[row] = min(total_mem, free_mem + memory_mb)
+        if gpu_memory_mb:
+            self.free_gmem[row] = min(total_gmem, self.free_gmem.item(row) + gpu_memory_mb)
+        running = self.running[row] = max(0.0, self.running.item(row) - 1)
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
-        self._refresh_load(row)
+        self._refresh_load(row, after, free_gpus, free_mem, running)
 
     def heartbeat(self, offer: ExecutorOffer) -> None:
         row = self.rows[offer.executor_id]
@@ -252,22 +258,23 @@ class ExecutorTable:
         """Recompute one row's totals, facts and base scores after its registration or report changed."""
         self.row_totals[row] = (self.total_cpus.item(row), self.total_gpus.item(row), self.total_mem.item(row),
                                 self.total_gmem.item(row))
-        self._refresh_load(row, self.trust.item(row), rtt_score(self.rtt_ms.item(row)))
+        self.row_facts[row] = (self.trust.item(row), 0.0, 0.0, rtt_score(self.rtt_ms.item(row)))  # load: below
+        self._refresh_load(row, self.free_cpus.item(row), self.free_gpus.item(row), self.free_mem.item(row),
+                           self.running.item(row))
 
-    def _refresh_load(self, row: int, trust: float | None = None, rtt: float | None = None) -> None:
-        """Recompute one row's capacity, facts and base scores after its load changed (trust and RTT
-        as last refreshed unless given)."""
+    def _refresh_load(self, row: int, free_cpus: float, free_gpus: float, free_mem: float, running: float) -> None:
+        """Recompute one row's capacity, facts and base scores from its current free resources and
+        running count (its trust and RTT score as last refreshed)."""
         total_cpus, total_gpus, total_mem, _ = self.row_totals[row]
-        parts = [self.free_cpus.item(row) / total_cpus if total_cpus > 0 else 0.0]
+        parts = [free_cpus / total_cpus if total_cpus > 0 else 0.0]
         if total_mem > 0:
-            parts.append(self.free_mem.item(row) / total_mem)
+            parts.append(free_mem / total_mem)
         if total_gpus > 0:
-            parts.append(self.free_gpus.item(row) / total_gpus)
+            parts.append(free_gpus / total_gpus)
         capacity = max(0.0, sum(parts) / len(parts))
         self.capacity[row] = capacity
-        if trust is None or rtt is None:
-            trust, _, _, rtt = self.row_facts[row]
-        depth = self.running.item(row) + self.reported_queue.item(row)
+        trust, _, _, rtt = self.row_facts[row]
+        depth = running + self.reported_queue.item(row)
         self.row_facts[row] = (trust, capacity, depth, rtt)
         if self._base_scores:
             queue = queue_score(depth)
