@@ -71,17 +71,23 @@ class CompiledPolicy:
                    _calls(checks, "check"), _calls(adjusters, "adjust"), _calls(deferrals, "hold_until"),
                    _calls(reservers, "reserve"))
 
-    def quota_for(self, member: str) -> MemberQuota:
-        """``policy.quota_for(member)``, remembered per member (the policy is immutable)."""
-        quota = self.quota_cache.get(member)
-        if quota is None:
+    def member_terms(self, member: str) -> tuple[MemberQuota, int, float, int]:
+        """(quota, max priority rank, default max runtime, max concurrent tasks) of ``member``,
+        remembered per member (the policy is immutable; its fields are slow to read)."""
+        terms = self.quota_cache.get(member)
+        if terms is None:
             if len(self.quota_cache) >= 65536:
                 self.quota_cache.clear()
-            quota = self.quota_cache[member] = self.policy.quota_for(member)
-        return quota
+            quota = self.policy.quota_for(member)
+            terms = self.quota_cache[member] = (quota, quota.max_priority.rank, quota.default_max_runtime_s,
+                                                quota.max_concurrent_tasks)
+        return terms
+
+    def quota_for(self, member: str) -> MemberQuota:
+        return self.member_terms(member)[0]
 
     def concurrency_limit(self, member: str) -> int:
-        return self.quota_for(member).max_concurrent_tasks
+        return self.member_terms(member)[3]
 
     def limit_units(self, quota: MemberQuota) -> Cost:
         """``quota``'s monthly limits in ledger units, ``UNLIMITED`` where it has none (once per quota:
@@ -140,13 +146,13 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
                                f"with `coopsched policy set {task.coop_id} FILE`"))
         return v
     member, resources, mode = task.member, task.resources, compiled.mode
-    quota = compiled.quota_for(member)
-    runtime = task.max_runtime_s or quota.default_max_runtime_s
+    quota, max_rank, default_runtime, _ = compiled.member_terms(member)
+    runtime = task.max_runtime_s or default_runtime
     v = Verdict(task, mode, quota, runtime, task.priority.rank)
     ctx = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
 
     # 1. priority cap, on the priority as requested (multipliers come later)
-    if v.rank > quota.max_priority.rank:
+    if v.rank > max_rank:
         v.violations.append(rejected("quota:priority", f"priority {task.priority.value} exceeds the limit "
                                      f"{quota.max_priority.value} for member {task.member} in coop {task.coop_id}; "
                                      f"submit at {quota.max_priority.value} or ask a coop admin to raise it"))

@@ -142,7 +142,7 @@ class SchedulerCore:
         coop = task.coop_id
         self.counters.submitted[coop] += 1
         verdict = evaluate(task, self._policies.get(coop), self.ledger, self.table, self._buckets, now)
-        decision = self._decide(verdict, now)
+        decision = self._decide(verdict, task_id, coop)
         admitted = decision.admitted
         if admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
             held = self.ledger.reserve(task_id, coop, task.member, verdict.cost, now, verdict.limits)
@@ -159,7 +159,7 @@ class SchedulerCore:
             job.move(now, JobState.REJECTED, "; ".join(r.message for r in decision.reasons))
             return decision
         self.counters.admitted[coop] += 1
-        self._commit_rules(verdict, now)
+        self._commit_rules(verdict, now, task, coop)
         self._seq += 1
         assert verdict.requirements is not None
         self.queue.add(QueuedTask(task, verdict.requirements, verdict.cost, verdict.effective_priority, now,
@@ -174,20 +174,19 @@ class SchedulerCore:
     def submit_many(self, tasks: Iterable[TaskSpec | dict]) -> list[Decision]:
         return [self.submit(t) for t in tasks]
 
-    def _decide(self, v: Verdict, now: float) -> Decision:
-        coop = v.task.coop_id
+    def _decide(self, v: Verdict, task_id: str, coop: str) -> Decision:
+        mode = v.mode._value_  # (the plain attribute: Enum.value is a slower descriptor)
         for reason in v.violations:
-            self.counters.violations[(coop, reason.source, v.mode.value)] += 1
+            self.counters.violations[(coop, reason.source, mode)] += 1
             if reason.source.startswith("quota:"):
                 self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
         if v.hard or (v.violations and v.mode is EnforcementMode.STRICT):
-            return trusted(Decision, task_id=v.task.task_id, coop_id=coop, admitted=False,
+            return trusted(Decision, task_id=task_id, coop_id=coop, admitted=False,
                            reasons=tuple(v.violations + v.hard), warnings=(), effective_priority=v.effective_priority,
-                           not_before=None, enforcement_mode=v.mode.value)
+                           not_before=None, enforcement_mode=mode)
         warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
-        return trusted(Decision, task_id=v.task.task_id, coop_id=coop, admitted=True, reasons=(), warnings=warnings,
-                       effective_priority=v.effective_priority, not_before=v.not_before,
-                       enforcement_mode=v.mode.value)
+        return trusted(Decision, task_id=task_id, coop_id=coop, admitted=True, reasons=(), warnings=warnings,
+                       effective_priority=v.effective_priority, not_before=v.not_before, enforcement_mode=mode)
 
     def _lost_race(self, v: Verdict, held: ReserveResult, now: float) -> Decision:
         """The ledger refused the reservation: another admission (another head replica) took the quota."""
@@ -203,14 +202,16 @@ class SchedulerCore:
         return Decision(task_id=v.task.task_id, coop_id=coop, admitted=False, reasons=(reason,),
                         effective_priority=v.effective_priority, enforcement_mode=v.mode.value)
 
-    def _commit_rules(self, v: Verdict, now: float) -> None:
-        compiled = self._policies[v.task.coop_id]
+    def _commit_rules(self, v: Verdict, now: float, task: TaskSpec, coop: str) -> None:
+        calls = self._policies[coop].reserve_calls
+        if not calls:
+            return
         ctx = RuleContext(now=now, runtime_s=v.runtime_s, buckets=self._buckets)
-        for rule, reserve in compiled.reserve_calls:
+        for rule, reserve in calls:
             try:
-                reserve(v.task, ctx)
+                reserve(task, ctx)
             except Exception:  # a failing reserve must not undo an admission already reserved
-                self.counters.violations[(v.task.coop_id, getattr(rule, "label", "rule"), "error")] += 1
+                self.counters.violations[(coop, getattr(rule, "label", "rule"), "error")] += 1
 
     # ------------------------------------------------------------------ scheduling
     def schedule(self, limit: int | None = None) -> list[Placement]:
