@@ -23,7 +23,7 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
-from scheduler.placement import Offer, Placement, breakdowns, choose, explain_no_fit, fit_mask
+from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.tasks import JobState, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
@@ -278,16 +278,14 @@ class SchedulerCore:
         if not picked:
             return None
         row, score = picked[0]
-        specs = table.specs
-        spec = specs[row]
+        spec = table.specs[row]
         assert spec is not None
         executor_id = spec.executor_id
-        parts = breakdowns(table, [r for r, _ in picked], weights, hints, data)
-        offers = tuple([trusted(Offer, executor_id=specs[r].executor_id, score=s, breakdown=b)  # type: ignore
-                        for (r, s), b in zip(picked[1:], parts[1:])])
+        scored = offers(table, picked, weights, hints, data)
         placement = trusted(
             Placement, task=task, executor_id=executor_id, node_id=spec.node_id or executor_id, score=score,
-            breakdown=parts[0], runners_up=offers, placed_at=now, attempt=entry.attempt, relaxed=entry.relaxed)
+            breakdown=scored[0].breakdown, runners_up=tuple(scored[1:]), placed_at=now, attempt=entry.attempt,
+            relaxed=entry.relaxed)
         table.reserve(row, entry.resources)
         self.queue.remove(task_id)
         key = entry.member_key

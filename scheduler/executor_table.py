@@ -70,6 +70,7 @@ class ExecutorTable:
         self._static_masks: dict[tuple, np.ndarray] = {}
         self._base_scores: dict[tuple, np.ndarray] = {}
         self._scratch: dict[int, np.ndarray] = {}
+        self.offer_cache: dict[tuple, tuple] = {}  # placement's reusable offers; dropped when the shape changes
 
     # -- structure ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -340,6 +341,7 @@ class ExecutorTable:
     def _changed_shape(self) -> None:
         self.shape_version += 1
         self._static_masks.clear()
+        self.offer_cache.clear()
 
 
 def _extend(column: np.ndarray, size: int, fill) -> np.ndarray:

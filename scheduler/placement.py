@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from policies.reasons import Reason, rejected
 from policies.rules import Constraint
+from policies.validation import trusted
 from policies.versions import version_key
 from scheduler.executor_table import SHIFT, ExecutorTable
 from scheduler.tasks import Hints, Resources, TaskSpec
@@ -230,6 +231,44 @@ def breakdowns(table: ExecutorTable, rows: list[int], weights: tuple[float, ...]
         hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
         out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
                     "rtt": w3 * rtt, "data": w4 * data, "hints": w5 * hint})
+    return out
+
+
+_MAX_CACHED_OFFERS = 4096
+
+
+def offers(table: ExecutorTable, picked: list[tuple[int, float]], weights: tuple[float, ...], hints: Hints,
+           data_fractions: dict[str, float] | None) -> list[Offer]:
+    """The scored offer (executor, score, per-feature breakdown) of each picked row, best first.
+
+    Without task-specific features (hints, data) a row's offer depends only on its facts
+    and the weights, and the best rows recur from one decision to the next: such an offer
+    is reused while the row's facts and score are unchanged (the cache is dropped when the
+    table's shape changes). Offers are frozen and their breakdowns are shared read-only.
+    """
+    specs = table.specs
+    if hints.regions or hints.executors or data_fractions:
+        parts = breakdowns(table, [r for r, _ in picked], weights, hints, data_fractions)
+        return [trusted(Offer, executor_id=specs[r].executor_id, score=s, breakdown=b)  # type: ignore[union-attr]
+                for (r, s), b in zip(picked, parts)]
+    cache, facts = table.offer_cache, table.row_facts
+    w0, w1, w2, w3 = weights[:4]
+    out = []
+    for row, score in picked:
+        key = (weights, row)
+        fact = facts[row]
+        hit = cache.get(key)
+        if hit is not None and hit[0] == fact and hit[1] == score:
+            out.append(hit[2])
+            continue
+        trust, capacity, depth, rtt = fact
+        offer = trusted(Offer, executor_id=specs[row].executor_id, score=score,  # type: ignore[union-attr]
+                        breakdown={"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
+                                   "rtt": w3 * rtt, "data": 0.0, "hints": 0.0})
+        if len(cache) >= _MAX_CACHED_OFFERS:
+            cache.clear()
+        cache[key] = (fact, score, offer)
+        out.append(offer)
     return out
 
 
