@@ -122,6 +122,7 @@ class Verdict:
     limits: Cost | None = None  # what the ledger must confirm at reservation (strict quota only)
     multiplier: float = 1.0
     not_before: float | None = None
+    context: RuleContext | None = None  # what the rules saw (the core hands it to their reserve phase)
 
     @property
     def admitted(self) -> bool:
@@ -149,7 +150,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     quota, max_rank, default_runtime, _ = compiled.member_terms(member)
     runtime = task.max_runtime_s or default_runtime
     v = Verdict(task, mode, quota, runtime, task.priority.rank)
-    ctx = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
+    ctx = v.context = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
 
     # 1. priority cap, on the priority as requested (multipliers come later)
     if v.rank > max_rank:

@@ -206,7 +206,7 @@ class SchedulerCore:
         calls = self._policies[coop].reserve_calls
         if not calls:
             return
-        ctx = RuleContext(now=now, runtime_s=v.runtime_s, buckets=self._buckets)
+        ctx = v.context or RuleContext(now=now, runtime_s=v.runtime_s, buckets=self._buckets)
         for rule, reserve in calls:
             try:
                 reserve(task, ctx)
@@ -216,7 +216,7 @@ class SchedulerCore:
     # ------------------------------------------------------------------ scheduling
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
-        if not self.queue or not self._anything_free():
+        if not self.queue or self.table.free_count <= 0:  # nothing waiting, or a full fleet (_anything_free)
             return []
         now = self.clock()
         placements: list[Placement] = []
@@ -260,7 +260,7 @@ class SchedulerCore:
                 job.note(no_fit[entry.shape], now)
                 continue
             placements.append(placement)
-            if not self._anything_free():  # the fleet is full: the rest keep their place and reason
+            if self.table.free_count <= 0:  # the fleet is full: the rest keep their place and reason
                 break
         return placements
 

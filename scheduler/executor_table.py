@@ -283,6 +283,10 @@ class ExecutorTable:
                 base[row] = w[0] * trust + w[1] * capacity + w[2] * queue + w[3] * rtt + SHIFT
 
     # -- static masks --------------------------------------------------------------
+    def cached_static(self, key: tuple):
+        """What ``static_mask(key, ...)`` holds for ``key`` now, or None."""
+        return self._static_masks.get(key)
+
     def static_mask(self, key: tuple, build) -> np.ndarray:
         """A cached mask for ``key``; ``build(table)`` makes it when the shape has changed."""
         mask = self._static_masks.get(key)

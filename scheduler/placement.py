@@ -92,6 +92,10 @@ def _names(regions: frozenset[str] | None) -> str:
 
 # ----------------------------------------------------------------------------- masks
 def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    cached = table.cached_static(req.static_key)  # the usual case: no closure to build
+    if cached is not None:
+        return cached
+
     def build(t: ExecutorTable) -> np.ndarray:
         n = t.n
         m = t.usable_mask() & t.access_mask(req.coop_id)
@@ -155,6 +159,10 @@ def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
 def _summary(table: ExecutorTable, req: Requirements) -> tuple:
     """(count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price) of the allowed rows,
     as Python numbers (read on every admission: no numpy scalars)."""
+    cached = table.cached_static(req.summary_key)
+    if cached is not None:
+        return cached
+
     def build(t: ExecutorTable) -> tuple:
         n = t.n
         m = _static(t, req)
