@@ -70,6 +70,8 @@ class ExecutorTable:
         self._static_masks: dict[tuple, np.ndarray] = {}
         self._base_scores: dict[tuple, np.ndarray] = {}
         self._scratch: dict[int, np.ndarray] = {}
+        self._live_base: dict[tuple, np.ndarray] = {}
+        self._live_views()
         self.offer_cache: dict[tuple, tuple] = {}  # placement's reusable offers; dropped when the shape changes
 
     # -- structure ---------------------------------------------------------------
@@ -231,6 +233,22 @@ class ExecutorTable:
             self._base_scores[weights] = base
         return base
 
+    def live_base_score(self, weights: tuple[float, ...]) -> np.ndarray:
+        """``base_score(weights)[:n]``, the view kept until the table grows (placement reads it per task)."""
+        view = self._live_base.get(weights)
+        if view is None:
+            view = self._live_base[weights] = self.base_score(weights)[: self.n]
+        return view
+
+    def _live_views(self) -> None:
+        """Views of the free columns over the rows in use, rebuilt whenever ``n`` or the arrays change
+        (slicing per task costs more than the comparison it feeds on a thousand rows)."""
+        n = self.n
+        self.live_free_cpus, self.live_free_gpus = self.free_cpus[:n], self.free_gpus[:n]
+        self.live_free_mem, self.live_free_gmem = self.free_mem[:n], self.free_gmem[:n]
+        self._live_base.clear()
+        self.live_scores = self.scratch(1, n)
+
     def scratch(self, slot: int, n: int) -> np.ndarray:
         """A reusable float buffer of length ``n`` (placement's working space; not thread-safe)."""
         buf = self._scratch.get(slot)
@@ -328,6 +346,7 @@ class ExecutorTable:
         self.row_facts.append((0.0, 0.0, 0.0, 0.0))
         self.row_totals.append((0.0, 0.0, 0.0, 0.0))
         self.n += 1
+        self._live_views()
         return self.n - 1
 
     def _grow(self) -> None:
@@ -341,6 +360,7 @@ class ExecutorTable:
         self.capabilities = {k: _extend(v, new_cap, ABSENT) for k, v in self.capabilities.items()}
         self._base_scores = {k: _extend(v, new_cap, 0.0) for k, v in self._base_scores.items()}
         self._cap = new_cap
+        self._live_views()
 
     def _changed_shape(self) -> None:
         self.shape_version += 1

@@ -118,16 +118,15 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
 
 def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
     """Executors that may run the task and have the resources free right now."""
-    n = table.n
     r = req.resources
-    m = table.free_cpus[:n] >= r.cpus - EPS
+    m = table.live_free_cpus >= r.cpus - EPS
     m &= _static(table, req)
     if r.gpus > 0:
-        m &= table.free_gpus[:n] >= r.gpus - EPS
+        m &= table.live_free_gpus >= r.gpus - EPS
     if r.memory_mb > 0:
-        m &= table.free_mem[:n] >= r.memory_mb - EPS
+        m &= table.live_free_mem >= r.memory_mb - EPS
     if r.gpu_memory_mb > 0:
-        m &= table.free_gmem[:n] >= r.gpu_memory_mb - EPS
+        m &= table.live_free_gmem >= r.gpu_memory_mb - EPS
     return m
 
 
@@ -182,9 +181,8 @@ def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], h
     0: one multiply by the boolean mask (True is 1.0) instead of a branchy ``np.where`` —
     several times faster on 100,000 executors.
     """
-    n = table.n
-    scores = table.scratch(1, n)
-    np.multiply(mask, table.base_score(weights)[:n], out=scores)
+    scores = table.live_scores
+    np.multiply(mask, table.live_base_score(weights), out=scores)
     _add_extras(table, scores, mask, weights, hints, data_fractions)
     picked: list[tuple[int, float]] = []
     for _ in range(top):

@@ -131,6 +131,23 @@ def test_reused_offers_match_fresh_ones_and_follow_the_fleet():
     assert "ap1" in {after[0]} | {o[0] for o in after[3]}
 
 
+def test_placement_is_the_same_when_the_table_grows_under_it():
+    """The table keeps views of its live rows; growing its arrays (or adding rows) must not leave
+    placement reading stale ones."""
+    def placements(capacity: int) -> list[tuple[str, float]]:
+        core = SchedulerCore(clock=lambda: START, executor_capacity=capacity)
+        core.set_policy(make_policy(max_concurrent_tasks=100))
+        out = []
+        for i in range(40):
+            core.register_executor(make_executor(f"e{i:02d}", cpus=2 + i % 5, trust=0.3 + (i * 7 % 10) / 20))
+            core.submit(make_task(cpus=1))
+            out += [(p.executor_id, p.score) for p in core.schedule()]
+        return out
+
+    grown, roomy = placements(16), placements(1024)
+    assert len(grown) == 40 and grown == roomy
+
+
 def test_data_locality_prefers_the_node_holding_the_bytes():
     sim = make_sim(make_policy(), FLEET)
     sim.core.data_locator.register("genomes", "eu1", 10_000_000)
