@@ -72,7 +72,8 @@ class ExecutorTable:
         self._scratch: dict[int, np.ndarray] = {}
         self._live_base: dict[tuple, np.ndarray] = {}
         self._live_views()
-        self.offer_cache: dict[tuple, tuple] = {}  # placement's reusable offers; dropped when the shape changes
+        self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
+        # the shape changes
 
     # -- structure ---------------------------------------------------------------
     def __len__(self) -> int:

@@ -182,11 +182,13 @@ class Ledger:
         """Hold ``cost`` for ``task_id`` in the current month, if it fits ``limits`` (checked in the same step)."""
         if task_id in self._reservations or task_id in self._settled:
             return ReserveResult.DUPLICATE
-        key = (coop_id, member, period_of(now))
-        if not fits(self._used.get(key, ZERO), self._reserved.get(key, ZERO), cost, limits):
+        period = period_of(now)
+        key = (coop_id, member, period)
+        held = self._reserved.get(key, ZERO)
+        if limits is not None and not fits(self._used.get(key, ZERO), held, cost, limits):
             return ReserveResult.OVER_LIMIT
-        self._reservations[task_id] = _reservation(coop_id, member, key[2], cost)
-        self._reserved[key] = self._reserved.get(key, ZERO) + cost
+        self._reservations[task_id] = _reservation(coop_id, member, period, cost)
+        self._reserved[key] = held + cost
         return ReserveResult.RESERVED
 
     def settle(self, task_id: str, coop_id: str, member: str, measured: Cost, ended_at: float) -> bool:

@@ -257,13 +257,15 @@ def offers(table: ExecutorTable, picked: list[tuple[int, float]], weights: tuple
         parts = breakdowns(table, [r for r, _ in picked], weights, hints, data_fractions)
         return [trusted(Offer, executor_id=specs[r].executor_id, score=s, breakdown=b)  # type: ignore[union-attr]
                 for (r, s), b in zip(picked, parts)]
-    cache, facts = table.offer_cache, table.row_facts
+    cache = table.offer_cache.get(weights)
+    if cache is None or len(cache) >= _MAX_CACHED_OFFERS:
+        cache = table.offer_cache[weights] = {}
+    facts = table.row_facts
     w0, w1, w2, w3 = weights[:4]
     out = []
     for row, score in picked:
-        key = (weights, row)
         fact = facts[row]
-        hit = cache.get(key)
+        hit = cache.get(row)
         if hit is not None and hit[0] == fact and hit[1] == score:
             out.append(hit[2])
             continue
@@ -271,9 +273,7 @@ def offers(table: ExecutorTable, picked: list[tuple[int, float]], weights: tuple
         offer = trusted(Offer, executor_id=specs[row].executor_id, score=score,  # type: ignore[union-attr]
                         breakdown={"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
                                    "rtt": w3 * rtt, "data": 0.0, "hints": 0.0})
-        if len(cache) >= _MAX_CACHED_OFFERS:
-            cache.clear()
-        cache[key] = (fact, score, offer)
+        cache[row] = (fact, score, offer)
         out.append(offer)
     return out
 
