@@ -289,6 +289,7 @@ def _check_quota(v: Verdict, ledger: UsageLedger, now: float, limits: Cost) -> N
                 f"{limit:g} {unit} ({who}); ask for fewer resources or a shorter max_runtime_s")))
         else:
             v.violations.append(unavailable(f"quota:{attr}", (
-                f"monthly {label} quota exceeded: {from_units(used_units):.4g} used + {from_units(held_units):.4g} reserved + "
+                f"monthly {label} quota exceeded: {from_units(used_units):.4g} used + "
+                f"{from_units(held_units):.4g} reserved + "
                 f"{from_units(need):.4g} projected > {limit:g} {unit} ({who}); ask a coop admin to raise it "
                 f"or wait for {next_period_start(now)}")))

@@ -114,7 +114,8 @@ def fits(used: Cost, held: Cost, cost: Cost, limits: Cost | None) -> bool:
         return True
     return ((limits.cpu < 0 or cost.cpu <= 0 or used.cpu + held.cpu + cost.cpu <= limits.cpu)
             and (limits.gpu < 0 or cost.gpu <= 0 or used.gpu + held.gpu + cost.gpu <= limits.gpu)
-            and (limits.credits < 0 or cost.credits <= 0 or used.credits + held.credits + cost.credits <= limits.credits))
+            and (limits.credits < 0 or cost.credits <= 0
+                 or used.credits + held.credits + cost.credits <= limits.credits))
 
 
 @dataclass(frozen=True)
