@@ -22,6 +22,9 @@ from scheduler.placement import Requirements, compile_requirements, explain_no_f
 from scheduler.tasks import TaskSpec
 
 
+_STRICT = EnforcementMode.STRICT  # read per admission: a global is much faster than EnumType.__getattr__
+
+
 @dataclass(frozen=True)
 class CompiledPolicy:
     """A policy with its rules sorted by the phases they take part in (built once per version)."""
@@ -195,7 +198,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     if member not in compiled.quota_whitelist:
         limits = compiled.limit_units(quota)
         _check_quota(v, ledger, now, limits)
-        if mode is EnforcementMode.STRICT:
+        if mode is _STRICT:
             v.limits = limits
 
     # 5. priority multipliers and deferral

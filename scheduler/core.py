@@ -31,6 +31,10 @@ from scheduler.usage import Outcome, UsageRecord, UsageReport
 Clock = Callable[[], float]
 
 _DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
+# Enum members the decision path reads on every task, bound once: reading one off its class goes
+# through EnumType.__getattr__, several times slower than a module global.
+_QUEUED, _DEFERRED, _RUNNING, _REJECTED = JobState.QUEUED, JobState.DEFERRED, JobState.RUNNING, JobState.REJECTED
+_STRICT, _PERMISSIVE, _RESERVED = EnforcementMode.STRICT, EnforcementMode.PERMISSIVE, ReserveResult.RESERVED
 _NOT_CACHED = object()
 _GATE_CACHE_SIZE = 1024
 _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobState.FAILED,
@@ -146,11 +150,11 @@ class SchedulerCore:
         admitted = decision.admitted
         if admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
             held = self.ledger.reserve(task_id, coop, task.member, verdict.cost, now, verdict.limits)
-            if held is not ReserveResult.RESERVED:
+            if held is not _RESERVED:
                 decision = self._lost_race(verdict, held, now)
                 admitted = False
         job = Job(task=task, decision=decision, submitted_at=now,
-                  state=JobState.QUEUED if admitted else JobState.REJECTED,
+                  state=_QUEUED if admitted else _REJECTED,
                   requirements=verdict.requirements, cost=verdict.cost)
         self._jobs[task_id] = job
         self.changed_jobs.add(task_id)
@@ -167,7 +171,7 @@ class SchedulerCore:
         if verdict.not_before is not None:
             job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
         else:
-            job.move(now, JobState.QUEUED, "admitted with warnings" if verdict.violations and decision.warnings
+            job.move(now, _QUEUED, "admitted with warnings" if verdict.violations and decision.warnings
                      else "admitted")
         return decision
 
@@ -180,11 +184,11 @@ class SchedulerCore:
             self.counters.violations[(coop, reason.source, mode)] += 1
             if reason.source.startswith("quota:"):
                 self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
-        if v.hard or (v.violations and v.mode is EnforcementMode.STRICT):
+        if v.hard or (v.violations and v.mode is _STRICT):
             return trusted(Decision, task_id=task_id, coop_id=coop, admitted=False,
                            reasons=tuple(v.violations + v.hard), warnings=(), effective_priority=v.effective_priority,
                            not_before=None, enforcement_mode=mode)
-        warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
+        warnings = tuple(v.violations) if v.mode is _PERMISSIVE else ()
         return trusted(Decision, task_id=task_id, coop_id=coop, admitted=True, reasons=(), warnings=warnings,
                        effective_priority=v.effective_priority, not_before=v.not_before, enforcement_mode=mode)
 
@@ -238,7 +242,7 @@ class SchedulerCore:
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(hold)}")
                 continue
-            if job.state is JobState.DEFERRED:
+            if job.state is _DEFERRED:
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
             key = entry.member_key
@@ -296,7 +300,7 @@ class SchedulerCore:
         job.placement = placement
         job.attempts = entry.attempt
         job.started_at = now
-        job.move(now, JobState.RUNNING, f"placed on {executor_id} (attempt {entry.attempt})")
+        job.move(now, _RUNNING, f"placed on {executor_id} (attempt {entry.attempt})")
         return placement
 
     def _anything_free(self) -> bool:
