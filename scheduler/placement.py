@@ -41,17 +41,28 @@ class Requirements:
     signature: tuple = field(default=(), compare=False)
     static_key: tuple = field(default=(), compare=False)   # the table's cache keys for this signature
     summary_key: tuple = field(default=(), compare=False)
+    amounts: tuple = field(default=(), compare=False)  # (cpus, gpus, memory_mb, gpu_memory_mb) of ``resources``
+
+    def __post_init__(self) -> None:
+        if not self.amounts:
+            object.__setattr__(self, "amounts", _amounts(self.resources))
 
     def with_resources(self, resources: Resources) -> Requirements:
         """The same constraints for another request (a cheap copy: this is on the hot path)."""
         other = object.__new__(Requirements)
-        other.__dict__.update(self.__dict__)
-        other.__dict__["resources"] = resources
+        d = other.__dict__
+        d.update(self.__dict__)
+        d["resources"], d["amounts"] = resources, _amounts(resources)
         return other
 
     def unconstrained(self) -> Requirements:
         """The same task with every policy constraint dropped (permissive fallback)."""
         return compile_requirements(self.coop_id, self.resources, (), {})
+
+
+def _amounts(r: Resources) -> tuple:
+    """A request's amounts as a plain tuple, read once (pydantic field reads are slow)."""
+    return (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
 
 
 def compile_requirements(coop_id: str, resources: Resources, constraints: Sequence[Constraint],
@@ -118,15 +129,15 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
 
 def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
     """Executors that may run the task and have the resources free right now."""
-    r = req.resources
-    m = table.live_free_cpus >= r.cpus - EPS
+    cpus, gpus, memory_mb, gpu_memory_mb = req.amounts
+    m = table.live_free_cpus >= cpus - EPS
     m &= _static(table, req)
-    if r.gpus > 0:
-        m &= table.live_free_gpus >= r.gpus - EPS
-    if r.memory_mb > 0:
-        m &= table.live_free_mem >= r.memory_mb - EPS
-    if r.gpu_memory_mb > 0:
-        m &= table.live_free_gmem >= r.gpu_memory_mb - EPS
+    if gpus > 0:
+        m &= table.live_free_gpus >= gpus - EPS
+    if memory_mb > 0:
+        m &= table.live_free_mem >= memory_mb - EPS
+    if gpu_memory_mb > 0:
+        m &= table.live_free_gmem >= gpu_memory_mb - EPS
     return m
 
 
@@ -149,10 +160,10 @@ class StaticFit(NamedTuple):
 def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
     """O(1) after the first task with the same constraint signature (per table shape)."""
     count, cpus, gpus, mem, gmem, cpu_price, gpu_price = _summary(table, req)
-    r = req.resources
-    possible = bool(count) and (r.cpus <= cpus + EPS and r.gpus <= gpus + EPS
-                                and r.memory_mb <= mem + EPS and r.gpu_memory_mb <= gmem + EPS)
-    return StaticFit(count, possible, r.cpus * cpu_price + r.gpus * gpu_price if possible else 0.0)
+    want_cpus, want_gpus, want_mem, want_gmem = req.amounts
+    possible = bool(count) and (want_cpus <= cpus + EPS and want_gpus <= gpus + EPS
+                                and want_mem <= mem + EPS and want_gmem <= gmem + EPS)
+    return StaticFit(count, possible, want_cpus * cpu_price + want_gpus * gpu_price if possible else 0.0)
 
 
 def _summary(table: ExecutorTable, req: Requirements) -> tuple:

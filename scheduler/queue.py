@@ -41,9 +41,9 @@ class QueuedTask:
     resources: Resources | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        task = self.task
-        r = self.resources = task.resources
-        self.shape = (self.requirements.signature, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
+        task, requirements = self.task, self.requirements
+        self.resources = requirements.resources
+        self.shape = (requirements.signature, *requirements.amounts)
         self.task_id, self.coop_id, self.member = task.task_id, task.coop_id, task.member
         self.member_key = (self.coop_id, self.member)
         self.gate_key = (self.coop_id, task.priority, task.tags)
