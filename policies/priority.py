@@ -20,7 +20,7 @@ class Priority(str, Enum):
 
     @property
     def rank(self) -> int:
-        return _RANK_BY_VALUE[self._value_]  # by value: hashing the member would run Enum.__hash__ in Python
+        return _RANK[self]
 
     def __lt__(self, other: object) -> bool:  # type: ignore[override]
         if not isinstance(other, Priority):
@@ -44,4 +44,3 @@ class Priority(str, Enum):
 
 
 _RANK = {Priority.LOW: 1, Priority.NORMAL: 2, Priority.HIGH: 3, Priority.CRITICAL: 4}
-_RANK_BY_VALUE = {p.value: rank for p, rank in _RANK.items()}
