@@ -108,6 +108,9 @@ class ReserveResult(str, Enum):
     OVER_LIMIT = "over_limit"    # used + reserved + cost would pass a limit: nothing changed
 
 
+_RESERVED = ReserveResult.RESERVED  # returned per admission: a global beats EnumType.__getattr__
+
+
 def fits(used: Cost, held: Cost, cost: Cost, limits: Cost | None) -> bool:
     """Whether ``used + held + cost`` stays within ``limits`` in every limited dimension."""
     if limits is None:
@@ -189,8 +192,8 @@ class Ledger:
         if limits is not None and not fits(self._used.get(key, ZERO), held, cost, limits):
             return ReserveResult.OVER_LIMIT
         self._reservations[task_id] = _reservation(coop_id, member, period, cost)
-        self._reserved[key] = held + cost
-        return ReserveResult.RESERVED
+        self._reserved[key] = _cost(held.cpu + cost.cpu, held.gpu + cost.gpu, held.credits + cost.credits)
+        return _RESERVED
 
     def settle(self, task_id: str, coop_id: str, member: str, measured: Cost, ended_at: float) -> bool:
         """Replace the reservation with measured usage. False (and no change) if already settled."""
