@@ -222,14 +222,24 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
                   violations: list[Reason]) -> tuple[list, Requirements | Reason]:
     """The rules' constraints compiled for this task. Built-in rules constrain by the task's
     tags and capabilities only, so their result is kept per (tags, capabilities) for the
-    policy version; plug-in rules are asked every time."""
+    policy version; plug-in rules are asked every time. Tasks asking for the same amounts
+    share one (immutable) Requirements: made once, and kept once per job, not per task."""
     caps, coop_id = task.capabilities, task.coop_id
     key = (task.tags, tuple(sorted(caps.items())) if caps else (), coop_id) if compiled.builtin_constraints \
         else None
     cached = compiled.requirements_cache.get(key) if key is not None else None
     if cached is not None:
-        constraints, req = cached
-        return constraints, (req.with_resources(task.resources) if isinstance(req, Requirements) else req)
+        constraints, req, by_amounts = cached
+        if not isinstance(req, Requirements):
+            return constraints, req
+        resources = task.resources
+        amounts = (resources.cpus, resources.gpus, resources.memory_mb, resources.gpu_memory_mb)
+        same = by_amounts.get(amounts)
+        if same is None:
+            if len(by_amounts) >= 256:
+                by_amounts.clear()
+            same = by_amounts[amounts] = req.with_resources(resources)
+        return constraints, same
     constraints = []
     for rule in compiled.constrainers:
         try:
@@ -243,7 +253,7 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
     if key is not None:
         if len(compiled.requirements_cache) > 4096:
             compiled.requirements_cache.clear()
-        compiled.requirements_cache[key] = (constraints, req)
+        compiled.requirements_cache[key] = (constraints, req, {})
     return constraints, req
 
 
