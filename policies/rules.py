@@ -293,7 +293,7 @@ class MemberPriority(_Rule):
     multiplier: float = Field(gt=0, le=100, allow_inf_nan=False, examples=[2.0])
 
     def adjust(self, task: TaskSpec, ctx: RuleContext) -> float:
-        return self.multiplier if task.member == self.member else 1.0
+        return self.bound_adjust()(task, ctx)
 
     def bound_adjust(self):
         member, multiplier = self.member, self.multiplier
@@ -359,9 +359,6 @@ class RateLimit(_Rule):
     rate: float = Field(gt=0, le=1e6, allow_inf_nan=False, examples=[2.0])
     burst: int = Field(default=10, ge=1, le=1_000_000, examples=[10])
     per: Literal["member", "coop"] = "member"
-
-    def _key(self, task: TaskSpec) -> tuple:
-        return (self.label, task.coop_id, task.member if self.per == "member" else "*")
 
     def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
         return self.bound_check()(task, ctx)
