@@ -655,16 +655,22 @@ def targets(result: dict) -> list[dict]:
     evals = result["policy_eval"]
     out = []
 
-    def add(name: str, value: float | None, limit: float, unit: str, higher_is_better: bool = False) -> None:
+    def add(name: str, value: float | None, limit: float, unit: str, higher_is_better: bool = False,
+            note: str | None = None) -> None:
         if value is None:
             status = "n/a"
         else:
-            status = "PASS" if (value >= limit if higher_is_better else value <= limit) else "MISS"
-        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "status": status})
+            status = "met" if (value >= limit if higher_is_better else value <= limit) else "missed"
+        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "status": status, "note": note})
 
-    add("decision p99 <= 100 us at 1,000 executors", fleets.get(1_000, {}).get("core", {}).get("p99_us"), 100, "us")
+    def cpu_note(n: int) -> str | None:  # the same decisions' thread CPU time: what the OS's other work hides
+        p99 = fleets.get(n, {}).get("core_cpu_time", {}).get("p99_us")
+        return None if p99 is None else f"CPU-time p99 {p99:,.1f} us"
+
+    add("decision p99 <= 100 us at 1,000 executors", fleets.get(1_000, {}).get("core", {}).get("p99_us"), 100, "us",
+        note=cpu_note(1_000))
     add("decision p99 <= 1 ms at 100,000 executors", fleets.get(100_000, {}).get("core", {}).get("p99_us"),
-        1000, "us")
+        1000, "us", note=cpu_note(100_000))
     add(">= 30x the reference at 10,000 executors (p50 ratio)", fleets.get(10_000, {}).get("ratio_p50"), 30, "x",
         higher_is_better=True)
     worst = max((e["core"]["p50_us"] for e in evals), default=None)
@@ -721,7 +727,8 @@ def format_table(result: dict) -> str:
     lines += ["", "Targets"]
     for t in result["targets"]:
         v = "-" if t["value"] is None else (f"{t['value']:,.1f} {t['unit']}" if t["unit"] != "x" else _x(t["value"]))
-        lines.append(f"  [{t['status']:>4}] {t['target']:<62} {v}")
+        note = f"  ({t['note']})" if t.get("note") else ""
+        lines.append(f"  [{t['status']:>6}] {t['target']:<62} {v}{note}")
     for f in result["fleets"]:
         prof = f.get("profile")
         if prof:

@@ -118,6 +118,14 @@ class _Rule(BaseModel):
         return check_texts(v, 100, "tags")
 
 
+def _no_reason(task: TaskSpec, ctx: RuleContext) -> None:
+    return None
+
+
+def _no_time(task: TaskSpec, ctx: RuleContext) -> None:
+    return None
+
+
 def _applies(tags: tuple[str, ...], task: TaskSpec) -> bool:
     return not tags or any(t in task.tags for t in tags)
 
@@ -227,8 +235,27 @@ class TimeWindow(_Rule):
                 f"it is {local:%H:%M} {_DAYS[(local.weekday() + 1) % 7]} there now")
 
     def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
-        if self.action != "reject" or not self._governs(task) or self._open_at(ctx.now):
-            return None
+        return self.bound_check()(task, ctx)
+
+    def bound_check(self):
+        """``check`` with the window's fields read once (the admission hot path calls this)."""
+        if self.action != "reject":
+            return _no_reason
+        priorities, timezone, hours, days = self.priorities, self.timezone, self.allowed_hours, self.allowed_days
+        last = [(None, False)]  # (minute, open then): one slot, replaced whole, so a reader never sees half
+
+        def check(task: TaskSpec, ctx: RuleContext) -> Reason | None:
+            if priorities and task.priority not in priorities:
+                return None
+            minute = int(ctx.now // 60)
+            asked, is_open = last[0]
+            if asked != minute:
+                is_open = _open(timezone, hours, days, minute)
+                last[0] = (minute, is_open)
+            return None if is_open else self._closed_reason(task, ctx)
+        return check
+
+    def _closed_reason(self, task: TaskSpec, ctx: RuleContext) -> Reason:
         opening = self.next_opening(ctx.now)
         when = dt.datetime.fromtimestamp(opening, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opening else "?"
         return unavailable(self.label, f"{task.priority.value}-priority tasks may start only in "
@@ -236,6 +263,9 @@ class TimeWindow(_Rule):
 
     def hold_until(self, task: TaskSpec, ctx: RuleContext) -> float | None:
         return self.closed_until(task, ctx) if self.action == "defer" else None
+
+    def bound_hold_until(self):
+        return self.closed_until if self.action == "defer" else _no_time
 
     def closed_until(self, task: TaskSpec, ctx: RuleContext) -> float | None:
         """Windows govern starts: a task admitted while open but still queued at the close waits again."""
@@ -263,7 +293,14 @@ class MemberPriority(_Rule):
     multiplier: float = Field(gt=0, le=100, allow_inf_nan=False, examples=[2.0])
 
     def adjust(self, task: TaskSpec, ctx: RuleContext) -> float:
-        return self.multiplier if task.member == self.member else 1.0
+        return self.bound_adjust()(task, ctx)
+
+    def bound_adjust(self):
+        member, multiplier = self.member, self.multiplier
+
+        def adjust(task: TaskSpec, ctx: RuleContext) -> float:
+            return multiplier if task.member == member else 1.0
+        return adjust
 
 
 class RequireCapability(_Rule):
@@ -323,20 +360,34 @@ class RateLimit(_Rule):
     burst: int = Field(default=10, ge=1, le=1_000_000, examples=[10])
     per: Literal["member", "coop"] = "member"
 
-    def _key(self, task: TaskSpec) -> tuple:
-        return (self.label, task.coop_id, task.member if self.per == "member" else "*")
-
     def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
-        tokens = ctx.buckets.available(self._key(task), self.rate, self.burst, ctx.now)
-        if tokens >= 1.0:
-            return None
-        wait = (1.0 - tokens) / self.rate
-        who = f"member {task.member}" if self.per == "member" else f"coop {task.coop_id}"
-        return unavailable(self.label, f"rate limit {self.rate:g}/s (burst {self.burst}) reached for {who}; "
-                           f"retry in {wait:.2f} s or use submit_many for batches")
+        return self.bound_check()(task, ctx)
 
     def reserve(self, task: TaskSpec, ctx: RuleContext) -> None:
-        ctx.buckets.take(self._key(task), self.rate, self.burst, ctx.now)
+        self.bound_reserve()(task, ctx)
+
+    def bound_check(self):
+        """``check`` with the rule's fields read once (the admission hot path calls this)."""
+        label, rate, burst, per_member = self.label, self.rate, self.burst, self.per == "member"
+
+        def check(task: TaskSpec, ctx: RuleContext) -> Reason | None:
+            member = task.member
+            tokens = ctx.buckets.available((label, task.coop_id, member if per_member else "*"), rate, burst,
+                                           ctx.now)
+            if tokens >= 1.0:
+                return None
+            wait = (1.0 - tokens) / rate
+            who = f"member {member}" if per_member else f"coop {task.coop_id}"
+            return unavailable(label, f"rate limit {rate:g}/s (burst {burst}) reached for {who}; "
+                               f"retry in {wait:.2f} s or use submit_many for batches")
+        return check
+
+    def bound_reserve(self):
+        label, rate, burst, per_member = self.label, self.rate, self.burst, self.per == "member"
+
+        def reserve(task: TaskSpec, ctx: RuleContext) -> None:
+            ctx.buckets.take((label, task.coop_id, task.member if per_member else "*"), rate, burst, ctx.now)
+        return reserve
 
 
 class TaskLimits(_Rule):
@@ -352,20 +403,30 @@ class TaskLimits(_Rule):
     max_runtime_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[86400])
 
     def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
-        r = task.resources
-        over = []
-        if self.max_cpus is not None and r.cpus > self.max_cpus:
-            over.append(f"{r.cpus:g} CPUs (max {self.max_cpus:g})")
-        if self.max_gpus is not None and r.gpus > self.max_gpus:
-            over.append(f"{r.gpus:g} GPUs (max {self.max_gpus:g})")
-        if self.max_memory_mb is not None and r.memory_mb > self.max_memory_mb:
-            over.append(f"{r.memory_mb} MB memory (max {self.max_memory_mb})")
-        if self.max_runtime_s is not None and ctx.runtime_s > self.max_runtime_s:
-            over.append(f"max_runtime_s {ctx.runtime_s:g} (max {self.max_runtime_s:g})")
-        if not over:
-            return None
-        return rejected(self.label, "task exceeds this coop's per-task limits: " + ", ".join(over)
-                        + "; ask for less or split the work")
+        return self.bound_check()(task, ctx)
+
+    def bound_check(self):
+        """``check`` with the limits read once (the admission hot path calls this)."""
+        label, max_cpus, max_gpus, max_memory_mb, max_runtime_s = (
+            self.label, self.max_cpus, self.max_gpus, self.max_memory_mb, self.max_runtime_s)
+
+        def check(task: TaskSpec, ctx: RuleContext) -> Reason | None:
+            r = task.resources
+            cpus, gpus, memory_mb = r.cpus, r.gpus, r.memory_mb
+            over = []
+            if max_cpus is not None and cpus > max_cpus:
+                over.append(f"{cpus:g} CPUs (max {max_cpus:g})")
+            if max_gpus is not None and gpus > max_gpus:
+                over.append(f"{gpus:g} GPUs (max {max_gpus:g})")
+            if max_memory_mb is not None and memory_mb > max_memory_mb:
+                over.append(f"{memory_mb} MB memory (max {max_memory_mb})")
+            if max_runtime_s is not None and ctx.runtime_s > max_runtime_s:
+                over.append(f"max_runtime_s {ctx.runtime_s:g} (max {max_runtime_s:g})")
+            if not over:
+                return None
+            return rejected(label, "task exceeds this coop's per-task limits: " + ", ".join(over)
+                            + "; ask for less or split the work")
+        return check
 
 
 BUILTIN_RULES = (DataSovereignty, TimeWindow, MemberPriority, RequireCapability,

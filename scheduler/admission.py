@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.model import CoopPolicy, EnforcementMode, MemberQuota
+from policies.rules import TimeWindow
 from policies.plugins import PluginRule, attach_all
 from policies.reasons import Reason, error, rejected, unavailable
 from policies.rules import BUILTIN_RULES, RateBuckets, RuleContext
@@ -19,6 +20,9 @@ from scheduler.executor_table import ExecutorTable
 from scheduler.ledger import UNLIMITED, Cost, UsageLedger, from_units, next_period_start, to_units
 from scheduler.placement import Requirements, compile_requirements, explain_no_fit, static_fit
 from scheduler.tasks import TaskSpec
+
+
+_STRICT = EnforcementMode.STRICT  # read per admission: a global is much faster than EnumType.__getattr__
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,19 @@ class CompiledPolicy:
     gates: tuple = ()
     reservers: tuple = ()
     builtin_constraints: bool = True
+    weights: tuple[float, ...] = ()  # the scoring weights as placement takes them
+    mode: EnforcementMode = EnforcementMode.STRICT  # the policy's, read on every admission
+    quota_whitelist: frozenset[str] = frozenset()
+    gates_by_minute: bool = False  # every start gate is a built-in TimeWindow: its answer holds for a minute
+    # (rule, its phase as a callable) per phase: built-in rules bind their fields once (``bound_<phase>``)
+    check_calls: tuple = ()
+    adjust_calls: tuple = ()
+    deferral_calls: tuple = ()
+    reserve_calls: tuple = ()
     requirements_cache: dict = field(default_factory=dict, compare=False, repr=False)
     limits_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    gate_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    quota_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
@@ -45,22 +60,63 @@ class CompiledPolicy:
         attach_all(policy, tuple(extra_rules))
         rules = tuple(r.bound() if isinstance(r, PluginRule) else r
                       for r in tuple(policy.rules) + tuple(extra_rules))
-        return cls(policy,
-                   tuple(r for r in rules if hasattr(r, "check")),
+        gates = tuple(r for r in rules if hasattr(r, "closed_until"))
+        checks, adjusters, deferrals, reservers = (tuple(r for r in rules if hasattr(r, phase))
+                                                   for phase in ("check", "adjust", "hold_until", "reserve"))
+        return cls(policy, checks,
                    tuple(r for r in rules if hasattr(r, "constrain")),
-                   tuple(r for r in rules if hasattr(r, "adjust")),
-                   tuple(r for r in rules if hasattr(r, "hold_until")),
-                   tuple(r for r in rules if hasattr(r, "closed_until")),
-                   tuple(r for r in rules if hasattr(r, "reserve")),
-                   all(type(r) in BUILTIN_RULES for r in rules if hasattr(r, "constrain")))
+                   adjusters, deferrals, gates, reservers,
+                   all(type(r) in BUILTIN_RULES for r in rules if hasattr(r, "constrain")),
+                   policy.weights.as_tuple(),
+                   policy.enforcement_mode,
+                   frozenset(policy.quota_whitelist),
+                   all(type(r) is TimeWindow for r in gates),
+                   _calls(checks, "check"), _calls(adjusters, "adjust"), _calls(deferrals, "hold_until"),
+                   _calls(reservers, "reserve"))
+
+    def member_terms(self, member: str) -> tuple[MemberQuota, int, float, int]:
+        """(quota, max priority rank, default max runtime, max concurrent tasks) of ``member``,
+        remembered per member (the policy is immutable; its fields are slow to read)."""
+        terms = self.quota_cache.get(member)
+        if terms is None:
+            if len(self.quota_cache) >= 65536:
+                self.quota_cache.clear()
+            quota = self.policy.quota_for(member)
+            terms = self.quota_cache[member] = (quota, quota.max_priority.rank, quota.default_max_runtime_s,
+                                                quota.max_concurrent_tasks)
+        return terms
+
+    def quota_for(self, member: str) -> MemberQuota:
+        return self.member_terms(member)[0]
+
+    def concurrency_limit(self, member: str) -> int:
+        return self.member_terms(member)[3]
+
+    def limit_units(self, quota: MemberQuota) -> Cost:
+        """``quota``'s monthly limits in ledger units, ``UNLIMITED`` where it has none (once per quota:
+        the policy, and so its quota objects, is immutable)."""
+        limits = self.limits_cache.get(id(quota))
+        if limits is None:
+            limits = self.limits_cache[id(quota)] = Cost(*(
+                to_units(lim) if lim is not None else UNLIMITED
+                for lim in (quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
+        return limits
 
 
-@dataclass
+def _calls(rules: tuple, phase: str) -> tuple:
+    """Each rule with its ``phase`` as a callable: a built-in rule's ``bound_<phase>()`` (its fields read
+    once, not on every call: pydantic attribute reads are slow), any other rule's own method."""
+    return tuple((r, getattr(r, f"bound_{phase}")() if type(r) in BUILTIN_RULES and hasattr(r, f"bound_{phase}")
+                  else getattr(r, phase)) for r in rules)
+
+
+@dataclass(slots=True)
 class Verdict:
     task: TaskSpec
     mode: EnforcementMode
     quota: MemberQuota | None
     runtime_s: float
+    rank: int  # the priority's rank, as requested
     violations: list[Reason] = field(default_factory=list)
     hard: list[Reason] = field(default_factory=list)
     requirements: Requirements | None = None
@@ -69,6 +125,7 @@ class Verdict:
     limits: Cost | None = None  # what the ledger must confirm at reservation (strict quota only)
     multiplier: float = 1.0
     not_before: float | None = None
+    context: RuleContext | None = None  # what the rules saw (the core hands it to their reserve phase)
 
     @property
     def admitted(self) -> bool:
@@ -78,7 +135,7 @@ class Verdict:
 
     @property
     def effective_priority(self) -> float:
-        return self.task.priority.rank * self.multiplier
+        return self.rank * self.multiplier
 
 
 def _failed(phase: str, rule, exc: Exception) -> Reason:
@@ -88,25 +145,25 @@ def _failed(phase: str, rule, exc: Exception) -> Reason:
 def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedger, table: ExecutorTable,
              buckets: RateBuckets, now: float) -> Verdict:
     if compiled is None:
-        v = Verdict(task, EnforcementMode.STRICT, None, task.max_runtime_s or 0.0)
+        v = Verdict(task, EnforcementMode.STRICT, None, task.max_runtime_s or 0.0, task.priority.rank)
         v.hard.append(rejected("policy", f"coop {task.coop_id} has no scheduling policy; a coop admin sets one "
                                f"with `coopsched policy set {task.coop_id} FILE`"))
         return v
-    policy = compiled.policy
-    quota = policy.quota_for(task.member)
-    runtime = task.max_runtime_s or quota.default_max_runtime_s
-    v = Verdict(task, policy.enforcement_mode, quota, runtime)
-    ctx = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
+    member, resources, mode = task.member, task.resources, compiled.mode
+    quota, max_rank, default_runtime, _ = compiled.member_terms(member)
+    runtime = task.max_runtime_s or default_runtime
+    v = Verdict(task, mode, quota, runtime, task.priority.rank)
+    ctx = v.context = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
 
     # 1. priority cap, on the priority as requested (multipliers come later)
-    if task.priority.rank > quota.max_priority.rank:
+    if v.rank > max_rank:
         v.violations.append(rejected("quota:priority", f"priority {task.priority.value} exceeds the limit "
                                      f"{quota.max_priority.value} for member {task.member} in coop {task.coop_id}; "
                                      f"submit at {quota.max_priority.value} or ask a coop admin to raise it"))
     # 2. the rules' admission checks (a rule that raises is an ``error`` reason, never a crash)
-    for rule in compiled.checks:
+    for rule, check in compiled.check_calls:
         try:
-            reason = rule.check(task, ctx)
+            reason = check(task, ctx)
         except Exception as exc:
             reason = _failed("check", rule, exc)
         if reason is not None:
@@ -119,7 +176,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
         assert isinstance(req, Requirements)
         v.relaxed = tuple(c.source for c in constraints)
     fit = static_fit(table, req)
-    if not fit.possible and constraints and policy.enforcement_mode is not EnforcementMode.STRICT:
+    if not fit.possible and constraints and mode is not EnforcementMode.STRICT:
         loose = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
         assert isinstance(loose, Requirements)
         loose_fit = static_fit(table, loose)
@@ -137,25 +194,22 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
 
     # 4. quota on projected usage: used + reserved + this task's projected cost
     hours = runtime / 3600.0
-    v.cost = Cost.of(task.resources.cpus * hours, task.resources.gpus * hours, fit.max_cost_per_hour * hours)
-    if task.member not in policy.quota_whitelist:
-        _check_quota(v, ledger, now)
-        if policy.enforcement_mode is EnforcementMode.STRICT:
-            v.limits = compiled.limits_cache.get(id(quota))
-            if v.limits is None:  # the policy (and so its quota objects) is immutable: once per quota
-                v.limits = compiled.limits_cache[id(quota)] = Cost(*(
-                    to_units(lim) if lim is not None else UNLIMITED
-                    for lim in (quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
+    v.cost = Cost.of(resources.cpus * hours, resources.gpus * hours, fit.max_cost_per_hour * hours)
+    if member not in compiled.quota_whitelist:
+        limits = compiled.limit_units(quota)
+        _check_quota(v, ledger, now, limits)
+        if mode is _STRICT:
+            v.limits = limits
 
     # 5. priority multipliers and deferral
-    for rule in compiled.adjusters:
+    for rule, adjust in compiled.adjust_calls:
         try:
-            v.multiplier *= rule.adjust(task, ctx)
+            v.multiplier *= adjust(task, ctx)
         except Exception as exc:
             v.violations.append(_failed("adjust", rule, exc))
-    for rule in compiled.deferrals:
+    for rule, hold_until in compiled.deferral_calls:
         try:
-            t = rule.hold_until(task, ctx)
+            t = hold_until(task, ctx)
         except Exception as exc:
             v.violations.append(_failed("hold_until", rule, exc))
             continue
@@ -168,13 +222,24 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
                   violations: list[Reason]) -> tuple[list, Requirements | Reason]:
     """The rules' constraints compiled for this task. Built-in rules constrain by the task's
     tags and capabilities only, so their result is kept per (tags, capabilities) for the
-    policy version; plug-in rules are asked every time."""
-    key = (task.tags, tuple(sorted(task.capabilities.items())), task.coop_id) if compiled.builtin_constraints \
+    policy version; plug-in rules are asked every time. Tasks asking for the same amounts
+    share one (immutable) Requirements: made once, and kept once per job, not per task."""
+    caps, coop_id = task.capabilities, task.coop_id
+    key = (task.tags, tuple(sorted(caps.items())) if caps else (), coop_id) if compiled.builtin_constraints \
         else None
     cached = compiled.requirements_cache.get(key) if key is not None else None
     if cached is not None:
-        constraints, req = cached
-        return constraints, (req.with_resources(task.resources) if isinstance(req, Requirements) else req)
+        constraints, req, by_amounts = cached
+        if not isinstance(req, Requirements):
+            return constraints, req
+        resources = task.resources
+        amounts = (resources.cpus, resources.gpus, resources.memory_mb, resources.gpu_memory_mb)
+        same = by_amounts.get(amounts)
+        if same is None:
+            if len(by_amounts) >= 256:
+                by_amounts.clear()
+            same = by_amounts[amounts] = req.with_resources(resources)
+        return constraints, same
     constraints = []
     for rule in compiled.constrainers:
         try:
@@ -184,11 +249,11 @@ def _requirements(task: TaskSpec, compiled: CompiledPolicy, ctx: RuleContext,
             continue
         if c is not None:
             constraints.append(c)
-    req = compile_requirements(task.coop_id, task.resources, constraints, task.capabilities)
+    req = compile_requirements(coop_id, task.resources, constraints, caps)
     if key is not None:
         if len(compiled.requirements_cache) > 4096:
             compiled.requirements_cache.clear()
-        compiled.requirements_cache[key] = (constraints, req)
+        compiled.requirements_cache[key] = (constraints, req, {})
     return constraints, req
 
 
@@ -210,17 +275,25 @@ _QUOTA_KINDS = (("cpu", "CPU", "CPU-hours", "cpu_hours_per_month"),
                 ("credits", "credit", "credits", "credits_per_month"))
 
 
-def _check_quota(v: Verdict, ledger: UsageLedger, now: float) -> None:
-    task, quota = v.task, v.quota
-    assert quota is not None
+def _check_quota(v: Verdict, ledger: UsageLedger, now: float, limits: Cost) -> None:
+    """Projected usage (used + reserved + this task) against ``limits`` (the quota in ledger units)."""
+    task, cost = v.task, v.cost
     standing = ledger.standing(task.coop_id, task.member, now)
+    used, held = standing.used, standing.reserved
+    if ((limits.cpu == UNLIMITED or not cost.cpu or used.cpu + held.cpu + cost.cpu <= limits.cpu)
+            and (limits.gpu == UNLIMITED or not cost.gpu or used.gpu + held.gpu + cost.gpu <= limits.gpu)
+            and (limits.credits == UNLIMITED or not cost.credits
+                 or used.credits + held.credits + cost.credits <= limits.credits)):
+        return  # the common case, without building a message
+    quota = v.quota
+    assert quota is not None
     for attr, label, unit, limit_field in _QUOTA_KINDS:
         limit = getattr(quota, limit_field)
         need = getattr(v.cost, attr)
         if limit is None or need == 0:
             continue
-        used, held, cap = getattr(standing.used, attr), getattr(standing.reserved, attr), to_units(limit)
-        if used + held + need <= cap:
+        used_units, held_units, cap = getattr(used, attr), getattr(held, attr), to_units(limit)
+        if used_units + held_units + need <= cap:
             continue
         who = f"coop {task.coop_id}, member {task.member}"
         if need > cap:
@@ -229,6 +302,7 @@ def _check_quota(v: Verdict, ledger: UsageLedger, now: float) -> None:
                 f"{limit:g} {unit} ({who}); ask for fewer resources or a shorter max_runtime_s")))
         else:
             v.violations.append(unavailable(f"quota:{attr}", (
-                f"monthly {label} quota exceeded: {from_units(used):.4g} used + {from_units(held):.4g} reserved + "
+                f"monthly {label} quota exceeded: {from_units(used_units):.4g} used + "
+                f"{from_units(held_units):.4g} reserved + "
                 f"{from_units(need):.4g} projected > {limit:g} {unit} ({who}); ask a coop admin to raise it "
                 f"or wait for {next_period_start(now)}")))

@@ -23,13 +23,20 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
-from scheduler.placement import Offer, Placement, breakdowns, choose, explain_no_fit, fit_mask
+from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.tasks import JobState, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
 
 Clock = Callable[[], float]
 
+_DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
+# Enum members the decision path reads on every task, bound once: reading one off its class goes
+# through EnumType.__getattr__, several times slower than a module global.
+_QUEUED, _DEFERRED, _RUNNING, _REJECTED = JobState.QUEUED, JobState.DEFERRED, JobState.RUNNING, JobState.REJECTED
+_STRICT, _PERMISSIVE, _RESERVED = EnforcementMode.STRICT, EnforcementMode.PERMISSIVE, ReserveResult.RESERVED
+_NOT_CACHED = object()
+_GATE_CACHE_SIZE = 1024
 _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobState.FAILED,
                   Outcome.TIMEOUT: JobState.TIMEOUT, Outcome.CANCELLED: JobState.CANCELLED}
 
@@ -131,29 +138,32 @@ class SchedulerCore:
     def submit(self, task: TaskSpec | dict) -> Decision:
         """Admit or refuse one task. Idempotent by task id: a resubmission returns the first decision."""
         task = parse(TaskSpec, task, what="task")
-        known = self._jobs.get(task.task_id)
+        task_id = task.task_id  # (pydantic attribute reads are slow: each field is read once here)
+        known = self._jobs.get(task_id)
         if known is not None:
             return known.decision
         now = self.clock()
         coop = task.coop_id
         self.counters.submitted[coop] += 1
         verdict = evaluate(task, self._policies.get(coop), self.ledger, self.table, self._buckets, now)
-        decision = self._decide(verdict, now)
-        if decision.admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
-            held = self.ledger.reserve(task.task_id, coop, task.member, verdict.cost, now, verdict.limits)
-            if held is not ReserveResult.RESERVED:
+        decision = self._decide(verdict, task_id, coop)
+        admitted = decision.admitted
+        if admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
+            held = self.ledger.reserve(task_id, coop, task.member, verdict.cost, now, verdict.limits)
+            if held is not _RESERVED:
                 decision = self._lost_race(verdict, held, now)
+                admitted = False
         job = Job(task=task, decision=decision, submitted_at=now,
-                  state=JobState.QUEUED if decision.admitted else JobState.REJECTED,
+                  state=_QUEUED if admitted else _REJECTED,
                   requirements=verdict.requirements, cost=verdict.cost)
-        self._jobs[task.task_id] = job
-        self.changed_jobs.add(task.task_id)
-        if not decision.admitted:
+        self._jobs[task_id] = job
+        self.changed_jobs.add(task_id)
+        if not admitted:
             self.counters.rejected[coop] += 1
             job.move(now, JobState.REJECTED, "; ".join(r.message for r in decision.reasons))
             return decision
         self.counters.admitted[coop] += 1
-        self._commit_rules(verdict, now)
+        self._commit_rules(verdict, now, task, coop)
         self._seq += 1
         assert verdict.requirements is not None
         self.queue.add(QueuedTask(task, verdict.requirements, verdict.cost, verdict.effective_priority, now,
@@ -161,26 +171,26 @@ class SchedulerCore:
         if verdict.not_before is not None:
             job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
         else:
-            job.move(now, JobState.QUEUED, "admitted" + (" with warnings" if decision.warnings else ""))
+            job.move(now, _QUEUED, "admitted with warnings" if verdict.violations and decision.warnings
+                     else "admitted")
         return decision
 
     def submit_many(self, tasks: Iterable[TaskSpec | dict]) -> list[Decision]:
         return [self.submit(t) for t in tasks]
 
-    def _decide(self, v: Verdict, now: float) -> Decision:
-        coop = v.task.coop_id
+    def _decide(self, v: Verdict, task_id: str, coop: str) -> Decision:
+        mode = v.mode._value_  # (the plain attribute: Enum.value is a slower descriptor)
         for reason in v.violations:
-            self.counters.violations[(coop, reason.source, v.mode.value)] += 1
+            self.counters.violations[(coop, reason.source, mode)] += 1
             if reason.source.startswith("quota:"):
                 self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
-        common = dict(task_id=v.task.task_id, coop_id=coop, effective_priority=v.effective_priority,
-                      enforcement_mode=v.mode.value)
-        if v.hard or (v.violations and v.mode is EnforcementMode.STRICT):
-            return trusted(Decision, admitted=False, reasons=tuple(v.violations + v.hard), warnings=(),
-                                            not_before=None, **common)
-        warnings = tuple(v.violations) if v.mode is EnforcementMode.PERMISSIVE else ()
-        return trusted(Decision, admitted=True, reasons=(), warnings=warnings, not_before=v.not_before,
-                                        **common)
+        if v.hard or (v.violations and v.mode is _STRICT):
+            return trusted(Decision, task_id=task_id, coop_id=coop, admitted=False,
+                           reasons=tuple(v.violations + v.hard), warnings=(), effective_priority=v.effective_priority,
+                           not_before=None, enforcement_mode=mode)
+        warnings = tuple(v.violations) if v.mode is _PERMISSIVE else ()
+        return trusted(Decision, task_id=task_id, coop_id=coop, admitted=True, reasons=(), warnings=warnings,
+                       effective_priority=v.effective_priority, not_before=v.not_before, enforcement_mode=mode)
 
     def _lost_race(self, v: Verdict, held: ReserveResult, now: float) -> Decision:
         """The ledger refused the reservation: another admission (another head replica) took the quota."""
@@ -196,19 +206,21 @@ class SchedulerCore:
         return Decision(task_id=v.task.task_id, coop_id=coop, admitted=False, reasons=(reason,),
                         effective_priority=v.effective_priority, enforcement_mode=v.mode.value)
 
-    def _commit_rules(self, v: Verdict, now: float) -> None:
-        compiled = self._policies[v.task.coop_id]
-        ctx = RuleContext(now=now, runtime_s=v.runtime_s, buckets=self._buckets)
-        for rule in compiled.reservers:
+    def _commit_rules(self, v: Verdict, now: float, task: TaskSpec, coop: str) -> None:
+        calls = self._policies[coop].reserve_calls
+        if not calls:
+            return
+        ctx = v.context or RuleContext(now=now, runtime_s=v.runtime_s, buckets=self._buckets)
+        for rule, reserve in calls:
             try:
-                rule.reserve(v.task, ctx)
+                reserve(task, ctx)
             except Exception:  # a failing reserve must not undo an admission already reserved
-                self.counters.violations[(v.task.coop_id, getattr(rule, "label", "rule"), "error")] += 1
+                self.counters.violations[(coop, getattr(rule, "label", "rule"), "error")] += 1
 
     # ------------------------------------------------------------------ scheduling
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
-        if not self.queue or not self._anything_free():
+        if not self.queue or self.table.free_count <= 0:  # nothing waiting, or a full fleet (_anything_free)
             return []
         now = self.clock()
         placements: list[Placement] = []
@@ -218,25 +230,26 @@ class SchedulerCore:
         for entry in queue.ordered(self._fair_share, now):
             if limit is not None and len(placements) >= limit:
                 break
-            if entry.task.task_id not in queue:  # placed or cancelled since the order was computed
+            task_id = entry.task_id
+            if task_id not in queue:  # placed or cancelled since the order was computed
                 continue
-            job = self._jobs[entry.task.task_id]
+            job = self._jobs[task_id]
             if entry.not_before is not None and now < entry.not_before:
                 continue
-            hold = self._window_closed_until(entry.task, now, holds)
+            hold = self._window_closed_until(entry, now, holds)
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
-                self.changed_jobs.add(job.task.task_id)
+                self.changed_jobs.add(task_id)
                 job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(hold)}")
                 continue
-            if job.state is JobState.DEFERRED:
-                self.changed_jobs.add(job.task.task_id)
+            if job.state is _DEFERRED:
+                self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
-            key = (entry.task.coop_id, entry.task.member)
-            compiled = self._policies.get(entry.task.coop_id)
-            limit_tasks = compiled.policy.quota_for(entry.task.member).max_concurrent_tasks if compiled else 1
+            key = entry.member_key
+            compiled = self._policies.get(entry.coop_id)
+            limit_tasks = compiled.concurrency_limit(entry.member) if compiled else 1
             if self._running.get(key, 0) >= limit_tasks:
-                job.note(f"waiting: member {entry.task.member} is at max_concurrent_tasks ({limit_tasks})", now)
+                job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
                 continue
             if entry.shape in no_fit:
                 job.note(no_fit[entry.shape], now)
@@ -251,42 +264,43 @@ class SchedulerCore:
                 job.note(no_fit[entry.shape], now)
                 continue
             placements.append(placement)
-            if not self._anything_free():  # the fleet is full: the rest keep their place and reason
+            if self.table.free_count <= 0:  # the fleet is full: the rest keep their place and reason
                 break
         return placements
 
     def _place(self, entry: QueuedTask, now: float) -> Placement | None:
-        task = entry.task
-        compiled = self._policies.get(task.coop_id)
-        weights = (compiled.policy.weights if compiled else DEFAULT_WEIGHTS).as_tuple()
-        data = self.data_locator.fractions(task.hints.data) if task.hints.data else None
-        picked = choose(self.table, fit_mask(self.table, entry.requirements), weights, task.hints, data,
-                        top=4 + len(entry.avoid))
+        task, task_id, table = entry.task, entry.task_id, self.table
+        compiled = self._policies.get(entry.coop_id)
+        weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
+        hints = task.hints
+        data_keys = hints.data
+        data = self.data_locator.fractions(data_keys) if data_keys else None
+        picked = choose(table, fit_mask(table, entry.requirements), weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
-            others = [p for p in picked if self.table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
+            others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
             picked = (others or picked)[:4]
         if not picked:
             return None
         row, score = picked[0]
-        spec = self.table.specs[row]
+        spec = table.specs[row]
         assert spec is not None
-        parts = breakdowns(self.table, [r for r, _ in picked], weights, task.hints, data)
-        offers = tuple(trusted(Offer, executor_id=self.table.specs[r].executor_id,  # type: ignore[union-attr]
-                                             score=s, breakdown=b) for (r, s), b in zip(picked[1:], parts[1:]))
+        executor_id = spec.executor_id
+        scored = offers(table, picked, weights, hints, data)
         placement = trusted(
-            Placement, task=task, executor_id=spec.executor_id, node_id=spec.node_id or spec.executor_id, score=score,
-            breakdown=parts[0], runners_up=offers, placed_at=now, attempt=entry.attempt, relaxed=entry.relaxed)
-        self.table.reserve(row, task.resources)
-        self.queue.remove(task.task_id)
-        key = (task.coop_id, task.member)
+            Placement, task=task, executor_id=executor_id, node_id=spec.node_id or executor_id, score=score,
+            breakdown=scored[0].breakdown, runners_up=tuple(scored[1:]), placed_at=now, attempt=entry.attempt,
+            relaxed=entry.relaxed)
+        table.reserve(row, entry.resources)
+        self.queue.remove(task_id)
+        key = entry.member_key
         self._running[key] = self._running.get(key, 0) + 1
-        self._on_executor[spec.executor_id].add(task.task_id)
-        job = self._jobs[task.task_id]
-        self.changed_jobs.add(task.task_id)
+        self._on_executor[executor_id].add(task_id)
+        job = self._jobs[task_id]
+        self.changed_jobs.add(task_id)
         job.placement = placement
         job.attempts = entry.attempt
         job.started_at = now
-        job.move(now, JobState.RUNNING, f"placed on {spec.executor_id} (attempt {entry.attempt})")
+        job.move(now, _RUNNING, f"placed on {executor_id} (attempt {entry.attempt})")
         return placement
 
     def _anything_free(self) -> bool:
@@ -307,36 +321,52 @@ class SchedulerCore:
         self.counters.rejected[task.coop_id] += 1
         job.move(now, JobState.REJECTED, reason.message)
 
-    def _window_closed_until(self, task: TaskSpec, now: float, memo: dict[tuple, float | None]) -> float | None:
-        """When a closed start gate (time window) governing ``task`` opens again; None: start now.
+    def _window_closed_until(self, entry: QueuedTask, now: float, memo: dict[tuple, float | None]) -> float | None:
+        """When a closed start gate (time window) governing the queued task opens again; None: start now.
 
         Gates depend on the task's coop, priority and tags only, so one answer per such
         shape serves a whole scheduling round.
         """
-        key = (task.coop_id, task.priority, task.tags)
+        key = entry.gate_key
         if key not in memo:
-            compiled = self._policies.get(task.coop_id)
-            hold = None
-            if compiled is not None and compiled.gates:
-                ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
-                strict = compiled.policy.enforcement_mode is EnforcementMode.STRICT
-                for rule in compiled.gates:
-                    if not strict and getattr(rule, "action", "defer") != "defer":
-                        continue  # a non-strict policy already let this violation through
-                    try:
-                        t = rule.closed_until(task, ctx)
-                    except Exception:  # a broken gate must not stop the scheduler; it gates nothing
-                        t = None
-                    if t is not None and t > now:
-                        hold = t if hold is None else max(hold, t)
+            task = entry.task
+            compiled = self._policies.get(entry.coop_id)
+            if compiled is None or not compiled.gates:
+                hold = None
+            elif compiled.gates_by_minute:
+                # Built-in time windows read the clock by the minute and the task by its priority only,
+                # and a window closed now opens at a later quarter hour: one answer serves the minute.
+                minute_key = (key[1], int(now // 60))
+                hold = compiled.gate_cache.get(minute_key, _NOT_CACHED)
+                if hold is _NOT_CACHED:
+                    if len(compiled.gate_cache) >= _GATE_CACHE_SIZE:
+                        compiled.gate_cache.clear()
+                    hold = compiled.gate_cache[minute_key] = self._gates_closed_until(compiled, task, now)
+            else:
+                hold = self._gates_closed_until(compiled, task, now)
             memo[key] = hold
         return memo[key]
+
+    def _gates_closed_until(self, compiled: CompiledPolicy, task: TaskSpec, now: float) -> float | None:
+        hold = None
+        ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
+        strict = compiled.mode is EnforcementMode.STRICT
+        for rule in compiled.gates:
+            if not strict and getattr(rule, "action", "defer") != "defer":
+                continue  # a non-strict policy already let this violation through
+            try:
+                t = rule.closed_until(task, ctx)
+            except Exception:  # a broken gate must not stop the scheduler; it gates nothing
+                t = None
+            if t is not None and t > now:
+                hold = t if hold is None else max(hold, t)
+        return hold
 
     def _fair_share(self, coop_id: str, member: str) -> float:
         compiled = self._policies.get(coop_id)
         if compiled is None:
             return 0.0
-        quota = compiled.policy.quota_for(member)
+        quota = compiled.quota_for(member)
         used = self.ledger.standing(coop_id, member, self.clock()).used
         shares = [from_units(u) / lim for u, lim in ((used.cpu, quota.cpu_hours_per_month),
                   (used.gpu, quota.gpu_hours_per_month), (used.credits, quota.credits_per_month)) if lim]

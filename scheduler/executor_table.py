@@ -54,6 +54,10 @@ class ExecutorTable:
         self.open_all = np.zeros(self._cap, dtype=bool)
         self.capabilities: dict[str, np.ndarray] = {}
         self.specs: list[ExecutorSpec | None] = []
+        # per row, as Python floats: (trust, capacity, queue depth, RTT score), kept by ``_refresh`` for
+        # the few rows an explanation reads (no numpy scalar reads on the hot path)
+        self.row_facts: list[tuple[float, float, float, float]] = []
+        self.row_totals: list[tuple[float, float, float, float]] = []  # (cpus, gpus, memory, GPU memory)
         self.rows: dict[str, int] = {}
         self.node_rows: dict[str, list[int]] = {}
         self.region_codes: dict[str, int] = {}
@@ -66,6 +70,10 @@ class ExecutorTable:
         self._static_masks: dict[tuple, np.ndarray] = {}
         self._base_scores: dict[tuple, np.ndarray] = {}
         self._scratch: dict[int, np.ndarray] = {}
+        self._live_base: dict[tuple, np.ndarray] = {}
+        self._live_views()
+        self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
+        # the shape changes
 
     # -- structure ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -162,25 +170,43 @@ class ExecutorTable:
         return self.rows.keys()
 
     # -- load --------------------------------------------------------------------
+    # reserve and release run once per placement and completion: they read and write the row's
+    # scalars as Python floats (the same IEEE arithmetic numpy would do) and skip the columns a task
+    # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
-        was = self._is_free(row)
-        self.free_cpus[row] -= r.cpus
-        self.free_gpus[row] -= r.gpus
-        self.free_mem[row] -= r.memory_mb
-        self.free_gmem[row] -= r.gpu_memory_mb
-        self.running[row] += 1
-        self.free_count += self._is_free(row) - was
-        self._refresh(row)
+        cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
+        before = self.free_cpus.item(row)
+        after = self.free_cpus[row] = before - cpus
+        free_gpus = self.free_gpus.item(row)
+        if gpus:
+            free_gpus = self.free_gpus[row] = free_gpus - gpus
+        free_mem = self.free_mem.item(row)
+        if memory_mb:
+            free_mem = self.free_mem[row] = free_mem - memory_mb
+        if gpu_memory_mb:
+            self.free_gmem[row] -= gpu_memory_mb
+        running = self.running[row] = self.running.item(row) + 1
+        if self.status.item(row) == 0:
+            self.free_count += (after > 1e-9) - (before > 1e-9)
+        self._refresh_load(row, after, free_gpus, free_mem, running)
 
     def release(self, row: int, r: Resources) -> None:
-        was = self._is_free(row)
-        self.free_cpus[row] = min(self.total_cpus[row], self.free_cpus[row] + r.cpus)
-        self.free_gpus[row] = min(self.total_gpus[row], self.free_gpus[row] + r.gpus)
-        self.free_mem[row] = min(self.total_mem[row], self.free_mem[row] + r.memory_mb)
-        self.free_gmem[row] = min(self.total_gmem[row], self.free_gmem[row] + r.gpu_memory_mb)
-        self.running[row] = max(0.0, self.running[row] - 1)
-        self.free_count += self._is_free(row) - was
-        self._refresh(row)
+        cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
+        total_cpus, total_gpus, total_mem, total_gmem = self.row_totals[row]
+        before = self.free_cpus.item(row)
+        after = self.free_cpus[row] = min(total_cpus, before + cpus)
+        free_gpus = self.free_gpus.item(row)
+        if gpus:
+            free_gpus = self.free_gpus[row] = min(total_gpus, free_gpus + gpus)
+        free_mem = self.free_mem.item(row)
+        if memory_mb:
+            free_mem = self.free_mem[row] = min(total_mem, free_mem + memory_mb)
+        if gpu_memory_mb:
+            self.free_gmem[row] = min(total_gmem, self.free_gmem.item(row) + gpu_memory_mb)
+        running = self.running[row] = max(0.0, self.running.item(row) - 1)
+        if self.status.item(row) == 0:
+            self.free_count += (after > 1e-9) - (before > 1e-9)
+        self._refresh_load(row, after, free_gpus, free_mem, running)
 
     def heartbeat(self, offer: ExecutorOffer) -> None:
         row = self.rows[offer.executor_id]
@@ -195,7 +221,7 @@ class ExecutorTable:
         self._refresh(row)
 
     def _is_free(self, row: int) -> int:
-        return int(self.status[row] == 0 and self.free_cpus[row] > 1e-9)
+        return int(self.status.item(row) == 0 and self.free_cpus.item(row) > 1e-9)
 
     # -- scores ------------------------------------------------------------------
     def base_score(self, weights: tuple[float, ...]) -> np.ndarray:
@@ -207,6 +233,22 @@ class ExecutorTable:
             base[:n] = self._features_vector(weights, slice(0, n)) + SHIFT
             self._base_scores[weights] = base
         return base
+
+    def live_base_score(self, weights: tuple[float, ...]) -> np.ndarray:
+        """``base_score(weights)[:n]``, the view kept until the table grows (placement reads it per task)."""
+        view = self._live_base.get(weights)
+        if view is None:
+            view = self._live_base[weights] = self.base_score(weights)[: self.n]
+        return view
+
+    def _live_views(self) -> None:
+        """Views of the free columns over the rows in use, rebuilt whenever ``n`` or the arrays change
+        (slicing per task costs more than the comparison it feeds on a thousand rows)."""
+        n = self.n
+        self.live_free_cpus, self.live_free_gpus = self.free_cpus[:n], self.free_gpus[:n]
+        self.live_free_mem, self.live_free_gmem = self.free_mem[:n], self.free_gmem[:n]
+        self._live_base.clear()
+        self.live_scores = self.scratch(1, n)
 
     def scratch(self, slot: int, n: int) -> np.ndarray:
         """A reusable float buffer of length ``n`` (placement's working space; not thread-safe)."""
@@ -224,9 +266,8 @@ class ExecutorTable:
 
     def features(self, row: int) -> dict[str, float]:
         """The raw (unweighted) task-independent features of one row, each in [0, 1]."""
-        return {"trust": float(self.trust[row]), "capacity": float(self.capacity[row]),
-                "queue": float(queue_score(self.running[row] + self.reported_queue[row])),
-                "rtt": float(rtt_score(self.rtt_ms[row]))}
+        trust, capacity, depth, rtt = self.row_facts[row]
+        return {"trust": trust, "capacity": capacity, "queue": queue_score(depth), "rtt": rtt}
 
     def _features_vector(self, w: tuple[float, ...], rows: slice) -> np.ndarray:
         return (w[0] * self.trust[rows] + w[1] * self.capacity[rows]
@@ -234,18 +275,37 @@ class ExecutorTable:
                 + w[3] * rtt_score(self.rtt_ms[rows]))
 
     def _refresh(self, row: int) -> None:
-        parts = [self.free_cpus[row] / self.total_cpus[row] if self.total_cpus[row] > 0 else 0.0]
-        if self.total_mem[row] > 0:
-            parts.append(self.free_mem[row] / self.total_mem[row])
-        if self.total_gpus[row] > 0:
-            parts.append(self.free_gpus[row] / self.total_gpus[row])
-        self.capacity[row] = max(0.0, sum(parts) / len(parts))
+        """Recompute one row's totals, facts and base scores after its registration or report changed."""
+        self.row_totals[row] = (self.total_cpus.item(row), self.total_gpus.item(row), self.total_mem.item(row),
+                                self.total_gmem.item(row))
+        self.row_facts[row] = (self.trust.item(row), 0.0, 0.0, rtt_score(self.rtt_ms.item(row)))  # load: below
+        self._refresh_load(row, self.free_cpus.item(row), self.free_gpus.item(row), self.free_mem.item(row),
+                           self.running.item(row))
+
+    def _refresh_load(self, row: int, free_cpus: float, free_gpus: float, free_mem: float, running: float) -> None:
+        """Recompute one row's capacity, facts and base scores from its current free resources and
+        running count (its trust and RTT score as last refreshed)."""
+        total_cpus, total_gpus, total_mem, _ = self.row_totals[row]
+        parts = [free_cpus / total_cpus if total_cpus > 0 else 0.0]
+        if total_mem > 0:
+            parts.append(free_mem / total_mem)
+        if total_gpus > 0:
+            parts.append(free_gpus / total_gpus)
+        capacity = max(0.0, sum(parts) / len(parts))
+        self.capacity[row] = capacity
+        trust, _, _, rtt = self.row_facts[row]
+        depth = running + self.reported_queue.item(row)
+        self.row_facts[row] = (trust, capacity, depth, rtt)
         if self._base_scores:
-            f = self.features(row)
+            queue = queue_score(depth)
             for w, base in self._base_scores.items():
-                base[row] = w[0] * f["trust"] + w[1] * f["capacity"] + w[2] * f["queue"] + w[3] * f["rtt"] + SHIFT
+                base[row] = w[0] * trust + w[1] * capacity + w[2] * queue + w[3] * rtt + SHIFT
 
     # -- static masks --------------------------------------------------------------
+    def cached_static(self, key: tuple):
+        """What ``static_mask(key, ...)`` holds for ``key`` now, or None."""
+        return self._static_masks.get(key)
+
     def static_mask(self, key: tuple, build) -> np.ndarray:
         """A cached mask for ``key``; ``build(table)`` makes it when the shape has changed."""
         mask = self._static_masks.get(key)
@@ -284,7 +344,10 @@ class ExecutorTable:
         if self.n == self._cap:
             self._grow()
         self.specs.append(None)
+        self.row_facts.append((0.0, 0.0, 0.0, 0.0))
+        self.row_totals.append((0.0, 0.0, 0.0, 0.0))
         self.n += 1
+        self._live_views()
         return self.n - 1
 
     def _grow(self) -> None:
@@ -298,10 +361,12 @@ class ExecutorTable:
         self.capabilities = {k: _extend(v, new_cap, ABSENT) for k, v in self.capabilities.items()}
         self._base_scores = {k: _extend(v, new_cap, 0.0) for k, v in self._base_scores.items()}
         self._cap = new_cap
+        self._live_views()
 
     def _changed_shape(self) -> None:
         self.shape_version += 1
         self._static_masks.clear()
+        self.offer_cache.clear()
 
 
 def _extend(column: np.ndarray, size: int, fill) -> np.ndarray:

@@ -63,13 +63,13 @@ class Cost:
 
     @classmethod
     def of(cls, cpu_hours: float = 0.0, gpu_hours: float = 0.0, credits: float = 0.0) -> Cost:
-        return cls(to_units(cpu_hours), to_units(gpu_hours), to_units(credits))
+        return _cost(int(round(cpu_hours * SCALE)), int(round(gpu_hours * SCALE)), int(round(credits * SCALE)))
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(self.cpu + other.cpu, self.gpu + other.gpu, self.credits + other.credits)
+        return _cost(self.cpu + other.cpu, self.gpu + other.gpu, self.credits + other.credits)
 
     def __sub__(self, other: Cost) -> Cost:
-        return Cost(self.cpu - other.cpu, self.gpu - other.gpu, self.credits - other.credits)
+        return _cost(self.cpu - other.cpu, self.gpu - other.gpu, self.credits - other.credits)
 
     @property
     def cpu_hours(self) -> float:
@@ -84,6 +84,19 @@ class Cost:
         return from_units(self.credits)
 
 
+# The ledger builds several of these per admission. A frozen dataclass's __init__ sets each field
+# through object.__setattr__; filling the new instance's __dict__ directly makes the same object
+# (same fields, equality, hash, pickling) in half the time.
+_new = object.__new__
+
+
+def _cost(cpu: int, gpu: int, credits: int) -> Cost:
+    cost = _new(Cost)
+    d = cost.__dict__
+    d["cpu"], d["gpu"], d["credits"] = cpu, gpu, credits
+    return cost
+
+
 ZERO = Cost()
 UNLIMITED = -1
 """A limit component meaning "no limit" in ``reserve(..., limits=Cost(...))``."""
@@ -95,15 +108,17 @@ class ReserveResult(str, Enum):
     OVER_LIMIT = "over_limit"    # used + reserved + cost would pass a limit: nothing changed
 
 
+_RESERVED = ReserveResult.RESERVED  # returned per admission: a global beats EnumType.__getattr__
+
+
 def fits(used: Cost, held: Cost, cost: Cost, limits: Cost | None) -> bool:
     """Whether ``used + held + cost`` stays within ``limits`` in every limited dimension."""
     if limits is None:
         return True
-    for u, h, c, lim in zip((used.cpu, used.gpu, used.credits), (held.cpu, held.gpu, held.credits),
-                            (cost.cpu, cost.gpu, cost.credits), (limits.cpu, limits.gpu, limits.credits)):
-        if lim >= 0 and c > 0 and u + h + c > lim:
-            return False
-    return True
+    return ((limits.cpu < 0 or cost.cpu <= 0 or used.cpu + held.cpu + cost.cpu <= limits.cpu)
+            and (limits.gpu < 0 or cost.gpu <= 0 or used.gpu + held.gpu + cost.gpu <= limits.gpu)
+            and (limits.credits < 0 or cost.credits <= 0
+                 or used.credits + held.credits + cost.credits <= limits.credits))
 
 
 @dataclass(frozen=True)
@@ -120,12 +135,26 @@ class Standing:
         return self.used + self.reserved
 
 
+def _standing(period: str, used: Cost, reserved: Cost, tasks_completed: int) -> Standing:
+    standing = _new(Standing)
+    d = standing.__dict__
+    d["period"], d["used"], d["reserved"], d["tasks_completed"] = period, used, reserved, tasks_completed
+    return standing
+
+
 @dataclass(frozen=True)
 class Reservation:
     coop_id: str
     member: str
     period: str
     cost: Cost
+
+
+def _reservation(coop_id: str, member: str, period: str, cost: Cost) -> Reservation:
+    reservation = _new(Reservation)
+    d = reservation.__dict__
+    d["coop_id"], d["member"], d["period"], d["cost"] = coop_id, member, period, cost
+    return reservation
 
 
 class UsageLedger(Protocol):
@@ -157,12 +186,14 @@ class Ledger:
         """Hold ``cost`` for ``task_id`` in the current month, if it fits ``limits`` (checked in the same step)."""
         if task_id in self._reservations or task_id in self._settled:
             return ReserveResult.DUPLICATE
-        key = (coop_id, member, period_of(now))
-        if not fits(self._used.get(key, ZERO), self._reserved.get(key, ZERO), cost, limits):
+        period = period_of(now)
+        key = (coop_id, member, period)
+        held = self._reserved.get(key, ZERO)
+        if limits is not None and not fits(self._used.get(key, ZERO), held, cost, limits):
             return ReserveResult.OVER_LIMIT
-        self._reservations[task_id] = Reservation(coop_id, member, key[2], cost)
-        self._reserved[key] = self._reserved.get(key, ZERO) + cost
-        return ReserveResult.RESERVED
+        self._reservations[task_id] = _reservation(coop_id, member, period, cost)
+        self._reserved[key] = _cost(held.cpu + cost.cpu, held.gpu + cost.gpu, held.credits + cost.credits)
+        return _RESERVED
 
     def settle(self, task_id: str, coop_id: str, member: str, measured: Cost, ended_at: float) -> bool:
         """Replace the reservation with measured usage. False (and no change) if already settled."""
@@ -226,8 +257,8 @@ class Ledger:
     # -- reads -----------------------------------------------------------------
     def standing(self, coop_id: str, member: str, now: float) -> Standing:
         key = (coop_id, member, period_of(now))
-        return Standing(key[2], self._used.get(key, ZERO), self._reserved.get(key, ZERO),
-                        self._completed.get(key, 0))
+        return _standing(key[2], self._used.get(key, ZERO), self._reserved.get(key, ZERO),
+                         self._completed.get(key, 0))
 
     def reservation(self, task_id: str) -> Reservation | None:
         return self._reservations.get(task_id)

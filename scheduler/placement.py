@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from policies.reasons import Reason, rejected
 from policies.rules import Constraint
+from policies.validation import trusted
 from policies.versions import version_key
-from scheduler.executor_table import SHIFT, ExecutorTable, rtt_score
+from scheduler.executor_table import SHIFT, ExecutorTable
 from scheduler.tasks import Hints, Resources, TaskSpec
 
 EPS = 1e-9
@@ -37,17 +39,30 @@ class Requirements:
     deny: frozenset[str] = frozenset()
     deny_sources: tuple[str, ...] = ()
     signature: tuple = field(default=(), compare=False)
+    static_key: tuple = field(default=(), compare=False)   # the table's cache keys for this signature
+    summary_key: tuple = field(default=(), compare=False)
+    amounts: tuple = field(default=(), compare=False)  # (cpus, gpus, memory_mb, gpu_memory_mb) of ``resources``
+
+    def __post_init__(self) -> None:
+        if not self.amounts:
+            object.__setattr__(self, "amounts", _amounts(self.resources))
 
     def with_resources(self, resources: Resources) -> Requirements:
         """The same constraints for another request (a cheap copy: this is on the hot path)."""
         other = object.__new__(Requirements)
-        other.__dict__.update(self.__dict__)
-        other.__dict__["resources"] = resources
+        d = other.__dict__
+        d.update(self.__dict__)
+        d["resources"], d["amounts"] = resources, _amounts(resources)
         return other
 
     def unconstrained(self) -> Requirements:
         """The same task with every policy constraint dropped (permissive fallback)."""
         return compile_requirements(self.coop_id, self.resources, (), {})
+
+
+def _amounts(r: Resources) -> tuple:
+    """A request's amounts as a plain tuple, read once (pydantic field reads are slow)."""
+    return (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
 
 
 def compile_requirements(coop_id: str, resources: Resources, constraints: Sequence[Constraint],
@@ -78,7 +93,8 @@ def compile_requirements(coop_id: str, resources: Resources, constraints: Sequen
             deny_sources.append(c.source)
     signature = (coop_id, regions, tuple((n, v) for n, v, _ in caps), allow, frozenset(deny))
     return Requirements(coop_id, resources, regions, tuple(region_sources), tuple(caps), allow,
-                        tuple(allow_sources), frozenset(deny), tuple(deny_sources), signature)
+                        tuple(allow_sources), frozenset(deny), tuple(deny_sources), signature,
+                        ("static",) + signature, ("summary",) + signature)
 
 
 def _names(regions: frozenset[str] | None) -> str:
@@ -87,6 +103,10 @@ def _names(regions: frozenset[str] | None) -> str:
 
 # ----------------------------------------------------------------------------- masks
 def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    cached = table.cached_static(req.static_key)  # the usual case: no closure to build
+    if cached is not None:
+        return cached
+
     def build(t: ExecutorTable) -> np.ndarray:
         n = t.n
         m = t.usable_mask() & t.access_mask(req.coop_id)
@@ -104,26 +124,24 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
             if row is not None:
                 m[row] = False
         return m
-    return table.static_mask(("static",) + req.signature, build)
+    return table.static_mask(req.static_key, build)
 
 
 def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
     """Executors that may run the task and have the resources free right now."""
-    n = table.n
-    r = req.resources
-    m = table.free_cpus[:n] >= r.cpus - EPS
+    cpus, gpus, memory_mb, gpu_memory_mb = req.amounts
+    m = table.live_free_cpus >= cpus - EPS
     m &= _static(table, req)
-    if r.gpus > 0:
-        m &= table.free_gpus[:n] >= r.gpus - EPS
-    if r.memory_mb > 0:
-        m &= table.free_mem[:n] >= r.memory_mb - EPS
-    if r.gpu_memory_mb > 0:
-        m &= table.free_gmem[:n] >= r.gpu_memory_mb - EPS
+    if gpus > 0:
+        m &= table.live_free_gpus >= gpus - EPS
+    if memory_mb > 0:
+        m &= table.live_free_mem >= memory_mb - EPS
+    if gpu_memory_mb > 0:
+        m &= table.live_free_gmem >= gpu_memory_mb - EPS
     return m
 
 
-@dataclass(frozen=True)
-class StaticFit:
+class StaticFit(NamedTuple):
     """What admission needs to know about the executors a task may use (ignoring current load).
 
     ``possible`` is a necessary condition for the task ever fitting: some executor the
@@ -141,24 +159,28 @@ class StaticFit:
 
 def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
     """O(1) after the first task with the same constraint signature (per table shape)."""
-    summary = _summary(table, req)
-    r = req.resources
-    count = int(summary[0])
-    possible = bool(count) and (r.cpus <= summary[1] + EPS and r.gpus <= summary[2] + EPS
-                                and r.memory_mb <= summary[3] + EPS and r.gpu_memory_mb <= summary[4] + EPS)
-    return StaticFit(count, possible, r.cpus * summary[5] + r.gpus * summary[6] if possible else 0.0)
+    count, cpus, gpus, mem, gmem, cpu_price, gpu_price = _summary(table, req)
+    want_cpus, want_gpus, want_mem, want_gmem = req.amounts
+    possible = bool(count) and (want_cpus <= cpus + EPS and want_gpus <= gpus + EPS
+                                and want_mem <= mem + EPS and want_gmem <= gmem + EPS)
+    return StaticFit(count, possible, want_cpus * cpu_price + want_gpus * gpu_price if possible else 0.0)
 
 
-def _summary(table: ExecutorTable, req: Requirements) -> np.ndarray:
-    """[count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price] of the allowed rows."""
-    def build(t: ExecutorTable) -> np.ndarray:
+def _summary(table: ExecutorTable, req: Requirements) -> tuple:
+    """(count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price) of the allowed rows,
+    as Python numbers (read on every admission: no numpy scalars)."""
+    cached = table.cached_static(req.summary_key)
+    if cached is not None:
+        return cached
+
+    def build(t: ExecutorTable) -> tuple:
         n = t.n
         m = _static(t, req)
         if not m.any():
-            return np.zeros(7)
-        return np.array([m.sum()] + [float(col[:n][m].max()) for col in (
-            t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu)])
-    return table.static_mask(("summary",) + req.signature, build)
+            return (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return (int(m.sum()),) + tuple(float(col[:n][m].max()) for col in (
+            t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu))
+    return table.static_mask(req.summary_key, build)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -167,19 +189,16 @@ def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], h
     """The best ``top`` rows among ``mask`` as (row, score), best first; ties go to the lower row.
 
     Scores are kept shifted by +1 (every real score is >= 0), so an infeasible row is simply
-    0: one multiply by the mask instead of a branchy ``np.where`` — several times faster on
-    100,000 executors.
+    0: one multiply by the boolean mask (True is 1.0) instead of a branchy ``np.where`` —
+    several times faster on 100,000 executors.
     """
-    n = table.n
-    feasible = table.scratch(0, n)
-    np.copyto(feasible, mask.view(np.int8), casting="unsafe")
-    scores = table.scratch(1, n)
-    np.multiply(feasible, table.base_score(weights)[:n], out=scores)
-    _add_extras(table, scores, feasible, weights, hints, data_fractions)
+    scores = table.live_scores
+    np.multiply(mask, table.live_base_score(weights), out=scores)
+    _add_extras(table, scores, mask, weights, hints, data_fractions)
     picked: list[tuple[int, float]] = []
     for _ in range(top):
         row = int(scores.argmax())
-        shifted = float(scores[row])
+        shifted = scores.item(row)
         if shifted <= 0.0:
             break
         picked.append((row, shifted - SHIFT))
@@ -187,7 +206,7 @@ def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], h
     return picked
 
 
-def _add_extras(table: ExecutorTable, scores: np.ndarray, feasible: np.ndarray, weights: tuple[float, ...],
+def _add_extras(table: ExecutorTable, scores: np.ndarray, mask: np.ndarray, weights: tuple[float, ...],
                 hints: Hints, data_fractions: dict[str, float] | None) -> None:
     """Add the task-specific features (data locality, hints) to the feasible rows' scores."""
     if data_fractions and weights[4]:
@@ -201,7 +220,7 @@ def _add_extras(table: ExecutorTable, scores: np.ndarray, feasible: np.ndarray, 
     coef = weights[5] / kinds
     if hints.regions:
         hinted = table.region_indicator(tuple(sorted(set(hints.regions))))
-        scores += coef * (hinted * feasible)
+        scores += coef * (hinted * mask)
     for e in hints.executors:
         row = table.rows.get(e)
         if row is not None and scores[row] > 0.0:
@@ -211,18 +230,62 @@ def _add_extras(table: ExecutorTable, scores: np.ndarray, feasible: np.ndarray, 
 def breakdowns(table: ExecutorTable, rows: list[int], weights: tuple[float, ...], hints: Hints,
                data_fractions: dict[str, float] | None) -> list[dict[str, float]]:
     """Each feature's weighted contribution to each of ``rows``' scores (a few rows: the offers)."""
-    w = weights
-    kinds = int(bool(hints.regions)) + int(bool(hints.executors))
+    w0, w1, w2, w3, w4, w5 = weights
+    kinds = (1 if hints.regions else 0) + (1 if hints.executors else 0)
+    facts = table.row_facts
     out = []
+    if not kinds and not data_fractions:  # no task-specific features: both are 0 (weights are >= 0)
+        for row in rows:
+            trust, capacity, depth, rtt = facts[row]
+            out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
+                        "rtt": w3 * rtt, "data": 0.0, "hints": 0.0})
+        return out
     for row in rows:
         spec = table.specs[row]
         assert spec is not None
+        trust, capacity, depth, rtt = facts[row]
         data = data_fractions.get(spec.node_id or spec.executor_id, 0.0) if data_fractions else 0.0
         hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
-        depth = float(table.running[row]) + float(table.reported_queue[row])
-        out.append({"trust": w[0] * float(table.trust[row]), "capacity": w[1] * float(table.capacity[row]),
-                    "queue": w[2] / (1.0 + depth), "rtt": w[3] * rtt_score(float(table.rtt_ms[row])),
-                    "data": w[4] * data, "hints": w[5] * hint})
+        out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
+                    "rtt": w3 * rtt, "data": w4 * data, "hints": w5 * hint})
+    return out
+
+
+_MAX_CACHED_OFFERS = 4096
+
+
+def offers(table: ExecutorTable, picked: list[tuple[int, float]], weights: tuple[float, ...], hints: Hints,
+           data_fractions: dict[str, float] | None) -> list[Offer]:
+    """The scored offer (executor, score, per-feature breakdown) of each picked row, best first.
+
+    Without task-specific features (hints, data) a row's offer depends only on its facts
+    and the weights, and the best rows recur from one decision to the next: such an offer
+    is reused while the row's facts and score are unchanged (the cache is dropped when the
+    table's shape changes). Offers are frozen and their breakdowns are shared read-only.
+    """
+    specs = table.specs
+    if hints.regions or hints.executors or data_fractions:
+        parts = breakdowns(table, [r for r, _ in picked], weights, hints, data_fractions)
+        return [trusted(Offer, executor_id=specs[r].executor_id, score=s, breakdown=b)  # type: ignore[union-attr]
+                for (r, s), b in zip(picked, parts)]
+    cache = table.offer_cache.get(weights)
+    if cache is None or len(cache) >= _MAX_CACHED_OFFERS:
+        cache = table.offer_cache[weights] = {}
+    facts = table.row_facts
+    w0, w1, w2, w3 = weights[:4]
+    out = []
+    for row, score in picked:
+        fact = facts[row]
+        hit = cache.get(row)
+        if hit is not None and hit[0] == fact and hit[1] == score:
+            out.append(hit[2])
+            continue
+        trust, capacity, depth, rtt = fact
+        offer = trusted(Offer, executor_id=specs[row].executor_id, score=score,  # type: ignore[union-attr]
+                        breakdown={"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
+                                   "rtt": w3 * rtt, "data": 0.0, "hints": 0.0})
+        cache[row] = (fact, score, offer)
+        out.append(offer)
     return out
 
 

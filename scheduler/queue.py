@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from scheduler.ledger import Cost
 from scheduler.placement import Requirements
-from scheduler.tasks import TaskSpec
+from scheduler.tasks import Resources, TaskSpec
 
 
-@dataclass
+@dataclass(slots=True)
 class QueuedTask:
     task: TaskSpec
     requirements: Requirements
@@ -32,10 +32,21 @@ class QueuedTask:
     waiting_for: str = "a free executor"
     avoid: frozenset[str] = frozenset()  # executors earlier attempts were lost on
     shape: tuple = field(default=(), compare=False)
+    # the task's fields the scheduler reads on every pass, copied once (pydantic attribute reads are slow)
+    task_id: str = field(default="", compare=False)
+    coop_id: str = field(default="", compare=False)
+    member: str = field(default="", compare=False)
+    member_key: tuple[str, str] = field(default=("", ""), compare=False)
+    gate_key: tuple = field(default=(), compare=False)  # what start gates depend on: coop, priority, tags
+    resources: Resources | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        r = self.task.resources
-        self.shape = (self.requirements.signature, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
+        task, requirements = self.task, self.requirements
+        self.resources = requirements.resources
+        self.shape = (requirements.signature, *requirements.amounts)
+        self.task_id, self.coop_id, self.member = task.task_id, task.coop_id, task.member
+        self.member_key = (self.coop_id, self.member)
+        self.gate_key = (self.coop_id, task.priority, task.tags)
 
 
 ORDER_TTL_S = 1.0
@@ -55,7 +66,7 @@ class TaskQueue:
         return task_id in self._entries
 
     def add(self, entry: QueuedTask) -> None:
-        self._entries[entry.task.task_id] = entry
+        self._entries[entry.task_id] = entry
         self._order = None
 
     def remove(self, task_id: str) -> QueuedTask | None:
@@ -72,7 +83,7 @@ class TaskQueue:
     def depth_by_coop(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for e in self._entries.values():
-            out[e.task.coop_id] = out.get(e.task.coop_id, 0) + 1
+            out[e.coop_id] = out.get(e.coop_id, 0) + 1
         return out
 
     def ordered(self, fair_share: Callable[[str, str], float], now: float | None = None) -> list[QueuedTask]:
@@ -84,12 +95,16 @@ class TaskQueue:
         """
         if now is not None and self._order is not None and now - self._ordered_at < ORDER_TTL_S:
             return self._order
-        standing: dict[tuple[str, str], float] = {}
-        for e in self._entries.values():
-            key = (e.task.coop_id, e.task.member)
-            if key not in standing:
-                standing[key] = fair_share(*key)
-        self._order = sorted(self._entries.values(), key=lambda e: (
-            -e.effective_priority, standing[(e.task.coop_id, e.task.member)], e.submitted_at, e.seq))
+        entries = list(self._entries.values())
+        if len(entries) <= 1:  # nothing to compare: no standing to look up
+            self._order = entries
+        else:
+            members = {e.member_key for e in entries}
+            if len(members) == 1:  # one member's standing orders nobody: skip the ledger
+                self._order = sorted(entries, key=lambda e: (-e.effective_priority, e.submitted_at, e.seq))
+            else:
+                standing = {key: fair_share(*key) for key in members}
+                self._order = sorted(entries, key=lambda e: (
+                    -e.effective_priority, standing[e.member_key], e.submitted_at, e.seq))
         self._ordered_at = now if now is not None else 0.0
         return self._order

@@ -93,7 +93,12 @@ def test_quick_run_reports_every_figure_and_target(tmp_path: Path, capsys: pytes
         ">= 30x the reference at 10,000 executors (p50 ratio)",
         "policy evaluation <= 20 us per submission (p50, worst fleet)",
     ]
-    assert {t["status"] for t in result["targets"]} <= {"PASS", "MISS", "n/a"}
+    assert {t["status"] for t in result["targets"]} <= {"met", "missed", "n/a"}
+    for t in result["targets"]:  # every status follows from the figure printed beside it
+        if t["value"] is not None:
+            within = t["value"] >= t["limit"] if t["unit"] == "x" else t["value"] <= t["limit"]
+            assert t["status"] == ("met" if within else "missed")
+            assert f"[{t['status']:>6}] {t['target']}" in printed
     assert result["targets"][1]["status"] == "n/a"  # a quick run stops at 10,000 executors
     for heading in ("Admission + placement", "Policy evaluation", "Backlog", "Targets"):
         assert heading in printed

@@ -106,6 +106,48 @@ def test_placement_explains_its_choice_with_runners_up():
     assert explained["placement"]["executor_id"] == "eu1" and "runners-up" in explained["summary"]
 
 
+def test_reused_offers_match_fresh_ones_and_follow_the_fleet():
+    """Placement reuses a row's offer while its facts are unchanged; the explanation is the same as
+    one computed afresh, changes with the load, and never outlives the executor in that row."""
+    def placed_once(core):
+        core.submit(make_task())
+        p = core.schedule()[0]
+        return p, (p.executor_id, p.score, dict(p.breakdown), [(o.executor_id, o.score, dict(o.breakdown))
+                                                                for o in p.runners_up])
+
+    core, _ = make_core(make_policy(max_concurrent_tasks=10), FLEET)
+    first, explained = placed_once(core)
+    core.cancel(first.task_id)
+    again, explained_again = placed_once(core)  # the first placement is still running: us1 scores lower now
+    fresh, _ = make_core(make_policy(max_concurrent_tasks=10), FLEET)
+    _, fresh_first = placed_once(fresh)
+    _, fresh_second = placed_once(fresh)
+    assert explained == fresh_first and explained_again == fresh_second
+    assert explained_again[2] != explained[2] or explained_again[0] != explained[0]
+    core.remove_executor("eu2")  # its row is reused by a newcomer with other facts
+    core.register_executor(make_executor("ap1", region="ap-south", cpus=4, trust=0.3))
+    _, after = placed_once(core)
+    assert "eu2" not in {after[0]} | {o[0] for o in after[3]}
+    assert "ap1" in {after[0]} | {o[0] for o in after[3]}
+
+
+def test_placement_is_the_same_when_the_table_grows_under_it():
+    """The table keeps views of its live rows; growing its arrays (or adding rows) must not leave
+    placement reading stale ones."""
+    def placements(capacity: int) -> list[tuple[str, float]]:
+        core = SchedulerCore(clock=lambda: START, executor_capacity=capacity)
+        core.set_policy(make_policy(max_concurrent_tasks=100))
+        out = []
+        for i in range(40):
+            core.register_executor(make_executor(f"e{i:02d}", cpus=2 + i % 5, trust=0.3 + (i * 7 % 10) / 20))
+            core.submit(make_task(cpus=1))
+            out += [(p.executor_id, p.score) for p in core.schedule()]
+        return out
+
+    grown, roomy = placements(16), placements(1024)
+    assert len(grown) == 40 and grown == roomy
+
+
 def test_data_locality_prefers_the_node_holding_the_bytes():
     sim = make_sim(make_policy(), FLEET)
     sim.core.data_locator.register("genomes", "eu1", 10_000_000)
