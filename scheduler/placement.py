@@ -219,36 +219,26 @@ def _add_extras(table: ExecutorTable, scores: np.ndarray, mask: np.ndarray, weig
         return
     coef = weights[5] / kinds
     if hints.regions:
-        hinted = table.region_indicator(tuple(sorted(set(hints.regions))))
-        scores += coef * (hinted * mask)
+        regions = tuple(sorted(set(hints.regions)))
+        weighted = table.static_mask(("region hint", regions, coef), lambda t: coef * t.region_indicator(regions))
+        bonus = table.scratch(2, len(scores))  # feasible rows only; two plain ufuncs beat one `where=`
+        np.multiply(weighted, mask, out=bonus)
+        np.add(scores, bonus, out=scores)
     for e in hints.executors:
         row = table.rows.get(e)
         if row is not None and scores[row] > 0.0:
             scores[row] += coef
 
 
-def breakdowns(table: ExecutorTable, rows: list[int], weights: tuple[float, ...], hints: Hints,
-               data_fractions: dict[str, float] | None) -> list[dict[str, float]]:
-    """Each feature's weighted contribution to each of ``rows``' scores (a few rows: the offers)."""
-    w0, w1, w2, w3, w4, w5 = weights
+def _task_specific(table: ExecutorTable, row: int, weights: tuple[float, ...], hints: Hints,
+                   data_fractions: dict[str, float] | None) -> tuple[float, float]:
+    """The weighted data-locality and hint contributions to one row's score (as ``_add_extras``)."""
+    spec = table.specs[row]
+    assert spec is not None
+    data = data_fractions.get(spec.node_id or spec.executor_id, 0.0) if data_fractions else 0.0
     kinds = (1 if hints.regions else 0) + (1 if hints.executors else 0)
-    facts = table.row_facts
-    out = []
-    if not kinds and not data_fractions:  # no task-specific features: both are 0 (weights are >= 0)
-        for row in rows:
-            trust, capacity, depth, rtt = facts[row]
-            out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
-                        "rtt": w3 * rtt, "data": 0.0, "hints": 0.0})
-        return out
-    for row in rows:
-        spec = table.specs[row]
-        assert spec is not None
-        trust, capacity, depth, rtt = facts[row]
-        data = data_fractions.get(spec.node_id or spec.executor_id, 0.0) if data_fractions else 0.0
-        hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
-        out.append({"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
-                    "rtt": w3 * rtt, "data": w4 * data, "hints": w5 * hint})
-    return out
+    hint = ((spec.region in hints.regions) + (spec.executor_id in hints.executors)) / kinds if kinds else 0.0
+    return weights[4] * data, weights[5] * hint
 
 
 _MAX_CACHED_OFFERS = 4096
@@ -258,16 +248,14 @@ def offers(table: ExecutorTable, picked: list[tuple[int, float]], weights: tuple
            data_fractions: dict[str, float] | None) -> list[Offer]:
     """The scored offer (executor, score, per-feature breakdown) of each picked row, best first.
 
-    Without task-specific features (hints, data) a row's offer depends only on its facts
-    and the weights, and the best rows recur from one decision to the next: such an offer
-    is reused while the row's facts and score are unchanged (the cache is dropped when the
-    table's shape changes). Offers are frozen and their breakdowns are shared read-only.
+    A row's offer depends only on its facts, the weights and the task's own contributions to
+    it (data locality, hints), and the best rows recur from one decision to the next: an offer
+    is reused while the row's facts, score and those contributions are unchanged (the cache
+    is dropped when the table's shape changes). Offers are frozen and their breakdowns are
+    shared read-only.
     """
     specs = table.specs
-    if hints.regions or hints.executors or data_fractions:
-        parts = breakdowns(table, [r for r, _ in picked], weights, hints, data_fractions)
-        return [trusted(Offer, executor_id=specs[r].executor_id, score=s, breakdown=b)  # type: ignore[union-attr]
-                for (r, s), b in zip(picked, parts)]
+    specific = bool(hints.regions or hints.executors or data_fractions)
     cache = table.offer_cache.get(weights)
     if cache is None or len(cache) >= _MAX_CACHED_OFFERS:
         cache = table.offer_cache[weights] = {}
@@ -276,15 +264,17 @@ def offers(table: ExecutorTable, picked: list[tuple[int, float]], weights: tuple
     out = []
     for row, score in picked:
         fact = facts[row]
-        hit = cache.get(row)
+        data, hint = _task_specific(table, row, weights, hints, data_fractions) if specific else (0.0, 0.0)
+        key = (row, data, hint)
+        hit = cache.get(key)
         if hit is not None and hit[0] == fact and hit[1] == score:
             out.append(hit[2])
             continue
         trust, capacity, depth, rtt = fact
         offer = trusted(Offer, executor_id=specs[row].executor_id, score=score,  # type: ignore[union-attr]
                         breakdown={"trust": w0 * trust, "capacity": w1 * capacity, "queue": w2 / (1.0 + depth),
-                                   "rtt": w3 * rtt, "data": 0.0, "hints": 0.0})
-        cache[row] = (fact, score, offer)
+                                   "rtt": w3 * rtt, "data": data, "hints": hint})
+        cache[key] = (fact, score, offer)
         out.append(offer)
     return out
 
