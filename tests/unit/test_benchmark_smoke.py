@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:  # ``benchmarks`` is a directory of the repository
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import placement_latency as bench  # noqa: E402
+from benchmarks.placement_workload import POLICY_COOPS  # noqa: E402
 from benchmarks import reference  # noqa: E402
 from policies.model import CoopPolicy, MemberQuota  # noqa: E402
 from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit,  # noqa: E402
@@ -40,7 +41,7 @@ def tight_policies(mode: str) -> list[CoopPolicy]:
     quota = MemberQuota(cpu_hours_per_month=40.0, gpu_hours_per_month=12.0, credits_per_month=900,
                         max_concurrent_tasks=2, max_priority="normal")
     return [CoopPolicy(coop_id=c, rules=rules, default_quota=quota, enforcement_mode=mode)
-            for c in bench.POLICY_COOPS]
+            for c in POLICY_COOPS]
 
 
 def test_reference_places_like_the_core_on_200_executors() -> None:
