@@ -178,6 +178,7 @@ class Client:
             raise InvalidRequest("client", [FieldError("key", repr(str(key))[:60], str(exc), "alice.key")]) from None
         self.public_key = public_key_b64(self._key) if self._key is not None else None
         self.dev_mode: bool | None = None  # known after the first answer
+        self._labelled = False  # the development-mode label printed once per client
         if _connect and not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         try:
@@ -495,7 +496,7 @@ class Client:
 
     def _unwrap(self, answer: dict) -> Any:
         self.dev_mode = bool(answer.get("dev_mode"))
-        if self.dev_mode and not getattr(self, "_labelled", False):
+        if self.dev_mode and not self._labelled:
             self._labelled = True
             print(f"*** {DEV_MODE_LABEL} ***", file=sys.stderr, flush=True)
         if "refused" in answer:
