@@ -412,8 +412,11 @@ class RedisStore:
         """Reports not yet marked forwarded, in the order received."""
         return self._reports_of(self._report_refs("unforwarded_reports"))
 
-    def mark_forwarded(self, task_id: str, attempt: int) -> None:
-        self._r.zrem(self._k("index", "unforwarded_reports"), json.dumps([task_id, int(attempt)]))
+    def mark_forwarded(self, keys: list[tuple[str, int]]) -> None:
+        """Mark a batch of (task id, attempt) reports forwarded, in one ZREM."""
+        if keys:
+            self._r.zrem(self._k("index", "unforwarded_reports"),
+                         *(json.dumps([task_id, int(attempt)]) for task_id, attempt in keys))
 
     # ------------------------------------------------------------------ change log
     def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int:

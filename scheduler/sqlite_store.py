@@ -445,9 +445,11 @@ class SqliteStore:
         """Reports not yet marked forwarded, in the order they arrived."""
         return [json.loads(r[0]) for r in self._all("SELECT report FROM reports WHERE forwarded = 0 ORDER BY rowid")]
 
-    def mark_forwarded(self, task_id: str, attempt: int) -> None:
+    def mark_forwarded(self, keys: list[tuple[str, int]]) -> None:
+        """Mark a batch of (task id, attempt) reports forwarded, in one transaction."""
         with self._write() as db:
-            db.execute("UPDATE reports SET forwarded = 1 WHERE task_id = ? AND attempt = ?", (task_id, attempt))
+            db.executemany("UPDATE reports SET forwarded = 1 WHERE task_id = ? AND attempt = ?",
+                           [(task_id, int(attempt)) for task_id, attempt in keys])
 
     # ----------------------------------------------------------------------- change log
     def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int:

@@ -119,7 +119,7 @@ class Tracker:
             return False
         for key, _ in batch:
             self._unforwarded.pop(key, None)
-            self.store.mark_forwarded(*key)
+        self.store.mark_forwarded([key for key, _ in batch])
         return True
 
 

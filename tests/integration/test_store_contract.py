@@ -204,8 +204,10 @@ def test_reports_are_idempotent_by_task_and_attempt(store):
     assert store.put_report(r1) and not store.put_report(r1) and store.put_report(r2)
     assert [r["attempt"] for r in store.reports("t")] == [1, 2]
     assert len(store.unforwarded_reports()) == 2
-    store.mark_forwarded("t", 1)
+    store.mark_forwarded([("t", 1)])
     assert store.unforwarded_reports() == [r2]
+    store.mark_forwarded([("t", 2), ("never-stored", 1)])  # a batch; an unknown key changes nothing
+    assert store.unforwarded_reports() == []
 
 
 # --------------------------------------------------------------------------- change log
