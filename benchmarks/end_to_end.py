@@ -28,7 +28,8 @@ Latency: N sequential jobs per mode, modes interleaved in chunks so a drift in t
 machine's load hits them alike. *submit->start* is the function's own ``time.time()``
 at entry minus the driver's ``time.time()`` just before the submit call; *submit->result*
 ends when the value is back in the driver. Throughput: M jobs submitted at once (one
-call each, or one ``map``), then every result fetched; jobs/s = M / wall time; the median
+call each, or one ``map``), then every result fetched (``ray.get`` of the list; for Coopsched
+``Client.gather``); jobs/s = M / wall time; the median
 of the repeats is reported. Every mode is warmed up first.
 
 Coopsched keeps its state in a SQLite file (the product's default kind of store) in a
@@ -70,7 +71,7 @@ import ray  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from policies.loader import load_example  # noqa: E402
-from scheduler.client import Client, JobHandle, shutdown  # noqa: E402
+from scheduler.client import Client, JobFailed, JobHandle, shutdown  # noqa: E402
 from scheduler.names import HEAD_NAME, TRACKER_NAME, worker_name  # noqa: E402
 from scheduler.tables import table  # noqa: E402
 from benchmarks.common import init_local_ray, write_results  # noqa: E402
@@ -221,11 +222,16 @@ class Coopsched:
         return Sample(submitted, accepted, entered, returned, handle.id)
 
     def many(self, fn: Callable, xs: Sequence[int]) -> list:
+        """Submit them all, then fetch every value as a user would: ``Client.gather`` (one wait at the
+        head for the lot, then one ``ray.get`` of all the values, like the bare modes' ``ray.get(list)``)."""
         if self.batch:
             handles = self.client.map(fn, xs, **self.options)
         else:
             handles = [self.client.submit(fn, x, **self.options) for x in xs]
-        return [self._result(h) for h in handles]
+        try:
+            return self.client.gather(handles, timeout=RESULT_TIMEOUT_S)
+        except JobFailed:  # e.g. a value lost: job by job, so the lost ones are counted, not fatal
+            return [self._result(h) for h in handles]
 
     def _result(self, handle: JobHandle) -> Any:
         deadline = time.monotonic() + RESULT_TIMEOUT_S

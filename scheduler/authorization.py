@@ -86,6 +86,17 @@ def _own_job(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | N
                       f"it is not one of {whose} (or it does not exist)")
 
 
+def _own_jobs(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
+    task_ids = args.get("task_ids")
+    if not isinstance(task_ids, (list, tuple)):
+        return _forbidden(p, "wait for jobs given as anything but a list", "send a list of job ids")
+    for task_id in task_ids:
+        refused = _own_job(p, {"task_id": task_id}, facts)
+        if refused is not None:
+            return refused
+    return None
+
+
 def _member_scope(coop_arg: str, member_arg: str | None, *, admin_only: bool = False):
     """A call about (coop, member): a member for itself, an admin for its coop."""
     def check(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
@@ -216,6 +227,7 @@ RULES: dict[str, Callable[[Principal, Mapping[str, Any], Facts], Refusal | None]
     "submit_many": _submit_many,
     "status": _own_job,
     "wait_result": _own_job,
+    "wait_results": _own_jobs,
     "cancel": _own_job,
     "explain": _own_job,
     "jobs": _scoped_listing,

@@ -43,6 +43,7 @@ from policies.reasons import Decision
 from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import start_head
+from scheduler.head_results import MAX_WAIT_IDS
 from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused, AuthSettings
 from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
 from scheduler.jobs import JobStatus
@@ -97,11 +98,14 @@ class RuntimeLimitExceeded(JobFailed):
 class JobHandle:
     """A submitted job: ``status()``, ``result()``, ``cancel()``, ``explain()``."""
 
-    def __init__(self, client: Client, decision: Decision):
+    def __init__(self, client: Client, decision: Decision, started: tuple[list, int] | None = None):
         self._client = client
         self.decision = decision
         self.id = decision.task_id
         self.warnings = decision.warnings
+        # ([value ObjectRef], attempt) of the attempt running now, when the head handed it over (with the
+        # decision, or to gather): result() then needs no call to the head; dropped once it fails
+        self._started = started
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r})"
@@ -123,7 +127,10 @@ class JobHandle:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if left == 0.0:
                 raise TimeoutError(f"job {self.id} not finished after {timeout} s (status: {self.status().state.value})")
-            answer = self._client._call("wait_result", self.id, min(left or 30.0, 30.0))
+            if self._started is not None:
+                answer = {"state": "running", "ref": self._started[0], "attempt": self._started[1]}
+            else:
+                answer = self._client._call("wait_result", self.id, min(left or 30.0, 30.0))
             ref = answer.get("ref")
             if ref:
                 try:
@@ -131,6 +138,7 @@ class JobHandle:
                 except GetTimeoutError:
                     continue
                 except RayError:  # killed (timeout/cancel) or its worker died: ask the head what happened
+                    self._started = None
                     self._wait_settled(deadline)
                     status = self.status()
                     if status.attempts > answer["attempt"] or status.state.value == "succeeded":
@@ -235,7 +243,7 @@ class Client:
                                               priority=priority, tags=tags, max_runtime_s=max_runtime_s, hints=hints,
                                               capabilities=capabilities, max_retries=max_retries, task_id=task_id,
                                               name=name)
-        return self._handle(Decision(**self._call("submit", task, payload, data_refs)))
+        return self._handle(self._call("submit", task, payload, data_refs))
 
     def map(self, fn: Callable, iterable: Iterable[Any], *, coop: str, member: str, **options: Any) -> list[JobHandle]:
         """One job per item, submitted in one call. If a strict policy refuses some items, the batch is
@@ -247,14 +255,52 @@ class Client:
         for answer in answers:
             if "error" in answer:
                 raise InvalidRequest("task", [FieldError("", "", answer["error"], "")])
-            decision = Decision(**answer)
-            if decision.admitted:
-                handles.append(self._handle(decision))
+            if answer.get("admitted"):
+                handles.append(self._handle(answer))
             else:
-                refused.append(decision)
+                refused.append(Decision(**answer))
         if refused:
             raise PolicyViolation(refused[0], refused, handles)
         return handles
+
+    def gather(self, handles: Iterable[JobHandle], timeout: float | None = None) -> list[Any]:
+        """The values of many jobs, in order, as ``[h.result() for h in handles]`` would give them, but
+        waiting for all of them in one call to the head (per 10,000 jobs) instead of one each. The first
+        job (in order) that failed, was cancelled or ran out of time raises as ``result()`` would;
+        ``TimeoutError`` after ``timeout`` seconds."""
+        handles = list(handles)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        waiting = [h for h in handles if h._started is None]
+        while waiting:
+            left = remaining()
+            if left == 0.0:
+                raise TimeoutError(f"{len(waiting)} of {len(handles)} jobs not started after {timeout} s")
+            still = []
+            for at in range(0, len(waiting), MAX_WAIT_IDS):
+                chunk = waiting[at:at + MAX_WAIT_IDS]
+                answers = self._call("wait_results", [h.id for h in chunk], min(left or 30.0, 30.0))
+                for h in chunk:
+                    answer = answers.get(h.id)
+                    if answer is None:
+                        still.append(h)
+                    elif answer.get("ref"):
+                        h._started = (answer["ref"], answer["attempt"])
+            waiting = still  # the others finished without a value: result() says why
+        refs = [h._started[0][0] for h in handles if h._started is not None]
+        try:
+            values = iter(ray.get(refs, timeout=remaining()))
+        except (RayError, GetTimeoutError):  # one of them failed or is slow: each one, in order, says so
+            return [h.result(timeout=remaining()) for h in handles]
+        out = []
+        for h in handles:
+            value = next(values) if h._started is not None else None
+            out.append(h.result(timeout=remaining()) if h._started is None or isinstance(value, TaskError)
+                       else value)
+        return out
 
     def jobs(self, coop: str | None = None, member: str | None = None, status: str | None = None) -> list[JobStatus]:
         return [JobStatus(**j) for j in self._call("jobs", coop, member, status)]
@@ -294,13 +340,16 @@ class Client:
         # runs is what the member signed. Only the executor's task unpickles them.
         return spec.model_dump(mode="json"), cloudpickle.dumps((fn, tuple(args), dict(kwargs))), data_refs
 
-    def _handle(self, decision: Decision) -> JobHandle:
+    def _handle(self, answer: dict) -> JobHandle:
+        """The head's answer to a submission: a Decision, with the result reference when it was dispatched at once."""
+        ref, attempt = answer.pop("ref", None), answer.pop("attempt", None)
+        decision = Decision(**answer)
         if not decision.admitted:
             raise PolicyViolation(decision)
         for w in decision.warnings:
             warnings.warn(f"policy violation allowed by a permissive policy: {w}", stacklevel=3)
             log.warning("task %s: %s", decision.task_id, w)
-        return JobHandle(self, decision)
+        return JobHandle(self, decision, (ref, attempt) if ref else None)
 
     # ------------------------------------------------------------------ policies
     def set_policy(self, policy: CoopPolicy | dict | str | Path) -> CoopPolicy:

@@ -29,6 +29,7 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
 from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, RequestGate, guarded
+from scheduler.head_results import ResultDelivery
 from scheduler.identity import Principal, Role
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.placement import Placement
@@ -55,7 +56,7 @@ in flight, ~2-3x). Submissions answered per second stayed within run-to-run nois
 in development mode on this 2-core machine): admission is one core's work either way."""
 
 
-class Head(CoopAdministration, KeyAdministration):
+class Head(CoopAdministration, KeyAdministration, ResultDelivery):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None) -> None:
@@ -154,8 +155,9 @@ class Head(CoopAdministration, KeyAdministration):
     async def _submit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         self._ensure_watchdog()
         decision = self._admit(task, payload, data_refs)
-        self._schedule()
+        dispatches = self._schedule()
         self._persist()
+        await self._attach_refs([decision], dispatches)
         return decision
 
     async def _submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
@@ -166,8 +168,9 @@ class Head(CoopAdministration, KeyAdministration):
                 out.append(self._admit(task, payload, data_refs))
             except ValueError as exc:
                 out.append({"error": str(exc)})
-        self._schedule()
+        dispatches = self._schedule()
         self._persist()
+        await self._attach_refs(out, dispatches)
         return out
 
     def _admit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
@@ -196,15 +199,18 @@ class Head(CoopAdministration, KeyAdministration):
         return decision.model_dump(mode="json")
 
     # ------------------------------------------------------------------ dispatch
-    def _schedule(self) -> None:
+    def _schedule(self) -> dict[str, asyncio.Task]:
+        """Place what fits and start dispatching it; the dispatches by task id (a caller may await its own)."""
         started = time.perf_counter()
         placements = self.core.schedule()
         self.metrics.placed(len(placements), time.perf_counter() - started)
-        for placement in placements:
-            asyncio.get_running_loop().create_task(self._dispatch(placement))
+        loop = asyncio.get_running_loop()
+        return {p.task.task_id: loop.create_task(self._dispatch(p)) for p in placements}
 
-    async def _dispatch(self, p: Placement) -> None:
+    async def _dispatch(self, p: Placement) -> tuple[list, int] | None:
+        """Send the placement to its executor's worker; (result reference, attempt) once it runs there."""
         task = p.task
+        started = None
         spec = {"task_id": task.task_id, "coop_id": task.coop_id, "member": task.member, "attempt": p.attempt,
                 "cpus": task.resources.cpus, "gpus": task.resources.gpus, "memory_mb": task.resources.memory_mb,
                 "max_runtime_s": task.max_runtime_s or self._default_runtime(task.coop_id, task.member),
@@ -218,6 +224,7 @@ class Head(CoopAdministration, KeyAdministration):
                 raise RuntimeError(f"worker {p.executor_id} refused task {task.task_id} (already running it)")
             self._dispatched[task.task_id] = time.time()
             self._results[task.task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
+            started = ref, p.attempt
         except (RayActorError, ActorUnavailableError, ActorUnschedulableError) as exc:
             self._lost(p.executor_id, f"worker of {p.executor_id} unreachable at dispatch ({type(exc).__name__})")
         except Exception as exc:
@@ -226,9 +233,11 @@ class Head(CoopAdministration, KeyAdministration):
             self._schedule()
             self._persist()
         self._notify(task.task_id)
-        job = self.core.job(task.task_id)
-        if job is not None and job.state is JobState.RUNNING and self.core.cancel_requested(task.task_id):
-            await self._cancel_on_worker(task.task_id)
+        if self.core.cancel_requested(task.task_id):  # asked while the dispatch was in flight
+            job = self.core.job(task.task_id, explain=False)
+            if job is not None and job.state is JobState.RUNNING:
+                await self._cancel_on_worker(task.task_id)
+        return started
 
     def _worker(self, executor_id: str):
         handle = self._workers.get(executor_id)
@@ -339,49 +348,6 @@ class Head(CoopAdministration, KeyAdministration):
         self.core.update_executor(parsed)
         self._schedule()
         return True
-
-    # ------------------------------------------------------------------ results
-    @guarded
-    async def wait_result(self, task_id: str, timeout_s: float = 30.0) -> dict:
-        """Wait until the task's current attempt has a result reference or the job has finished."""
-        self._ensure_watchdog()
-        deadline = time.time() + timeout_s
-        while True:
-            job = self.core.job(task_id)
-            if job is None:
-                return {"state": None, "ref": None, "error": f"no job {task_id}"}
-            ref = self._results.get(task_id) if job.state in (JobState.RUNNING, JobState.SUCCEEDED,
-                                                                JobState.FAILED) else None
-            if ref is None and job.state in (JobState.SUCCEEDED, JobState.FAILED) and job.executor_id:
-                ref = await self._ref_from_worker(task_id, job.executor_id)
-            if ref is not None or job.state.finished:
-                return {"state": job.state.value, "ref": ref, "error": job.error, "attempt": job.attempts}
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                return {"state": job.state.value, "ref": None, "error": None, "attempt": job.attempts}
-            event = self._changed.setdefault(task_id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
-            except asyncio.TimeoutError:
-                pass
-
-    async def _ref_from_worker(self, task_id: str, executor_id: str) -> list | None:
-        """After a head restart the worker still holds results it produced: ask it."""
-        worker = self._worker(executor_id)
-        if worker is None:
-            return None
-        try:
-            ref = await worker.result_ref.remote(task_id)
-        except RayActorError:
-            return None
-        if ref:
-            self._results[task_id] = ref
-        return ref
-
-    def _notify(self, task_id: str) -> None:
-        event = self._changed.pop(task_id, None)
-        if event is not None:
-            event.set()
 
     # ------------------------------------------------------------------ control
     @guarded

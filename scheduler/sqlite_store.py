@@ -31,7 +31,9 @@ from scheduler.ledger import Cost, ReserveResult, fits
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first schema; 2: ``held``, the open reservations' sums per member and month, kept by triggers
+(an admission read them with a SUM over every open reservation: O(queued jobs) per admission)."""
 BUSY_TIMEOUT_S = 5.0
 _FINISHED_STATES = tuple(sorted(s.value for s in JobState if s.finished))
 
@@ -51,6 +53,19 @@ CREATE TABLE IF NOT EXISTS reservations (
     task_id TEXT PRIMARY KEY, coop_id TEXT NOT NULL, member TEXT NOT NULL, period TEXT NOT NULL,
     cpu INTEGER NOT NULL, gpu INTEGER NOT NULL, credits INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS reservations_by_key ON reservations (coop_id, member, period);
+CREATE TABLE IF NOT EXISTS held (
+    coop_id TEXT NOT NULL, member TEXT NOT NULL, period TEXT NOT NULL,
+    cpu INTEGER NOT NULL, gpu INTEGER NOT NULL, credits INTEGER NOT NULL,
+    PRIMARY KEY (coop_id, member, period));
+CREATE TRIGGER IF NOT EXISTS held_on_reserve AFTER INSERT ON reservations BEGIN
+    INSERT INTO held VALUES (NEW.coop_id, NEW.member, NEW.period, NEW.cpu, NEW.gpu, NEW.credits)
+    ON CONFLICT (coop_id, member, period) DO UPDATE SET
+        cpu = cpu + excluded.cpu, gpu = gpu + excluded.gpu, credits = credits + excluded.credits;
+END;
+CREATE TRIGGER IF NOT EXISTS held_on_release AFTER DELETE ON reservations BEGIN
+    UPDATE held SET cpu = cpu - OLD.cpu, gpu = gpu - OLD.gpu, credits = credits - OLD.credits
+    WHERE coop_id = OLD.coop_id AND member = OLD.member AND period = OLD.period;
+END;
 CREATE TABLE IF NOT EXISTS settled (
     task_id TEXT PRIMARY KEY, coop_id TEXT NOT NULL, member TEXT NOT NULL, period TEXT NOT NULL,
     cpu INTEGER NOT NULL, gpu INTEGER NOT NULL, credits INTEGER NOT NULL);
@@ -81,6 +96,16 @@ INSERT INTO usage (coop_id, member, period, cpu, gpu, credits, completed) VALUES
 ON CONFLICT (coop_id, member, period) DO UPDATE SET
     cpu = cpu + excluded.cpu, gpu = gpu + excluded.gpu, credits = credits + excluded.credits,
     completed = completed + 1"""
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The script's statements one by one (a trigger's body holds semicolons of its own)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if pending.strip(" \n;") and sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
 
 
 def _dumps(value: Any) -> str:
@@ -151,15 +176,19 @@ class SqliteStore:
 
     def _create_schema(self) -> None:
         with self._write() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            for statement in _statements(_SCHEMA):
+                db.execute(statement)
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             if row[0] is None:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
                 raise RuntimeError(f"the store {self.url} has schema version {row[0]}, newer than this "
                                    f"coopsched understands ({SCHEMA_VERSION}); upgrade coopsched to open it")
+            elif row[0] < 2:  # a version-1 file: its open reservations' sums, once; the triggers keep them
+                db.execute("DELETE FROM held")
+                db.execute("INSERT INTO held SELECT coop_id, member, period, SUM(cpu), SUM(gpu), SUM(credits) "
+                           "FROM reservations GROUP BY coop_id, member, period")
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         if self._closed:
@@ -353,8 +382,8 @@ class SqliteStore:
         key = (coop_id, member, period)
         used = db.execute("SELECT cpu, gpu, credits, completed FROM usage "
                           "WHERE coop_id = ? AND member = ? AND period = ?", key).fetchone()
-        held = db.execute("SELECT COALESCE(SUM(cpu), 0), COALESCE(SUM(gpu), 0), COALESCE(SUM(credits), 0) "
-                          "FROM reservations WHERE coop_id = ? AND member = ? AND period = ?", key).fetchone()
+        held = db.execute("SELECT cpu, gpu, credits FROM held WHERE coop_id = ? AND member = ? AND period = ?",
+                          key).fetchone()
         return _cost(used[:3] if used else None), _cost(held), used[3] if used else 0
 
     def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:

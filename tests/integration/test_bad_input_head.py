@@ -384,3 +384,17 @@ def test_client_submit_validates_tags_and_hints_before_reading_them(head, unchan
     with pytest.raises(InvalidRequest, match=next(iter(kwargs))):
         client.submit(sleep_for, 0, coop=COOP, member=MEMBER, max_runtime_s=60, **kwargs)
     unchanged()
+
+
+@pytest.mark.parametrize("call, args", [
+    ("wait_results", ("job-1", 1.0)), ("wait_results", ([1, 2], 1.0)), ("wait_results", ([MB_STRING[:10]] * 10_001, 1.0)),
+    ("wait_results", (["job-1"], "soon")), ("wait_results", (["job-1"], math.nan)), ("wait_results", (["job-1"], -1.0)),
+    ("wait_result", ("job-1", "soon")), ("wait_result", ("job-1", 10**9)),
+], ids=["ids-string", "ids-ints", "too-many-ids", "timeout-string", "timeout-nan", "timeout-negative",
+        "one-timeout-string", "one-timeout-huge"])
+def test_waiting_for_results_refuses_bad_arguments(head, unchanged, call, args):
+    client, _ = head
+    error = refusal(getattr(client.head, call).remote(*args))
+    assert error.errors[0].path.split("[")[0] in ("task_ids", "timeout_s"), str(error)
+    assert "accepted" in str(error) and "example" in str(error)
+    unchanged()

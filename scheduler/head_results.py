@@ -1,0 +1,129 @@
+"""How a job's value reaches its submitter: the head hands over result references.
+
+A mixin of ``scheduler.head.Head`` (the Ray actor). The value of an attempt is an ObjectRef
+owned by the worker actor that launched it; the head holds a copy from the moment of dispatch
+(``Head._results``) and hands it to the client, which then fetches the value from the worker's
+node with ``ray.get``, never through the head. Three ways, from cheapest to most general:
+
+* with the decision: a job placed the moment it was admitted waits (inside ``submit``) for its
+  own dispatch, and the answer carries ``ref`` and ``attempt`` (``_attach_refs``), so
+  ``JobHandle.result()`` makes no further call to the head;
+* ``wait_results(ids)``: one call for many jobs (``Client.gather``);
+* ``wait_result(id)``: one job, for jobs that queued or were retried.
+
+An attempt that fails (its worker died, it was cancelled) makes the held reference raise; the
+client then asks again and gets the next attempt's. After a head restart the worker still
+holds results it produced (``_ref_from_worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.exceptions import RayActorError
+
+from policies.validation import parse
+from scheduler.head_auth import guarded
+from scheduler.tasks import JobState
+
+MAX_WAIT_IDS = 10_000
+"""Job ids one ``wait_results`` call may ask about (``Client.gather`` sends more in several calls)."""
+MAX_WAIT_S = 3600.0
+DISPATCH_WAIT_S = 5.0
+"""Longest a submission waits for its own dispatch before answering without a result reference."""
+_WITH_RESULT = (JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED)
+
+
+class WaitRequest(BaseModel):
+    """The arguments of ``wait_results`` (and ``wait_result``'s timeout), checked before any waiting."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"task_ids": ["job-7f3a", "job-91c2"], "timeout_s": 30.0}]})
+
+    task_ids: list[str] = Field(default_factory=list, max_length=MAX_WAIT_IDS, examples=[["job-7f3a", "job-91c2"]])
+    timeout_s: float = Field(default=30.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, examples=[30.0])
+
+
+class ResultDelivery:
+    """``wait_result``, ``wait_results`` and the result reference handed back with a decision."""
+
+    async def _attach_refs(self, decisions: list[dict], dispatches: dict[str, asyncio.Task]) -> None:
+        """Jobs of this call that were placed at once: wait for their dispatch and hand back the result
+        reference with the decision (``ref``, ``attempt``)."""
+        mine = [dispatches[d["task_id"]] for d in decisions if d.get("task_id") in dispatches]
+        if not mine:
+            return
+        await asyncio.wait(mine, timeout=DISPATCH_WAIT_S)
+        for decision in decisions:
+            dispatch = dispatches.get(decision.get("task_id"))
+            started = dispatch.result() if dispatch is not None and dispatch.done() else None
+            if started is not None:
+                decision["ref"], decision["attempt"] = started
+
+    @guarded
+    async def wait_result(self, task_id: str, timeout_s: float = 30.0) -> dict:
+        """Wait until the task's current attempt has a result reference or the job has finished."""
+        timeout_s = parse(WaitRequest, {"timeout_s": timeout_s}, what="wait_result").timeout_s
+        self._ensure_watchdog()
+        answer = await self._wait_ready(task_id, time.time() + timeout_s)
+        if answer is not None:
+            return answer
+        job = self.core.job(task_id, explain=False)
+        return {"state": job.state.value if job else None, "ref": None, "error": None,
+                "attempt": job.attempts if job else 0}
+
+    @guarded
+    async def wait_results(self, task_ids: list[str], timeout_s: float = 30.0) -> dict[str, dict]:
+        """``wait_result`` for many jobs in one call: answers once every one of them has a result
+        reference or has finished, or after ``timeout_s``; jobs not ready by then are left out of the
+        answer (ask again for those)."""
+        request = parse(WaitRequest, {"task_ids": task_ids, "timeout_s": timeout_s}, what="wait_results")
+        self._ensure_watchdog()
+        deadline = time.time() + request.timeout_s
+        out = {}
+        for task_id in request.task_ids:  # past the deadline, the rest are answered only if ready now
+            answer = await self._wait_ready(task_id, deadline)
+            if answer is not None:
+                out[task_id] = answer
+        return out
+
+    async def _wait_ready(self, task_id: str, deadline: float) -> dict | None:
+        """The job's ``wait_result`` answer once it has a result reference or has finished (or is
+        unknown); None if neither happened by ``deadline``."""
+        while True:
+            job = self.core.job(task_id, explain=False)
+            if job is None:
+                return {"state": None, "ref": None, "error": f"no job {task_id}"}
+            ref = self._results.get(task_id) if job.state in _WITH_RESULT else None
+            if ref is None and job.state in (JobState.SUCCEEDED, JobState.FAILED) and job.executor_id:
+                ref = await self._ref_from_worker(task_id, job.executor_id)
+            if ref is not None or job.state.finished:
+                return {"state": job.state.value, "ref": ref, "error": job.error, "attempt": job.attempts}
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return None
+            event = self._changed.setdefault(task_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _ref_from_worker(self, task_id: str, executor_id: str) -> list | None:
+        """After a head restart the worker still holds results it produced: ask it."""
+        worker = self._worker(executor_id)
+        if worker is None:
+            return None
+        try:
+            ref = await worker.result_ref.remote(task_id)
+        except RayActorError:
+            return None
+        if ref:
+            self._results[task_id] = ref
+        return ref
+
+    def _notify(self, task_id: str) -> None:
+        event = self._changed.pop(task_id, None)
+        if event is not None:
+            event.set()
