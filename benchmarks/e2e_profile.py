@@ -140,7 +140,7 @@ def _machine_busy() -> float:
 # ----------------------------------------------------------------------------- where the time goes
 @dataclass(frozen=True)
 class Span:
-    kind: str  # "Head.submit", "ExecutorWorker.start", "run_measured", "echo", ...
+    kind: str  # "Head.submit", "ExecutorWorker.start_many", "run_measured", "echo", ...
     start: float
     end: float
     process: str = ""  # Ray's worker id of the process that ran it
@@ -203,12 +203,12 @@ class Spans:
 
 COOP_SEGMENTS = (
     ("client -> head.submit starts (validate, pickle, actor call)", "submitted", "head_submit_start"),
-    ("head.submit starts -> worker.start starts (admit, place, persist, dispatch)", "head_submit_start",
+    ("head.submit starts -> worker.start_many starts (admit, place, persist, dispatch)", "head_submit_start",
      "worker_start_start"),
-    ("worker.start starts -> Ray task starts (launch, lease)", "worker_start_start", "task_start"),
+    ("worker.start_many starts -> Ray task starts (launch, lease)", "worker_start_start", "task_start"),
     ("Ray task starts -> fn entry (args, payload, measuring)", "task_start", "entered"),
     ("fn entry -> Ray task ends (return, metrics, store)", "entered", "task_end"),
-    ("Ray task ends -> value in the client (wait_result, get)", "task_end", "returned"),
+    ("Ray task ends -> value in the client (submit's answer, get)", "task_end", "returned"),
 )
 RAY_SEGMENTS = (
     ("driver submit -> Ray task starts (lease, dispatch)", "submitted", "task_start"),
@@ -221,7 +221,7 @@ RAY_SEGMENTS = (
 def coop_points(spans: Spans, s: Sample) -> dict[str, float] | None:
     """The moments one sequential Coopsched job passed each hop; None when an event is missing."""
     submit = spans.first("Head.submit", s.submitted, s.returned)
-    start = spans.first("ExecutorWorker.start", submit.start if submit else s.submitted, s.returned)
+    start = spans.first("ExecutorWorker.start_many", submit.start if submit else s.submitted, s.returned)
     task = spans.first("run_measured", start.start if start else s.submitted, s.returned)
     if not (submit and start and task):
         return None
@@ -260,8 +260,10 @@ def latency_breakdown(spans: Spans, samples: dict[str, list[Sample]], fn: Callab
     out = {"coopsched": breakdown(coop, COOP_SEGMENTS), "ray": breakdown(bare, RAY_SEGMENTS)}
     extra = [("head.submit span (admit, place, persist, reply)", "head_submit_start", "head_submit_end"),
              ("client has the decision after head.submit starts", "head_submit_start", "accepted"),
-             ("worker.start span", "worker_start_start", "worker_start_end"),
-             ("head.wait_result hands the ref over, after the Ray task ends (<0: before)", "task_end",
+             ("worker.start_many span", "worker_start_start", "worker_start_end"),
+             ("the client has the decision and result reference, after the Ray task ends (<0: before)",
+              "task_end", "accepted"),
+             ("head.wait_result hands the ref over (jobs that queued), after the Ray task ends", "task_end",
               "wait_result_end")]
     out["coopsched"]["other"] = [{"segment": name, **ms_stats([p[b] - p[a] for p in coop if b in p])}
                                  for name, a, b in extra]

@@ -90,6 +90,9 @@ KILL_GRACE_S = 5.0
 CANCEL_RETRY_S = 0.5
 """How often a kill that has not landed yet is sent again (see ``_kill``)."""
 CALL_TIMEOUT_S = 10.0
+"""Longest wait for the tracker to acknowledge one delivery of reports (a hung tracker is retried)."""
+REPORT_BATCH = 200
+"""Reports sent to the tracker in one call at most."""
 """Longest wait for the tracker to acknowledge one report (a hung tracker is retried)."""
 
 _MIB = 1024 * 1024
@@ -174,7 +177,7 @@ _measured_task = ray.remote(run_measured)
 class ExecutorWorker:
     """Runs tasks for one executor on its own node; create it with :func:`start_worker`.
 
-    Methods callable through the actor handle: ``start``, ``cancel``, ``result_ref``,
+    Methods callable through the actor handle: ``start``, ``start_many``, ``cancel``, ``result_ref``,
     ``report_of``, ``forget``, ``running``, ``unsent_reports``, ``ping``.
     """
 
@@ -227,7 +230,17 @@ class ExecutorWorker:
 
         Raises ``pydantic.ValidationError`` (a ``ValueError``) naming the field for a bad spec.
         """
-        launch = LaunchSpec.model_validate(spec)
+        return self._launch(LaunchSpec.model_validate(spec))
+
+    async def start_many(self, specs: list[dict[str, Any]]) -> list[list[ray.ObjectRef] | None]:
+        """``start`` for several attempts in one call (the head sends what it placed here in one
+        scheduling round); every spec is validated before any is launched."""
+        if not isinstance(specs, list):
+            raise TypeError(f"start_many takes a list of launch specs; received {type(specs).__name__}; "
+                            f"e.g. [{LaunchSpec.model_config['json_schema_extra']['examples'][0]}]")
+        return [self._launch(launch) for launch in [LaunchSpec.model_validate(spec) for spec in specs]]
+
+    def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef] | None:
         if launch.task_id in self._running:
             return None
         shape = (launch.cpus, launch.gpus, launch.memory_mb)
@@ -374,21 +387,25 @@ class ExecutorWorker:
         except asyncio.TimeoutError:
             pass
         self._report_ready.clear()
-        for task_id, report in list(self._unsent.items()):
+        while self._unsent:  # what ended since the last delivery goes in one call (REPORT_BATCH at most)
+            batch = list(self._unsent.items())[:REPORT_BATCH]
             tracker = await self._actor(self._tracker_name)
             if tracker is None:
                 return
             try:
-                signed = self._signatures.get(task_id)  # none without a key (a head in development mode)
-                call = tracker.report.remote(report, signed) if signed else tracker.report.remote(report)
+                # the signature is None without a key (a head in development mode)
+                call = tracker.report_many.remote([(report, self._signatures.get(task_id)) for task_id, report in batch])
                 acknowledged = await asyncio.wait_for(_await_ref(call), timeout=CALL_TIMEOUT_S)
             except Exception as err:  # noqa: BLE001  # dead, restarting or hung: look it up again
-                _log.warning("report for %s not delivered (%s: %s); will retry", task_id, type(err).__name__, err)
+                _log.warning("%d report(s) not delivered (%s: %s); will retry", len(batch), type(err).__name__, err)
                 self._handles.pop(self._tracker_name, None)
                 return
-            if acknowledged:
-                self._unsent.pop(task_id, None)
-                self._signatures.pop(task_id, None)
+            for (task_id, report), yes in zip(batch, acknowledged):
+                if yes and self._unsent.get(task_id) is report:
+                    del self._unsent[task_id]
+                    self._signatures.pop(task_id, None)
+            if not all(acknowledged):
+                return  # the rest again after report_retry_s
 
     async def pause_heartbeats(self, seconds: float) -> bool:
         """Stay silent for ``seconds`` (an operator's maintenance switch, and how tests show that an

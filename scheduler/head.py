@@ -200,43 +200,63 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
 
     # ------------------------------------------------------------------ dispatch
     def _schedule(self) -> dict[str, asyncio.Task]:
-        """Place what fits and start dispatching it; the dispatches by task id (a caller may await its own)."""
+        """Place what fits and start dispatching it, one call per executor; the dispatches by task id
+        (a caller may await its own: the task's result is ``{task_id: (result reference, attempt)}``)."""
         started = time.perf_counter()
         placements = self.core.schedule()
         self.metrics.placed(len(placements), time.perf_counter() - started)
+        by_executor: dict[str, list[Placement]] = {}
+        for p in placements:
+            by_executor.setdefault(p.executor_id, []).append(p)
         loop = asyncio.get_running_loop()
-        return {p.task.task_id: loop.create_task(self._dispatch(p)) for p in placements}
+        dispatches = {}
+        for executor_id, group in by_executor.items():
+            dispatch = loop.create_task(self._dispatch(executor_id, group))
+            dispatches.update((p.task.task_id, dispatch) for p in group)
+        return dispatches
 
-    async def _dispatch(self, p: Placement) -> tuple[list, int] | None:
-        """Send the placement to its executor's worker; (result reference, attempt) once it runs there."""
+    def _launch_spec(self, p: Placement) -> dict:
         task = p.task
-        started = None
-        spec = {"task_id": task.task_id, "coop_id": task.coop_id, "member": task.member, "attempt": p.attempt,
+        return {"task_id": task.task_id, "coop_id": task.coop_id, "member": task.member, "attempt": p.attempt,
                 "cpus": task.resources.cpus, "gpus": task.resources.gpus, "memory_mb": task.resources.memory_mb,
                 "max_runtime_s": task.max_runtime_s or self._default_runtime(task.coop_id, task.member),
                 "payload": [self._payloads[task.task_id]]}
-        worker = self._worker(p.executor_id)
+
+    async def _dispatch(self, executor_id: str, group: list[Placement]) -> dict[str, tuple[list, int]]:
+        """Send the placements of one executor to its worker in one call; (result reference, attempt)
+        of each that runs there now."""
+        started: dict[str, tuple[list, int]] = {}
+        worker = self._worker(executor_id)
         try:
             if worker is None:
-                raise ActorUnavailableError(f"no worker actor for executor {p.executor_id}")
-            ref = await worker.start.remote(spec)
-            if not ref:
-                raise RuntimeError(f"worker {p.executor_id} refused task {task.task_id} (already running it)")
-            self._dispatched[task.task_id] = time.time()
-            self._results[task.task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
-            started = ref, p.attempt
+                raise ActorUnavailableError(f"no worker actor for executor {executor_id}")
+            refs = await worker.start_many.remote([self._launch_spec(p) for p in group])
+            now = time.time()
+            for p, ref in zip(group, refs):
+                task_id = p.task.task_id
+                if not ref:  # a bug somewhere if it happens: the attempt is already running there
+                    log.error("worker %s refused task %s (already running it)", executor_id, task_id)
+                    self.core.requeue(task_id, executor_id, f"worker {executor_id} refused it (already running it)")
+                    continue
+                self._dispatched[task_id] = now
+                self._results[task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
+                started[task_id] = ref, p.attempt
         except (RayActorError, ActorUnavailableError, ActorUnschedulableError) as exc:
-            self._lost(p.executor_id, f"worker of {p.executor_id} unreachable at dispatch ({type(exc).__name__})")
+            self._lost(executor_id, f"worker of {executor_id} unreachable at dispatch ({type(exc).__name__})")
         except Exception as exc:
-            log.exception("dispatch of %s to %s failed", task.task_id, p.executor_id)
-            self.core.requeue(task.task_id, p.executor_id, f"dispatch failed: {exc}")
+            log.exception("dispatch of %d task(s) to %s failed", len(group), executor_id)
+            for p in group:
+                self.core.requeue(p.task.task_id, executor_id, f"dispatch failed: {exc}")
+        if len(started) < len(group):
             self._schedule()
             self._persist()
-        self._notify(task.task_id)
-        if self.core.cancel_requested(task.task_id):  # asked while the dispatch was in flight
-            job = self.core.job(task.task_id, explain=False)
-            if job is not None and job.state is JobState.RUNNING:
-                await self._cancel_on_worker(task.task_id)
+        for p in group:
+            task_id = p.task.task_id
+            self._notify(task_id)
+            if self.core.cancel_requested(task_id):  # asked while the dispatch was in flight
+                job = self.core.job(task_id, explain=False)
+                if job is not None and job.state is JobState.RUNNING:
+                    await self._cancel_on_worker(task_id)
         return started
 
     def _worker(self, executor_id: str):

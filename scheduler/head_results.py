@@ -52,13 +52,15 @@ class ResultDelivery:
     async def _attach_refs(self, decisions: list[dict], dispatches: dict[str, asyncio.Task]) -> None:
         """Jobs of this call that were placed at once: wait for their dispatch and hand back the result
         reference with the decision (``ref``, ``attempt``)."""
-        mine = [dispatches[d["task_id"]] for d in decisions if d.get("task_id") in dispatches]
+        mine = {dispatches[d["task_id"]] for d in decisions if d.get("task_id") in dispatches}
         if not mine:
             return
         await asyncio.wait(mine, timeout=DISPATCH_WAIT_S)
         for decision in decisions:
             dispatch = dispatches.get(decision.get("task_id"))
-            started = dispatch.result() if dispatch is not None and dispatch.done() else None
+            ended = dispatch is not None and dispatch.done() and not dispatch.cancelled() \
+                and dispatch.exception() is None
+            started = dispatch.result().get(decision["task_id"]) if ended else None
             if started is not None:
                 decision["ref"], decision["attempt"] = started
 

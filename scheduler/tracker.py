@@ -18,7 +18,7 @@ import logging
 
 import ray
 
-from policies.validation import InvalidRequest, parse
+from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.state_store import default_store_url, open_store
 from scheduler.usage import UsageReport
@@ -49,6 +49,26 @@ class Tracker:
         ``signed``: the executor's signature of the report (``scheduler.identity.sign_request``), kept
         beside it in the store and forwarded with it; the head verifies it (signed mode)."""
         self._ensure_loop()
+        return await self._accept(report, signed)
+
+    async def report_many(self, items: list) -> list[bool]:
+        """Several ``(report, signed)`` pairs in one call (a worker sends what ended since its last
+        delivery); each answered as by ``report``, a malformed one with False."""
+        self._ensure_loop()
+        if not isinstance(items, list):
+            raise InvalidRequest("usage reports", [FieldError(
+                "items", type(items).__name__, "a list of [report, signature or null] pairs",
+                '[[{"task_id": "job-7f3a", ...}, null]]')])
+        answers = []
+        for item in items:
+            report, signed = item if isinstance(item, (list, tuple)) and len(item) == 2 else (item, None)
+            try:
+                answers.append(await self._accept(report, signed))
+            except InvalidRequest:
+                answers.append(False)
+        return answers
+
+    async def _accept(self, report: dict, signed: dict | None) -> bool:
         try:
             r = parse(UsageReport, report, what="usage report")
         except InvalidRequest as exc:

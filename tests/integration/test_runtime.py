@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
 from scheduler.client import Client, JobCancelled, JobFailed, PolicyViolation, RuntimeLimitExceeded, shutdown  # noqa: E402
-from scheduler.names import worker_name  # noqa: E402
+from scheduler.names import TRACKER_NAME, worker_name  # noqa: E402
 
 pytestmark = pytest.mark.integration
 NS = "coopsched-it"
@@ -184,3 +184,18 @@ def test_gather_times_out_with_the_count_of_jobs_not_started(coop):
     with pytest.raises(TimeoutError, match="1 of 3 jobs not started"):
         client.gather(handles, timeout=0.5)
     assert len(client.gather(handles, timeout=60)) == 3
+
+
+def test_the_tracker_answers_a_batch_of_reports_item_by_item(coop):
+    client, _ = coop
+    tracker = ray.get_actor(TRACKER_NAME, namespace=NS)
+    now = time.time()
+    report = {"task_id": "never-submitted", "executor_id": "bank-us", "coop_id": BANK, "member": "kim",
+              "started_at": now - 1, "ended_at": now, "cpu_seconds": 1.0, "outcome": "succeeded", "attempt": 1}
+    before = client.usage(BANK, "kim")
+    answers = ray.get(tracker.report_many.remote([({"task_id": 5}, None), (report, None), (report, None)]))
+    assert answers == [False, True, True]  # malformed; stored; a resend of what is stored
+    time.sleep(1.0)  # forwarded to the head, which knows no such job
+    assert client.usage(BANK, "kim") == before
+    with pytest.raises(ray.exceptions.RayTaskError, match="items"):
+        ray.get(tracker.report_many.remote("not a list"))

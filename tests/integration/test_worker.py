@@ -35,9 +35,9 @@ class RecordingTracker:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
 
-    def report(self, report: dict[str, Any]) -> bool:
-        self.received.append(report)
-        return True
+    def report_many(self, items: list[tuple[dict[str, Any], dict | None]]) -> list[bool]:
+        self.received.extend(report for report, _ in items)
+        return [True] * len(items)
 
     def reports(self) -> list[dict[str, Any]]:
         return self.received
@@ -284,3 +284,19 @@ def test_heartbeats_reach_the_head_with_gpu_load(eu_node: str) -> None:
     finally:
         ex.stop()
         ray.kill(head)
+
+
+def test_start_many_launches_a_batch_and_every_report_arrives(executor: Executor) -> None:
+    specs = [make_spec(where_am_i) for _ in range(3)]
+    refs = ray.get(executor.worker.start_many.remote(specs), timeout=30)
+    assert [ray.get(r[0], timeout=30) for r in refs] == [executor.node_id] * 3
+    for spec in specs:
+        assert report_for(executor.tracker, spec["task_id"]).outcome == "succeeded"
+
+
+def test_start_many_with_one_malformed_spec_launches_none(executor: Executor) -> None:
+    good, bad = make_spec(where_am_i), {**make_spec(where_am_i), "cpus": -1}
+    with pytest.raises(ray.exceptions.RayTaskError, match="cpus"):
+        ray.get(executor.worker.start_many.remote([good, bad]), timeout=30)
+    assert ray.get(executor.worker.running.remote()) == []
+    assert ray.get(executor.worker.result_ref.remote(good["task_id"])) is None
