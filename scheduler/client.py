@@ -152,6 +152,8 @@ class JobHandle:
                     raise JobFailed(self.status(), f"job {self.id} failed: {value.type_name}: {value.message}\n"
                                     f"{value.traceback}")
                 return value
+            if answer.get("state") is None:
+                raise KeyError(f"no job {self.id!r}: {answer.get('error') or 'the head does not know it'}")
             if answer.get("state") in ("cancelled", "failed", "timeout", "rejected"):
                 raise self._failure(self.status())
             if answer.get("state") == "succeeded":  # finished, but its value is no longer held anywhere

@@ -593,6 +593,18 @@ class SchedulerCore:
         job = self._jobs.get(task_id)
         return job.decision.reasons if job else ()
 
+    def forget(self, task_id: str) -> bool:
+        """Drop a finished job from memory (its record lives on in the head's store), so a head that
+        runs for months holds its recent jobs only. False, and nothing dropped, unless it finished."""
+        job = self._jobs.get(task_id)
+        if job is None or not job.state.finished or task_id in self.changed_jobs:
+            return False
+        del self._jobs[task_id]
+        return True
+
+    def jobs_in_memory(self) -> int:
+        return len(self._jobs)
+
 
 def _utc(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))

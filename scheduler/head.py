@@ -32,6 +32,7 @@ from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, Requ
 from scheduler.head_results import ResultDelivery
 from scheduler.identity import Principal, Role
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
+from scheduler.jobs import explain_record
 from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
 from scheduler.state_store import AuditRecord, default_store_url, open_store
@@ -45,6 +46,9 @@ WATCH_INTERVAL_S = 1.0
 INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
 READ_THREADS = 4
 KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps for late result() calls
+KEEP_FINISHED_JOBS = 10_000
+"""Finished jobs the core keeps in memory; older ones are read from the store (status, explain, results,
+a resubmission of the same id), so the head's memory does not grow with every job it ever ran."""
 PING_TIMEOUT_S = 5.0
 SUBMISSION_SLOTS = 4
 """Submissions taken in at once; the rest wait in Ray's queue, outside Python.
@@ -59,7 +63,8 @@ in development mode on this 2-core machine): admission is one core's work either
 class Head(CoopAdministration, KeyAdministration, ResultDelivery):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
-                       metrics_port: int | None = None, auth: dict | None = None) -> None:
+                       metrics_port: int | None = None, auth: dict | None = None,
+                       keep_finished_jobs: int = KEEP_FINISHED_JOBS) -> None:
         self._loop = asyncio.get_running_loop()  # the default group's loop: all state changes happen on it
         self.namespace = namespace
         self.tracker_name = tracker_name
@@ -74,6 +79,8 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         self._results: OrderedDict[str, list] = OrderedDict()
         self._changed: dict[str, asyncio.Event] = {}
         self._dispatched: dict[str, float] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()  # finished jobs still in memory, oldest first
+        self.keep_finished_jobs = max(0, int(keep_finished_jobs))
         self._watchdog: asyncio.Task | None = None
         self.started_at = time.time()
         self.recovered = self._recover()
@@ -124,6 +131,9 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
             self.store.put_job(task_id, record)
             if JobState(record["state"]).finished:
                 self.store.delete_payload(task_id)
+                self._finished[task_id] = None
+        while len(self._finished) > self.keep_finished_jobs:  # stored above: the store answers for them now
+            self.core.forget(self._finished.popitem(last=False)[0])
 
     def _log(self, coop_id: str, kind: str, actor: str, detail: dict) -> None:
         self.store.log_change(coop_id, kind, actor, time.time(), detail)
@@ -180,6 +190,10 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
             hints = task.hints.model_copy(update={"data": tuple(task.hints.data) + tuple(keys)})
             task = task.model_copy(update={"hints": hints})
         try:
+            if self.core.task(task.task_id) is None:  # idempotent for jobs the core forgot (or never held) too
+                record = self.store.get_job(task.task_id)
+                if record is not None:
+                    return record["decision"]
             with self.metrics.policy_evaluation.time():
                 decision = self.core.submit(task)
         except InvalidRequest:
@@ -469,7 +483,11 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
 
     @guarded
     async def explain(self, task_id: str) -> dict | None:
-        return self.core.explain(task_id)
+        found = self.core.explain(task_id)
+        if found is None:  # finished long ago, or before this head (re)started
+            record = self.store.get_job(task_id)
+            found = explain_record(record) if record else None
+        return found
 
     @ray.method(concurrency_group="reads")
     @guarded
@@ -484,7 +502,8 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
     @ray.method(concurrency_group="reads")
     @guarded
     async def ping(self) -> dict:
-        return {"executors": len(self.core.table), "queued": len(self.core.queue), "started_at": self.started_at,
+        return {"executors": len(self.core.table), "queued": len(self.core.queue),
+                "jobs_in_memory": self.core.jobs_in_memory(), "started_at": self.started_at,
                 "store": self.store_url.split("@")[-1], "recovered": self.recovered}
 
     # ------------------------------------------------------------------ watchdog

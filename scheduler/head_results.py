@@ -73,8 +73,11 @@ class ResultDelivery:
         if answer is not None:
             return answer
         job = self.core.job(task_id, explain=False)
-        return {"state": job.state.value if job else None, "ref": None, "error": None,
-                "attempt": job.attempts if job else 0}
+        if job is not None:
+            return {"state": job.state.value, "ref": None, "error": None, "attempt": job.attempts}
+        record = self.store.get_job(task_id)  # held by another head replica, not finished yet
+        return {"state": record["status"]["state"] if record else None, "ref": None, "error": None,
+                "attempt": record["status"]["attempts"] if record else 0}
 
     @guarded
     async def wait_results(self, task_ids: list[str], timeout_s: float = 30.0) -> dict[str, dict]:
@@ -97,12 +100,15 @@ class ResultDelivery:
         while True:
             job = self.core.job(task_id, explain=False)
             if job is None:
-                return {"state": None, "ref": None, "error": f"no job {task_id}"}
-            ref = self._results.get(task_id) if job.state in _WITH_RESULT else None
-            if ref is None and job.state in (JobState.SUCCEEDED, JobState.FAILED) and job.executor_id:
-                ref = await self._ref_from_worker(task_id, job.executor_id)
-            if ref is not None or job.state.finished:
-                return {"state": job.state.value, "ref": ref, "error": job.error, "attempt": job.attempts}
+                answer = await self._stored_answer(task_id)
+                if answer is not None:
+                    return answer
+            else:
+                ref = self._results.get(task_id) if job.state in _WITH_RESULT else None
+                if ref is None and job.state in (JobState.SUCCEEDED, JobState.FAILED) and job.executor_id:
+                    ref = await self._ref_from_worker(task_id, job.executor_id)
+                if ref is not None or job.state.finished:
+                    return {"state": job.state.value, "ref": ref, "error": job.error, "attempt": job.attempts}
             remaining = deadline - time.time()
             if remaining <= 0:
                 return None
@@ -111,6 +117,22 @@ class ResultDelivery:
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
             except asyncio.TimeoutError:
                 pass
+
+    async def _stored_answer(self, task_id: str) -> dict | None:
+        """The answer for a job the core does not hold: one that finished (the core forgot it, or it
+        finished before this head started), its value, if still held, asked of the worker that ran it;
+        None (wait) for one another head replica holds that has not finished."""
+        record = self.store.get_job(task_id)
+        if record is None:
+            return {"state": None, "ref": None, "error": f"no job {task_id}"}
+        status = record["status"]
+        state = JobState(status["state"])
+        if not state.finished:
+            return None
+        ref = self._results.get(task_id) if state in _WITH_RESULT else None
+        if ref is None and state in (JobState.SUCCEEDED, JobState.FAILED) and status.get("executor_id"):
+            ref = await self._ref_from_worker(task_id, status["executor_id"])
+        return {"state": state.value, "ref": ref, "error": status.get("error"), "attempt": status.get("attempts", 0)}
 
     async def _ref_from_worker(self, task_id: str, executor_id: str) -> list | None:
         """After a head restart the worker still holds results it produced: ask it."""

@@ -86,3 +86,13 @@ class Job:
             submitted_at=self.submitted_at, started_at=self.started_at, finished_at=self.finished_at,
             warnings=self.decision.warnings, charged_cpu_hours=self.charged[0], charged_gpu_hours=self.charged[1],
             charged_credits=self.charged[2], wall_seconds=self.wall_seconds, error=self.error, history=tuple(self.history))
+
+
+def explain_record(record: dict) -> dict:
+    """``SchedulerCore.explain``'s answer rebuilt from a stored job record (``job_record``): for a job
+    the core no longer holds (finished long ago, or before the head restarted)."""
+    status = record["status"]
+    placement = record.get("placement")
+    summary = Placement(task=TaskSpec(**record["task"]), **placement).explain() if placement else status["reason"]
+    return {"task_id": record["task_id"], "state": status["state"], "reason": status["reason"],
+            "decision": record["decision"], "placement": placement, "summary": summary}

@@ -128,3 +128,26 @@ def test_two_head_replicas_on_redis_cannot_overshoot_a_quota(ray_cluster, redis_
     finally:
         for head in heads:
             ray.kill(head, no_restart=True)
+
+
+def test_finished_jobs_leave_the_heads_memory_and_are_answered_from_the_store(ray_cluster, tmp_path):
+    namespace = "coopsched-rec-forget"
+    client = Client.local(namespace=namespace, store=f"sqlite:///{tmp_path / 'state.db'}", keep_finished_jobs=2)
+    try:
+        client.set_policy({"coop_id": COOP, "default_quota": {"cpu_hours_per_month": 10}})
+        client.register_executor("rec-f", coop=COOP, node_id=ray_cluster.nodes[1].node_id, resources={"cpus": 1})
+        handles = [client.submit(nap, 0.01 * i, coop=COOP, member="mo", max_runtime_s=60) for i in range(5)]
+        assert [h.result(timeout=60) for h in handles] == [0.01 * i for i in range(5)]
+        first = handles[0]
+        wait_for(lambda: client.ping()["jobs_in_memory"] <= 2, what="the head to forget the oldest jobs")
+        used = wait_for(lambda: (u := client.usage(COOP, "mo")).tasks_completed == 5 and u, what="all settled")
+        # the first job is no longer in memory: the store answers for it
+        assert first.status().state.value == "succeeded"
+        assert first.explain()["summary"].startswith(f"{first.id} -> rec-f")
+        assert client.job(first.id).result(timeout=30) == 0.0  # a fresh handle: its value from the worker
+        again = client.submit(nap, 9.0, coop=COOP, member="mo", max_runtime_s=60, task_id=first.id)
+        assert again.decision == first.decision  # idempotent by task id: the first decision, nothing new run
+        time.sleep(0.5)
+        assert client.usage(COOP, "mo") == used and client.ping()["queued"] == 0
+    finally:
+        shutdown(namespace)

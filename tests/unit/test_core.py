@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from policies.validation import InvalidRequest
 from scheduler.core import SchedulerCore
+from scheduler.jobs import explain_record
 from scheduler.ledger import Cost
 from scheduler.tasks import JobState
 from scheduler.usage import UsageReport
@@ -370,3 +371,21 @@ def test_the_table_counts_executors_with_free_cpu_exactly(executors, tasks, drai
         assert table.free_count == int(((table.free_cpus[:table.n] > 1e-9) & table.usable_mask()).sum())
         sim.clock.advance(10)
         sim.run(until=sim.clock())
+
+
+def test_a_finished_job_can_be_forgotten_and_explained_from_its_record():
+    sim = make_sim(make_policy(), FLEET)
+    d = sim.submit(make_task(hints={"regions": ["eu-central"]}))
+    sim.step()
+    core = sim.core
+    held = core.jobs_in_memory()
+    core.drain_changed()  # persisted (as the head does before forgetting)
+    assert not core.forget(d.task_id)  # running: kept
+    core.complete(report_for(core, d.task_id, 60))
+    assert not core.forget(d.task_id)  # finished but not persisted yet: kept
+    core.drain_changed()
+    record, explained = core.job_record(d.task_id), core.explain(d.task_id)
+    assert core.forget(d.task_id) and core.jobs_in_memory() == held - 1
+    assert core.job(d.task_id) is None and core.explain(d.task_id) is None and not core.forget(d.task_id)
+    assert explain_record(record) == explained
+    assert explain_record({**record, "placement": None})["summary"] == record["status"]["reason"]
