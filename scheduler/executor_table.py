@@ -19,6 +19,7 @@ import numpy as np
 
 from policies.versions import ABSENT, version_key
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
+from scheduler.free_masks import FreeMasks
 from scheduler.tasks import Resources
 
 _STATUS_CODE = {ExecutorStatus.ACTIVE: 0, ExecutorStatus.DRAINING: 1, ExecutorStatus.OFFLINE: 2}
@@ -52,6 +53,7 @@ class ExecutorTable:
         self.coop = np.full(self._cap, -1, dtype=np.int32)
         self.status = np.full(self._cap, EMPTY, dtype=np.int8)
         self.open_all = np.zeros(self._cap, dtype=bool)
+        self._fit_buffer = np.empty(self._cap, dtype=bool)  # placement's fit mask, rebuilt per task
         self.capabilities: dict[str, np.ndarray] = {}
         self.specs: list[ExecutorSpec | None] = []
         # per row, as Python floats: (trust, capacity, queue depth, RTT score), kept by ``_refresh`` for
@@ -71,6 +73,7 @@ class ExecutorTable:
         self._base_scores: dict[tuple, np.ndarray] = {}
         self._scratch: dict[int, np.ndarray] = {}
         self._live_base: dict[tuple, np.ndarray] = {}
+        self.free_masks = FreeMasks(self._free_columns(), self.n)  # rows with at least an amount free
         self._live_views()
         self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
         # the shape changes
@@ -107,6 +110,7 @@ class ExecutorTable:
             if coop_id != "*":
                 self._open_to.setdefault(self.coop_codes.setdefault(coop_id, len(self.coop_codes)), set()).add(row)
         self._set_capabilities(row, spec.capabilities)
+        self.free_masks.reset_row(row)
         self._changed_shape()
         self._refresh(row)
         self.free_count += self._is_free(row)
@@ -125,6 +129,7 @@ class ExecutorTable:
         self.status[row] = EMPTY
         self.specs[row] = None
         self.free_cpus[row] = self.free_gpus[row] = self.free_mem[row] = self.free_gmem[row] = 0.0
+        self.free_masks.reset_row(row)
         self._free_rows.append(row)
         self._changed_shape()
         return spec
@@ -160,6 +165,7 @@ class ExecutorTable:
         self.free_gpus[new_row] -= used[1]
         self.free_mem[new_row] -= used[2]
         self.free_gmem[new_row] -= used[3]
+        self.free_masks.reset_row(new_row)
         self.running[new_row] = running
         self.status[new_row] = status
         self.free_count += self._is_free(new_row) - was
@@ -175,16 +181,29 @@ class ExecutorTable:
     # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
         cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
+        masks = self.free_masks
+        highest = masks.highest  # less free, but still at least the largest amount asked: no mask flips
         before = self.free_cpus.item(row)
         after = self.free_cpus[row] = before - cpus
+        if after < highest[0]:
+            masks.moved(0, row, before, after)
         free_gpus = self.free_gpus.item(row)
         if gpus:
-            free_gpus = self.free_gpus[row] = free_gpus - gpus
+            old, free_gpus = free_gpus, free_gpus - gpus
+            self.free_gpus[row] = free_gpus
+            if free_gpus < highest[1]:
+                masks.moved(1, row, old, free_gpus)
         free_mem = self.free_mem.item(row)
         if memory_mb:
-            free_mem = self.free_mem[row] = free_mem - memory_mb
+            old, free_mem = free_mem, free_mem - memory_mb
+            self.free_mem[row] = free_mem
+            if free_mem < highest[2]:
+                masks.moved(2, row, old, free_mem)
         if gpu_memory_mb:
-            self.free_gmem[row] -= gpu_memory_mb
+            old = self.free_gmem.item(row)
+            new = self.free_gmem[row] = old - gpu_memory_mb
+            if new < highest[3]:
+                masks.moved(3, row, old, new)
         running = self.running[row] = self.running.item(row) + 1
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
@@ -193,16 +212,29 @@ class ExecutorTable:
     def release(self, row: int, r: Resources) -> None:
         cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
         total_cpus, total_gpus, total_mem, total_gmem = self.row_totals[row]
+        masks = self.free_masks
+        highest = masks.highest  # more free, from at least the largest amount asked: no mask flips
         before = self.free_cpus.item(row)
         after = self.free_cpus[row] = min(total_cpus, before + cpus)
+        if before < highest[0]:
+            masks.moved(0, row, before, after)
         free_gpus = self.free_gpus.item(row)
         if gpus:
-            free_gpus = self.free_gpus[row] = min(total_gpus, free_gpus + gpus)
+            old, free_gpus = free_gpus, min(total_gpus, free_gpus + gpus)
+            self.free_gpus[row] = free_gpus
+            if old < highest[1]:
+                masks.moved(1, row, old, free_gpus)
         free_mem = self.free_mem.item(row)
         if memory_mb:
-            free_mem = self.free_mem[row] = min(total_mem, free_mem + memory_mb)
+            old, free_mem = free_mem, min(total_mem, free_mem + memory_mb)
+            self.free_mem[row] = free_mem
+            if old < highest[2]:
+                masks.moved(2, row, old, free_mem)
         if gpu_memory_mb:
-            self.free_gmem[row] = min(total_gmem, self.free_gmem.item(row) + gpu_memory_mb)
+            old = self.free_gmem.item(row)
+            new = self.free_gmem[row] = min(total_gmem, old + gpu_memory_mb)
+            if old < highest[3]:
+                masks.moved(3, row, old, new)
         running = self.running[row] = max(0.0, self.running.item(row) - 1)
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
@@ -249,6 +281,8 @@ class ExecutorTable:
         self.live_free_mem, self.live_free_gmem = self.free_mem[:n], self.free_gmem[:n]
         self._live_base.clear()
         self.live_scores = self.scratch(1, n)
+        self.live_fit = self._fit_buffer[:n]
+        self.free_masks.in_use(n)
 
     def scratch(self, slot: int, n: int) -> np.ndarray:
         """A reusable float buffer of length ``n`` (placement's working space; not thread-safe)."""
@@ -361,7 +395,12 @@ class ExecutorTable:
         self.capabilities = {k: _extend(v, new_cap, ABSENT) for k, v in self.capabilities.items()}
         self._base_scores = {k: _extend(v, new_cap, 0.0) for k, v in self._base_scores.items()}
         self._cap = new_cap
+        self._fit_buffer = np.empty(new_cap, dtype=bool)
+        self.free_masks.grown(self._free_columns())
         self._live_views()
+
+    def _free_columns(self) -> tuple[np.ndarray, ...]:
+        return (self.free_cpus, self.free_gpus, self.free_mem, self.free_gmem)
 
     def _changed_shape(self) -> None:
         self.shape_version += 1

@@ -19,9 +19,9 @@ from policies.rules import Constraint
 from policies.validation import trusted
 from policies.versions import version_key
 from scheduler.executor_table import SHIFT, ExecutorTable
+from scheduler.free_masks import EPS
 from scheduler.tasks import Hints, Resources, TaskSpec
 
-EPS = 1e-9
 FEATURES = ("trust", "capacity", "queue", "rtt", "data", "hints")
 
 
@@ -128,16 +128,22 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
 
 
 def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
-    """Executors that may run the task and have the resources free right now."""
+    """Executors that may run the task and have the resources free right now.
+
+    The answer is the table's scratch buffer (``live_fit``): read it before the next call.
+    """
     cpus, gpus, memory_mb, gpu_memory_mb = req.amounts
-    m = table.live_free_cpus >= cpus - EPS
-    m &= _static(table, req)
+    free = table.free_masks
+    cpu_mask, gpu_mask, mem_mask, gmem_mask = free.views
+    # (the views in hand when the amount was asked before: at_least's call costs more than the lookup)
+    m = np.logical_and(cpu_mask[cpus] if cpus in cpu_mask else free.at_least(0, cpus), _static(table, req),
+                       out=table.live_fit)
     if gpus > 0:
-        m &= table.live_free_gpus >= gpus - EPS
+        m &= gpu_mask[gpus] if gpus in gpu_mask else free.at_least(1, gpus)
     if memory_mb > 0:
-        m &= table.live_free_mem >= memory_mb - EPS
+        m &= mem_mask[memory_mb] if memory_mb in mem_mask else free.at_least(2, memory_mb)
     if gpu_memory_mb > 0:
-        m &= table.live_free_gmem >= gpu_memory_mb - EPS
+        m &= gmem_mask[gpu_memory_mb] if gpu_memory_mb in gmem_mask else free.at_least(3, gpu_memory_mb)
     return m
 
 
