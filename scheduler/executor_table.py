@@ -60,6 +60,9 @@ class ExecutorTable:
         # the few rows an explanation reads (no numpy scalar reads on the hot path)
         self.row_facts: list[tuple[float, float, float, float]] = []
         self.row_totals: list[tuple[float, float, float, float]] = []  # (cpus, gpus, memory, GPU memory)
+        # per row, the load columns' values as Python floats, for reserve and release to read (a numpy
+        # scalar read costs several list reads): [free cpus, gpus, memory, GPU memory, running, reported queue]
+        self.row_load: list[list[float]] = []
         self.rows: dict[str, int] = {}
         self.node_rows: dict[str, list[int]] = {}
         self.region_codes: dict[str, int] = {}
@@ -77,6 +80,7 @@ class ExecutorTable:
         self._live_views()
         self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
         # the shape changes
+        self.fit_memo: dict[int, tuple] = {}  # id(requirements) -> (requirements, admission's static fit)
 
     # -- structure ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -130,6 +134,7 @@ class ExecutorTable:
         self.specs[row] = None
         self.free_cpus[row] = self.free_gpus[row] = self.free_mem[row] = self.free_gmem[row] = 0.0
         self.free_masks.reset_row(row)
+        self._mirror_load(row)
         self._free_rows.append(row)
         self._changed_shape()
         return spec
@@ -181,30 +186,32 @@ class ExecutorTable:
     # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
         cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
+        load = self.row_load[row]
         masks = self.free_masks
         highest = masks.highest  # less free, but still at least the largest amount asked: no mask flips
-        before = self.free_cpus.item(row)
-        after = self.free_cpus[row] = before - cpus
+        before = load[0]
+        after = load[0] = before - cpus
+        self.free_cpus[row] = after
         if after < highest[0]:
             masks.moved(0, row, before, after)
-        free_gpus = self.free_gpus.item(row)
+        free_gpus = load[1]
         if gpus:
             old, free_gpus = free_gpus, free_gpus - gpus
-            self.free_gpus[row] = free_gpus
+            load[1] = self.free_gpus[row] = free_gpus
             if free_gpus < highest[1]:
                 masks.moved(1, row, old, free_gpus)
-        free_mem = self.free_mem.item(row)
+        free_mem = load[2]
         if memory_mb:
             old, free_mem = free_mem, free_mem - memory_mb
-            self.free_mem[row] = free_mem
+            load[2] = self.free_mem[row] = free_mem
             if free_mem < highest[2]:
                 masks.moved(2, row, old, free_mem)
         if gpu_memory_mb:
-            old = self.free_gmem.item(row)
-            new = self.free_gmem[row] = old - gpu_memory_mb
+            old = load[3]
+            new = load[3] = self.free_gmem[row] = old - gpu_memory_mb
             if new < highest[3]:
                 masks.moved(3, row, old, new)
-        running = self.running[row] = self.running.item(row) + 1
+        running = load[4] = self.running[row] = load[4] + 1
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
         self._refresh_load(row, after, free_gpus, free_mem, running)
@@ -212,30 +219,31 @@ class ExecutorTable:
     def release(self, row: int, r: Resources) -> None:
         cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
         total_cpus, total_gpus, total_mem, total_gmem = self.row_totals[row]
+        load = self.row_load[row]
         masks = self.free_masks
         highest = masks.highest  # more free, from at least the largest amount asked: no mask flips
-        before = self.free_cpus.item(row)
-        after = self.free_cpus[row] = min(total_cpus, before + cpus)
+        before = load[0]
+        after = load[0] = self.free_cpus[row] = min(total_cpus, before + cpus)
         if before < highest[0]:
             masks.moved(0, row, before, after)
-        free_gpus = self.free_gpus.item(row)
+        free_gpus = load[1]
         if gpus:
             old, free_gpus = free_gpus, min(total_gpus, free_gpus + gpus)
-            self.free_gpus[row] = free_gpus
+            load[1] = self.free_gpus[row] = free_gpus
             if old < highest[1]:
                 masks.moved(1, row, old, free_gpus)
-        free_mem = self.free_mem.item(row)
+        free_mem = load[2]
         if memory_mb:
             old, free_mem = free_mem, min(total_mem, free_mem + memory_mb)
-            self.free_mem[row] = free_mem
+            load[2] = self.free_mem[row] = free_mem
             if old < highest[2]:
                 masks.moved(2, row, old, free_mem)
         if gpu_memory_mb:
-            old = self.free_gmem.item(row)
-            new = self.free_gmem[row] = min(total_gmem, old + gpu_memory_mb)
+            old = load[3]
+            new = load[3] = self.free_gmem[row] = min(total_gmem, old + gpu_memory_mb)
             if old < highest[3]:
                 masks.moved(3, row, old, new)
-        running = self.running[row] = max(0.0, self.running.item(row) - 1)
+        running = load[4] = self.running[row] = max(0.0, load[4] - 1)
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
         self._refresh_load(row, after, free_gpus, free_mem, running)
@@ -313,8 +321,14 @@ class ExecutorTable:
         self.row_totals[row] = (self.total_cpus.item(row), self.total_gpus.item(row), self.total_mem.item(row),
                                 self.total_gmem.item(row))
         self.row_facts[row] = (self.trust.item(row), 0.0, 0.0, rtt_score(self.rtt_ms.item(row)))  # load: below
-        self._refresh_load(row, self.free_cpus.item(row), self.free_gpus.item(row), self.free_mem.item(row),
-                           self.running.item(row))
+        load = self._mirror_load(row)
+        self._refresh_load(row, load[0], load[1], load[2], load[4])
+
+    def _mirror_load(self, row: int) -> list[float]:
+        """Copy one row's load columns into ``row_load`` (after anything but reserve and release wrote them)."""
+        load = self.row_load[row] = [self.free_cpus.item(row), self.free_gpus.item(row), self.free_mem.item(row),
+                                     self.free_gmem.item(row), self.running.item(row), self.reported_queue.item(row)]
+        return load
 
     def _refresh_load(self, row: int, free_cpus: float, free_gpus: float, free_mem: float, running: float) -> None:
         """Recompute one row's capacity, facts and base scores from its current free resources and
@@ -328,10 +342,10 @@ class ExecutorTable:
         capacity = max(0.0, sum(parts) / len(parts))
         self.capacity[row] = capacity
         trust, _, _, rtt = self.row_facts[row]
-        depth = running + self.reported_queue.item(row)
+        depth = running + self.row_load[row][5]
         self.row_facts[row] = (trust, capacity, depth, rtt)
         if self._base_scores:
-            queue = queue_score(depth)
+            queue = 1.0 / (1.0 + depth)  # queue_score(depth), without the call
             for w, base in self._base_scores.items():
                 base[row] = w[0] * trust + w[1] * capacity + w[2] * queue + w[3] * rtt + SHIFT
 
@@ -380,6 +394,7 @@ class ExecutorTable:
         self.specs.append(None)
         self.row_facts.append((0.0, 0.0, 0.0, 0.0))
         self.row_totals.append((0.0, 0.0, 0.0, 0.0))
+        self.row_load.append([0.0] * 6)
         self.n += 1
         self._live_views()
         return self.n - 1
@@ -406,6 +421,7 @@ class ExecutorTable:
         self.shape_version += 1
         self._static_masks.clear()
         self.offer_cache.clear()
+        self.fit_memo.clear()
 
 
 def _extend(column: np.ndarray, size: int, fill) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The executor table's free-resource masks stay equal to comparing the free columns afresh.
+"""The executor table's free-resource masks (and its load mirror) stay equal to its columns.
 
 Placement reads a kept mask per amount asked (``scheduler.free_masks``) instead of comparing
 whole columns per task; these tests fail if any change of a row's free resources, or of the
@@ -46,8 +46,11 @@ def executor(name: str, cpus: float, gpus: float, memory_mb: int, gpu_memory_mb:
 
 
 def assert_fresh(table: ExecutorTable) -> None:
-    """Every mask asked for so far equals ``free >= amount - EPS`` over the rows in use."""
+    """Every mask asked for so far equals ``free >= amount - EPS`` over the rows in use, and the rows'
+    load as reserve and release read it (``row_load``) equals the columns."""
     n = table.n
+    columns = [getattr(table, c)[:n] for c in COLUMNS + ("running", "reported_queue")]
+    assert [list(values) for values in zip(*(c.tolist() for c in columns))] == table.row_load[:n]
     for resource, column in enumerate(COLUMNS):
         fresh = getattr(table, column)[:n]
         for amount in table.free_masks.kept(resource):
