@@ -137,7 +137,8 @@ class SchedulerCore:
     # ------------------------------------------------------------------ admission
     def submit(self, task: TaskSpec | dict) -> Decision:
         """Admit or refuse one task. Idempotent by task id: a resubmission returns the first decision."""
-        task = parse(TaskSpec, task, what="task")
+        if type(task) is not TaskSpec:  # (callers on the hot path hand a TaskSpec: no call to parse)
+            task = parse(TaskSpec, task, what="task")
         task_id = task.task_id  # (pydantic attribute reads are slow: each field is read once here)
         known = self._jobs.get(task_id)
         if known is not None:
@@ -247,14 +248,14 @@ class SchedulerCore:
                 job.move(now, JobState.QUEUED, "time window open")
             key = entry.member_key
             compiled = self._policies.get(entry.coop_id)
-            limit_tasks = compiled.concurrency_limit(entry.member) if compiled else 1
+            limit_tasks = compiled.member_terms(entry.member)[3] if compiled else 1
             if self._running.get(key, 0) >= limit_tasks:
                 job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
                 continue
-            if entry.shape in no_fit:
+            if no_fit and entry.shape in no_fit:
                 job.note(no_fit[entry.shape], now)
                 continue
-            placement = self._place(entry, now)
+            placement = self._place(entry, now, job, compiled)
             if placement is None:
                 message, could_ever = explain_no_fit(self.table, entry.requirements)
                 if not could_ever:  # no single registered executor can hold it: refuse, release its quota
@@ -268,9 +269,8 @@ class SchedulerCore:
                 break
         return placements
 
-    def _place(self, entry: QueuedTask, now: float) -> Placement | None:
+    def _place(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy | None) -> Placement | None:
         task, task_id, table = entry.task, entry.task_id, self.table
-        compiled = self._policies.get(entry.coop_id)
         weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
         hints = task.hints
         data_keys = hints.data
@@ -295,7 +295,6 @@ class SchedulerCore:
         key = entry.member_key
         self._running[key] = self._running.get(key, 0) + 1
         self._on_executor[executor_id].add(task_id)
-        job = self._jobs[task_id]
         self.changed_jobs.add(task_id)
         job.placement = placement
         job.attempts = entry.attempt
