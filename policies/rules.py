@@ -47,7 +47,8 @@ class RateBuckets:
         return min(burst, tokens + max(0.0, now - last) * rate)
 
     def take(self, key: tuple, rate: float, burst: float, now: float) -> None:
-        self.state[key] = (self.available(key, rate, burst, now) - 1.0, now)
+        tokens, last = self.state.get(key, (burst, now))  # available(), inline: once per admission
+        self.state[key] = (min(burst, tokens + max(0.0, now - last) * rate) - 1.0, now)
 
 
 @dataclass

@@ -153,7 +153,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     quota, max_rank, default_runtime, _ = compiled.member_terms(member)
     runtime = task.max_runtime_s or default_runtime
     v = Verdict(task, mode, quota, runtime, task.priority.rank)
-    ctx = v.context = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
+    ctx = v.context = RuleContext(now, runtime, buckets)
 
     # 1. priority cap, on the priority as requested (multipliers come later)
     if v.rank > max_rank:
@@ -170,7 +170,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
             v.violations.append(reason)
     # 3. placement constraints, and whether any registered executor could ever run the task
     constraints, req = _requirements(task, compiled, ctx, v.violations)
-    if isinstance(req, Reason):
+    if not isinstance(req, Requirements):  # a Reason (a plain class check: pydantic's isinstance is slower)
         v.violations.append(req)
         req = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
         assert isinstance(req, Requirements)

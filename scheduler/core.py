@@ -25,6 +25,7 @@ from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
 from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
 from scheduler.queue import QueuedTask, TaskQueue
+from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
 
@@ -35,8 +36,7 @@ _DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
 # through EnumType.__getattr__, several times slower than a module global.
 _QUEUED, _DEFERRED, _RUNNING, _REJECTED = JobState.QUEUED, JobState.DEFERRED, JobState.RUNNING, JobState.REJECTED
 _STRICT, _PERMISSIVE, _RESERVED = EnforcementMode.STRICT, EnforcementMode.PERMISSIVE, ReserveResult.RESERVED
-_NOT_CACHED = object()
-_GATE_CACHE_SIZE = 1024
+_UNASKED = object()
 _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobState.FAILED,
                   Outcome.TIMEOUT: JobState.TIMEOUT, Outcome.CANCELLED: JobState.CANCELLED}
 
@@ -149,8 +149,9 @@ class SchedulerCore:
         verdict = evaluate(task, self._policies.get(coop), self.ledger, self.table, self._buckets, now)
         decision = self._decide(verdict, task_id, coop)
         admitted = decision.admitted
+        member = task.member
         if admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
-            held = self.ledger.reserve(task_id, coop, task.member, verdict.cost, now, verdict.limits)
+            held = self.ledger.reserve(task_id, coop, member, verdict.cost, now, verdict.limits)
             if held is not _RESERVED:
                 decision = self._lost_race(verdict, held, now)
                 admitted = False
@@ -168,7 +169,8 @@ class SchedulerCore:
         self._seq += 1
         assert verdict.requirements is not None
         self.queue.add(QueuedTask(task, verdict.requirements, verdict.cost, verdict.effective_priority, now,
-                                  self._seq, verdict.not_before, relaxed=verdict.relaxed))
+                                  self._seq, verdict.not_before, relaxed=verdict.relaxed, task_id=task_id,
+                                  coop_id=coop, member=member))
         if verdict.not_before is not None:
             job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
         else:
@@ -237,7 +239,11 @@ class SchedulerCore:
             job = self._jobs[task_id]
             if entry.not_before is not None and now < entry.not_before:
                 continue
-            hold = self._window_closed_until(entry, now, holds)
+            compiled = self._policies.get(entry.coop_id)
+            gate_key = entry.gate_key  # gates depend on the coop, priority and tags: one answer per round
+            hold = holds.get(gate_key, _UNASKED)
+            if hold is _UNASKED:
+                hold = holds[gate_key] = closed_until(compiled, entry, now, self._buckets)
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
                 self.changed_jobs.add(task_id)
@@ -247,7 +253,6 @@ class SchedulerCore:
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
             key = entry.member_key
-            compiled = self._policies.get(entry.coop_id)
             limit_tasks = compiled.member_terms(entry.member)[3] if compiled else 1
             if self._running.get(key, 0) >= limit_tasks:
                 job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
@@ -290,7 +295,7 @@ class SchedulerCore:
             Placement, task=task, executor_id=executor_id, node_id=spec.node_id or executor_id, score=score,
             breakdown=scored[0].breakdown, runners_up=tuple(scored[1:]), placed_at=now, attempt=entry.attempt,
             relaxed=entry.relaxed)
-        table.reserve(row, entry.resources)
+        table.reserve_amounts(row, entry.requirements.amounts)
         self.queue.remove(task_id)
         key = entry.member_key
         self._running[key] = self._running.get(key, 0) + 1
@@ -319,47 +324,6 @@ class SchedulerCore:
         self.changed_jobs.add(task.task_id)
         self.counters.rejected[task.coop_id] += 1
         job.move(now, JobState.REJECTED, reason.message)
-
-    def _window_closed_until(self, entry: QueuedTask, now: float, memo: dict[tuple, float | None]) -> float | None:
-        """When a closed start gate (time window) governing the queued task opens again; None: start now.
-
-        Gates depend on the task's coop, priority and tags only, so one answer per such
-        shape serves a whole scheduling round.
-        """
-        key = entry.gate_key
-        if key not in memo:
-            task = entry.task
-            compiled = self._policies.get(entry.coop_id)
-            if compiled is None or not compiled.gates:
-                hold = None
-            elif compiled.gates_by_minute:
-                # Built-in time windows read the clock by the minute and the task by its priority only,
-                # and a window closed now opens at a later quarter hour: one answer serves the minute.
-                minute_key = (key[1], int(now // 60))
-                hold = compiled.gate_cache.get(minute_key, _NOT_CACHED)
-                if hold is _NOT_CACHED:
-                    if len(compiled.gate_cache) >= _GATE_CACHE_SIZE:
-                        compiled.gate_cache.clear()
-                    hold = compiled.gate_cache[minute_key] = self._gates_closed_until(compiled, task, now)
-            else:
-                hold = self._gates_closed_until(compiled, task, now)
-            memo[key] = hold
-        return memo[key]
-
-    def _gates_closed_until(self, compiled: CompiledPolicy, task: TaskSpec, now: float) -> float | None:
-        hold = None
-        ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
-        strict = compiled.mode is EnforcementMode.STRICT
-        for rule in compiled.gates:
-            if not strict and getattr(rule, "action", "defer") != "defer":
-                continue  # a non-strict policy already let this violation through
-            try:
-                t = rule.closed_until(task, ctx)
-            except Exception:  # a broken gate must not stop the scheduler; it gates nothing
-                t = None
-            if t is not None and t > now:
-                hold = t if hold is None else max(hold, t)
-        return hold
 
     def _fair_share(self, coop_id: str, member: str) -> float:
         compiled = self._policies.get(coop_id)

@@ -185,7 +185,11 @@ class ExecutorTable:
     # scalars as Python floats (the same IEEE arithmetic numpy would do) and skip the columns a task
     # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
-        cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
+        self.reserve_amounts(row, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))
+
+    def reserve_amounts(self, row: int, amounts: tuple) -> None:
+        """``reserve`` of (cpus, gpus, memory_mb, gpu_memory_mb) as placement holds them (no model reads)."""
+        cpus, gpus, memory_mb, gpu_memory_mb = amounts
         load = self.row_load[row]
         masks = self.free_masks
         highest = masks.highest  # less free, but still at least the largest amount asked: no mask flips

@@ -47,7 +47,7 @@ class JobStatus(BaseModel):
     history: tuple[StatusEvent, ...]
 
 
-@dataclass
+@dataclass(slots=True)  # one per task, kept for the task's life: no per-instance __dict__
 class Job:
     task: TaskSpec
     decision: Decision
