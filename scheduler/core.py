@@ -15,7 +15,7 @@ from typing import Any
 from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
 from policies.reasons import Decision, Reason, rejected, unavailable
 from policies.rules import RateBuckets, RuleContext
-from policies.validation import parse, trusted
+from policies.validation import parse, trusted, trusted_maker
 from scheduler.admission import CompiledPolicy, Verdict, evaluate, requirements_for
 from scheduler.counters import CoreCounters
 from scheduler.data_locality import DataCatalog, DataLocator
@@ -37,6 +37,11 @@ _DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
 _QUEUED, _DEFERRED, _RUNNING, _REJECTED = JobState.QUEUED, JobState.DEFERRED, JobState.RUNNING, JobState.REJECTED
 _STRICT, _PERMISSIVE, _RESERVED = EnforcementMode.STRICT, EnforcementMode.PERMISSIVE, ReserveResult.RESERVED
 _UNASKED = object()
+# the results every decision builds, from values the core made (see policies.validation.trusted)
+_decision = trusted_maker(Decision, "task_id", "coop_id", "admitted", "reasons", "warnings", "effective_priority",
+                          "not_before", "enforcement_mode")
+_placement = trusted_maker(Placement, "task", "executor_id", "node_id", "score", "breakdown", "runners_up", "placed_at",
+                           "attempt", "relaxed")
 _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobState.FAILED,
                   Outcome.TIMEOUT: JobState.TIMEOUT, Outcome.CANCELLED: JobState.CANCELLED}
 
@@ -188,12 +193,9 @@ class SchedulerCore:
             if reason.source.startswith("quota:"):
                 self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
         if v.hard or (v.violations and v.mode is _STRICT):
-            return trusted(Decision, task_id=task_id, coop_id=coop, admitted=False,
-                           reasons=tuple(v.violations + v.hard), warnings=(), effective_priority=v.effective_priority,
-                           not_before=None, enforcement_mode=mode)
+            return _decision(task_id, coop, False, tuple(v.violations + v.hard), (), v.effective_priority, None, mode)
         warnings = tuple(v.violations) if v.mode is _PERMISSIVE else ()
-        return trusted(Decision, task_id=task_id, coop_id=coop, admitted=True, reasons=(), warnings=warnings,
-                       effective_priority=v.effective_priority, not_before=v.not_before, enforcement_mode=mode)
+        return _decision(task_id, coop, True, (), warnings, v.effective_priority, v.not_before, mode)
 
     def _lost_race(self, v: Verdict, held: ReserveResult, now: float) -> Decision:
         """The ledger refused the reservation: another admission (another head replica) took the quota."""
@@ -291,10 +293,8 @@ class SchedulerCore:
         assert spec is not None
         executor_id = spec.executor_id
         scored = offers(table, picked, weights, hints, data)
-        placement = trusted(
-            Placement, task=task, executor_id=executor_id, node_id=spec.node_id or executor_id, score=score,
-            breakdown=scored[0].breakdown, runners_up=tuple(scored[1:]), placed_at=now, attempt=entry.attempt,
-            relaxed=entry.relaxed)
+        placement = _placement(task, executor_id, spec.node_id or executor_id, score, scored[0].breakdown,
+                               tuple(scored[1:]), now, entry.attempt, entry.relaxed)
         table.reserve_amounts(row, entry.requirements.amounts)
         self.queue.remove(task_id)
         key = entry.member_key

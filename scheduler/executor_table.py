@@ -343,7 +343,9 @@ class ExecutorTable:
             parts.append(free_mem / total_mem)
         if total_gpus > 0:
             parts.append(free_gpus / total_gpus)
-        capacity = max(0.0, sum(parts) / len(parts))
+        capacity = sum(parts) / len(parts)
+        if not capacity > 0.0:  # max(0.0, capacity), without the builtin's call
+            capacity = 0.0
         self.capacity[row] = capacity
         trust, _, _, rtt = self.row_facts[row]
         depth = running + self.row_load[row][5]
