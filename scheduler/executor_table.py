@@ -286,11 +286,9 @@ class ExecutorTable:
         return view
 
     def _live_views(self) -> None:
-        """Views of the free columns over the rows in use, rebuilt whenever ``n`` or the arrays change
-        (slicing per task costs more than the comparison it feeds on a thousand rows)."""
+        """Placement's buffers and views over the rows in use, rebuilt whenever ``n`` or the arrays change
+        (slicing per task costs more than the work it feeds on a thousand rows)."""
         n = self.n
-        self.live_free_cpus, self.live_free_gpus = self.free_cpus[:n], self.free_gpus[:n]
-        self.live_free_mem, self.live_free_gmem = self.free_mem[:n], self.free_gmem[:n]
         self._live_base.clear()
         self.live_scores = self.scratch(1, n)
         self.live_fit = self._fit_buffer[:n]
