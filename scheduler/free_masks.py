@@ -1,7 +1,7 @@
 """Which executors have at least a given amount of one resource free: a mask per amount asked, kept current.
 
 Placement asks, for every task, which rows have the CPUs (GPUs, memory, GPU memory) it wants
-free. Comparing a whole free column per task is most of the filtering's cost; instead each
+free. Comparing whole free columns per task was about half of the filtering's cost; instead each
 amount that tasks ask for keeps its own boolean column, and a row whose free amount moves
 flips only the masks whose amount lies between its old and new values. Tasks ask for far less
 than an executor holds, so a reservation or a release usually flips none.
