@@ -47,7 +47,8 @@ class RateBuckets:
         return min(burst, tokens + max(0.0, now - last) * rate)
 
     def take(self, key: tuple, rate: float, burst: float, now: float) -> None:
-        self.state[key] = (self.available(key, rate, burst, now) - 1.0, now)
+        tokens, last = self.state.get(key, (burst, now))  # available(), inline: once per admission
+        self.state[key] = (min(burst, tokens + max(0.0, now - last) * rate) - 1.0, now)
 
 
 @dataclass
@@ -413,6 +414,10 @@ class TaskLimits(_Rule):
         def check(task: TaskSpec, ctx: RuleContext) -> Reason | None:
             r = task.resources
             cpus, gpus, memory_mb = r.cpus, r.gpus, r.memory_mb
+            if ((max_cpus is None or cpus <= max_cpus) and (max_gpus is None or gpus <= max_gpus)
+                    and (max_memory_mb is None or memory_mb <= max_memory_mb)
+                    and (max_runtime_s is None or ctx.runtime_s <= max_runtime_s)):
+                return None  # the usual case, without building the list of what is over
             over = []
             if max_cpus is not None and cpus > max_cpus:
                 over.append(f"{cpus:g} CPUs (max {max_cpus:g})")

@@ -74,16 +74,16 @@ class CompiledPolicy:
                    _calls(checks, "check"), _calls(adjusters, "adjust"), _calls(deferrals, "hold_until"),
                    _calls(reservers, "reserve"))
 
-    def member_terms(self, member: str) -> tuple[MemberQuota, int, float, int]:
-        """(quota, max priority rank, default max runtime, max concurrent tasks) of ``member``,
-        remembered per member (the policy is immutable; its fields are slow to read)."""
+    def member_terms(self, member: str) -> tuple[MemberQuota, int, float, int, Cost]:
+        """(quota, max priority rank, default max runtime, max concurrent tasks, limits in ledger units)
+        of ``member``, remembered per member (the policy is immutable; its fields are slow to read)."""
         terms = self.quota_cache.get(member)
         if terms is None:
             if len(self.quota_cache) >= 65536:
                 self.quota_cache.clear()
             quota = self.policy.quota_for(member)
             terms = self.quota_cache[member] = (quota, quota.max_priority.rank, quota.default_max_runtime_s,
-                                                quota.max_concurrent_tasks)
+                                                quota.max_concurrent_tasks, self.limit_units(quota))
         return terms
 
     def quota_for(self, member: str) -> MemberQuota:
@@ -150,10 +150,10 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
                                f"with `coopsched policy set {task.coop_id} FILE`"))
         return v
     member, resources, mode = task.member, task.resources, compiled.mode
-    quota, max_rank, default_runtime, _ = compiled.member_terms(member)
+    quota, max_rank, default_runtime, _, limits = compiled.member_terms(member)
     runtime = task.max_runtime_s or default_runtime
     v = Verdict(task, mode, quota, runtime, task.priority.rank)
-    ctx = v.context = RuleContext(now=now, runtime_s=runtime, buckets=buckets)
+    ctx = v.context = RuleContext(now, runtime, buckets)
 
     # 1. priority cap, on the priority as requested (multipliers come later)
     if v.rank > max_rank:
@@ -170,7 +170,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
             v.violations.append(reason)
     # 3. placement constraints, and whether any registered executor could ever run the task
     constraints, req = _requirements(task, compiled, ctx, v.violations)
-    if isinstance(req, Reason):
+    if not isinstance(req, Requirements):  # a Reason (a plain class check: pydantic's isinstance is slower)
         v.violations.append(req)
         req = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
         assert isinstance(req, Requirements)
@@ -196,7 +196,6 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     hours = runtime / 3600.0
     v.cost = Cost.of(resources.cpus * hours, resources.gpus * hours, fit.max_cost_per_hour * hours)
     if member not in compiled.quota_whitelist:
-        limits = compiled.limit_units(quota)
         _check_quota(v, ledger, now, limits)
         if mode is _STRICT:
             v.limits = limits

@@ -15,7 +15,7 @@ from typing import Any
 from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
 from policies.reasons import Decision, Reason, rejected, unavailable
 from policies.rules import RateBuckets, RuleContext
-from policies.validation import parse, trusted
+from policies.validation import parse, trusted, trusted_maker
 from scheduler.admission import CompiledPolicy, Verdict, evaluate, requirements_for
 from scheduler.counters import CoreCounters
 from scheduler.data_locality import DataCatalog, DataLocator
@@ -25,6 +25,7 @@ from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
 from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
 from scheduler.queue import QueuedTask, TaskQueue
+from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
 
@@ -35,8 +36,12 @@ _DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
 # through EnumType.__getattr__, several times slower than a module global.
 _QUEUED, _DEFERRED, _RUNNING, _REJECTED = JobState.QUEUED, JobState.DEFERRED, JobState.RUNNING, JobState.REJECTED
 _STRICT, _PERMISSIVE, _RESERVED = EnforcementMode.STRICT, EnforcementMode.PERMISSIVE, ReserveResult.RESERVED
-_NOT_CACHED = object()
-_GATE_CACHE_SIZE = 1024
+_UNASKED = object()
+# the results every decision builds, from values the core made (see policies.validation.trusted)
+_decision = trusted_maker(Decision, "task_id", "coop_id", "admitted", "reasons", "warnings", "effective_priority",
+                          "not_before", "enforcement_mode")
+_placement = trusted_maker(Placement, "task", "executor_id", "node_id", "score", "breakdown", "runners_up", "placed_at",
+                           "attempt", "relaxed")
 _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobState.FAILED,
                   Outcome.TIMEOUT: JobState.TIMEOUT, Outcome.CANCELLED: JobState.CANCELLED}
 
@@ -137,7 +142,8 @@ class SchedulerCore:
     # ------------------------------------------------------------------ admission
     def submit(self, task: TaskSpec | dict) -> Decision:
         """Admit or refuse one task. Idempotent by task id: a resubmission returns the first decision."""
-        task = parse(TaskSpec, task, what="task")
+        if type(task) is not TaskSpec:  # (callers on the hot path hand a TaskSpec: no call to parse)
+            task = parse(TaskSpec, task, what="task")
         task_id = task.task_id  # (pydantic attribute reads are slow: each field is read once here)
         known = self._jobs.get(task_id)
         if known is not None:
@@ -148,8 +154,9 @@ class SchedulerCore:
         verdict = evaluate(task, self._policies.get(coop), self.ledger, self.table, self._buckets, now)
         decision = self._decide(verdict, task_id, coop)
         admitted = decision.admitted
+        member = task.member
         if admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
-            held = self.ledger.reserve(task_id, coop, task.member, verdict.cost, now, verdict.limits)
+            held = self.ledger.reserve(task_id, coop, member, verdict.cost, now, verdict.limits)
             if held is not _RESERVED:
                 decision = self._lost_race(verdict, held, now)
                 admitted = False
@@ -167,7 +174,8 @@ class SchedulerCore:
         self._seq += 1
         assert verdict.requirements is not None
         self.queue.add(QueuedTask(task, verdict.requirements, verdict.cost, verdict.effective_priority, now,
-                                  self._seq, verdict.not_before, relaxed=verdict.relaxed))
+                                  self._seq, verdict.not_before, relaxed=verdict.relaxed, task_id=task_id,
+                                  coop_id=coop, member=member))
         if verdict.not_before is not None:
             job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
         else:
@@ -185,12 +193,9 @@ class SchedulerCore:
             if reason.source.startswith("quota:"):
                 self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
         if v.hard or (v.violations and v.mode is _STRICT):
-            return trusted(Decision, task_id=task_id, coop_id=coop, admitted=False,
-                           reasons=tuple(v.violations + v.hard), warnings=(), effective_priority=v.effective_priority,
-                           not_before=None, enforcement_mode=mode)
+            return _decision(task_id, coop, False, tuple(v.violations + v.hard), (), v.effective_priority, None, mode)
         warnings = tuple(v.violations) if v.mode is _PERMISSIVE else ()
-        return trusted(Decision, task_id=task_id, coop_id=coop, admitted=True, reasons=(), warnings=warnings,
-                       effective_priority=v.effective_priority, not_before=v.not_before, enforcement_mode=mode)
+        return _decision(task_id, coop, True, (), warnings, v.effective_priority, v.not_before, mode)
 
     def _lost_race(self, v: Verdict, held: ReserveResult, now: float) -> Decision:
         """The ledger refused the reservation: another admission (another head replica) took the quota."""
@@ -236,7 +241,11 @@ class SchedulerCore:
             job = self._jobs[task_id]
             if entry.not_before is not None and now < entry.not_before:
                 continue
-            hold = self._window_closed_until(entry, now, holds)
+            compiled = self._policies.get(entry.coop_id)
+            gate_key = entry.gate_key  # gates depend on the coop, priority and tags: one answer per round
+            hold = holds.get(gate_key, _UNASKED)
+            if hold is _UNASKED:
+                hold = holds[gate_key] = closed_until(compiled, entry, now, self._buckets)
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
                 self.changed_jobs.add(task_id)
@@ -246,15 +255,14 @@ class SchedulerCore:
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
             key = entry.member_key
-            compiled = self._policies.get(entry.coop_id)
-            limit_tasks = compiled.concurrency_limit(entry.member) if compiled else 1
+            limit_tasks = compiled.member_terms(entry.member)[3] if compiled else 1
             if self._running.get(key, 0) >= limit_tasks:
                 job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
                 continue
-            if entry.shape in no_fit:
+            if no_fit and entry.shape in no_fit:
                 job.note(no_fit[entry.shape], now)
                 continue
-            placement = self._place(entry, now)
+            placement = self._place(entry, now, job, compiled)
             if placement is None:
                 message, could_ever = explain_no_fit(self.table, entry.requirements)
                 if not could_ever:  # no single registered executor can hold it: refuse, release its quota
@@ -268,9 +276,8 @@ class SchedulerCore:
                 break
         return placements
 
-    def _place(self, entry: QueuedTask, now: float) -> Placement | None:
+    def _place(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy | None) -> Placement | None:
         task, task_id, table = entry.task, entry.task_id, self.table
-        compiled = self._policies.get(entry.coop_id)
         weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
         hints = task.hints
         data_keys = hints.data
@@ -286,16 +293,13 @@ class SchedulerCore:
         assert spec is not None
         executor_id = spec.executor_id
         scored = offers(table, picked, weights, hints, data)
-        placement = trusted(
-            Placement, task=task, executor_id=executor_id, node_id=spec.node_id or executor_id, score=score,
-            breakdown=scored[0].breakdown, runners_up=tuple(scored[1:]), placed_at=now, attempt=entry.attempt,
-            relaxed=entry.relaxed)
-        table.reserve(row, entry.resources)
+        placement = _placement(task, executor_id, spec.node_id or executor_id, score, scored[0].breakdown,
+                               tuple(scored[1:]), now, entry.attempt, entry.relaxed)
+        table.reserve_amounts(row, entry.requirements.amounts)
         self.queue.remove(task_id)
         key = entry.member_key
         self._running[key] = self._running.get(key, 0) + 1
         self._on_executor[executor_id].add(task_id)
-        job = self._jobs[task_id]
         self.changed_jobs.add(task_id)
         job.placement = placement
         job.attempts = entry.attempt
@@ -320,47 +324,6 @@ class SchedulerCore:
         self.changed_jobs.add(task.task_id)
         self.counters.rejected[task.coop_id] += 1
         job.move(now, JobState.REJECTED, reason.message)
-
-    def _window_closed_until(self, entry: QueuedTask, now: float, memo: dict[tuple, float | None]) -> float | None:
-        """When a closed start gate (time window) governing the queued task opens again; None: start now.
-
-        Gates depend on the task's coop, priority and tags only, so one answer per such
-        shape serves a whole scheduling round.
-        """
-        key = entry.gate_key
-        if key not in memo:
-            task = entry.task
-            compiled = self._policies.get(entry.coop_id)
-            if compiled is None or not compiled.gates:
-                hold = None
-            elif compiled.gates_by_minute:
-                # Built-in time windows read the clock by the minute and the task by its priority only,
-                # and a window closed now opens at a later quarter hour: one answer serves the minute.
-                minute_key = (key[1], int(now // 60))
-                hold = compiled.gate_cache.get(minute_key, _NOT_CACHED)
-                if hold is _NOT_CACHED:
-                    if len(compiled.gate_cache) >= _GATE_CACHE_SIZE:
-                        compiled.gate_cache.clear()
-                    hold = compiled.gate_cache[minute_key] = self._gates_closed_until(compiled, task, now)
-            else:
-                hold = self._gates_closed_until(compiled, task, now)
-            memo[key] = hold
-        return memo[key]
-
-    def _gates_closed_until(self, compiled: CompiledPolicy, task: TaskSpec, now: float) -> float | None:
-        hold = None
-        ctx = RuleContext(now=now, runtime_s=0.0, buckets=self._buckets)
-        strict = compiled.mode is EnforcementMode.STRICT
-        for rule in compiled.gates:
-            if not strict and getattr(rule, "action", "defer") != "defer":
-                continue  # a non-strict policy already let this violation through
-            try:
-                t = rule.closed_until(task, ctx)
-            except Exception:  # a broken gate must not stop the scheduler; it gates nothing
-                t = None
-            if t is not None and t > now:
-                hold = t if hold is None else max(hold, t)
-        return hold
 
     def _fair_share(self, coop_id: str, member: str) -> float:
         compiled = self._policies.get(coop_id)

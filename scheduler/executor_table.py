@@ -19,6 +19,7 @@ import numpy as np
 
 from policies.versions import ABSENT, version_key
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
+from scheduler.free_masks import FreeMasks
 from scheduler.tasks import Resources
 
 _STATUS_CODE = {ExecutorStatus.ACTIVE: 0, ExecutorStatus.DRAINING: 1, ExecutorStatus.OFFLINE: 2}
@@ -52,12 +53,16 @@ class ExecutorTable:
         self.coop = np.full(self._cap, -1, dtype=np.int32)
         self.status = np.full(self._cap, EMPTY, dtype=np.int8)
         self.open_all = np.zeros(self._cap, dtype=bool)
+        self._fit_buffer = np.empty(self._cap, dtype=bool)  # placement's fit mask, rebuilt per task
         self.capabilities: dict[str, np.ndarray] = {}
         self.specs: list[ExecutorSpec | None] = []
         # per row, as Python floats: (trust, capacity, queue depth, RTT score), kept by ``_refresh`` for
         # the few rows an explanation reads (no numpy scalar reads on the hot path)
         self.row_facts: list[tuple[float, float, float, float]] = []
         self.row_totals: list[tuple[float, float, float, float]] = []  # (cpus, gpus, memory, GPU memory)
+        # per row, the load columns' values as Python floats, for reserve and release to read (a numpy
+        # scalar read costs several list reads): [free cpus, gpus, memory, GPU memory, running, reported queue]
+        self.row_load: list[list[float]] = []
         self.rows: dict[str, int] = {}
         self.node_rows: dict[str, list[int]] = {}
         self.region_codes: dict[str, int] = {}
@@ -71,9 +76,11 @@ class ExecutorTable:
         self._base_scores: dict[tuple, np.ndarray] = {}
         self._scratch: dict[int, np.ndarray] = {}
         self._live_base: dict[tuple, np.ndarray] = {}
+        self.free_masks = FreeMasks(self._free_columns(), self.n)  # rows with at least an amount free
         self._live_views()
         self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
         # the shape changes
+        self.fit_memo: dict[int, tuple] = {}  # id(requirements) -> (requirements, admission's static fit)
 
     # -- structure ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -107,6 +114,7 @@ class ExecutorTable:
             if coop_id != "*":
                 self._open_to.setdefault(self.coop_codes.setdefault(coop_id, len(self.coop_codes)), set()).add(row)
         self._set_capabilities(row, spec.capabilities)
+        self.free_masks.reset_row(row)
         self._changed_shape()
         self._refresh(row)
         self.free_count += self._is_free(row)
@@ -125,6 +133,8 @@ class ExecutorTable:
         self.status[row] = EMPTY
         self.specs[row] = None
         self.free_cpus[row] = self.free_gpus[row] = self.free_mem[row] = self.free_gmem[row] = 0.0
+        self.free_masks.reset_row(row)
+        self._mirror_load(row)
         self._free_rows.append(row)
         self._changed_shape()
         return spec
@@ -160,6 +170,7 @@ class ExecutorTable:
         self.free_gpus[new_row] -= used[1]
         self.free_mem[new_row] -= used[2]
         self.free_gmem[new_row] -= used[3]
+        self.free_masks.reset_row(new_row)
         self.running[new_row] = running
         self.status[new_row] = status
         self.free_count += self._is_free(new_row) - was
@@ -174,18 +185,37 @@ class ExecutorTable:
     # scalars as Python floats (the same IEEE arithmetic numpy would do) and skip the columns a task
     # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
-        cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
-        before = self.free_cpus.item(row)
-        after = self.free_cpus[row] = before - cpus
-        free_gpus = self.free_gpus.item(row)
+        self.reserve_amounts(row, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))
+
+    def reserve_amounts(self, row: int, amounts: tuple) -> None:
+        """``reserve`` of (cpus, gpus, memory_mb, gpu_memory_mb) as placement holds them (no model reads)."""
+        cpus, gpus, memory_mb, gpu_memory_mb = amounts
+        load = self.row_load[row]
+        masks = self.free_masks
+        highest = masks.highest  # less free, but still at least the largest amount asked: no mask flips
+        before = load[0]
+        after = load[0] = before - cpus
+        self.free_cpus[row] = after
+        if after < highest[0]:
+            masks.moved(0, row, before, after)
+        free_gpus = load[1]
         if gpus:
-            free_gpus = self.free_gpus[row] = free_gpus - gpus
-        free_mem = self.free_mem.item(row)
+            old, free_gpus = free_gpus, free_gpus - gpus
+            load[1] = self.free_gpus[row] = free_gpus
+            if free_gpus < highest[1]:
+                masks.moved(1, row, old, free_gpus)
+        free_mem = load[2]
         if memory_mb:
-            free_mem = self.free_mem[row] = free_mem - memory_mb
+            old, free_mem = free_mem, free_mem - memory_mb
+            load[2] = self.free_mem[row] = free_mem
+            if free_mem < highest[2]:
+                masks.moved(2, row, old, free_mem)
         if gpu_memory_mb:
-            self.free_gmem[row] -= gpu_memory_mb
-        running = self.running[row] = self.running.item(row) + 1
+            old = load[3]
+            new = load[3] = self.free_gmem[row] = old - gpu_memory_mb
+            if new < highest[3]:
+                masks.moved(3, row, old, new)
+        running = load[4] = self.running[row] = load[4] + 1
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
         self._refresh_load(row, after, free_gpus, free_mem, running)
@@ -193,17 +223,31 @@ class ExecutorTable:
     def release(self, row: int, r: Resources) -> None:
         cpus, gpus, memory_mb, gpu_memory_mb = r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb
         total_cpus, total_gpus, total_mem, total_gmem = self.row_totals[row]
-        before = self.free_cpus.item(row)
-        after = self.free_cpus[row] = min(total_cpus, before + cpus)
-        free_gpus = self.free_gpus.item(row)
+        load = self.row_load[row]
+        masks = self.free_masks
+        highest = masks.highest  # more free, from at least the largest amount asked: no mask flips
+        before = load[0]
+        after = load[0] = self.free_cpus[row] = min(total_cpus, before + cpus)
+        if before < highest[0]:
+            masks.moved(0, row, before, after)
+        free_gpus = load[1]
         if gpus:
-            free_gpus = self.free_gpus[row] = min(total_gpus, free_gpus + gpus)
-        free_mem = self.free_mem.item(row)
+            old, free_gpus = free_gpus, min(total_gpus, free_gpus + gpus)
+            load[1] = self.free_gpus[row] = free_gpus
+            if old < highest[1]:
+                masks.moved(1, row, old, free_gpus)
+        free_mem = load[2]
         if memory_mb:
-            free_mem = self.free_mem[row] = min(total_mem, free_mem + memory_mb)
+            old, free_mem = free_mem, min(total_mem, free_mem + memory_mb)
+            load[2] = self.free_mem[row] = free_mem
+            if old < highest[2]:
+                masks.moved(2, row, old, free_mem)
         if gpu_memory_mb:
-            self.free_gmem[row] = min(total_gmem, self.free_gmem.item(row) + gpu_memory_mb)
-        running = self.running[row] = max(0.0, self.running.item(row) - 1)
+            old = load[3]
+            new = load[3] = self.free_gmem[row] = min(total_gmem, old + gpu_memory_mb)
+            if old < highest[3]:
+                masks.moved(3, row, old, new)
+        running = load[4] = self.running[row] = max(0.0, load[4] - 1)
         if self.status.item(row) == 0:
             self.free_count += (after > 1e-9) - (before > 1e-9)
         self._refresh_load(row, after, free_gpus, free_mem, running)
@@ -242,13 +286,13 @@ class ExecutorTable:
         return view
 
     def _live_views(self) -> None:
-        """Views of the free columns over the rows in use, rebuilt whenever ``n`` or the arrays change
-        (slicing per task costs more than the comparison it feeds on a thousand rows)."""
+        """Placement's buffers and views over the rows in use, rebuilt whenever ``n`` or the arrays change
+        (slicing per task costs more than the work it feeds on a thousand rows)."""
         n = self.n
-        self.live_free_cpus, self.live_free_gpus = self.free_cpus[:n], self.free_gpus[:n]
-        self.live_free_mem, self.live_free_gmem = self.free_mem[:n], self.free_gmem[:n]
         self._live_base.clear()
         self.live_scores = self.scratch(1, n)
+        self.live_fit = self._fit_buffer[:n]
+        self.free_masks.in_use(n)
 
     def scratch(self, slot: int, n: int) -> np.ndarray:
         """A reusable float buffer of length ``n`` (placement's working space; not thread-safe)."""
@@ -279,8 +323,14 @@ class ExecutorTable:
         self.row_totals[row] = (self.total_cpus.item(row), self.total_gpus.item(row), self.total_mem.item(row),
                                 self.total_gmem.item(row))
         self.row_facts[row] = (self.trust.item(row), 0.0, 0.0, rtt_score(self.rtt_ms.item(row)))  # load: below
-        self._refresh_load(row, self.free_cpus.item(row), self.free_gpus.item(row), self.free_mem.item(row),
-                           self.running.item(row))
+        load = self._mirror_load(row)
+        self._refresh_load(row, load[0], load[1], load[2], load[4])
+
+    def _mirror_load(self, row: int) -> list[float]:
+        """Copy one row's load columns into ``row_load`` (after anything but reserve and release wrote them)."""
+        load = self.row_load[row] = [self.free_cpus.item(row), self.free_gpus.item(row), self.free_mem.item(row),
+                                     self.free_gmem.item(row), self.running.item(row), self.reported_queue.item(row)]
+        return load
 
     def _refresh_load(self, row: int, free_cpus: float, free_gpus: float, free_mem: float, running: float) -> None:
         """Recompute one row's capacity, facts and base scores from its current free resources and
@@ -291,13 +341,15 @@ class ExecutorTable:
             parts.append(free_mem / total_mem)
         if total_gpus > 0:
             parts.append(free_gpus / total_gpus)
-        capacity = max(0.0, sum(parts) / len(parts))
+        capacity = sum(parts) / len(parts)
+        if not capacity > 0.0:  # max(0.0, capacity), without the builtin's call
+            capacity = 0.0
         self.capacity[row] = capacity
         trust, _, _, rtt = self.row_facts[row]
-        depth = running + self.reported_queue.item(row)
+        depth = running + self.row_load[row][5]
         self.row_facts[row] = (trust, capacity, depth, rtt)
         if self._base_scores:
-            queue = queue_score(depth)
+            queue = 1.0 / (1.0 + depth)  # queue_score(depth), without the call
             for w, base in self._base_scores.items():
                 base[row] = w[0] * trust + w[1] * capacity + w[2] * queue + w[3] * rtt + SHIFT
 
@@ -346,6 +398,7 @@ class ExecutorTable:
         self.specs.append(None)
         self.row_facts.append((0.0, 0.0, 0.0, 0.0))
         self.row_totals.append((0.0, 0.0, 0.0, 0.0))
+        self.row_load.append([0.0] * 6)
         self.n += 1
         self._live_views()
         return self.n - 1
@@ -361,12 +414,18 @@ class ExecutorTable:
         self.capabilities = {k: _extend(v, new_cap, ABSENT) for k, v in self.capabilities.items()}
         self._base_scores = {k: _extend(v, new_cap, 0.0) for k, v in self._base_scores.items()}
         self._cap = new_cap
+        self._fit_buffer = np.empty(new_cap, dtype=bool)
+        self.free_masks.grown(self._free_columns())
         self._live_views()
+
+    def _free_columns(self) -> tuple[np.ndarray, ...]:
+        return (self.free_cpus, self.free_gpus, self.free_mem, self.free_gmem)
 
     def _changed_shape(self) -> None:
         self.shape_version += 1
         self._static_masks.clear()
         self.offer_cache.clear()
+        self.fit_memo.clear()
 
 
 def _extend(column: np.ndarray, size: int, fill) -> np.ndarray:

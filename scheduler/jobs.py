@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict
 
 from policies.reasons import Decision, Reason
-from policies.validation import trusted
+from policies.validation import trusted_maker
 from scheduler.ledger import Cost
 from scheduler.placement import Placement, Requirements
 from scheduler.tasks import JobState, TaskSpec
@@ -19,6 +19,9 @@ class StatusEvent(BaseModel):
     at: float
     state: JobState
     message: str = ""
+
+
+_event = trusted_maker(StatusEvent, "at", "state", "message")  # two per decision
 
 
 class JobStatus(BaseModel):
@@ -47,7 +50,7 @@ class JobStatus(BaseModel):
     history: tuple[StatusEvent, ...]
 
 
-@dataclass
+@dataclass(slots=True)  # one per task, kept for the task's life: no per-instance __dict__
 class Job:
     task: TaskSpec
     decision: Decision
@@ -70,12 +73,12 @@ class Job:
     def move(self, at: float, state: JobState, message: str = "") -> None:
         self.state = state
         self.reason = message
-        self.history.append(trusted(StatusEvent, at=at, state=state, message=message))
+        self.history.append(_event(at, state, message))
 
     def note(self, message: str, at: float | None = None) -> None:
         """Change the visible reason without a state change; a new reason enters the history once."""
         if message != self.reason and at is not None:
-            self.history.append(trusted(StatusEvent, at=at, state=self.state, message=message))
+            self.history.append(_event(at, self.state, message))
         self.reason = message
 
     def status(self) -> JobStatus:

@@ -63,7 +63,8 @@ class Cost:
 
     @classmethod
     def of(cls, cpu_hours: float = 0.0, gpu_hours: float = 0.0, credits: float = 0.0) -> Cost:
-        return _cost(int(round(cpu_hours * SCALE)), int(round(gpu_hours * SCALE)), int(round(credits * SCALE)))
+        # (round() of a real number is already an int: no int() around it, this runs on every admission)
+        return _cost(round(cpu_hours * SCALE), round(gpu_hours * SCALE), round(credits * SCALE))
 
     def __add__(self, other: Cost) -> Cost:
         return _cost(self.cpu + other.cpu, self.gpu + other.gpu, self.credits + other.credits)

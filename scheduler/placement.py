@@ -19,9 +19,9 @@ from policies.rules import Constraint
 from policies.validation import trusted
 from policies.versions import version_key
 from scheduler.executor_table import SHIFT, ExecutorTable
+from scheduler.free_masks import EPS
 from scheduler.tasks import Hints, Resources, TaskSpec
 
-EPS = 1e-9
 FEATURES = ("trust", "capacity", "queue", "rtt", "data", "hints")
 
 
@@ -128,16 +128,22 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
 
 
 def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
-    """Executors that may run the task and have the resources free right now."""
+    """Executors that may run the task and have the resources free right now.
+
+    The answer is the table's scratch buffer (``live_fit``): read it before the next call.
+    """
     cpus, gpus, memory_mb, gpu_memory_mb = req.amounts
-    m = table.live_free_cpus >= cpus - EPS
-    m &= _static(table, req)
+    free = table.free_masks
+    cpu_mask, gpu_mask, mem_mask, gmem_mask = free.views
+    # (the views in hand when the amount was asked before: at_least's call costs more than the lookup)
+    m = np.logical_and(cpu_mask[cpus] if cpus in cpu_mask else free.at_least(0, cpus), _static(table, req),
+                       out=table.live_fit)
     if gpus > 0:
-        m &= table.live_free_gpus >= gpus - EPS
+        m &= gpu_mask[gpus] if gpus in gpu_mask else free.at_least(1, gpus)
     if memory_mb > 0:
-        m &= table.live_free_mem >= memory_mb - EPS
+        m &= mem_mask[memory_mb] if memory_mb in mem_mask else free.at_least(2, memory_mb)
     if gpu_memory_mb > 0:
-        m &= table.live_free_gmem >= gpu_memory_mb - EPS
+        m &= gmem_mask[gpu_memory_mb] if gpu_memory_mb in gmem_mask else free.at_least(3, gpu_memory_mb)
     return m
 
 
@@ -158,12 +164,27 @@ class StaticFit(NamedTuple):
 
 
 def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
-    """O(1) after the first task with the same constraint signature (per table shape)."""
+    """O(1) after the first task with the same constraint signature (per table shape).
+
+    Admission hands the same ``Requirements`` object to every task with the same constraints and
+    amounts, so the answer is also kept per object until the shape changes (the memo holds the
+    object, so its id cannot be reused while the entry lives).
+    """
+    memo = table.fit_memo.get(id(req))
+    if memo is not None and memo[0] is req:
+        return memo[1]
     count, cpus, gpus, mem, gmem, cpu_price, gpu_price = _summary(table, req)
     want_cpus, want_gpus, want_mem, want_gmem = req.amounts
     possible = bool(count) and (want_cpus <= cpus + EPS and want_gpus <= gpus + EPS
                                 and want_mem <= mem + EPS and want_gmem <= gmem + EPS)
-    return StaticFit(count, possible, want_cpus * cpu_price + want_gpus * gpu_price if possible else 0.0)
+    fit = StaticFit(count, possible, want_cpus * cpu_price + want_gpus * gpu_price if possible else 0.0)
+    if len(table.fit_memo) >= _MAX_FIT_MEMO:
+        table.fit_memo.clear()
+    table.fit_memo[id(req)] = (req, fit)
+    return fit
+
+
+_MAX_FIT_MEMO = 4096
 
 
 def _summary(table: ExecutorTable, req: Requirements) -> tuple:
@@ -194,11 +215,13 @@ def choose(table: ExecutorTable, mask: np.ndarray, weights: tuple[float, ...], h
     """
     scores = table.live_scores
     np.multiply(mask, table.live_base_score(weights), out=scores)
-    _add_extras(table, scores, mask, weights, hints, data_fractions)
+    if data_fractions or hints.regions or hints.executors:  # most tasks bring neither data nor hints
+        _add_extras(table, scores, mask, weights, hints, data_fractions)
     picked: list[tuple[int, float]] = []
+    argmax, item = scores.argmax, scores.item
     for _ in range(top):
-        row = int(scores.argmax())
-        shifted = scores.item(row)
+        row = int(argmax())
+        shifted = item(row)
         if shifted <= 0.0:
             break
         picked.append((row, shifted - SHIFT))
@@ -264,8 +287,12 @@ def offers(table: ExecutorTable, picked: list[tuple[int, float]], weights: tuple
     out = []
     for row, score in picked:
         fact = facts[row]
-        data, hint = _task_specific(table, row, weights, hints, data_fractions) if specific else (0.0, 0.0)
-        key = (row, data, hint)
+        if specific:
+            data, hint = _task_specific(table, row, weights, hints, data_fractions)
+            key: tuple | int = (row, data, hint)
+        else:  # the row alone: no tuple of floats to build and hash
+            data = hint = 0.0
+            key = row
         hit = cache.get(key)
         if hit is not None and hit[0] == fact and hit[1] == score:
             out.append(hit[2])

@@ -44,7 +44,8 @@ class QueuedTask:
         task, requirements = self.task, self.requirements
         self.resources = requirements.resources
         self.shape = (requirements.signature, *requirements.amounts)
-        self.task_id, self.coop_id, self.member = task.task_id, task.coop_id, task.member
+        if not self.task_id:  # (admission passes the ids it has read already: model reads are slow)
+            self.task_id, self.coop_id, self.member = task.task_id, task.coop_id, task.member
         self.member_key = (self.coop_id, self.member)
         self.gate_key = (self.coop_id, task.priority, task.tags)
 
