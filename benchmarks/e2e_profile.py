@@ -208,7 +208,7 @@ COOP_SEGMENTS = (
     ("worker.start_many starts -> Ray task starts (launch, lease)", "worker_start_start", "task_start"),
     ("Ray task starts -> fn entry (args, payload, measuring)", "task_start", "entered"),
     ("fn entry -> Ray task ends (return, metrics, store)", "entered", "task_end"),
-    ("Ray task ends -> value in the client (submit's answer, get)", "task_end", "returned"),
+    ("Ray task ends -> value in the client (wait_result, get)", "task_end", "returned"),
 )
 RAY_SEGMENTS = (
     ("driver submit -> Ray task starts (lease, dispatch)", "submitted", "task_start"),
@@ -261,9 +261,7 @@ def latency_breakdown(spans: Spans, samples: dict[str, list[Sample]], fn: Callab
     extra = [("head.submit span (admit, place, persist, reply)", "head_submit_start", "head_submit_end"),
              ("client has the decision after head.submit starts", "head_submit_start", "accepted"),
              ("worker.start_many span", "worker_start_start", "worker_start_end"),
-             ("the client has the decision and result reference, after the Ray task ends (<0: before)",
-              "task_end", "accepted"),
-             ("head.wait_result hands the ref over (jobs that queued), after the Ray task ends", "task_end",
+             ("head.wait_result hands the ref over, after the Ray task ends (<0: before)", "task_end",
               "wait_result_end")]
     out["coopsched"]["other"] = [{"segment": name, **ms_stats([p[b] - p[a] for p in coop if b in p])}
                                  for name, a, b in extra]

@@ -98,14 +98,14 @@ class RuntimeLimitExceeded(JobFailed):
 class JobHandle:
     """A submitted job: ``status()``, ``result()``, ``cancel()``, ``explain()``."""
 
-    def __init__(self, client: Client, decision: Decision, started: tuple[list, int] | None = None):
+    def __init__(self, client: Client, decision: Decision):
         self._client = client
         self.decision = decision
         self.id = decision.task_id
         self.warnings = decision.warnings
-        # ([value ObjectRef], attempt) of the attempt running now, when the head handed it over (with the
-        # decision, or to gather): result() then needs no call to the head; dropped once it fails
-        self._started = started
+        # ([value ObjectRef], attempt) of the attempt running now, once Client.gather got it from the
+        # head: result() then needs no call to the head; dropped once it fails
+        self._started: tuple[list, int] | None = None
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r})"
@@ -343,15 +343,14 @@ class Client:
         return spec.model_dump(mode="json"), cloudpickle.dumps((fn, tuple(args), dict(kwargs))), data_refs
 
     def _handle(self, answer: dict) -> JobHandle:
-        """The head's answer to a submission: a Decision, with the result reference when it was dispatched at once."""
-        ref, attempt = answer.pop("ref", None), answer.pop("attempt", None)
+        """The head's answer to a submission (a Decision as JSON) as a handle, or PolicyViolation."""
         decision = Decision(**answer)
         if not decision.admitted:
             raise PolicyViolation(decision)
         for w in decision.warnings:
             warnings.warn(f"policy violation allowed by a permissive policy: {w}", stacklevel=3)
             log.warning("task %s: %s", decision.task_id, w)
-        return JobHandle(self, decision, (ref, attempt) if ref else None)
+        return JobHandle(self, decision)
 
     # ------------------------------------------------------------------ policies
     def set_policy(self, policy: CoopPolicy | dict | str | Path) -> CoopPolicy:

@@ -165,9 +165,8 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
     async def _submit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         self._ensure_watchdog()
         decision = self._admit(task, payload, data_refs)
-        dispatches = self._schedule()
+        self._schedule()
         self._persist()
-        await self._attach_refs([decision], dispatches)
         return decision
 
     async def _submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
@@ -178,9 +177,8 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
                 out.append(self._admit(task, payload, data_refs))
             except ValueError as exc:
                 out.append({"error": str(exc)})
-        dispatches = self._schedule()
+        self._schedule()
         self._persist()
-        await self._attach_refs(out, dispatches)
         return out
 
     def _admit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
@@ -213,9 +211,8 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         return decision.model_dump(mode="json")
 
     # ------------------------------------------------------------------ dispatch
-    def _schedule(self) -> dict[str, asyncio.Task]:
-        """Place what fits and start dispatching it, one call per executor; the dispatches by task id
-        (a caller may await its own: the task's result is ``{task_id: (result reference, attempt)}``)."""
+    def _schedule(self) -> None:
+        """Place what fits and start dispatching it, one call per executor."""
         started = time.perf_counter()
         placements = self.core.schedule()
         self.metrics.placed(len(placements), time.perf_counter() - started)
@@ -223,11 +220,8 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         for p in placements:
             by_executor.setdefault(p.executor_id, []).append(p)
         loop = asyncio.get_running_loop()
-        dispatches = {}
         for executor_id, group in by_executor.items():
-            dispatch = loop.create_task(self._dispatch(executor_id, group))
-            dispatches.update((p.task.task_id, dispatch) for p in group)
-        return dispatches
+            loop.create_task(self._dispatch(executor_id, group))
 
     def _launch_spec(self, p: Placement) -> dict:
         task = p.task
@@ -236,10 +230,9 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
                 "max_runtime_s": task.max_runtime_s or self._default_runtime(task.coop_id, task.member),
                 "payload": [self._payloads[task.task_id]]}
 
-    async def _dispatch(self, executor_id: str, group: list[Placement]) -> dict[str, tuple[list, int]]:
-        """Send the placements of one executor to its worker in one call; (result reference, attempt)
-        of each that runs there now."""
-        started: dict[str, tuple[list, int]] = {}
+    async def _dispatch(self, executor_id: str, group: list[Placement]) -> None:
+        """Send the placements of one executor to its worker in one call."""
+        started = 0
         worker = self._worker(executor_id)
         try:
             if worker is None:
@@ -254,14 +247,14 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
                     continue
                 self._dispatched[task_id] = now
                 self._results[task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
-                started[task_id] = ref, p.attempt
+                started += 1
         except (RayActorError, ActorUnavailableError, ActorUnschedulableError) as exc:
             self._lost(executor_id, f"worker of {executor_id} unreachable at dispatch ({type(exc).__name__})")
         except Exception as exc:
             log.exception("dispatch of %d task(s) to %s failed", len(group), executor_id)
             for p in group:
                 self.core.requeue(p.task.task_id, executor_id, f"dispatch failed: {exc}")
-        if len(started) < len(group):
+        if started < len(group):
             self._schedule()
             self._persist()
         for p in group:
@@ -271,7 +264,6 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
                 job = self.core.job(task_id, explain=False)
                 if job is not None and job.state is JobState.RUNNING:
                     await self._cancel_on_worker(task_id)
-        return started
 
     def _worker(self, executor_id: str):
         handle = self._workers.get(executor_id)

@@ -3,13 +3,13 @@
 A mixin of ``scheduler.head.Head`` (the Ray actor). The value of an attempt is an ObjectRef
 owned by the worker actor that launched it; the head holds a copy from the moment of dispatch
 (``Head._results``) and hands it to the client, which then fetches the value from the worker's
-node with ``ray.get``, never through the head. Three ways, from cheapest to most general:
+node with ``ray.get``, never through the head: ``wait_result(id)`` for one job,
+``wait_results(ids)`` for many in one call (``Client.gather``).
 
-* with the decision: a job placed the moment it was admitted waits (inside ``submit``) for its
-  own dispatch, and the answer carries ``ref`` and ``attempt`` (``_attach_refs``), so
-  ``JobHandle.result()`` makes no further call to the head;
-* ``wait_results(ids)``: one call for many jobs (``Client.gather``);
-* ``wait_result(id)``: one job, for jobs that queued or were retried.
+(Handing the reference back with the submission's answer, the submission waiting for its own
+dispatch, was tried and measured: it saved one call per job but not latency, since the
+dispatch's reply is on the critical path either way, and it cost a client that submits one job
+after another 20-30 % of its throughput, each submission holding it up for a dispatch round trip.)
 
 An attempt that fails (its worker died, it was cancelled) makes the held reference raise; the
 client then asks again and gets the next attempt's. After a head restart the worker still
@@ -31,8 +31,6 @@ from scheduler.tasks import JobState
 MAX_WAIT_IDS = 10_000
 """Job ids one ``wait_results`` call may ask about (``Client.gather`` sends more in several calls)."""
 MAX_WAIT_S = 3600.0
-DISPATCH_WAIT_S = 5.0
-"""Longest a submission waits for its own dispatch before answering without a result reference."""
 _WITH_RESULT = (JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED)
 
 
@@ -47,22 +45,7 @@ class WaitRequest(BaseModel):
 
 
 class ResultDelivery:
-    """``wait_result``, ``wait_results`` and the result reference handed back with a decision."""
-
-    async def _attach_refs(self, decisions: list[dict], dispatches: dict[str, asyncio.Task]) -> None:
-        """Jobs of this call that were placed at once: wait for their dispatch and hand back the result
-        reference with the decision (``ref``, ``attempt``)."""
-        mine = {dispatches[d["task_id"]] for d in decisions if d.get("task_id") in dispatches}
-        if not mine:
-            return
-        await asyncio.wait(mine, timeout=DISPATCH_WAIT_S)
-        for decision in decisions:
-            dispatch = dispatches.get(decision.get("task_id"))
-            ended = dispatch is not None and dispatch.done() and not dispatch.cancelled() \
-                and dispatch.exception() is None
-            started = dispatch.result().get(decision["task_id"]) if ended else None
-            if started is not None:
-                decision["ref"], decision["attempt"] = started
+    """``wait_result`` and ``wait_results``."""
 
     @guarded
     async def wait_result(self, task_id: str, timeout_s: float = 30.0) -> dict:
