@@ -119,6 +119,12 @@ class Plan:
     warmup_rounds: int = 2
 
 
+DISPATCH_AHEAD = 8
+"""The executors take 8 rounds ahead: a 1-CPU executor is handed up to 9 one-CPU jobs, starts one and
+queues the rest (see ExecutorSpec.dispatch_ahead). Short jobs are what this benchmark runs; with 0 a
+slot idles through every report -> tracker -> head -> dispatch round trip. ``--dispatch-ahead 0``
+measures that."""
+
 FULL = Plan(latency_jobs=200, throughput_jobs=500, repeats=3, chunk=25)
 QUICK = Plan(latency_jobs=12, throughput_jobs=40, repeats=1, chunk=6, warmup_rounds=1)
 SMOKE = Plan(latency_jobs=5, throughput_jobs=20, repeats=1, chunk=5, warmup_rounds=1)
@@ -138,11 +144,12 @@ class Layout:
     executors: tuple[ExecutorPlace, ...]
     affinity_node: str
     description: str
+    dispatch_ahead: int = 0  # every executor's ExecutorSpec.dispatch_ahead
 
     @classmethod
-    def one_node(cls, node_id: str, description: str) -> Layout:
+    def one_node(cls, node_id: str, description: str, dispatch_ahead: int = 0) -> Layout:
         places = tuple(ExecutorPlace(f"bench-{i}", node_id, region) for i, region in enumerate(REGIONS))
-        return cls(places, node_id, description)
+        return cls(places, node_id, description, dispatch_ahead)
 
 
 # ----------------------------------------------------------------------------- the modes
@@ -278,7 +285,7 @@ def start_coopsched(namespace: str, layout: Layout, store_url: str) -> Client:
     client.set_policy(bench_policy([e.region for e in layout.executors]))
     for e in layout.executors:
         client.register_executor(e.executor_id, coop=COOP, region=e.region, node_id=e.node_id,
-                                 resources={"cpus": 1}, trust=0.5)
+                                 resources={"cpus": 1}, trust=0.5, dispatch_ahead=layout.dispatch_ahead)
     return client
 
 
@@ -372,6 +379,7 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
         store_url = f"sqlite:///{scratch}/state.db"
     result: dict[str, Any] = {"meta": {"plan": plan.__dict__, "cluster": layout.description,
                                        "executors": [e.__dict__ for e in layout.executors],
+                                       "dispatch_ahead": layout.dispatch_ahead,
                                        "namespace": namespace, "store": "sqlite file (temporary)" if scratch
                                        else store_url, "git": _git_state(), "python": platform.python_version(),
                                        "ray": ray.__version__, "cpus": os.cpu_count(), "load_start": _load()}}
@@ -561,9 +569,10 @@ def _load() -> float | None:
 
 
 # ----------------------------------------------------------------------------- main
-def start_local_ray(num_cpus: int = 4) -> Layout:
+def start_local_ray(num_cpus: int = 4, dispatch_ahead: int = 0) -> Layout:
     node_id = init_local_ray(num_cpus, NAMESPACE)
-    return Layout.one_node(node_id, f"one raylet, {num_cpus} CPUs, 4 executors of 1 CPU on it")
+    ahead = f", dispatch_ahead={dispatch_ahead}" if dispatch_ahead else ""
+    return Layout.one_node(node_id, f"one raylet, {num_cpus} CPUs, 4 executors of 1 CPU on it{ahead}", dispatch_ahead)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -572,13 +581,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write results (default {DEFAULT_JSON})")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="add an untimed map run with py-spy sampling the head, tracker and one worker into DIR")
+    parser.add_argument("--dispatch-ahead", type=int, default=DISPATCH_AHEAD, metavar="K",
+                        help=f"the executors' dispatch_ahead (default {DISPATCH_AHEAD}; 0: only what fits now)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     say = lambda s: print(s, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     say("starting a local Ray instance (one raylet, 4 CPUs) ...")
     try:
-        layout = start_local_ray()
+        layout = start_local_ray(dispatch_ahead=args.dispatch_ahead)
         say(f"Ray up after {time.perf_counter() - t0:.1f} s")
         result = run(plan, NAMESPACE, layout, log=say, profile_dir=args.profile)
     finally:

@@ -3,12 +3,18 @@
 ``Simulation`` drives a ``SchedulerCore`` exactly as the Ray runtime does — submit,
 schedule, run, report usage — except that a task's run is an event on a virtual clock.
 Unit tests, the core demo and the benchmarks use it; nothing here is a mock of the core.
+
+Like a real worker, each simulated executor starts a placed task only when it fits the
+executor's own resources, and keeps the rest (an executor registered with
+``dispatch_ahead`` is handed more than it can run at once) in its queue, first in first
+out, starting the next the moment a running task ends.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -73,6 +79,8 @@ class Simulation:
         self.reports: list[UsageReport] = []
         self._events: list[_Event] = []
         self._seq = itertools.count()
+        self._in_use: dict[str, list[float]] = {}  # executor -> [cpus, gpus, memory, GPU memory] running
+        self._waiting: dict[str, deque[Placement]] = {}  # executor -> handed over, not started yet
 
     # -- set-up ------------------------------------------------------------------
     def add_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
@@ -91,17 +99,46 @@ class Simulation:
     def step(self) -> list[Placement]:
         """Place what fits now and start those tasks (their ends become events)."""
         placed = self.core.schedule()
-        now = self.clock()
         for p in placed:
-            run = self.runs.get(p.task_id, SimulatedRun())
-            limit = p.task.max_runtime_s or self._default_runtime(p.task)
-            duration, outcome = run.duration_s, run.outcome
-            if duration > limit:
-                duration, outcome = limit, Outcome.TIMEOUT
-            heapq.heappush(self._events, _Event(now + duration, next(self._seq), p.task_id, p.executor_id,
-                                                now, outcome))
+            waiting = self._waiting.setdefault(p.executor_id, deque())
+            waiting.append(p)
+            if len(waiting) == 1:
+                self._start_waiting(p.executor_id)
         self.placements.extend(placed)
         return placed
+
+    def waiting(self, executor_id: str) -> list[str]:
+        """Task ids handed to this executor that wait in its own queue for resources to free up."""
+        return [p.task_id for p in self._waiting.get(executor_id, ())]
+
+    def _start_waiting(self, executor_id: str) -> None:
+        """Start the executor's queued tasks, oldest first, while the next one fits what is free."""
+        waiting = self._waiting.get(executor_id)
+        if not waiting or executor_id not in self.core.table:
+            return
+        r = self.core.table.spec(executor_id).resources
+        used = self._in_use.setdefault(executor_id, [0.0, 0.0, 0.0, 0.0])
+        while waiting:
+            ask = waiting[0].task.resources
+            asked = (ask.cpus, ask.gpus, ask.memory_mb, ask.gpu_memory_mb)
+            idle = not any(used)
+            if not idle and any(u + a > cap + 1e-9 for u, a, cap in zip(used, asked, (
+                    r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))):
+                return
+            p = waiting.popleft()
+            for i, a in enumerate(asked):
+                used[i] += a
+            self._start(p)
+
+    def _start(self, p: Placement) -> None:
+        now = self.clock()
+        run = self.runs.get(p.task_id, SimulatedRun())
+        limit = p.task.max_runtime_s or self._default_runtime(p.task)
+        duration, outcome = run.duration_s, run.outcome
+        if duration > limit:
+            duration, outcome = limit, Outcome.TIMEOUT
+        heapq.heappush(self._events, _Event(now + duration, next(self._seq), p.task_id, p.executor_id,
+                                            now, outcome))
 
     def run(self, until: float | None = None, max_events: int = 10_000_000) -> int:
         """Process events (task ends, window openings) until none are left or ``until``. Returns events run."""
@@ -126,6 +163,8 @@ class Simulation:
         lost = self.core.remove_executor(executor_id)
         self._events = [e for e in self._events if e.executor_id != executor_id]
         heapq.heapify(self._events)
+        self._waiting.pop(executor_id, None)
+        self._in_use.pop(executor_id, None)
         return lost
 
     def cancel(self, task_id: str) -> None:
@@ -137,17 +176,30 @@ class Simulation:
                 heapq.heapify(self._events)
                 self._finish(_Event(self.clock(), next(self._seq), task_id, e.executor_id, e.started_at,
                                     Outcome.CANCELLED))
-                break
+                return
+        for executor_id, waiting in self._waiting.items():  # not started yet: it ends now, having used nothing
+            for p in waiting:
+                if p.task_id == task_id:
+                    waiting.remove(p)
+                    now = self.clock()
+                    self._finish(_Event(now, next(self._seq), task_id, executor_id, now, Outcome.CANCELLED),
+                                 started=False)
+                    return
 
     def usage(self, coop_id: str, member: str) -> UsageRecord:
         return self.core.usage(coop_id, member)
 
     # -- internals -----------------------------------------------------------------
-    def _finish(self, event: _Event) -> None:
+    def _finish(self, event: _Event, started: bool = True) -> None:
+        task = self.core.task(event.task_id)
+        if started and task is not None and event.executor_id in self._in_use:
+            r, used = task.resources, self._in_use[event.executor_id]
+            for i, a in enumerate((r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)):
+                used[i] = max(0.0, used[i] - a)
         job = self.core.job(event.task_id)
         if job is None or job.executor_id != event.executor_id:
+            self._start_waiting(event.executor_id)
             return
-        task = self.core.task(event.task_id)
         assert task is not None
         run = self.runs.get(event.task_id, SimulatedRun())
         wall = event.at - event.started_at
@@ -158,6 +210,7 @@ class Simulation:
                              attempt=max(1, job.attempts))
         self.reports.append(report)
         self.core.complete(report)
+        self._start_waiting(event.executor_id)
 
     def _next_time(self) -> float | None:
         times = [self._events[0].at] if self._events else []

@@ -25,9 +25,17 @@ Decisions worth knowing:
   that changes on every (re)start so the head can tell, and treat the attempts it had
   dispatched there as lost. Calls are not retried: a ``start`` that failed in flight
   raises at the head, which decides what to do.
+* **Its own queue.** The head may hand over more than the executor can run at once (an
+  executor registered with ``dispatch_ahead``; ``start_many`` says what the executor has).
+  The worker launches a task only when it fits what its running tasks leave free, and keeps
+  the rest in arrival order, launching the next the moment one ends, without waiting for the
+  head: so a slot does not idle through report -> tracker -> head -> next dispatch. A task
+  launched from the queue has no result reference in the ``start`` answer (``QUEUED``); the
+  head asks ``result_refs`` once it ended. Cancelling a queued task ends it at once, having
+  used nothing. A restart loses the queue like the running tasks (the head requeues both).
 * **Runtime limit.** ``max_runtime_s`` is counted from the moment the worker launches
-  the Ray task (the head reserved the resources before dispatching, so the task does not
-  queue; process start-up counts against the limit). When it passes, or on ``cancel``,
+  the Ray task (it launches only what fits, so the task does not queue in Ray; process
+  start-up counts against the limit; time in the worker's own queue does not). When it passes, or on ``cancel``,
   the task is killed with ``ray.cancel(force=True)``, repeated until Ray has ended it (a
   cancel can be lost in a race with the task's start).
 * **Wall time of a killed task.** The task process cannot report once killed, so
@@ -65,12 +73,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from executors.discovery import NvmlApi, sample_gpus
 from executors.measure import run_measured, truncate_error
 from scheduler.identity import load_private_key, sign_request
+from scheduler.tasks import Resources
 from scheduler.usage import Outcome, UsageReport
 
 __all__ = [
     "DEFAULT_HEAD_NAME",
     "DEFAULT_NAMESPACE",
     "DEFAULT_TRACKER_NAME",
+    "QUEUED",
     "ExecutorWorker",
     "LaunchSpec",
     "start_worker",
@@ -93,7 +103,9 @@ CALL_TIMEOUT_S = 10.0
 """Longest wait for the tracker to acknowledge one delivery of reports (a hung tracker is retried)."""
 REPORT_BATCH = 200
 """Reports sent to the tracker in one call at most."""
-"""Longest wait for the tracker to acknowledge one report (a hung tracker is retried)."""
+QUEUED = "queued"
+"""``start``'s answer for a task kept in the worker's queue (no result reference yet: see ``result_refs``)."""
+_EPS = 1e-9
 
 _MIB = 1024 * 1024
 T = TypeVar("T")
@@ -148,11 +160,12 @@ def _describe(value: list[Any]) -> str:
 
 @dataclass
 class _Attempt:
-    """One launched attempt, while it runs and after it ended (until forgotten)."""
+    """One launched attempt, while it runs and after it ended (until forgotten); the references are
+    None for a task cancelled in the worker's queue, before it was launched."""
 
     spec: LaunchSpec
-    value_ref: ray.ObjectRef
-    metrics_ref: ray.ObjectRef
+    value_ref: ray.ObjectRef | None
+    metrics_ref: ray.ObjectRef | None
     launched_at: float
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
     watcher: asyncio.Task[None] | None = None
@@ -178,7 +191,7 @@ class ExecutorWorker:
     """Runs tasks for one executor on its own node; create it with :func:`start_worker`.
 
     Methods callable through the actor handle: ``start``, ``start_many``, ``cancel``, ``result_ref``,
-    ``report_of``, ``forget``, ``running``, ``unsent_reports``, ``ping``.
+    ``result_refs``, ``report_of``, ``forget``, ``running``, ``unsent_reports``, ``ping``.
     """
 
     async def __init__(  # type: ignore[misc]  # Ray runs an async actor's __init__ on its loop
@@ -207,6 +220,9 @@ class ExecutorWorker:
         self._report_retry_s = report_retry_s
         self._nvml = nvml
         self._running: dict[str, _Attempt] = {}
+        self._queued: dict[str, LaunchSpec] = {}  # handed over, waiting for resources, oldest first
+        self._capacity: tuple[float, float, float] | None = None  # cpus, gpus, memory_mb, as the head last said
+        self._in_use = [0.0, 0.0, 0.0]  # what the running attempts asked for
         self._finished: dict[str, _Attempt] = {}
         self._task_shapes: dict[tuple, Any] = {}
         self._silent_until = 0.0
@@ -223,26 +239,63 @@ class ExecutorWorker:
 
     # --- the actor's methods ------------------------------------------------------------
 
-    async def start(self, spec: dict[str, Any]) -> list[ray.ObjectRef] | None:
-        """Launch one attempt; returns ``[ObjectRef]`` of its value (as ``result_ref`` would), or
-        None if this task id is already running here. Handing the reference back at once saves
+    async def start(self, spec: dict[str, Any]) -> list[ray.ObjectRef] | str | None:
+        """Launch one attempt; returns ``[ObjectRef]`` of its value (as ``result_ref`` would),
+        ``QUEUED`` if it waits in this worker's queue for resources (see ``start_many``), or None if
+        this task id is already running or queued here. Handing the reference back at once saves
         the head a second call and any race with ``forget``.
 
         Raises ``pydantic.ValidationError`` (a ``ValueError``) naming the field for a bad spec.
         """
-        return self._launch(LaunchSpec.model_validate(spec))
+        return self._accept(LaunchSpec.model_validate(spec))
 
-    async def start_many(self, specs: list[dict[str, Any]]) -> list[list[ray.ObjectRef] | None]:
+    async def start_many(self, specs: list[dict[str, Any]], capacity: dict[str, Any] | None = None
+                         ) -> list[list[ray.ObjectRef] | str | None]:
         """``start`` for several attempts in one call (the head sends what it placed here in one
-        scheduling round); every spec is validated before any is launched."""
+        scheduling round); every spec, and ``capacity``, is validated before any is launched.
+
+        ``capacity``: the executor's resources (``{"cpus": 4, "gpus": 0, "memory_mb": 8192}``). With
+        it, the worker launches only what fits beside its running tasks and queues the rest; without
+        it (as before the head said), everything is launched at once and Ray queues what does not fit."""
         if not isinstance(specs, list):
             raise TypeError(f"start_many takes a list of launch specs; received {type(specs).__name__}; "
                             f"e.g. [{LaunchSpec.model_config['json_schema_extra']['examples'][0]}]")
-        return [self._launch(launch) for launch in [LaunchSpec.model_validate(spec) for spec in specs]]
+        launches = [LaunchSpec.model_validate(spec) for spec in specs]
+        if capacity is not None:
+            r = Resources.model_validate(capacity)
+            self._capacity = (r.cpus, r.gpus, r.memory_mb)
+        return [self._accept(launch) for launch in launches]
 
-    def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef] | None:
-        if launch.task_id in self._running:
+    def _accept(self, launch: LaunchSpec) -> list[ray.ObjectRef] | str | None:
+        task_id = launch.task_id
+        if task_id in self._running or task_id in self._queued:
             return None
+        if self._queued or not self._fits(launch):  # first come, first started
+            self._queued[task_id] = launch
+            return QUEUED
+        return self._launch(launch)
+
+    def _fits(self, launch: LaunchSpec) -> bool:
+        """Whether ``launch`` fits beside the running attempts (always, with nothing running: a task
+        that fits the executor at all must never wait forever)."""
+        if self._capacity is None or not self._running:
+            return True
+        cpus, gpus, memory_mb = self._capacity
+        used = self._in_use
+        return (used[0] + launch.cpus <= cpus + _EPS and used[1] + launch.gpus <= gpus + _EPS
+                and used[2] + launch.memory_mb <= memory_mb + _EPS)
+
+    def _start_queued(self) -> None:
+        """Launch queued tasks, oldest first, while the next one fits."""
+        queued = self._queued
+        while queued:
+            launch = next(iter(queued.values()))
+            if not self._fits(launch):
+                return
+            del queued[launch.task_id]
+            self._launch(launch)
+
+    def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef]:
         shape = (launch.cpus, launch.gpus, launch.memory_mb)
         task = self._task_shapes.get(shape)
         if task is None:  # one configured task per resource shape: .options() is not free
@@ -259,6 +312,10 @@ class ExecutorWorker:
             task = self._task_shapes[shape] = _measured_task.options(**options)
         launched_at = time.time()
         value_ref, metrics_ref = task.remote(launch.payload[0])
+        used = self._in_use
+        used[0] += launch.cpus
+        used[1] += launch.gpus
+        used[2] += launch.memory_mb
         attempt = _Attempt(launch, value_ref, metrics_ref, launched_at)
         self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
         self._running[launch.task_id] = attempt
@@ -266,7 +323,15 @@ class ExecutorWorker:
         return [value_ref]
 
     async def cancel(self, task_id: str) -> bool:
-        """Kill a running attempt (reported as ``cancelled``); False if it is not running."""
+        """Kill a running attempt, or drop a queued one (reported as ``cancelled``, having used
+        nothing); False if it is neither."""
+        queued = self._queued.pop(task_id, None)
+        if queued is not None:
+            now = time.time()
+            self._ended(_Attempt(queued, None, None, now), _End(
+                Outcome.CANCELLED, now, now, error="task cancelled while it waited in the executor's queue; "
+                "it never started"))
+            return True
         attempt = self._running.get(task_id)
         if attempt is None or attempt.cancel_requested.is_set():
             return False
@@ -280,7 +345,15 @@ class ExecutorWorker:
         Getting it raises Ray's error for an attempt that was killed or crashed.
         """
         attempt = self._running.get(task_id) or self._finished.get(task_id)
-        return None if attempt is None else [attempt.value_ref]
+        return None if attempt is None or attempt.value_ref is None else [attempt.value_ref]
+
+    async def result_refs(self, task_ids: list[str]) -> list[list[ray.ObjectRef] | None]:
+        """``result_ref`` for several tasks in one call (the head asks for the values of tasks that
+        were launched from this worker's queue, once they ended)."""
+        if not isinstance(task_ids, list):
+            raise TypeError(f"result_refs takes a list of task ids; received {type(task_ids).__name__}; "
+                            f"e.g. ['job-7f3a']")
+        return [await self.result_ref(task_id) for task_id in task_ids]
 
     async def report_of(self, task_id: str) -> dict[str, Any] | None:
         """The UsageReport (as a dict) of an ended attempt, until ``forget(task_id)``."""
@@ -292,7 +365,8 @@ class ExecutorWorker:
         return self._finished.pop(task_id, None) is not None
 
     async def running(self) -> list[str]:
-        return list(self._running)
+        """Task ids running here or waiting in this worker's queue."""
+        return [*self._running, *self._queued]
 
     async def unsent_reports(self) -> int:
         return len(self._unsent)
@@ -300,7 +374,7 @@ class ExecutorWorker:
     async def ping(self) -> dict[str, Any]:
         """Who and where this worker is; ``incarnation`` changes when the actor restarts."""
         return {"executor_id": self.executor_id, "node_id": self.node_id, "running": len(self._running),
-                "incarnation": self.incarnation, "started_at": self.started_at}
+                "queued": len(self._queued), "incarnation": self.incarnation, "started_at": self.started_at}
 
     # --- one attempt ---------------------------------------------------------------------
 
@@ -312,10 +386,21 @@ class ExecutorWorker:
             _log.exception("watching task %s failed", task_id)
             end = _End(Outcome.FAILED, attempt.launched_at, time.time(),
                        error=truncate_error(f"coopsched worker error: {type(err).__name__}: {err}"))
+        if self._running.pop(task_id, None) is not None:
+            used, spec = self._in_use, attempt.spec
+            used[0] = max(0.0, used[0] - spec.cpus)
+            used[1] = max(0.0, used[1] - spec.gpus)
+            used[2] = max(0.0, used[2] - spec.memory_mb)
+        self._start_queued()  # before reporting: the freed slot works while the report travels
+        self._ended(attempt, end)
+
+    def _ended(self, attempt: _Attempt, end: _End) -> None:
+        """Keep the ended attempt's result and queue its report for the tracker."""
+        task_id = attempt.spec.task_id
         attempt.report = self._usage_report(attempt.spec, end)
-        self._running.pop(task_id, None)
         self._finished[task_id] = attempt
-        while len(self._finished) > KEEP_FINISHED:  # the oldest results go first; the head holds its own refs
+        while len(self._finished) > KEEP_FINISHED:  # the oldest go first; the head holds its own refs
+            # (launched from the queue: fetched with result_refs as soon as the report is settled)
             del self._finished[next(iter(self._finished))]
         self._unsent[task_id] = attempt.report
         self._signatures[task_id] = self._sign("report", (attempt.report,))
@@ -437,7 +522,8 @@ class ExecutorWorker:
 
     def _offer(self) -> dict[str, Any]:
         """An ``ExecutorOffer`` dict; GPU fields only when the node has GPUs."""
-        offer: dict[str, Any] = {"executor_id": self.executor_id, "queue_depth": len(self._running)}
+        offer: dict[str, Any] = {"executor_id": self.executor_id,
+                                 "queue_depth": len(self._running) + len(self._queued)}
         samples = sample_gpus(self._nvml)
         if samples:
             offer["gpu_utilisation_pct"] = sum(s.utilisation_pct for s in samples) / len(samples)

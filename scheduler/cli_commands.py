@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scheduler.executor_spec import MAX_DISPATCH_AHEAD
 from scheduler.tables import table
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_FORBIDDEN = 0, 1, 2, 3, 4
@@ -253,11 +254,16 @@ def cmd_executor(args) -> int:
             trust = float(args.trust)
         except ValueError:
             raise UsageError(f"--trust takes a number from 0 to 1, e.g. --trust 0.8 (got {args.trust!r})") from None
+        try:
+            ahead = int(args.dispatch_ahead)
+        except ValueError:
+            raise UsageError(f"--dispatch-ahead takes a whole number from 0 to {MAX_DISPATCH_AHEAD}, e.g. "
+                             f"--dispatch-ahead 2 (got {args.dispatch_ahead!r})") from None
         spec = client.register_executor(args.id, coop=args.coop, region=args.region,
                                         capabilities=_pairs(args.capability, "--capability", "hipaa-compliant=1.2"),
                                         trust=trust, price_cpu_hour=args.price_cpu_hour,
                                         price_gpu_hour=args.price_gpu_hour, open_to=args.open_to or (),
-                                        executor_key=args.executor_key)
+                                        dispatch_ahead=ahead, executor_key=args.executor_key)
         emit(args, spec.model_dump(mode="json"), lambda s: f"executor {s['executor_id']} joined coop "
              f"{s['coop_id']} in {s['region']} with {s['resources']['cpus']:g} CPUs, {s['resources']['gpus']:g} GPUs")
     elif args.action == "list":

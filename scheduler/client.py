@@ -453,13 +453,17 @@ class Client:
                           capabilities: dict[str, str] | None = None, trust: float = 0.5,
                           node_id: str | None = None, resources: dict | None = None, price_cpu_hour: float = 1.0,
                           price_gpu_hour: float = 10.0, labels: dict[str, str] | None = None,
-                          open_to: Iterable[str] = (), rtt_ms: float = 10.0, heartbeat_interval_s: float = 2.0,
+                          open_to: Iterable[str] = (), rtt_ms: float = 10.0, dispatch_ahead: int = 0,
+                          heartbeat_interval_s: float = 2.0,
                           nvml: Any = None, executor_key: str | Path | bytes | Ed25519PrivateKey | None = None
                           ) -> ExecutorSpec:
         """Start the executor's worker on ``node_id`` (default: this process's node) and register it.
 
         Resources default to what Ray's raylet on that node offers; the region defaults to the
-        node's ``region`` label. ``executor_key``: the key pair the worker signs its heartbeats and
+        node's ``region`` label. ``dispatch_ahead=k`` lets the head hand this executor up to ``1 + k``
+        times its resources at once; its worker queues what does not fit and starts it the moment
+        a task ends (more throughput for short jobs; a task handed over early waits there even if
+        a higher-priority one arrives later). ``executor_key``: the key pair the worker signs its heartbeats and
         usage reports with (a PEM file, text or key); a signing client makes a new one when none is
         given, and registers its public half as this executor's key."""
         node_id = node_id or ray.get_runtime_context().get_node_id()
@@ -477,7 +481,8 @@ class Client:
         spec = parse(ExecutorSpec, {"executor_id": executor_id, "coop_id": coop, "node_id": node_id, "region": region,
                                     "capabilities": capabilities or {}, "trust": trust, "resources": resources,
                                     "price_cpu_hour": price_cpu_hour, "price_gpu_hour": price_gpu_hour,
-                                    "labels": labels or {}, "open_to": list(open_to), "rtt_ms": rtt_ms},
+                                    "labels": labels or {}, "open_to": list(open_to), "rtt_ms": rtt_ms,
+                                    "dispatch_ahead": dispatch_ahead},
                      what="executor")
         signing = load_private_key(executor_key) if executor_key is not None else (
             generate_key() if self._key is not None else None)

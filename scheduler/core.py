@@ -304,8 +304,18 @@ class SchedulerCore:
         job.placement = placement
         job.attempts = entry.attempt
         job.started_at = now
-        job.move(now, _RUNNING, f"placed on {executor_id} (attempt {entry.attempt})")
+        reason = f"placed on {executor_id} (attempt {entry.attempt})"
+        if spec.dispatch_ahead and self._handed_ahead(row, spec):
+            reason += "; handed over ahead: it waits in that executor's own queue until a task there ends"
+        job.move(now, _RUNNING, reason)
         return placement
+
+    def _handed_ahead(self, row: int, spec: ExecutorSpec) -> bool:
+        """Whether the executor's tasks, this one included, ask for more than its resources (so this
+        one waits in the worker's queue): what is free counts down from ``1 + dispatch_ahead`` rounds."""
+        load, r, extra = self.table.row_load[row], spec.resources, spec.dispatch_ahead
+        return (load[0] < extra * r.cpus - 1e-9 or load[1] < extra * r.gpus - 1e-9
+                or load[2] < extra * r.memory_mb - 1e-9 or load[3] < extra * r.gpu_memory_mb - 1e-9)
 
     def _anything_free(self) -> bool:
         """Whether any active executor has a free CPU slice: if not, a full cluster skips the queue walk.
@@ -368,6 +378,7 @@ class SchedulerCore:
         self.changed_jobs.add(task.task_id)
         state = _OUTCOME_STATE[report.outcome]
         job.finished_at = self.clock()
+        job.started_at = report.started_at  # when it really started (it may have waited at the executor)
         job.charged = (measured.cpu_hours, measured.gpu_hours, measured.credit_amount)
         job.error = report.error
         job.wall_seconds = report.wall_seconds

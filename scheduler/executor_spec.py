@@ -11,6 +11,10 @@ from policies.versions import is_version
 from scheduler.tasks import ID_PATTERN, Resources
 
 
+MAX_DISPATCH_AHEAD = 16
+"""At most this many rounds of an executor's capacity wait in its worker's queue."""
+
+
 class ExecutorStatus(str, Enum):
     ACTIVE = "active"        # takes new work
     DRAINING = "draining"    # finishes what it runs, takes nothing new
@@ -40,6 +44,10 @@ class ExecutorSpec(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, max_length=64, examples=[{"rack": "b2"}])
     open_to: tuple[str, ...] = Field(default=(), max_length=1000, description=(
         "other coops whose members may use this executor ('*': every coop)"), examples=[["*"]])
+    dispatch_ahead: int = Field(default=0, ge=0, le=MAX_DISPATCH_AHEAD, description=(
+        "rounds of this executor's resources the head may hand over beyond what is free now: the worker "
+        "keeps them in its own queue and starts each the moment a running task ends (0: only what fits now)"),
+        examples=[2])
 
     @field_validator("capabilities")
     @classmethod

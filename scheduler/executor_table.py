@@ -9,6 +9,12 @@ changes (an executor joins, leaves, drains, goes offline or changes capabilities
 Per-row score features are absolute, not relative to the other executors, so the part
 of the score that does not depend on the task (trust, capacity, queue depth, RTT) is
 kept per weight vector and refreshed row by row as rows change.
+
+Dispatch ahead: an executor registered with ``dispatch_ahead=k`` may be handed ``1 + k`` times
+its resources at once; its worker queues what does not fit yet and starts it the moment a
+running task ends (see ``executors.worker``). The free columns count down from that ceiling
+(``row_totals``), so the fit masks and the capacity feature need nothing special; the total
+columns keep the real resources, which is what "fits this executor at all" is checked against.
 """
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ class ExecutorTable:
         # per row, as Python floats: (trust, capacity, queue depth, RTT score), kept by ``_refresh`` for
         # the few rows an explanation reads (no numpy scalar reads on the hot path)
         self.row_facts: list[tuple[float, float, float, float]] = []
-        self.row_totals: list[tuple[float, float, float, float]] = []  # (cpus, gpus, memory, GPU memory)
+        # per row, what may be handed over at once (cpus, gpus, memory, GPU memory): its resources times
+        # 1 + dispatch_ahead; the free columns count down from these, the total columns hold the resources
+        self.row_totals: list[tuple[float, float, float, float]] = []
         # per row, the load columns' values as Python floats, for reserve and release to read (a numpy
         # scalar read costs several list reads): [free cpus, gpus, memory, GPU memory, running, reported queue]
         self.row_load: list[list[float]] = []
@@ -96,11 +104,15 @@ class ExecutorTable:
         self.specs[row] = spec
         self.rows[spec.executor_id] = row
         self.node_rows.setdefault(spec.node_id or spec.executor_id, []).append(row)
-        r = spec.resources
-        self.total_cpus[row] = self.free_cpus[row] = r.cpus
-        self.total_gpus[row] = self.free_gpus[row] = r.gpus
-        self.total_mem[row] = self.free_mem[row] = r.memory_mb
-        self.total_gmem[row] = self.free_gmem[row] = r.gpu_memory_mb
+        r, rounds = spec.resources, 1 + spec.dispatch_ahead
+        self.total_cpus[row] = r.cpus
+        self.total_gpus[row] = r.gpus
+        self.total_mem[row] = r.memory_mb
+        self.total_gmem[row] = r.gpu_memory_mb
+        self.free_cpus[row] = r.cpus * rounds
+        self.free_gpus[row] = r.gpus * rounds
+        self.free_mem[row] = r.memory_mb * rounds
+        self.free_gmem[row] = r.gpu_memory_mb * rounds
         self.trust[row] = spec.trust
         self.running[row] = self.reported_queue[row] = self.gpu_util[row] = 0.0
         self.rtt_ms[row] = spec.rtt_ms
@@ -160,8 +172,9 @@ class ExecutorTable:
         row = self.rows[spec.executor_id]
         old = self.specs[row]
         assert old is not None
-        used = (old.resources.cpus - self.free_cpus[row], old.resources.gpus - self.free_gpus[row],
-                old.resources.memory_mb - self.free_mem[row], old.resources.gpu_memory_mb - self.free_gmem[row])
+        ceilings = self.row_totals[row]
+        used = (ceilings[0] - self.free_cpus[row], ceilings[1] - self.free_gpus[row],
+                ceilings[2] - self.free_mem[row], ceilings[3] - self.free_gmem[row])
         running, status = self.running[row], self.status[row]
         self.remove(spec.executor_id)
         new_row = self.add(spec)
@@ -183,7 +196,7 @@ class ExecutorTable:
     # -- load --------------------------------------------------------------------
     # reserve and release run once per placement and completion: they read and write the row's
     # scalars as Python floats (the same IEEE arithmetic numpy would do) and skip the columns a task
-    # does not use (free never exceeds total, so adding or subtracting nothing changes nothing)
+    # does not use (free never exceeds its ceiling, so adding or subtracting nothing changes nothing)
     def reserve(self, row: int, r: Resources) -> None:
         self.reserve_amounts(row, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))
 
@@ -320,8 +333,10 @@ class ExecutorTable:
 
     def _refresh(self, row: int) -> None:
         """Recompute one row's totals, facts and base scores after its registration or report changed."""
-        self.row_totals[row] = (self.total_cpus.item(row), self.total_gpus.item(row), self.total_mem.item(row),
-                                self.total_gmem.item(row))
+        spec = self.specs[row]
+        rounds = 1 + spec.dispatch_ahead if spec is not None else 1
+        self.row_totals[row] = (self.total_cpus.item(row) * rounds, self.total_gpus.item(row) * rounds,
+                                self.total_mem.item(row) * rounds, self.total_gmem.item(row) * rounds)
         self.row_facts[row] = (self.trust.item(row), 0.0, 0.0, rtt_score(self.rtt_ms.item(row)))  # load: below
         load = self._mirror_load(row)
         self._refresh_load(row, load[0], load[1], load[2], load[4])

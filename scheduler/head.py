@@ -22,6 +22,7 @@ from ray import cloudpickle
 from ray.exceptions import (ActorDiedError, ActorUnavailableError, ActorUnschedulableError, RayActorError,
                             RayError)
 
+from executors.worker import QUEUED
 from policies.reasons import Decision, unavailable
 from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.core import SchedulerCore
@@ -40,6 +41,7 @@ from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState, TaskSpec
 
 log = logging.getLogger("coopsched.head")
+_WITH_VALUE = (JobState.SUCCEEDED, JobState.FAILED)  # ended states whose attempt has a value (or TaskError)
 T = TypeVar("T")
 
 WATCH_INTERVAL_S = 1.0
@@ -79,6 +81,7 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         self._results: OrderedDict[str, list] = OrderedDict()
         self._changed: dict[str, asyncio.Event] = {}
         self._dispatched: dict[str, float] = {}
+        self._refs_wanted: dict[str, list[str]] = {}  # executor -> ended tasks whose result reference to fetch
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished jobs still in memory, oldest first
         self.keep_finished_jobs = max(0, int(keep_finished_jobs))
         self._watchdog: asyncio.Task | None = None
@@ -162,23 +165,27 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
     async def _on_main_loop(self, work: Awaitable[T]) -> T:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
 
+    # The writes of one call (reservations, payloads, job records, settlements) go to the store as one
+    # group commit (``store.batch``): one transaction per call instead of one per write.
     async def _submit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         self._ensure_watchdog()
-        decision = self._admit(task, payload, data_refs)
-        self._schedule()
-        self._persist()
+        with self.store.batch():
+            decision = self._admit(task, payload, data_refs)
+            self._schedule()
+            self._persist()
         return decision
 
     async def _submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
         self._ensure_watchdog()
         out: list[dict] = []
-        for task, payload, data_refs in items:
-            try:
-                out.append(self._admit(task, payload, data_refs))
-            except ValueError as exc:
-                out.append({"error": str(exc)})
-        self._schedule()
-        self._persist()
+        with self.store.batch():
+            for task, payload, data_refs in items:
+                try:
+                    out.append(self._admit(task, payload, data_refs))
+                except ValueError as exc:
+                    out.append({"error": str(exc)})
+            self._schedule()
+            self._persist()
         return out
 
     def _admit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
@@ -237,7 +244,7 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         try:
             if worker is None:
                 raise ActorUnavailableError(f"no worker actor for executor {executor_id}")
-            refs = await worker.start_many.remote([self._launch_spec(p) for p in group])
+            refs = await worker.start_many.remote([self._launch_spec(p) for p in group], self._capacity(executor_id))
             now = time.time()
             for p, ref in zip(group, refs):
                 task_id = p.task.task_id
@@ -246,7 +253,8 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
                     self.core.requeue(task_id, executor_id, f"worker {executor_id} refused it (already running it)")
                     continue
                 self._dispatched[task_id] = now
-                self._results[task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
+                if ref != QUEUED:  # queued there: its reference is fetched once it ended (_fetch_refs)
+                    self._results[task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
                 started += 1
         except (RayActorError, ActorUnavailableError, ActorUnschedulableError) as exc:
             self._lost(executor_id, f"worker of {executor_id} unreachable at dispatch ({type(exc).__name__})")
@@ -264,6 +272,13 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
                 job = self.core.job(task_id, explain=False)
                 if job is not None and job.state is JobState.RUNNING:
                     await self._cancel_on_worker(task_id)
+
+    def _capacity(self, executor_id: str) -> dict | None:
+        """The executor's resources, for its worker to start what fits and queue the rest."""
+        if executor_id not in self.core.table:
+            return None
+        r = self.core.table.spec(executor_id).resources
+        return {"cpus": r.cpus, "gpus": r.gpus, "memory_mb": r.memory_mb}
 
     def _worker(self, executor_id: str):
         handle = self._workers.get(executor_id)
@@ -299,9 +314,11 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         ``scheduler.head_auth``); a report not signed by the executor it names is refused, counted and
         charges nobody. A malformed report raises ``InvalidRequest`` naming the field."""
         self._ensure_watchdog()
-        settled = self._settle(report)
-        self._schedule()
-        self._persist()
+        with self.store.batch():
+            settled = self._settle(report)
+            self._fetch_refs()
+            self._schedule()
+            self._persist()
         return settled
 
     async def on_reports(self, reports: list[dict]) -> list[bool]:
@@ -310,14 +327,16 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         changed. A malformed item answers False (the tracker only forwards reports it validated)."""
         self._ensure_watchdog()
         answers = []
-        for report in reports:
-            try:
-                answers.append(self._settle(report))
-            except ValueError as exc:
-                log.warning("refused a malformed usage report in a batch: %s", exc)
-                answers.append(False)
-        self._schedule()
-        self._persist()
+        with self.store.batch():
+            for report in reports:
+                try:
+                    answers.append(self._settle(report))
+                except ValueError as exc:
+                    log.warning("refused a malformed usage report in a batch: %s", exc)
+                    answers.append(False)
+            self._fetch_refs()
+            self._schedule()
+            self._persist()
         return answers
 
     def _settle(self, report: dict) -> bool:
@@ -338,8 +357,35 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
             while len(self._results) > KEEP_RESULTS:
                 self._results.popitem(last=False)
             self._maybe_audit(task_id, report)
+            job = self.core.job(task_id, explain=False)
+            if task_id not in self._results and job is not None and job.state in _WITH_VALUE and job.executor_id:
+                self._refs_wanted.setdefault(job.executor_id, []).append(task_id)  # launched from its queue
+                return True  # waiters hear of it once the reference is here (_fetch_refs)
         self._notify(task_id)
         return record is not None
+
+    def _fetch_refs(self) -> None:
+        """Ask each worker, in one call, for the result references of the tasks it launched from its
+        own queue that just ended (their ``start`` answer had none); then wake their waiters."""
+        wanted, self._refs_wanted = self._refs_wanted, {}
+        for executor_id, task_ids in wanted.items():
+            self._loop.create_task(self._fetch_refs_of(executor_id, task_ids))
+
+    async def _fetch_refs_of(self, executor_id: str, task_ids: list[str]) -> None:
+        worker = self._worker(executor_id)
+        try:
+            refs = await worker.result_refs.remote(task_ids) if worker is not None else []
+        except RayError as exc:  # its waiters ask the worker themselves (wait_result), or learn it is gone
+            log.info("result references of %d task(s) not fetched from %s: %s", len(task_ids), executor_id,
+                     type(exc).__name__)
+            refs = []
+        for task_id, ref in zip(task_ids, refs):
+            if ref:
+                self._results[task_id] = ref
+        while len(self._results) > KEEP_RESULTS:
+            self._results.popitem(last=False)
+        for task_id in task_ids:
+            self._notify(task_id)
 
     def _maybe_audit(self, task_id: str, report: dict) -> None:
         """Sample the completed job into an audit record, off the dispatch path."""

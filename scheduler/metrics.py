@@ -118,8 +118,9 @@ class CoreCollector(Collector):
                 counts.setdefault((spec.coop_id, spec.region, s.value), 0)
             counts[(spec.coop_id, spec.region, status.value)] += 1
             key = (executor_id, spec.coop_id, spec.region)
-            columns["free_cpus"][key] = float(table.free_cpus[row])
-            columns["free_gpus"][key] = float(table.free_gpus[row])
+            ahead = spec.dispatch_ahead  # free counts down from (1 + ahead) x resources; report the real part
+            columns["free_cpus"][key] = max(0.0, float(table.free_cpus[row]) - ahead * spec.resources.cpus)
+            columns["free_gpus"][key] = max(0.0, float(table.free_gpus[row]) - ahead * spec.resources.gpus)
             columns["cpus"][key] = float(table.total_cpus[row])
             columns["gpus"][key] = float(table.total_gpus[row])
         yield _gauge("executors", "Registered executors by status (active, draining, offline).",

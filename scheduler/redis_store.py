@@ -48,6 +48,7 @@ their message names the store URL (password hidden).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable, Iterable
@@ -140,6 +141,10 @@ class RedisStore:
 
     def _k(self, *parts: object) -> str:
         return self.prefix + ":".join(_esc(p) for p in parts)
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Nothing to group: every write here is already one atomic command or script."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -18,6 +18,7 @@ Each store may be used from any thread: every operation holds the store's lock.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -30,6 +31,8 @@ from typing import Any
 from scheduler.ledger import Cost, ReserveResult, fits
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
+
+log = logging.getLogger("coopsched.store")
 
 SCHEMA_VERSION = 2
 """1: the first schema; 2: ``held``, the open reservations' sums per member and month, kept by triggers
@@ -159,13 +162,13 @@ class SqliteStore:
             with _MEMORY_LOCK:
                 shared = _MEMORY.get(url)
                 if shared is None:
-                    shared = _MEMORY[url] = _Shared(_connect(":memory:"), threading.Lock(), 0)
+                    shared = _MEMORY[url] = _Shared(_connect(":memory:"), threading.RLock(), 0)
                 shared.users += 1
             self._conn, self._lock = shared.conn, shared.lock
         elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
             path = Path(url[len("sqlite:///"):])
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn, self._lock = _connect(str(path)), threading.Lock()
+            self._conn, self._lock = _connect(str(path)), threading.RLock()
         else:
             raise _bad_url(url)
         try:
@@ -207,6 +210,29 @@ class SqliteStore:
                     shared.conn.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: the writes made inside, by this thread, commit together in one transaction
+        (one COMMIT instead of one each). Each write keeps its own atomicity (a failed one rolls back
+        to its savepoint alone), and if the block raises, what was written before is still committed,
+        as it would have been without the batch. Other threads wait for the batch to end."""
+        with self._lock:
+            db = self._conn
+            if db.in_transaction:  # already inside this thread's batch
+                yield
+                return
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:  # e.g. locked past the busy timeout: each write then tries on its own
+                log.warning("no batch (%s); writing one by one", exc)
+                yield
+                return
+            try:
+                yield
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back if it raises."""
         with self._transaction("BEGIN IMMEDIATE") as db:
@@ -222,6 +248,16 @@ class SqliteStore:
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
             db = self._conn
+            if db.in_transaction:  # inside this thread's batch (the lock is held across a transaction)
+                db.execute("SAVEPOINT one")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK TO one")
+                    db.execute("RELEASE one")
+                    raise
+                db.execute("RELEASE one")
+                return
             db.execute(begin)
             try:
                 yield db

@@ -18,6 +18,7 @@ backend adds and subtracts exactly.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +63,7 @@ class StateStore(Protocol):
     shared: bool  # several heads may use this store at once (Redis); they then share the nonces they saw
 
     def close(self) -> None: ...
+    def batch(self) -> AbstractContextManager[None]: ...  # group commit of the writes inside (see SqliteStore)
 
     # -- policies: every set is a new version; removal deactivates, history stays
     def put_policy(self, coop_id: str, policy: dict, author: str, at: float, note: str = "") -> PolicyVersion: ...

@@ -59,16 +59,23 @@ class Tracker:
             raise InvalidRequest("usage reports", [FieldError(
                 "items", type(items).__name__, "a list of [report, signature or null] pairs",
                 '[[{"task_id": "job-7f3a", ...}, null]]')])
-        answers = []
-        for item in items:
-            report, signed = item if isinstance(item, (list, tuple)) and len(item) == 2 else (item, None)
-            try:
-                answers.append(await self._accept(report, signed))
-            except InvalidRequest:
-                answers.append(False)
-        return answers
+        answers: list[bool | dict] = []
+        with self.store.batch():  # one group commit for the lot
+            for item in items:
+                report, signed = item if isinstance(item, (list, tuple)) and len(item) == 2 else (item, None)
+                try:
+                    answers.append(self._store(report, signed))
+                except InvalidRequest:
+                    answers.append(False)
+        return [answer if isinstance(answer, bool) else await self._differs(answer) for answer in answers]
 
     async def _accept(self, report: dict, signed: dict | None) -> bool:
+        answer = self._store(report, signed)
+        return answer if isinstance(answer, bool) else await self._differs(answer)
+
+    def _store(self, report: dict, signed: dict | None) -> bool | dict:
+        """Validate and store one report: True if stored now or a resend of what is stored; the report
+        (as stored data) if a *different* one is stored for the same attempt (see ``_differs``)."""
         try:
             r = parse(UsageReport, report, what="usage report")
         except InvalidRequest as exc:
@@ -77,14 +84,15 @@ class Tracker:
         data = r.model_dump(mode="json")
         if signed is not None:
             data["signed"] = signed
-        key = (r.task_id, r.attempt)
         if self.store.put_report(data):
-            self._unforwarded[key] = data
+            self._unforwarded[(r.task_id, r.attempt)] = data
             self._forward_now.set()
             return True
         stored = next((s for s in self.store.reports(r.task_id) if s.get("attempt", 1) == r.attempt), None)
-        if stored is None or stored == data:
-            return True  # a resend of what is stored
+        return True if stored is None or stored == data else data  # True: a resend of what is stored
+
+    async def _differs(self, data: dict) -> bool:
+        key = (data["task_id"], data.get("attempt", 1))
         # A different report for the same attempt: e.g. a forged one (from another executor, or unsigned)
         # reached the inbox first. It is not stored over the first; the head, which verifies signatures and
         # knows where the attempt runs, decides. "Yes" only once the head has it, so the worker resends.

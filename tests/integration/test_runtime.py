@@ -192,3 +192,51 @@ def test_the_tracker_answers_a_batch_of_reports_item_by_item(coop):
     assert client.usage(BANK, "kim") == before
     with pytest.raises(ray.exceptions.RayTaskError, match="items"):
         ray.get(tracker.report_many.remote("not a list"))
+
+
+AHEAD = "queue:it"
+
+
+def sleep_and_time(seconds: float) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
+@pytest.fixture(scope="module")
+def ahead(coop):
+    """One executor of 1 CPU that takes two rounds ahead (``dispatch_ahead=2``), for its own coop."""
+    client, node_of = coop
+    client.set_policy({"coop_id": AHEAD, "default_quota": {"cpu_hours_per_month": 100, "max_concurrent_tasks": 10}})
+    client.register_executor("ahead-1", coop=AHEAD, node_id=node_of["lab-eu-2"], resources={"cpus": 1},
+                             dispatch_ahead=2, heartbeat_interval_s=0.5)
+    return client
+
+
+def test_an_executor_taking_work_ahead_runs_it_in_turn_and_charges_each_job_its_own_run(ahead):
+    client = ahead
+    handles = client.map(sleep_and_time, [0.4] * 3, coop=AHEAD, member="lena", max_runtime_s=60)
+    time.sleep(0.3)
+    states = [h.status() for h in handles]
+    assert [s.state.value for s in states] == ["running"] * 3  # all three handed over at once
+    assert sum("handed over ahead" in s.reason for s in states) == 2
+    windows = client.gather(handles, timeout=60)  # two values come from the worker's queue (result_refs)
+    for (_, ended), (started, _) in zip(windows, windows[1:]):
+        assert started >= ended - 0.01  # one CPU: one after another
+    for h, (started, ended) in zip(handles, windows):
+        status = wait_state(h, "succeeded")
+        assert status.started_at == pytest.approx(started, abs=0.2)  # its real start, not its hand-over
+        assert status.charged_cpu_hours == pytest.approx((ended - started) / 3600, abs=2e-4)
+
+
+def test_a_job_cancelled_while_it_waits_at_the_executor_is_charged_nothing(ahead):
+    client = ahead
+    running, waiting = client.map(sleep_and_time, [1.0, 0.1], coop=AHEAD, member="mona", max_runtime_s=60)
+    time.sleep(0.3)
+    assert "handed over ahead" in waiting.status().reason
+    waiting.cancel()
+    with pytest.raises(JobCancelled):
+        waiting.result(timeout=30)
+    assert wait_state(waiting, "cancelled").charged_cpu_hours == 0.0
+    started, ended = running.result(timeout=30)
+    assert settled(client, AHEAD, "mona").cpu_hours == pytest.approx((ended - started) / 3600, abs=2e-4)

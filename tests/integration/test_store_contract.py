@@ -256,6 +256,53 @@ def test_data_survives_reopening(durable_url):
     again.close()
 
 
+def test_a_batch_of_writes_lands_whole_and_keeps_each_write_atomic(durable_url):
+    s = open_store(durable_url)
+    with s.batch():
+        s.put_job("a", {"task_id": "a", "coop_id": "c", "member": "m", "state": "queued", "submitted_at": 1.0})
+        assert s.reserve("a", "c", "m", P, Cost(1, 0, 0)) is not None
+        assert s.get_job("a")["state"] == "queued"  # the batch reads its own writes
+        with pytest.raises(TypeError):
+            s.put_job("b", {"task_id": "b", "state": object()})  # fails alone: nothing of it is written
+        with s.batch():  # a batch inside a batch joins it
+            assert s.put_report({"task_id": "a", "attempt": 1, "executor_id": "e"})
+    s.close()
+    again = open_store(durable_url)
+    assert again.get_job("a")["state"] == "queued" and again.get_job("b") is None
+    assert again.standing("c", "m", P)[1] == Cost(1, 0, 0) and len(again.reports("a")) == 1
+    again.close()
+
+
+def test_what_a_failed_batch_wrote_before_it_failed_is_kept(durable_url):
+    s = open_store(durable_url)
+    with pytest.raises(RuntimeError):
+        with s.batch():
+            s.put_job("kept", {"task_id": "kept", "coop_id": "c", "member": "m", "state": "queued",
+                               "submitted_at": 1.0})
+            raise RuntimeError("a bug after the first write")
+    assert s.get_job("kept")["state"] == "queued"  # as if written without the batch
+    s.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])  # Redis: every write is atomic alone, a batch groups none
+def test_other_threads_never_see_half_a_batch(kind, request, tmp_path):
+    url = _url(kind, request, tmp_path)
+    writer, reader = open_store(url), open_store(url)
+    seen: list = []
+    job = {"task_id": "x", "coop_id": "c", "member": "m", "submitted_at": 1.0}
+    with writer.batch():
+        writer.put_job("x", {**job, "state": "queued"})
+        t = threading.Thread(target=lambda: seen.append(reader.get_job("x")))
+        t.start()
+        t.join(0.3)  # a file: the reader sees the last commit at once; memory (one connection): it waits
+        writer.put_job("x", {**job, "state": "running"})
+    t.join(5)
+    assert len(seen) == 1 and (seen[0] is None or seen[0]["state"] == "running")  # never the half-done "queued"
+    assert reader.get_job("x")["state"] == "running"
+    writer.close()
+    reader.close()
+
+
 def test_bad_url_is_a_clear_error():
     from policies.validation import InvalidRequest
     with pytest.raises(InvalidRequest, match="sqlite:///PATH"):

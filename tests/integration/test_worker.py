@@ -300,3 +300,45 @@ def test_start_many_with_one_malformed_spec_launches_none(executor: Executor) ->
         ray.get(executor.worker.start_many.remote([good, bad]), timeout=30)
     assert ray.get(executor.worker.running.remote()) == []
     assert ray.get(executor.worker.result_ref.remote(good["task_id"])) is None
+
+
+def sleep_and_time(seconds: float) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
+def test_with_its_capacity_given_the_worker_starts_what_fits_and_queues_the_rest(executor: Executor) -> None:
+    specs = [make_spec(sleep_and_time, 0.4) for _ in range(3)]
+    answers = ray.get(executor.worker.start_many.remote(specs, {"cpus": 1}), timeout=30)
+    assert isinstance(answers[0][0], ray.ObjectRef) and answers[1:] == ["queued", "queued"]
+    assert set(ray.get(executor.worker.running.remote())) == {s["task_id"] for s in specs}  # queued count too
+    assert ray.get(executor.worker.ping.remote())["queued"] == 2
+    reports = [report_for(executor.tracker, s["task_id"]) for s in specs]
+    refs = ray.get(executor.worker.result_refs.remote([s["task_id"] for s in specs]))
+    windows = [ray.get(r[0], timeout=30) for r in refs]
+    for (_, ended), (started, _) in zip(windows, windows[1:]):
+        assert started >= ended - 0.01  # one after another, in the order handed over
+    for report, (started, ended) in zip(reports, windows):
+        assert report.outcome == "succeeded"
+        assert report.started_at == pytest.approx(started, abs=0.1)  # charged from its start, not its arrival
+        assert report.cpu_seconds == pytest.approx(ended - started, abs=0.15)
+
+
+def test_a_queued_task_cancelled_before_it_starts_is_reported_having_used_nothing(executor: Executor) -> None:
+    running, queued = make_spec(sleep_and_time, 1.0), make_spec(sleep_and_time, 0.1)
+    assert ray.get(executor.worker.start_many.remote([running, queued], {"cpus": 1}))[1] == "queued"
+    assert ray.get(executor.worker.cancel.remote(queued["task_id"])) is True
+    report = report_for(executor.tracker, queued["task_id"])
+    assert report.outcome == "cancelled" and report.cpu_seconds == 0.0 and "never started" in report.error
+    assert ray.get(executor.worker.result_ref.remote(queued["task_id"])) is None
+    assert report_for(executor.tracker, running["task_id"]).outcome == "succeeded"
+
+
+@pytest.mark.parametrize("bad, field", [({"cpus": -1}, "cpus"), ({"cpus": "many"}, "cpus"), ([1], "Resources")])
+def test_a_bad_capacity_is_refused_with_the_field_named_and_nothing_starts(executor: Executor, bad: Any,
+                                                                              field: str) -> None:
+    spec = make_spec(where_am_i)
+    with pytest.raises(ray.exceptions.RayTaskError, match=field):
+        ray.get(executor.worker.start_many.remote([spec], bad), timeout=30)
+    assert ray.get(executor.worker.running.remote()) == []

@@ -1,0 +1,112 @@
+"""Dispatch ahead: an executor registered with ``dispatch_ahead=k`` is handed up to ``1 + k`` rounds of
+its resources; the executor starts what fits and queues the rest (core + simulated executors, no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from policies.validation import InvalidRequest
+from scheduler.metrics import SchedulerMetrics
+from scheduler.tasks import JobState
+from tests.builders import START, make_executor, make_policy, make_sim, make_task
+
+
+@pytest.mark.parametrize("ahead, cpus, placed_now", [
+    (0, 1, 1),   # only what fits now
+    (1, 1, 2),   # one round ahead
+    (3, 1, 4),
+    (2, 2, 6),   # rounds of the executor's resources, not a count of tasks
+])
+def test_an_executor_is_handed_one_plus_k_rounds_of_its_resources(ahead, cpus, placed_now):
+    sim = make_sim(make_policy(), [make_executor("one", cpus=cpus, dispatch_ahead=ahead)])
+    ids = [sim.submit(make_task(cpus=1), duration_s=60).task_id for _ in range(8)]
+    assert len(sim.step()) == placed_now
+    assert [sim.core.job(i).state for i in ids].count(JobState.RUNNING) == placed_now
+    assert sim.core.job(ids[-1]).state is JobState.QUEUED
+    assert "waiting for a free executor" in sim.core.job(ids[-1]).reason
+    assert len(sim.waiting("one")) == placed_now - cpus  # handed over, waiting at the executor itself
+
+
+def test_a_task_bigger_than_the_executor_is_refused_whatever_it_may_be_handed():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=1, dispatch_ahead=3)])
+    decision = sim.submit(make_task(cpus=2))
+    assert not decision.admitted and "1 too small for 2 CPU" in decision.reasons[0].message
+
+
+def test_handed_over_tasks_start_one_after_another_and_are_charged_their_own_run():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=1, dispatch_ahead=2)])
+    ids = [sim.submit(make_task(cpus=1, runtime=600), duration_s=60).task_id for _ in range(3)]
+    sim.step()
+    assert "handed over ahead" not in sim.core.job(ids[0]).reason
+    assert "handed over ahead" in sim.core.job(ids[1]).reason and "own queue" in sim.core.job(ids[2]).reason
+    sim.run()
+    jobs = [sim.core.job(i) for i in ids]
+    assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 3
+    assert [j.started_at for j in jobs] == [START, START + 60, START + 120]  # the real start, from the report
+    assert [j.charged_cpu_hours for j in jobs] == [pytest.approx(60 / 3600, abs=1e-5)] * 3
+    usage = sim.core.usage("coop", "alice")
+    assert usage.cpu_hours == pytest.approx(180 / 3600, abs=1e-5) and usage.reserved_cpu_hours == 0.0
+
+
+def test_cancelling_a_task_waiting_at_the_executor_charges_nothing_and_the_next_one_moves_up():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=1, dispatch_ahead=2)])
+    first, second, third = (sim.submit(make_task(cpus=1, runtime=600), duration_s=60).task_id for _ in range(3))
+    sim.step()
+    sim.cancel(second)
+    cancelled = sim.core.job(second)
+    assert cancelled.state is JobState.CANCELLED and cancelled.charged_cpu_hours == 0.0
+    assert sim.waiting("one") == [third]
+    sim.run()
+    assert sim.core.job(third).started_at == START + 60
+    assert sim.core.usage("coop", "alice").cpu_hours == pytest.approx(120 / 3600, abs=1e-5)
+
+
+def test_placement_prefers_the_executor_with_the_shorter_queue():
+    sim = make_sim(make_policy(), [make_executor("a", cpus=1, dispatch_ahead=3, trust=0.9),
+                                   make_executor("b", cpus=1, dispatch_ahead=3, trust=0.5)])
+    ids = [sim.submit(make_task(cpus=1), duration_s=60).task_id for _ in range(4)]
+    sim.step()
+    on = [sim.core.job(i).executor_id for i in ids]
+    assert on.count("a") >= 1 and on.count("b") >= 1  # capacity and queue depth spread them out
+
+
+def test_re_registering_keeps_what_was_handed_over():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=1, dispatch_ahead=1)])
+    ids = [sim.submit(make_task(cpus=1), duration_s=60).task_id for _ in range(3)]
+    assert len(sim.step()) == 2
+    sim.core.register_executor(make_executor("one", cpus=1, dispatch_ahead=1, trust=0.9))
+    assert sim.step() == []  # still two handed over: nothing more fits
+    sim.run()
+    assert all(sim.core.job(i).state is JobState.SUCCEEDED for i in ids)
+    assert sim.core.table.row_load[sim.core.table.rows["one"]][0] == pytest.approx(2.0)  # all free again
+
+
+def test_free_cpus_gauge_counts_only_the_real_resources():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=2, dispatch_ahead=2)])
+    metrics = SchedulerMetrics(sim.core)
+
+    def free() -> float:
+        for family in text_string_to_metric_families(metrics.exposition()):
+            for s in family.samples:
+                if s.name == "coopsched_executor_free_cpus":
+                    return s.value
+        raise AssertionError("no coopsched_executor_free_cpus sample")
+
+    assert free() == 2.0
+    sim.submit(make_task(cpus=1), duration_s=60)
+    sim.step()
+    assert free() == 1.0
+    for _ in range(4):
+        sim.submit(make_task(cpus=1), duration_s=60)
+    sim.step()
+    assert free() == 0.0  # two running, three waiting at the executor: never below zero
+
+
+@pytest.mark.parametrize("bad", [-1, 17, "two", 1.5])
+def test_a_bad_dispatch_ahead_names_the_field(bad):
+    sim = make_sim(make_policy())
+    with pytest.raises(InvalidRequest) as err:
+        sim.core.register_executor({"executor_id": "x", "coop_id": "coop", "region": "us-west",
+                                    "resources": {"cpus": 1}, "dispatch_ahead": bad})
+    assert "dispatch_ahead" in str(err.value) and repr(bad).strip("'") in str(err.value)
