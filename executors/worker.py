@@ -191,7 +191,7 @@ class ExecutorWorker:
     """Runs tasks for one executor on its own node; create it with :func:`start_worker`.
 
     Methods callable through the actor handle: ``start``, ``start_many``, ``cancel``, ``result_ref``,
-    ``result_refs``, ``report_of``, ``forget``, ``running``, ``unsent_reports``, ``ping``.
+    ``result_refs``, ``report_of``, ``missing``, ``forget``, ``running``, ``unsent_reports``, ``ping``.
     """
 
     async def __init__(  # type: ignore[misc]  # Ray runs an async actor's __init__ on its loop
@@ -354,6 +354,15 @@ class ExecutorWorker:
             raise TypeError(f"result_refs takes a list of task ids; received {type(task_ids).__name__}; "
                             f"e.g. ['job-7f3a']")
         return [await self.result_ref(task_id) for task_id in task_ids]
+
+    async def missing(self, task_ids: list[str]) -> list[str]:
+        """Those of ``task_ids`` this worker neither runs, nor queues, nor holds the report of: a
+        restarted worker has lost them (the head's watchdog asks this once a round)."""
+        if not isinstance(task_ids, list):
+            raise TypeError(f"missing takes a list of task ids; received {type(task_ids).__name__}; "
+                            f"e.g. ['job-7f3a']")
+        return [t for t in task_ids if t not in self._running and t not in self._queued
+                and (self._finished.get(t) is None or self._finished[t].report is None)]
 
     async def report_of(self, task_id: str) -> dict[str, Any] | None:
         """The UsageReport (as a dict) of an ended attempt, until ``forget(task_id)``."""

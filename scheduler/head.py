@@ -82,6 +82,7 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         self._changed: dict[str, asyncio.Event] = {}
         self._dispatched: dict[str, float] = {}
         self._refs_wanted: dict[str, list[str]] = {}  # executor -> ended tasks whose result reference to fetch
+        self._fetching: set[str] = set()  # ended tasks whose result reference is being fetched (_fetch_refs)
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished jobs still in memory, oldest first
         self.keep_finished_jobs = max(0, int(keep_finished_jobs))
         self._watchdog: asyncio.Task | None = None
@@ -360,6 +361,7 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
             job = self.core.job(task_id, explain=False)
             if task_id not in self._results and job is not None and job.state in _WITH_VALUE and job.executor_id:
                 self._refs_wanted.setdefault(job.executor_id, []).append(task_id)  # launched from its queue
+                self._fetching.add(task_id)
                 return True  # waiters hear of it once the reference is here (_fetch_refs)
         self._notify(task_id)
         return record is not None
@@ -375,17 +377,18 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         worker = self._worker(executor_id)
         try:
             refs = await worker.result_refs.remote(task_ids) if worker is not None else []
+            for task_id, ref in zip(task_ids, refs):
+                if ref:
+                    self._results[task_id] = ref
+            while len(self._results) > KEEP_RESULTS:
+                self._results.popitem(last=False)
         except RayError as exc:  # its waiters ask the worker themselves (wait_result), or learn it is gone
             log.info("result references of %d task(s) not fetched from %s: %s", len(task_ids), executor_id,
                      type(exc).__name__)
-            refs = []
-        for task_id, ref in zip(task_ids, refs):
-            if ref:
-                self._results[task_id] = ref
-        while len(self._results) > KEEP_RESULTS:
-            self._results.popitem(last=False)
-        for task_id in task_ids:
-            self._notify(task_id)
+        finally:
+            for task_id in task_ids:
+                self._fetching.discard(task_id)
+                self._notify(task_id)
 
     def _maybe_audit(self, task_id: str, report: dict) -> None:
         """Sample the completed job into an audit record, off the dispatch path."""
@@ -567,9 +570,7 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
             try:
                 if worker is None:
                     raise ActorDiedError()
-                alive = set(await asyncio.wait_for(worker.running.remote(), PING_TIMEOUT_S))
-                missing = [t for t in dispatched if t not in alive
-                           and await worker.report_of.remote(t) is None]
+                missing = await asyncio.wait_for(worker.missing.remote(sorted(dispatched)), PING_TIMEOUT_S)
             except (RayError, asyncio.TimeoutError) as exc:  # died, unschedulable (its node is gone), hung
                 self._lost(executor_id, f"worker of {executor_id} died ({type(exc).__name__})")
                 continue

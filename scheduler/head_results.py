@@ -88,9 +88,11 @@ class ResultDelivery:
                     return answer
             else:
                 ref = self._results.get(task_id) if job.state in _WITH_RESULT else None
-                if ref is None and job.state in (JobState.SUCCEEDED, JobState.FAILED) and job.executor_id:
+                fetching = ref is None and task_id in self._fetching  # on its way from the worker (Head._fetch_refs)
+                if ref is None and not fetching and job.state in (JobState.SUCCEEDED, JobState.FAILED) \
+                        and job.executor_id:
                     ref = await self._ref_from_worker(task_id, job.executor_id)
-                if ref is not None or job.state.finished:
+                if ref is not None or (job.state.finished and not fetching):
                     return {"state": job.state.value, "ref": ref, "error": job.error, "attempt": job.attempts}
             remaining = deadline - time.time()
             if remaining <= 0:

@@ -342,3 +342,13 @@ def test_a_bad_capacity_is_refused_with_the_field_named_and_nothing_starts(execu
     with pytest.raises(ray.exceptions.RayTaskError, match=field):
         ray.get(executor.worker.start_many.remote([spec], bad), timeout=30)
     assert ray.get(executor.worker.running.remote()) == []
+
+
+def test_missing_names_only_the_tasks_the_worker_has_no_trace_of(executor: Executor) -> None:
+    done, running = make_spec(where_am_i), make_spec(sleep_and_time, 1.0)
+    executor.run(done)
+    assert ray.get(executor.worker.start_many.remote([running], {"cpus": 1}))[0]
+    assert ray.get(executor.worker.missing.remote([done["task_id"], running["task_id"], "never-seen"])) == [
+        "never-seen"]
+    with pytest.raises(ray.exceptions.RayTaskError, match="list of task ids"):
+        ray.get(executor.worker.missing.remote("job-7f3a"))
