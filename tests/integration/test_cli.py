@@ -42,6 +42,13 @@ def test_a_coop_administered_from_the_command_line(head, capsys, tmp_path):
     assert code == 0 and "joined coop timebank:seattle in us-west" in out
     assert run_json(capsys, "executor", "list")[0]["capabilities"] == {"secure-execution": "2.1"}
     assert run(capsys, "executor", "set-trust", "cli-1", "0.9")[1].strip() == "executor cli-1: trust 0.9"
+    code, _, err = run(capsys, "executor", "join", "--id", "cli-2", "--coop", COOP, "--region", "us-west",
+                       "--dispatch-ahead", "lots")
+    assert code == 2 and "--dispatch-ahead takes a whole number from 0 to 16" in err and "'lots'" in err
+    code, out, _ = run(capsys, "executor", "join", "--id", "cli-2", "--coop", COOP, "--region", "us-west",
+                       "--dispatch-ahead", "2", "--json")
+    assert code == 0 and json.loads(out)["dispatch_ahead"] == 2
+    assert run(capsys, "executor", "remove", "cli-2")[0] == 0
 
     code, out, err = run(capsys, "job", "submit", "math:factorial", "--args", "[5]", "--coop", COOP,
                          "--member", "did:icn:alice", "--max-runtime", "60", "--wait")

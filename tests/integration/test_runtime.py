@@ -240,3 +240,19 @@ def test_a_job_cancelled_while_it_waits_at_the_executor_is_charged_nothing(ahead
     assert wait_state(waiting, "cancelled").charged_cpu_hours == 0.0
     started, ended = running.result(timeout=30)
     assert settled(client, AHEAD, "mona").cpu_hours == pytest.approx((ended - started) / 3600, abs=2e-4)
+
+
+def test_a_worker_killed_with_jobs_in_its_queue_runs_them_all_again_each_charged_once(ahead):
+    client = ahead
+    handles = client.map(sleep_and_time, [1.5, 0.2, 0.2], coop=AHEAD, member="nina", max_runtime_s=60,
+                         max_retries=2)
+    wait_state(handles[0], "running")
+    time.sleep(0.5)  # the first runs, the other two wait in the worker's queue
+    ray.kill(ray.get_actor(worker_name("ahead-1"), namespace=NS), no_restart=False)
+    assert len(client.gather(handles, timeout=120)) == 3
+    statuses = [wait_state(h, "succeeded") for h in handles]
+    assert [s.attempts for s in statuses] == [2, 2, 2]  # the running one and both queued were lost with it
+    usage = settled(client, AHEAD, "nina")
+    assert usage.tasks_completed == 3  # the lost attempts are free
+    # usage is kept in hours to 6 decimals: 3.6 ms per job at most
+    assert usage.cpu_hours * 3600 == pytest.approx(sum(s.wall_seconds for s in statuses), abs=3 * 0.0036)
