@@ -563,6 +563,13 @@ class SchedulerCore:
     def running_on(self, executor_id: str) -> set[str]:
         return set(self._on_executor.get(executor_id, ()))
 
+    def is_placed(self, task_id: str, executor_id: str, attempt: int) -> bool:
+        """Whether this attempt of the task is still the one placed on that executor (not lost,
+        requeued or cancelled since): cheaper than building its status."""
+        job = self._jobs.get(task_id)
+        return job is not None and job.state is _RUNNING and job.placement is not None \
+            and job.placement.executor_id == executor_id and job.placement.attempt == attempt
+
     def reasons_of(self, task_id: str) -> tuple[Reason, ...]:
         job = self._jobs.get(task_id)
         return job.decision.reasons if job else ()

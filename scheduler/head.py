@@ -83,6 +83,7 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         self._dispatched: dict[str, float] = {}
         self._refs_wanted: dict[str, list[str]] = {}  # executor -> ended tasks whose result reference to fetch
         self._fetching: set[str] = set()  # ended tasks whose result reference is being fetched (_fetch_refs)
+        self._outbox: dict[str, list[Placement]] = {}  # executor -> placed, not yet sent (while a call is out)
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished jobs still in memory, oldest first
         self.keep_finished_jobs = max(0, int(keep_finished_jobs))
         self._watchdog: asyncio.Task | None = None
@@ -220,16 +221,35 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
 
     # ------------------------------------------------------------------ dispatch
     def _schedule(self) -> None:
-        """Place what fits and start dispatching it, one call per executor."""
+        """Place what fits and dispatch it: one call per executor at a time. What is placed on an
+        executor while a call to it is in flight goes in its next call (as the tracker forwards
+        reports), so a stream of single submissions makes one call per round trip, not one per job,
+        and an idle executor's first job goes at once."""
         started = time.perf_counter()
         placements = self.core.schedule()
         self.metrics.placed(len(placements), time.perf_counter() - started)
-        by_executor: dict[str, list[Placement]] = {}
         for p in placements:
-            by_executor.setdefault(p.executor_id, []).append(p)
-        loop = asyncio.get_running_loop()
-        for executor_id, group in by_executor.items():
-            loop.create_task(self._dispatch(executor_id, group))
+            outbox = self._outbox.get(p.executor_id)
+            if outbox is None:
+                self._outbox[p.executor_id] = [p]
+                self._loop.create_task(self._send(p.executor_id))
+            else:
+                outbox.append(p)
+
+    async def _send(self, executor_id: str) -> None:
+        """Dispatch the executor's outbox, then what was placed there meanwhile, until it is empty."""
+        try:
+            while self._outbox.get(executor_id):
+                group, self._outbox[executor_id] = self._outbox[executor_id], []
+                group = [p for p in group if self.core.is_placed(p.task.task_id, executor_id, p.attempt)]  # lost,
+                # cancelled or requeued while it waited: dropped
+                if group:
+                    await self._dispatch(executor_id, group)
+        finally:
+            if not self._outbox.get(executor_id):
+                self._outbox.pop(executor_id, None)
+            else:  # _dispatch raised (a bug): keep the rest moving
+                self._loop.create_task(self._send(executor_id))
 
     def _launch_spec(self, p: Placement) -> dict:
         task = p.task

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.waiting import settled, wait_state
+from tests.waiting import settled, wait_for, wait_state
 
 ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
@@ -256,3 +256,39 @@ def test_a_worker_killed_with_jobs_in_its_queue_runs_them_all_again_each_charged
     assert usage.tasks_completed == 3  # the lost attempts are free
     # usage is kept in hours to 6 decimals: 3.6 ms per job at most
     assert usage.cpu_hours * 3600 == pytest.approx(sum(s.wall_seconds for s in statuses), abs=3 * 0.0036)
+
+
+@ray.remote(num_cpus=0)
+class SlowWorker:
+    """Stands in for an executor's worker: answers every dispatch after 0.5 s and remembers each batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    async def start_many(self, specs, capacity=None):
+        import asyncio
+        self.batches.append([s["task_id"] for s in specs])
+        await asyncio.sleep(0.5)
+        return [[ray.put(None)] for _ in specs]
+
+    async def missing(self, task_ids):
+        return []  # it holds them all (the watchdog asks)
+
+    async def seen(self):
+        return self.batches
+
+
+def test_what_is_placed_while_a_dispatch_is_in_flight_goes_in_the_next_call(coop):
+    client, node_of = coop
+    client.set_policy({"coop_id": "slow:it", "default_quota": {"cpu_hours_per_month": 100,
+                                                               "max_concurrent_tasks": 10}})
+    worker = SlowWorker.options(name=worker_name("slow-1"), namespace=NS).remote()
+    client.register_executor("slow-1", coop="slow:it", node_id=node_of["lab-ap"], resources={"cpus": 8})
+    try:
+        first = client.submit(where_am_i, coop="slow:it", member="olga", max_runtime_s=60)
+        time.sleep(0.2)  # its dispatch is in flight now
+        rest = [client.submit(where_am_i, coop="slow:it", member="olga", max_runtime_s=60) for _ in range(4)]
+        batches = wait_for(lambda: len(b := ray.get(worker.seen.remote())) >= 2 and b, 10.0, "two dispatch calls")
+        assert batches == [[first.id], [h.id for h in rest]]  # one call for the four, not four
+    finally:
+        client.remove_executor("slow-1")
