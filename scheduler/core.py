@@ -563,6 +563,11 @@ class SchedulerCore:
     def running_on(self, executor_id: str) -> set[str]:
         return set(self._on_executor.get(executor_id, ()))
 
+    def state_of(self, task_id: str) -> JobState | None:
+        """The job's state (None for a job this core does not hold), without building its status."""
+        job = self._jobs.get(task_id)
+        return job.state if job is not None else None
+
     def is_placed(self, task_id: str, executor_id: str, attempt: int) -> bool:
         """Whether this attempt of the task is still the one placed on that executor (not lost,
         requeued or cancelled since): cheaper than building its status."""

@@ -378,9 +378,9 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
             while len(self._results) > KEEP_RESULTS:
                 self._results.popitem(last=False)
             self._maybe_audit(task_id, report)
-            job = self.core.job(task_id, explain=False)
-            if task_id not in self._results and job is not None and job.state in _WITH_VALUE and job.executor_id:
-                self._refs_wanted.setdefault(job.executor_id, []).append(task_id)  # launched from its queue
+            if task_id not in self._results and self.core.state_of(task_id) in _WITH_VALUE:
+                # launched from its worker's queue (core.complete checked the report's executor is the job's)
+                self._refs_wanted.setdefault(report["executor_id"], []).append(task_id)
                 self._fetching.add(task_id)
                 return True  # waiters hear of it once the reference is here (_fetch_refs)
         self._notify(task_id)
