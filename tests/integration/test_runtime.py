@@ -216,7 +216,6 @@ def ahead(coop):
 def test_an_executor_taking_work_ahead_runs_it_in_turn_and_charges_each_job_its_own_run(ahead):
     client = ahead
     handles = client.map(sleep_and_time, [0.4] * 3, coop=AHEAD, member="lena", max_runtime_s=60)
-    time.sleep(0.3)
     states = [h.status() for h in handles]
     assert [s.state.value for s in states] == ["running"] * 3  # all three handed over at once
     assert sum("handed over ahead" in s.reason for s in states) == 2
@@ -232,7 +231,6 @@ def test_an_executor_taking_work_ahead_runs_it_in_turn_and_charges_each_job_its_
 def test_a_job_cancelled_while_it_waits_at_the_executor_is_charged_nothing(ahead):
     client = ahead
     running, waiting = client.map(sleep_and_time, [1.0, 0.1], coop=AHEAD, member="mona", max_runtime_s=60)
-    time.sleep(0.3)
     assert "handed over ahead" in waiting.status().reason
     waiting.cancel()
     with pytest.raises(JobCancelled):
@@ -246,9 +244,9 @@ def test_a_worker_killed_with_jobs_in_its_queue_runs_them_all_again_each_charged
     client = ahead
     handles = client.map(sleep_and_time, [1.5, 0.2, 0.2], coop=AHEAD, member="nina", max_runtime_s=60,
                          max_retries=2)
-    wait_state(handles[0], "running")
-    time.sleep(0.5)  # the first runs, the other two wait in the worker's queue
-    ray.kill(ray.get_actor(worker_name("ahead-1"), namespace=NS), no_restart=False)
+    worker = ray.get_actor(worker_name("ahead-1"), namespace=NS)
+    wait_for(lambda: ray.get(worker.ping.remote())["queued"] == 2, 30.0, "two jobs in the worker's queue")
+    ray.kill(worker, no_restart=False)  # the first runs, the other two wait in the worker's queue
     assert len(client.gather(handles, timeout=120)) == 3
     statuses = [wait_state(h, "succeeded") for h in handles]
     assert [s.attempts for s in statuses] == [2, 2, 2]  # the running one and both queued were lost with it
@@ -260,7 +258,7 @@ def test_a_worker_killed_with_jobs_in_its_queue_runs_them_all_again_each_charged
 
 @ray.remote(num_cpus=0)
 class SlowWorker:
-    """Stands in for an executor's worker: answers every dispatch after 0.5 s and remembers each batch."""
+    """Stands in for an executor's worker: answers every dispatch after 2 s and remembers each batch."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
@@ -268,7 +266,7 @@ class SlowWorker:
     async def start_many(self, specs, capacity=None):
         import asyncio
         self.batches.append([s["task_id"] for s in specs])
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)
         return [[ray.put(None)] for _ in specs]
 
     async def missing(self, task_ids):
@@ -286,7 +284,7 @@ def test_what_is_placed_while_a_dispatch_is_in_flight_goes_in_the_next_call(coop
     client.register_executor("slow-1", coop="slow:it", node_id=node_of["lab-ap"], resources={"cpus": 8})
     try:
         first = client.submit(where_am_i, coop="slow:it", member="olga", max_runtime_s=60)
-        time.sleep(0.2)  # its dispatch is in flight now
+        wait_for(lambda: ray.get(worker.seen.remote()), 10.0, "the first dispatch")  # in flight for 2 s now
         rest = [client.submit(where_am_i, coop="slow:it", member="olga", max_runtime_s=60) for _ in range(4)]
         batches = wait_for(lambda: len(b := ray.get(worker.seen.remote())) >= 2 and b, 10.0, "two dispatch calls")
         assert batches == [[first.id], [h.id for h in rest]]  # one call for the four, not four
