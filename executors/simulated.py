@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from executors.local_queue import Amounts, LocalQueue
 from policies.reasons import Decision
 from scheduler.core import SchedulerCore
 from scheduler.executor_spec import ExecutorSpec
@@ -26,6 +26,11 @@ from scheduler.tasks import TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
 
 DEFAULT_START = 1_795_000_000.0  # 2026-11-18 (a Wednesday), 11:06:40 UTC
+
+
+def _amounts(task: TaskSpec) -> Amounts:
+    r = task.resources
+    return (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
 
 
 class VirtualClock:
@@ -79,8 +84,7 @@ class Simulation:
         self.reports: list[UsageReport] = []
         self._events: list[_Event] = []
         self._seq = itertools.count()
-        self._in_use: dict[str, list[float]] = {}  # executor -> [cpus, gpus, memory, GPU memory] running
-        self._waiting: dict[str, deque[Placement]] = {}  # executor -> handed over, not started yet
+        self._queues: dict[str, LocalQueue[Placement]] = {}  # executor -> what it runs and what waits there
 
     # -- set-up ------------------------------------------------------------------
     def add_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
@@ -100,35 +104,31 @@ class Simulation:
         """Place what fits now and start those tasks (their ends become events)."""
         placed = self.core.schedule()
         for p in placed:
-            waiting = self._waiting.setdefault(p.executor_id, deque())
-            waiting.append(p)
-            if len(waiting) == 1:
-                self._start_waiting(p.executor_id)
+            if self._queue(p.executor_id).offer(p.task_id, _amounts(p.task), p):
+                self._start(p)
         self.placements.extend(placed)
         return placed
 
     def waiting(self, executor_id: str) -> list[str]:
         """Task ids handed to this executor that wait in its own queue for resources to free up."""
-        return [p.task_id for p in self._waiting.get(executor_id, ())]
+        queue = self._queues.get(executor_id)
+        return queue.keys() if queue is not None else []
+
+    def _queue(self, executor_id: str) -> LocalQueue[Placement]:
+        queue = self._queues.get(executor_id)
+        if queue is None:
+            queue = self._queues[executor_id] = LocalQueue()
+        if executor_id in self.core.table:  # as registered now (it may have been registered again)
+            r = self.core.table.spec(executor_id).resources
+            queue.capacity = (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
+        return queue
 
     def _start_waiting(self, executor_id: str) -> None:
         """Start the executor's queued tasks, oldest first, while the next one fits what is free."""
-        waiting = self._waiting.get(executor_id)
-        if not waiting or executor_id not in self.core.table:
-            return
-        r = self.core.table.spec(executor_id).resources
-        used = self._in_use.setdefault(executor_id, [0.0, 0.0, 0.0, 0.0])
-        while waiting:
-            ask = waiting[0].task.resources
-            asked = (ask.cpus, ask.gpus, ask.memory_mb, ask.gpu_memory_mb)
-            idle = not any(used)
-            if not idle and any(u + a > cap + 1e-9 for u, a, cap in zip(used, asked, (
-                    r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))):
-                return
-            p = waiting.popleft()
-            for i, a in enumerate(asked):
-                used[i] += a
-            self._start(p)
+        queue = self._queues.get(executor_id)
+        if queue is not None and executor_id in self.core.table:
+            for p in queue.ready():
+                self._start(p)
 
     def _start(self, p: Placement) -> None:
         now = self.clock()
@@ -163,8 +163,7 @@ class Simulation:
         lost = self.core.remove_executor(executor_id)
         self._events = [e for e in self._events if e.executor_id != executor_id]
         heapq.heapify(self._events)
-        self._waiting.pop(executor_id, None)
-        self._in_use.pop(executor_id, None)
+        self._queues.pop(executor_id, None)
         return lost
 
     def cancel(self, task_id: str) -> None:
@@ -177,14 +176,12 @@ class Simulation:
                 self._finish(_Event(self.clock(), next(self._seq), task_id, e.executor_id, e.started_at,
                                     Outcome.CANCELLED))
                 return
-        for executor_id, waiting in self._waiting.items():  # not started yet: it ends now, having used nothing
-            for p in waiting:
-                if p.task_id == task_id:
-                    waiting.remove(p)
-                    now = self.clock()
-                    self._finish(_Event(now, next(self._seq), task_id, executor_id, now, Outcome.CANCELLED),
-                                 started=False)
-                    return
+        for executor_id, queue in self._queues.items():  # not started yet: it ends now, having used nothing
+            if queue.remove(task_id) is not None:
+                now = self.clock()
+                self._finish(_Event(now, next(self._seq), task_id, executor_id, now, Outcome.CANCELLED),
+                             started=False)
+                return
 
     def usage(self, coop_id: str, member: str) -> UsageRecord:
         return self.core.usage(coop_id, member)
@@ -192,10 +189,9 @@ class Simulation:
     # -- internals -----------------------------------------------------------------
     def _finish(self, event: _Event, started: bool = True) -> None:
         task = self.core.task(event.task_id)
-        if started and task is not None and event.executor_id in self._in_use:
-            r, used = task.resources, self._in_use[event.executor_id]
-            for i, a in enumerate((r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)):
-                used[i] = max(0.0, used[i] - a)
+        queue = self._queues.get(event.executor_id)
+        if started and task is not None and queue is not None:
+            queue.ended(_amounts(task))
         job = self.core.job(event.task_id)
         if job is None or job.executor_id != event.executor_id:
             self._start_waiting(event.executor_id)

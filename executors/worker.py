@@ -66,11 +66,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from executors.discovery import NvmlApi, sample_gpus
+from executors.launch_spec import LaunchSpec
+from executors.local_queue import Amounts, LocalQueue
 from executors.measure import run_measured, truncate_error
 from scheduler.identity import load_private_key, sign_request
 from scheduler.tasks import Resources
@@ -82,7 +83,6 @@ __all__ = [
     "DEFAULT_TRACKER_NAME",
     "QUEUED",
     "ExecutorWorker",
-    "LaunchSpec",
     "start_worker",
     "worker_actor_class",
 ]
@@ -105,57 +105,9 @@ REPORT_BATCH = 200
 """Reports sent to the tracker in one call at most."""
 QUEUED = "queued"
 """``start``'s answer for a task kept in the worker's queue (no result reference yet: see ``result_refs``)."""
-_EPS = 1e-9
 
 _MIB = 1024 * 1024
 T = TypeVar("T")
-
-
-class LaunchSpec(BaseModel):
-    """What ``ExecutorWorker.start`` needs to run one attempt of a task.
-
-    ``payload`` is a one-element list holding ``(fn, args, kwargs)``, its cloudpickled bytes, or the
-    ObjectRef of either
-    (a list, so Ray passes the reference through the actor call instead of resolving it).
-    ``max_runtime_s=None`` means no limit. Keys the worker does not use are ignored.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True,
-                              json_schema_extra={"examples": [
-                                  {"task_id": "job-7f3a", "coop_id": "research:biolab", "member": "did:icn:alice",
-                                   "attempt": 1, "cpus": 1.0, "gpus": 0.0, "memory_mb": 512,
-                                   "max_runtime_s": 600.0, "payload": ["<ObjectRef of (fn, args, kwargs)>"]}]})
-
-    task_id: str = Field(min_length=1, max_length=200, examples=["job-7f3a"])
-    coop_id: str = Field(min_length=1, max_length=200, examples=["research:biolab"])
-    member: str = Field(min_length=1, max_length=200, examples=["did:icn:alice"])
-    attempt: int = Field(default=1, ge=0, examples=[1])
-    cpus: float = Field(default=1.0, ge=0, le=4096, allow_inf_nan=False, examples=[1.0])
-    gpus: float = Field(default=0.0, ge=0, le=512, allow_inf_nan=False, examples=[0.0])
-    memory_mb: int = Field(default=0, ge=0, examples=[512])
-    max_runtime_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[600.0])
-    payload: list[Any]
-
-    @field_validator("payload")
-    @classmethod
-    def _one_object_ref(cls, value: list[Any]) -> list[Any]:
-        if len(value) != 1 or not (isinstance(value[0], ray.ObjectRef) or _is_payload(value[0])):
-            raise ValueError(
-                f"payload must be a one-element list holding (fn, args, kwargs), its cloudpickled bytes, "
-                f"or the ObjectRef of either; "
-                f"received {_describe(value)}; e.g. payload=[ray.put((fn, (1, 2), {{}}))]"
-            )
-        return value
-
-
-def _is_payload(value: Any) -> bool:
-    """``(fn, args, kwargs)``, or its cloudpickled bytes (as the member signed them; the task unpickles)."""
-    return isinstance(value, (bytes, bytearray)) or (isinstance(value, tuple) and len(value) == 3
-                                                      and callable(value[0]))
-
-
-def _describe(value: list[Any]) -> str:
-    return f"a list of {len(value)}: " + ", ".join(type(v).__name__ for v in value[:3])
 
 
 @dataclass
@@ -220,9 +172,7 @@ class ExecutorWorker:
         self._report_retry_s = report_retry_s
         self._nvml = nvml
         self._running: dict[str, _Attempt] = {}
-        self._queued: dict[str, LaunchSpec] = {}  # handed over, waiting for resources, oldest first
-        self._capacity: tuple[float, float, float] | None = None  # cpus, gpus, memory_mb, as the head last said
-        self._in_use = [0.0, 0.0, 0.0]  # what the running attempts asked for
+        self._queued: LocalQueue[LaunchSpec] = LocalQueue()  # capacity as the head last said; None: launch all
         self._finished: dict[str, _Attempt] = {}
         self._task_shapes: dict[tuple, Any] = {}
         self._silent_until = 0.0
@@ -263,37 +213,14 @@ class ExecutorWorker:
         launches = [LaunchSpec.model_validate(spec) for spec in specs]
         if capacity is not None:
             r = Resources.model_validate(capacity)
-            self._capacity = (r.cpus, r.gpus, r.memory_mb)
+            self._queued.capacity = (r.cpus, r.gpus, r.memory_mb, 0.0)  # tasks ask no GPU memory here
         return [self._accept(launch) for launch in launches]
 
     def _accept(self, launch: LaunchSpec) -> list[ray.ObjectRef] | str | None:
         task_id = launch.task_id
         if task_id in self._running or task_id in self._queued:
             return None
-        if self._queued or not self._fits(launch):  # first come, first started
-            self._queued[task_id] = launch
-            return QUEUED
-        return self._launch(launch)
-
-    def _fits(self, launch: LaunchSpec) -> bool:
-        """Whether ``launch`` fits beside the running attempts (always, with nothing running: a task
-        that fits the executor at all must never wait forever)."""
-        if self._capacity is None or not self._running:
-            return True
-        cpus, gpus, memory_mb = self._capacity
-        used = self._in_use
-        return (used[0] + launch.cpus <= cpus + _EPS and used[1] + launch.gpus <= gpus + _EPS
-                and used[2] + launch.memory_mb <= memory_mb + _EPS)
-
-    def _start_queued(self) -> None:
-        """Launch queued tasks, oldest first, while the next one fits."""
-        queued = self._queued
-        while queued:
-            launch = next(iter(queued.values()))
-            if not self._fits(launch):
-                return
-            del queued[launch.task_id]
-            self._launch(launch)
+        return self._launch(launch) if self._queued.offer(task_id, _amounts(launch), launch) else QUEUED
 
     def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef]:
         shape = (launch.cpus, launch.gpus, launch.memory_mb)
@@ -312,10 +239,6 @@ class ExecutorWorker:
             task = self._task_shapes[shape] = _measured_task.options(**options)
         launched_at = time.time()
         value_ref, metrics_ref = task.remote(launch.payload[0])
-        used = self._in_use
-        used[0] += launch.cpus
-        used[1] += launch.gpus
-        used[2] += launch.memory_mb
         attempt = _Attempt(launch, value_ref, metrics_ref, launched_at)
         self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
         self._running[launch.task_id] = attempt
@@ -325,7 +248,7 @@ class ExecutorWorker:
     async def cancel(self, task_id: str) -> bool:
         """Kill a running attempt, or drop a queued one (reported as ``cancelled``, having used
         nothing); False if it is neither."""
-        queued = self._queued.pop(task_id, None)
+        queued = self._queued.remove(task_id)
         if queued is not None:
             now = time.time()
             self._ended(_Attempt(queued, None, None, now), _End(
@@ -375,7 +298,7 @@ class ExecutorWorker:
 
     async def running(self) -> list[str]:
         """Task ids running here or waiting in this worker's queue."""
-        return [*self._running, *self._queued]
+        return [*self._running, *self._queued.keys()]
 
     async def unsent_reports(self) -> int:
         return len(self._unsent)
@@ -396,11 +319,9 @@ class ExecutorWorker:
             end = _End(Outcome.FAILED, attempt.launched_at, time.time(),
                        error=truncate_error(f"coopsched worker error: {type(err).__name__}: {err}"))
         if self._running.pop(task_id, None) is not None:
-            used, spec = self._in_use, attempt.spec
-            used[0] = max(0.0, used[0] - spec.cpus)
-            used[1] = max(0.0, used[1] - spec.gpus)
-            used[2] = max(0.0, used[2] - spec.memory_mb)
-        self._start_queued()  # before reporting: the freed slot works while the report travels
+            self._queued.ended(_amounts(attempt.spec))
+        for launch in self._queued.ready():  # before reporting: the freed slot works while the report travels
+            self._launch(launch)
         self._ended(attempt, end)
 
     def _ended(self, attempt: _Attempt, end: _End) -> None:
@@ -554,6 +475,10 @@ class ExecutorWorker:
         self._missing_logged.discard(name)
         self._handles[name] = handle
         return handle
+
+
+def _amounts(launch: LaunchSpec) -> Amounts:
+    return (launch.cpus, launch.gpus, launch.memory_mb, 0.0)
 
 
 def _ended_by_itself(attempt: _Attempt, metrics: asyncio.Future[Any]) -> _End:

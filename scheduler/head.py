@@ -19,10 +19,8 @@ from typing import Any, TypeVar
 
 import ray
 from ray import cloudpickle
-from ray.exceptions import (ActorDiedError, ActorUnavailableError, ActorUnschedulableError, RayActorError,
-                            RayError)
+from ray.exceptions import ActorDiedError, RayError
 
-from executors.worker import QUEUED
 from policies.reasons import Decision, unavailable
 from policies.validation import FieldError, InvalidRequest, parse
 from scheduler.core import SchedulerCore
@@ -30,9 +28,10 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
 from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, RequestGate, guarded
+from scheduler.head_dispatch import KEEP_RESULTS, Dispatch
 from scheduler.head_results import ResultDelivery
 from scheduler.identity import Principal, Role
-from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
+from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.jobs import explain_record
 from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
@@ -47,7 +46,6 @@ T = TypeVar("T")
 WATCH_INTERVAL_S = 1.0
 INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
 READ_THREADS = 4
-KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps for late result() calls
 KEEP_FINISHED_JOBS = 10_000
 """Finished jobs the core keeps in memory; older ones are read from the store (status, explain, results,
 a resubmission of the same id), so the head's memory does not grow with every job it ever ran."""
@@ -62,7 +60,7 @@ in flight, ~2-3x). Submissions answered per second stayed within run-to-run nois
 in development mode on this 2-core machine): admission is one core's work either way."""
 
 
-class Head(CoopAdministration, KeyAdministration, ResultDelivery):
+class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None,
@@ -219,114 +217,6 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
             self._payloads[decision.task_id] = ray.put(payload) if len(data) > INLINE_PAYLOAD_BYTES else payload
         return decision.model_dump(mode="json")
 
-    # ------------------------------------------------------------------ dispatch
-    def _schedule(self) -> None:
-        """Place what fits and dispatch it: one call per executor at a time. What is placed on an
-        executor while a call to it is in flight goes in its next call (as the tracker forwards
-        reports), so a stream of single submissions makes one call per round trip, not one per job,
-        and an idle executor's first job goes at once."""
-        started = time.perf_counter()
-        placements = self.core.schedule()
-        self.metrics.placed(len(placements), time.perf_counter() - started)
-        for p in placements:
-            outbox = self._outbox.get(p.executor_id)
-            if outbox is None:
-                self._outbox[p.executor_id] = [p]
-                self._loop.create_task(self._send(p.executor_id))
-            else:
-                outbox.append(p)
-
-    async def _send(self, executor_id: str) -> None:
-        """Dispatch the executor's outbox, then what was placed there meanwhile, until it is empty."""
-        try:
-            while self._outbox.get(executor_id):
-                group, self._outbox[executor_id] = self._outbox[executor_id], []
-                group = [p for p in group if self.core.is_placed(p.task.task_id, executor_id, p.attempt)]  # lost,
-                # cancelled or requeued while it waited: dropped
-                if group:
-                    await self._dispatch(executor_id, group)
-        finally:
-            if not self._outbox.get(executor_id):
-                self._outbox.pop(executor_id, None)
-            else:  # _dispatch raised (a bug): keep the rest moving
-                self._loop.create_task(self._send(executor_id))
-
-    def _launch_spec(self, p: Placement) -> dict:
-        task = p.task
-        return {"task_id": task.task_id, "coop_id": task.coop_id, "member": task.member, "attempt": p.attempt,
-                "cpus": task.resources.cpus, "gpus": task.resources.gpus, "memory_mb": task.resources.memory_mb,
-                "max_runtime_s": task.max_runtime_s or self._default_runtime(task.coop_id, task.member),
-                "payload": [self._payloads[task.task_id]]}
-
-    async def _dispatch(self, executor_id: str, group: list[Placement]) -> None:
-        """Send the placements of one executor to its worker in one call."""
-        started = 0
-        worker = self._worker(executor_id)
-        try:
-            if worker is None:
-                raise ActorUnavailableError(f"no worker actor for executor {executor_id}")
-            refs = await worker.start_many.remote([self._launch_spec(p) for p in group], self._capacity(executor_id))
-            now = time.time()
-            for p, ref in zip(group, refs):
-                task_id = p.task.task_id
-                if not ref:  # a bug somewhere if it happens: the attempt is already running there
-                    log.error("worker %s refused task %s (already running it)", executor_id, task_id)
-                    self.core.requeue(task_id, executor_id, f"worker {executor_id} refused it (already running it)")
-                    continue
-                self._dispatched[task_id] = now
-                if ref != QUEUED:  # queued there: its reference is fetched once it ended (_fetch_refs)
-                    self._results[task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
-                started += 1
-        except (RayActorError, ActorUnavailableError, ActorUnschedulableError) as exc:
-            self._lost(executor_id, f"worker of {executor_id} unreachable at dispatch ({type(exc).__name__})")
-        except Exception as exc:
-            log.exception("dispatch of %d task(s) to %s failed", len(group), executor_id)
-            for p in group:
-                self.core.requeue(p.task.task_id, executor_id, f"dispatch failed: {exc}")
-        if started < len(group):
-            self._schedule()
-            self._persist()
-        for p in group:
-            task_id = p.task.task_id
-            self._notify(task_id)
-            if self.core.cancel_requested(task_id):  # asked while the dispatch was in flight
-                job = self.core.job(task_id, explain=False)
-                if job is not None and job.state is JobState.RUNNING:
-                    await self._cancel_on_worker(task_id)
-
-    def _capacity(self, executor_id: str) -> dict | None:
-        """The executor's resources, for its worker to start what fits and queue the rest."""
-        if executor_id not in self.core.table:
-            return None
-        r = self.core.table.spec(executor_id).resources
-        return {"cpus": r.cpus, "gpus": r.gpus, "memory_mb": r.memory_mb}
-
-    def _worker(self, executor_id: str):
-        handle = self._workers.get(executor_id)
-        if handle is None:
-            try:
-                handle = ray.get_actor(worker_name(executor_id), namespace=self.namespace)
-            except ValueError:
-                return None
-            self._workers[executor_id] = handle
-        return handle
-
-    def _lost(self, executor_id: str, why: str) -> None:
-        lost = self.core.executor_lost(executor_id, why)
-        self._workers.pop(executor_id, None)
-        for task_id in lost:
-            self._results.pop(task_id, None)
-            self._dispatched.pop(task_id, None)
-            self._notify(task_id)
-        if lost:
-            log.warning("%s: %d task(s) back in the queue", why, len(lost))
-        self._schedule()
-        self._persist()
-
-    def _default_runtime(self, coop_id: str, member: str) -> float:
-        policy = self.core.policy(coop_id)
-        return policy.quota_for(member).default_max_runtime_s if policy else 3600.0
-
     # ------------------------------------------------------------------ reports and heartbeats
     async def on_report(self, report: dict) -> bool:
         """A usage report from the tracker; settles the ledger once and frees the executor.
@@ -386,30 +276,6 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         self._notify(task_id)
         return record is not None
 
-    def _fetch_refs(self) -> None:
-        """Ask each worker, in one call, for the result references of the tasks it launched from its
-        own queue that just ended (their ``start`` answer had none); then wake their waiters."""
-        wanted, self._refs_wanted = self._refs_wanted, {}
-        for executor_id, task_ids in wanted.items():
-            self._loop.create_task(self._fetch_refs_of(executor_id, task_ids))
-
-    async def _fetch_refs_of(self, executor_id: str, task_ids: list[str]) -> None:
-        worker = self._worker(executor_id)
-        try:
-            refs = await worker.result_refs.remote(task_ids) if worker is not None else []
-            for task_id, ref in zip(task_ids, refs):
-                if ref:
-                    self._results[task_id] = ref
-            while len(self._results) > KEEP_RESULTS:
-                self._results.popitem(last=False)
-        except RayError as exc:  # its waiters ask the worker themselves (wait_result), or learn it is gone
-            log.info("result references of %d task(s) not fetched from %s: %s", len(task_ids), executor_id,
-                     type(exc).__name__)
-        finally:
-            for task_id in task_ids:
-                self._fetching.discard(task_id)
-                self._notify(task_id)
-
     def _maybe_audit(self, task_id: str, report: dict) -> None:
         """Sample the completed job into an audit record, off the dispatch path."""
         task = self.core.task(task_id)
@@ -454,15 +320,6 @@ class Head(CoopAdministration, KeyAdministration, ResultDelivery):
         self._schedule()
         self._persist()
         return state.value if state else None
-
-    async def _cancel_on_worker(self, task_id: str) -> None:
-        job = self.core.job(task_id)
-        worker = self._worker(job.executor_id) if job and job.executor_id else None
-        if worker is not None:
-            try:
-                await worker.cancel.remote(task_id)
-            except RayActorError:
-                self._lost(job.executor_id, f"worker of {job.executor_id} died")
 
     @guarded
     async def register_executor(self, spec: dict, actor: str = "admin", public_key: str | None = None) -> dict:

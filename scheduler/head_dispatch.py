@@ -1,0 +1,171 @@
+"""How the head hands placed tasks to executors' workers and takes back what they lost.
+
+A mixin of ``scheduler.head.Head`` (the Ray actor), like ``scheduler.head_results``: every
+method here runs on the head's main event loop. One dispatch call is in flight per executor at
+a time; what is placed there meanwhile goes in its next call. A worker answers each task with
+its result reference, or ``QUEUED`` when it keeps the task in its own queue
+(``ExecutorSpec.dispatch_ahead``); the references of those are fetched in one call per worker
+once their reports are settled (``_fetch_refs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ray
+from ray.exceptions import ActorUnavailableError, ActorUnschedulableError, RayActorError, RayError
+
+from executors.worker import QUEUED
+from scheduler.names import worker_name
+from scheduler.placement import Placement
+from scheduler.tasks import JobState
+
+log = logging.getLogger("coopsched.head")
+
+KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps for late result() calls
+
+
+class Dispatch:
+    """``_schedule`` and what it starts: dispatch, lost workers, fetched result references, cancels."""
+
+    def _schedule(self) -> None:
+        """Place what fits and dispatch it: one call per executor at a time. What is placed on an
+        executor while a call to it is in flight goes in its next call (as the tracker forwards
+        reports), so a stream of single submissions makes one call per round trip, not one per job,
+        and an idle executor's first job goes at once."""
+        started = time.perf_counter()
+        placements = self.core.schedule()
+        self.metrics.placed(len(placements), time.perf_counter() - started)
+        for p in placements:
+            outbox = self._outbox.get(p.executor_id)
+            if outbox is None:
+                self._outbox[p.executor_id] = [p]
+                self._loop.create_task(self._send(p.executor_id))
+            else:
+                outbox.append(p)
+
+    async def _send(self, executor_id: str) -> None:
+        """Dispatch the executor's outbox, then what was placed there meanwhile, until it is empty."""
+        try:
+            while self._outbox.get(executor_id):
+                group, self._outbox[executor_id] = self._outbox[executor_id], []
+                group = [p for p in group if self.core.is_placed(p.task.task_id, executor_id, p.attempt)]  # lost,
+                # cancelled or requeued while it waited: dropped
+                if group:
+                    await self._dispatch(executor_id, group)
+        finally:
+            if not self._outbox.get(executor_id):
+                self._outbox.pop(executor_id, None)
+            else:  # _dispatch raised (a bug): keep the rest moving
+                self._loop.create_task(self._send(executor_id))
+
+    def _launch_spec(self, p: Placement) -> dict:
+        task = p.task
+        return {"task_id": task.task_id, "coop_id": task.coop_id, "member": task.member, "attempt": p.attempt,
+                "cpus": task.resources.cpus, "gpus": task.resources.gpus, "memory_mb": task.resources.memory_mb,
+                "max_runtime_s": task.max_runtime_s or self._default_runtime(task.coop_id, task.member),
+                "payload": [self._payloads[task.task_id]]}
+
+    async def _dispatch(self, executor_id: str, group: list[Placement]) -> None:
+        """Send the placements of one executor to its worker in one call."""
+        started = 0
+        worker = self._worker(executor_id)
+        try:
+            if worker is None:
+                raise ActorUnavailableError(f"no worker actor for executor {executor_id}")
+            refs = await worker.start_many.remote([self._launch_spec(p) for p in group], self._capacity(executor_id))
+            now = time.time()
+            for p, ref in zip(group, refs):
+                task_id = p.task.task_id
+                if not ref:  # a bug somewhere if it happens: the attempt is already running there
+                    log.error("worker %s refused task %s (already running it)", executor_id, task_id)
+                    self.core.requeue(task_id, executor_id, f"worker {executor_id} refused it (already running it)")
+                    continue
+                self._dispatched[task_id] = now
+                if ref != QUEUED:  # queued there: its reference is fetched once it ended (_fetch_refs)
+                    self._results[task_id] = ref  # the worker keeps its own for a while (KEEP_FINISHED)
+                started += 1
+        except (RayActorError, ActorUnavailableError, ActorUnschedulableError) as exc:
+            self._lost(executor_id, f"worker of {executor_id} unreachable at dispatch ({type(exc).__name__})")
+        except Exception as exc:
+            log.exception("dispatch of %d task(s) to %s failed", len(group), executor_id)
+            for p in group:
+                self.core.requeue(p.task.task_id, executor_id, f"dispatch failed: {exc}")
+        if started < len(group):
+            self._schedule()
+            self._persist()
+        for p in group:
+            task_id = p.task.task_id
+            self._notify(task_id)
+            if self.core.cancel_requested(task_id):  # asked while the dispatch was in flight
+                job = self.core.job(task_id, explain=False)
+                if job is not None and job.state is JobState.RUNNING:
+                    await self._cancel_on_worker(task_id)
+
+    def _capacity(self, executor_id: str) -> dict | None:
+        """The executor's resources, for its worker to start what fits and queue the rest."""
+        if executor_id not in self.core.table:
+            return None
+        r = self.core.table.spec(executor_id).resources
+        return {"cpus": r.cpus, "gpus": r.gpus, "memory_mb": r.memory_mb}
+
+    def _worker(self, executor_id: str):
+        handle = self._workers.get(executor_id)
+        if handle is None:
+            try:
+                handle = ray.get_actor(worker_name(executor_id), namespace=self.namespace)
+            except ValueError:
+                return None
+            self._workers[executor_id] = handle
+        return handle
+
+    def _lost(self, executor_id: str, why: str) -> None:
+        lost = self.core.executor_lost(executor_id, why)
+        self._workers.pop(executor_id, None)
+        for task_id in lost:
+            self._results.pop(task_id, None)
+            self._dispatched.pop(task_id, None)
+            self._notify(task_id)
+        if lost:
+            log.warning("%s: %d task(s) back in the queue", why, len(lost))
+        self._schedule()
+        self._persist()
+
+    def _default_runtime(self, coop_id: str, member: str) -> float:
+        policy = self.core.policy(coop_id)
+        return policy.quota_for(member).default_max_runtime_s if policy else 3600.0
+
+
+    def _fetch_refs(self) -> None:
+        """Ask each worker, in one call, for the result references of the tasks it launched from its
+        own queue that just ended (their ``start`` answer had none); then wake their waiters."""
+        wanted, self._refs_wanted = self._refs_wanted, {}
+        for executor_id, task_ids in wanted.items():
+            self._loop.create_task(self._fetch_refs_of(executor_id, task_ids))
+
+    async def _fetch_refs_of(self, executor_id: str, task_ids: list[str]) -> None:
+        worker = self._worker(executor_id)
+        try:
+            refs = await worker.result_refs.remote(task_ids) if worker is not None else []
+            for task_id, ref in zip(task_ids, refs):
+                if ref:
+                    self._results[task_id] = ref
+            while len(self._results) > KEEP_RESULTS:
+                self._results.popitem(last=False)
+        except RayError as exc:  # its waiters ask the worker themselves (wait_result), or learn it is gone
+            log.info("result references of %d task(s) not fetched from %s: %s", len(task_ids), executor_id,
+                     type(exc).__name__)
+        finally:
+            for task_id in task_ids:
+                self._fetching.discard(task_id)
+                self._notify(task_id)
+
+    async def _cancel_on_worker(self, task_id: str) -> None:
+        job = self.core.job(task_id)
+        worker = self._worker(job.executor_id) if job and job.executor_id else None
+        if worker is not None:
+            try:
+                await worker.cancel.remote(task_id)
+            except RayActorError:
+                self._lost(job.executor_id, f"worker of {job.executor_id} died")
