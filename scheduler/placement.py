@@ -111,8 +111,7 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
         n = t.n
         m = t.usable_mask() & t.access_mask(req.coop_id)
         if req.regions is not None:
-            codes = [t.region_codes[r] for r in req.regions if r in t.region_codes]
-            m &= np.isin(t.region[:n], codes) if len(codes) != 1 else (t.region[:n] == codes[0])
+            m &= t.in_regions(req.regions)
         for name, version, _ in req.capabilities:
             m &= t.capability_column(name) >= version_key(version)
         if req.allow is not None:
@@ -195,11 +194,10 @@ def _summary(table: ExecutorTable, req: Requirements) -> tuple:
         return cached
 
     def build(t: ExecutorTable) -> tuple:
-        n = t.n
-        m = _static(t, req)
-        if not m.any():
+        rows = np.flatnonzero(_static(t, req))  # one gather per column (boolean indexing copies twice)
+        if not len(rows):
             return (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        return (int(m.sum()),) + tuple(float(col[:n][m].max()) for col in (
+        return (len(rows),) + tuple(float(col.take(rows).max()) for col in (
             t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu))
     return table.static_mask(req.summary_key, build)
 
