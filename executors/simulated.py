@@ -104,7 +104,8 @@ class Simulation:
         """Place what fits now and start those tasks (their ends become events)."""
         placed = self.core.schedule()
         for p in placed:
-            if self._queue(p.executor_id).offer(p.task_id, _amounts(p.task), p):
+            limit = p.task.max_runtime_s or self._default_runtime(p.task)
+            if self._queue(p.executor_id).offer(p.task_id, _amounts(p.task), p, now=self.clock(), limit_s=limit):
                 self._start(p)
         self.placements.extend(placed)
         return placed
@@ -127,7 +128,7 @@ class Simulation:
         """Start the executor's queued tasks, oldest first, while the next one fits what is free."""
         queue = self._queues.get(executor_id)
         if queue is not None and executor_id in self.core.table:
-            for p in queue.ready():
+            for p in queue.ready(self.clock()):
                 self._start(p)
 
     def _start(self, p: Placement) -> None:
@@ -191,7 +192,7 @@ class Simulation:
         task = self.core.task(event.task_id)
         queue = self._queues.get(event.executor_id)
         if started and task is not None and queue is not None:
-            queue.ended(_amounts(task))
+            queue.ended(event.task_id)
         job = self.core.job(event.task_id)
         if job is None or job.executor_id != event.executor_id:
             self._start_waiting(event.executor_id)

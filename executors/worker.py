@@ -220,7 +220,8 @@ class ExecutorWorker:
         task_id = launch.task_id
         if task_id in self._running or task_id in self._queued:
             return None
-        return self._launch(launch) if self._queued.offer(task_id, _amounts(launch), launch) else QUEUED
+        started = self._queued.offer(task_id, _amounts(launch), launch, now=time.time(), limit_s=launch.max_runtime_s)
+        return self._launch(launch) if started else QUEUED
 
     def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef]:
         shape = (launch.cpus, launch.gpus, launch.memory_mb)
@@ -319,8 +320,9 @@ class ExecutorWorker:
             end = _End(Outcome.FAILED, attempt.launched_at, time.time(),
                        error=truncate_error(f"coopsched worker error: {type(err).__name__}: {err}"))
         if self._running.pop(task_id, None) is not None:
-            self._queued.ended(_amounts(attempt.spec))
-        for launch in self._queued.ready():  # before reporting: the freed slot works while the report travels
+            self._queued.ended(task_id)
+        for launch in self._queued.ready(time.time()):  # before reporting: the freed slot works while the report
+            # travels
             self._launch(launch)
         self._ended(attempt, end)
 

@@ -325,6 +325,21 @@ def test_with_its_capacity_given_the_worker_starts_what_fits_and_queues_the_rest
         assert report.cpu_seconds == pytest.approx(ended - started, abs=0.15)
 
 
+def test_a_short_task_passes_a_queued_wide_one_when_it_ends_before_that_one_could_start(executor: Executor) -> None:
+    """EASY backfill in the worker's queue: "wide" (2 CPUs) waits for "long" (up to 20 s); "short" (at most
+    5 s) runs beside "long" at once, since it ends before "wide" could start whatever happens."""
+    long_ = make_spec(sleep_and_time, 1.0)
+    wide = make_spec(sleep_and_time, 0.1, cpus=2.0)
+    short = make_spec(sleep_and_time, 0.1, max_runtime_s=5.0)
+    answers = ray.get(executor.worker.start_many.remote([long_, wide, short], {"cpus": 2}), timeout=30)
+    assert answers[1] == "queued" and isinstance(answers[2][0], ray.ObjectRef)
+    reports = {name: report_for(executor.tracker, s["task_id"]) for name, s in
+               (("long", long_), ("wide", wide), ("short", short))}
+    assert all(r.outcome == "succeeded" for r in reports.values())
+    assert reports["short"].ended_at < reports["long"].ended_at  # ran beside it, not after "wide"
+    assert reports["wide"].started_at >= reports["long"].ended_at - 0.01
+
+
 def test_a_queued_task_cancelled_before_it_starts_is_reported_having_used_nothing(executor: Executor) -> None:
     running, queued = make_spec(sleep_and_time, 1.0), make_spec(sleep_and_time, 0.1)
     assert ray.get(executor.worker.start_many.remote([running, queued], {"cpus": 1}))[1] == "queued"

@@ -110,3 +110,30 @@ def test_a_bad_dispatch_ahead_names_the_field(bad):
         sim.core.register_executor({"executor_id": "x", "coop_id": "coop", "region": "us-west",
                                     "resources": {"cpus": 1}, "dispatch_ahead": bad})
     assert "dispatch_ahead" in str(err.value) and repr(bad).strip("'") in str(err.value)
+
+
+def test_a_short_task_handed_over_behind_a_waiting_large_one_starts_at_once_without_delaying_it():
+    """EASY backfill at the executor (executors.local_queue): "long" holds 1 of 2 CPUs for up to 600 s,
+    "wide" (2 CPUs) must wait for it; "short" (1 CPU, at most 300 s) runs in the idle CPU meanwhile and
+    ends before "wide" could start, so "wide" starts exactly when "long" ends."""
+    sim = make_sim(make_policy(), [make_executor("one", cpus=2, dispatch_ahead=1)])
+    long_ = sim.submit(make_task(cpus=1, runtime=600), duration_s=600).task_id
+    wide = sim.submit(make_task(cpus=2, runtime=600), duration_s=60).task_id
+    short = sim.submit(make_task(cpus=1, runtime=300), duration_s=300).task_id
+    sim.step()
+    assert sim.waiting("one") == [wide]  # "short" passed it
+    sim.run()
+    jobs = {name: sim.core.job(i) for name, i in (("long", long_), ("wide", wide), ("short", short))}
+    assert {name: j.started_at - START for name, j in jobs.items()} == {"long": 0, "short": 0, "wide": 600}
+    assert all(j.state is JobState.SUCCEEDED for j in jobs.values())
+
+
+def test_a_task_that_could_outlast_the_waiting_large_one_keeps_its_place():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=2, dispatch_ahead=1)])
+    sim.submit(make_task(cpus=1, runtime=600), duration_s=600)
+    wide = sim.submit(make_task(cpus=2, runtime=600), duration_s=60).task_id
+    slow = sim.submit(make_task(cpus=1, runtime=1200), duration_s=60).task_id  # its limit runs past t=600
+    sim.step()
+    assert sim.waiting("one") == [wide, slow]
+    sim.run()
+    assert sim.core.job(slow).started_at - START == 660  # after "wide", first come first started
