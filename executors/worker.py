@@ -305,9 +305,11 @@ class ExecutorWorker:
         return len(self._unsent)
 
     async def ping(self) -> dict[str, Any]:
-        """Who and where this worker is; ``incarnation`` changes when the actor restarts."""
+        """Who and where this worker is; ``incarnation`` changes when the actor restarts; ``backfilled``
+        counts the tasks it started ahead of an older one waiting in its queue."""
         return {"executor_id": self.executor_id, "node_id": self.node_id, "running": len(self._running),
-                "queued": len(self._queued), "incarnation": self.incarnation, "started_at": self.started_at}
+                "queued": len(self._queued), "backfilled": self._queued.backfilled,
+                "incarnation": self.incarnation, "started_at": self.started_at}
 
     # --- one attempt ---------------------------------------------------------------------
 

@@ -306,7 +306,8 @@ class SchedulerCore:
         job.started_at = now
         reason = f"placed on {executor_id} (attempt {entry.attempt})"
         if spec.dispatch_ahead and self._handed_ahead(row, spec):
-            reason += "; handed over ahead: it waits in that executor's own queue until a task there ends"
+            reason += ("; handed over ahead: it waits in that executor's own queue until resources there free up "
+                       "(or starts at once, if it can backfill beside a task waiting there)")
         job.move(now, _RUNNING, reason)
         return placement
 

@@ -338,6 +338,7 @@ def test_a_short_task_passes_a_queued_wide_one_when_it_ends_before_that_one_coul
     assert all(r.outcome == "succeeded" for r in reports.values())
     assert reports["short"].ended_at < reports["long"].ended_at  # ran beside it, not after "wide"
     assert reports["wide"].started_at >= reports["long"].ended_at - 0.01
+    assert ray.get(executor.worker.ping.remote())["backfilled"] >= 1
 
 
 def test_a_queued_task_cancelled_before_it_starts_is_reported_having_used_nothing(executor: Executor) -> None:
