@@ -12,10 +12,13 @@ Slurm's EASY backfill: the front gets a reservation at its *shadow time*, the mo
 running tasks will have ended for it to fit, reckoned from each running task's start plus its
 runtime limit (``max_runtime_s``, which the worker enforces, so the bound holds). A later task
 that fits now starts at once if it will end by the shadow time, or if it only uses what will
-still be spare beside the front at that moment. So the front starts no later than it would
-have first come first started, and small tasks do not idle the resources a large one is
-waiting for. Only the front holds a reservation (EASY, not conservative backfill); a task
-without a runtime limit may use only the spare part. Pure: no Ray, no clock (callers pass
+still be spare beside the front at that moment. So the front starts by its reservation
+(when tasks run to their limits, no later than first come first started; when they end
+early, EASY can start it later than first come first started would have), and small tasks do
+not idle the resources a large one is waiting for. Only the front holds a reservation (EASY,
+not conservative backfill); a task without a runtime limit may use only the spare part, and
+while one runs nothing is backfilled (it may end at any moment, so there is no reservation to
+keep). Whoever changes ``capacity`` calls ``ready`` next. Pure: no Ray, no clock (callers pass
 ``now``).
 """
 
@@ -60,7 +63,12 @@ class LocalQueue(Generic[T]):
         """True: start ``item`` now (counted as running until ``ended(key)``); False: it waits (see
         ``ready``). ``limit_s``: its runtime limit (None: none), which backfilling relies on."""
         limit = math.inf if limit_s is None else float(limit_s)
-        if self._fits(amounts) and (not self._waiting or self._backfills(amounts, now + limit, self._shadow())):
+        waiting = self._waiting
+        if waiting and self._fits(next(iter(waiting.values()))[0]):  # the front fits (capacity grew, ready()
+            waiting[key] = (amounts, limit, item)  # not called yet): it starts first
+            return False
+        if self._fits(amounts) and (not waiting or self._may_backfill() and
+                                    self._backfills(amounts, now + limit, self._shadow())):
             self.backfilled += bool(self._waiting)
             self._take(key, amounts, now + limit)
             return True
@@ -89,7 +97,7 @@ class LocalQueue(Generic[T]):
             del waiting[key]
             self._take(key, amounts, now + limit)
             out.append(item)
-        if len(waiting) > 1 and self.capacity is not None:
+        if len(waiting) > 1 and self.capacity is not None and self._may_backfill():
             shadow = self._shadow()
             for key in list(waiting)[1:]:
                 amounts, limit, item = waiting[key]
@@ -104,6 +112,10 @@ class LocalQueue(Generic[T]):
         """Take a waiting item out (a cancel); None if it is not waiting."""
         entry = self._waiting.pop(key, None)
         return None if entry is None else entry[2]
+
+    def _may_backfill(self) -> bool:
+        """No reservation can be kept while a task without a runtime limit runs: it may end any moment."""
+        return all(not math.isinf(ends_by) for _, ends_by in self._running.values())
 
     def _fits(self, amounts: Amounts) -> bool:
         if self.capacity is None or not self._running:
@@ -140,7 +152,7 @@ class LocalQueue(Generic[T]):
         """Whether a task may start ahead of the front: it ends by the front's shadow time, or it fits
         in what stays spare then (which it then takes)."""
         shadow_time, spare = shadow
-        if ends_by <= shadow_time + _EPS and not math.isinf(shadow_time):
+        if ends_by <= shadow_time + _EPS:
             return True
         if all(a <= s + _EPS for a, s in zip(amounts, spare)):
             for i, a in enumerate(amounts):

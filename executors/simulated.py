@@ -121,7 +121,11 @@ class Simulation:
             queue = self._queues[executor_id] = LocalQueue()
         if executor_id in self.core.table:  # as registered now (it may have been registered again)
             r = self.core.table.spec(executor_id).resources
-            queue.capacity = (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
+            capacity = (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)
+            if queue.capacity != capacity:
+                queue.capacity = capacity
+                for p in queue.ready(self.clock()):  # it grew: what waited there may start now, oldest first
+                    self._start(p)
         return queue
 
     def _start_waiting(self, executor_id: str) -> None:

@@ -214,6 +214,8 @@ class ExecutorWorker:
         if capacity is not None:
             r = Resources.model_validate(capacity)
             self._queued.capacity = (r.cpus, r.gpus, r.memory_mb, 0.0)  # tasks ask no GPU memory here
+            for queued in self._queued.ready(time.time()):  # the executor may have grown: older ones first
+                self._launch(queued)
         return [self._accept(launch) for launch in launches]
 
     def _accept(self, launch: LaunchSpec) -> list[ray.ObjectRef] | str | None:
@@ -251,6 +253,8 @@ class ExecutorWorker:
         nothing); False if it is neither."""
         queued = self._queued.remove(task_id)
         if queued is not None:
+            for launch in self._queued.ready(time.time()):  # it may have been the front, holding the reservation
+                self._launch(launch)
             now = time.time()
             self._ended(_Attempt(queued, None, None, now), _End(
                 Outcome.CANCELLED, now, now, error="task cancelled while it waited in the executor's queue; "

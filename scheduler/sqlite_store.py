@@ -145,6 +145,21 @@ def _connect(target: str) -> sqlite3.Connection:
     return conn
 
 
+class BatchRolledBack(sqlite3.OperationalError):
+    """SQLite rolled a whole batch back (disk full, I/O error, interrupt): its earlier writes are lost."""
+
+
+def _commit(db: sqlite3.Connection) -> None:
+    """COMMIT; one that fails (e.g. busy, outside WAL mode) would leave the transaction open, every
+    later write a savepoint inside it that never commits and the file write-locked: roll it back."""
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def _cost(row: Iterable[int] | None) -> Cost:
     return Cost(*row) if row is not None else Cost()
 
@@ -228,9 +243,16 @@ class SqliteStore:
                 return
             try:
                 yield
-            finally:
+            except BatchRolledBack:
+                raise
+            except BaseException:
                 if db.in_transaction:
-                    db.execute("COMMIT")
+                    _commit(db)  # what was written before the block raised stays written, as without a batch
+                raise
+            if not db.in_transaction:  # a write's failure made SQLite roll everything back, and the caller
+                raise BatchRolledBack("SQLite rolled this batch back (a write inside it failed: disk full or "
+                                      "I/O error); the writes made in it are lost")  # caught and went on
+            _commit(db)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -252,7 +274,10 @@ class SqliteStore:
                 db.execute("SAVEPOINT one")
                 try:
                     yield db
-                except BaseException:
+                except BaseException as exc:
+                    if not db.in_transaction:  # SQLite rolled the whole batch back, not just this write
+                        raise BatchRolledBack(f"SQLite rolled this batch back ({exc}); the writes made in it "
+                                              "are lost") from exc
                     db.execute("ROLLBACK TO one")
                     db.execute("RELEASE one")
                     raise
@@ -265,7 +290,7 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
+            _commit(db)
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:

@@ -341,6 +341,20 @@ def test_a_short_task_passes_a_queued_wide_one_when_it_ends_before_that_one_coul
     assert ray.get(executor.worker.ping.remote())["backfilled"] >= 1
 
 
+def test_cancelling_the_queued_task_that_held_the_reservation_starts_the_next_one_at_once(executor: Executor
+                                                                                          ) -> None:
+    running = make_spec(sleep_and_time, 1.0)
+    wide = make_spec(sleep_and_time, 0.1, cpus=2.0)  # waits for "running"; holds the reservation
+    endless = make_spec(sleep_and_time, 0.1, max_runtime_s=None)  # no limit: it may not pass "wide"
+    answers = ray.get(executor.worker.start_many.remote([running, wide, endless], {"cpus": 2}), timeout=30)
+    assert answers[1:] == ["queued", "queued"]
+    assert ray.get(executor.worker.cancel.remote(wide["task_id"])) is True
+    reports = {name: report_for(executor.tracker, s["task_id"]) for name, s in
+               (("running", running), ("wide", wide), ("endless", endless))}
+    assert reports["wide"].outcome == "cancelled" and reports["endless"].outcome == "succeeded"
+    assert reports["endless"].started_at < reports["running"].ended_at  # started at the cancel, beside it
+
+
 def test_a_queued_task_cancelled_before_it_starts_is_reported_having_used_nothing(executor: Executor) -> None:
     running, queued = make_spec(sleep_and_time, 1.0), make_spec(sleep_and_time, 0.1)
     assert ray.get(executor.worker.start_many.remote([running, queued], {"cpus": 1}))[1] == "queued"

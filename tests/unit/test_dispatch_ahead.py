@@ -137,3 +137,17 @@ def test_a_task_that_could_outlast_the_waiting_large_one_keeps_its_place():
     assert sim.waiting("one") == [wide, slow]
     sim.run()
     assert sim.core.job(slow).started_at - START == 660  # after "wide", first come first started
+
+
+def test_a_task_waiting_at_an_executor_that_grows_starts_before_newer_ones():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=2, dispatch_ahead=1)])
+    first, waiting = (sim.submit(make_task(cpus=2, runtime=600), duration_s=100).task_id for _ in range(2))
+    sim.step()
+    assert sim.waiting("one") == [waiting]
+    sim.core.register_executor(make_executor("one", cpus=4, dispatch_ahead=1))  # now it fits beside the first
+    newer = sim.submit(make_task(cpus=2, runtime=50), duration_s=50).task_id
+    sim.step()
+    assert sim.waiting("one") == [newer]
+    assert sim.core.job(waiting).state is JobState.RUNNING
+    sim.run()
+    assert sim.core.job(waiting).started_at == START

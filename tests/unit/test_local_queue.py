@@ -122,6 +122,25 @@ def test_gpus_count_as_well_as_cpus():
     assert q.offer("cpu-job", ONE, "cpu-job", now=0.0, limit_s=500)  # the front needs the GPU, not this CPU
 
 
+def test_nothing_passes_the_front_while_a_task_without_a_runtime_limit_runs():
+    q = cpus(4)  # "endless" may end at any moment, and then "front" fits beside "limited": no reservation holds
+    q.offer("limited", ONE, "limited", now=0.0, limit_s=100)
+    q.offer("endless", TWO, "endless", now=0.0, limit_s=None)
+    assert not q.offer("front", (3.0, 0.0, 0.0, 0.0), "front", now=0.0, limit_s=10)
+    assert not q.offer("short", ONE, "short", now=0.0, limit_s=1)
+    q.ended("endless")
+    assert q.ready(now=10.0) == ["front"]
+
+
+def test_when_the_executor_grows_the_oldest_waiting_task_starts_before_a_newer_one():
+    q = cpus(2)
+    q.offer("a", TWO, "a", now=0.0, limit_s=100)
+    assert not q.offer("old", TWO, "old", now=0.0, limit_s=100)
+    q.capacity = (4.0, 0.0, 0.0, 0.0)  # re-registered larger
+    assert not q.offer("new", TWO, "new", now=1.0, limit_s=50)  # even before ready(): the older one fits now
+    assert q.ready(now=1.0) == ["old"] and q.keys() == ["new"]
+
+
 # ----------------------------------------------------------------------------- properties
 task = st.tuples(st.sampled_from((ONE, TWO, FOUR, GPU)), st.sampled_from((5.0, 20.0, 60.0, None)))
 
@@ -137,11 +156,12 @@ def test_running_tasks_never_exceed_the_executor_and_the_front_starts_no_later_t
         q: LocalQueue[str] = LocalQueue(capacity)
         if not backfill:
             q._backfills = lambda *a: False  # type: ignore[method-assign]  # first come first started
+        # a task without a limit (the queue is told None) runs 40 s
         limits = {f"t{i}": (limit if limit is not None else 40.0) for i, (_, limit) in enumerate(tasks)}
         started, ends = {}, []
         for i, (amounts, limit) in enumerate(tasks):
             key = f"t{i}"
-            if q.offer(key, amounts, key, now=0.0, limit_s=limits[key]):
+            if q.offer(key, amounts, key, now=0.0, limit_s=limit):
                 started[key] = 0.0
                 ends.append((limits[key], key))
         while ends:
@@ -150,7 +170,7 @@ def test_running_tasks_never_exceed_the_executor_and_the_front_starts_no_later_t
             q.ended(key)
             for k in q.ready(now):
                 started[k] = now
-                ends.append((now + limits[k], k))
+                ends.append((now + limits[k], k))  # (the queue was told the task's own limit, or None)
             used = [0.0] * 4
             for _, k in ends:
                 amounts = tasks[int(k[1:])][0]
