@@ -141,8 +141,11 @@ class JobHandle:
                     self._started = None
                     self._wait_settled(deadline)
                     status = self.status()
-                    if status.attempts > answer["attempt"] or status.state.value == "succeeded":
+                    if status.attempts > answer["attempt"]:
                         continue  # retried on another executor: fetch that attempt's result
+                    if status.state.value == "succeeded":  # this very attempt succeeded, but its value went
+                        raise JobFailed(status, f"job {self.id} succeeded but its result is no longer available "
+                                        "(the executor that held it is gone)") from None
                     if not status.state.finished:
                         time.sleep(0.05)
                         continue
@@ -152,6 +155,8 @@ class JobHandle:
                     raise JobFailed(self.status(), f"job {self.id} failed: {value.type_name}: {value.message}\n"
                                     f"{value.traceback}")
                 return value
+            if answer.get("pending"):  # it ended; the head is fetching its reference from the worker
+                continue
             if answer.get("state") is None:
                 raise KeyError(f"no job {self.id!r}: {answer.get('error') or 'the head does not know it'}")
             if answer.get("state") in ("cancelled", "failed", "timeout", "rejected"):

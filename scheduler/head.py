@@ -190,15 +190,16 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
 
     def _admit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         task = parse(TaskSpec, task, what="task")  # before anything reads it
+        if self.core.task(task.task_id) is not None:  # a resubmission of a job in memory: its first decision,
+            return self.core.submit(task).model_dump(mode="json")  # without storing its payload again
         if data_refs:
             keys = self.locator.remember(list(data_refs))
             hints = task.hints.model_copy(update={"data": tuple(task.hints.data) + tuple(keys)})
             task = task.model_copy(update={"hints": hints})
         try:
-            if self.core.task(task.task_id) is None:  # idempotent for jobs the core forgot (or never held) too
-                record = self.store.get_job(task.task_id)
-                if record is not None:
-                    return record["decision"]
+            record = self.store.get_job(task.task_id)  # idempotent for jobs the core forgot (or never held) too
+            if record is not None:
+                return record["decision"]
             with self.metrics.policy_evaluation.time():
                 decision = self.core.submit(task)
         except InvalidRequest:
@@ -306,8 +307,10 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         parsed = parse(ExecutorOffer, offer, what="executor offer")
         if parsed.executor_id not in self.core.table:
             return False
-        self.core.update_executor(parsed)
-        self._schedule()
+        with self.store.batch():  # what this round places (e.g. on an executor back from offline) is written
+            self.core.update_executor(parsed)
+            self._schedule()
+            self._persist()
         return True
 
     # ------------------------------------------------------------------ control
@@ -369,6 +372,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     async def remove_executor(self, executor_id: str, actor: str = "admin") -> list[str]:
         coop = self.core.table.spec(executor_id).coop_id if executor_id in self.core.table else "?"
         lost = self.core.remove_executor(executor_id)
+        self._forget_attempts(lost)
         self.store.remove_executor(executor_id)
         self._log(coop, "executor.remove", actor, {"executor_id": executor_id, "requeued": lost})
         self._remove_executor_keys(executor_id, actor)
@@ -451,13 +455,13 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             except (RayError, asyncio.TimeoutError) as exc:  # died, unschedulable (its node is gone), hung
                 self._lost(executor_id, f"worker of {executor_id} died ({type(exc).__name__})")
                 continue
-            for task_id in missing:  # the worker restarted and forgot them
-                if self.core.requeue(task_id, executor_id, f"worker of {executor_id} restarted") is not None:
-                    self._results.pop(task_id, None)
-                    self._dispatched.pop(task_id, None)
-                    self._notify(task_id)
+            requeued = [t for t in missing  # the worker restarted and forgot them
+                        if self.core.requeue(t, executor_id, f"worker of {executor_id} restarted") is not None]
+            self._forget_attempts(requeued)
             if missing:
-                self._schedule()
+                with self.store.batch():
+                    self._schedule()
+                    self._persist()
         stale = self.core.mark_offline(self.heartbeat_timeout_s)
         if stale:
             log.warning("no heartbeat from %s for %.0f s: offline", ", ".join(stale), self.heartbeat_timeout_s)

@@ -78,6 +78,9 @@ class Dispatch:
             now = time.time()
             for p, ref in zip(group, refs):
                 task_id = p.task.task_id
+                if not self.core.is_placed(task_id, executor_id, p.attempt):  # a late answer: the executor was
+                    self._drop_stale(task_id, executor_id, worker)  # lost meanwhile, the task went elsewhere
+                    continue
                 if not ref:  # a bug somewhere if it happens: the attempt is already running there
                     log.error("worker %s refused task %s (already running it)", executor_id, task_id)
                     self.core.requeue(task_id, executor_id, f"worker {executor_id} refused it (already running it)")
@@ -103,6 +106,24 @@ class Dispatch:
                 if job is not None and job.state is JobState.RUNNING:
                     await self._cancel_on_worker(task_id)
 
+    def _drop_stale(self, task_id: str, executor_id: str, worker) -> None:
+        """A worker answered a dispatch after its executor was declared lost and the task requeued: that
+        attempt's reference must not stand in for the retry's, and the attempt should stop. (When the retry
+        went back to the same executor, its worker refused it as already running; nothing to cancel.)"""
+        job = self.core.job(task_id, explain=False)
+        if job is not None and job.executor_id == executor_id:
+            return
+        log.info("late dispatch answer from %s for %s, now placed elsewhere: cancelling it there",
+                 executor_id, task_id)
+        self._loop.create_task(self._cancel_quietly(worker, task_id))
+
+    @staticmethod
+    async def _cancel_quietly(worker, task_id: str) -> None:
+        try:
+            await worker.cancel.remote(task_id)
+        except RayError:
+            pass  # gone for good: nothing runs there any more
+
     def _capacity(self, executor_id: str) -> dict | None:
         """The executor's resources, for its worker to start what fits and queue the rest."""
         if executor_id not in self.core.table:
@@ -123,14 +144,19 @@ class Dispatch:
     def _lost(self, executor_id: str, why: str) -> None:
         lost = self.core.executor_lost(executor_id, why)
         self._workers.pop(executor_id, None)
-        for task_id in lost:
-            self._results.pop(task_id, None)
-            self._dispatched.pop(task_id, None)
-            self._notify(task_id)
+        self._forget_attempts(lost)
         if lost:
             log.warning("%s: %d task(s) back in the queue", why, len(lost))
         self._schedule()
         self._persist()
+
+    def _forget_attempts(self, task_ids) -> None:
+        """Tasks sent back to the queue: their old attempt's result reference and dispatch time go, and
+        their waiters wake (to wait for the retry)."""
+        for task_id in task_ids:
+            self._results.pop(task_id, None)
+            self._dispatched.pop(task_id, None)
+            self._notify(task_id)
 
     def _default_runtime(self, coop_id: str, member: str) -> float:
         policy = self.core.policy(coop_id)

@@ -56,8 +56,9 @@ class ResultDelivery:
         if answer is not None:
             return answer
         job = self.core.job(task_id, explain=False)
-        if job is not None:
-            return {"state": job.state.value, "ref": None, "error": None, "attempt": job.attempts}
+        if job is not None:  # pending: it ended and its reference is on its way from the worker: ask again
+            return {"state": job.state.value, "ref": None, "error": None, "attempt": job.attempts,
+                    "pending": task_id in self._fetching}
         record = self.store.get_job(task_id)  # held by another head replica, not finished yet
         return {"state": record["status"]["state"] if record else None, "ref": None, "error": None,
                 "attempt": record["status"]["attempts"] if record else 0}

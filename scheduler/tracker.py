@@ -30,8 +30,10 @@ FORWARD_BATCH = 200
 
 
 class Tracker:
-    def __init__(self, head_name: str = HEAD_NAME, namespace: str = NAMESPACE, resend_interval_s: float = 0.5,
-                 store_url: str | None = None):
+    async def __init__(self, head_name: str = HEAD_NAME, namespace: str = NAMESPACE,  # type: ignore[misc]
+                       resend_interval_s: float = 0.5, store_url: str | None = None):
+        # async: Ray runs it on the actor's loop, so a restarted tracker starts forwarding what it had
+        # stored and acknowledged before it died at once, without waiting for someone to call it
         self.head_name = head_name
         self.namespace = namespace
         self.resend_interval_s = resend_interval_s
@@ -42,6 +44,8 @@ class Tracker:
         self._head = None
         self._loop_task: asyncio.Task | None = None
         self._forward_now = asyncio.Event()
+        if self._unforwarded:
+            self._ensure_loop()
 
     async def report(self, report: dict, signed: dict | None = None) -> bool:
         """Accept one report. True means "stored"; resending the same one is harmless.

@@ -128,14 +128,40 @@ def test_killed_worker_task_is_retried_elsewhere_and_charged_once(coop):
     client, _ = coop
     h = client.submit(where_am_i, 3.0, coop=BANK, member="fred", max_runtime_s=60, max_retries=1)
     first = wait_state(h, "running").executor_id
-    time.sleep(0.5)
-    ray.kill(ray.get_actor(worker_name(first), namespace=NS), no_restart=False)
+    worker = ray.get_actor(worker_name(first), namespace=NS)
+    wait_for(lambda: h.id in ray.get(worker.running.remote(), timeout=10), 30, "the worker to hold the job")
+    time.sleep(0.5)  # (placed is not yet dispatched: a kill before the dispatch just runs it on the restarted worker)
+    ray.kill(worker, no_restart=False)
     h.result(timeout=90)
     status = wait_state(h, "succeeded")
     assert status.attempts == 2 and status.executor_id != first
     usage = settled(client, BANK, "fred")
     assert usage.tasks_completed == 1
     assert usage.cpu_hours * 3600 == pytest.approx(status.wall_seconds, rel=1e-3)
+
+
+def two_megabytes() -> bytes:
+    return b"x" * 2_000_000  # too large to travel inline: it lives in the object store, owned by the worker
+
+
+def test_the_value_of_a_job_whose_worker_died_after_it_succeeded_is_reported_lost_not_waited_for(coop):
+    client, _ = coop
+    h = client.submit(two_megabytes, coop=BANK, member="gina", max_runtime_s=60)
+    executor = wait_state(h, "succeeded").executor_id  # finished; nobody fetched the value yet
+    worker = ray.get_actor(worker_name(executor), namespace=NS)
+    before = ray.get(worker.ping.remote(), timeout=30)["incarnation"]
+    ray.kill(worker, no_restart=False)  # the value's owner dies (and Ray restarts the actor, without it)
+
+    def restarted():
+        try:
+            return ray.get(worker.ping.remote(), timeout=5)["incarnation"] != before
+        except ray.exceptions.RayError:
+            return False
+    wait_for(restarted, 60, "the worker's restart")
+    started = time.monotonic()
+    with pytest.raises(JobFailed, match="no longer available"):
+        h.result(timeout=30)
+    assert time.monotonic() - started < 20  # said so, rather than asking again until the timeout
 
 
 def test_data_locality_prefers_the_node_holding_the_object(coop):
