@@ -367,13 +367,19 @@ class RateLimit(_Rule):
     def reserve(self, task: TaskSpec, ctx: RuleContext) -> None:
         self.bound_reserve()(task, ctx)
 
+    def _bucket(self) -> tuple:
+        """What tells this rule's buckets apart from another RateLimit's: its name, and its parameters
+        (unnamed rules all bear the type's name; two limits on one member must not share tokens)."""
+        return (self.label, self.rate, self.burst, self.per)
+
     def bound_check(self):
         """``check`` with the rule's fields read once (the admission hot path calls this)."""
         label, rate, burst, per_member = self.label, self.rate, self.burst, self.per == "member"
+        bucket = self._bucket()
 
         def check(task: TaskSpec, ctx: RuleContext) -> Reason | None:
             member = task.member
-            tokens = ctx.buckets.available((label, task.coop_id, member if per_member else "*"), rate, burst,
+            tokens = ctx.buckets.available((bucket, task.coop_id, member if per_member else "*"), rate, burst,
                                            ctx.now)
             if tokens >= 1.0:
                 return None
@@ -384,10 +390,11 @@ class RateLimit(_Rule):
         return check
 
     def bound_reserve(self):
-        label, rate, burst, per_member = self.label, self.rate, self.burst, self.per == "member"
+        rate, burst, per_member = self.rate, self.burst, self.per == "member"
+        bucket = self._bucket()
 
         def reserve(task: TaskSpec, ctx: RuleContext) -> None:
-            ctx.buckets.take((label, task.coop_id, task.member if per_member else "*"), rate, burst, ctx.now)
+            ctx.buckets.take((bucket, task.coop_id, task.member if per_member else "*"), rate, burst, ctx.now)
         return reserve
 
 

@@ -8,6 +8,7 @@ and the benchmarks all drive this same object.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,7 +24,8 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
-from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
+from scheduler.placement import (Placement, Requirements, choose, compile_requirements, explain_no_fit, fit_mask,
+                                 offers)
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState, TaskSpec
@@ -85,9 +87,10 @@ class SchedulerCore:
     # ------------------------------------------------------------------ executors
     def register_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
         spec = parse(ExecutorSpec, spec, what="executor")
-        if spec.executor_id in self.table:
+        if spec.executor_id in self.table:  # registered again: active again, unless an admin drained it
             self.table.update_spec(spec)
-            self.table.set_status(spec.executor_id, ExecutorStatus.ACTIVE)
+            if self.table.status_of(spec.executor_id) is not ExecutorStatus.DRAINING:
+                self.table.set_status(spec.executor_id, ExecutorStatus.ACTIVE)
         else:
             self.table.add(spec)
             self._on_executor.setdefault(spec.executor_id, set())
@@ -123,8 +126,8 @@ class SchedulerCore:
         lost = sorted(self._on_executor.get(executor_id, ()))
         for task_id in lost:
             self.requeue(task_id, executor_id, why)
-        if executor_id in self.table:
-            self.table.set_status(executor_id, ExecutorStatus.OFFLINE)
+        if executor_id in self.table and self.table.status_of(executor_id) is ExecutorStatus.ACTIVE:
+            self.table.set_status(executor_id, ExecutorStatus.OFFLINE)  # (a drained one stays drained)
         return lost
 
     def remove_executor(self, executor_id: str) -> list[str]:
@@ -265,6 +268,17 @@ class SchedulerCore:
             placement = self._place(entry, now, job, compiled)
             if placement is None:
                 message, could_ever = explain_no_fit(self.table, entry.requirements)
+                if not could_ever and compiled is not None and compiled.mode is not _STRICT and not entry.relaxed:
+                    relaxed = self._relax(entry, now, job, message, compiled.mode.value)  # as admission would
+                    if relaxed is not None:
+                        entry = relaxed
+                        placement = self._place(entry, now, job, compiled)
+                        if placement is not None:
+                            placements.append(placement)
+                            if self.table.free_count <= 0:
+                                break
+                            continue
+                        message, could_ever = explain_no_fit(self.table, entry.requirements)
                 if not could_ever:  # no single registered executor can hold it: refuse, release its quota
                     self._refuse_queued(entry, now, message)
                     continue
@@ -310,6 +324,25 @@ class SchedulerCore:
                        "(or starts at once, if it can backfill beside a task waiting there)")
         job.move(now, _RUNNING, reason)
         return placement
+
+    def _relax(self, entry: QueuedTask, now: float, job: Job, message: str, mode: str) -> QueuedTask | None:
+        """A non-strict policy's task whose constraints now exclude every executor (the ones that satisfied
+        them at admission are gone): queued again without them, as admission does when none fits; None if
+        it has no policy constraints to drop or no executor could run it even without them."""
+        req = entry.requirements
+        sources = tuple(sorted(set(req.region_sources + req.allow_sources + req.deny_sources
+                                   + tuple(src for _, _, src in req.capabilities if src != "task"))))
+        loose = compile_requirements(entry.coop_id, entry.resources, (), entry.task.capabilities)
+        if not sources or not isinstance(loose, Requirements) or not explain_no_fit(self.table, loose)[1]:
+            return None
+        relaxed = dataclasses.replace(entry, requirements=loose, relaxed=sources)
+        self.queue.add(relaxed)
+        for source in sources:
+            self.counters.violations[(entry.coop_id, source, mode)] += 1
+        self.changed_jobs.add(entry.task_id)
+        job.note(f"policy constraints now exclude every executor ({message}); placed without them because the "
+                 "policy is not strict", now)
+        return relaxed
 
     def _handed_ahead(self, row: int, spec: ExecutorSpec) -> bool:
         """Whether the executor's tasks, this one included, ask for more than its resources (so this

@@ -79,6 +79,7 @@ class ExecutorTable:
         self._free_rows: list[int] = []
         self.n = 0  # rows in use or freed: columns are sliced [:n]
         self.free_count = 0  # active rows with some CPU free: a full fleet is known without a scan
+        self.ahead = 0  # rows registered with dispatch_ahead > 0 (their free columns exceed their resources)
         self.shape_version = 0
         self._static_masks: dict[tuple, np.ndarray] = {}
         self._base_scores: dict[tuple, np.ndarray] = {}
@@ -103,6 +104,7 @@ class ExecutorTable:
         row = self._free_rows.pop() if self._free_rows else self._append_row()
         self.specs[row] = spec
         self.rows[spec.executor_id] = row
+        self.ahead += spec.dispatch_ahead > 0
         self.node_rows.setdefault(spec.node_id or spec.executor_id, []).append(row)
         r, rounds = spec.resources, 1 + spec.dispatch_ahead
         self.total_cpus[row] = r.cpus
@@ -143,6 +145,7 @@ class ExecutorTable:
         for column in self.capabilities.values():
             column[row] = ABSENT
         self.status[row] = EMPTY
+        self.ahead -= spec.dispatch_ahead > 0
         self.specs[row] = None
         self.free_cpus[row] = self.free_gpus[row] = self.free_mem[row] = self.free_gmem[row] = 0.0
         self.free_masks.reset_row(row)

@@ -143,7 +143,22 @@ def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
         m &= mem_mask[memory_mb] if memory_mb in mem_mask else free.at_least(2, memory_mb)
     if gpu_memory_mb > 0:
         m &= gmem_mask[gpu_memory_mb] if gpu_memory_mb in gmem_mask else free.at_least(3, gpu_memory_mb)
+    if table.ahead:  # an executor taking work ahead has more "free" than it has: the task must fit it too
+        m &= _fits_resources(table, req.amounts)
     return m
+
+
+def _fits_resources(table: ExecutorTable, amounts: tuple) -> np.ndarray:
+    """Rows whose registered resources (not their dispatch-ahead ceilings) hold ``amounts``."""
+    def build(t: ExecutorTable) -> np.ndarray:
+        n = t.n
+        cpus, gpus, mem, gmem = amounts
+        m = t.total_cpus[:n] >= cpus - EPS
+        for column, amount in ((t.total_gpus, gpus), (t.total_mem, mem), (t.total_gmem, gmem)):
+            if amount > 0:
+                m &= column[:n] >= amount - EPS
+        return m
+    return table.static_mask(("resources",) + tuple(amounts), build)
 
 
 class StaticFit(NamedTuple):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from policies.validation import InvalidRequest
 from scheduler.core import SchedulerCore
+from scheduler.executor_spec import ExecutorStatus
 from scheduler.jobs import explain_record
 from scheduler.ledger import Cost
 from scheduler.tasks import JobState
@@ -389,3 +390,49 @@ def test_a_finished_job_can_be_forgotten_and_explained_from_its_record():
     assert core.job(d.task_id) is None and core.explain(d.task_id) is None and not core.forget(d.task_id)
     assert explain_record(record) == explained
     assert explain_record({**record, "placement": None})["summary"] == record["status"]["reason"]
+
+
+def test_a_drained_executor_stays_drained_when_its_worker_is_lost_and_reports_again():
+    core, _ = make_core(make_policy(), [make_executor("a", cpus=4), make_executor("b", cpus=4)])
+    core.drain("a")
+    core.executor_lost("a", "worker restarted")
+    core.update_executor({"executor_id": "a"})  # its restarted worker's heartbeat
+    assert core.table.status_of("a") is ExecutorStatus.DRAINING
+
+
+def test_a_drained_executor_stays_drained_when_registered_again_with_a_new_trust():
+    core, _ = make_core(make_policy(), [make_executor("a", cpus=4)])
+    core.drain("a")
+    core.register_executor(make_executor("a", cpus=4, trust=0.9))  # what head.set_trust does
+    assert core.table.status_of("a") is ExecutorStatus.DRAINING
+    core.submit(make_task())
+    assert core.schedule() == []
+
+
+def test_a_permissive_task_whose_constrained_executors_left_is_placed_without_the_constraint():
+    rules = [{"type": "DataSovereignty", "name": "gdpr", "region": "eu-central", "tags": ["patient-data"]}]
+    core, _ = make_core(make_policy(rules=rules, mode="permissive"),
+                        [make_executor("eu1", region="eu-central", cpus=1), make_executor("us1", cpus=4)])
+    core.submit(make_task(cpus=1, tags=["patient-data"]))
+    core.schedule()  # eu1 is full now
+    waiting = make_task(cpus=1, tags=["patient-data"])
+    assert core.submit(waiting).admitted and core.schedule() == []  # it waits for eu1
+    core.remove_executor("eu1")
+    placed = {p.task_id: p for p in core.schedule()}
+    assert placed[waiting.task_id].executor_id == "us1" and placed[waiting.task_id].relaxed == ("gdpr",)
+    status = core.job(waiting.task_id)
+    assert status.state is JobState.RUNNING
+    assert any("placed without them" in e.message for e in status.history)
+
+
+def test_a_strict_task_whose_constrained_executors_left_is_still_refused():
+    rules = [{"type": "DataSovereignty", "name": "gdpr", "region": "eu-central", "tags": ["patient-data"]}]
+    core, _ = make_core(make_policy(rules=rules), [make_executor("eu1", region="eu-central", cpus=1),
+                                                   make_executor("us1", cpus=4)])
+    core.submit(make_task(cpus=1, tags=["patient-data"]))
+    core.schedule()
+    waiting = make_task(cpus=1, tags=["patient-data"])
+    assert core.submit(waiting).admitted
+    core.remove_executor("eu1")
+    core.schedule()
+    assert core.job(waiting.task_id).state is JobState.REJECTED  # strict: the region rule holds

@@ -151,3 +151,17 @@ def test_a_task_waiting_at_an_executor_that_grows_starts_before_newer_ones():
     assert sim.core.job(waiting).state is JobState.RUNNING
     sim.run()
     assert sim.core.job(waiting).started_at == START
+
+
+def test_a_task_larger_than_an_executor_taking_work_ahead_is_never_placed_there():
+    """Its free CPUs count down from (1 + K) rounds: 16 "free" on 8 real CPUs. A 16-CPU task waits for the
+    16-CPU executor instead."""
+    sim = make_sim(make_policy(), [make_executor("small", cpus=8, dispatch_ahead=1, trust=0.9),
+                                   make_executor("big", cpus=16, trust=0.1)])
+    sim.submit(make_task(cpus=16), duration_s=60)
+    assert [p.executor_id for p in sim.step()] == ["big"]
+    wide = sim.submit(make_task(cpus=16), duration_s=60).task_id
+    assert sim.step() == []
+    assert "waiting for a free executor" in sim.core.job(wide).reason
+    sim.run()
+    assert sim.core.job(wide).executor_id == "big" and sim.core.job(wide).state is JobState.SUCCEEDED

@@ -225,3 +225,10 @@ def test_time_window_opens_on_time_in_half_hour_zones():
     rule = TimeWindow(allowed_hours=[20, 21], timezone="Asia/Kolkata", action="defer")
     opening = rule.next_opening(1_795_000_000.0)  # 16:36 IST
     assert opening == 1_795_012_200.0  # 14:30 UTC = 20:00 IST, not 15:00 UTC
+
+
+def test_two_unnamed_rate_limits_each_keep_their_own_bucket():
+    """A burst limit and a sustained one on the same member: each takes its own token per admission."""
+    rules = [{"type": "RateLimit", "rate": 0.001, "burst": 10}, {"type": "RateLimit", "rate": 0.001, "burst": 100}]
+    core, _ = make_core(make_policy(rules=rules), [make_executor("a", cpus=64)])
+    assert sum(core.submit(make_task()).admitted for _ in range(20)) == 10
