@@ -16,6 +16,10 @@ def load_policy(path: str | Path) -> CoopPolicy:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"policy file {path}", [FieldError(f"byte {exc.start}", repr(exc.object[exc.start:exc.start + 8]),
+                                                                 "a JSON file in UTF-8",
+                                                                 str(EXAMPLES_DIR / "basic-cooperative.json"))]) from None
     except OSError as exc:
         raise InvalidRequest(f"policy file {path}", [FieldError("", str(path), "a readable JSON file",
                                                                  str(EXAMPLES_DIR / "basic-cooperative.json"))]) from exc

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from scheduler.identity import Principal, Refusal, RefusalCode, Role
+from scheduler.identity import Principal, Refusal, RefusalCode, Role, key_id_of
 
 __all__ = ["Facts", "OPEN_METHODS", "authorize", "narrow", "visible"]
 
@@ -187,11 +187,27 @@ def _executor_of_coop(p: Principal, args: Mapping[str, Any], facts: Facts) -> Re
 def _own_executor(field: str):
     def check(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
         executor_id = _get(args.get(field) or {}, "executor_id")
-        if p.role is Role.EXECUTOR and executor_id == p.subject:
+        if p.role is Role.EXECUTOR and executor_id == p.subject and isinstance(executor_id, str) \
+                and facts.executor_coop(executor_id) == p.coop_id:  # a key of another coop naming it: no
             return None
         return _forbidden(p, f"speak for executor {str(executor_id)[:40]!r}",
                           "only that executor's own key signs its heartbeats and usage reports")
     return check
+
+
+def _taken_key(p: Principal, public_key: Any, facts: Facts) -> Refusal | None:
+    """An admin may not register a public key that is already someone's outside its coop's members and
+    executors: that would take the key (and so the identity) over, the operator's or an admin's included."""
+    if not isinstance(public_key, str):
+        return None
+    try:
+        owner = facts.key_owner(key_id_of(public_key))
+    except ValueError:
+        return None  # not a key: validation says so, with the field named
+    if owner is None or (owner.coop_id == p.coop_id and owner.role in (Role.MEMBER, Role.EXECUTOR)):
+        return None
+    return _forbidden(p, "register a key that is already registered to someone else",
+                      "a key identifies one principal; register a new key pair for this one")
 
 
 def _add_key(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
@@ -199,7 +215,12 @@ def _add_key(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | N
     role, coop = _get(new, "role"), _get(new, "coop_id")
     role = getattr(role, "value", role)
     if p.role is Role.ADMIN and coop == p.coop_id and role in (Role.MEMBER.value, Role.EXECUTOR.value):
-        return None
+        subject = _get(new, "subject")
+        owner = facts.executor_coop(subject) if role == Role.EXECUTOR.value and isinstance(subject, str) else None
+        if owner not in (None, p.coop_id):
+            return _forbidden(p, f"register a key for executor {subject[:40]!r}",
+                              f"it is an executor of coop {owner!r}; an admin keys its own coop's ({p.coop_id})")
+        return _taken_key(p, _get(new, "public_key"), facts)
     if p.role is Role.ADMIN:
         return _forbidden(p, f"register a {role} key for coop {coop!r}",
                           f"an admin registers member and executor keys of its own coop ({p.coop_id}); "
@@ -216,6 +237,20 @@ def _remove_key(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal 
     return _forbidden(p, f"remove key {str(key_id)[:40]!r}",
                       f"an admin removes member and executor keys of its own coop ({p.coop_id})"
                       if p.role is Role.ADMIN else "ask your coop's admin")
+
+
+def _register_executor(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
+    """An admin registers executors of its own coop, and registers again only its own: an executor id of
+    another coop is not taken over by naming it."""
+    refusal = _coop_admin(lambda a, f: _get(a.get("spec") or {}, "coop_id"), "register an executor")(p, args, facts)
+    if refusal is not None:
+        return refusal
+    executor_id = _get(args.get("spec") or {}, "executor_id")
+    owner = facts.executor_coop(executor_id) if isinstance(executor_id, str) else None
+    if owner not in (None, p.coop_id):
+        return _forbidden(p, f"register executor {executor_id[:40]!r}",
+                          f"it is registered to coop {owner!r}; its own admin registers it again")
+    return _taken_key(p, args.get("public_key"), facts)
 
 
 def _policy_coop(args: Mapping[str, Any], facts: Facts) -> Any:
@@ -247,7 +282,7 @@ RULES: dict[str, Callable[[Principal, Mapping[str, Any], Facts], Refusal | None]
     "members": _coop_admin(lambda a, f: a.get("coop_id"), "list the members' usage"),
     "quota": _quota,
     "audit": _audit,
-    "register_executor": _coop_admin(lambda a, f: _get(a.get("spec") or {}, "coop_id"), "register an executor"),
+    "register_executor": _register_executor,
     "drain": _executor_of_coop,
     "set_trust": _executor_of_coop,
     "remove_executor": _executor_of_coop,

@@ -115,6 +115,10 @@ def cmd_start(args) -> int:
          lambda d: (f"Coopsched head running in Ray namespace {client.namespace!r} ({mode}), state in "
                     f"{info['store']}; stop it with `coopsched stop`"
                     + (f"\n{DEV_MODE_LABEL}" if client.dev_mode else "")))
+    if client.dev_mode != args.dev:  # a head already ran, in the other mode: nothing was set up as asked
+        print(f"coopsched: a head was already running in {mode} in namespace {client.namespace!r}; it keeps "
+              f"its mode: `coopsched stop`, then start again", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -298,6 +302,9 @@ def cmd_keys(args) -> int:
         except FileExistsError:
             raise UsageError(f"{Path(args.out) / (args.name + '.key')} exists; a key is never overwritten: "
                              "choose another --name or --out") from None
+        except OSError as exc:  # --out under a file, unwritable, ...
+            raise UsageError(f"--out {args.out}: cannot write the key pair there ({exc.strerror or exc}); "
+                             "give a directory you can write, e.g. --out ~/.coopsched") from None
         pub = public_key_b64(key)
         emit(args, {"private_key_file": str(private), "public_key_file": str(public), "public_key": pub,
                     "key_id": key_id_of(pub)}, lambda d: (

@@ -86,6 +86,6 @@ class ExecutorOffer(BaseModel):
     executor_id: str = Field(min_length=1, max_length=200, examples=["exec-berlin-1"])
     queue_depth: int | None = Field(default=None, ge=0, le=1_000_000, examples=[2])
     rtt_ms: float | None = Field(default=None, ge=0, le=60_000, allow_inf_nan=False, examples=[14.0])
-    trust: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False, examples=[0.8])
+    # (no trust here: trust is what the coop's admin grants, `set_trust`, never what an executor says)
     gpu_utilisation_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False, examples=[35.0])
     gpu_memory_used_mb: int | None = Field(default=None, ge=0, le=64 * 1024 * 1024, examples=[1024])

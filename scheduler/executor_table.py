@@ -274,8 +274,6 @@ class ExecutorTable:
             self.reported_queue[row] = offer.queue_depth
         if offer.rtt_ms is not None:
             self.rtt_ms[row] = offer.rtt_ms
-        if offer.trust is not None:
-            self.trust[row] = offer.trust
         if offer.gpu_utilisation_pct is not None:
             self.gpu_util[row] = offer.gpu_utilisation_pct
         self._refresh(row)

@@ -177,10 +177,19 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
 
     async def _submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
         self._ensure_watchdog()
+        if not isinstance(items, (list, tuple)):
+            raise InvalidRequest("submissions", [FieldError("items", f"<{type(items).__name__}>",
+                                                            "a list of [task, payload, data_refs] triples",
+                                                            '[[{"coop_id": "c", "member": "m"}, null, []]]')])
         out: list[dict] = []
         with self.store.batch():
-            for task, payload, data_refs in items:
+            for i, item in enumerate(items):
                 try:
+                    if not isinstance(item, (list, tuple)) or len(item) != 3:
+                        raise InvalidRequest("submission", [FieldError(
+                            f"items[{i}]", f"<{type(item).__name__} of {len(item) if hasattr(item, '__len__') else '?'}>",
+                            "a [task, payload, data_refs] triple", '[{"coop_id": "c", "member": "m"}, null, []]')])
+                    task, payload, data_refs = item
                     out.append(self._admit(task, payload, data_refs))
                 except ValueError as exc:
                     out.append({"error": str(exc)})
@@ -345,7 +354,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         if executor_key is not None:
             self._add_key(executor_key, actor)
         self._workers.pop(parsed.executor_id, None)
-        self.store.put_executor(parsed.model_dump(mode="json"), ExecutorStatus.ACTIVE.value)
+        self.store.put_executor(parsed.model_dump(mode="json"), self.core.table.status_of(parsed.executor_id).value)
         self._log(parsed.coop_id, "executor.join", actor, {"executor_id": parsed.executor_id,
                                                           "region": parsed.region})
         self._schedule()

@@ -17,10 +17,14 @@ from policies.model import CoopPolicy
 from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler import admin
 from scheduler.executor_spec import ExecutorStatus
-from scheduler.head_auth import guarded
+from scheduler.head_auth import current_caller, guarded
+from scheduler.identity import Role
 from scheduler.ledger import Cost, period_of
 from scheduler.shadow import shadow_evaluate
 from scheduler.tasks import TaskSpec
+
+MAX_SHADOW_JOBS = 10_000
+"""Jobs one dry run of a policy replays at most."""
 
 
 class CoopAdministration:
@@ -82,6 +86,9 @@ class CoopAdministration:
     @guarded
     async def shadow_policy(self, policy: dict, last_n: int = 100) -> list[dict]:
         """What ``policy`` would have decided for its coop's last ``last_n`` jobs (nothing changes)."""
+        if type(last_n) is not int or not 1 <= last_n <= MAX_SHADOW_JOBS:
+            raise InvalidRequest("dry run", [FieldError("last_n", quoted(last_n),
+                                                        f"a whole number from 1 to {MAX_SHADOW_JOBS:,}", "100")])
         proposed = parse(CoopPolicy, policy, what="policy")
         records = self.store.jobs(coop_id=proposed.coop_id)[-last_n:]
         tasks = [(r["submitted_at"], TaskSpec(**r["task"])) for r in records if r.get("task")]
@@ -92,7 +99,8 @@ class CoopAdministration:
         return [o.as_dict() for o in outcomes]
 
     @guarded
-    async def plugin_management(self, coop_id: str, rule_name: str, action: str, data: dict | None = None) -> dict:
+    async def plugin_management(self, coop_id: str, rule_name: str, action: str, data: dict | None = None,
+                                author: str = "admin") -> dict:
         """A plug-in rule's management action (seed 000's ``management(action, data)``), off the event loop."""
         policy = self.core.policy(admin.check_coop(coop_id, what="plug-in management"))
         if policy is None:
@@ -100,7 +108,7 @@ class CoopAdministration:
         data = {} if data is None else data
         answer = await asyncio.get_running_loop().run_in_executor(
             None, lambda: plugins.manage(policy, rule_name, action, data))
-        self._log(coop_id, "plugin.management", "admin", {"rule": rule_name, "action": action,
+        self._log(coop_id, "plugin.management", author, {"rule": rule_name, "action": action,
                                                            "status": answer.get("status")})
         return answer
 
@@ -158,15 +166,23 @@ class CoopAdministration:
     @guarded
     async def audit(self, action: str, session_id: str | None = None, seq_no: int | None = None,
                     **filters: Any) -> Any:
+        # An admin sees only its coop's records, by the coop stored in each: a session id is
+        # "COOP/MEMBER" and coop ids may hold "/", so its prefix alone does not tell the coop.
+        caller = current_caller()
+        own = caller.coop_id if caller is not None and caller.role is Role.ADMIN else None
+        mine = (lambda r: r is not None and (own is None or r.coop_id == own))
         if action == "get":
             record = self.store.get_audit(session_id, seq_no)
         elif action == "latest":
             record = self.store.latest_audit(session_id)
         elif action == "list":
-            return [r.model_dump(mode="json") for r in self.store.list_audit(session_id=session_id, **filters)]
+            return [r.model_dump(mode="json") for r in self.store.list_audit(session_id=session_id, **filters)
+                    if mine(r)]
         elif action == "delete":
+            if own is not None and not mine(self.store.latest_audit(session_id)):
+                return 0
             return self.store.delete_audit(session_id, seq_no)
         else:
             raise InvalidRequest("audit action", [FieldError("action", quoted(action),
                                                                    "get, latest, list or delete", "latest")])
-        return record.model_dump(mode="json") if record else None
+        return record.model_dump(mode="json") if mine(record) else None

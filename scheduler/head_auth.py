@@ -58,6 +58,11 @@ DEV_MODE_LABEL = ("DEVELOPMENT MODE: requests are not signed; anyone who can rea
 _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("coopsched_caller", default=None)
 
 
+def current_caller() -> Principal | None:
+    """Who signed the call being served (None in development mode, or outside a guarded call)."""
+    return _CALLER.get()
+
+
 class AccessRefused(PermissionError):
     """The head refused the request before doing anything: ``code`` (a ``RefusalCode`` value) and how to fix it."""
 
@@ -127,7 +132,10 @@ class RequestGate:
                 log.error("registered key %s not loaded: %s", str(record.get("public_key", "?"))[:12], exc)
                 continue
             registered.add(principal.key_id)
-            if self.verifier.get(principal.key_id) != principal:
+            held = self.verifier.get(principal.key_id)
+            if held is not None and held.role is Role.OPERATOR:
+                continue  # the operator's key is this head's own: a stored record never replaces it
+            if held != principal:
                 self.verifier.add(principal)
         for principal in self.verifier.principals():
             if principal.key_id not in registered and principal.role is not Role.OPERATOR:
@@ -177,7 +185,12 @@ class RequestGate:
         principal = self._verify(method, args, kwargs, envelope)
         if isinstance(principal, Refusal):
             return self.refuse(principal)
-        bound = signature.bind(head, *args, **kwargs)
+        try:
+            bound = signature.bind(head, *args, **kwargs)
+        except TypeError as exc:  # too few or too many arguments: as clear as any other bad input
+            raise InvalidRequest(method, [FieldError("arguments", f"{len(args)} positional, {sorted(kwargs)}",
+                                                     f"the arguments of {method}: {exc}",
+                                                     f"{method}{_public_signature(signature)}")]) from None
         bound.apply_defaults()
         named = {k: v for k, v in list(bound.arguments.items())[1:]}
         refusal = authorize(principal, method, named, facts)
@@ -212,6 +225,27 @@ def _field(envelope: Any, name: str) -> str:
     return str(envelope[name] if isinstance(envelope, dict) else getattr(envelope, name))
 
 
+def _public_signature(signature: inspect.Signature) -> str:
+    params = [p for name, p in signature.parameters.items() if name not in ("self", "_request", "author", "actor")]
+    return str(signature.replace(parameters=params))
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """The call's arguments with every pydantic model replaced by its fields, at any depth: a model can
+    be made without validation (``model_construct``) and arrive pickled through Ray, and pydantic accepts
+    an instance of a field's type as it is, so only plain data reaches the head's validation."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="python", round_trip=True)
+    if depth > 64 or not isinstance(value, (dict, list, tuple)):
+        return value  # (deeper: validation refuses it as nested too deep)
+    if isinstance(value, dict):
+        return value if not any(isinstance(v, (BaseModel, dict, list, tuple)) for v in value.values()) else \
+            {k: _plain(v, depth + 1) for k, v in value.items()}
+    items = [_plain(v, depth + 1) for v in value]
+    return type(value)(items) if isinstance(value, tuple) and type(value) is tuple else \
+        items if isinstance(value, list) else value
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap one async method of the head: verify, authorize, narrow, call, filter, answer (see the module notes)."""
     name = fn.__name__
@@ -232,7 +266,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         bound, principal = outcome
         caller = _CALLER.set(principal)  # for whoami; set and reset around this call only
         try:
-            value = await (fn(*bound.args, **bound.kwargs) if bound is not None else fn(self, *args, **kwargs))
+            if bound is not None:
+                value = await fn(*_plain(bound.args), **_plain(bound.kwargs))
+            else:
+                value = await fn(self, *_plain(args), **_plain(kwargs))
         finally:
             _CALLER.reset(caller)
         if principal is not None:
@@ -282,6 +319,10 @@ class KeyAdministration:
         return {**parsed.model_dump(mode="json"), "key_id": parsed.key_id}
 
     def _add_key(self, principal: Principal, actor: str) -> None:
+        held = self.gate.verifier.get(principal.key_id)
+        if held is not None and held.role is Role.OPERATOR:  # not even by the operator: it is this head's own
+            raise InvalidRequest("key", [FieldError("public_key", "the operator's key", "a key not yet in use",
+                                                    "a new key pair: coopsched keys new")])
         self.store.put_key(principal.key_id, principal.model_dump(mode="json"))
         self.gate.verifier.add(principal)
         self._log(principal.coop_id or "*", "key.add", actor, {"key_id": principal.key_id,

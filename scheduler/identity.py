@@ -187,7 +187,11 @@ def read_public_key(source: str | Path) -> str:
     if not path.exists():
         raise ValueError(f"{text[:60]!r} is neither a base64 public key nor a file; give the NAME.pub "
                          "written by `coopsched keys new` or the key it printed")
-    content = path.read_text().strip()
+    try:
+        content = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, binary
+        raise ValueError(f"{text[:60]!r} cannot be read as a key file ({type(exc).__name__}); give the NAME.pub "
+                         "written by `coopsched keys new` or the key it printed") from None
     if content.startswith("-----BEGIN"):
         return public_key_b64(load_private_key(content))
     public_key_from_b64(content)

@@ -90,7 +90,7 @@ EXECUTOR = {"executor_id": "exec-berlin-1", "coop_id": "research:biolab", "node_
             "resources": {"cpus": 16, "gpus": 1, "memory_mb": 65536, "gpu_memory_mb": 40960},
             "price_cpu_hour": 1.0, "price_gpu_hour": 10.0, "rtt_ms": 12.5, "labels": {"rack": "b2"},
             "open_to": ["*"]}
-OFFER = {"executor_id": "exec-berlin-1", "queue_depth": 2, "rtt_ms": 14.0, "trust": 0.8,
+OFFER = {"executor_id": "exec-berlin-1", "queue_depth": 2, "rtt_ms": 14.0,
          "gpu_utilisation_pct": 35.0, "gpu_memory_used_mb": 1024}
 REPORT = {"task_id": "job-7f3a", "executor_id": "exec-berlin-1", "coop_id": "research:biolab",
           "member": "did:icn:alice", "started_at": START, "ended_at": START + 60, "cpu_seconds": 120.0,

@@ -82,3 +82,17 @@ def test_start_needs_exactly_one_of_operator_key_or_dev(argv, capsys):
 def test_start_refuses_an_operator_key_that_is_not_one(capsys):
     assert main(["start", "--operator-key", "not-a-key"]) == 2
     assert "--operator-key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["policy not in UTF-8", "operator key is a directory", "key pair under a file"])
+def test_a_bad_file_is_a_one_line_error_with_exit_2_not_a_traceback(case, tmp_path, capsys):
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'{"coop_id": "caf\xe9"}')
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    argv = {"policy not in UTF-8": ["policy", "validate", str(latin1)],
+            "operator key is a directory": ["start", "--operator-key", str(tmp_path)],
+            "key pair under a file": ["keys", "new", "--out", str(a_file / "sub"), "--name", "k"]}[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("coopsched:") and "Traceback" not in err
