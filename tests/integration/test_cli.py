@@ -95,3 +95,9 @@ def test_quota_and_history_commands(head, capsys, tmp_path):
     assert code == 0 and "rolled back" in out
     kinds = [c["kind"] for c in run_json(capsys, "changes", COOP)]
     assert "quota.set_quota" in kinds and "policy.set" in kinds
+
+
+def test_start_in_signed_mode_beside_a_head_running_in_development_mode_says_so_and_fails(head, capsys):
+    from scheduler.identity import generate_key, public_key_b64
+    code, _, err = run(capsys, "start", "--operator-key", public_key_b64(generate_key()))
+    assert code == 1 and "already running in development mode" in err and "coopsched stop" in err
