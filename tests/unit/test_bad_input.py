@@ -32,7 +32,7 @@ from scheduler.tasks import TaskSpec
 from scheduler.usage import UsageReport
 from tests.builders import START, make_core, make_executor, make_policy
 from tests.malformed import (BAD_VALUES, EVERY_RULE_POLICY, EXAMPLES, EXECUTOR, KEY, MB_STRING, OFFER, REPORT,
-                             SAFE_KEY, SHORT_MESSAGE, TAGS, TASK, at, check, in_input, mutations, paths,
+                             SAFE_KEY, SHORT_MESSAGE, TAGS, TASK, Path, at, check, in_input, mutations, paths,
                              related, replaced)
 
 
