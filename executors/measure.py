@@ -58,7 +58,11 @@ class TaskError:
     @classmethod
     def from_exception(cls, exc: BaseException) -> TaskError:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(type(exc).__name__, str(exc), text, _picklable_or_none(exc))
+        try:
+            message = str(exc)
+        except Exception:  # noqa: BLE001  # a user's __str__ that raises must not lose the task's report
+            message = f"<{type(exc).__name__}: str() failed>"
+        return cls(type(exc).__name__, message, text, _picklable_or_none(exc))
 
     def raise_(self) -> None:
         if self.exception is not None:

@@ -22,11 +22,11 @@ RESERVE = LUA_PRELUDE + """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
 if ARGV[8] == '1' then
   for i, d in ipairs(dims) do
-    local limit = tonumber(ARGV[8 + i])
-    if limit >= 0 then
+    local limit, cost = tonumber(ARGV[8 + i]), tonumber(ARGV[4 + i])
+    if limit >= 0 and cost > 0 then  -- as ledger.fits: a dimension the task does not use is not checked
       local used = tonumber(redis.call('HGET', KEYS[3], d) or '0')
       local held = tonumber(redis.call('HGET', KEYS[3], 'reserved_' .. d) or '0')
-      if used + held + tonumber(ARGV[4 + i]) > limit then return 'over_limit' end
+      if used + held + cost > limit then return 'over_limit' end
     end
   end
 end

@@ -391,7 +391,7 @@ class RedisStore:
     # ------------------------------------------------------------------ usage reports
     def put_report(self, report: dict) -> bool:
         """Store a report once per (task id, attempt); False if it was already stored."""
-        task_id, attempt = report["task_id"], int(report["attempt"])
+        task_id, attempt = report["task_id"], int(report.get("attempt", 1))  # as SQLite: none means the first
         keys = [self._k("reports", task_id), self._k("index", "reports"), self._k("index", "unforwarded_reports"),
                 self._k("counter", "reports")]
         return self._put_report(keys=keys, args=[attempt, json.dumps(report), json.dumps([task_id, attempt])]) == 1
@@ -493,13 +493,22 @@ class RedisStore:
             return found[:limit]
         indices = [self._k("audit_index", name, value)
                    for name, value in (("coop", coop_id), ("member", member)) if value is not None]
+        # (a limit cuts by timestamp, then session and sequence number, as SQLite's ORDER BY; a sorted set
+        # breaks equal scores by the member's text, where "s:9" comes before "s:10": records tied with the
+        # last one taken are all read, then sorted, then cut)
         if len(indices) <= 1:
-            refs = self._r.zrevrangebyscore(indices[0] if indices else self._k("audit_index", "time"),
-                                            "+inf", low, start=0, num=limit)
+            key = indices[0] if indices else self._k("audit_index", "time")
+            top = self._r.zrevrangebyscore(key, "+inf", low, start=0, num=limit, withscores=True)
+            refs = [ref for ref, _ in top]
+            if len(top) == limit:
+                cut = top[-1][1]
+                refs = list(dict.fromkeys(refs + self._r.zrangebyscore(key, cut, cut)))
         else:
-            scored = self._r.zinter(indices, aggregate="MAX", withscores=True)
-            refs = [ref for ref, t in reversed(scored) if since is None or t >= since][:limit]
-        return self._audits(refs)
+            scored = [(ref, t) for ref, t in reversed(self._r.zinter(indices, aggregate="MAX", withscores=True))
+                      if since is None or t >= since]
+            cut = scored[limit - 1][1] if len(scored) >= limit else float("-inf")
+            refs = [ref for ref, t in scored if t >= cut]
+        return self._audits(refs)[:limit]
 
     def delete_audit(self, session_id: str, seq_no: int | None = None) -> int:
         """Delete one record, or all of a session's; returns how many were deleted."""

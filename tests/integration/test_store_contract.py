@@ -307,3 +307,26 @@ def test_bad_url_is_a_clear_error():
     from policies.validation import InvalidRequest
     with pytest.raises(InvalidRequest, match="sqlite:///PATH"):
         open_store("postgres://nope")
+
+
+def test_a_task_asking_nothing_of_a_dimension_over_its_quota_is_still_reserved(store):
+    """A member over the GPU quota (settled more than reserved, or set by an admin) may still run CPU-only
+    work: like the ledger, every backend checks only the dimensions a task uses."""
+    store.set_usage("c", "m", P, Cost(gpu=5_000_000))
+    limits = Cost(cpu=10_000_000, gpu=1_000_000, credits=-1)
+    assert store.reserve("cpu-only", "c", "m", P, Cost(cpu=1_000_000, gpu=0), limits) is ReserveResult.RESERVED
+    assert store.reserve("gpu-too", "c", "m", P, Cost(cpu=1, gpu=1), limits) is ReserveResult.OVER_LIMIT
+
+
+def test_a_report_without_an_attempt_counts_as_the_first(store):
+    assert store.put_report({"task_id": "t1", "outcome": "succeeded"}) is True
+    assert store.put_report({"task_id": "t1", "outcome": "succeeded"}) is False
+    assert [r["task_id"] for r in store.reports("t1")] == ["t1"]
+
+
+def test_a_limited_audit_listing_breaks_equal_timestamps_by_session_then_sequence_number(store):
+    for seq in (9, 10):
+        store.put_audit(AuditRecord(session_id="s", seq_no=seq, timestamp=100.0, coop_id="c", member="m",
+                                    task={}, result={}, usage={}))
+    for filters in ({}, {"coop_id": "c"}, {"coop_id": "c", "member": "m"}):
+        assert [r.seq_no for r in store.list_audit(limit=1, **filters)] == [10], filters

@@ -193,3 +193,12 @@ def test_truncate_error(text: str, limit: int, kept_whole: bool) -> None:
     cut = truncate_error(text, limit)
     assert (cut == text) is kept_whole
     assert len(cut) <= limit
+
+
+def test_an_exception_whose_str_raises_is_still_reported_as_the_tasks_error():
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no")
+
+    error = TaskError.from_exception(Unprintable())
+    assert error.type_name == "Unprintable" and "str() failed" in error.message
