@@ -207,10 +207,18 @@ def compile_expression(source: str) -> CompiledExpression:
 
 
 def _blank_strings(source: str) -> str:
-    """``source`` with the insides of string literals blanked (positions kept), to scan names."""
+    """``source`` with the insides of string literals and ``//`` comments blanked (positions kept), to
+    scan names: a name in a comment is no field the rule reads, and a quote in one opens no string."""
     out, i = [], 0
     while True:
         match = _STRING.search(source, i)
+        comment = source.find("//", i)
+        if comment != -1 and (match is None or comment < match.start()):
+            end = source.find("\n", comment)
+            end = len(source) if end == -1 else end
+            out.append(source[i:comment] + " " * (end - comment))
+            i = end
+            continue
         if match is None:
             out.append(source[i:])
             return "".join(out)

@@ -312,7 +312,8 @@ class RequireCapability(_Rule):
 
     type: Literal["RequireCapability"] = "RequireCapability"
     capability: str = Field(min_length=1, max_length=100, examples=["hipaa-compliant"])
-    min_version: str | None = Field(default=None, max_length=50, examples=["1.0"])
+    min_version: str | None = Field(default=None, max_length=50, examples=["1.0"], description=(
+        "compared part by part (1.10 > 1.2, 2022.1 > 2021.10); a pre-release (2.0-rc1) is below its release"))
     tags: tuple[str, ...] = Field(default=(), max_length=64, examples=[["patient-data"]])
 
     @field_validator("min_version")

@@ -36,7 +36,7 @@ class DataCatalog:
     def fractions(self, keys: tuple[str, ...]) -> dict[str, float]:
         total = 0
         local: dict[str, int] = defaultdict(int)
-        for key in keys:
+        for key in dict.fromkeys(keys):  # a key named twice is still its bytes once
             copies = self._copies.get(key)
             if not copies:
                 continue

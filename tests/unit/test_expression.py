@@ -172,3 +172,11 @@ def test_expression_cost_benchmark_smoke(capsys):
     assert names[:3] == ["no rule", "built-in Python rule", "expression rule"]
     assert all(r["p50_us"] > 0 and r["p99_us"] >= r["p50_us"] for r in rows)
     assert "expression rule" in capsys.readouterr().out
+
+
+
+def test_comments_are_not_code_whatever_they_hold():
+    apostrophe = ExpressionRule(expression="true // don't forget\n && task.gpus == 0.0")
+    assert apostrophe.check(make_task(gpus=0), ctx()) is None  # the quote opened no string
+    mention = ExpressionRule(expression="task.cpus <= 8.0 // see task.limits")  # no field task.limits read
+    assert mention.check(make_task(cpus=2), ctx()) is None

@@ -362,3 +362,13 @@ def test_a_detached_policy_leaves_the_live_plugins_alone():
     assert dry.submit(make_task()).admitted and not dry.submit(make_task()).admitted  # counted in the copy only
     assert manage(live, "quota", "get_quota", {"member": "alice"})["value"] == 0
     assert core.submit(make_task()).admitted
+
+
+
+@pytest.mark.parametrize("phase, value", [("constrain", "oops"), ("hold_until", "later"), ("adjust", "nan"),
+                                          ("adjust", -1.0)])
+def test_a_plug_in_answering_the_wrong_kind_of_thing_is_an_error_reason_not_a_crash(phase, value):
+    core = core_with(plugin(f"{FIX}:WrongKind", parameters={"phase": phase, "value": value}))
+    decision = core.submit(make_task())
+    assert not decision.admitted and decision.reasons[0].code.value == "error"
+    assert phase in decision.reasons[0].message
