@@ -83,6 +83,7 @@ head, the client and ``coopsched policy mgmt``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.metadata
 import inspect
@@ -220,10 +221,11 @@ class PluginRule(_Rule):
 
     def detached(self, coop_id: str | None) -> PluginRule:
         """A copy of this rule with a plug-in object of its own (made anew from the parameters)."""
-        copy = self.model_copy()
-        copy._coop_id = coop_id
-        copy._runtime = PluginRuntime.start(self.name, self.uri, self.parameters, self.timeout_ms / 1000.0)
-        return copy
+        twin = self.model_copy()
+        twin._coop_id = coop_id
+        twin._runtime = PluginRuntime.start(self.name, self.uri, self.parameters, self.timeout_ms / 1000.0,
+                                            own=True)
+        return twin
 
     @property
     def runtime(self) -> PluginRuntime:
@@ -381,13 +383,20 @@ def _import(path: str) -> Any:
     return obj
 
 
-def instantiate(target: Any, name: str, parameters: dict[str, Any], timeout_s: float) -> Any:
-    """Make the plug-in object from what its URI resolved to (see the module docstring)."""
+def instantiate(target: Any, name: str, parameters: dict[str, Any], timeout_s: float, own: bool = False) -> Any:
+    """Make the plug-in object from what its URI resolved to (see the module docstring); ``own``: a
+    ready object is copied, so a dry run's calls do not reach the live one."""
     if not (inspect.isclass(target) or inspect.isfunction(target) or inspect.ismethod(target)
             or inspect.isbuiltin(target)):
         if not _phases_of(target) and not _is_vdag(target):
             raise PluginError(f"{target!r} is neither a class, a factory nor an object with any of "
                               f"{', '.join(PHASES)} or eval")
+        if own:
+            try:
+                return copy.deepcopy(target)
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(f"the ready object {target!r} cannot be copied for a dry run "
+                                  f"({type(exc).__name__}); name a class or a factory instead") from None
         return target
     try:
         signature = inspect.signature(target)
@@ -426,12 +435,14 @@ class PluginRuntime:
         weakref.finalize(self, runner.stop)
 
     @classmethod
-    def start(cls, label: str, uri: str, parameters: dict[str, Any], budget_s: float) -> PluginRuntime:
-        """Resolve ``uri`` and make the plug-in on its own thread. Raises ``PluginError``."""
+    def start(cls, label: str, uri: str, parameters: dict[str, Any], budget_s: float,
+              own: bool = False) -> PluginRuntime:
+        """Resolve ``uri`` and make the plug-in on its own thread. Raises ``PluginError``. ``own``: a
+        plug-in object no one else holds, even when the URI names a ready object (a copy of it)."""
         target = resolve(uri)
         runner = BudgetRunner(label)
         try:
-            instance = runner.call(instantiate, (target, label, parameters, budget_s), SETUP_BUDGET_S)
+            instance = runner.call(instantiate, (target, label, parameters, budget_s, own), SETUP_BUDGET_S)
         except PluginTimeout:
             runner.stop()
             raise PluginError(f"parameters with which plug-in {label} ({uri}) starts within "

@@ -372,3 +372,11 @@ def test_a_plug_in_answering_the_wrong_kind_of_thing_is_an_error_reason_not_a_cr
     decision = core.submit(make_task())
     assert not decision.admitted and decision.reasons[0].code.value == "error"
     assert phase in decision.reasons[0].message
+
+
+
+def test_a_dry_run_copy_of_a_ready_object_plug_in_has_an_object_of_its_own():
+    core = core_with(plugin(f"{FIX}:READY", name="ready"))
+    live = core.policy("coop")
+    dry = plugins.detached(live)
+    assert dry.rules[0].runtime.instance is not live.rules[0].runtime.instance
