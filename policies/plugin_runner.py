@@ -7,10 +7,13 @@ fail at once instead of queueing behind it.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from policies.rules import Constraint
 
 
 class PluginError(Exception):
@@ -19,6 +22,28 @@ class PluginError(Exception):
 
 class PluginTimeout(PluginError):
     """A call into a plug-in overran its time budget (the call itself may still be running)."""
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+_ANSWERS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "constrain": (lambda a: a is None or isinstance(a, Constraint), "None or a policies.rules.Constraint"),
+    "adjust": (lambda a: _finite(a) and a > 0, "a finite number above 0 (a priority multiplier)"),
+    "hold_until": (lambda a: a is None or _finite(a), "None or a time (seconds since the epoch)"),
+    "closed_until": (lambda a: a is None or _finite(a), "None or a time (seconds since the epoch)"),
+}
+
+
+def check_answer(phase: str, answer: Any) -> Any:
+    """``answer`` if it is what ``phase`` answers; ``PluginError`` if not: a plug-in's mistake is an
+    error reason for the task it was asked about, never the scheduler's crash."""
+    expected = _ANSWERS.get(phase)
+    if expected is not None and not expected[0](answer):
+        raise PluginError(f"plug-in answered {phase} with {type(answer).__name__} {str(answer)[:40]!r}; "
+                          f"{phase} answers {expected[1]}")
+    return answer
 
 
 _QUEUED, _RUNNING, _DONE, _CANCELLED = range(4)

@@ -88,7 +88,6 @@ import importlib
 import importlib.metadata
 import inspect
 import json
-import math
 import re
 import sys
 import weakref
@@ -98,9 +97,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_core import PydanticCustomError
 
-from policies.plugin_runner import BudgetRunner, PluginError, PluginTimeout
+from policies.plugin_runner import BudgetRunner, PluginError, PluginTimeout, check_answer
 from policies.reasons import Reason, ReasonCode, error
-from policies.rules import Constraint, _Rule
+from policies.rules import _Rule
 from policies.validation import FieldError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -538,28 +537,10 @@ class BoundPlugin:
 
 
 def _phase_call(runtime: PluginRuntime, phase: str) -> Callable:
-    expected = _ANSWERS.get(phase)
-
     def call(task: TaskSpec, ctx: RuleContext) -> Any:
-        answer = runtime.call(phase, task, ctx)
-        if expected is not None and not expected[0](answer):  # an answer of the wrong kind is the plug-in's
-            raise PluginError(f"plug-in answered {phase} with {type(answer).__name__} {str(answer)[:40]!r}; "
-                              f"{phase} answers {expected[1]}")  # error, never the scheduler's crash
-        return answer
+        return check_answer(phase, runtime.call(phase, task, ctx))
     call.__name__ = phase
     return call
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-_ANSWERS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "constrain": (lambda a: a is None or isinstance(a, Constraint), "None or a policies.rules.Constraint"),
-    "adjust": (lambda a: _finite(a) and a > 0, "a finite number above 0 (a priority multiplier)"),
-    "hold_until": (lambda a: a is None or _finite(a), "None or a time (seconds since the epoch)"),
-    "closed_until": (lambda a: a is None or _finite(a), "None or a time (seconds since the epoch)"),
-}
 
 
 # ----------------------------------------------------------------------------- management

@@ -177,8 +177,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
         v.relaxed = tuple(c.source for c in constraints)
     fit = static_fit(table, req)
     if not fit.possible and constraints and mode is not EnforcementMode.STRICT:
-        loose = compile_requirements(task.coop_id, task.resources, (), task.capabilities)
-        assert isinstance(loose, Requirements)
+        loose = req.unconstrained()
         loose_fit = static_fit(table, loose)
         if loose_fit.possible:
             message, _ = explain_no_fit(table, req)

@@ -17,15 +17,15 @@ from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
 from policies.reasons import Decision, Reason, rejected, unavailable
 from policies.rules import RateBuckets, RuleContext
 from policies.validation import parse, trusted, trusted_maker
-from scheduler.admission import CompiledPolicy, Verdict, evaluate, requirements_for
+from scheduler.admission import CompiledPolicy, Verdict, evaluate
 from scheduler.counters import CoreCounters
 from scheduler.data_locality import DataCatalog, DataLocator
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
+from scheduler.core_records import JobRecords
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
-from scheduler.placement import (Placement, Requirements, choose, compile_requirements, explain_no_fit, fit_mask,
-                                 offers)
+from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState, TaskSpec
@@ -48,7 +48,7 @@ _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobStat
                   Outcome.TIMEOUT: JobState.TIMEOUT, Outcome.CANCELLED: JobState.CANCELLED}
 
 
-class SchedulerCore:
+class SchedulerCore(JobRecords):
     def __init__(self, clock: Clock = time.time, data_locator: DataLocator | None = None,
                  executor_capacity: int = 1024, ledger: UsageLedger | None = None) -> None:
         self.clock = clock
@@ -228,7 +228,8 @@ class SchedulerCore:
     # ------------------------------------------------------------------ scheduling
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
-        if not self.queue or self.table.free_count <= 0:  # nothing waiting, or a full fleet (_anything_free)
+        if not self.queue or self.table.free_count <= 0:  # nothing waiting, or a full fleet (waiting tasks
+            # keep the reasons they were given when last looked at)
             return []
         now = self.clock()
         placements: list[Placement] = []
@@ -329,11 +330,9 @@ class SchedulerCore:
         """A non-strict policy's task whose constraints now exclude every executor (the ones that satisfied
         them at admission are gone): queued again without them, as admission does when none fits; None if
         it has no policy constraints to drop or no executor could run it even without them."""
-        req = entry.requirements
-        sources = tuple(sorted(set(req.region_sources + req.allow_sources + req.deny_sources
-                                   + tuple(src for _, _, src in req.capabilities if src != "task"))))
-        loose = compile_requirements(entry.coop_id, entry.resources, (), entry.task.capabilities)
-        if not sources or not isinstance(loose, Requirements) or not explain_no_fit(self.table, loose)[1]:
+        sources = entry.requirements.policy_sources
+        loose = entry.requirements.unconstrained()
+        if not sources or not explain_no_fit(self.table, loose)[1]:
             return None
         relaxed = dataclasses.replace(entry, requirements=loose, relaxed=sources)
         self.queue.add(relaxed)
@@ -350,11 +349,6 @@ class SchedulerCore:
         load, r, extra = self.table.row_load[row], spec.resources, spec.dispatch_ahead
         return (load[0] < extra * r.cpus - 1e-9 or load[1] < extra * r.gpus - 1e-9
                 or load[2] < extra * r.memory_mb - 1e-9 or load[3] < extra * r.gpu_memory_mb - 1e-9)
-
-    def _anything_free(self) -> bool:
-        """Whether any active executor has a free CPU slice: if not, a full cluster skips the queue walk.
-        (Waiting tasks keep the reasons they were given when last looked at.)"""
-        return self.table.free_count > 0
 
     def _refuse_queued(self, entry: QueuedTask, now: float, message: str) -> None:
         task = entry.task
@@ -543,52 +537,6 @@ class SchedulerCore:
         """Ids of jobs whose state moved since the last call (the head persists them)."""
         changed, self.changed_jobs = sorted(self.changed_jobs), set()
         return changed
-
-    def job_record(self, task_id: str) -> dict[str, Any] | None:
-        """A job as JSON-ready data: everything ``restore_job`` needs, and its status for readers."""
-        job = self._jobs.get(task_id)
-        if job is None:
-            return None
-        entry = self.queue.get(task_id)
-        return {"task_id": task_id, "coop_id": job.task.coop_id, "member": job.task.member,
-                "state": job.state.value, "submitted_at": job.submitted_at,
-                "task": job.task.model_dump(mode="json"), "decision": job.decision.model_dump(mode="json"),
-                "status": job.status().model_dump(mode="json"),
-                "placement": job.placement.model_dump(mode="json", exclude={"task"}) if job.placement else None,
-                "cost": [job.cost.cpu, job.cost.gpu, job.cost.credits], "cancel_requested": job.cancel_requested,
-                "not_before": entry.not_before if entry else None,
-                "relaxed": list(entry.relaxed if entry else (job.placement.relaxed if job.placement else ()))}
-
-    def restore_job(self, record: dict[str, Any]) -> JobState:
-        """Take back a job after a restart: queued ones wait again (their reservation is in the
-        store), running ones are expected to report (the head checks with their worker)."""
-        task = TaskSpec(**record["task"])
-        decision = Decision(**record["decision"])
-        status = JobStatus(**record["status"])
-        job = Job(task=task, decision=decision, submitted_at=record["submitted_at"], state=status.state,
-                  reason=status.reason, history=list(status.history), attempts=status.attempts,
-                  started_at=status.started_at, cost=Cost(*record["cost"]),
-                  cancel_requested=record.get("cancel_requested", False))
-        relaxed = tuple(record.get("relaxed") or ())
-        job.requirements = requirements_for(task, self._policies.get(task.coop_id), self.table, self.clock(),
-                                            relaxed=bool(relaxed))
-        self._jobs[task.task_id] = job
-        if job.state is JobState.RUNNING and record.get("placement"):
-            placement = Placement(task=task, **record["placement"])
-            job.placement = placement
-            if placement.executor_id in self.table:
-                self.table.reserve(self.table.rows[placement.executor_id], task.resources)
-                self._on_executor.setdefault(placement.executor_id, set()).add(task.task_id)
-                key = (task.coop_id, task.member)
-                self._running[key] = self._running.get(key, 0) + 1
-                return job.state
-            job.state = JobState.QUEUED  # its executor is gone: run it again
-        if job.state in (JobState.QUEUED, JobState.DEFERRED):
-            self._seq += 1
-            self.queue.add(QueuedTask(task, job.requirements, job.cost, decision.effective_priority,
-                                      job.submitted_at, self._seq, record.get("not_before"),
-                                      attempt=job.attempts + 1, relaxed=relaxed))
-        return job.state
 
     def cancel_requested(self, task_id: str) -> bool:
         job = self._jobs.get(task_id)

@@ -236,14 +236,13 @@ def _plain(value: Any, depth: int = 0) -> Any:
     an instance of a field's type as it is, so only plain data reaches the head's validation."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="python", round_trip=True)
-    if depth > 64 or not isinstance(value, (dict, list, tuple)):
+    if depth > 64:
         return value  # (deeper: validation refuses it as nested too deep)
     if isinstance(value, dict):
-        return value if not any(isinstance(v, (BaseModel, dict, list, tuple)) for v in value.values()) else \
-            {k: _plain(v, depth + 1) for k, v in value.items()}
-    items = [_plain(v, depth + 1) for v in value]
-    return type(value)(items) if isinstance(value, tuple) and type(value) is tuple else \
-        items if isinstance(value, list) else value
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_plain(v, depth + 1) for v in value)
+    return value
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -56,8 +56,18 @@ class Requirements:
         return other
 
     def unconstrained(self) -> Requirements:
-        """The same task with every policy constraint dropped (permissive fallback)."""
-        return compile_requirements(self.coop_id, self.resources, (), {})
+        """The same task with every policy constraint dropped, its own capabilities kept (the fallback of a
+        policy that is not strict)."""
+        own = {name: version for name, version, source in self.capabilities if source == "task"}
+        loose = compile_requirements(self.coop_id, self.resources, (), own)
+        assert isinstance(loose, Requirements)  # (no constraints: nothing can conflict)
+        return loose
+
+    @property
+    def policy_sources(self) -> tuple[str, ...]:
+        """The rules behind the constraints, sorted: what dropping them relaxes."""
+        return tuple(sorted(set(self.region_sources + self.allow_sources + self.deny_sources
+                                + tuple(source for _, _, source in self.capabilities if source != "task"))))
 
 
 def _amounts(r: Resources) -> tuple:

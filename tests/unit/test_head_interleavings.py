@@ -117,6 +117,16 @@ async def settle(rounds: int = 20) -> None:
         await asyncio.sleep(0)
 
 
+async def running_a(queue_all: bool = False) -> tuple[Head, FakeWorker]:
+    """A head whose one executor, e1, was handed job "A"."""
+    h = await make_head()
+    e1 = FakeWorker("e1", queue_all=queue_all)
+    await add_executor(h, e1)
+    await h.submit(task("A"), b"a")
+    await settle()
+    return h, e1
+
+
 def test_a_late_dispatch_answer_from_a_lost_executor_never_stands_in_for_the_retry(monkeypatch):
     monkeypatch.setattr(head_module, "PING_TIMEOUT_S", 0.05)
 
@@ -146,11 +156,7 @@ def test_a_removed_executors_reference_never_answers_for_the_retry(monkeypatch):
     monkeypatch.setattr(head_module.ray, "kill", lambda *a, **k: None)
 
     async def main():
-        h = await make_head()
-        e1 = FakeWorker("e1")
-        await add_executor(h, e1)
-        await h.submit(task("A"), b"a")
-        await settle()
+        h, e1 = await running_a()
         e2 = FakeWorker("e2", queue_all=True)
         await add_executor(h, e2, dispatch_ahead=1)
         assert await h.remove_executor("e1") == ["A"]
@@ -165,11 +171,7 @@ def test_a_removed_executors_reference_never_answers_for_the_retry(monkeypatch):
 
 def test_a_wait_that_ends_while_the_reference_is_on_its_way_says_so():
     async def main():
-        h = await make_head()
-        e1 = FakeWorker("e1", queue_all=True)
-        await add_executor(h, e1)
-        await h.submit(task("A"), b"a")
-        await settle()
+        h, e1 = await running_a(queue_all=True)
         e1.refs_gate.clear()  # result_refs answers a little later
         await h.on_reports([report("A", "e1", 1)])
         early = await h.wait_result("A", 0.1)
@@ -184,11 +186,7 @@ def test_a_placement_made_in_a_heartbeat_round_is_written_to_the_store(monkeypat
     monkeypatch.setattr(head_module, "PING_TIMEOUT_S", 0.05)
 
     async def main():
-        h = await make_head()
-        e1 = FakeWorker("e1")
-        await add_executor(h, e1)
-        await h.submit(task("A"), b"a")
-        await settle()
+        h, e1 = await running_a()
         e1.hang_missing = True
         await h._watch_once()  # e1 hangs: lost, A back in the queue
         assert h.store.get_job("A")["state"] == "queued"

@@ -1,0 +1,69 @@
+"""A job as the store keeps it, and taken back after a restart (a mixin of ``scheduler.core.SchedulerCore``).
+
+``job_record`` writes down everything ``restore_job`` needs: the task, its decision and status,
+its placement, its projected cost and what a queued task waits for. Restoring puts a queued job
+back in the queue (its reservation is in the store) and a running one back on its executor
+(the head then asks that executor's worker whether it still runs it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.reasons import Decision
+from scheduler.admission import requirements_for
+from scheduler.jobs import Job, JobStatus
+from scheduler.ledger import Cost
+from scheduler.placement import Placement
+from scheduler.queue import QueuedTask
+from scheduler.tasks import JobState, TaskSpec
+
+
+class JobRecords:
+    """``job_record`` and ``restore_job``."""
+
+    def job_record(self, task_id: str) -> dict[str, Any] | None:
+        """A job as JSON-ready data: everything ``restore_job`` needs, and its status for readers."""
+        job = self._jobs.get(task_id)
+        if job is None:
+            return None
+        entry = self.queue.get(task_id)
+        return {"task_id": task_id, "coop_id": job.task.coop_id, "member": job.task.member,
+                "state": job.state.value, "submitted_at": job.submitted_at,
+                "task": job.task.model_dump(mode="json"), "decision": job.decision.model_dump(mode="json"),
+                "status": job.status().model_dump(mode="json"),
+                "placement": job.placement.model_dump(mode="json", exclude={"task"}) if job.placement else None,
+                "cost": [job.cost.cpu, job.cost.gpu, job.cost.credits], "cancel_requested": job.cancel_requested,
+                "not_before": entry.not_before if entry else None,
+                "relaxed": list(entry.relaxed if entry else (job.placement.relaxed if job.placement else ()))}
+
+    def restore_job(self, record: dict[str, Any]) -> JobState:
+        """Take back a job after a restart: queued ones wait again (their reservation is in the
+        store), running ones are expected to report (the head checks with their worker)."""
+        task = TaskSpec(**record["task"])
+        decision = Decision(**record["decision"])
+        status = JobStatus(**record["status"])
+        job = Job(task=task, decision=decision, submitted_at=record["submitted_at"], state=status.state,
+                  reason=status.reason, history=list(status.history), attempts=status.attempts,
+                  started_at=status.started_at, cost=Cost(*record["cost"]),
+                  cancel_requested=record.get("cancel_requested", False))
+        relaxed = tuple(record.get("relaxed") or ())
+        job.requirements = requirements_for(task, self._policies.get(task.coop_id), self.table, self.clock(),
+                                            relaxed=bool(relaxed))
+        self._jobs[task.task_id] = job
+        if job.state is JobState.RUNNING and record.get("placement"):
+            placement = Placement(task=task, **record["placement"])
+            job.placement = placement
+            if placement.executor_id in self.table:
+                self.table.reserve(self.table.rows[placement.executor_id], task.resources)
+                self._on_executor.setdefault(placement.executor_id, set()).add(task.task_id)
+                key = (task.coop_id, task.member)
+                self._running[key] = self._running.get(key, 0) + 1
+                return job.state
+            job.state = JobState.QUEUED  # its executor is gone: run it again
+        if job.state in (JobState.QUEUED, JobState.DEFERRED):
+            self._seq += 1
+            self.queue.add(QueuedTask(task, job.requirements, job.cost, decision.effective_priority,
+                                      job.submitted_at, self._seq, record.get("not_before"),
+                                      attempt=job.attempts + 1, relaxed=relaxed))
+        return job.state
