@@ -66,6 +66,11 @@ class SchedulerCore(JobRecords):
         self._seq = 0
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
 
+    def carry_over(self, previous: SchedulerCore) -> None:
+        """Keep what a core rebuilt from the store (``Head._resync``) cannot read back from it: the
+        counters (Prometheus counters never go down) and the rate-limit buckets (what members spent)."""
+        self.counters, self._buckets = previous.counters, previous._buckets
+
     # ------------------------------------------------------------------ policies
     def set_policy(self, policy: CoopPolicy | dict | str) -> CoopPolicy:
         """Install (or replace) a coop's policy; it applies to tasks submitted from now on."""

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import ray
@@ -85,6 +86,8 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished jobs still in memory, oldest first
         self.keep_finished_jobs = max(0, int(keep_finished_jobs))
         self._watchdog: asyncio.Task | None = None
+        self._writing = 0  # nested _writes() blocks open
+        self.resyncs = 0  # times memory was rebuilt from the store after it refused a call's writes
         self.started_at = time.time()
         self.recovered = self._recover()
         self.metrics = SchedulerMetrics(self.core)  # metrics_port None: histograms kept, nothing served
@@ -125,6 +128,47 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         if jobs:
             log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
         return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs}
+
+    @contextmanager
+    def _writes(self) -> Iterator[None]:
+        """One call's writes as one group commit (``store.batch``). If the store refuses them (a full
+        disk, an I/O error, Redis gone), memory is rebuilt from what the store holds (``_resync``)
+        before the error goes on to the caller: the head never acts on a decision the store did not
+        take (a job admitted in memory only would run with no reservation, and its missing payload
+        would fail every dispatch to its executor)."""
+        self._writing += 1
+        try:
+            with self.store.batch():
+                yield
+        except InvalidRequest:  # refused before anything changed
+            raise
+        except Exception as exc:
+            if self._writing == 1:  # (the outermost block rebuilds, once)
+                self._resync(exc)
+            raise
+        finally:
+            self._writing -= 1
+
+    def _resync(self, exc: BaseException) -> None:
+        """Replace the core with one recovered from the store, as a restarted head would, keeping the
+        counters, rate buckets, worker handles and result references. If the store cannot be read
+        either, memory stays as it was (and says so in the log) until a later failure or a restart."""
+        log.error("the state store refused a call's writes (%s: %s); rebuilding the head's memory from it",
+                  type(exc).__name__, exc)
+        old, dispatched, finished = self.core, self._dispatched, self._finished
+        self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
+        self.core.carry_over(old)
+        self._dispatched, self._finished = {}, OrderedDict()
+        try:
+            self.recovered = self._recover()
+        except Exception:
+            log.exception("the store could not be read back either: the head's memory is kept as it was")
+            self.core, self._dispatched, self._finished = old, dispatched, finished
+            return
+        self._payloads = {t: p for t, p in self._payloads.items() if self.core.task(t) is not None}
+        self.metrics.collector.core = self.core
+        self.metrics.store_resyncs.inc()
+        self.resyncs += 1
 
     def _persist(self) -> None:
         for task_id in self.core.drain_changed():
@@ -169,7 +213,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     # group commit (``store.batch``): one transaction per call instead of one per write.
     async def _submit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         self._ensure_watchdog()
-        with self.store.batch():
+        with self._writes():
             decision = self._admit(task, payload, data_refs)
             self._schedule()
             self._persist()
@@ -182,7 +226,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
                                                             "a list of [task, payload, data_refs] triples",
                                                             '[[{"coop_id": "c", "member": "m"}, null, []]]')])
         out: list[dict] = []
-        with self.store.batch():
+        with self._writes():
             for i, item in enumerate(items):
                 try:
                     if not isinstance(item, (list, tuple)) or len(item) != 3:
@@ -235,7 +279,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         ``scheduler.head_auth``); a report not signed by the executor it names is refused, counted and
         charges nobody. A malformed report raises ``InvalidRequest`` naming the field."""
         self._ensure_watchdog()
-        with self.store.batch():
+        with self._writes():
             settled = self._settle(report)
             self._fetch_refs()
             self._schedule()
@@ -248,7 +292,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         changed. A malformed item answers False (the tracker only forwards reports it validated)."""
         self._ensure_watchdog()
         answers = []
-        with self.store.batch():
+        with self._writes():
             for report in reports:
                 try:
                     answers.append(self._settle(report))
@@ -316,7 +360,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         parsed = parse(ExecutorOffer, offer, what="executor offer")
         if parsed.executor_id not in self.core.table:
             return False
-        with self.store.batch():  # what this round places (e.g. on an executor back from offline) is written
+        with self._writes():  # what this round places (e.g. on an executor back from offline) is written
             self.core.update_executor(parsed)
             self._schedule()
             self._persist()
@@ -329,8 +373,9 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         if state is JobState.RUNNING and task_id in self._dispatched:
             await self._cancel_on_worker(task_id)
         self._notify(task_id)
-        self._schedule()
-        self._persist()
+        with self._writes():
+            self._schedule()
+            self._persist()
         return state.value if state else None
 
     @guarded
@@ -350,47 +395,52 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             if public_key is not None:
                 executor_key = parse(Principal, {"public_key": public_key, "role": "executor", "coop_id": coop_id,
                                                  "subject": executor_id}, what="executor key")
-        parsed = self.core.register_executor(spec)
-        if executor_key is not None:
-            self._add_key(executor_key, actor)
-        self._workers.pop(parsed.executor_id, None)
-        self.store.put_executor(parsed.model_dump(mode="json"), self.core.table.status_of(parsed.executor_id).value)
-        self._log(parsed.coop_id, "executor.join", actor, {"executor_id": parsed.executor_id,
-                                                          "region": parsed.region})
-        self._schedule()
-        self._persist()
+        with self._writes():
+            parsed = self.core.register_executor(spec)
+            if executor_key is not None:
+                self._add_key(executor_key, actor)
+            self._workers.pop(parsed.executor_id, None)
+            self.store.put_executor(parsed.model_dump(mode="json"),
+                                    self.core.table.status_of(parsed.executor_id).value)
+            self._log(parsed.coop_id, "executor.join", actor, {"executor_id": parsed.executor_id,
+                                                              "region": parsed.region})
+            self._schedule()
+            self._persist()
         return parsed.model_dump(mode="json")
 
     @guarded
     async def drain(self, executor_id: str, actor: str = "admin") -> bool:
-        self.core.drain(executor_id)
-        spec = self.core.table.spec(executor_id)
-        self.store.put_executor(spec.model_dump(mode="json"), ExecutorStatus.DRAINING.value)
-        self._log(spec.coop_id, "executor.drain", actor, {"executor_id": executor_id})
+        with self._writes():
+            self.core.drain(executor_id)
+            spec = self.core.table.spec(executor_id)
+            self.store.put_executor(spec.model_dump(mode="json"), ExecutorStatus.DRAINING.value)
+            self._log(spec.coop_id, "executor.drain", actor, {"executor_id": executor_id})
         return True
 
     @guarded
     async def set_trust(self, executor_id: str, trust: float, actor: str = "admin") -> dict:
         spec = self.core.table.spec(executor_id).model_copy(update={"trust": trust})
-        spec = self.core.register_executor(spec.model_dump(mode="json"))
-        self.store.put_executor(spec.model_dump(mode="json"), self.core.table.status_of(executor_id).value)
-        self._log(spec.coop_id, "executor.trust", actor, {"executor_id": executor_id, "trust": trust})
+        with self._writes():
+            spec = self.core.register_executor(spec.model_dump(mode="json"))
+            self.store.put_executor(spec.model_dump(mode="json"), self.core.table.status_of(executor_id).value)
+            self._log(spec.coop_id, "executor.trust", actor, {"executor_id": executor_id, "trust": trust})
         return spec.model_dump(mode="json")
 
     @guarded
     async def remove_executor(self, executor_id: str, actor: str = "admin") -> list[str]:
         coop = self.core.table.spec(executor_id).coop_id if executor_id in self.core.table else "?"
-        lost = self.core.remove_executor(executor_id)
-        self._forget_attempts(lost)
-        self.store.remove_executor(executor_id)
-        self._log(coop, "executor.remove", actor, {"executor_id": executor_id, "requeued": lost})
-        self._remove_executor_keys(executor_id, actor)
-        worker = self._workers.pop(executor_id, None) or self._worker(executor_id)
-        self._workers.pop(executor_id, None)
-        if worker is not None:
-            ray.kill(worker, no_restart=True)
-        self._schedule()
-        self._persist()
+        with self._writes():
+            lost = self.core.remove_executor(executor_id)
+            self._forget_attempts(lost)
+            self.store.remove_executor(executor_id)
+            self._log(coop, "executor.remove", actor, {"executor_id": executor_id, "requeued": lost})
+            self._remove_executor_keys(executor_id, actor)
+            worker = self._workers.pop(executor_id, None) or self._worker(executor_id)
+            self._workers.pop(executor_id, None)
+            if worker is not None:
+                ray.kill(worker, no_restart=True)
+            self._schedule()
+            self._persist()
         return lost
 
     @guarded
@@ -435,7 +485,8 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     async def ping(self) -> dict:
         return {"executors": len(self.core.table), "queued": len(self.core.queue),
                 "jobs_in_memory": self.core.jobs_in_memory(), "started_at": self.started_at,
-                "store": self.store_url.split("@")[-1], "recovered": self.recovered}
+                "store": self.store_url.split("@")[-1], "recovered": self.recovered,
+                "store_resyncs": self.resyncs}
 
     # ------------------------------------------------------------------ watchdog
     def _ensure_watchdog(self) -> None:
@@ -468,7 +519,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
                         if self.core.requeue(t, executor_id, f"worker of {executor_id} restarted") is not None]
             self._forget_attempts(requeued)
             if missing:
-                with self.store.batch():
+                with self._writes():
                     self._schedule()
                     self._persist()
         stale = self.core.mark_offline(self.heartbeat_timeout_s)

@@ -96,8 +96,9 @@ class Dispatch:
             for p in group:
                 self.core.requeue(p.task.task_id, executor_id, f"dispatch failed: {exc}")
         if started < len(group):
-            self._schedule()
-            self._persist()
+            with self._writes():
+                self._schedule()
+                self._persist()
         for p in group:
             task_id = p.task.task_id
             self._notify(task_id)
@@ -142,13 +143,14 @@ class Dispatch:
         return handle
 
     def _lost(self, executor_id: str, why: str) -> None:
-        lost = self.core.executor_lost(executor_id, why)
-        self._workers.pop(executor_id, None)
-        self._forget_attempts(lost)
-        if lost:
-            log.warning("%s: %d task(s) back in the queue", why, len(lost))
-        self._schedule()
-        self._persist()
+        with self._writes():
+            lost = self.core.executor_lost(executor_id, why)
+            self._workers.pop(executor_id, None)
+            self._forget_attempts(lost)
+            if lost:
+                log.warning("%s: %d task(s) back in the queue", why, len(lost))
+            self._schedule()
+            self._persist()
 
     def _forget_attempts(self, task_ids) -> None:
         """Tasks sent back to the queue: their old attempt's result reference and dispatch time go, and

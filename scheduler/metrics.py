@@ -154,6 +154,9 @@ class SchedulerMetrics:
             PREFIX + "placement_seconds", "Time to place one task: a scheduling round's duration "
             "(SchedulerCore.schedule) shared among the tasks it placed.", registry=self.registry,
             buckets=SECONDS_BUCKETS)
+        self.store_resyncs = Counter(
+            PREFIX + "store_resyncs", "Times the head rebuilt its memory from the state store after the store "
+            "refused a call's writes (a full disk, an I/O error, the store unreachable).", registry=self.registry)
         self.requests_refused = Counter(
             PREFIX + "requests_refused", "Requests the head refused before doing anything, by reason: unsigned, "
             "unknown_key, forged, expired, replayed, forbidden (nothing was changed or charged).", ["reason"],
