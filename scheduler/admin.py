@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.model import CoopPolicy, MemberQuota
 from policies.validation import FieldError, InvalidRequest, parse, quoted
+from scheduler.ledger import Cost, to_units
 
 QUOTA_ACTIONS = ("get_quota", "reset_quota", "set_quota", "update_limit", "update_default_limit",
                  "add_whitelist", "remove_whitelist", "clear_all")
@@ -38,20 +39,27 @@ def with_whitelist(policy: CoopPolicy, member: str, present: bool) -> CoopPolicy
 
 
 class UsedAmounts(BaseModel):
-    """The amounts ``set_quota`` writes as a member's use this month."""
+    """The amounts ``set_quota`` writes as a member's use this month; one left out keeps its value."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
-        {"cpu_hours": 2.5, "gpu_hours": 0.0, "credits": 10.0}]})
+        {"cpu_hours": 2.5, "gpu_hours": 0.0, "credits": 10.0}, {"gpu_hours": 1.5}]})
 
-    cpu_hours: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False, examples=[2.5])
-    gpu_hours: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False, examples=[0.0])
-    credits: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[10.0])
+    cpu_hours: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False, examples=[2.5])
+    gpu_hours: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False, examples=[0.0])
+    credits: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False, examples=[10.0])
 
 
-def used_amounts(values: dict[str, Any]) -> tuple[float, float, float]:
-    """``set_quota``'s values as (cpu_hours, gpu_hours, credits); ``InvalidRequest`` naming the bad one."""
+def used_amounts(values: dict[str, Any], current: Cost) -> Cost:
+    """``set_quota``'s values over the member's ``current`` use (amounts left out stay as they are);
+    ``InvalidRequest`` naming the bad one, or saying none was given."""
     used = parse(UsedAmounts, values, what="quota action")
-    return used.cpu_hours, used.gpu_hours, used.credits
+    if used.cpu_hours is None and used.gpu_hours is None and used.credits is None:
+        raise InvalidRequest("quota action", [FieldError("cpu_hours", "nothing", "at least one of cpu_hours, "
+                                                         "gpu_hours and credits (the others keep their value)",
+                                                         '{"gpu_hours": 1.5}')])
+    return Cost(current.cpu if used.cpu_hours is None else to_units(used.cpu_hours),
+                current.gpu if used.gpu_hours is None else to_units(used.gpu_hours),
+                current.credits if used.credits is None else to_units(used.credits))
 
 
 def check_coop(coop_id: Any, what: str = "quota action") -> str:

@@ -13,6 +13,7 @@ import sys
 
 from scheduler import cli_commands as c
 from scheduler.names import NAMESPACE
+from scheduler.tasks import JobState
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("member")
     _sub(qsub, "list", "every member's usage this month", c.cmd_quota).add_argument("coop")
     _sub(qsub, "clear-all", "forget every member's usage this month", c.cmd_quota).add_argument("coop")
-    qs = _sub(qsub, "set", "set a member's used amounts this month", c.cmd_quota)
+    qs = _sub(qsub, "set", "set a member's used amounts this month (those left out keep theirs)", c.cmd_quota)
     qs.add_argument("coop")
     qs.add_argument("member")
     for flag in ("--cpu-hours", "--gpu-hours", "--credits"):
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     jl = _sub(jsub, "list", "jobs, newest last", c.cmd_job)
     jl.add_argument("--coop")
     jl.add_argument("--member")
-    jl.add_argument("--status")
+    jl.add_argument("--status", choices=[state.value for state in JobState])
     for action, help in (("status", "state, reason and history"), ("cancel", "stop it (charged for the time used)"),
                          ("explain", "why it is where it is")):
         _sub(jsub, action, help, c.cmd_job).add_argument("id")

@@ -26,16 +26,21 @@ def key_of(args):
     return getattr(args, "key", None) or os.environ.get("COOPSCHED_KEY") or None
 
 
-def client_for(args):
+def _connect(args) -> None:
     import ray
-
-    from scheduler.client import Client
     if not ray.is_initialized():
         try:
             ray.init(address=args.address or "auto", namespace=args.namespace, log_to_driver=False)
         except ConnectionError:
             raise ConnectionError("no running Ray cluster found; start one with `coopsched start` "
                                   "(or pass --address HOST:PORT)") from None
+
+
+def client_for(args):
+    """A client of the running head. Commands check their own arguments before calling this, so a
+    wrong command line is a usage error (exit 2) whether or not a cluster runs."""
+    from scheduler.client import Client
+    _connect(args)
     return Client(namespace=args.namespace, key=key_of(args), _connect=False)
 
 
@@ -65,6 +70,22 @@ def _limits(args) -> dict[str, Any]:
     if not limits:
         raise UsageError("give at least one limit, e.g. --cpu-hours-per-month 20 or --max-concurrent-tasks 5")
     return limits
+
+
+def _json_data(text: str | None) -> dict:
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--data takes a JSON object, e.g. --data '{{\"session_id\": \"s1\"}}' ({exc.msg})") \
+            from None
+
+
+def _amounts(args) -> dict[str, float]:
+    """``quota set``'s amounts: those given (at least one); the others keep their value."""
+    amounts = {f: getattr(args, f) for f in ("cpu_hours", "gpu_hours", "credits") if getattr(args, f) is not None}
+    if not amounts:
+        raise UsageError("give at least one amount, e.g. --cpu-hours 2.5 (the others keep their value)")
+    return amounts
 
 
 def _usage_rows(records) -> str:
@@ -124,7 +145,7 @@ def cmd_start(args) -> int:
 
 def cmd_stop(args) -> int:
     from scheduler.client import shutdown
-    client_for(args)
+    _connect(args)  # not a Client: the head may be gone while the tracker or workers still run
     stopped = shutdown(args.namespace)
     emit(args, {"stopped": stopped}, lambda d: "stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return EXIT_OK
@@ -150,9 +171,14 @@ def cmd_policy(args) -> int:
              lambda d: f"{args.file}: a valid policy for coop {policy.coop_id} ({len(policy.rules)} rules, "
                        f"{policy.enforcement_mode.value})")
         return EXIT_OK
+    policy = load_policy(args.file) if args.action == "set" or (args.action == "diff" and args.file) else None
+    data = _json_data(args.data) if args.action == "mgmt" else None
+    if args.action == "diff" and not args.file and not (args.coop and args.base is not None and args.to is not None):
+        raise UsageError("policy diff takes FILE (compared with the active version) or "
+                         "--coop COOP --base A --to B")
     client = client_for(args)
     if args.action == "set":
-        policy = load_policy(args.file)
+        assert policy is not None
         if args.dry_run:
             outcomes = client.shadow_policy(policy, args.last)
             changed = [o for o in outcomes if o["change"] != "unchanged"]
@@ -194,22 +220,14 @@ def cmd_policy(args) -> int:
         emit(args, policy.model_dump(mode="json"), lambda d: (
             f"coop {policy.coop_id} rolled back to the content of version {args.version} (as a new version)"))
     elif args.action == "mgmt":
-        try:
-            data = json.loads(args.data) if args.data else {}
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--data takes a JSON object, e.g. --data '{{\"session_id\": \"s1\"}}' ({exc.msg})") \
-                from None
         answer = client.plugin_management(args.coop, args.rule, args.mgmt_action, data)
         emit(args, answer, lambda d: json.dumps(d, indent=2, default=str))
         return EXIT_OK if answer.get("status") != "error" else EXIT_ERROR
     elif args.action == "diff":
-        if args.file:
-            changes = client.diff_policy(load_policy(args.file).coop_id, args.file, a=args.base)
-        elif args.coop and args.base is not None and args.to is not None:
-            changes = client.diff_policy(args.coop, a=args.base, b=args.to)
+        if policy is not None:
+            changes = client.diff_policy(policy.coop_id, args.file, a=args.base)
         else:
-            raise UsageError("policy diff takes FILE (compared with the active version) or "
-                             "--coop COOP --base A --to B")
+            changes = client.diff_policy(args.coop, a=args.base, b=args.to)
         emit(args, changes, lambda rows: "no changes" if not rows else table(
             ["path", "change", "from", "to"],
             [(c["path"], c["op"], json.dumps(c["old"]), json.dumps(c["new"])) for c in rows], max_width=60))
@@ -218,8 +236,10 @@ def cmd_policy(args) -> int:
 
 # ---------------------------------------------------------------------------- quotas
 def cmd_quota(args) -> int:
-    client = client_for(args)
     action = args.action
+    limits = _limits(args) if action in ("limit", "default-limit") else {}
+    amounts = _amounts(args) if action == "set" else {}
+    client = client_for(args)
     if action == "list":
         emit(args, [u.model_dump(mode="json") for u in client.members(args.coop)], _usage_rows)
         return EXIT_OK
@@ -228,12 +248,11 @@ def cmd_quota(args) -> int:
     elif action == "reset":
         record = client.reset_quota(args.coop, args.member)
     elif action == "set":
-        record = client.set_quota(args.coop, args.member, cpu_hours=args.cpu_hours or 0.0,
-                                  gpu_hours=args.gpu_hours or 0.0, credits=args.credits or 0.0)
+        record = client.set_quota(args.coop, args.member, **amounts)
     elif action == "limit":
-        record = client.update_limit(args.coop, args.member, **_limits(args))
+        record = client.update_limit(args.coop, args.member, **limits)
     elif action == "default-limit":
-        policy = client.update_default_limit(args.coop, **_limits(args))
+        policy = client.update_default_limit(args.coop, **limits)
         emit(args, policy.model_dump(mode="json"), lambda d: (
             f"coop {args.coop}: default quota is now {policy.default_quota.model_dump_json()}"))
         return EXIT_OK
@@ -252,7 +271,6 @@ def cmd_quota(args) -> int:
 
 # ---------------------------------------------------------------------------- executors
 def cmd_executor(args) -> int:
-    client = client_for(args)
     if args.action == "join":
         try:
             trust = float(args.trust)
@@ -263,8 +281,10 @@ def cmd_executor(args) -> int:
         except ValueError:
             raise UsageError(f"--dispatch-ahead takes a whole number from 0 to {MAX_DISPATCH_AHEAD}, e.g. "
                              f"--dispatch-ahead 2 (got {args.dispatch_ahead!r})") from None
-        spec = client.register_executor(args.id, coop=args.coop, region=args.region,
-                                        capabilities=_pairs(args.capability, "--capability", "hipaa-compliant=1.2"),
+        capabilities = _pairs(args.capability, "--capability", "hipaa-compliant=1.2")
+    client = client_for(args)
+    if args.action == "join":
+        spec = client.register_executor(args.id, coop=args.coop, region=args.region, capabilities=capabilities,
                                         trust=trust, price_cpu_hour=args.price_cpu_hour,
                                         price_gpu_hour=args.price_gpu_hour, open_to=args.open_to or (),
                                         dispatch_ahead=ahead, executor_key=args.executor_key)
@@ -338,9 +358,10 @@ def cmd_keys(args) -> int:
 
 # ---------------------------------------------------------------------------- jobs
 def cmd_job(args) -> int:
-    client = client_for(args)
     if args.action == "submit":
-        return _submit(args, client)
+        fn, call_args = _call_of(args)
+        return _submit(args, client_for(args), fn, call_args)
+    client = client_for(args)
     if args.action == "list":
         jobs = client.jobs(args.coop, args.member, args.status)
         emit(args, [j.model_dump(mode="json") for j in jobs], lambda rows: table(
@@ -360,7 +381,8 @@ def cmd_job(args) -> int:
     return EXIT_OK
 
 
-def _submit(args, client) -> int:
+def _call_of(args) -> tuple[Any, list]:
+    """The function ``job submit`` names (MODULE:FUNCTION) and its ``--args``."""
     module_name, _, fn_name = args.target.partition(":")
     if not module_name or not fn_name:
         raise UsageError(f"job submit takes MODULE:FUNCTION, e.g. math:factorial (got {args.target!r})")
@@ -374,6 +396,10 @@ def _submit(args, client) -> int:
         raise UsageError(f"--args takes a JSON list, e.g. --args '[10]' ({exc.msg})") from None
     if not isinstance(call_args, list):
         raise UsageError(f"--args takes a JSON list, e.g. --args '[10]' (got {args.args!r})")
+    return fn, call_args
+
+
+def _submit(args, client, fn, call_args: list) -> int:
     handle = client.submit(fn, *call_args, coop=args.coop, member=args.member, priority=args.priority,
                            tags=args.tag or (), max_runtime_s=args.max_runtime,
                            resources={"cpus": args.cpus, "gpus": args.gpus})

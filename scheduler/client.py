@@ -420,11 +420,12 @@ class Client:
         """Forget this month's usage of ``member``."""
         return UsageRecord(**self.head_quota("reset_quota", coop, member))
 
-    def set_quota(self, coop: str, member: str, *, cpu_hours: float = 0.0, gpu_hours: float = 0.0,
-                  credits: float = 0.0) -> UsageRecord:
-        """Set this month's used amounts of ``member``."""
-        return UsageRecord(**self.head_quota("set_quota", coop, member, cpu_hours=cpu_hours, gpu_hours=gpu_hours,
-                                             credits=credits))
+    def set_quota(self, coop: str, member: str, *, cpu_hours: float | None = None, gpu_hours: float | None = None,
+                  credits: float | None = None) -> UsageRecord:
+        """Set this month's used amounts of ``member``: those given (at least one); the others keep theirs."""
+        amounts = {k: v for k, v in (("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours), ("credits", credits))
+                   if v is not None}
+        return UsageRecord(**self.head_quota("set_quota", coop, member, **amounts))
 
     def update_limit(self, coop: str, member: str, **limits: Any) -> UsageRecord:
         """Change ``member``'s own quota (``cpu_hours_per_month=20`` ...): a new policy version."""

@@ -102,6 +102,13 @@ class SchedulerCore(JobRecords):
         self._last_seen[spec.executor_id] = self.clock()
         return spec
 
+    def set_trust(self, executor_id: str, trust: float) -> ExecutorSpec:
+        """A new trust score for a registered executor; its status and load stay as they are."""
+        spec = parse(ExecutorSpec, {**self.table.spec(executor_id).model_dump(mode="python"), "trust": trust},
+                     what="executor")
+        self.table.update_spec(spec)
+        return spec
+
     def update_executor(self, offer: ExecutorOffer | dict) -> None:
         """A heartbeat offer; an offline executor that reports again is active again."""
         offer = parse(ExecutorOffer, offer, what="executor offer")

@@ -23,7 +23,7 @@ from ray import cloudpickle
 from ray.exceptions import ActorDiedError, RayError
 
 from policies.reasons import Decision, unavailable
-from policies.validation import FieldError, InvalidRequest, parse
+from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler.core import SchedulerCore
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
@@ -41,6 +41,7 @@ from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState, TaskSpec
 
 log = logging.getLogger("coopsched.head")
+_STATES = tuple(s.value for s in JobState)
 _WITH_VALUE = (JobState.SUCCEEDED, JobState.FAILED)  # ended states whose attempt has a value (or TaskError)
 T = TypeVar("T")
 
@@ -410,6 +411,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
 
     @guarded
     async def drain(self, executor_id: str, actor: str = "admin") -> bool:
+        self._registered(executor_id)
         with self._writes():
             self.core.drain(executor_id)
             spec = self.core.table.spec(executor_id)
@@ -419,16 +421,16 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
 
     @guarded
     async def set_trust(self, executor_id: str, trust: float, actor: str = "admin") -> dict:
-        spec = self.core.table.spec(executor_id).model_copy(update={"trust": trust})
+        self._registered(executor_id)
         with self._writes():
-            spec = self.core.register_executor(spec.model_dump(mode="json"))
+            spec = self.core.set_trust(executor_id, trust)  # its status stays (an offline one stays offline)
             self.store.put_executor(spec.model_dump(mode="json"), self.core.table.status_of(executor_id).value)
             self._log(spec.coop_id, "executor.trust", actor, {"executor_id": executor_id, "trust": trust})
         return spec.model_dump(mode="json")
 
     @guarded
     async def remove_executor(self, executor_id: str, actor: str = "admin") -> list[str]:
-        coop = self.core.table.spec(executor_id).coop_id if executor_id in self.core.table else "?"
+        coop = self._registered(executor_id).coop_id
         with self._writes():
             lost = self.core.remove_executor(executor_id)
             self._forget_attempts(lost)
@@ -442,6 +444,11 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             self._schedule()
             self._persist()
         return lost
+
+    def _registered(self, executor_id: str) -> ExecutorSpec:
+        if not isinstance(executor_id, str) or executor_id not in self.core.table:
+            raise KeyError(f"executor {executor_id!r} is not registered; see `coopsched executor list`")
+        return self.core.table.spec(executor_id)
 
     @guarded
     async def executors(self) -> list[dict]:
@@ -460,6 +467,8 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     @guarded
     async def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
                    limit: int | None = None) -> list[dict]:
+        if state is not None and state not in _STATES:
+            raise InvalidRequest("jobs", [FieldError("state", quoted(state, 40), ", ".join(_STATES), "running")])
         return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)]
 
     @guarded

@@ -21,6 +21,7 @@ from scheduler.head_auth import current_caller, guarded
 from scheduler.identity import Role
 from scheduler.ledger import Cost, period_of
 from scheduler.shadow import shadow_evaluate
+from scheduler.state_store import PolicyVersion
 from scheduler.tasks import TaskSpec
 
 MAX_SHADOW_JOBS = 10_000
@@ -75,13 +76,18 @@ class CoopAdministration:
     async def diff_policy(self, coop_id: str, policy: dict | None = None, a: int | None = None,
                           b: int | None = None) -> list[dict]:
         """Changes from version ``a`` (default: the active one) to ``policy`` or version ``b``."""
-        base = self.store.policy_version(coop_id, a) if a is not None else self.store.active_policy(coop_id)
+        base = self._version(coop_id, a) if a is not None else self.store.active_policy(coop_id)
         if b is not None:
-            other = self.store.policy_version(coop_id, b)
-            new = other.policy if other else None
+            new = self._version(coop_id, b).policy
         else:
             new = parse(CoopPolicy, policy, what="policy").model_dump(mode="json") if policy is not None else None
         return admin.diff(base.policy if base else None, new)
+
+    def _version(self, coop_id: str, version: int) -> PolicyVersion:
+        found = self.store.policy_version(coop_id, version)
+        if found is None:
+            raise KeyError(f"coop {coop_id} has no policy version {version}; see `coopsched policy history {coop_id}`")
+        return found
 
     @guarded
     async def shadow_policy(self, policy: dict, last_n: int = 100) -> list[dict]:
@@ -92,10 +98,10 @@ class CoopAdministration:
         proposed = parse(CoopPolicy, policy, what="policy")
         records = self.store.jobs(coop_id=proposed.coop_id)[-last_n:]
         tasks = [(r["submitted_at"], TaskSpec(**r["task"])) for r in records if r.get("task")]
-        period = period_of(time.time())
-        usage = {m: self.store.standing(proposed.coop_id, m, period)[0] for m in {t.member for _, t in tasks}}
+        now = time.time()
+        usage = {m: self.store.standing(proposed.coop_id, m, period_of(now))[0] for m in {t.member for _, t in tasks}}
         executors = [spec for spec, status, _ in self.core.executors() if status is ExecutorStatus.ACTIVE]
-        outcomes = shadow_evaluate(self.core.policy(proposed.coop_id), proposed, executors, tasks, usage)
+        outcomes = shadow_evaluate(self.core.policy(proposed.coop_id), proposed, executors, tasks, usage, now)
         return [o.as_dict() for o in outcomes]
 
     @guarded
@@ -114,9 +120,14 @@ class CoopAdministration:
 
     @guarded
     async def members(self, coop_id: str) -> list[dict]:
-        """This month's usage of every member who submitted to ``coop_id``."""
-        members = sorted({j["member"] for j in self.store.jobs(coop_id=coop_id)})
-        return [self.core.usage(coop_id, m).model_dump(mode="json") for m in members]
+        """This month's usage of every member who submitted to ``coop_id`` or has usage this month (an
+        admin may have set it)."""
+        return [self.core.usage(coop_id, m).model_dump(mode="json") for m in self._members_of(coop_id)]
+
+    def _members_of(self, coop_id: str) -> list[str]:
+        """Who submitted to ``coop_id``, and who has usage or open reservations there this month."""
+        submitted = {j["member"] for j in self.store.jobs(coop_id=coop_id)}
+        return sorted(submitted | set(self.store.usage_members(coop_id, period_of(time.time()))))
 
     @guarded
     async def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
@@ -136,11 +147,12 @@ class CoopAdministration:
             raise KeyError(f"coop {coop_id} has no policy; set one first")
         now = time.time()
         if action == "clear_all":
-            members = {j["member"] for j in self.store.jobs(coop_id=coop_id)}
-            for m in members:
-                self.store.set_usage(coop_id, m, period_of(now), Cost())
-            self._log(coop_id, "quota.clear_all", author, {"members": sorted(members)})
-            return {"cleared": sorted(members)}
+            members = self._members_of(coop_id)
+            with self.store.batch():
+                for m in members:
+                    self.store.set_usage(coop_id, m, period_of(now), Cost(), completed=0)
+            self._log(coop_id, "quota.clear_all", author, {"members": members})
+            return {"cleared": members}
         if action == "update_default_limit":
             new = admin.with_default_limits(policy, values)
             self._set_policy(new.model_dump(mode="json"), author, note="update_default_limit")
@@ -148,9 +160,9 @@ class CoopAdministration:
             return new.model_dump(mode="json")
         member = admin.check_member(member)
         if action == "reset_quota":
-            self.store.set_usage(coop_id, member, period_of(now), Cost())
+            self.store.set_usage(coop_id, member, period_of(now), Cost(), completed=0)
         elif action == "set_quota":
-            used = Cost.of(*admin.used_amounts(values))
+            used = admin.used_amounts(values, self.core.ledger.standing(coop_id, member, now).used)
             self.store.set_usage(coop_id, member, period_of(now), used)
         elif action == "update_limit":
             self._set_policy(admin.with_member_limits(policy, member, values).model_dump(mode="json"),

@@ -293,14 +293,25 @@ class RedisStore:
         h = self._r.hgetall(self._usage_key(coop_id, member, period))
         return _cost(h), _cost(h, "reserved_"), int(h.get(b"completed", 0))
 
-    def set_usage(self, coop_id: str, member: str, period: str, used: Cost) -> None:
-        """Overwrite a period's settled usage (an admin action); reservations and counts stay."""
+    def set_usage(self, coop_id: str, member: str, period: str, used: Cost, completed: int | None = None) -> None:
+        """Overwrite a period's settled usage (an admin action); reservations stay, and the completed
+        count unless ``completed`` is given."""
         key = self._usage_key(coop_id, member, period)
+        fields: dict[str, Any] = {"coop": coop_id, "member": member, "period": period,
+                                  "cpu": used.cpu, "gpu": used.gpu, "credits": used.credits}
+        if completed is not None:
+            fields["completed"] = completed
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(key, mapping={"coop": coop_id, "member": member, "period": period,
-                                "cpu": used.cpu, "gpu": used.gpu, "credits": used.credits})
+        pipe.hset(key, mapping=fields)
         pipe.sadd(self._k("index", "usage"), key)
         pipe.execute()
+
+    def usage_members(self, coop_id: str, period: str) -> list[str]:
+        """Members of ``coop_id`` with settled usage or open reservations in ``period``, sorted."""
+        prefix, suffix = self._k("usage", coop_id) + ":", ":" + _esc(period)
+        keys = [k for k in map(_s, self._r.sscan_iter(self._k("index", "usage"))) if k.startswith(prefix)
+                and k.endswith(suffix) and ":" not in k[len(prefix):-len(suffix)]]
+        return sorted({_s(m) for m in (self._r.hget(k, "member") for k in keys) if m is not None})
 
     def ledger_snapshot(self) -> dict:
         """The whole ledger in ``Ledger.snapshot()`` format, read consistently (WATCH on the indices)."""

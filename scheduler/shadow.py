@@ -43,14 +43,15 @@ class _Clock:
 
 
 def _scratch(policy: CoopPolicy | None, executors: list[ExecutorSpec], usage: dict[str, Cost],
-             coop_id: str, clock: _Clock) -> SchedulerCore:
+             coop_id: str, clock: _Clock, now: float) -> SchedulerCore:
     core = SchedulerCore(clock=clock, executor_capacity=max(16, len(executors)))
     if policy is not None:  # plug-ins of its own: a replay must not count in the live plug-ins' state
         core.set_policy(plugins.detached(policy))
     for spec in executors:
         core.register_executor(spec)
     for member, used in usage.items():
-        core.ledger.settle(f"shadow-seed:{member}", coop_id, member, used, clock.now)
+        core.ledger.settle(f"shadow-seed:{member}", coop_id, member, used, now)  # in this month, not the
+        # month of the oldest replayed job
     return core
 
 
@@ -70,15 +71,19 @@ def _outcome(core: SchedulerCore, task: TaskSpec) -> tuple[str, str | None]:
 
 
 def shadow_evaluate(active: CoopPolicy | None, proposed: CoopPolicy, executors: list[ExecutorSpec],
-                    tasks: list[tuple[float, TaskSpec]], usage: dict[str, Cost]) -> list[ShadowOutcome]:
-    """Replay ``tasks`` (submission time, spec), oldest first, under both policies."""
+                    tasks: list[tuple[float, TaskSpec]], usage: dict[str, Cost],
+                    now: float | None = None) -> list[ShadowOutcome]:
+    """Replay ``tasks`` (submission time, spec), oldest first, under both policies. ``usage`` is each
+    member's use in the month of ``now`` (default: the newest job's time); jobs of an earlier month are
+    judged against what the replay itself used in that month."""
     ordered = sorted(tasks, key=lambda t: t[0])
+    now = now if now is not None else (ordered[-1][0] if ordered else 0.0)
     start = ordered[0][0] if ordered else 0.0
     clocks = (_Clock(), _Clock())
     for c in clocks:
         c.now = start
-    before_core = _scratch(active, executors, usage, proposed.coop_id, clocks[0])
-    after_core = _scratch(proposed, executors, usage, proposed.coop_id, clocks[1])
+    before_core = _scratch(active, executors, usage, proposed.coop_id, clocks[0], now)
+    after_core = _scratch(proposed, executors, usage, proposed.coop_id, clocks[1], now)
     out = []
     for submitted_at, task in ordered:
         for c in clocks:

@@ -452,12 +452,22 @@ class SqliteStore:
         with self._read() as db:
             return self._standing(db, coop_id, member, period)
 
-    def set_usage(self, coop_id: str, member: str, period: str, used: Cost) -> None:
-        """Overwrite a month's settled usage (an admin action); the completed count stays."""
+    def set_usage(self, coop_id: str, member: str, period: str, used: Cost, completed: int | None = None) -> None:
+        """Overwrite a month's settled usage (an admin action); the completed count too, if given."""
+        keep = completed is None
         with self._write() as db:
-            db.execute("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (coop_id, member, period) "
-                       "DO UPDATE SET cpu = excluded.cpu, gpu = excluded.gpu, credits = excluded.credits",
-                       (coop_id, member, period, used.cpu, used.gpu, used.credits))
+            db.execute("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (coop_id, member, period) "
+                       "DO UPDATE SET cpu = excluded.cpu, gpu = excluded.gpu, credits = excluded.credits"
+                       + ("" if keep else ", completed = excluded.completed"),
+                       (coop_id, member, period, used.cpu, used.gpu, used.credits, 0 if keep else completed))
+
+    def usage_members(self, coop_id: str, period: str) -> list[str]:
+        """Members of ``coop_id`` with settled usage or open reservations in ``period``, sorted."""
+        with self._read() as db:
+            rows = db.execute("SELECT member FROM usage WHERE coop_id = ? AND period = ? UNION "
+                              "SELECT member FROM held WHERE coop_id = ? AND period = ? ORDER BY member",
+                              (coop_id, period, coop_id, period)).fetchall()
+        return [r[0] for r in rows]
 
     def ledger_snapshot(self) -> dict:
         """Everything in the ledger tables, in ``Ledger.snapshot()`` format (``Ledger.restore`` reads it)."""

@@ -30,4 +30,4 @@ class StoreLedger:
         return Standing(period, used, held, completed)
 
     def reset(self, coop_id: str, member: str, now: float) -> None:
-        self.store.set_usage(coop_id, member, period_of(now), Cost())
+        self.store.set_usage(coop_id, member, period_of(now), Cost(), completed=0)

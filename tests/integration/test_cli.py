@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.cli import main
 from scheduler.client import Client, shutdown
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 NS = "coopsched-cli"
@@ -101,3 +102,23 @@ def test_start_in_signed_mode_beside_a_head_running_in_development_mode_says_so_
     from scheduler.identity import generate_key, public_key_b64
     code, _, err = run(capsys, "start", "--operator-key", public_key_b64(generate_key()))
     assert code == 1 and "already running in development mode" in err and "coopsched stop" in err
+
+
+def test_stop_stops_the_tracker_when_no_head_runs(ray_cluster, capsys):
+    """`coopsched stop` built a Client first, which fails when the head is gone: the tracker (and any
+    workers) it should stop were left running, with exit 1."""
+    import ray
+
+    from scheduler.names import TRACKER_NAME
+    from scheduler.tracker import start_tracker
+    ns = "coopsched-cli-headless"
+    tracker = start_tracker(namespace=ns, store_url="memory://")
+    ray.get(tracker.__ray_ready__.remote(), timeout=60)
+    code = main(["--namespace", ns, "stop"])
+    out, err = capsys.readouterr()
+    assert code == 0 and TRACKER_NAME in out, err
+
+    def gone() -> bool:
+        return TRACKER_NAME not in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                                    if a.get("namespace") == ns]
+    wait_for(gone, 30, "the tracker stopped")

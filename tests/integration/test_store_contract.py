@@ -176,6 +176,19 @@ def test_set_usage_and_snapshot_restore_a_ledger(store):
     assert store.standing("c", "x", P)[0] == Cost(9, 0, 0)
     store.set_usage("c", "m", P, Cost())
     assert store.standing("c", "m", P) == (Cost(), Cost(2, 0, 0), 1)
+    store.set_usage("c", "m", P, Cost(), completed=0)  # a reset: the month's completed count goes too
+    assert store.standing("c", "m", P) == (Cost(), Cost(2, 0, 0), 0)
+
+
+def test_usage_members_are_those_with_usage_or_holds_in_that_month(store):
+    store.reserve("t1", "c", "held-only", P, Cost(2, 0, 0))
+    store.settle("t2", "c", "settled", P, Cost(5, 1, 1))
+    store.set_usage("c", "set:by/admin", P, Cost(9, 0, 0))
+    store.set_usage("c:sub", "other-coop", P, Cost(1, 0, 0))  # a coop id extending "c" is another coop
+    store.set_usage("c", "last-month", "2026-10", Cost(1, 0, 0))
+    assert store.usage_members("c", P) == ["held-only", "set:by/admin", "settled"]
+    assert store.usage_members("c", "2026-10") == ["last-month"]
+    assert store.usage_members("nobody", P) == []
 
 
 # --------------------------------------------------------------------------- jobs

@@ -28,6 +28,7 @@ from policies.model import CoopPolicy, MemberQuota
 from policies.validation import InvalidRequest, parse, quoted
 from scheduler.admin import check_coop, check_member, used_amounts, with_default_limits, with_member_limits
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec
+from scheduler.ledger import Cost
 from scheduler.tasks import TaskSpec
 from scheduler.usage import UsageReport
 from tests.builders import START, make_core, make_executor, make_policy
@@ -213,12 +214,15 @@ def test_a_heartbeat_cannot_overflow_the_executor_table():
 def test_set_quota_amounts_are_validated(values):
     field = next(iter(values))
     with pytest.raises(InvalidRequest, match=rf"invalid quota action: {field}: received .*; accepted: "):
-        used_amounts(values)
+        used_amounts(values, Cost())
 
 
 def test_set_quota_amounts_when_valid():
-    assert used_amounts({"cpu_hours": 2, "credits": 1.5}) == (2.0, 0.0, 1.5)
-    assert used_amounts({}) == (0.0, 0.0, 0.0)
+    current = Cost.of(7.0, 3.0, 4.0)
+    assert used_amounts({"cpu_hours": 2, "credits": 1.5}, current) == Cost.of(2.0, 3.0, 1.5)  # the rest stay
+    assert used_amounts({"gpu_hours": 0}, current) == Cost.of(7.0, 0.0, 4.0)
+    with pytest.raises(InvalidRequest, match="cpu_hours: received nothing; accepted: at least one of"):
+        used_amounts({}, current)
 
 
 @pytest.mark.parametrize("bad", [None, "", 5, ["did:icn:alice"], {"a": 1}, "x" * 201, MB_STRING])

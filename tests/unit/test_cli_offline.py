@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import ray
 
 from scheduler.cli import main
 
@@ -96,3 +97,28 @@ def test_a_bad_file_is_a_one_line_error_with_exit_2_not_a_traceback(case, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("coopsched:") and "Traceback" not in err
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    def init(*args, **kwargs):  # what ray.init(address="auto") raises when nothing runs
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["job", "submit", "factorial", "--coop", "c", "--member", "m"], "MODULE:FUNCTION"),
+    (["job", "submit", "math:factorial", "--args", "{not json", "--coop", "c", "--member", "m"], "--args"),
+    (["quota", "limit", "c", "m"], "give at least one limit"),
+    (["quota", "set", "c", "m"], "give at least one amount"),
+    (["executor", "join", "--id", "e", "--coop", "c", "--trust", "high"], "--trust"),
+    (["policy", "mgmt", "c", "r", "reset", "--data", "{oops"], "--data"),
+    (["policy", "diff"], "policy diff takes FILE"),
+], ids=["target", "args", "limit", "amount", "trust", "mgmt-data", "diff"])
+def test_bad_usage_is_exit_2_even_when_no_cluster_runs(no_cluster, capsys, argv, says):
+    """A wrong command line is named as such (exit 2) before any connection is tried: it used to say
+    \"no running Ray cluster found\" (exit 1), and the user learnt of the mistake only after starting one."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, (code, err)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from policies.model import CoopPolicy
+from scheduler.executor_spec import ExecutorSpec
 from scheduler.ledger import Cost
 from scheduler.shadow import shadow_evaluate
+from scheduler.tasks import TaskSpec
 from tests.builders import START, make_executor, make_policy, make_task
 
 FLEET = [make_executor("us1", region="us-west", trust=0.9), make_executor("eu1", region="eu-central", trust=0.5)]
@@ -28,3 +33,30 @@ def test_shadow_starts_from_real_usage_this_month():
     tasks = [(START, make_task(task_id="t", cpus=1, runtime=3600))]
     out = shadow_evaluate(active, proposed, FLEET, tasks, {"alice": Cost.of(cpu_hours=9.5)})
     assert out[0].change == "now refused" and "quota:cpu" in out[0].after
+
+
+def _at(*ymd_h) -> float:
+    return dt.datetime(*ymd_h, tzinfo=dt.timezone.utc).timestamp()
+
+
+def test_a_job_of_this_month_is_replayed_against_this_months_usage_when_older_jobs_come_first():
+    """The members' usage this month used to be booked in the month of the oldest replayed job: with one
+    job from last month in the window, this month's jobs were judged against an empty month."""
+    coop = "coop:shadow"
+
+    def policy(cpu_hours: float) -> CoopPolicy:
+        return CoopPolicy(coop_id=coop, default_quota={"cpu_hours_per_month": cpu_hours, "max_concurrent_tasks": 100})
+
+    def task(task_id: str) -> TaskSpec:
+        return TaskSpec(task_id=task_id, coop_id=coop, member="did:icn:alice", resources={"cpus": 1},
+                        max_runtime_s=3600)
+
+    executors = [ExecutorSpec(executor_id="e1", coop_id=coop, region="us-west", resources={"cpus": 4})]
+    usage = {"did:icn:alice": Cost.of(cpu_hours=50.0)}  # December so far
+    december = (_at(2026, 12, 1, 9), task("december-job"))
+    both = [(_at(2026, 11, 30, 23), task("november-job")), december]
+    for jobs in (both, [december]):
+        out = {o.task_id: o for o in shadow_evaluate(policy(1000.0), policy(10.0), executors, jobs, usage,
+                                                     now=_at(2026, 12, 1, 12))}
+        assert out["december-job"].change == "now refused", out  # 50 used + 1 projected > 10
+    assert out["december-job"].after.startswith("refused")
