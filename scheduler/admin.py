@@ -70,11 +70,18 @@ def check_coop(coop_id: Any, what: str = "quota action") -> str:
     return coop_id
 
 
-def check_member(member: Any) -> str:
+def check_member(member: Any, what: str = "quota action") -> str:
     if not isinstance(member, str) or not member or len(member) > 200:
-        raise InvalidRequest("quota action", [FieldError("member", quoted(member, 60), "a member id of 1-200 "
-                                                         "characters", "did:icn:alice")])
+        raise InvalidRequest(what, [FieldError("member", quoted(member, 60), "a member id of 1-200 "
+                                               "characters", "did:icn:alice")])
     return member
+
+
+def check_task_id(task_id: Any, what: str = "job") -> str:
+    if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
+        raise InvalidRequest(what, [FieldError("task_id", quoted(task_id, 60), "a job id of 1-200 characters",
+                                               "job-7f3a")])
+    return task_id
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ on the handle (and a Python warning).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import warnings
@@ -40,7 +41,7 @@ from executors.worker import start_worker
 from policies.loader import load_policy
 from policies.model import CoopPolicy
 from policies.reasons import Decision
-from policies.validation import FieldError, InvalidRequest, parse
+from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import start_head
 from scheduler.head_results import MAX_WAIT_IDS
@@ -49,7 +50,7 @@ from scheduler.identity import generate_key, load_private_key, private_key_pem, 
 from scheduler.jobs import JobStatus
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.tasks import TaskSpec
-from scheduler.state_store import default_store_url
+from scheduler.state_store import check_store_url, default_store_url
 from scheduler.tracker import start_tracker
 from scheduler.usage import UsageRecord
 
@@ -95,6 +96,24 @@ class RuntimeLimitExceeded(JobFailed):
     pass
 
 
+def _private_key(key: Any) -> Ed25519PrivateKey | None:
+    try:
+        return load_private_key(key) if key is not None else None
+    except ValueError as exc:
+        raise InvalidRequest("client", [FieldError("key", repr(str(key))[:60], str(exc), "alice.key")]) from None
+
+
+def _timeout(value: Any) -> float | None:
+    """A ``timeout`` argument: None (wait as long as it takes) or a finite number of seconds >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidRequest("wait", [FieldError("timeout", quoted(value, 40), "seconds to wait, a finite number "
+                                                 ">= 0 (0: only a value that is ready), or None to wait as long as "
+                                                 "it takes", "30")])
+    return float(value)
+
+
 class JobHandle:
     """A submitted job: ``status()``, ``result()``, ``cancel()``, ``explain()``."""
 
@@ -122,15 +141,18 @@ class JobHandle:
     def result(self, timeout: float | None = None) -> Any:
         """The function's return value. Raises ``JobFailed`` (with the traceback),
         ``JobCancelled``, ``RuntimeLimitExceeded`` or ``TimeoutError`` after ``timeout`` s."""
+        timeout = _timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        asked = False  # (even with timeout 0, a value that is ready is returned: one look first)
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if left == 0.0:
+            if left == 0.0 and asked:
                 raise TimeoutError(f"job {self.id} not finished after {timeout} s (status: {self.status().state.value})")
+            asked = True
             if self._started is not None:
                 answer = {"state": "running", "ref": self._started[0], "attempt": self._started[1]}
             else:
-                answer = self._client._call("wait_result", self.id, min(left or 30.0, 30.0))
+                answer = self._client._call("wait_result", self.id, 30.0 if left is None else min(left, 30.0))
             ref = answer.get("ref")
             if ref:
                 try:
@@ -187,10 +209,7 @@ class Client:
     def __init__(self, address: str | None = "auto", namespace: str = NAMESPACE, *,
                  key: str | Path | bytes | Ed25519PrivateKey | None = None, _connect: bool = True):
         self.namespace = namespace
-        try:
-            self._key = load_private_key(key) if key is not None else None
-        except ValueError as exc:
-            raise InvalidRequest("client", [FieldError("key", repr(str(key))[:60], str(exc), "alice.key")]) from None
+        self._key = _private_key(key)
         self.public_key = public_key_b64(self._key) if self._key is not None else None
         self.dev_mode: bool | None = None  # known after the first answer
         self._labelled = False  # the development-mode label printed once per client
@@ -215,18 +234,19 @@ class Client:
         DEVELOPMENT MODE) or ``"signed"`` (the default with ``key``: every request is verified).
         A signed head's operator is ``operator_key`` (a base64 public key), by default ``key``'s own
         public key: whoever starts the head operates it. Both only matter when a head is started."""
+        signing_key = _private_key(key)  # bad arguments fail here, before anything starts
+        store = check_store_url(store or default_store_url())
         if not ray.is_initialized():
             try:
                 ray.init(address="auto", namespace=namespace, log_to_driver=False)
             except ConnectionError:
                 ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False, log_to_driver=False)
-        store = store or default_store_url()
         start_tracker(namespace=namespace, store_url=store)
         client = cls(namespace=namespace, key=key, _connect=False) if _head_exists(namespace) else None
         if client is None:
             mode = auth or ("signed" if key is not None or operator_key is not None else "dev")
             if mode == "signed" and operator_key is None and key is not None:
-                operator_key = public_key_b64(load_private_key(key))
+                operator_key = public_key_b64(signing_key)
             settings = {"mode": mode, "operator_key": operator_key}
             if auth_window_s is not None:
                 settings["window_s"] = auth_window_s
@@ -256,6 +276,10 @@ class Client:
         """One job per item, submitted in one call. If a strict policy refuses some items, the batch is
         still submitted and ``PolicyViolation`` is raised afterwards: its ``refused`` lists their
         decisions and its ``handles`` the admitted jobs, which run."""
+        if "task_id" in options:  # one id for every item would make them one job
+            raise InvalidRequest("map", [FieldError("task_id", quoted(options["task_id"], 40), "no task_id: map gives "
+                                                    "each item a job id of its own (submit() takes one)",
+                                                    "client.map(fn, items, coop=..., member=..., name=\"batch-7\")")])
         items = [self._task(fn, (item,), {}, coop=coop, member=member, **options) for item in iterable]
         answers = self._call("submit_many", items)
         handles, refused = [], []
@@ -276,20 +300,23 @@ class Client:
         job (in order) that failed, was cancelled or ran out of time raises as ``result()`` would;
         ``TimeoutError`` after ``timeout`` seconds."""
         handles = list(handles)
+        timeout = _timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
         waiting = [h for h in handles if h._started is None]
+        asked = False
         while waiting:
             left = remaining()
-            if left == 0.0:
+            if left == 0.0 and asked:
                 raise TimeoutError(f"{len(waiting)} of {len(handles)} jobs not started after {timeout} s")
+            asked = True
             still = []
             for at in range(0, len(waiting), MAX_WAIT_IDS):
                 chunk = waiting[at:at + MAX_WAIT_IDS]
-                answers = self._call("wait_results", [h.id for h in chunk], min(left or 30.0, 30.0))
+                answers = self._call("wait_results", [h.id for h in chunk], 30.0 if left is None else min(left, 30.0))
                 for h in chunk:
                     answer = answers.get(h.id)
                     if answer is None:
@@ -342,6 +369,10 @@ class Client:
         if task_id is not None:
             fields["task_id"] = task_id
         spec = parse(TaskSpec, fields, what="task")
+        if data_refs:  # the refs count against hints.data's limit as the head will hold them, as keys
+            parse(TaskSpec, {**fields, "hints": {**fields["hints"], "data": [*fields["hints"]["data"],
+                                                                            *(r.hex() for r in data_refs)]}},
+                  what="task")
         # The payload travels as the bytes this client pickled: the signature covers their SHA-256
         # (scheduler.identity.args_digest), and the head stores and dispatches these very bytes, so what
         # runs is what the member signed. Only the executor's task unpickles them.

@@ -24,6 +24,7 @@ from ray.exceptions import ActorDiedError, RayError
 
 from policies.reasons import Decision, unavailable
 from policies.validation import FieldError, InvalidRequest, parse, quoted
+from scheduler import admin
 from scheduler.core import SchedulerCore
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
@@ -167,6 +168,9 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             self.core, self._dispatched, self._finished = old, dispatched, finished
             return
         self._payloads = {t: p for t, p in self._payloads.items() if self.core.task(t) is not None}
+        for task_id in self.locator.holders():
+            if self.core.task(task_id) is None:
+                self.locator.release(task_id)
         self.metrics.collector.core = self.core
         self.metrics.store_resyncs.inc()
         self.resyncs += 1
@@ -177,8 +181,10 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             if record is None:
                 continue
             self.store.put_job(task_id, record)
-            if JobState(record["state"]).finished:
+            if JobState(record["state"]).finished:  # settled, cancelled, refused from the queue, failed
                 self.store.delete_payload(task_id)
+                self._payloads.pop(task_id, None)
+                self.locator.release(task_id)
                 self._finished[task_id] = None
         while len(self._finished) > self.keep_finished_jobs:  # stored above: the store answers for them now
             self.core.forget(self._finished.popitem(last=False)[0])
@@ -246,10 +252,11 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         task = parse(TaskSpec, task, what="task")  # before anything reads it
         if self.core.task(task.task_id) is not None:  # a resubmission of a job in memory: its first decision,
             return self.core.submit(task).model_dump(mode="json")  # without storing its payload again
-        if data_refs:
-            keys = self.locator.remember(list(data_refs))
-            hints = task.hints.model_copy(update={"data": tuple(task.hints.data) + tuple(keys)})
-            task = task.model_copy(update={"hints": hints})
+        refs = _data_refs(data_refs)
+        if refs:  # their keys join the task's own (validated together: Hints.data's limit holds for both)
+            keys = self.locator.keys_of(refs)
+            task = parse(TaskSpec, {**task.model_dump(mode="python"), "hints": {
+                **task.hints.model_dump(mode="python"), "data": [*task.hints.data, *keys]}}, what="task")
         try:
             record = self.store.get_job(task.task_id)  # idempotent for jobs the core forgot (or never held) too
             if record is not None:
@@ -264,6 +271,8 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             return Decision(task_id=task_id, coop_id=coop, admitted=False, reasons=(unavailable(
                 "store", f"the state store ({self.store_url.split('@')[-1]}) is unreachable: {type(exc).__name__}; "
                 "nothing was admitted or charged; retry in a few seconds"),)).model_dump(mode="json")
+        if decision.admitted and refs:  # held while the job may run: released when it finishes (_persist)
+            self.locator.remember(decision.task_id, refs)
         if decision.admitted and decision.task_id not in self._payloads:
             payload = payload if payload is not None else (_noop, (), {})
             data = bytes(payload) if isinstance(payload, (bytes, bytearray)) else cloudpickle.dumps(payload)
@@ -313,11 +322,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         record = self.core.complete(report)
         task_id = report.get("task_id", "")
         if record is not None:
-            self._payloads.pop(task_id, None)
             self._dispatched.pop(task_id, None)
-            task = self.core.task(task_id)
-            if task is not None and task.hints.data:
-                self.locator.forget(task.hints.data)
             if task_id in self._results:
                 self._results.move_to_end(task_id)
             while len(self._results) > KEEP_RESULTS:
@@ -370,7 +375,11 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     # ------------------------------------------------------------------ control
     @guarded
     async def cancel(self, task_id: str) -> str | None:
-        state = self.core.cancel(task_id)
+        """Cancel a job; answers its state then (a finished job's final one), None for an unknown id."""
+        state = self.core.cancel(admin.check_task_id(task_id, "cancel"))
+        if state is None:  # finished and forgotten by the core (or held by another replica): the store's word
+            record = self.store.get_job(task_id)
+            return record["status"]["state"] if record else None
         if state is JobState.RUNNING and task_id in self._dispatched:
             await self._cancel_on_worker(task_id)
         self._notify(task_id)
@@ -458,7 +467,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     @ray.method(concurrency_group="reads")
     @guarded
     async def status(self, task_id: str) -> dict | None:
-        job = self.core.job(task_id, explain=False)
+        job = self.core.job(admin.check_task_id(task_id, "status"), explain=False)
         if job is not None:
             return job.model_dump(mode="json")
         record = self.store.get_job(task_id)  # finished before this head (re)started
@@ -467,13 +476,17 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     @guarded
     async def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
                    limit: int | None = None) -> list[dict]:
+        if coop_id is not None:
+            admin.check_coop(coop_id, "jobs")
+        if member is not None:
+            admin.check_member(member, "jobs")
         if state is not None and state not in _STATES:
             raise InvalidRequest("jobs", [FieldError("state", quoted(state, 40), ", ".join(_STATES), "running")])
         return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)]
 
     @guarded
     async def explain(self, task_id: str) -> dict | None:
-        found = self.core.explain(task_id)
+        found = self.core.explain(admin.check_task_id(task_id, "explain"))
         if found is None:  # finished long ago, or before this head (re)started
             record = self.store.get_job(task_id)
             found = explain_record(record) if record else None
@@ -482,7 +495,8 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     @ray.method(concurrency_group="reads")
     @guarded
     async def usage(self, coop_id: str, member: str) -> dict:
-        return self.core.usage(coop_id, member).model_dump(mode="json")
+        return self.core.usage(admin.check_coop(coop_id, "usage"), admin.check_member(member, "usage")) \
+            .model_dump(mode="json")
 
     @guarded
     async def metrics_address(self) -> str | None:
@@ -534,6 +548,16 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         stale = self.core.mark_offline(self.heartbeat_timeout_s)
         if stale:
             log.warning("no heartbeat from %s for %.0f s: offline", ", ".join(stale), self.heartbeat_timeout_s)
+
+
+def _data_refs(data_refs: Any) -> list:
+    """The ObjectRefs a submission names (``hints.data`` given as refs; the client sends them apart)."""
+    if not data_refs:
+        return []
+    if not isinstance(data_refs, (list, tuple)) or not all(isinstance(r, ray.ObjectRef) for r in data_refs):
+        raise InvalidRequest("submission", [FieldError("data_refs", quoted(data_refs, 60), "a list of Ray ObjectRefs "
+                                                       "(hints.data given as refs)", "[ray.put(table)]")])
+    return list(data_refs)
 
 
 def _noop():

@@ -45,7 +45,7 @@ class CoopAdministration:
 
     @guarded
     async def get_policy(self, coop_id: str) -> dict | None:
-        policy = self.core.policy(coop_id)
+        policy = self.core.policy(admin.check_coop(coop_id, "policy"))
         return policy.model_dump(mode="json") if policy else None
 
     @guarded
@@ -54,7 +54,7 @@ class CoopAdministration:
 
     @guarded
     async def remove_policy(self, coop_id: str, author: str = "admin") -> bool:
-        removed = self.core.remove_policy(coop_id) is not None
+        removed = self.core.remove_policy(admin.check_coop(coop_id, "policy")) is not None
         if removed:
             self.store.remove_policy(coop_id, author, time.time())
             self._log(coop_id, "policy.remove", author, {})
@@ -62,7 +62,7 @@ class CoopAdministration:
 
     @guarded
     async def policy_history(self, coop_id: str) -> list[dict]:
-        return [v.model_dump(mode="json") for v in self.store.policy_history(coop_id)]
+        return [v.model_dump(mode="json") for v in self.store.policy_history(admin.check_coop(coop_id, "policy"))]
 
     @guarded
     async def rollback_policy(self, coop_id: str, version: int, author: str = "admin") -> dict:
@@ -122,7 +122,8 @@ class CoopAdministration:
     async def members(self, coop_id: str) -> list[dict]:
         """This month's usage of every member who submitted to ``coop_id`` or has usage this month (an
         admin may have set it)."""
-        return [self.core.usage(coop_id, m).model_dump(mode="json") for m in self._members_of(coop_id)]
+        return [self.core.usage(coop_id, m).model_dump(mode="json")
+                for m in self._members_of(admin.check_coop(coop_id, "members"))]
 
     def _members_of(self, coop_id: str) -> list[str]:
         """Who submitted to ``coop_id``, and who has usage or open reservations there this month."""

@@ -50,7 +50,8 @@ class ResultDelivery:
     @guarded
     async def wait_result(self, task_id: str, timeout_s: float = 30.0) -> dict:
         """Wait until the task's current attempt has a result reference or the job has finished."""
-        timeout_s = parse(WaitRequest, {"timeout_s": timeout_s}, what="wait_result").timeout_s
+        request = parse(WaitRequest, {"task_ids": [task_id], "timeout_s": timeout_s}, what="wait_result")
+        task_id, timeout_s = request.task_ids[0], request.timeout_s
         self._ensure_watchdog()
         answer = await self._wait_ready(task_id, time.time() + timeout_s)
         if answer is not None:

@@ -124,17 +124,22 @@ class StateStore(Protocol):
     def delete_audit(self, session_id: str, seq_no: int | None = None) -> int: ...  # count deleted
 
 
+def check_store_url(url: object) -> str:
+    """``url`` if it names a kind of store this knows (without opening it); ``InvalidRequest`` if not."""
+    if isinstance(url, str) and url.startswith(("sqlite://", "memory://", "redis://", "rediss://")):
+        return url
+    from policies.validation import FieldError, InvalidRequest
+    raise InvalidRequest("store url", [FieldError("url", repr(url)[:80], "sqlite:///PATH, memory:// or "
+                                                  "redis://HOST:PORT/DB", "sqlite:////var/lib/coopsched/state.db")])
+
+
 def open_store(url: str) -> StateStore:
     """A store from its URL: ``sqlite:///path``, ``memory://`` or ``redis://host:port/db``."""
-    if url.startswith("sqlite://") or url.startswith("memory://"):
+    if check_store_url(url).startswith(("sqlite://", "memory://")):
         from scheduler.sqlite_store import SqliteStore
         return SqliteStore(url)
-    if url.startswith("redis://") or url.startswith("rediss://"):
-        from scheduler.redis_store import RedisStore
-        return RedisStore(url)
-    from policies.validation import FieldError, InvalidRequest
-    raise InvalidRequest("store url", [FieldError("url", repr(url), "sqlite:///PATH, memory:// or redis://HOST:PORT/DB",
-                                                  "sqlite:////var/lib/coopsched/state.db")])
+    from scheduler.redis_store import RedisStore
+    return RedisStore(url)
 
 
 def default_store_url() -> str:

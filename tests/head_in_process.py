@@ -14,7 +14,8 @@ import threading
 
 from scheduler import cli_commands
 from scheduler.cli import main
-from scheduler.client import Client
+from policies.reasons import Decision
+from scheduler.client import Client, JobHandle
 from scheduler.head import Head
 
 _stores = itertools.count()
@@ -53,6 +54,11 @@ class InProcessClient(Client):
     def _call(self, method: str, *args, **kwargs):
         answer = self.th.do(getattr(self.th.head, method)(*args, _request={"signed": None}, **kwargs))
         return self._unwrap(answer)
+
+
+def handle(client: Client, task_id: str, coop_id: str) -> JobHandle:
+    """A handle on a job the test submitted to the head directly."""
+    return JobHandle(client, Decision(task_id=task_id, coop_id=coop_id, admitted=True))
 
 
 def cli(th: ThreadedHead, monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:

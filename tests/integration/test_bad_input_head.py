@@ -28,6 +28,7 @@ from policies.validation import InvalidRequest, parse
 from scheduler.admin import QUOTA_ACTIONS, used_amounts
 from scheduler.client import Client, shutdown
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec
+from scheduler.ledger import Cost
 from scheduler.tasks import TaskSpec
 from scheduler.usage import UsageReport
 from tests.malformed import (BAD_VALUES, EVERY_RULE_POLICY, EXECUTOR, MB_STRING, ODD_STRINGS, OFFER, REPORT, TASK,
@@ -332,7 +333,7 @@ def test_heartbeat_validates_before_looking_the_executor_up(head, unchanged, off
 def test_set_quota_refuses_bad_amounts(head, unchanged, values):
     client, _ = head
     with pytest.raises(InvalidRequest):
-        used_amounts(values)  # the validation the head should run (scheduler/admin.py)
+        used_amounts(values, Cost())  # the validation the head should run (scheduler/admin.py)
     try:
         exc = refusal(client.head.quota.remote("set_quota", COOP, MEMBER, **values))
         assert exc.errors[0].path == next(iter(values)), str(exc)
