@@ -47,8 +47,10 @@ class RateBuckets:
         return min(burst, tokens + max(0.0, now - last) * rate)
 
     def take(self, key: tuple, rate: float, burst: float, now: float) -> None:
+        """One token. A bucket holds 0..burst: one a permissive policy lets pass empty stays at 0 (no debt
+        that would outlast the burst), and a clock stepped back refills nothing twice."""
         tokens, last = self.state.get(key, (burst, now))  # available(), inline: once per admission
-        self.state[key] = (min(burst, tokens + max(0.0, now - last) * rate) - 1.0, now)
+        self.state[key] = (max(0.0, min(burst, tokens + max(0.0, now - last) * rate) - 1.0), max(last, now))
 
 
 @dataclass

@@ -259,9 +259,12 @@ class SchedulerCore(JobRecords):
                 continue
             compiled = self._policies.get(entry.coop_id)
             gate_key = entry.gate_key  # gates depend on the coop, priority and tags: one answer per round
-            hold = holds.get(gate_key, _UNASKED)
-            if hold is _UNASKED:
-                hold = holds[gate_key] = closed_until(compiled, entry, now, self._buckets)
+            if compiled is not None and compiled.gates and not compiled.gates_by_minute:  # a plug-in gate may
+                hold = closed_until(compiled, entry, now, self._buckets)  # decide by member: asked per task
+            else:
+                hold = holds.get(gate_key, _UNASKED)
+                if hold is _UNASKED:
+                    hold = holds[gate_key] = closed_until(compiled, entry, now, self._buckets)
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
                 self.changed_jobs.add(task_id)
@@ -348,6 +351,7 @@ class SchedulerCore(JobRecords):
             return None
         relaxed = dataclasses.replace(entry, requirements=loose, relaxed=sources)
         self.queue.add(relaxed)
+        job.requirements = loose  # a retry (requeue) starts from these, as one relaxed at admission does
         for source in sources:
             self.counters.violations[(entry.coop_id, source, mode)] += 1
         self.changed_jobs.add(entry.task_id)

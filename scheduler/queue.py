@@ -51,7 +51,9 @@ class QueuedTask:
 
 
 ORDER_TTL_S = 1.0
-"""How long a computed queue order is reused while nothing is added (fair share moves slowly)."""
+"""How long a computed queue order is reused while nothing is added: the fair-share standings that
+order it are refreshed at most once a second (as Slurm's multifactor priority is recomputed every
+``PriorityCalcPeriod``), so a deep queue of many members is not re-sorted on every completion."""
 
 
 class TaskQueue:
@@ -94,8 +96,8 @@ class TaskQueue:
         queue is then not re-sorted on every completion. A reused order may hold entries that
         have left the queue since; callers skip those (``entry.task.task_id in queue``).
         """
-        if now is not None and self._order is not None and now - self._ordered_at < ORDER_TTL_S:
-            return self._order
+        if now is not None and self._order is not None and 0.0 <= now - self._ordered_at < ORDER_TTL_S:
+            return self._order  # (a clock stepped back makes the order stale, not fresh until it catches up)
         entries = list(self._entries.values())
         if len(entries) <= 1:  # nothing to compare: no standing to look up
             self._order = entries

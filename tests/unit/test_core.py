@@ -11,6 +11,7 @@ from scheduler.core import SchedulerCore
 from scheduler.executor_spec import ExecutorStatus
 from scheduler.jobs import explain_record
 from scheduler.ledger import Cost
+from scheduler.queue import ORDER_TTL_S
 from scheduler.tasks import JobState
 from scheduler.usage import UsageReport
 from tests.builders import START, make_core, make_executor, make_policy, make_sim, make_task
@@ -436,3 +437,44 @@ def test_a_strict_task_whose_constrained_executors_left_is_still_refused():
     core.remove_executor("eu1")
     core.schedule()
     assert core.job(waiting.task_id).state is JobState.REJECTED  # strict: the region rule holds
+
+
+def test_a_retry_of_a_task_relaxed_late_is_retried_not_refused():
+    """A permissive task placed without its constraints (its eu executor left after admission), then lost,
+    was refused ("no registered executor can ever run this task"): its retry started from the strict
+    requirements while it counted as relaxed already. It is retried elsewhere, as any lost task."""
+    rules = [{"type": "DataSovereignty", "name": "gdpr", "region": "eu-central", "tags": ["patient-data"]}]
+    core, _ = make_core(make_policy(rules=rules, mode="permissive"),
+                        [make_executor("eu1", region="eu-central", cpus=1),
+                         make_executor("us1", cpus=1, trust=0.9), make_executor("us2", cpus=1, trust=0.1)])
+    t = make_task(cpus=1, tags=["patient-data"], max_retries=2)
+    assert core.submit(t).admitted
+    core.remove_executor("eu1")
+    [p] = core.schedule()
+    assert p.executor_id == "us1" and p.relaxed == ("gdpr",)
+    assert core.executor_lost("us1", "worker died") == [t.task_id]
+    placed = core.schedule()
+    assert core.job(t.task_id).state is JobState.RUNNING, core.job(t.task_id).reason
+    assert [x.executor_id for x in placed] == ["us2"]
+
+
+@pytest.mark.parametrize("step_s", [ORDER_TTL_S + 0.01, -5.0], ids=["after-the-refresh", "clock-stepped-back"])
+def test_the_fair_share_order_follows_usage_once_standings_are_refreshed(step_s):
+    """Equal priorities: once alice has used quota and bob has not, bob's task goes first. Standings are
+    refreshed at most every ORDER_TTL_S; a clock stepped back used to keep the old order until it caught up."""
+    t = [START]
+    core = SchedulerCore(clock=lambda: t[0])
+    core.set_policy(make_policy(cpu_hours_per_month=10.0))
+    core.register_executor(make_executor("one", cpus=2))
+    a1 = make_task(member="alice", cpus=1)
+    core.submit(a1)
+    assert [p.task_id for p in core.schedule()] == [a1.task_id]
+    a2, b1 = make_task(member="alice", cpus=2), make_task(member="bob", cpus=2)
+    core.submit(a2)
+    core.submit(b1)
+    assert core.schedule() == []  # neither fits beside a1: both wait (the order is computed here)
+    job = core.job(a1.task_id)
+    core.complete(UsageReport(task_id=a1.task_id, executor_id="one", coop_id=a1.coop_id, member="alice",
+                              started_at=job.started_at, ended_at=job.started_at + 0.5, cpu_seconds=0.5))
+    t[0] += step_s
+    assert [p.task_id for p in core.schedule()] == [b1.task_id]

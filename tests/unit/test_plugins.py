@@ -380,3 +380,16 @@ def test_a_dry_run_copy_of_a_ready_object_plug_in_has_an_object_of_its_own():
     live = core.policy("coop")
     dry = plugins.detached(live)
     assert dry.rules[0].runtime.instance is not live.rules[0].runtime.instance
+
+
+def test_a_plugin_start_gate_holding_one_member_does_not_hold_another():
+    """The scheduler kept one gate answer per (coop, priority, tags) for a round, so a plug-in gate that
+    holds bob's tasks held alice's too (reason: 'held by a time window'). Built-in time windows still
+    share one answer; a plug-in gate is asked per task."""
+    rules = [{"type": "plugin", "name": "bob-later", "uri": f"{FIX}:MemberGate", "parameters": {"member": "bob"},
+              "timeout_ms": 2000}]
+    core, _ = make_core(make_policy(rules=rules), [make_executor("e", cpus=8)])
+    bob, alice = make_task(member="bob"), make_task(member="alice")
+    assert core.submit(bob).admitted and core.submit(alice).admitted
+    assert [p.task_id for p in core.schedule()] == [alice.task_id], core.job(alice.task_id).reason
+    assert core.job(bob.task_id).state is JobState.DEFERRED

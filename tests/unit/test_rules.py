@@ -7,6 +7,7 @@ import pytest
 from policies.rules import MemberPriority, RateBuckets, RuleContext, TaskLimits, TimeWindow
 from policies.validation import InvalidRequest, parse
 from policies.model import CoopPolicy
+from scheduler.core import SchedulerCore
 from scheduler.tasks import JobState
 from tests.builders import START, make_core, make_executor, make_policy, make_sim, make_task
 
@@ -232,3 +233,41 @@ def test_two_unnamed_rate_limits_each_keep_their_own_bucket():
     rules = [{"type": "RateLimit", "rate": 0.001, "burst": 10}, {"type": "RateLimit", "rate": 0.001, "burst": 100}]
     core, _ = make_core(make_policy(rules=rules), [make_executor("a", cpus=64)])
     assert sum(core.submit(make_task()).admitted for _ in range(20)) == 10
+
+
+# ----------------------------------------------------------------------------- RateLimit buckets over time
+def _rate_core(rules, mode, t):
+    core = SchedulerCore(clock=lambda: t[0])
+    core.set_policy(make_policy(rules=rules, mode=mode))
+    core.register_executor(make_executor("one", cpus=64))
+    return core
+
+
+def test_a_rate_limit_refills_nothing_twice_when_the_clock_steps_back():
+    """rate 0.01/s, burst 2: the bucket stored the stepped-back time as its last refill, so the same 100 s
+    were refilled again once the clock came back: one submission more than the rule allows."""
+    t = [START]
+    core = _rate_core([{"type": "RateLimit", "rate": 0.01, "burst": 2}], "strict", t)
+    assert core.submit(make_task()).admitted
+    t[0] = START - 100
+    assert core.submit(make_task()).admitted
+    t[0] = START
+    assert not core.submit(make_task()).admitted
+
+
+def test_a_permissive_rate_limit_leaves_no_debt_behind_a_burst():
+    """Over-limit submissions a permissive policy let through drove the bucket to -99: a member who then
+    slowed down was still warned ('retry in 95 s'), and refused outright once the policy turned strict."""
+    t = [START]
+    rules = [{"type": "RateLimit", "rate": 1.0, "burst": 1}]
+    core = _rate_core(rules, "permissive", t)
+    for _ in range(100):
+        core.submit(make_task())
+    t[0] += 5.0
+    calm = core.submit(make_task())
+    assert calm.admitted and not calm.warnings, calm.warnings
+    for _ in range(100):
+        core.submit(make_task())
+    core.set_policy(make_policy(rules=rules, mode="strict"))
+    t[0] += 5.0
+    assert core.submit(make_task()).admitted
