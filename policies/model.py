@@ -114,7 +114,7 @@ class CoopPolicy(BaseModel):
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
     quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000,
-                                             description="members who bypass quota checks",
+                                             description="members who bypass the monthly CPU, GPU and credit quotas (not max_priority or max_concurrent_tasks)",
                                              examples=[["did:icn:emergency-services"]])
     version: int = Field(default=1, ge=1, examples=[1], description="the author's own version label")
     description: str | None = Field(default=None, max_length=2000, description="what the policy is for")

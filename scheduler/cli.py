@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--max-concurrent-tasks", type=int)
         a.add_argument("--max-priority", choices=("low", "normal", "high", "critical"))
         a.add_argument("--default-max-runtime-s", type=float)
-    w = _sub(qsub, "whitelist", "members who bypass quota checks", c.cmd_quota)
+    w = _sub(qsub, "whitelist", "members who bypass the monthly CPU, GPU and credit quotas", c.cmd_quota)
     w.add_argument("op", choices=("add", "remove"))
     w.add_argument("coop")
     w.add_argument("member")

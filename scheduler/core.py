@@ -194,8 +194,8 @@ class SchedulerCore(JobRecords):
         if verdict.not_before is not None:
             job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
         else:
-            job.move(now, _QUEUED, "admitted with warnings" if verdict.violations and decision.warnings
-                     else "admitted")
+            job.move(now, _QUEUED, "admitted with warnings: " + "; ".join(w.message for w in decision.warnings)
+                     if decision.warnings else "admitted")
         return decision
 
     def submit_many(self, tasks: Iterable[TaskSpec | dict]) -> list[Decision]:
@@ -352,8 +352,7 @@ class SchedulerCore(JobRecords):
         relaxed = dataclasses.replace(entry, requirements=loose, relaxed=sources)
         self.queue.add(relaxed)
         job.requirements = loose  # a retry (requeue) starts from these, as one relaxed at admission does
-        for source in sources:
-            self.counters.violations[(entry.coop_id, source, mode)] += 1
+        self.counters.violations[(entry.coop_id, "placement", mode)] += 1  # as admission counts a relaxation
         self.changed_jobs.add(entry.task_id)
         job.note(f"policy constraints now exclude every executor ({message}); placed without them because the "
                  "policy is not strict", now)

@@ -51,7 +51,8 @@ class CoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         core = self.core
         c = core.counters
-        coops = _read(lambda: [p.coop_id for p in core.policies()])
+        policies = _read(core.policies)
+        coops = [p.coop_id for p in policies]
 
         yield _counter("tasks_submitted", "Tasks submitted, admitted or not.", ["coop"],
                        _with_zeros(dict(c.submitted), coops))
@@ -62,9 +63,9 @@ class CoreCollector(Collector):
                        _with_zeros(dict(c.rejected), coops))
         yield _counter("policy_violations", "Policy violations found at admission, in every enforcement mode "
                        "(the only place monitoring-mode violations show).", ["coop", "rule", "mode"],
-                       dict(c.violations))
+                       _with_zeros(dict(c.violations), _violation_keys(policies)))
         yield _counter("quota_exceeded", "Admissions that found a quota exceeded (in any mode), by quota.",
-                       ["coop", "quota"], dict(c.quota_exceeded))
+                       ["coop", "quota"], _with_zeros(dict(c.quota_exceeded), [(k, q) for k in coops for q in QUOTAS]))
         completed = dict(c.completed)
         yield _counter("tasks_completed", "Task attempts that ended on an executor and were charged, by outcome.",
                        ["coop", "outcome"], _with_zeros(completed, [(k, o) for k in coops for o in COMPLETED_OUTCOMES]))
@@ -226,6 +227,20 @@ def _gauge(name: str, doc: str, labels: list[str], values: dict) -> GaugeMetricF
 
 def _label_values(key: Any) -> list[str]:
     return [str(k) for k in key] if isinstance(key, tuple) else [str(key)]
+
+
+QUOTAS = ("cpu", "gpu", "credits", "priority", "confirm")
+
+
+def _violation_keys(policies: Iterable) -> list[tuple[str, str, str]]:
+    """(coop, source, mode) of every violation a policy can report: its rules, the quotas, a relaxation."""
+    keys = []
+    for policy in policies:
+        mode = policy.enforcement_mode.value
+        sources = [getattr(rule, "label", None) or getattr(rule, "name", None) or getattr(rule, "type", "rule")
+                   for rule in policy.rules] + [f"quota:{q}" for q in QUOTAS[:4]] + ["placement"]
+        keys.extend((policy.coop_id, source, mode) for source in dict.fromkeys(sources))
+    return keys
 
 
 def _with_zeros(values: dict, keys: Iterable) -> dict:

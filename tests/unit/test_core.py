@@ -424,6 +424,9 @@ def test_a_permissive_task_whose_constrained_executors_left_is_placed_without_th
     status = core.job(waiting.task_id)
     assert status.state is JobState.RUNNING
     assert any("placed without them" in e.message for e in status.history)
+    # counted as admission counts a relaxation: this task and the one requeued from eu1
+    assert core.counters.violations[("coop", "placement", "permissive")] == 2
+    assert ("coop", "gdpr", "permissive") not in core.counters.violations
 
 
 def test_a_strict_task_whose_constrained_executors_left_is_still_refused():

@@ -135,42 +135,76 @@ TestLedgerInterleavings = LedgerMachine.TestCase
 TestLedgerInterleavings.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
-@settings(max_examples=60, deadline=None)
-@given(steps=st.lists(st.tuples(st.sampled_from(["submit", "complete", "cancel", "month"]),
-                                st.floats(0.25, 4.0), st.integers(60, 7200), st.floats(0.0, 1.0)),
-                      min_size=1, max_size=60))
-def test_strict_mode_never_admits_past_a_limit(steps):
-    """However submissions, completions, cancels and rollovers interleave, projected usage fits."""
-    from executors.simulated import Simulation
-    from tests.builders import make_executor, make_policy, make_sim
+_STRICT_STEPS: dict[str, int] = {}  # ledger calls the property test below made, summed over its examples
 
-    sim: Simulation = make_sim(make_policy(cpu_hours_per_month=10.0, gpu_hours_per_month=None,
-                                           max_concurrent_tasks=1000),
-                               [make_executor(f"e{i}", cpus=64) for i in range(4)])
-    core, limit = sim.core, 10.0
-    running: list[str] = []
+
+class _CountingLedger(Ledger):
+    def reserve(self, *args, **kwargs):
+        _STRICT_STEPS["reserve"] = _STRICT_STEPS.get("reserve", 0) + 1
+        return super().reserve(*args, **kwargs)
+
+    def settle(self, *args, **kwargs):
+        _STRICT_STEPS["settle"] = _STRICT_STEPS.get("settle", 0) + 1
+        return super().settle(*args, **kwargs)
+
+    def release(self, task_id):
+        released = super().release(task_id)
+        _STRICT_STEPS["release"] = _STRICT_STEPS.get("release", 0) + released
+        return released
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["submit", "submit", "complete", "cancel", "lose", "month"]),
+                                st.floats(0.25, 4.0), st.integers(60, 1800), st.floats(0.0, 1.0)),
+                      min_size=1, max_size=80))
+def test_strict_mode_never_admits_past_a_limit(steps):
+    """However submissions, completions, cancels (of queued and of running tasks), lost executors (a
+    retry, or giving up) and rollovers interleave, projected usage fits: two small executors make tasks
+    queue, so cancels and give-ups release reservations."""
+    from executors.simulated import VirtualClock
+    from scheduler.core import SchedulerCore
+    from tests.builders import START, make_executor, make_policy
+
+    clock = VirtualClock(START)
+    core = SchedulerCore(clock=clock, ledger=_CountingLedger())
+    core.set_policy(make_policy(cpu_hours_per_month=10.0, gpu_hours_per_month=None, max_concurrent_tasks=1000))
+    for i in range(2):
+        core.register_executor(make_executor(f"e{i}", cpus=4))
+    limit = 10.0
+    admitted: list[str] = []
     for i, (op, cpus, runtime, frac) in enumerate(steps):
+        live = [t for t in admitted if not core.job(t).state.finished]
+        running = [t for t in live if core.job(t).state.value == "running"]
         if op == "submit":
-            d = core.submit({"task_id": f"s{i}", "coop_id": "coop", "member": "alice",
+            d = core.submit({"task_id": f"s{i}", "coop_id": "coop", "member": "alice", "max_retries": int(frac * 2),
                              "resources": {"cpus": cpus}, "max_runtime_s": runtime})
             if d.admitted:
-                sim.step()
-                if core.job(d.task_id).state.value == "running":
-                    running.append(d.task_id)
+                admitted.append(d.task_id)
         elif op == "complete" and running:
-            task_id = running.pop(0)
-            job = core.job(task_id)
-            task = core.task(task_id)
+            task_id = running[int(frac * len(running)) % len(running)]
+            job, task = core.job(task_id), core.task(task_id)
             wall = frac * task.max_runtime_s  # measured never exceeds the declared runtime
             core.complete({"task_id": task_id, "executor_id": job.executor_id, "coop_id": "coop",
                            "member": "alice", "started_at": job.started_at, "ended_at": job.started_at + wall,
-                           "cpu_seconds": task.resources.cpus * wall})
-        elif op == "cancel" and running:
-            core.cancel(running[-1])
+                           "cpu_seconds": task.resources.cpus * wall, "attempt": job.attempts})
+        elif op == "cancel" and live:
+            core.cancel(live[-1] if frac < 0.5 else live[0])  # queued: released; running: ends charged
+        elif op == "lose" and running:
+            core.executor_lost(core.job(running[0]).executor_id, "worker died")  # retried, or given up
+            for e in core.table.ids():
+                core.update_executor({"executor_id": e, "queue_depth": 0})  # back: active again
         elif op == "month":
-            sim.clock.advance(31 * 86400)
-        s = core.ledger.standing("coop", "alice", sim.clock())
+            clock.advance(31 * 86400)
+        core.schedule()
+        s = core.ledger.standing("coop", "alice", clock())
         assert s.used.cpu + s.reserved.cpu <= limit * 1_000_000
+
+
+def test_the_strict_mode_property_test_reserves_settles_and_releases():
+    """The promise above is about every kind of ledger step: the examples it draws make each of them."""
+    _STRICT_STEPS.clear()
+    test_strict_mode_never_admits_past_a_limit()
+    assert all(_STRICT_STEPS.get(step, 0) > 0 for step in ("reserve", "settle", "release")), _STRICT_STEPS
 
 
 @pytest.mark.parametrize("limits, want", [
