@@ -225,7 +225,24 @@ class ExecutorWorker:
         started = self._queued.offer(task_id, _amounts(launch), launch, now=time.time(), limit_s=launch.max_runtime_s)
         return self._launch(launch) if started else QUEUED
 
-    def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef]:
+    def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef] | str:
+        """Launch one attempt counted as running in the local queue. If Ray refuses it (options it
+        will not take, a payload it cannot pickle), the attempt ends at once as ``failed``, reported
+        like any other (charged nothing), and ``QUEUED`` is answered (the head learns of it from the
+        report): the slot it held is freed, and what the caller was doing goes on."""
+        try:
+            return self._launch_on_ray(launch)
+        except Exception as exc:  # noqa: BLE001  # Ray's refusal must not wedge the queue or lose a report
+            _log.warning("Ray refused task %s: %s: %s", launch.task_id, type(exc).__name__, exc)
+            self._queued.ended(launch.task_id)
+            now = time.time()
+            self._ended(_Attempt(launch, None, None, now), _End(Outcome.FAILED, now, now, error=truncate_error(
+                f"Ray refused to launch the task on executor {self.executor_id}: {type(exc).__name__}: {exc}")))
+            for queued in self._queued.ready(now):  # what waited behind it may fit now
+                self._launch(queued)
+            return QUEUED
+
+    def _launch_on_ray(self, launch: LaunchSpec) -> list[ray.ObjectRef]:
         shape = (launch.cpus, launch.gpus, launch.memory_mb)
         task = self._task_shapes.get(shape)
         if task is None:  # one configured task per resource shape: .options() is not free
@@ -289,7 +306,7 @@ class ExecutorWorker:
         if not isinstance(task_ids, list):
             raise TypeError(f"missing takes a list of task ids; received {type(task_ids).__name__}; "
                             f"e.g. ['job-7f3a']")
-        return [t for t in task_ids if t not in self._running and t not in self._queued
+        return [t for t in task_ids if t not in self._running and t not in self._queued and t not in self._unsent
                 and (self._finished.get(t) is None or self._finished[t].report is None)]
 
     async def report_of(self, task_id: str) -> dict[str, Any] | None:

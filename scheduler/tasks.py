@@ -14,6 +14,10 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]*$"
 _NAME_RULES = "1-200 characters: letters, digits and _.:@/+- (not starting with a symbol)"
 
 
+RESOURCE_UNIT = 0.0001
+"""The smallest fraction of a CPU or GPU a task may ask for: Ray's resource unit."""
+
+
 class Resources(BaseModel):
     """Resources one task asks for (or one executor has)."""
 
@@ -24,6 +28,14 @@ class Resources(BaseModel):
     gpus: float = Field(default=0.0, ge=0, le=512, allow_inf_nan=False, examples=[1])
     memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[4096])
     gpu_memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[16384])
+
+    @field_validator("cpus", "gpus")
+    @classmethod
+    def _ray_precision(cls, v: float, info) -> float:
+        if 0 < v < RESOURCE_UNIT:  # Ray refuses what rounds to nothing in its units
+            raise ValueError(f"at least {RESOURCE_UNIT} (Ray counts CPUs and GPUs in units of {RESOURCE_UNIT})"
+                             + (", or 0" if info.field_name == "gpus" else ""))
+        return v
 
 
 class Hints(BaseModel):

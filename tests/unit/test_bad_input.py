@@ -303,3 +303,12 @@ def test_a_policy_file_with_a_megabyte_name_is_refused_with_a_short_message():
         load_policy(MB_STRING)
     message = str(err.value)
     assert len(message) < 1_000 and "a readable JSON file" in message, message[:300]
+
+
+@pytest.mark.parametrize("field, value", [("cpus", 0.00001), ("gpus", 0.00005)])
+def test_a_fraction_ray_cannot_count_is_refused_at_the_door(field, value):
+    """Ray refuses CPU or GPU amounts that round to nothing in its 0.0001 units: such a task was admitted,
+    then failed at every executor's launch (and, before the worker survived it, wedged its queue)."""
+    with pytest.raises(InvalidRequest, match=rf"{field}: received {value}; accepted: .*at least 0.0001"):
+        parse(TaskSpec, {"coop_id": "c", "member": "m", "resources": {"cpus": 1, field: value}})
+    assert parse(TaskSpec, {"coop_id": "c", "member": "m", "resources": {"cpus": 0.0001, "gpus": 0}}).resources.cpus

@@ -1,0 +1,107 @@
+"""The worker actor's own bookkeeping, without a cluster (tests/worker_in_process.py): a launch Ray refuses,
+reports kept while the tracker is down. The same worker runs on Ray in tests/integration/test_worker.py."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.worker_in_process import Harness, settle, spec, stop
+
+CAP1 = {"cpus": 1, "gpus": 0, "memory_mb": 0}
+
+
+def test_sanity_a_task_runs_and_its_report_reaches_the_tracker(monkeypatch):
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        answer = await w.start_many([spec("a")], CAP1)
+        now = time.time()
+        h.finish(0, started_at=now - 1, ended_at=now)
+        await settle(0.3)
+        await stop(w)
+        return answer, [r["task_id"] for r in h.tracker.received]
+    answer, reported = asyncio.run(main())
+    assert answer != [None] and reported == ["a"]
+
+
+def test_a_queued_task_whose_launch_fails_does_not_lose_the_report_of_the_task_that_just_ended(monkeypatch):
+    """cpus=0.00001 is valid for the head (Resources.cpus > 0) and LaunchSpec, but Ray refuses it at
+    .options() ("precision ... cannot go beyond 0.0001"). Queued behind a running task, it is launched
+    from _watch, which raises before _ended(): the task that just ended is never reported, the worker
+    says it has no trace of it (so the head reruns it), and the queue behind it is stuck."""
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        answers = await w.start_many([spec("a"), spec("tiny", cpus=0.00001), spec("c")], CAP1)
+        now = time.time()
+        h.finish(0, started_at=now - 1, ended_at=now)
+        await settle(0.3)
+        out = answers, [r["task_id"] for r in h.tracker.received], await w.missing(["a"]), len(h.launched)
+        await stop(w)
+        return out
+    answers, reported, missing, launched = asyncio.run(main())
+    assert answers[1:] == ["queued", "queued"]
+    assert "a" in reported, "the ended task 'a' was never reported to the tracker"
+    assert missing == [], "the worker says it has no trace of the ended task 'a'"
+    assert launched == 2, "'c' was never launched although 'a' ended and nothing else runs"
+
+
+def test_a_launch_ray_refuses_fails_that_attempt_and_leaves_no_phantom_holding_the_executor(monkeypatch):
+    """start() of a spec Ray refuses (cpus=0.00001: "precision ... cannot go beyond 0.0001") raised after the
+    local queue had counted it as running: from then on a 1-CPU task on the idle 1-CPU executor waited in
+    the worker's queue forever. Now the attempt ends at once as failed (reported, charged nothing)."""
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        await w.start_many([], CAP1)
+        refused = await w.start(spec("tiny", cpus=0.00001))
+        out = refused, await w.running(), await w.start(spec("b"))
+        await settle(0.3)
+        await stop(w)
+        return out + ({r["task_id"]: r for r in h.tracker.received},)
+    refused, running, answer, reports = asyncio.run(main())
+    assert refused == "queued" and running == []
+    assert answer not in ("queued", None), "nothing runs, yet a task that fits the idle executor was queued"
+    assert reports["tiny"]["outcome"] == "failed" and "Ray refused" in reports["tiny"]["error"]
+    assert reports["tiny"]["cpu_seconds"] == 0
+
+
+def test_missing_does_not_name_a_task_whose_report_is_still_waiting_to_be_delivered(monkeypatch):
+    """``missing`` is meant to name what the worker has no trace of (the head then treats the attempt as
+    lost and runs it again). An ended attempt evicted from _finished (KEEP_FINISHED) while its report is
+    still in _unsent (the tracker is down) is named missing, though the worker holds its report and will
+    deliver it: the head reruns a task that ran, and two attempts get reported."""
+    import executors.worker as W
+    monkeypatch.setattr(W, "KEEP_FINISHED", 2)
+
+    async def main():
+        h = Harness(monkeypatch, tracker=False)  # the tracker is down: reports stay unsent
+        w = await h.worker()
+        await w.start_many([spec(f"t{i}") for i in range(3)])
+        now = time.time()
+        for i in range(3):
+            h.finish(i, started_at=now - 1, ended_at=now)
+        await settle(0.2)
+        out = await w.unsent_reports(), await w.missing(["t0", "t1", "t2"])
+        await stop(w)
+        return out
+    unsent, missing = asyncio.run(main())
+    assert unsent == 3
+    assert missing == [], f"the worker still holds (and will deliver) these reports, yet calls them missing: {missing}"
+
+
+def test_a_spec_ray_refuses_in_a_batch_leaves_the_rest_of_the_batch_running_once(monkeypatch):
+    """start_many raised when Ray refused one spec after earlier ones of the batch were launched; the head
+    then requeued the whole batch, so those ran twice. Now only the refused attempt fails."""
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        answers = await w.start_many([spec("good"), spec("tiny", cpus=0.00001)], {"cpus": 2, "gpus": 0, "memory_mb": 0})
+        out = answers, await w.running(), len(h.launched)
+        await stop(w)
+        return out
+    answers, running, launched = asyncio.run(main())
+    assert answers[1] == "queued" and answers[0] not in ("queued", None)
+    assert (running, launched) == (["good"], 1)
