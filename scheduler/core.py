@@ -258,6 +258,11 @@ class SchedulerCore(JobRecords):
             if entry.not_before is not None and now < entry.not_before:
                 continue
             compiled = self._policies.get(entry.coop_id)
+            if compiled is None:  # its policy was removed after admission: nothing says what it may use
+                job.note(f"waiting: coop {entry.coop_id} has no scheduling policy (it was removed); its queued "
+                         "tasks start once a coop admin sets one (`coopsched policy set FILE`) or are cancelled",
+                         now)
+                continue
             gate_key = entry.gate_key  # gates depend on the coop, priority and tags: one answer per round
             if compiled is not None and compiled.gates and not compiled.gates_by_minute:  # a plug-in gate may
                 hold = closed_until(compiled, entry, now, self._buckets)  # decide by member: asked per task
@@ -274,7 +279,7 @@ class SchedulerCore(JobRecords):
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
             key = entry.member_key
-            limit_tasks = compiled.member_terms(entry.member)[3] if compiled else 1
+            limit_tasks = compiled.member_terms(entry.member)[3]
             if self._running.get(key, 0) >= limit_tasks:
                 job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
                 continue

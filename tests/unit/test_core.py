@@ -481,3 +481,20 @@ def test_the_fair_share_order_follows_usage_once_standings_are_refreshed(step_s)
                               started_at=job.started_at, ended_at=job.started_at + 0.5, cpu_seconds=0.5))
     t[0] += step_s
     assert [p.task_id for p in core.schedule()] == [b1.task_id]
+
+
+def test_queued_tasks_of_a_coop_whose_policy_was_removed_wait_until_one_is_set():
+    """They ran one at a time per member (an undocumented default); now they wait, saying why, and start
+    once a policy is set again."""
+    core, _ = make_core(make_policy(max_concurrent_tasks=10), [make_executor("e", cpus=1)])
+    running, waiting = make_task(cpus=1), make_task(cpus=1)
+    core.submit(running)
+    core.submit(waiting)
+    assert [p.task_id for p in core.schedule()] == [running.task_id]
+    core.remove_policy("coop")
+    core.complete(UsageReport(task_id=running.task_id, executor_id="e", coop_id="coop", member="alice",
+                              started_at=START, ended_at=START + 1, cpu_seconds=1.0))
+    assert core.schedule() == []
+    assert "has no scheduling policy" in core.job(waiting.task_id).reason
+    core.set_policy(make_policy(max_concurrent_tasks=10))
+    assert [p.task_id for p in core.schedule()] == [waiting.task_id]
