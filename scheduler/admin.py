@@ -77,6 +77,14 @@ def check_member(member: Any, what: str = "quota action") -> str:
     return member
 
 
+def check_limit(limit: Any, what: str) -> int:
+    """How many rows a listing may answer: a whole number >= 0 (the stores read a negative one differently)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1_000_000:
+        raise InvalidRequest(what, [FieldError("limit", quoted(limit, 40), "a whole number from 0 to 1,000,000",
+                                               "100")])
+    return limit
+
+
 def check_task_id(task_id: Any, what: str = "job") -> str:
     if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
         raise InvalidRequest(what, [FieldError("task_id", quoted(task_id, 60), "a job id of 1-200 characters",

@@ -1,7 +1,8 @@
 """A job as the store keeps it, and taken back after a restart (a mixin of ``scheduler.core.SchedulerCore``).
 
 ``job_record`` writes down everything ``restore_job`` needs: the task, its decision and status,
-its placement, its projected cost and what a queued task waits for. Restoring puts a queued job
+its placement, its projected cost, what a queued task waits for, the placement constraints it was
+admitted (or relaxed) under and the executors a retry should avoid. Restoring puts a queued job
 back in the queue (its reservation is in the store) and a running one back on its executor
 (the head then asks that executor's worker whether it still runs it).
 """
@@ -14,7 +15,7 @@ from policies.reasons import Decision
 from scheduler.admission import requirements_for
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost
-from scheduler.placement import Placement
+from scheduler.placement import Placement, requirements_from_record, requirements_record
 from scheduler.queue import QueuedTask
 from scheduler.tasks import JobState, TaskSpec
 
@@ -35,7 +36,9 @@ class JobRecords:
                 "placement": job.placement.model_dump(mode="json", exclude={"task"}) if job.placement else None,
                 "cost": [job.cost.cpu, job.cost.gpu, job.cost.credits], "cancel_requested": job.cancel_requested,
                 "not_before": entry.not_before if entry else None,
-                "relaxed": list(entry.relaxed if entry else (job.placement.relaxed if job.placement else ()))}
+                "relaxed": list(entry.relaxed if entry else (job.placement.relaxed if job.placement else ())),
+                "requirements": requirements_record(job.requirements) if job.requirements is not None else None,
+                "avoid": sorted(job.avoid)}
 
     def restore_job(self, record: dict[str, Any]) -> JobState:
         """Take back a job after a restart: queued ones wait again (their reservation is in the
@@ -48,8 +51,12 @@ class JobRecords:
                   started_at=status.started_at, cost=Cost(*record["cost"]),
                   cancel_requested=record.get("cancel_requested", False))
         relaxed = tuple(record.get("relaxed") or ())
-        job.requirements = requirements_for(task, self._policies.get(task.coop_id), self.table, self.clock(),
-                                            relaxed=bool(relaxed))
+        job.avoid = frozenset(record.get("avoid") or ())
+        if record.get("requirements") is not None:  # the constraints it was admitted (or relaxed) under
+            job.requirements = requirements_from_record(task.coop_id, task.resources, record["requirements"])
+        else:  # a record from before they were kept: rebuilt from the policy in force now
+            job.requirements = requirements_for(task, self._policies.get(task.coop_id), self.table, self.clock(),
+                                                relaxed=bool(relaxed))
         self._jobs[task.task_id] = job
         if job.state is JobState.RUNNING and record.get("placement"):
             placement = Placement(task=task, **record["placement"])
@@ -65,5 +72,5 @@ class JobRecords:
             self._seq += 1
             self.queue.add(QueuedTask(task, job.requirements, job.cost, decision.effective_priority,
                                       job.submitted_at, self._seq, record.get("not_before"),
-                                      attempt=job.attempts + 1, relaxed=relaxed))
+                                      attempt=job.attempts + 1, relaxed=relaxed, avoid=job.avoid))
         return job.state

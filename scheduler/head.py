@@ -77,6 +77,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         self.store = open_store(self.store_url)
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
         self._audit_counts: dict[str, int] = {}
+        self._audit_seq: dict[str, int] = {}  # session -> the last audit sequence number given
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}
         self._results: OrderedDict[str, list] = OrderedDict()
@@ -140,7 +141,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         would fail every dispatch to its executor)."""
         self._writing += 1
         try:
-            with self.store.batch():
+            with self.store.batch(rollback_if=_store_failed):
                 yield
         except InvalidRequest:  # refused before anything changed
             raise
@@ -348,11 +349,15 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             return
         status = self.core.job(task_id)
         session = f"{task.coop_id}/{task.member}"
+        seq_no = self._audit_seq.get(session)  # numbered here, on the loop: two writer threads never share one
+        if seq_no is None:
+            latest = self.store.latest_audit(session)
+            seq_no = latest.seq_no if latest else -1
+        seq_no = self._audit_seq[session] = seq_no + 1
 
         def write() -> None:
-            latest = self.store.latest_audit(session)
             self.store.put_audit(AuditRecord(
-                session_id=session, seq_no=latest.seq_no + 1 if latest else 0, timestamp=time.time(),
+                session_id=session, seq_no=seq_no, timestamp=time.time(),
                 coop_id=task.coop_id, member=task.member, task=task.model_dump(mode="json"),
                 result={"state": status.state.value, "error": status.error, "executor_id": status.executor_id},
                 usage={k: report.get(k) for k in ("cpu_seconds", "gpu_seconds", "cpu_time_s", "peak_memory_mb",
@@ -367,7 +372,10 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
         if parsed.executor_id not in self.core.table:
             return False
         with self._writes():  # what this round places (e.g. on an executor back from offline) is written
+            was = self.core.table.status_of(parsed.executor_id)
             self.core.update_executor(parsed)
+            if self.core.table.status_of(parsed.executor_id) is not was:  # offline -> active: a restart knows
+                self._store_status(parsed.executor_id)
             self._schedule()
             self._persist()
         return True
@@ -376,7 +384,9 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     @guarded
     async def cancel(self, task_id: str) -> str | None:
         """Cancel a job; answers its state then (a finished job's final one), None for an unknown id."""
-        state = self.core.cancel(admin.check_task_id(task_id, "cancel"))
+        with self._writes():  # the release of a queued job's quota and its record land together, or neither
+            state = self.core.cancel(admin.check_task_id(task_id, "cancel"))
+            self._persist()
         if state is None:  # finished and forgotten by the core (or held by another replica): the store's word
             record = self.store.get_job(task_id)
             return record["status"]["state"] if record else None
@@ -454,6 +464,13 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             self._persist()
         return lost
 
+    def _store_status(self, executor_id: str) -> None:
+        """Write an executor's status as the core holds it now (offline, active again), so a restarted
+        head does not send work to one this head found dead."""
+        if executor_id in self.core.table:
+            self.store.put_executor(self.core.table.spec(executor_id).model_dump(mode="json"),
+                                    self.core.table.status_of(executor_id).value)
+
     def _registered(self, executor_id: str) -> ExecutorSpec:
         if not isinstance(executor_id, str) or executor_id not in self.core.table:
             raise KeyError(f"executor {executor_id!r} is not registered; see `coopsched executor list`")
@@ -480,6 +497,8 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             admin.check_coop(coop_id, "jobs")
         if member is not None:
             admin.check_member(member, "jobs")
+        if limit is not None:
+            admin.check_limit(limit, "jobs")
         if state is not None and state not in _STATES:
             raise InvalidRequest("jobs", [FieldError("state", quoted(state, 40), ", ".join(_STATES), "running")])
         return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)]
@@ -538,16 +557,23 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             except (RayError, asyncio.TimeoutError) as exc:  # died, unschedulable (its node is gone), hung
                 self._lost(executor_id, f"worker of {executor_id} died ({type(exc).__name__})")
                 continue
-            requeued = [t for t in missing  # the worker restarted and forgot them
-                        if self.core.requeue(t, executor_id, f"worker of {executor_id} restarted") is not None]
-            self._forget_attempts(requeued)
             if missing:
-                with self._writes():
+                with self._writes():  # a give-up's release and the records land together
+                    requeued = [t for t in missing  # the worker restarted and forgot them
+                                if self.core.requeue(t, executor_id, f"worker of {executor_id} restarted") is not None]
+                    self._forget_attempts(requeued)
                     self._schedule()
                     self._persist()
         stale = self.core.mark_offline(self.heartbeat_timeout_s)
+        for executor_id in stale:
+            self._store_status(executor_id)
         if stale:
             log.warning("no heartbeat from %s for %.0f s: offline", ", ".join(stale), self.heartbeat_timeout_s)
+
+
+def _store_failed(exc: BaseException) -> bool:
+    """Whether a call's writes go back: anything but a bad request (refused before it changed anything)."""
+    return isinstance(exc, Exception) and not isinstance(exc, InvalidRequest)
 
 
 def _data_refs(data_refs: Any) -> list:

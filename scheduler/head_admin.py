@@ -132,7 +132,7 @@ class CoopAdministration:
 
     @guarded
     async def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
-        return self.store.changes(coop_id, limit)
+        return self.store.changes(coop_id, admin.check_limit(limit, "changes"))
 
     # ------------------------------------------------------------------ quota management
     @guarded
@@ -189,6 +189,8 @@ class CoopAdministration:
         elif action == "latest":
             record = self.store.latest_audit(session_id)
         elif action == "list":
+            if "limit" in filters:
+                admin.check_limit(filters["limit"], "audit list")
             return [r.model_dump(mode="json") for r in self.store.list_audit(session_id=session_id, **filters)
                     if mine(r)]
         elif action == "delete":

@@ -145,6 +145,7 @@ class Dispatch:
     def _lost(self, executor_id: str, why: str) -> None:
         with self._writes():
             lost = self.core.executor_lost(executor_id, why)
+            self._store_status(executor_id)  # offline: a restarted head sends it nothing until it reports
             self._workers.pop(executor_id, None)
             self._forget_attempts(lost)
             if lost:

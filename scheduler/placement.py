@@ -101,10 +101,35 @@ def compile_requirements(coop_id: str, resources: Resources, constraints: Sequen
         if c.deny:
             deny |= c.deny
             deny_sources.append(c.source)
-    signature = (coop_id, regions, tuple((n, v) for n, v, _ in caps), allow, frozenset(deny))
-    return Requirements(coop_id, resources, regions, tuple(region_sources), tuple(caps), allow,
-                        tuple(allow_sources), frozenset(deny), tuple(deny_sources), signature,
-                        ("static",) + signature, ("summary",) + signature)
+    return _requirements(coop_id, resources, regions, tuple(region_sources), tuple(caps), allow,
+                         tuple(allow_sources), frozenset(deny), tuple(deny_sources))
+
+
+def _requirements(coop_id: str, resources: Resources, regions: frozenset[str] | None, region_sources: tuple,
+                  caps: tuple, allow: frozenset[str] | None, allow_sources: tuple, deny: frozenset[str],
+                  deny_sources: tuple) -> Requirements:
+    signature = (coop_id, regions, tuple((n, v) for n, v, _ in caps), allow, deny)
+    return Requirements(coop_id, resources, regions, region_sources, caps, allow, allow_sources, deny,
+                        deny_sources, signature, ("static",) + signature, ("summary",) + signature)
+
+
+def requirements_record(req: Requirements) -> dict:
+    """``req``'s constraints as JSON-ready data (a job's store record keeps them, so a restarted head
+    places it under the constraints it was admitted with, whatever the policy says by then)."""
+    return {"regions": sorted(req.regions) if req.regions is not None else None,
+            "region_sources": list(req.region_sources), "capabilities": [list(c) for c in req.capabilities],
+            "allow": sorted(req.allow) if req.allow is not None else None, "allow_sources": list(req.allow_sources),
+            "deny": sorted(req.deny), "deny_sources": list(req.deny_sources)}
+
+
+def requirements_from_record(coop_id: str, resources: Resources, record: dict) -> Requirements:
+    """What ``requirements_record`` wrote, as the Requirements of a task asking for ``resources``."""
+    regions, allow = record.get("regions"), record.get("allow")
+    return _requirements(coop_id, resources, frozenset(regions) if regions is not None else None,
+                         tuple(record.get("region_sources", ())),
+                         tuple((n, v, src) for n, v, src in record.get("capabilities", ())),
+                         frozenset(allow) if allow is not None else None, tuple(record.get("allow_sources", ())),
+                         frozenset(record.get("deny", ())), tuple(record.get("deny_sources", ())))
 
 
 def _names(regions: frozenset[str] | None) -> str:

@@ -142,8 +142,9 @@ class RedisStore:
     def _k(self, *parts: object) -> str:
         return self.prefix + ":".join(_esc(p) for p in parts)
 
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        """Nothing to group: every write here is already one atomic command or script."""
+    def batch(self, rollback_if: Any = None) -> contextlib.AbstractContextManager[None]:
+        """Nothing to group: every write here is already one atomic command or script (so nothing to
+        roll back either: what a failed call wrote before it failed stays written)."""
         return contextlib.nullcontext()
 
     def close(self) -> None:
@@ -205,16 +206,23 @@ class RedisStore:
 
     # ------------------------------------------------------------------ executors
     def put_executor(self, spec: dict, status: str) -> None:
+        executor_id = spec["executor_id"]
+        order = self._k("executor_order")
+        if self._r.hget(order, executor_id) is None:  # its place in registration order, given once
+            self._r.hsetnx(order, executor_id, self._r.incr(self._k("executor_seq")))
         body = json.dumps({"spec": spec, "status": status})
-        self._r.hset(self._k("executors"), spec["executor_id"], body)
+        self._r.hset(self._k("executors"), executor_id, body)
 
     def remove_executor(self, executor_id: str) -> bool:
+        self._r.hdel(self._k("executor_order"), executor_id)
         return self._r.hdel(self._k("executors"), executor_id) == 1
 
     def executors(self) -> list[tuple[dict, str]]:
-        """Every executor's spec and status, by executor id."""
-        rows = sorted((_s(i), json.loads(b)) for i, b in self._r.hgetall(self._k("executors")).items())
-        return [(row["spec"], row["status"]) for _, row in rows]
+        """Every executor's spec and status, in registration order (then by id)."""
+        order = {_s(i): int(n) for i, n in self._r.hgetall(self._k("executor_order")).items()}
+        rows = sorted((order.get(_s(i), 0), _s(i), json.loads(b))
+                      for i, b in self._r.hgetall(self._k("executors")).items())
+        return [(row["spec"], row["status"]) for _, _, row in rows]
 
     # ------------------------------------------------------------------ key registry
     def put_key(self, key_id: str, principal: dict) -> None:
@@ -334,7 +342,7 @@ class RedisStore:
         rows = {kind: [[t, *_owner(h), *astuple(_cost(h))] for t, h in zip(seen[kind], hashes) if h]
                 for kind in ("reservation", "settled")}
         return {"used": sorted([*_owner(h), *astuple(_cost(h))] for h in usage if b"cpu" in h),
-                "completed": sorted([*_owner(h), int(h[b"completed"])] for h in usage if b"completed" in h),
+                "completed": sorted([*_owner(h), int(h[b"completed"])] for h in usage if int(h.get(b"completed", 0))),
                 "reservations": rows["reservation"], "settled": rows["settled"]}
 
     # ------------------------------------------------------------------ jobs

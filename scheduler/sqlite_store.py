@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,11 +225,13 @@ class SqliteStore:
                     shared.conn.close()
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, rollback_if: Callable[[BaseException], bool] | None = None) -> Iterator[None]:
         """Group commit: the writes made inside, by this thread, commit together in one transaction
         (one COMMIT instead of one each). Each write keeps its own atomicity (a failed one rolls back
         to its savepoint alone), and if the block raises, what was written before is still committed,
-        as it would have been without the batch. Other threads wait for the batch to end."""
+        as it would have been without the batch, unless ``rollback_if(error)`` says to roll the whole
+        batch back (the head does so when the store itself failed: then it reloads its memory from
+        what is committed). Other threads wait for the batch to end."""
         with self._lock:
             db = self._conn
             if db.in_transaction:  # already inside this thread's batch
@@ -245,9 +247,12 @@ class SqliteStore:
                 yield
             except BatchRolledBack:
                 raise
-            except BaseException:
+            except BaseException as exc:
                 if db.in_transaction:
-                    _commit(db)  # what was written before the block raised stays written, as without a batch
+                    if rollback_if is not None and rollback_if(exc):
+                        db.execute("ROLLBACK")
+                    else:
+                        _commit(db)  # what was written before the block raised stays written, as without a batch
                 raise
             if not db.in_transaction:  # a write's failure made SQLite roll everything back, and the caller
                 raise BatchRolledBack("SQLite rolled this batch back (a write inside it failed: disk full or "
@@ -358,15 +363,19 @@ class SqliteStore:
     # ----------------------------------------------------------------------- executors
     def put_executor(self, spec: dict, status: str) -> None:
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO executors VALUES (?, ?, ?)", (spec["executor_id"], _dumps(spec), status))
+            db.execute("INSERT INTO executors VALUES (?, ?, ?) ON CONFLICT (executor_id) DO UPDATE SET "
+                       "spec = excluded.spec, status = excluded.status",  # (an update keeps its place: rowid)
+                       (spec["executor_id"], _dumps(spec), status))
 
     def remove_executor(self, executor_id: str) -> bool:
         with self._write() as db:
             return db.execute("DELETE FROM executors WHERE executor_id = ?", (executor_id,)).rowcount > 0
 
     def executors(self) -> list[tuple[dict, str]]:
+        """Every executor's spec and status, in registration order (a restarted head's table rows, hence
+        its placement ties, come out as they were)."""
         return [(json.loads(spec), status)
-                for spec, status in self._all("SELECT spec, status FROM executors ORDER BY executor_id")]
+                for spec, status in self._all("SELECT spec, status FROM executors ORDER BY rowid")]
 
     # ----------------------------------------------------------------------- key registry
     def put_key(self, key_id: str, principal: dict) -> None:
@@ -506,7 +515,7 @@ class SqliteStore:
         sql += " ORDER BY submitted_at, task_id"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
+            params.append(max(0, limit))  # (SQLite reads LIMIT -1 as none: a negative limit answers nothing, as on Redis)
         return [json.loads(r[0]) for r in self._all(sql, tuple(params))]
 
     def unfinished_jobs(self) -> list[dict]:
@@ -562,10 +571,10 @@ class SqliteStore:
         """The newest ``limit`` changes (of one coop, if given), newest first."""
         columns = "seq, coop_id, kind, actor, at, detail"
         if coop_id is None:
-            rows = self._all(f"SELECT {columns} FROM changes ORDER BY seq DESC LIMIT ?", (limit,))
+            rows = self._all(f"SELECT {columns} FROM changes ORDER BY seq DESC LIMIT ?", (max(0, limit),))
         else:
             rows = self._all(f"SELECT {columns} FROM changes WHERE coop_id = ? ORDER BY seq DESC LIMIT ?",
-                             (coop_id, limit))
+                             (coop_id, max(0, limit)))
         return [{"seq": seq, "coop_id": c, "kind": kind, "actor": actor, "at": at, "detail": json.loads(detail)}
                 for seq, c, kind, actor, at, detail in rows]
 
@@ -595,7 +604,7 @@ class SqliteStore:
                 params.append(value)
         sql = "SELECT record FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY timestamp DESC, session_id DESC, seq_no DESC LIMIT ?"
-        return [AuditRecord.model_validate(json.loads(r[0])) for r in self._all(sql, (*params, limit))]
+        return [AuditRecord.model_validate(json.loads(r[0])) for r in self._all(sql, (*params, max(0, limit)))]
 
     def delete_audit(self, session_id: str, seq_no: int | None = None) -> int:
         with self._write() as db:

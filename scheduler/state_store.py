@@ -63,7 +63,7 @@ class StateStore(Protocol):
     shared: bool  # several heads may use this store at once (Redis); they then share the nonces they saw
 
     def close(self) -> None: ...
-    def batch(self) -> AbstractContextManager[None]: ...  # group commit of the writes inside (see SqliteStore)
+    def batch(self, rollback_if: Any = None) -> AbstractContextManager[None]: ...  # group commit (SqliteStore)
 
     # -- policies: every set is a new version; removal deactivates, history stays
     def put_policy(self, coop_id: str, policy: dict, author: str, at: float, note: str = "") -> PolicyVersion: ...
@@ -76,7 +76,7 @@ class StateStore(Protocol):
     # -- executors
     def put_executor(self, spec: dict, status: str) -> None: ...
     def remove_executor(self, executor_id: str) -> bool: ...
-    def executors(self) -> list[tuple[dict, str]]: ...                         # sorted by executor_id
+    def executors(self) -> list[tuple[dict, str]]: ...                         # in registration order
 
     # -- usage ledger (same semantics as scheduler.ledger.Ledger, plus an atomic limit check)
     def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,

@@ -87,6 +87,11 @@ class Tracker:
             raise
         data = r.model_dump(mode="json")
         if signed is not None:
+            if not _is_envelope(signed):  # stored as JSON, checked by the head: it must at least be that
+                log.warning("refused a usage report whose signature is not a signed envelope: %.80r", signed)
+                raise InvalidRequest("usage report", [FieldError(
+                    "signed", repr(signed)[:60], "null or the signed envelope (an object of text and numbers)",
+                    '{"key_id": "k1", "signature": "...", ...}')])
             data["signed"] = signed
         if self.store.put_report(data):
             self._unforwarded[(r.task_id, r.attempt)] = data
@@ -167,3 +172,10 @@ def start_tracker(namespace: str = NAMESPACE, name: str = TRACKER_NAME, head_nam
                                          get_if_exists=True)
     handle = actor.remote(head_name=head_name, namespace=namespace, store_url=store_url)
     return handle
+
+
+def _is_envelope(signed: object) -> bool:
+    """A signature as workers send it: a small flat object of text, numbers, booleans and nulls."""
+    return isinstance(signed, dict) and len(signed) <= 32 and all(
+        isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool))) and
+        (not isinstance(v, str) or len(v) <= 10_000) for k, v in signed.items())

@@ -67,8 +67,8 @@ def test_executors_round_trip(store):
     store.put_executor({"executor_id": "b", "region": "eu"}, "active")
     store.put_executor({"executor_id": "a", "region": "us"}, "active")
     store.put_executor({"executor_id": "b", "region": "eu"}, "draining")
-    assert store.executors() == [({"executor_id": "a", "region": "us"}, "active"),
-                                 ({"executor_id": "b", "region": "eu"}, "draining")]
+    assert store.executors() == [({"executor_id": "b", "region": "eu"}, "draining"),  # in registration order
+                                 ({"executor_id": "a", "region": "us"}, "active")]
     assert store.remove_executor("a") and not store.remove_executor("a")
     assert [s["executor_id"] for s, _ in store.executors()] == ["b"]
 
@@ -343,3 +343,33 @@ def test_a_limited_audit_listing_breaks_equal_timestamps_by_session_then_sequenc
                                     task={}, result={}, usage={}))
     for filters in ({}, {"coop_id": "c"}, {"coop_id": "c", "member": "m"}):
         assert [r.seq_no for r in store.list_audit(limit=1, **filters)] == [10], filters
+
+
+def test_a_negative_limit_answers_alike_on_every_backend(store):
+    """SQLite read LIMIT -1 as 'all', Redis as nothing (the head refuses a negative limit; the stores agree)."""
+    for i in range(3):
+        store.put_job(f"j{i}", {"task_id": f"j{i}", "coop_id": "c", "member": "m", "state": "queued",
+                                "submitted_at": float(i)})
+    store.log_change("c", "policy.set", "a", 1.0, {})
+    store.put_audit(AuditRecord(session_id="c/m", seq_no=0, timestamp=1.0, coop_id="c", member="m",
+                                task={}, result={}, usage={}))
+    assert (store.jobs(limit=-1), store.jobs(coop_id="c", limit=-1), store.changes(limit=-1),
+            store.list_audit(limit=-1)) == ([], [], [], [])
+
+
+def test_a_ledger_snapshot_after_a_reset_lists_no_completed_count(store):
+    store.settle("t", "c", "m", P, Cost(5, 0, 0))
+    store.set_usage("c", "m", P, Cost(), completed=0)  # what a quota reset does
+    assert store.ledger_snapshot()["completed"] == []
+
+
+def test_executors_come_back_in_registration_order(store):
+    """A restarted head rebuilds its table in this order, so placement ties go as before (they went by id)."""
+    for executor_id in ("zeta", "alpha", "mid"):
+        store.put_executor({"executor_id": executor_id}, "active")
+    store.put_executor({"executor_id": "zeta", "trust": 0.1}, "offline")  # an update keeps its place
+    assert [spec["executor_id"] for spec, _ in store.executors()] == ["zeta", "alpha", "mid"]
+    assert store.executors()[0] == ({"executor_id": "zeta", "trust": 0.1}, "offline")
+    store.remove_executor("zeta")
+    store.put_executor({"executor_id": "zeta"}, "active")  # registered again: last
+    assert [spec["executor_id"] for spec, _ in store.executors()] == ["alpha", "mid", "zeta"]

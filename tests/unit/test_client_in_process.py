@@ -111,3 +111,14 @@ def test_client_local_refuses_bad_arguments_before_starting_anything(kwargs, fie
         client_module.Client.local(namespace=f"never-started-{field}", **kwargs)
     assert caught.value.errors[0].path == field
     assert ray.is_initialized() == was  # nothing was started
+
+
+def test_listings_refuse_a_negative_limit(finished_a):
+    """SQLite read a negative limit as 'all', Redis as 'none': the head refuses it, naming the field."""
+    with pytest.raises(InvalidRequest, match="limit: received -1"):
+        finished_a.changes(None, -1)
+    with pytest.raises(InvalidRequest, match="limit: received -1"):
+        finished_a._call("jobs", None, None, None, -1)
+    with pytest.raises(InvalidRequest, match="limit: received"):
+        finished_a.audit("list", None, None, limit=-5)
+    assert finished_a.changes(None, 1)  # (one row: the policy set above)

@@ -299,3 +299,16 @@ def test_a_restarted_tracker_forwards_what_it_had_stored_without_being_called(tm
             await asyncio.sleep(0.05)
         assert forwarded == ["A"]
     asyncio.run(main())
+
+
+def test_one_report_with_an_unstorable_signature_does_not_fail_the_whole_delivery(tmp_path):
+    """A pair whose signature was not a signed envelope (bytes) made report_many raise as it stored it: the
+    good reports of the same delivery were never acknowledged and the worker resent the batch forever."""
+    async def main():
+        tracker = Tracker.__new__(Tracker)
+        await Tracker.__init__(tracker, store_url=f"sqlite:///{tmp_path}/t.db", resend_interval_s=0.05)
+        tracker._loop_task = object()  # no forwarding: only storing is looked at
+        answers = await tracker.report_many([(report("A", "e1", 1), None), (report("B", "e1", 1), b"not-one"),
+                                             (report("C", "e1", 1), None)])
+        assert answers == [True, False, True]
+    asyncio.run(main())
