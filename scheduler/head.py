@@ -363,7 +363,7 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
                 usage={k: report.get(k) for k in ("cpu_seconds", "gpu_seconds", "cpu_time_s", "peak_memory_mb",
                                                    "started_at", "ended_at", "attempt")}))
 
-        asyncio.get_running_loop().run_in_executor(None, write)
+        asyncio.get_running_loop().run_in_executor(None, write).add_done_callback(_audit_written)
 
     @guarded
     async def heartbeat(self, offer: dict) -> bool:
@@ -569,6 +569,11 @@ class Head(CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
             self._store_status(executor_id)
         if stale:
             log.warning("no heartbeat from %s for %.0f s: offline", ", ".join(stale), self.heartbeat_timeout_s)
+
+
+def _audit_written(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:  # said now, not when it is collected
+        log.error("an audit record was not written: %s: %s", type(future.exception()).__name__, future.exception())
 
 
 def _store_failed(exc: BaseException) -> bool:

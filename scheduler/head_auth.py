@@ -122,10 +122,17 @@ class RequestGate:
 
     def _load_keys(self) -> None:
         """Make the registry the store's (another head replica on the same store may have added or
-        removed keys); the operator's key is this head's own and stays."""
+        removed keys); the operator's key is this head's own and stays. The store is read without the
+        gate's lock (the main loop may hold the store's lock across a call's writes and then verify a
+        report: holding both in the other order would freeze the head); the registry changes under it."""
         self._loaded_at = self._clock()
+        records = self.store.keys()
+        with self._lock:
+            self._apply_keys(records)
+
+    def _apply_keys(self, records: list[dict]) -> None:
         registered: set[str] = set()
-        for record in self.store.keys():
+        for record in records:
             try:
                 principal = Principal.model_validate(record)
             except ValueError as exc:
@@ -142,13 +149,14 @@ class RequestGate:
                 self.verifier.remove(principal.key_id)
 
     def _verify(self, method: str, args: tuple, kwargs: dict, envelope: Any, **options: Any) -> Principal | Refusal:
+        if self.store.shared and self._clock() - self._loaded_at > KEY_REFRESH_S:
+            self._load_keys()
         with self._lock:
-            if self.store.shared and self._clock() - self._loaded_at > KEY_REFRESH_S:
-                self._load_keys()
             answer = self.verifier.verify(method, args, kwargs, envelope, **options)
-            if isinstance(answer, Refusal) and answer.code is RefusalCode.UNKNOWN_KEY \
-                    and self._clock() - self._loaded_at > KEY_RELOAD_INTERVAL_S:
-                self._load_keys()  # at most once a second: an unknown key is cheap to refuse
+        if isinstance(answer, Refusal) and answer.code is RefusalCode.UNKNOWN_KEY \
+                and self._clock() - self._loaded_at > KEY_RELOAD_INTERVAL_S:
+            self._load_keys()  # at most once a second: an unknown key is cheap to refuse
+            with self._lock:
                 answer = self.verifier.verify(method, args, kwargs, envelope, **options)
         if isinstance(answer, Principal) and options.get("check_freshness", True) and self.store.shared:
             return self._claim_across_replicas(method, envelope, answer)

@@ -72,8 +72,9 @@ class Dispatch:
         started = 0
         worker = self._worker(executor_id)
         try:
-            if worker is None:
-                raise ActorUnavailableError(f"no worker actor for executor {executor_id}")
+            if worker is None:  # (Ray's ActorUnavailableError wants an actor id, which there is none of)
+                self._lost(executor_id, f"no worker actor for executor {executor_id}")
+                return
             refs = await worker.start_many.remote([self._launch_spec(p) for p in group], self._capacity(executor_id))
             now = time.time()
             for p, ref in zip(group, refs):

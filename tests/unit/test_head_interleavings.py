@@ -312,3 +312,22 @@ def test_one_report_with_an_unstorable_signature_does_not_fail_the_whole_deliver
                                              (report("C", "e1", 1), None)])
         assert answers == [True, False, True]
     asyncio.run(main())
+
+
+def test_an_executor_without_a_worker_is_declared_lost_at_dispatch():
+    """The head raised Ray's ActorUnavailableError with a message only (it wants an actor id too): the raise
+    itself was a TypeError, so the executor was never declared lost and its tasks were placed on it again
+    and again until they gave up ('dispatch failed: ... missing 1 required positional argument')."""
+    from scheduler.executor_spec import ExecutorStatus
+
+    async def main():
+        h = await make_head()
+        await add_executor(h, FakeWorker("e1"))
+        h._worker = lambda executor_id: None  # no worker actor for e1 (ray.get_actor found none)
+        await h.submit(task("A"), b"a")
+        await settle(50)
+        history = [e.message for e in h.core.job("A", explain=False).history]
+        assert not any("missing 1 required positional argument" in m for m in history), history
+        assert h.core.table.status_of("e1") is ExecutorStatus.OFFLINE
+        assert h.core.job("A").state.value == "queued"  # waits for an executor with a worker
+    asyncio.run(main())
