@@ -17,6 +17,7 @@ moment during the scrape; it never takes a lock the scheduler waits on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +31,7 @@ from scheduler.executor_spec import ExecutorStatus
 if TYPE_CHECKING:
     from scheduler.core import SchedulerCore
 
+log = logging.getLogger("coopsched.metrics")
 PREFIX = "coopsched_"
 SECONDS_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 """50 µs .. 1 s: the seed's target for policy evaluation is under 5 ms."""
@@ -94,12 +96,18 @@ class CoreCollector(Collector):
         yield from self._executor_families()
 
     def _month_cpu_hours(self, members: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        """From the ledger (the store): if it cannot be read, this family is left out, not the scrape."""
         now = self.core.clock()
         out = {}
-        for coop, member in sorted(members):
-            standing = self.core.ledger.standing(coop, member, now)
-            if standing.tasks_completed or standing.used.cpu or standing.reserved.cpu:  # seen this month
-                out[(coop, member)] = standing.used.cpu_hours
+        try:
+            for coop, member in sorted(members):
+                standing = self.core.ledger.standing(coop, member, now)
+                if standing.tasks_completed or standing.used.cpu or standing.reserved.cpu:  # seen this month
+                    out[(coop, member)] = standing.used.cpu_hours
+        except Exception as exc:  # noqa: BLE001  # the store is down: every other metric still answers
+            log.warning("member CPU-hours left out of this scrape: the ledger could not be read (%s: %s)",
+                        type(exc).__name__, exc)
+            return {}
         return out
 
     def _executor_families(self) -> Iterator[Metric]:
@@ -115,15 +123,19 @@ class CoreCollector(Collector):
                 status = table.status_of(executor_id)
             except KeyError:
                 continue
+            free_cpus, free_gpus = float(table.free_cpus[row]), float(table.free_gpus[row])
+            cpus, gpus = float(table.total_cpus[row]), float(table.total_gpus[row])
+            if table.rows.get(executor_id) != row or table.specs[row] is not spec:
+                continue  # removed (its row perhaps taken by another) while we read: next scrape
             for s in ExecutorStatus:
                 counts.setdefault((spec.coop_id, spec.region, s.value), 0)
             counts[(spec.coop_id, spec.region, status.value)] += 1
             key = (executor_id, spec.coop_id, spec.region)
             ahead = spec.dispatch_ahead  # free counts down from (1 + ahead) x resources; report the real part
-            columns["free_cpus"][key] = max(0.0, float(table.free_cpus[row]) - ahead * spec.resources.cpus)
-            columns["free_gpus"][key] = max(0.0, float(table.free_gpus[row]) - ahead * spec.resources.gpus)
-            columns["cpus"][key] = float(table.total_cpus[row])
-            columns["gpus"][key] = float(table.total_gpus[row])
+            columns["free_cpus"][key] = max(0.0, free_cpus - ahead * spec.resources.cpus)
+            columns["free_gpus"][key] = max(0.0, free_gpus - ahead * spec.resources.gpus)
+            columns["cpus"][key] = cpus
+            columns["gpus"][key] = gpus
         yield _gauge("executors", "Registered executors by status (active, draining, offline).",
                      ["coop", "region", "status"], counts)
         labels = ["executor", "coop", "region"]

@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from executors.simulated import SimulatedRun
 from policies.validation import InvalidRequest
+from scheduler.core import SchedulerCore
 from scheduler.metrics import SchedulerMetrics
-from scheduler.usage import Outcome
+from scheduler.usage import Outcome, UsageReport
 from tests.builders import make_executor, make_policy, make_sim, make_task
 
 STRICT, WATCH = "lab:strict", "lab:watch"
@@ -228,3 +229,66 @@ def test_scrapes_from_another_thread_while_the_core_churns(sim):
     assert errors == [] and len(scrapes) > 1
     final = samples(metrics.exposition())
     assert final["coopsched_tasks_submitted_total"][at(coop=WATCH)] == 300
+
+
+def test_a_removed_executor_is_never_reported_with_the_values_of_the_one_that_took_its_row():
+    """The scrape checked a row was still executor X, then read its columns: if X was removed and Y took the
+    row in between (the head's loop runs meanwhile), X was reported with Y's CPUs."""
+    core = SchedulerCore()
+    core.set_policy(make_policy())
+    core.register_executor(make_executor("big", cpus=64, region="us-west"))
+    table, real_status_of, switched = core.table, core.table.status_of, []
+
+    def status_of(executor_id):  # the scrape is pre-empted right after this read
+        status = real_status_of(executor_id)
+        if not switched:
+            switched.append(executor_id)
+            core.remove_executor("big")
+            core.register_executor(make_executor("small", cpus=4, region="ap-south"))  # takes big's row
+        return status
+    table.status_of = status_of
+    text = SchedulerMetrics(core).exposition()
+    cpus = {s.labels["executor"]: s.value for f in text_string_to_metric_families(text)
+            if f.name == "coopsched_executor_cpus" for s in f.samples}
+    assert cpus.get("big", 64.0) == 64.0, cpus
+
+
+def test_a_scrape_answers_when_the_store_cannot_be_read(tmp_path):
+    """member_cpu_hours reads the ledger's store: when it could not be read, the whole scrape failed (HTTP
+    500), store_resyncs_total included. Now only that family is left out."""
+    from scheduler.sqlite_store import SqliteStore
+    from scheduler.store_ledger import StoreLedger
+
+    class FlakyStore:
+        def __init__(self, store):
+            self.store, self.down = store, False
+
+        def __getattr__(self, name):
+            attr = getattr(self.store, name)
+            if not callable(attr):
+                return attr
+
+            def call(*a, **k):
+                if self.down:
+                    raise ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+                return attr(*a, **k)
+            return call
+
+    store = FlakyStore(SqliteStore(f"sqlite:///{tmp_path}/s.db"))
+    core = SchedulerCore(ledger=StoreLedger(store))
+    core.set_policy(make_policy())
+    core.register_executor(make_executor("e1"))
+    core.submit(make_task(member="alice"))
+    (p,) = core.schedule()
+    core.complete(UsageReport(task_id=p.task.task_id, executor_id="e1", coop_id="coop", member="alice",
+                              started_at=1.0, ended_at=2.0, cpu_seconds=1.0))
+    metrics = SchedulerMetrics(core)
+    port = metrics.serve(0, addr="127.0.0.1").rsplit(":", 1)[1]
+    try:
+        store.down = True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            body = answer.read().decode()
+        assert answer.status == 200 and "coopsched_executor_cpus" in body and "coopsched_store_resyncs" in body
+        assert "coopsched_member_cpu_hours{" not in body
+    finally:
+        metrics.close()
