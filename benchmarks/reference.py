@@ -245,9 +245,10 @@ class ReferenceScheduler:
         return req, multiplier, not_before
 
     def _static_fit(self, coop: str, r: Resources, req: RefRequirements, cache: dict | None) -> tuple[int, float]:
-        """Like ``scheduler.placement.static_fit``: among the executors the rules allow, whether each
-        requested amount is available on some executor, and the request priced at their highest
-        CPU and GPU prices. Returns (count of allowed executors if possible else 0, price per hour)."""
+        """Like ``scheduler.placement.static_fit``: among the registered executors the rules allow (active,
+        drained or offline: whether the task could ever run), whether each requested amount is available
+        on some executor, and the request priced at their highest CPU and GPU prices. Returns (count of
+        allowed executors if possible else 0, price per hour)."""
         key = None
         if cache is not None:
             key = (coop, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb, req.regions, tuple(req.capabilities),
@@ -257,7 +258,7 @@ class ReferenceScheduler:
         count = 0
         most = [0.0] * 6  # total cpus, gpus, memory, gpu memory; cpu price, gpu price
         for e in self.executors:
-            if not self._allowed(e, req, coop):
+            if not self._allowed(e, req, coop, any_status=True):
                 continue
             count += 1
             for i, column in enumerate(("total_cpus", "total_gpus", "total_mem", "total_gmem", "price_cpu",
@@ -272,9 +273,10 @@ class ReferenceScheduler:
         return result
 
     # ------------------------------------------------------------------ filtering
-    def _allowed(self, e: dict, req: RefRequirements, coop: str) -> bool:
-        """Everything but load: status, coop access, region, capabilities, allow/deny lists."""
-        if e["status"] != "active":
+    def _allowed(self, e: dict, req: RefRequirements, coop: str, any_status: bool = False) -> bool:
+        """Everything but load: status (unless ``any_status``), coop access, region, capabilities,
+        allow/deny lists."""
+        if e["status"] != "active" and not any_status:
             return False
         if e["coop"] != coop and "*" not in e["open_to"] and coop not in e["open_to"]:
             return False

@@ -179,8 +179,12 @@ class ExecutorTable:
         used = (ceilings[0] - self.free_cpus[row], ceilings[1] - self.free_gpus[row],
                 ceilings[2] - self.free_mem[row], ceilings[3] - self.free_gmem[row])
         running, status = self.running[row], self.status[row]
+        reported = (self.reported_queue[row], self.gpu_util[row], self.rtt_ms[row])  # the last heartbeat's
         self.remove(spec.executor_id)
         new_row = self.add(spec)
+        self.reported_queue[new_row], self.gpu_util[new_row] = reported[0], reported[1]
+        if spec.rtt_ms == old.rtt_ms:  # a heartbeat's RTT stands, unless the registration itself changed it
+            self.rtt_ms[new_row] = reported[2]
         was = self._is_free(new_row)
         self.free_cpus[new_row] -= used[0]
         self.free_gpus[new_row] -= used[1]

@@ -18,7 +18,7 @@ from policies.reasons import Reason, rejected
 from policies.rules import Constraint
 from policies.validation import trusted
 from policies.versions import version_key
-from scheduler.executor_table import SHIFT, ExecutorTable
+from scheduler.executor_table import EMPTY as EMPTY_ROW, SHIFT, ExecutorTable
 from scheduler.free_masks import EPS
 from scheduler.tasks import Hints, Resources, TaskSpec
 
@@ -143,22 +143,36 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
         return cached
 
     def build(t: ExecutorTable) -> np.ndarray:
-        n = t.n
-        m = t.usable_mask() & t.access_mask(req.coop_id)
-        if req.regions is not None:
-            m &= t.in_regions(req.regions)
-        for name, version, _ in req.capabilities:
-            m &= t.capability_column(name) >= version_key(version)
-        if req.allow is not None:
-            allowed = np.zeros(n, dtype=bool)
-            allowed[[t.rows[e] for e in req.allow if e in t.rows]] = True
-            m &= allowed
-        for e in req.deny:
-            row = t.rows.get(e)
-            if row is not None:
-                m[row] = False
-        return m
+        return _constrained(t, req, t.usable_mask())
     return table.static_mask(req.static_key, build)
+
+
+def _registered(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    """The registered executors (active or not: drained, offline) the task's constraints allow: whether it
+    could ever run, as admission and the scheduler both judge it."""
+    key = ("registered",) + req.static_key
+    cached = table.cached_static(key)
+    if cached is not None:
+        return cached
+    return table.static_mask(key, lambda t: _constrained(t, req, t.status[: t.n] != EMPTY_ROW))
+
+
+def _constrained(t: ExecutorTable, req: Requirements, base: np.ndarray) -> np.ndarray:
+    n = t.n
+    m = base & t.access_mask(req.coop_id)
+    if req.regions is not None:
+        m &= t.in_regions(req.regions)
+    for name, version, _ in req.capabilities:
+        m &= t.capability_column(name) >= version_key(version)
+    if req.allow is not None:
+        allowed = np.zeros(n, dtype=bool)
+        allowed[[t.rows[e] for e in req.allow if e in t.rows]] = True
+        m &= allowed
+    for e in req.deny:
+        row = t.rows.get(e)
+        if row is not None:
+            m[row] = False
+    return m
 
 
 def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
@@ -244,7 +258,7 @@ def _summary(table: ExecutorTable, req: Requirements) -> tuple:
         return cached
 
     def build(t: ExecutorTable) -> tuple:
-        rows = np.flatnonzero(_static(t, req))  # one gather per column (boolean indexing copies twice)
+        rows = np.flatnonzero(_registered(t, req))  # one gather per column (boolean indexing copies twice)
         if not len(rows):
             return (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         return (len(rows),) + tuple(float(col.take(rows).max()) for col in (
@@ -404,11 +418,16 @@ def explain_no_fit(table: ExecutorTable, req: Requirements) -> tuple[str, bool]:
 
 
 def _fits(table: ExecutorTable, r: Resources, total: bool) -> np.ndarray:
+    """Rows with at least what ``r`` asks, of each resource it asks any of (as ``fit_mask`` judges: a
+    resource it asks none of never stops it, even where more of it is held than an executor now has)."""
     n = table.n
-    cpu, gpu, mem, gmem = ((table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem) if total
-                           else (table.free_cpus, table.free_gpus, table.free_mem, table.free_gmem))
-    return ((cpu[:n] >= r.cpus - EPS) & (gpu[:n] >= r.gpus - EPS) & (mem[:n] >= r.memory_mb - EPS)
-            & (gmem[:n] >= r.gpu_memory_mb - EPS))
+    columns = ((table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem) if total
+               else (table.free_cpus, table.free_gpus, table.free_mem, table.free_gmem))
+    mask = np.ones(n, dtype=bool)
+    for column, want in zip(columns, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)):
+        if want > 0:
+            mask &= column[:n] >= want - EPS
+    return mask
 
 
 def _ask(r: Resources) -> str:

@@ -53,12 +53,13 @@ class Hints(BaseModel):
     @field_validator("regions", "executors")
     @classmethod
     def _names(cls, v: tuple[str, ...], info) -> tuple[str, ...]:
-        return check_texts(v, 200, f"{info.field_name[:-1]} names")
+        return tuple(dict.fromkeys(check_texts(v, 200, f"{info.field_name[:-1]} names")))  # named twice: once
+        # (a hint is worth its weight once, however often it is repeated)
 
     @field_validator("data")
     @classmethod
     def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return check_texts(v, 1000, "data keys")
+        return tuple(dict.fromkeys(check_texts(v, 1000, "data keys")))
 
 
 class TaskSpec(BaseModel):
