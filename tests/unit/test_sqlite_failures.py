@@ -75,3 +75,26 @@ def test_a_refused_commit_is_rolled_back_so_later_writes_commit(tmp_path):
     again = SqliteStore(f"sqlite:///{path}")
     assert again.get_job("next") is not None and again.get_job("refused") is None
     again.close()
+
+
+def test_a_store_opened_while_another_process_sets_up_the_same_file_waits_its_turn(tmp_path):
+    """The tracker and the head open one file at once when a cluster starts; switching to WAL failed at once
+    with "database is locked" (SQLite does not wait out the busy timeout for it) and the tracker actor
+    died at birth, so no usage report was ever forwarded. The switch is tried again."""
+    import threading
+    import time
+
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")  # the other process, in the middle of its own set-up
+    other.execute("CREATE TABLE setup (x)")
+
+    def finish() -> None:
+        time.sleep(0.3)
+        other.execute("COMMIT")
+    threading.Thread(target=finish).start()
+    store = SqliteStore(f"sqlite:///{path}")
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.put_job("j", job("j"))
+    store.close()
+    other.close()
