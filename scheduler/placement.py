@@ -142,8 +142,8 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
     if cached is not None:
         return cached
 
-    def build(t: ExecutorTable) -> np.ndarray:
-        return _constrained(t, req, t.usable_mask())
+    def build(t: ExecutorTable) -> np.ndarray:  # the active ones among those that could ever run it: one AND
+        return _registered(t, req) & t.usable_mask()
     return table.static_mask(req.static_key, build)
 
 
