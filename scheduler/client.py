@@ -34,7 +34,7 @@ from typing import Any
 import ray
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ray import cloudpickle
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from executors.measure import TaskError
 from executors.worker import start_worker
@@ -94,6 +94,22 @@ class JobCancelled(JobFailed):
 
 class RuntimeLimitExceeded(JobFailed):
     pass
+
+
+def _started_tracker(namespace: str, store: str, attempts: int = 3) -> None:
+    """Start the tracker and wait until it is up, before the head opens the same store: a tracker whose
+    start failed (seen once: SQLite answered 'database is locked' as both opened one new file) would
+    leave every usage report undelivered, and executors never freed. A failed start is tried again."""
+    for attempt in range(1, attempts + 1):
+        tracker = start_tracker(namespace=namespace, store_url=store)
+        try:
+            ray.get(tracker.__ray_ready__.remote(), timeout=120)
+            return
+        except RayActorError:
+            if attempt == attempts:
+                raise
+            log.warning("the tracker did not start (attempt %d of %d); starting it again", attempt, attempts)
+            time.sleep(0.5)
 
 
 def _private_key(key: Any) -> Ed25519PrivateKey | None:
@@ -241,7 +257,7 @@ class Client:
                 ray.init(address="auto", namespace=namespace, log_to_driver=False)
             except ConnectionError:
                 ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False, log_to_driver=False)
-        start_tracker(namespace=namespace, store_url=store)
+        _started_tracker(namespace, store)
         client = cls(namespace=namespace, key=key, _connect=False) if _head_exists(namespace) else None
         if client is None:
             mode = auth or ("signed" if key is not None or operator_key is not None else "dev")

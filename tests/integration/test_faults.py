@@ -124,3 +124,34 @@ def test_redis_down_admissions_answer_unavailable_and_nothing_is_lost(ray_cluste
         assert client.get_policy(COOP) is not None
     finally:
         shutdown(namespace)
+
+
+class _TrackerThatCannotStart:
+    def __init__(self, **kwargs):
+        raise RuntimeError("database is locked")  # as SQLite answered once when the head opened the file too
+
+
+def test_a_tracker_that_fails_to_start_is_started_again_before_the_head(ray_cluster, monkeypatch):
+    """Seen once in CI: the tracker died at birth while it and the head opened one new SQLite file, and
+    no usage report was ever delivered (executors never freed, jobs queued for good). Client.local now
+    waits for the tracker to be up, and starts it again if its start failed."""
+    import scheduler.client as client_module
+    from scheduler.names import TRACKER_NAME
+    ns, calls = "coopsched-tracker-retry", []
+    real = client_module.start_tracker
+
+    def flaky(namespace, store_url):
+        calls.append(namespace)
+        if len(calls) == 1:
+            return ray.remote(_TrackerThatCannotStart).options(name=TRACKER_NAME, namespace=namespace,
+                                                              lifetime="detached", num_cpus=0).remote()
+        return real(namespace=namespace, store_url=store_url)
+    monkeypatch.setattr(client_module, "start_tracker", flaky)
+    client = Client.local(namespace=ns, store="memory://")
+    try:
+        assert len(calls) == 2
+        tracker = ray.get_actor(TRACKER_NAME, namespace=ns)
+        assert ray.get(tracker.__ray_ready__.remote(), timeout=60)
+        assert client.ping()["executors"] == 0
+    finally:
+        shutdown(ns)
