@@ -62,19 +62,19 @@ def used_amounts(values: dict[str, Any], current: Cost) -> Cost:
                 current.credits if used.credits is None else to_units(used.credits))
 
 
+def _check_id(value: Any, field: str, what: str, kind: str, example: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise InvalidRequest(what, [FieldError(field, quoted(value, 60), f"a {kind} id of 1-200 characters", example)])
+    return value
+
+
 def check_coop(coop_id: Any, what: str = "quota action") -> str:
     """``coop_id`` of an admin action (quota, plug-in management), checked before it is looked up."""
-    if not isinstance(coop_id, str) or not coop_id or len(coop_id) > 200:
-        raise InvalidRequest(what, [FieldError("coop_id", quoted(coop_id, 60), "a coop id of 1-200 characters",
-                                               "timebank:seattle")])
-    return coop_id
+    return _check_id(coop_id, "coop_id", what, "coop", "timebank:seattle")
 
 
 def check_member(member: Any, what: str = "quota action") -> str:
-    if not isinstance(member, str) or not member or len(member) > 200:
-        raise InvalidRequest(what, [FieldError("member", quoted(member, 60), "a member id of 1-200 "
-                                               "characters", "did:icn:alice")])
-    return member
+    return _check_id(member, "member", what, "member", "did:icn:alice")
 
 
 def check_limit(limit: Any, what: str) -> int:
@@ -86,10 +86,7 @@ def check_limit(limit: Any, what: str) -> int:
 
 
 def check_task_id(task_id: Any, what: str = "job") -> str:
-    if not isinstance(task_id, str) or not task_id or len(task_id) > 200:
-        raise InvalidRequest(what, [FieldError("task_id", quoted(task_id, 60), "a job id of 1-200 characters",
-                                               "job-7f3a")])
-    return task_id
+    return _check_id(task_id, "task_id", what, "job", "job-7f3a")
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:

@@ -1,0 +1,132 @@
+"""How the head keeps its memory true to its store (a mixin of ``scheduler.head.Head``).
+
+``_recover`` takes back what the store knows when the head starts; every call's writes go through
+``_writes`` (one group commit); if the store refuses them, ``_resync`` rebuilds the core from the
+store as a restarted head would; ``_persist`` writes the jobs a call changed, and ``_store_status``
+an executor's status when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+from policies.validation import InvalidRequest
+from scheduler.core import SchedulerCore
+from scheduler.executor_spec import ExecutorStatus
+from scheduler.store_ledger import StoreLedger
+from scheduler.tasks import JobState
+
+log = logging.getLogger("coopsched.head")
+
+INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
+
+
+class StateKeeping:
+    """``_recover``, ``_writes``, ``_resync``, ``_persist`` and ``_store_status``."""
+
+    def _recover(self) -> dict[str, int]:
+        """Take back what the store knows: policies, executors, unfinished jobs and their payloads."""
+        for version in self.store.active_policies():
+            try:
+                self.core.set_policy(version.policy)
+            except InvalidRequest as exc:  # e.g. a plug-in uninstalled since: the head still starts
+                log.error("policy of coop %s (version %d) not restored: %s", version.coop_id, version.version, exc)
+        for spec, status in self.store.executors():
+            self.core.register_executor(spec)
+            if status != ExecutorStatus.ACTIVE.value:
+                self.core.table.set_status(spec["executor_id"], ExecutorStatus(status))
+        jobs = 0
+        now = time.time()
+        for record in self.store.unfinished_jobs():
+            data = self.store.get_payload(record["task_id"])
+            state = self.core.restore_job(record)
+            payload = data if data else (_noop, (), {})  # the pickled bytes: the worker's task unpickles them
+            self._payloads[record["task_id"]] = ray.put(payload) if data and len(data) > INLINE_PAYLOAD_BYTES \
+                else payload
+            if state is JobState.RUNNING:
+                self._dispatched[record["task_id"]] = now  # the watchdog asks its worker about it
+            jobs += 1
+        self.core.drain_changed()
+        if jobs:
+            log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
+        return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs}
+
+    @contextmanager
+    def _writes(self) -> Iterator[None]:
+        """One call's writes as one group commit (``store.batch``). If the store refuses them (a full
+        disk, an I/O error, Redis gone), memory is rebuilt from what the store holds (``_resync``)
+        before the error goes on to the caller: the head never acts on a decision the store did not
+        take (a job admitted in memory only would run with no reservation, and its missing payload
+        would fail every dispatch to its executor)."""
+        self._writing += 1
+        try:
+            with self.store.batch(rollback_if=_store_failed):
+                yield
+        except InvalidRequest:  # refused before anything changed
+            raise
+        except Exception as exc:
+            if self._writing == 1:  # (the outermost block rebuilds, once)
+                self._resync(exc)
+            raise
+        finally:
+            self._writing -= 1
+
+    def _resync(self, exc: BaseException) -> None:
+        """Replace the core with one recovered from the store, as a restarted head would, keeping the
+        counters, rate buckets, worker handles and result references. If the store cannot be read
+        either, memory stays as it was (and says so in the log) until a later failure or a restart."""
+        log.error("the state store refused a call's writes (%s: %s); rebuilding the head's memory from it",
+                  type(exc).__name__, exc)
+        old, dispatched, finished = self.core, self._dispatched, self._finished
+        self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
+        self.core.carry_over(old)
+        self._dispatched, self._finished = {}, OrderedDict()
+        try:
+            self.recovered = self._recover()
+        except Exception:
+            log.exception("the store could not be read back either: the head's memory is kept as it was")
+            self.core, self._dispatched, self._finished = old, dispatched, finished
+            return
+        self._payloads = {t: p for t, p in self._payloads.items() if self.core.task(t) is not None}
+        for task_id in self.locator.holders():
+            if self.core.task(task_id) is None:
+                self.locator.release(task_id)
+        self.metrics.collector.core = self.core
+        self.metrics.store_resyncs.inc()
+        self.resyncs += 1
+
+    def _persist(self) -> None:
+        for task_id in self.core.drain_changed():
+            record = self.core.job_record(task_id)
+            if record is None:
+                continue
+            self.store.put_job(task_id, record)
+            if JobState(record["state"]).finished:  # settled, cancelled, refused from the queue, failed
+                self.store.delete_payload(task_id)
+                self._payloads.pop(task_id, None)
+                self.locator.release(task_id)
+                self._finished[task_id] = None
+        while len(self._finished) > self.keep_finished_jobs:  # stored above: the store answers for them now
+            self.core.forget(self._finished.popitem(last=False)[0])
+
+    def _store_status(self, executor_id: str) -> None:
+        """Write an executor's status as the core holds it now (offline, active again), so a restarted
+        head does not send work to one this head found dead."""
+        if executor_id in self.core.table:
+            self.store.put_executor(self.core.table.spec(executor_id).model_dump(mode="json"),
+                                    self.core.table.status_of(executor_id).value)
+
+
+def _store_failed(exc: BaseException) -> bool:
+    """Whether a call's writes go back: anything but a bad request (refused before it changed anything)."""
+    return isinstance(exc, Exception) and not isinstance(exc, InvalidRequest)
+
+
+def _noop():
+    return None
