@@ -71,7 +71,8 @@ import ray  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from policies.loader import load_example  # noqa: E402
-from scheduler.client import Client, JobFailed, JobHandle, shutdown  # noqa: E402
+from scheduler.client import Client, shutdown  # noqa: E402
+from scheduler.job_handle import JobFailed, JobHandle  # noqa: E402
 from scheduler.names import HEAD_NAME, TRACKER_NAME, worker_name  # noqa: E402
 from benchmarks.common import init_local_ray, write_results  # noqa: E402
 from benchmarks.e2e_report import LOST_AFTER_S, format_report, targets  # noqa: E402

@@ -83,7 +83,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
-from scheduler.client import Client, JobHandle, PolicyViolation, shutdown  # noqa: E402
+from scheduler.client import Client, shutdown  # noqa: E402
+from scheduler.job_handle import JobHandle, PolicyViolation  # noqa: E402
 from scheduler.identity import generate_key, private_key_pem, public_key_b64  # noqa: E402
 from scheduler.ledger import to_units  # noqa: E402
 from scheduler.tables import table  # noqa: E402

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from policies.validation import InvalidRequest
-    from scheduler.client import JobFailed, PolicyViolation
+    from scheduler.job_handle import JobFailed, PolicyViolation
     from scheduler.head_auth import AccessRefused
     args = build_parser().parse_args(argv)
     try:

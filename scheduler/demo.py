@@ -40,7 +40,8 @@ def run(out=sys.stdout) -> int:
     import ray
     from ray.cluster_utils import Cluster
 
-    from scheduler.client import Client, PolicyViolation, shutdown
+    from scheduler.client import Client, shutdown
+    from scheduler.job_handle import PolicyViolation
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = time.monotonic()

@@ -15,7 +15,8 @@ import threading
 from scheduler import cli_commands
 from scheduler.cli import main
 from policies.reasons import Decision
-from scheduler.client import Client, JobHandle
+from scheduler.client import Client
+from scheduler.job_handle import JobHandle
 from scheduler.head import Head
 
 _stores = itertools.count()

@@ -51,7 +51,7 @@ def test_policy_versions_rollback_and_diff(admin):
 def test_quota_actions_act_on_the_store_and_are_logged(admin):
     admin.set_quota(COOP, "did:icn:ann", cpu_hours=0.9)
     assert admin.get_quota(COOP, "did:icn:ann").cpu_hours == pytest.approx(0.9)
-    from scheduler.client import PolicyViolation
+    from scheduler.job_handle import PolicyViolation
     with pytest.raises(PolicyViolation, match="monthly CPU quota exceeded"):
         admin.submit(double, 1, coop=COOP, member="did:icn:ann", max_runtime_s=3600)
     admin.add_whitelist(COOP, "did:icn:ann")
@@ -95,7 +95,7 @@ def test_audit_samples_members_and_one_in_n(admin):
 def test_vdag_plugin_rule_and_its_management_actions(admin, capsys):
     """Seed 000's quota checker, adapted as it is: refuses past its limit; `reset_quota` lets the member in again."""
     from scheduler.cli import main
-    from scheduler.client import PolicyViolation
+    from scheduler.job_handle import PolicyViolation
     coop = "plugin:coop"
     admin.set_policy({"coop_id": coop, "default_quota": {"cpu_hours_per_month": 10},
                       "rules": [{"type": "plugin", "name": "vdag-quota",

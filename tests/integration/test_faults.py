@@ -11,7 +11,8 @@ import pytest
 from tests.waiting import wait_for
 import ray
 
-from scheduler.client import Client, JobFailed, shutdown
+from scheduler.client import Client, shutdown
+from scheduler.job_handle import JobFailed
 from scheduler.names import worker_name
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -96,7 +97,7 @@ def test_user_function_that_raises_is_failed_with_traceback_and_charged(faults, 
 def test_redis_down_admissions_answer_unavailable_and_nothing_is_lost(ray_cluster, redis_server):
     import redis
 
-    from scheduler.client import PolicyViolation
+    from scheduler.job_handle import PolicyViolation
     redis.Redis.from_url(redis_server.url).flushdb()
     namespace = "coopsched-faults-redis"
     client = Client.local(namespace=namespace, store=redis_server.url)

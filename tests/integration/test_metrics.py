@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
-from scheduler.client import Client, JobFailed, PolicyViolation, shutdown  # noqa: E402
+from scheduler.client import Client, shutdown  # noqa: E402
+from scheduler.job_handle import JobFailed, PolicyViolation  # noqa: E402
 
 pytestmark = pytest.mark.integration
 NS = "coopsched-metrics"

@@ -12,7 +12,8 @@ from tests.waiting import settled, wait_for, wait_state
 ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
-from scheduler.client import Client, JobCancelled, JobFailed, PolicyViolation, RuntimeLimitExceeded, shutdown  # noqa: E402
+from scheduler.client import Client, shutdown  # noqa: E402
+from scheduler.job_handle import JobCancelled, JobFailed, PolicyViolation, RuntimeLimitExceeded  # noqa: E402
 from scheduler.names import TRACKER_NAME, worker_name  # noqa: E402
 
 pytestmark = pytest.mark.integration

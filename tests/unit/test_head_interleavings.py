@@ -20,7 +20,7 @@ import pytest
 import scheduler.client as client_module
 import scheduler.head as head_module
 from policies.reasons import Decision
-from scheduler.client import JobFailed, JobHandle
+from scheduler.job_handle import JobFailed, JobHandle
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import Head
 from scheduler.tracker import Tracker

@@ -1,0 +1,156 @@
+"""What a submission gives back: ``JobHandle`` (status, result, cancel, explain) and the errors a job
+ends with (``PolicyViolation`` at submission; ``JobFailed``, ``JobCancelled``, ``RuntimeLimitExceeded``
+from ``result()``). The handle asks the head through its ``Client`` and fetches the value with Ray."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
+
+from executors.measure import TaskError
+from policies.reasons import Decision
+from policies.validation import FieldError, InvalidRequest, quoted
+from scheduler.jobs import JobStatus
+
+if TYPE_CHECKING:
+    from scheduler.client import Client
+
+
+class PolicyViolation(Exception):
+    """A strict policy refused the task; ``decision.reasons`` say why and whether retrying helps.
+
+    From ``Client.map``: ``refused`` holds every refused item's decision and ``handles`` the
+    jobs of the batch that were admitted (they run)."""
+
+    def __init__(self, decision: Decision, refused: list[Decision] | None = None,
+                 handles: list[JobHandle] | None = None):
+        self.decision = decision
+        self.refused = refused or [decision]
+        self.handles = handles or []
+        extra = f" (and {len(self.refused) - 1} more refused; {len(self.handles)} admitted)" if refused else ""
+        super().__init__(decision.summary() + extra)
+
+    def __reduce__(self):
+        return (PolicyViolation, (self.decision, self.refused))
+
+
+class JobFailed(RuntimeError):
+    """The job ended without a value; ``status`` holds its history, ``error`` the traceback."""
+
+    def __init__(self, status: JobStatus, message: str | None = None):
+        self.status = status
+        self.error = status.error
+        super().__init__(message or f"job {status.task_id} {status.state.value}: {status.reason}"
+                         + (f"\n{status.error}" if status.error else ""))
+
+
+class JobCancelled(JobFailed):
+    pass
+
+
+class RuntimeLimitExceeded(JobFailed):
+    pass
+
+
+def _timeout(value: Any) -> float | None:
+    """A ``timeout`` argument: None (wait as long as it takes) or a finite number of seconds >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidRequest("wait", [FieldError("timeout", quoted(value, 40), "seconds to wait, a finite number "
+                                                 ">= 0 (0: only a value that is ready), or None to wait as long as "
+                                                 "it takes", "30")])
+    return float(value)
+
+
+class JobHandle:
+    """A submitted job: ``status()``, ``result()``, ``cancel()``, ``explain()``."""
+
+    def __init__(self, client: Client, decision: Decision):
+        self._client = client
+        self.decision = decision
+        self.id = decision.task_id
+        self.warnings = decision.warnings
+        # ([value ObjectRef], attempt) of the attempt running now, once Client.gather got it from the
+        # head: result() then needs no call to the head; dropped once it fails
+        self._started: tuple[list, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
+
+    def status(self) -> JobStatus:
+        return JobStatus(**self._client._call("status", self.id))
+
+    def explain(self) -> dict[str, Any]:
+        return self._client._call("explain", self.id)
+
+    def cancel(self) -> str | None:
+        return self._client._call("cancel", self.id)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The function's return value. Raises ``JobFailed`` (with the traceback),
+        ``JobCancelled``, ``RuntimeLimitExceeded`` or ``TimeoutError`` after ``timeout`` s."""
+        timeout = _timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        asked = False  # (even with timeout 0, a value that is ready is returned: one look first)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0 and asked:
+                raise TimeoutError(f"job {self.id} not finished after {timeout} s (status: {self.status().state.value})")
+            asked = True
+            if self._started is not None:
+                answer = {"state": "running", "ref": self._started[0], "attempt": self._started[1]}
+            else:
+                answer = self._client._call("wait_result", self.id, 30.0 if left is None else min(left, 30.0))
+            ref = answer.get("ref")
+            if ref:
+                try:
+                    value = ray.get(ref[0], timeout=left)
+                except GetTimeoutError:
+                    continue
+                except RayError:  # killed (timeout/cancel) or its worker died: ask the head what happened
+                    self._started = None
+                    self._wait_settled(deadline)
+                    status = self.status()
+                    if status.attempts > answer["attempt"]:
+                        continue  # retried on another executor: fetch that attempt's result
+                    if status.state.value == "succeeded":  # this very attempt succeeded, but its value went
+                        raise JobFailed(status, f"job {self.id} succeeded but its result is no longer available "
+                                        "(the executor that held it is gone)") from None
+                    if not status.state.finished:
+                        time.sleep(0.05)
+                        continue
+                    raise self._failure(status) from None
+                if isinstance(value, TaskError):
+                    self._wait_settled(deadline)
+                    raise JobFailed(self.status(), f"job {self.id} failed: {value.type_name}: {value.message}\n"
+                                    f"{value.traceback}")
+                return value
+            if answer.get("pending"):  # it ended; the head is fetching its reference from the worker
+                continue
+            if answer.get("state") is None:
+                raise KeyError(f"no job {self.id!r}: {answer.get('error') or 'the head does not know it'}")
+            if answer.get("state") in ("cancelled", "failed", "timeout", "rejected"):
+                raise self._failure(self.status())
+            if answer.get("state") == "succeeded":  # finished, but its value is no longer held anywhere
+                raise JobFailed(self.status(), f"job {self.id} succeeded but its result is no longer available "
+                                "(the executor that held it is gone, or the head restarted after it was fetched)")
+
+    def _wait_settled(self, deadline: float | None, limit_s: float = 10.0) -> None:
+        end = time.monotonic() + limit_s if deadline is None else min(deadline, time.monotonic() + limit_s)
+        while time.monotonic() < end:
+            if self.status().state.value != "running":
+                return
+            time.sleep(0.02)
+
+    @staticmethod
+    def _failure(status: JobStatus) -> JobFailed:
+        if status.state.value == "cancelled":
+            return JobCancelled(status)
+        if status.state.value == "timeout":
+            return RuntimeLimitExceeded(status)
+        return JobFailed(status)
