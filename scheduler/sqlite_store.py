@@ -24,20 +24,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scheduler.ledger import Cost, ReserveResult, fits
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
+from scheduler.sqlite_connection import (_MEMORY, _MEMORY_LOCK, BUSY_TIMEOUT_S, BatchRolledBack,  # noqa: F401
+                                         _commit, _connect, _Shared)  # (BatchRolledBack, BUSY_TIMEOUT_S: as before)
 
 log = logging.getLogger("coopsched.store")
 
 SCHEMA_VERSION = 2
 """1: the first schema; 2: ``held``, the open reservations' sums per member and month, kept by triggers
 (an admission read them with a SUM over every open reservation: O(queued jobs) per admission)."""
-BUSY_TIMEOUT_S = 5.0
 _FINISHED_STATES = tuple(sorted(s.value for s in JobState if s.finished))
 
 _SCHEMA = """
@@ -120,59 +120,6 @@ def _bad_url(url: str) -> Exception:
     return InvalidRequest("store url", [FieldError(
         "url", repr(url), "sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or memory://[NAME]",
         "sqlite:////var/lib/coopsched/state.db")])
-
-
-# --------------------------------------------------------------------------- connections
-@dataclass
-class _Shared:
-    """One in-memory database shared by the stores open on one ``memory://`` URL."""
-
-    conn: sqlite3.Connection
-    lock: threading.Lock
-    users: int
-
-
-_MEMORY: dict[str, _Shared] = {}
-_MEMORY_LOCK = threading.Lock()
-
-
-def _connect(target: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    if target != ":memory:":
-        _use_wal(conn)
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
-
-
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch the file to WAL. The switch needs the file to itself, and SQLite answers "database is locked"
-    at once, without waiting out the busy timeout, while another process opens the same file (the head
-    and the tracker start together on one file): try again for up to the busy timeout."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-class BatchRolledBack(sqlite3.OperationalError):
-    """SQLite rolled a whole batch back (disk full, I/O error, interrupt): its earlier writes are lost."""
-
-
-def _commit(db: sqlite3.Connection) -> None:
-    """COMMIT; one that fails (e.g. busy, outside WAL mode) would leave the transaction open, every
-    later write a savepoint inside it that never commits and the file write-locked: roll it back."""
-    try:
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _cost(row: Iterable[int] | None) -> Cost:

@@ -12,7 +12,8 @@ import sqlite3
 
 import pytest
 
-from scheduler.sqlite_store import BatchRolledBack, SqliteStore
+from scheduler.sqlite_connection import BatchRolledBack
+from scheduler.sqlite_store import SqliteStore
 
 
 def job(task_id: str) -> dict:
