@@ -81,7 +81,11 @@ def _private_key(key: Any) -> Ed25519PrivateKey | None:
     try:
         return load_private_key(key) if key is not None else None
     except ValueError as exc:
-        raise InvalidRequest("client", [FieldError("key", repr(str(key))[:60], str(exc), "alice.key")]) from None
+        shown = "<a private key object>" if not isinstance(key, (str, Path, bytes)) else \
+            "<PEM bytes>" if isinstance(key, bytes) else \
+            repr(str(key)) if len(str(key)) <= 200 and "\n" not in str(key) and "PRIVATE" not in str(key) else \
+            "<key text, not shown>"  # never echo what may be the secret itself
+        raise InvalidRequest("client", [FieldError("key", shown, str(exc), "alice.key")]) from None
 
 
 class Client:

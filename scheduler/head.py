@@ -165,7 +165,9 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
 
     def _admit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         task = parse(TaskSpec, task, what="task")  # before anything reads it
-        if self.core.task(task.task_id) is not None:  # a resubmission of a job in memory: its first decision,
+        known = self.core.task(task.task_id)
+        if known is not None:  # a resubmission of a job in memory: its first decision,
+            _same_owner(task, known.coop_id, known.member)
             return self.core.submit(task).model_dump(mode="json")  # without storing its payload again
         refs = _data_refs(data_refs)
         if refs:  # their keys join the task's own (validated together: Hints.data's limit holds for both)
@@ -175,6 +177,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         try:
             record = self.store.get_job(task.task_id)  # idempotent for jobs the core forgot (or never held) too
             if record is not None:
+                _same_owner(task, record["coop_id"], record["member"])
                 return record["decision"]
             with self.metrics.policy_evaluation.time():
                 decision = self.core.submit(task)
@@ -481,6 +484,16 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
 def _audit_written(future: asyncio.Future) -> None:
     if not future.cancelled() and future.exception() is not None:  # said now, not when it is collected
         log.error("an audit record was not written: %s: %s", type(future.exception()).__name__, future.exception())
+
+
+
+def _same_owner(task: TaskSpec, coop_id: str, member: str) -> None:
+    """A task id already known answers with its first decision only to the job's own member: another
+    member (or coop) reusing it learns nothing of that job, and cannot squat an id its owner will use."""
+    if (task.coop_id, task.member) != (coop_id, member):
+        raise InvalidRequest("task", [FieldError("task_id", quoted(task.task_id, 40),
+                                                 "a task id no other member's job uses (leave it out: the client "
+                                                 "makes a fresh one)", "job-7f3a")])
 
 
 def _data_refs(data_refs: Any) -> list:

@@ -26,6 +26,7 @@ from scheduler.tasks import TaskSpec
 
 MAX_SHADOW_JOBS = 10_000
 """Jobs one dry run of a policy replays at most."""
+AUDIT_DELETE_ALL = 1_000_000  # records of one session an admin's delete-all reads (to keep only its coop's)
 
 
 class CoopAdministration:
@@ -187,16 +188,24 @@ class CoopAdministration:
         if action == "get":
             record = self.store.get_audit(session_id, seq_no)
         elif action == "latest":
-            record = self.store.latest_audit(session_id)
+            record = self.store.latest_audit(session_id) if own is None else \
+                next(iter(self.store.list_audit(coop_id=own, session_id=session_id, limit=1)), None)
         elif action == "list":
             if "limit" in filters:
                 admin.check_limit(filters["limit"], "audit list")
+            if own is not None:
+                filters["coop_id"] = own  # in the query, so that the limit counts the caller's records
             return [r.model_dump(mode="json") for r in self.store.list_audit(session_id=session_id, **filters)
                     if mine(r)]
         elif action == "delete":
-            if own is not None and not mine(self.store.latest_audit(session_id)):
-                return 0
-            return self.store.delete_audit(session_id, seq_no)
+            if own is None:
+                return self.store.delete_audit(session_id, seq_no)
+            if seq_no is not None:
+                return self.store.delete_audit(session_id, seq_no) if mine(self.store.get_audit(session_id, seq_no)) \
+                    else 0
+            # one session id can be two coops' ("a" + "b/m" and "a/b" + "m"): only the caller's records go
+            return sum(self.store.delete_audit(session_id, r.seq_no) for r in self.store.list_audit(
+                coop_id=own, session_id=session_id, limit=AUDIT_DELETE_ALL) if mine(r))
         else:
             raise InvalidRequest("audit action", [FieldError("action", quoted(action),
                                                                    "get, latest, list or delete", "latest")])

@@ -52,6 +52,7 @@ KEY_RELOAD_INTERVAL_S = 1.0
 KEY_REFRESH_S = 5.0
 """On a shared store, how old the key registry may get: a key removed through one head replica
 is refused by the others within this."""
+RELOAD_TRIES = 5  # reads of the key registry a reload makes while it keeps changing under it
 DEV_MODE_LABEL = ("DEVELOPMENT MODE: requests are not signed; anyone who can reach this cluster can act as "
                   "any member")
 
@@ -126,9 +127,15 @@ class RequestGate:
         gate's lock (the main loop may hold the store's lock across a call's writes and then verify a
         report: holding both in the other order would freeze the head); the registry changes under it."""
         self._loaded_at = self._clock()
-        records = self.store.keys()
-        with self._lock:
-            self._apply_keys(records)
+        for _ in range(RELOAD_TRIES):
+            before = self.verifier.changes
+            records = self.store.keys()
+            with self._lock:
+                if self.verifier.changes == before:  # else a key was added or removed since the read (a
+                    # revoked key would come back from the stale list): read again
+                    self._apply_keys(records)
+                    return
+        log.warning("the key registry kept changing during %d reloads; keeping the keys in memory", RELOAD_TRIES)
 
     def _apply_keys(self, records: list[dict]) -> None:
         registered: set[str] = set()

@@ -12,9 +12,10 @@ and the head checks it with a :class:`RequestVerifier` that holds the registered
 
 What is signed (``request_bytes``): the method name, the SHA-256 of a canonical encoding
 of the arguments (``args_digest``), the timestamp, the nonce and the key id, one per line.
-The canonical encoding is JSON with sorted keys and no spaces; ``bytes`` are replaced by
-their SHA-256 (so a pickled payload is covered by the signature without being copied into
-it) and Ray object references by their hex id. Altering any argument, the method, the time
+The canonical encoding is JSON with sorted keys and no spaces of a typed form of the arguments
+(``_typed``: dicts, lists and substituted values are tagged, so two different calls never encode
+alike); ``bytes`` are replaced by their SHA-256 (so a pickled payload is covered by the signature
+without being copied into it) and Ray object references by their hex id. Altering any argument, the method, the time
 or the nonce makes the signature fail (``forged``).
 
 Refusals are values, :class:`Refusal` (``code``, ``message``), with codes ``unsigned``,
@@ -73,6 +74,7 @@ __all__ = [
 DEFAULT_WINDOW_S = 60.0
 DEFAULT_MAX_NONCES = 100_000
 ID_LIMIT = 200
+MAX_SIGNED_DEPTH = 200  # how deeply nested the arguments of a signed request may be
 
 
 class Role(str, Enum):
@@ -129,7 +131,7 @@ def public_key_from_b64(text: str) -> Ed25519PublicKey:
 
 def key_id_of(public_b64: str) -> str:
     """A short, stable id of a public key: ``k_`` + the first 16 hex digits of its SHA-256."""
-    raw = base64.b64decode(public_b64, validate=True)
+    raw = base64.b64decode(public_b64.strip(), validate=True)  # as Principal stores it: "KEY\n" is KEY
     return "k_" + hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -164,8 +166,10 @@ def load_private_key(source: str | Path | bytes | Ed25519PrivateKey) -> Ed25519P
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise ValueError(f"cannot read the private key file {path}: {exc.strerror or exc}; make one with "
-                             "`coopsched keys new --name NAME`") from None
+            shown = str(path) if len(str(path)) <= 200 and "\n" not in str(path) else \
+                "(the text given is neither PEM key text nor a path: not shown, it may be a key)"
+            raise ValueError(f"cannot read the private key file {shown}: {exc.strerror or type(exc).__name__}; "
+                             "make one with `coopsched keys new --name NAME`") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -264,15 +268,40 @@ def _canonical_default(value: Any) -> Any:
                     "(JSON values, bytes, object references)")
 
 
+def _typed_key(key: Any) -> list:
+    if isinstance(key, (str, int, float, bool)) or key is None:
+        return [type(key).__name__, key]
+    return ["x", _typed(_canonical_default(key))]
+
+
+def _typed(value: Any, depth: int = 0) -> Any:
+    """A one-to-one form of the arguments, so that two different calls never sign the same: a dict is
+    ``["d", [[typed key, value], ...]]`` (sorted; ``{1: x}`` is not ``{"1": x}``), a list or tuple
+    ``["l", [...]]``, anything encoded by ``_canonical_default`` (bytes, sets, enums, refs, models)
+    ``["x", ...]`` (bytes are not the dict ``{"sha256": ...}``); strings, numbers, booleans and None
+    are themselves."""
+    if depth > MAX_SIGNED_DEPTH:
+        raise ValueError(f"arguments nested more than {MAX_SIGNED_DEPTH} deep cannot be signed")
+    if isinstance(value, dict):
+        items = [[_typed_key(k), _typed(v, depth + 1)] for k, v in value.items()]
+        return ["d", sorted(items, key=lambda kv: json.dumps(kv[0], sort_keys=True, default=str))]
+    if isinstance(value, (list, tuple)):
+        return ["l", [_typed(v, depth + 1) for v in value]]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return ["x", _typed(_canonical_default(value), depth + 1)]
+
+
 def args_digest(args: tuple | list, kwargs: Mapping[str, Any] | None = None) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``[args, kwargs]``; ``bytes`` count by their own SHA-256."""
-    text = json.dumps([list(args), dict(kwargs or {})], sort_keys=True, separators=(",", ":"),
+    """SHA-256 (hex) of the canonical JSON of ``[args, kwargs]`` (in the typed form of ``_typed``);
+    ``bytes`` count by their own SHA-256."""
+    text = json.dumps(_typed([list(args), dict(kwargs or {})]), sort_keys=True, separators=(",", ":"),
                       default=_canonical_default, ensure_ascii=True, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def request_bytes(method: str, digest: str, timestamp: float, nonce: str, key_id: str) -> bytes:
-    return "\n".join(("coopsched-request-v1", method, digest, repr(float(timestamp)), nonce, key_id)).encode()
+    return "\n".join(("coopsched-request-v2", method, digest, repr(float(timestamp)), nonce, key_id)).encode()
 
 
 def sign_request(key: Ed25519PrivateKey, method: str, args: tuple | list, kwargs: Mapping[str, Any] | None,
@@ -308,11 +337,17 @@ class RequestVerifier:
             self.add(principal)
 
     # -- the registry
+    changes = 0
+    """Bumped by every ``add`` and ``remove``: a reload from the store applies its read only if nothing
+    changed meanwhile (``RequestGate._load_keys``)."""
+
     def add(self, principal: Principal) -> None:
+        self.changes += 1
         self._principals[principal.key_id] = principal
         self._public[principal.key_id] = public_key_from_b64(principal.public_key)
 
     def remove(self, key_id: str) -> Principal | None:
+        self.changes += 1
         self._public.pop(key_id, None)
         return self._principals.pop(key_id, None)
 
@@ -388,6 +423,8 @@ class RequestVerifier:
             if ts >= horizon:
                 break
             del self._seen[key]
+            self._forgotten_until = max(self._forgotten_until, ts)  # if the clock steps back, a replay of
+            # it must not pass as new
 
     def nonces_held(self) -> int:
         return len(self._seen)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import stat
+import time
 from dataclasses import dataclass, field
 
 import pytest
 
+from policies.validation import InvalidRequest
 from scheduler.authorization import authorize, narrow, visible
 from scheduler.identity import (Principal, RefusalCode, RequestVerifier, Role, generate_key, key_id_of,
-                                load_private_key, public_key_b64, read_public_key, save_key_pair, sign_request)
+                                load_private_key, private_key_pem, public_key_b64, read_public_key, save_key_pair,
+                                sign_request)
 
 NOW = 1_795_000_000.0
 
@@ -288,3 +292,54 @@ def test_any_envelope_that_was_not_signed_is_refused_never_raises(envelope, args
     answer = verifier(Clock()).verify("submit", args, {}, envelope)
     assert not isinstance(answer, Principal)
     assert answer.code in (RefusalCode.UNSIGNED, RefusalCode.UNKNOWN_KEY, RefusalCode.FORGED)
+
+
+# --- holes a security review found, each closed
+
+def test_a_forgotten_nonce_is_not_accepted_again_after_the_clock_steps_back():
+    key = generate_key()
+    who = Principal(public_key=public_key_b64(key), role="member", coop_id="c", subject="m")
+    now = [1000.0]
+    v = RequestVerifier({who.key_id: who}, clock=lambda: now[0], window_s=60)
+    captured = sign_request(key, "usage", ("c", "m"), {}, now=1000.0)
+    assert isinstance(v.verify("usage", ("c", "m"), {}, captured), Principal)
+    now[0] = 1061.0  # any later request: the first nonce leaves the cache
+    assert isinstance(v.verify("ping", (), {}, sign_request(key, "ping", (), {}, now=1061.0)), Principal)
+    now[0] = 1030.0  # the clock steps back 31 s (NTP, a resumed VM): the captured request is in the window again
+    answer = v.verify("usage", ("c", "m"), {}, captured)
+    assert not isinstance(answer, Principal) and answer.code is RefusalCode.EXPIRED
+
+
+@pytest.mark.parametrize("signed, altered", [
+    (("t", b"\x80\x05pickled", None), ("t", {"sha256": hashlib.sha256(b"\x80\x05pickled").hexdigest()}, None)),
+    (("c", {"1": "a"}), ("c", {1: "a"})),
+    (("c", [1, 2]), ("c", {"l": [1, 2]})),
+    (("c", {3, 1}), ("c", [1, 3])),
+], ids=["bytes vs their digest dict", "int vs str key", "list vs a tagged-looking dict", "set vs sorted list"])
+def test_two_different_calls_never_sign_alike(signed, altered):
+    key = generate_key()
+    who = Principal(public_key=public_key_b64(key), role="member", coop_id="c", subject="m")
+    v = RequestVerifier({who.key_id: who}, clock=time.time, window_s=60)
+    envelope = sign_request(key, "submit", signed, {}, now=time.time())
+    assert not isinstance(v.verify("submit", altered, {}, envelope), Principal)
+    assert isinstance(v.verify("submit", signed, {}, envelope), Principal)
+
+
+@pytest.mark.parametrize("mangle", [lambda pem: f'"{pem}"', lambda pem: pem.split("\n", 1)[1]],
+                         ids=["quoted", "header lost"])
+def test_a_mangled_private_key_is_never_printed_in_the_error(mangle):
+    key = generate_key()
+    secret = private_key_pem(key).decode().splitlines()[1]  # the base64 line: the key itself
+    text = mangle(private_key_pem(key).decode())
+    with pytest.raises(ValueError) as err:
+        load_private_key(text)
+    assert secret not in str(err.value)
+    from scheduler.client import Client
+    with pytest.raises(InvalidRequest) as err:
+        Client(key=text, _connect=False)
+    assert secret not in str(err.value) and "key" in str(err.value)
+
+
+def test_a_public_key_with_surrounding_whitespace_has_the_same_id():
+    text = public_key_b64(generate_key())
+    assert key_id_of(text + "\n") == key_id_of(" " + text) == key_id_of(text)
