@@ -372,7 +372,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             self._forget_attempts(lost)
             self.store.remove_executor(executor_id)
             self._log(coop, "executor.remove", actor, {"executor_id": executor_id, "requeued": lost})
-            self._remove_executor_keys(executor_id, actor)
+            self._remove_executor_keys(executor_id, coop, actor)
             worker = self._workers.pop(executor_id, None) or self._worker(executor_id)
             self._workers.pop(executor_id, None)
             if worker is not None:

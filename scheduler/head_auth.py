@@ -366,9 +366,10 @@ class KeyAdministration:
         return {"dev_mode": self.gate.dev_mode,
                 "principal": {**caller.model_dump(mode="json"), "key_id": caller.key_id} if caller else None}
 
-    def _remove_executor_keys(self, executor_id: str, actor: str) -> None:
+    def _remove_executor_keys(self, executor_id: str, coop_id: str, actor: str) -> None:
+        """The executor keys of this executor of this coop (another coop's key for the same id stays)."""
         for p in self.gate.verifier.principals():
-            if p.role is Role.EXECUTOR and p.subject == executor_id:
+            if p.role is Role.EXECUTOR and p.subject == executor_id and p.coop_id == coop_id:
                 self.store.remove_key(p.key_id)
                 self.gate.verifier.remove(p.key_id)
                 self._log(p.coop_id or "*", "key.remove", actor, {"key_id": p.key_id, "role": "executor",

@@ -120,3 +120,16 @@ def test_a_key_removed_while_the_registry_is_being_reloaded_stays_removed():
         assert h.gate.verifier.get(alice_id) is None, "the revoked key is back in the verifier"
         assert "refused" in await call(h, ALICE, "get_policy", A)
     asyncio.run(main())
+
+
+def test_removing_an_executor_leaves_another_coops_executor_key_of_the_same_id():
+    async def main():
+        h = await make_head()
+        mine, theirs = generate_key(), generate_key()
+        assert "ok" in await call(h, ADMIN_A, "add_key", {"public_key": pub(mine), "role": "executor",
+                                                          "coop_id": A, "subject": "shared-name"})
+        assert "ok" in await call(h, ADMIN_B, "register_executor", spec("shared-name", B), public_key=pub(theirs))
+        assert "ok" in await call(h, ADMIN_B, "remove_executor", "shared-name")
+        assert h.gate.verifier.get(key_id_of(pub(theirs))) is None  # its own key goes with it
+        assert h.gate.verifier.get(key_id_of(pub(mine))) is not None  # coop A's stays
+    asyncio.run(main())
