@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import random
 import statistics
@@ -47,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from executors.simulated import VirtualClock  # noqa: E402
 from policies.expression import compile_expression  # noqa: E402
 from policies.model import CoopPolicy  # noqa: E402
+from policies.plugins import PLUGIN_MODULES_ENV, allowed_plugin_modules  # noqa: E402
 from policies.reasons import Reason, rejected  # noqa: E402
 from policies.rules import RateBuckets, RuleContext  # noqa: E402
 from scheduler.admission import CompiledPolicy  # noqa: E402
@@ -58,6 +60,9 @@ EXPRESSION = 'task.cpus <= 8 && ("gpu" in task.tags || task.gpus == 0) && member
 MESSAGE = "at most 8 CPUs, GPU tasks tagged 'gpu', and not mallory"
 START = 1_795_000_000.0
 COOP = "bench"
+# The plug-in variants name this module's checks by dotted path, which the core accepts only inside
+# the packages the operator allows: this benchmark, as an operator, allows its own module.
+os.environ[PLUGIN_MODULES_ENV] = ",".join(dict.fromkeys((*allowed_plugin_modules(), "benchmarks.expression_cost")))
 
 
 class PythonCheck:

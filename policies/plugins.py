@@ -7,14 +7,20 @@ A policy names a plug-in by ``uri``::
 
 **Resolution.** ``uri`` is looked up first in the entry-point group ``coopsched.rules``.
 An entry point named ``NAME:VERSION`` declares its version and matches only that URI; one
-named ``NAME`` declares none and matches ``NAME`` and ``NAME:<any version>``. A package
+named ``NAME`` declares none and matches ``NAME`` and ``NAME:<any version>`` (so a policy
+naming ``NAME`` never binds to whichever single version happens to be installed). A package
 declares its plug-ins in its ``pyproject.toml``::
 
     [project.entry-points."coopsched.rules"]
     "quota-checker:2.0" = "mypackage.quota:QuotaChecker"
 
 Failing an entry point, ``uri`` is a dotted path, ``package.module:attr`` or
-``package.module.attr``. Either way only code installed beside the head can be named.
+``package.module.attr``, inside a package the head's operator allows: the environment
+variable ``COOPSCHED_PLUGIN_MODULES`` lists them (comma-separated, e.g. ``coop_rules,lab.quota``;
+none by default). A coop admin writes policies, and a dotted path anywhere would let one call
+any importable function with the rule's parameters (``os:system``) as the head: only code the
+operator installed (an entry point) or listed can be named. Python's standard library, built-in
+functions and coopsched's own packages are never plug-ins.
 
 **Where.** Reading a policy (``CoopPolicy`` validation: a client, ``coopsched policy
 validate``) checks only the form of ``uri``, so a machine without the head's plug-ins
@@ -88,6 +94,7 @@ import importlib
 import importlib.metadata
 import inspect
 import json
+import os
 import re
 import sys
 import weakref
@@ -122,6 +129,13 @@ MAX_PARAMETER_DEPTH = 32
 _URI_FORM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(:[A-Za-z0-9_][A-Za-z0-9_.+\-]*)?$")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 _VDAG_CONSTRUCTOR = ("rule_id", "settings", "parameters")
+_NEVER_PLUGINS = frozenset({"builtins", "scheduler", "executors", "policies", "ray", "cloudpickle", "redis"})
+PLUGIN_MODULES_ENV = "COOPSCHED_PLUGIN_MODULES"
+
+
+def allowed_plugin_modules() -> tuple[str, ...]:
+    """The packages whose dotted paths a policy may name (``COOPSCHED_PLUGIN_MODULES``, read on each use)."""
+    return tuple(p.strip() for p in os.environ.get(PLUGIN_MODULES_ENV, "").split(",") if p.strip())
 
 
 class PluginNotFound(PluginError):
@@ -133,7 +147,8 @@ class PluginRule(_Rule):
     """A rule implemented by a plug-in: installed code named by ``uri`` (see `policies.plugins`).
 
     ``uri`` is an entry point of the group `coopsched.rules` (`NAME:VERSION`, or `NAME`)
-    or a dotted path `package.module:attr`. The plug-in implements the rule protocol's
+    or a dotted path `package.module:attr` inside a package the head's operator lists in
+    `COOPSCHED_PLUGIN_MODULES` (none by default). The plug-in implements the rule protocol's
     phases it needs, or is a vDAG policy rule (`eval(parameters, input_data, context)`
     returning `{"allowed": bool}`, `management(action, data)`). Each call gets
     ``timeout_ms``; a plug-in that raises or overruns gives an `error` reason (strict:
@@ -151,7 +166,8 @@ class PluginRule(_Rule):
     name: str = Field(min_length=1, max_length=200, examples=["quota"],
                       description="the rule's name: the source of its reasons, and how management actions find it")
     uri: str = Field(min_length=1, max_length=500, examples=["quota-checker:2.0"], description=(
-        "an entry point of group `coopsched.rules` (`NAME:VERSION` or `NAME`), or `package.module:attr`"))
+        "an entry point of group `coopsched.rules` (`NAME:VERSION` or `NAME`), or `package.module:attr` in a "
+        "package the operator allows (`COOPSCHED_PLUGIN_MODULES`)"))
     parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"default_limit": 100}],
                                        description="given to the plug-in's constructor (and to a vDAG `eval`)")
     timeout_ms: float = Field(default=50.0, gt=0, le=10_000, allow_inf_nan=False, examples=[50],
@@ -352,9 +368,6 @@ def _entry_points(fresh: bool = False) -> tuple:
 def _from_entry_points(uri: str, points: tuple) -> Any | None:
     name, _, version = uri.partition(":")
     chosen = [ep for ep in points if ep.name == uri] or [ep for ep in points if ep.name == name]
-    if not chosen and not version:
-        versions = [ep for ep in points if ep.name.partition(":")[0] == name]
-        chosen = versions if len(versions) == 1 else []
     if not chosen:
         return None
     try:
@@ -370,6 +383,16 @@ def _import(path: str) -> Any:
         module_name, _, attr = path.rpartition(".")
         if not module_name:
             raise PluginNotFound(f"{path!r} names no attribute of a module")
+    top = module_name.partition(".")[0]
+    if top in sys.stdlib_module_names or top in _NEVER_PLUGINS:
+        raise PluginNotFound(f"{module_name!r} is part of Python or of coopsched, not a plug-in package")
+    allowed = allowed_plugin_modules()
+    if not any(module_name == a or module_name.startswith(a + ".") for a in allowed):
+        raise PluginNotFound(
+            f"{module_name!r} is not in a plug-in package this head allows (the operator lists them in "
+            f"{PLUGIN_MODULES_ENV}, comma-separated, e.g. 'coop_rules,lab.quota'; allowed now: "
+            f"{', '.join(allowed) or 'none'}); an installed plug-in is named by its entry point of group "
+            f"{ENTRY_POINT_GROUP!r}")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
@@ -397,6 +420,8 @@ def instantiate(target: Any, name: str, parameters: dict[str, Any], timeout_s: f
                 raise PluginError(f"the ready object {target!r} cannot be copied for a dry run "
                                   f"({type(exc).__name__}); name a class or a factory instead") from None
         return target
+    if inspect.isbuiltin(target):
+        raise PluginError(f"{target!r} is a built-in function, not a plug-in class or factory")
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from policies.priority import Priority
 from policies.reasons import Reason, rejected, unavailable
 from policies.validation import check_texts, quoted
-from policies.versions import is_version
+from policies.versions import is_min_version
 
 if TYPE_CHECKING:  # the task type lives in the scheduler; rules only read its fields
     from scheduler.tasks import TaskSpec
@@ -115,6 +116,14 @@ class _Rule(BaseModel):
     def label(self) -> str:
         return self.name or self.type  # type: ignore[attr-defined]
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        """``type`` has a default in Python but is the discriminator a policy's rules are read by: required."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        if "type" in schema.get("properties", {}) and "type" not in schema.setdefault("required", []):
+            schema["required"].insert(0, "type")
+        return schema
+
     @field_validator("tags", check_fields=False)  # the rules that select tasks by tag
     @classmethod
     def _tags(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -179,8 +188,10 @@ class TimeWindow(_Rule):
 
     type: Literal["TimeWindow"] = "TimeWindow"
     allowed_hours: tuple[int, ...] = Field(default=tuple(range(24)), max_length=168,
-                                           examples=[[22, 23, 0, 1, 2, 3, 4, 5]])
-    allowed_days: tuple[int, ...] = Field(default=tuple(range(7)), max_length=49, examples=[[1, 2, 3, 4, 5]])
+                                           examples=[[22, 23, 0, 1, 2, 3, 4, 5]],
+                                           json_schema_extra={"minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 23}})
+    allowed_days: tuple[int, ...] = Field(default=tuple(range(7)), max_length=49, examples=[[1, 2, 3, 4, 5]],
+                                          json_schema_extra={"minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 6}})
     priorities: tuple[Priority, ...] = Field(default=(), max_length=16, examples=[["low", "normal"]])
     timezone: str = Field(default="UTC", max_length=100, examples=["Europe/Berlin"])
     action: Literal["reject", "defer"] = "reject"
@@ -321,8 +332,9 @@ class RequireCapability(_Rule):
     @field_validator("min_version")
     @classmethod
     def _version(cls, v):
-        if v is not None and not is_version(v):
-            raise ValueError(f"a version such as '1.0' or '2.1.3' (got {quoted(v)})")
+        if v is not None and not is_min_version(v):
+            raise ValueError(f"a version such as '1.0' or '2.1.3': up to three numeric parts of at most 99999, "
+                             f"a pre-release without a number ('2.0-rc') (got {quoted(v)})")
         return v
 
     def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None:
@@ -384,12 +396,12 @@ class RateLimit(_Rule):
             member = task.member
             tokens = ctx.buckets.available((bucket, task.coop_id, member if per_member else "*"), rate, burst,
                                            ctx.now)
-            if tokens >= 1.0:
+            if tokens >= 1.0 - 1e-9:  # (a retry exactly when told must not miss by a rounding error)
                 return None
-            wait = (1.0 - tokens) / rate
+            wait = math.ceil((1.0 - tokens) / rate * 100) / 100  # rounded up: retrying then succeeds
             who = f"member {member}" if per_member else f"coop {task.coop_id}"
             return unavailable(label, f"rate limit {rate:g}/s (burst {burst}) reached for {who}; "
-                               f"retry in {wait:.2f} s or use submit_many for batches")
+                               f"retry in {wait:.2f} s")
         return check
 
     def bound_reserve(self):

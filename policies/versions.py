@@ -32,5 +32,23 @@ def version_key(version: str | None) -> float:
     return key - 0.5 if rest and _PRE_RELEASE.match(rest) else key
 
 
+_FOURTH_PART = re.compile(r"\.\d")
+
+
 def is_version(text: str) -> bool:
-    return bool(_PART.match(text.strip().lstrip("vV")))
+    """Whether ``version_key`` orders ``text`` exactly: up to three numeric parts of at most 99,999."""
+    match = _RELEASE.match(text)
+    if match is None or not _PART.match(text.strip().lstrip("vV")):
+        return False
+    major, minor, patch, rest = match.groups()
+    if any(int(p) >= _BASE for p in (major, minor, patch) if p):
+        return False
+    return not _FOURTH_PART.match(rest)
+
+
+def is_min_version(text: str) -> bool:
+    """A ``min_version``: a version, and not a numbered pre-release (``2.0-rc2``), whose number is not compared."""
+    if not is_version(text):
+        return False
+    rest = _RELEASE.match(text).group(4)
+    return not (rest and _PRE_RELEASE.match(rest) and _PART.search(rest.split("+")[0]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.model import CoopPolicy, EnforcementMode, MemberQuota
-from policies.rules import TimeWindow
+from policies.rules import RateLimit, TimeWindow
 from policies.plugins import PluginRule, attach_all
 from policies.reasons import Reason, error, rejected, unavailable
 from policies.rules import BUILTIN_RULES, RateBuckets, RuleContext
@@ -59,7 +59,7 @@ class CompiledPolicy:
         # Expression rules were compiled, once per expression, when the policy was validated.
         attach_all(policy, tuple(extra_rules))
         rules = tuple(r.bound() if isinstance(r, PluginRule) else r
-                      for r in tuple(policy.rules) + tuple(extra_rules))
+                      for r in _one_per_bucket(tuple(policy.rules) + tuple(extra_rules)))
         gates = tuple(r for r in rules if hasattr(r, "closed_until"))
         checks, adjusters, deferrals, reservers = (tuple(r for r in rules if hasattr(r, phase))
                                                    for phase in ("check", "adjust", "hold_until", "reserve"))
@@ -101,6 +101,20 @@ class CompiledPolicy:
                 to_units(lim) if lim is not None else UNLIMITED
                 for lim in (quota.cpu_hours_per_month, quota.gpu_hours_per_month, quota.credits_per_month)))
         return limits
+
+
+def _one_per_bucket(rules: tuple) -> tuple:
+    """``rules`` without RateLimits identical to an earlier one: they would share one bucket and take a
+    token each from it on every admission (two identical limits are one limit)."""
+    seen: set = set()
+    out = []
+    for r in rules:
+        if type(r) is RateLimit:
+            if r._bucket() in seen:
+                continue
+            seen.add(r._bucket())
+        out.append(r)
+    return tuple(out)
 
 
 def _calls(rules: tuple, phase: str) -> tuple:

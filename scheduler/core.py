@@ -192,7 +192,9 @@ class SchedulerCore(JobRecords):
                                   self._seq, verdict.not_before, relaxed=verdict.relaxed, task_id=task_id,
                                   coop_id=coop, member=member))
         if verdict.not_before is not None:
-            job.move(now, JobState.DEFERRED, f"held by a time window until {_utc(verdict.not_before)}")
+            held = f"held by a time window until {_utc(verdict.not_before)}"
+            job.move(now, JobState.DEFERRED, held + ("; admitted with warnings: " + "; ".join(
+                w.message for w in decision.warnings) if decision.warnings else ""))
         else:
             job.move(now, _QUEUED, "admitted with warnings: " + "; ".join(w.message for w in decision.warnings)
                      if decision.warnings else "admitted")

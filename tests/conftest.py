@@ -15,3 +15,7 @@ from hypothesis import settings
 settings.register_profile("repeatable", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+# The test plug-ins (tests/fixtures/rule_plugins.py) are named by dotted path, which a head accepts
+# only inside the packages its operator lists (policies.plugins.PLUGIN_MODULES_ENV).
+os.environ.setdefault("COOPSCHED_PLUGIN_MODULES", "tests.fixtures")

@@ -498,3 +498,25 @@ def test_queued_tasks_of_a_coop_whose_policy_was_removed_wait_until_one_is_set()
     assert "has no scheduling policy" in core.job(waiting.task_id).reason
     core.set_policy(make_policy(max_concurrent_tasks=10))
     assert [p.task_id for p in core.schedule()] == [waiting.task_id]
+
+
+def test_within_a_coop_the_multiplier_still_orders_its_members():
+    core, _ = make_core()
+    core.set_policy(make_policy(rules=[{"type": "MemberPriority", "member": "bob", "multiplier": 3.0}]))
+    core.register_executor(make_executor("e1", cpus=1))
+    alice_high = core.submit(make_task(member="alice", priority="high"))  # 3
+    bob_normal = core.submit(make_task(member="bob", priority="normal"))  # 2 x 3 = 6
+    assert alice_high.admitted and bob_normal.admitted
+    (placed,) = core.schedule()
+    assert placed.task_id == bob_normal.task_id
+
+
+def test_permissive_warnings_are_in_the_history_of_a_deferred_job():
+    policy = make_policy(mode="permissive", rules=[
+        {"type": "TimeWindow", "allowed_hours": [22, 23, 0, 1, 2, 3, 4, 5], "action": "defer"},
+        {"type": "TaskLimits", "name": "small", "max_cpus": 2}])
+    core, _ = make_core(policy, [make_executor("e1", cpus=8)])
+    d = core.submit(make_task(cpus=4))
+    assert d.admitted and d.not_before is not None and [w.source for w in d.warnings] == ["small"]
+    history = " | ".join(e.message for e in core.job(d.task_id).history)
+    assert "held by a time window" in history and "per-task limits" in history

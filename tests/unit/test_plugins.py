@@ -3,6 +3,7 @@ actions, and plug-ins that raise or overrun their budget (through the real core)
 
 from __future__ import annotations
 
+import json
 import pickle
 import textwrap
 import time
@@ -68,10 +69,12 @@ def test_resolution(installed, uri, want):
     ("quota-checker:9.9", "installed versions of 'quota-checker' are quota-checker:2.0, quota-checker:3.0"),
     ("quota-checker", "installed versions of 'quota-checker' are"),   # two versions: which one?
     ("nothing-here:1.0", "no entry point 'nothing-here:1.0' and not a dotted path"),
-    ("no_such_pkg.mod:Rule", "cannot import 'no_such_pkg.mod'"),
+    ("no_such_pkg.mod:Rule", "not in a plug-in package this head allows"),
+    ("tests.fixtures.no_such_mod:Rule", "cannot import 'tests.fixtures.no_such_mod'"),
     (f"{FIX}:Missing", f"module '{FIX}' has no attribute 'Missing'"),
     ("broken:1.0", "entry point 'broken:1.0' = 'tests.fixtures.no_such_module:Rule'"),
-], ids=["wrong-version", "ambiguous-version", "unknown", "no-module", "no-attribute", "entry-point-fails"])
+], ids=["wrong-version", "ambiguous-version", "unknown", "module-not-allowed", "no-module", "no-attribute",
+     "entry-point-fails"])
 def test_resolution_failure_is_a_validation_error_at_uri(installed, uri, says):
     data = {"coop_id": "coop", "rules": [{"type": "TaskLimits"}, plugin(uri)]}
     policy = parse(CoopPolicy, data)  # reading a policy (a client) needs no plug-in installed
@@ -393,3 +396,34 @@ def test_a_plugin_start_gate_holding_one_member_does_not_hold_another():
     assert core.submit(bob).admitted and core.submit(alice).admitted
     assert [p.task_id for p in core.schedule()] == [alice.task_id], core.job(alice.task_id).reason
     assert core.job(bob.task_id).state is JobState.DEFERRED
+
+
+@pytest.mark.parametrize("uri, parameters", [
+    ("os:system", {"command": "touch {marker}"}),
+    ("subprocess:run", {"args": ["touch", "{marker}"]}),
+    ("tests.fixtures.rule_plugins:MaxTags", {}),
+], ids=["os.system", "subprocess.run", "a test plug-in outside the allowed packages"])
+def test_a_policy_names_code_only_where_the_operator_allows_it(uri, parameters, tmp_path, monkeypatch):
+    """A coop admin writes policies: a dotted path anywhere would run any importable function with the
+    rule's parameters, as the head. Outside COOPSCHED_PLUGIN_MODULES (and never in the standard
+    library) the policy is refused before anything is called."""
+    monkeypatch.setenv(plugins.PLUGIN_MODULES_ENV, "some_other_pkg" if "tests" in uri else "os,subprocess")
+    marker = tmp_path / "ran"
+    params = json.loads(json.dumps(parameters).replace("{marker}", str(marker)))
+    core, _ = make_core()
+    with pytest.raises(InvalidRequest) as err:
+        core.set_policy({"coop_id": "coop", "rules": [{"type": "plugin", "name": "x", "uri": uri,
+                                                        "parameters": params}]})
+    assert err.value.errors[0].path == "rules[0].plugin.uri"
+    assert core.policy("coop") is None and not marker.exists()
+
+
+def test_a_bare_name_does_not_bind_to_a_lone_versioned_entry_point(tmp_path, monkeypatch):
+    dist = tmp_path / "one_version_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: one-version-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[coopsched.rules]\nsolo-checker:2.0 = tests.fixtures.rule_plugins:MaxTags\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert plugins.resolve("solo-checker:2.0") is not None
+    with pytest.raises(plugins.PluginNotFound):
+        plugins.resolve("solo-checker")

@@ -271,3 +271,52 @@ def test_a_permissive_rate_limit_leaves_no_debt_behind_a_burst():
     core.set_policy(make_policy(rules=rules, mode="strict"))
     t[0] += 5.0
     assert core.submit(make_task()).admitted
+
+
+# --- RateLimit edges
+
+def test_two_identical_unnamed_rate_limits_are_one_limit_not_a_halved_burst():
+    one = {"type": "RateLimit", "rate": 0.001, "burst": 4}
+    core, _ = make_core(make_policy(rules=[one, dict(one)]), [make_executor("e1", cpus=64)])
+    assert sum(core.submit(make_task(runtime=1)).admitted for _ in range(6)) == 4
+
+
+def test_a_rate_limited_member_who_retries_when_told_is_admitted():
+    import re
+    core, clock = make_core(make_policy(rules=[{"type": "RateLimit", "rate": 3.0, "burst": 1}]),
+                            [make_executor("e1", cpus=64)])
+    assert core.submit(make_task(runtime=1)).admitted
+    refused = core.submit(make_task(runtime=1))
+    assert not refused.admitted and "submit_many" not in refused.reasons[0].message  # batches pay per task too
+    wait = float(re.search(r"retry in ([0-9.]+) s", refused.reasons[0].message).group(1))
+    assert wait >= 1 / 3  # rounded up, never down
+    clock.advance(wait)
+    assert core.submit(make_task(runtime=1)).admitted
+
+
+# --- the exported JSON Schema says no more than the model does
+
+@pytest.mark.parametrize("doc", [
+    {"coop_id": "c", "rules": [{"region": "eu-central"}]},
+    {"coop_id": "c", "rules": [{"rate": 2.0}]},
+    {"coop_id": "c", "rules": [{"type": "TimeWindow", "allowed_hours": [25]}]},
+    {"coop_id": "c", "rules": [{"type": "TimeWindow", "allowed_days": [7]}]},
+], ids=["sovereignty without type", "rate limit without type", "hour 25", "day 7"])
+def test_the_exported_schema_refuses_what_the_model_refuses(doc):
+    import jsonschema
+    with pytest.raises(InvalidRequest):
+        parse(CoopPolicy, doc, what="policy")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, CoopPolicy.model_json_schema())
+
+
+def test_every_shipped_example_passes_the_exported_schema():
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    schema = CoopPolicy.model_json_schema()
+    examples = sorted((Path(__file__).resolve().parents[2] / "policies" / "examples").glob("*.json"))
+    assert len(examples) >= 9
+    for path in examples:
+        jsonschema.validate(json.loads(path.read_text()), schema)
