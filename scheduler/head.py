@@ -76,7 +76,6 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         self.store = open_store(self.store_url)
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
         self._audit_counts: dict[str, int] = {}
-        self._audit_seq: dict[str, int] = {}  # session -> the last audit sequence number given
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}
         self._results: OrderedDict[str, list] = OrderedDict()
@@ -266,13 +265,9 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             return
         status = self.core.job(task_id)
         session = f"{task.coop_id}/{task.member}"
-        seq_no = self._audit_seq.get(session)  # numbered here, on the loop: two writer threads never share one
-        if seq_no is None:
-            latest = self.store.latest_audit(session)
-            seq_no = latest.seq_no if latest else -1
-        seq_no = self._audit_seq[session] = seq_no + 1
 
         def write() -> None:
+            seq_no = self.store.next_audit_seq(session)  # by the store: replicas of the head share the numbers
             self.store.put_audit(AuditRecord(
                 session_id=session, seq_no=seq_no, timestamp=time.time(),
                 coop_id=task.coop_id, member=task.member, task=task.model_dump(mode="json"),

@@ -119,3 +119,14 @@ redis.call('RPUSH', KEYS[3], n)
 redis.call('RPUSH', KEYS[4], n)
 return n
 """
+
+# KEYS: the session's audit counter, the session's audit index (seq_no zset)
+# The counter starts from the highest stored seq_no (records written before it existed), then only grows:
+# a number deleted records had is not given again.
+NEXT_AUDIT_SEQ = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local top = redis.call('ZREVRANGE', KEYS[2], 0, 0)
+  redis.call('SET', KEYS[1], top[1] or '-1')
+end
+return redis.call('INCR', KEYS[1])
+"""

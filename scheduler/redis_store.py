@@ -35,6 +35,7 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
     audit_index:time audit_index:coop:<coop> audit_index:member:<member>
                                     zset  "<session>:<seq_no>" -> timestamp
     audit_index:session:<session>   zset  seq_no -> seq_no
+    audit_seq:<session>             str   the last seq_no given (next_audit_seq)
 
 ``reserve``, ``settle``, ``release``, ``put_policy``, ``remove_policy``, ``put_report`` and
 ``log_change`` are Lua scripts (EVALSHA), so head replicas sharing a coop's quota never
@@ -59,7 +60,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from scheduler.ledger import Cost, ReserveResult
-from scheduler.redis_scripts import LOG_CHANGE, PUT_POLICY, PUT_REPORT, RELEASE, RESERVE, SETTLE
+from scheduler.redis_scripts import (LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE, RESERVE,
+                                     SETTLE)
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
 
@@ -138,6 +140,7 @@ class RedisStore:
         self._put_policy = self._r.register_script(PUT_POLICY)
         self._put_report = self._r.register_script(PUT_REPORT)
         self._log_change = self._r.register_script(LOG_CHANGE)
+        self._next_audit_seq = self._r.register_script(NEXT_AUDIT_SEQ)
 
     def _k(self, *parts: object) -> str:
         return self.prefix + ":".join(_esc(p) for p in parts)
@@ -463,6 +466,10 @@ class RedisStore:
     def _audit_indices(self, record: AuditRecord) -> list[str]:
         return [self._k("audit_index", "time"), self._k("audit_index", "coop", record.coop_id),
                 self._k("audit_index", "member", record.member)]
+
+    def next_audit_seq(self, session_id: str) -> int:
+        return int(self._next_audit_seq(keys=[self._k("audit_seq", session_id),
+                                               self._k("audit_index", "session", session_id)]))
 
     def put_audit(self, record: AuditRecord) -> None:
         """Store (or replace) ``audit:<session_id>:<seq_no>`` and index it by time, coop, member, session."""

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS audit (
     session_id TEXT NOT NULL, seq_no INTEGER NOT NULL, timestamp REAL NOT NULL, coop_id TEXT NOT NULL,
     member TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (session_id, seq_no));
 CREATE INDEX IF NOT EXISTS audit_by_timestamp ON audit (timestamp);
+CREATE TABLE IF NOT EXISTS audit_seq (session_id TEXT PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, principal TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (
     key_id TEXT NOT NULL, nonce TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (key_id, nonce));
@@ -541,6 +542,15 @@ class SqliteStore:
                 for seq, c, kind, actor, at, detail in rows]
 
     # ----------------------------------------------------------------------- audit samples
+    def next_audit_seq(self, session_id: str) -> int:
+        """From the highest stored seq_no (records older than the counter), then only up: a number that
+        deleted records had is not given again."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO audit_seq VALUES (?, (SELECT COALESCE(MAX(seq_no), -1) FROM audit "
+                       "WHERE session_id = ?))", (session_id, session_id))
+            db.execute("UPDATE audit_seq SET last = last + 1 WHERE session_id = ?", (session_id,))
+            return db.execute("SELECT last FROM audit_seq WHERE session_id = ?", (session_id,)).fetchone()[0]
+
     def put_audit(self, record: AuditRecord) -> None:
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO audit VALUES (?, ?, ?, ?, ?, ?)",

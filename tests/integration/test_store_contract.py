@@ -373,3 +373,35 @@ def test_executors_come_back_in_registration_order(store):
     store.remove_executor("zeta")
     store.put_executor({"executor_id": "zeta"}, "active")  # registered again: last
     assert [spec["executor_id"] for spec, _ in store.executors()] == ["alpha", "mid", "zeta"]
+
+
+def test_audit_numbers_continue_from_stored_records_and_are_never_given_twice(store):
+    for seq in (0, 1, 4):  # records written before the counter existed (an older store)
+        store.put_audit(audit("s1", seq, float(seq)))
+    assert [store.next_audit_seq("s1") for _ in range(3)] == [5, 6, 7]
+    assert store.next_audit_seq("fresh") == 0
+    store.delete_audit("s1")
+    assert store.next_audit_seq("s1") == 8  # a deleted record's number is not given again
+
+
+def test_concurrent_writers_never_share_an_audit_number(store_url):
+    """Head replicas (each its own connection) numbering one session's audit samples at once."""
+    stores = [open_store(store_url) for _ in range(6)]
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def writer(s) -> None:
+        mine = [s.next_audit_seq("c/m") for _ in range(20)]
+        with lock:
+            got.extend(mine)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(got) == list(range(120))
+    finally:
+        for s in stores:
+            s.close()
