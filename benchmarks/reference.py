@@ -11,9 +11,8 @@ It decides what ``scheduler.core.SchedulerCore`` decides for one submitted task:
 
 - admission: the ``max_priority`` cap, the rules' own ``check()``, the placement
   constraints (``DataSovereignty``, ``RequireCapability`` and ``ExecutorFilter``, with
-  the region intersection and its conflict), whether the executors the rules allow
-  offer each requested amount and the request priced at their highest CPU and GPU
-  prices (the projected credits), the quota on projected usage (used + reserved + this task, in
+  the region intersection and its conflict), whether one executor the rules allow could
+  hold the whole request, priced at the dearest that could (the projected credits), the quota on projected usage (used + reserved + this task, in
   millionths like the ledger), ``MemberPriority`` multipliers and ``TimeWindow``
   deferral; the enforcement mode decides what a violation means;
 - placement: status, coop access (own coop, ``open_to`` a coop or ``*``), region,
@@ -33,6 +32,7 @@ month's usage and reservations, rate-limit buckets).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,6 +51,11 @@ SCALE = 1_000_000  # quota amounts in millionths, as the ledger keeps them
 
 def units(x: float) -> int:
     return int(round(x * SCALE))
+
+
+def units_up(x: float) -> int:
+    """A projection's units: rounded up, as ``Cost.projected``."""
+    return int(math.ceil(x * SCALE))
 
 
 def period_of(t: float) -> str:
@@ -172,7 +177,7 @@ class ReferenceScheduler:
         # quota on projected usage: used + reserved + this task, in millionths
         hours = runtime / 3600.0
         r = task.resources
-        cost = (units(r.cpus * hours), units(r.gpus * hours), units(price * hours))
+        cost = (units_up(r.cpus * hours), units_up(r.gpus * hours), units_up(price * hours))
         if task.member not in policy.quota_whitelist:
             key = (task.coop_id, task.member, period_of(now))
             used = self.used.get(key, [0, 0, 0])
@@ -246,8 +251,8 @@ class ReferenceScheduler:
 
     def _static_fit(self, coop: str, r: Resources, req: RefRequirements, cache: dict | None) -> tuple[int, float]:
         """Like ``scheduler.placement.static_fit``: among the registered executors the rules allow (active,
-        drained or offline: whether the task could ever run), whether each requested amount is available
-        on some executor, and the request priced at their highest CPU and GPU prices. Returns (count of
+        drained or offline: whether the task could ever run), whether one of them could hold the whole
+        task, and the request priced at the dearest of those that could. Returns (count of
         allowed executors if possible else 0, price per hour)."""
         key = None
         if cache is not None:
@@ -255,19 +260,16 @@ class ReferenceScheduler:
                    req.allow, req.deny)
             if key in cache:
                 return cache[key]
-        count = 0
-        most = [0.0] * 6  # total cpus, gpus, memory, gpu memory; cpu price, gpu price
+        count, possible, price = 0, False, 0.0
         for e in self.executors:
             if not self._allowed(e, req, coop, any_status=True):
                 continue
             count += 1
-            for i, column in enumerate(("total_cpus", "total_gpus", "total_mem", "total_gmem", "price_cpu",
-                                       "price_gpu")):
-                if e[column] > most[i]:
-                    most[i] = e[column]
-        possible = count > 0 and (r.cpus <= most[0] + EPS and r.gpus <= most[1] + EPS
-                                  and r.memory_mb <= most[2] + EPS and r.gpu_memory_mb <= most[3] + EPS)
-        result = (count, r.cpus * most[4] + r.gpus * most[5]) if possible else (0, 0.0)
+            if (r.cpus <= e["total_cpus"] + EPS and r.gpus <= e["total_gpus"] + EPS
+                    and r.memory_mb <= e["total_mem"] + EPS and r.gpu_memory_mb <= e["total_gmem"] + EPS):
+                possible = True  # this one executor could hold the whole task: it prices the credits
+                price = max(price, r.cpus * e["price_cpu"] + r.gpus * e["price_gpu"])
+        result = (count, price) if possible else (0, 0.0)
         if key is not None:
             cache[key] = result
         return result
@@ -467,6 +469,7 @@ class ReferenceScheduler:
         entry = self.reservations.pop(task.task_id, None)
         if entry is not None:
             key, cost = entry
+            measured = tuple(min(m, c) for m, c in zip(measured, cost))  # never more than reserved
             held = self.reserved[key]
             for i in range(3):
                 held[i] -= cost[i]

@@ -207,7 +207,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
 
     # 4. quota on projected usage: used + reserved + this task's projected cost
     hours = runtime / 3600.0
-    v.cost = Cost.of(resources.cpus * hours, resources.gpus * hours, fit.max_cost_per_hour * hours)
+    v.cost = Cost.projected(resources.cpus * hours, resources.gpus * hours, fit.max_cost_per_hour * hours)
     if member not in compiled.quota_whitelist:
         _check_quota(v, ledger, now, limits)
         if mode is _STRICT:

@@ -175,6 +175,9 @@ class SchedulerCore(JobRecords):
             if held is not _RESERVED:
                 decision = self._lost_race(verdict, held, now)
                 admitted = False
+        if admitted and task.max_runtime_s is None:  # the runtime it was projected (and reserved) at is its
+            # limit from now on, whatever the policy's default becomes while it waits
+            task = task.model_copy(update={"max_runtime_s": verdict.runtime_s})
         job = Job(task=task, decision=decision, submitted_at=now,
                   state=_QUEUED if admitted else _REJECTED,
                   requirements=verdict.requirements, cost=verdict.cost)
@@ -423,6 +426,12 @@ class SchedulerCore(JobRecords):
         credits = report.credits if report.credits is not None else (
             cpu_h * spec.price_cpu_hour + gpu_h * spec.price_gpu_hour if spec else 0.0)
         measured = Cost.of(cpu_h, gpu_h, credits)
+        reserved = job.cost
+        charged = Cost(min(measured.cpu, reserved.cpu), min(measured.gpu, reserved.gpu),
+                       min(measured.credits, reserved.credits))
+        capped = charged != measured  # more than admission reserved: a timeout's kill landing after the limit,
+        # an executor dearer than the dearest at admission (or one that raised its price): never charged
+        measured = charged
         self.ledger.settle(task.task_id, task.coop_id, task.member, measured, report.ended_at)
         self._free(job, report.executor_id)
         self.changed_jobs.add(task.task_id)
@@ -434,7 +443,8 @@ class SchedulerCore(JobRecords):
         job.wall_seconds = report.wall_seconds
         job.move(job.finished_at, state, f"{report.outcome.value} on {report.executor_id} after "
                  f"{report.wall_seconds:.3f} s; charged {measured.cpu_hours:.4g} CPU-h, "
-                 f"{measured.gpu_hours:.4g} GPU-h, {measured.credit_amount:.4g} credits")
+                 f"{measured.gpu_hours:.4g} GPU-h, {measured.credit_amount:.4g} credits"
+                 + (" (capped at what admission reserved)" if capped else ""))
         self.counters.completed[(task.coop_id, report.outcome.value)] += 1
         self.counters.member_completed[(task.coop_id, task.member)] += 1
         self.counters.member_credits[(task.coop_id, task.member)] += measured.credit_amount

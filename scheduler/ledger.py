@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
+from math import ceil
 from typing import Protocol
 
 SCALE = 1_000_000
@@ -65,6 +66,12 @@ class Cost:
     def of(cls, cpu_hours: float = 0.0, gpu_hours: float = 0.0, credits: float = 0.0) -> Cost:
         # (round() of a real number is already an int: no int() around it, this runs on every admission)
         return _cost(round(cpu_hours * SCALE), round(gpu_hours * SCALE), round(credits * SCALE))
+
+    @classmethod
+    def projected(cls, cpu_hours: float = 0.0, gpu_hours: float = 0.0, credits: float = 0.0) -> Cost:
+        """A projection, rounded up: any positive amount costs at least one unit, so a tiny request is
+        checked against a limit (a zero GPU quota refuses a GPU task however short its runtime)."""
+        return _cost(ceil(cpu_hours * SCALE), ceil(gpu_hours * SCALE), ceil(credits * SCALE))
 
     def __add__(self, other: Cost) -> Cost:
         return _cost(self.cpu + other.cpu, self.gpu + other.gpu, self.credits + other.credits)

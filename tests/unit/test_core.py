@@ -163,7 +163,7 @@ def test_data_locality_prefers_the_node_holding_the_bytes():
 
 def test_complete_is_idempotent_and_refuses_strangers():
     sim = make_sim(make_policy(), FLEET)
-    d = sim.submit(make_task(cpus=2))
+    d = sim.submit(make_task(cpus=2, runtime=1800))
     sim.step()
     report = report_for(sim.core, d.task_id, 900)
     assert sim.core.job(d.task_id).executor_id == "us1"

@@ -1,0 +1,135 @@
+"""What a member is charged: never more than admission reserved, at the price of an executor that could
+really run the task, for the runtime it was admitted with; and the two ledgers agree on every standing.
+
+Findings of a review of the accounting, each closed (the strict-mode promise: admitted projected usage,
+and so what is settled, never passes a limit)."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from executors.simulated import SimulatedRun
+from scheduler.ledger import Cost, Ledger, period_of
+from scheduler.sqlite_store import SqliteStore
+from scheduler.store_ledger import StoreLedger
+from scheduler.usage import Outcome
+from tests.builders import START, make_core, make_executor, make_policy, make_sim, make_task
+
+_stores = itertools.count()
+
+
+def _finish(core, task_id, wall, outcome="succeeded"):
+    job = core.job(task_id)
+    cpus = core.task(task_id).resources.cpus
+    return core.complete({"task_id": task_id, "executor_id": job.executor_id, "coop_id": "coop",
+                          "member": "alice", "started_at": job.started_at, "ended_at": job.started_at + wall,
+                          "cpu_seconds": cpus * wall, "attempt": job.attempts, "outcome": outcome})
+
+
+def test_credits_are_projected_at_an_executor_that_could_run_the_task_not_at_one_too_small():
+    core, _ = make_core(make_policy(credits_per_month=100.0),
+                        [make_executor("big", cpus=4, price_cpu_hour=1.0),
+                         make_executor("tiny", cpus=2, price_cpu_hour=100.0)])
+    d = core.submit(make_task(cpus=4, runtime=3600))
+    assert d.admitted, [r.message for r in d.reasons]
+    assert core.usage("coop", "alice").reserved_credits == 4.0
+
+
+def test_a_dearer_executor_joining_after_admission_cannot_push_credits_past_a_strict_limit():
+    core, clock = make_core(make_policy(credits_per_month=10.0), [make_executor("cheap", cpus=1, price_cpu_hour=1.0)])
+    first, second = core.submit(make_task(cpus=1, runtime=3600)), core.submit(make_task(cpus=1, runtime=3600))
+    assert first.admitted and second.admitted
+    core.schedule()
+    core.register_executor(make_executor("dear", cpus=1, price_cpu_hour=100.0))
+    assert [p.executor_id for p in core.schedule()] == ["dear"]
+    _finish(core, second.task_id, 3600)
+    _finish(core, first.task_id, 3600)
+    assert core.ledger.standing("coop", "alice", clock()).used.credit_amount <= 10.0
+    assert "capped at what admission reserved" in core.job(second.task_id).reason
+
+
+def test_an_executor_raising_its_price_after_admission_cannot_push_credits_past_a_strict_limit():
+    core, clock = make_core(make_policy(credits_per_month=10.0), [make_executor("e", cpus=1, price_cpu_hour=1.0)])
+    d = core.submit(make_task(cpus=1, runtime=3600))
+    assert d.admitted
+    core.register_executor(make_executor("e", cpus=1, price_cpu_hour=100.0))
+    core.schedule()
+    _finish(core, d.task_id, 3600)
+    assert core.ledger.standing("coop", "alice", clock()).used.credit_amount == 1.0
+
+
+def test_a_timeout_reported_just_past_max_runtime_is_charged_the_limit_not_more():
+    core, clock = make_core(make_policy(cpu_hours_per_month=1.0, gpu_hours_per_month=None),
+                            [make_executor("e", cpus=4)])
+    d = core.submit(make_task(cpus=4, runtime=900))
+    assert d.admitted
+    core.schedule()
+    _finish(core, d.task_id, 900.5, outcome=Outcome.TIMEOUT.value)  # the kill landed half a second late
+    assert core.ledger.standing("coop", "alice", clock()).used.cpu_hours == 1.0
+
+
+def test_a_shorter_run_is_charged_what_it_used():
+    core, clock = make_core(make_policy(), [make_executor("e", cpus=2, price_cpu_hour=3.0)])
+    d = core.submit(make_task(cpus=2, runtime=3600))
+    core.schedule()
+    _finish(core, d.task_id, 900)
+    used = core.ledger.standing("coop", "alice", clock()).used
+    assert (used.cpu_hours, used.credit_amount) == (0.5, 1.5)
+
+
+def test_raising_the_default_runtime_while_a_task_waits_does_not_let_it_run_past_what_was_reserved():
+    sim = make_sim(make_policy(cpu_hours_per_month=1.0, gpu_hours_per_month=None, default_max_runtime_s=600),
+                   [make_executor("e", cpus=1)])
+    blocker = sim.submit(make_task(cpus=1, runtime=600), SimulatedRun(duration_s=600))
+    d = sim.submit(make_task(cpus=1, runtime=None), SimulatedRun(duration_s=7200))  # projected at 600 s
+    assert blocker.admitted and d.admitted
+    assert sim.core.task(d.task_id).max_runtime_s == 600  # the runtime it was admitted with is its limit
+    sim.step()
+    sim.core.set_policy(make_policy(cpu_hours_per_month=1.0, gpu_hours_per_month=None, default_max_runtime_s=7200))
+    sim.run()
+    assert sim.core.ledger.standing("coop", "alice", sim.clock()).used.cpu_hours <= 1.0
+
+
+def test_a_zero_gpu_quota_refuses_a_gpu_task_however_short_its_max_runtime():
+    core, _ = make_core(make_policy(gpu_hours_per_month=0.0), [make_executor("g", cpus=8, gpus=8)])
+    d = core.submit(make_task(cpus=1, gpus=8, runtime=0.0002))  # 4.4e-7 GPU-h: rounded up to one unit
+    assert not d.admitted
+
+
+def test_projections_round_up_and_measurements_round_to_nearest():
+    assert Cost.projected(1e-9, 0.0, 0.0) == Cost(1, 0, 0)
+    assert Cost.of(1e-9, 0.0, 0.0) == Cost(0, 0, 0)
+    assert Cost.projected(0.5, 0.0, 2.0) == Cost.of(0.5, 0.0, 2.0)
+
+
+costs = st.builds(Cost, st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**7))
+limits = st.one_of(st.none(), st.builds(Cost, st.integers(-1, 3 * 10**7), st.integers(-1, 3 * 10**7),
+                                        st.integers(-1, 3 * 10**7)))
+ops = st.lists(st.tuples(st.sampled_from(["reserve", "settle", "release", "month", "reset"]),
+                         st.sampled_from(["t0", "t1", "t2", "t3"]), st.sampled_from(["a", "b"]), costs, limits),
+               max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=ops)
+def test_the_memory_and_sqlite_ledgers_agree_on_every_standing(ops):
+    mem, store = Ledger(), StoreLedger(SqliteStore(f"memory://parity{next(_stores)}"))
+    now = START
+    for op, task, member, cost, lim in ops:
+        if op == "reserve":
+            assert mem.reserve(task, "c", member, cost, now, lim) == store.reserve(task, "c", member, cost, now, lim)
+        elif op == "settle":
+            assert mem.settle(task, "c", member, cost, now) == store.settle(task, "c", member, cost, now)
+        elif op == "release":
+            assert mem.release(task) == store.release(task)
+        elif op == "reset":
+            mem.reset("c", member, now)
+            store.reset("c", member, now)
+        else:
+            now += 20 * 86400
+        for m in ("a", "b"):
+            for t in (START, now):
+                assert mem.standing("c", m, t) == store.standing("c", m, t), (op, m, period_of(t))
