@@ -108,7 +108,8 @@ def run_measured(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, A
         except BaseException as exc:  # noqa: BLE001
             value = TaskError.from_exception(exc)
             error = truncate_error(value.traceback)
-        cpu_used = max(0.0, _cpu_time() - cpu_before)
+        cpu_used = max(0.0, _cpu_time() - cpu_before - peak.overhead_cpu_s())  # (a sampler thread's time is
+        # the measuring's, not the task's)
         ended_at = time.time()
     metrics = {
         "started_at": started_at,
@@ -140,6 +141,7 @@ class _PeakRss:
     def __init__(self, method: str) -> None:
         self.method = method
         self.mb = 0.0
+        self.overhead_cpu_s: Callable[[], float] = lambda: 0.0  # the measuring's own CPU time, not the task's
 
 
 @contextmanager
@@ -157,6 +159,7 @@ def _peak_rss(proc: Path | None = None) -> Iterator[_PeakRss]:
         peak = _PeakRss("sampled")
         sampler = _RssSampler(proc)
         sampler.start()
+        peak.overhead_cpu_s = sampler.cpu_s
         try:
             yield peak
         finally:
@@ -214,6 +217,13 @@ class _RssSampler:
     def start(self) -> None:
         self._sample()
         self._thread.start()
+
+    def cpu_s(self) -> float:
+        """CPU seconds this sampler's thread has used so far (0 where the platform cannot tell)."""
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(self._thread.ident))
+        except (OSError, AttributeError, TypeError):
+            return 0.0
 
     def stop(self) -> int:
         self._stop.set()

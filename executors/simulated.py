@@ -88,7 +88,12 @@ class Simulation:
 
     # -- set-up ------------------------------------------------------------------
     def add_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
-        return self.core.register_executor(spec)
+        """Register (or register again) an executor; one registered larger starts what waits in its
+        queue and now fits, at once (as the real worker does when the head sends its new capacity)."""
+        registered = self.core.register_executor(spec)
+        if registered.executor_id in self._queues:
+            self._queue(registered.executor_id)
+        return registered
 
     def add_executors(self, specs: Iterable[ExecutorSpec | dict]) -> None:
         for spec in specs:

@@ -182,6 +182,7 @@ class ExecutorWorker:
         self._missing_logged: set[str] = set()
         self._report_ready = asyncio.Event()
         self._reapers: set[asyncio.Task[None]] = set()
+        self._draining = False  # _launch_ready is at work (a refused launch inside it must not recurse)
         self._loops = [
             asyncio.create_task(self._forever("report delivery", self._deliver_reports)),
             asyncio.create_task(self._forever("heartbeat", self._heartbeat)),
@@ -214,8 +215,7 @@ class ExecutorWorker:
         if capacity is not None:
             r = Resources.model_validate(capacity)
             self._queued.capacity = (r.cpus, r.gpus, r.memory_mb, 0.0)  # tasks ask no GPU memory here
-            for queued in self._queued.ready(time.time()):  # the executor may have grown: older ones first
-                self._launch(queued)
+            self._launch_ready()  # the executor may have grown: older ones first
         return [self._accept(launch) for launch in launches]
 
     def _accept(self, launch: LaunchSpec) -> list[ray.ObjectRef] | str | None:
@@ -224,6 +224,20 @@ class ExecutorWorker:
             return None
         started = self._queued.offer(task_id, _amounts(launch), launch, now=time.time(), limit_s=launch.max_runtime_s)
         return self._launch(launch) if started else QUEUED
+
+    def _launch_ready(self) -> None:
+        """Launch what fits now, oldest first, until nothing more does. A loop, not recursion: when Ray
+        refuses a launch, its slot frees and what waited behind it is launched by this same loop (a
+        thousand queued tasks refused in a row must not exceed Python's recursion limit)."""
+        if self._draining:  # called from a refused launch inside the loop below: the loop goes on
+            return
+        self._draining = True
+        try:
+            while batch := self._queued.ready(time.time()):
+                for launch in batch:
+                    self._launch(launch)
+        finally:
+            self._draining = False
 
     def _launch(self, launch: LaunchSpec) -> list[ray.ObjectRef] | str:
         """Launch one attempt counted as running in the local queue. If Ray refuses it (options it
@@ -238,8 +252,7 @@ class ExecutorWorker:
             now = time.time()
             self._ended(_Attempt(launch, None, None, now), _End(Outcome.FAILED, now, now, error=truncate_error(
                 f"Ray refused to launch the task on executor {self.executor_id}: {type(exc).__name__}: {exc}")))
-            for queued in self._queued.ready(now):  # what waited behind it may fit now
-                self._launch(queued)
+            self._launch_ready()  # what waited behind it may fit now
             return QUEUED
 
     def _launch_on_ray(self, launch: LaunchSpec) -> list[ray.ObjectRef]:
@@ -270,8 +283,7 @@ class ExecutorWorker:
         nothing); False if it is neither."""
         queued = self._queued.remove(task_id)
         if queued is not None:
-            for launch in self._queued.ready(time.time()):  # it may have been the front, holding the reservation
-                self._launch(launch)
+            self._launch_ready()  # it may have been the front, holding the reservation
             now = time.time()
             self._ended(_Attempt(queued, None, None, now), _End(
                 Outcome.CANCELLED, now, now, error="task cancelled while it waited in the executor's queue; "
@@ -344,9 +356,7 @@ class ExecutorWorker:
                        error=truncate_error(f"coopsched worker error: {type(err).__name__}: {err}"))
         if self._running.pop(task_id, None) is not None:
             self._queued.ended(task_id)
-        for launch in self._queued.ready(time.time()):  # before reporting: the freed slot works while the report
-            # travels
-            self._launch(launch)
+        self._launch_ready()  # before reporting: the freed slot works while the report travels
         self._ended(attempt, end)
 
     def _ended(self, attempt: _Attempt, end: _End) -> None:

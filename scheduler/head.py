@@ -328,10 +328,16 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
                 executor_key = parse(Principal, {"public_key": public_key, "role": "executor", "coop_id": coop_id,
                                                  "subject": executor_id}, what="executor key")
         with self._writes():
+            before = self.core.table.spec(spec["executor_id"]).resources \
+                if isinstance(spec, dict) and spec.get("executor_id") in self.core.table else None
             parsed = self.core.register_executor(spec)
             if executor_key is not None:
                 self._add_key(executor_key, actor)
-            self._workers.pop(parsed.executor_id, None)
+            handle = self._workers.pop(parsed.executor_id, None)
+            if handle is not None and before is not None and before != parsed.resources:
+                # registered again with other resources: its worker's queue learns them now, not with the next
+                # dispatch (one that grew starts what waits there and now fits)
+                self._loop.create_task(self._send_capacity(handle, parsed.executor_id))
             self.store.put_executor(parsed.model_dump(mode="json"),
                                     self.core.table.status_of(parsed.executor_id).value)
             self._log(parsed.coop_id, "executor.join", actor, {"executor_id": parsed.executor_id,

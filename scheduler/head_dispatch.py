@@ -126,6 +126,13 @@ class Dispatch:
         except RayError:
             pass  # gone for good: nothing runs there any more
 
+    async def _send_capacity(self, worker, executor_id: str) -> None:
+        """Tell a worker its executor's resources, dispatching nothing (``start_many([], capacity)``)."""
+        try:
+            await worker.start_many.remote([], self._capacity(executor_id))
+        except Exception as exc:  # noqa: BLE001  # a worker restarted or gone: the next dispatch tells the new one
+            log.info("capacity of %s not sent to its worker: %s", executor_id, type(exc).__name__)
+
     def _capacity(self, executor_id: str) -> dict | None:
         """The executor's resources, for its worker to start what fits and queue the rest."""
         if executor_id not in self.core.table:

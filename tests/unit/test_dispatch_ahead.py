@@ -165,3 +165,14 @@ def test_a_task_larger_than_an_executor_taking_work_ahead_is_never_placed_there(
     assert "waiting for a free executor" in sim.core.job(wide).reason
     sim.run()
     assert sim.core.job(wide).executor_id == "big" and sim.core.job(wide).state is JobState.SUCCEEDED
+
+
+def test_a_task_waiting_at_an_executor_that_grows_starts_at_once_without_a_new_placement():
+    sim = make_sim(make_policy(), [make_executor("one", cpus=2, dispatch_ahead=1)])
+    first, waiting = (sim.submit(make_task(cpus=2, runtime=600), duration_s=100).task_id for _ in range(2))
+    sim.step()
+    assert sim.waiting("one") == [waiting]
+    sim.add_executor(make_executor("one", cpus=4, dispatch_ahead=1))  # now it fits beside the first
+    sim.run()
+    assert sim.core.job(first).state is JobState.SUCCEEDED and sim.core.job(waiting).state is JobState.SUCCEEDED
+    assert sim.core.job(waiting).started_at == START  # not START + 100, idling 2 of 4 CPUs behind "first"

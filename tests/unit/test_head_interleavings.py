@@ -331,3 +331,20 @@ def test_an_executor_without_a_worker_is_declared_lost_at_dispatch():
         assert h.core.table.status_of("e1") is ExecutorStatus.OFFLINE
         assert h.core.job("A").state.value == "queued"  # waits for an executor with a worker
     asyncio.run(main())
+
+
+def test_an_executor_registered_again_with_more_resources_tells_its_worker_at_once():
+    """Its worker's queue holds what was dispatched ahead; with the new capacity it starts what now fits
+    without waiting for the head's next dispatch (a worker learns its capacity only from the head)."""
+    async def main():
+        h = await make_head()
+        e1 = FakeWorker("e1")
+        await add_executor(h, e1, cpus=1)
+        await add_executor(h, e1, cpus=1)  # the same resources: nothing to tell
+        await asyncio.sleep(0)
+        assert e1.calls == []
+        await add_executor(h, e1, cpus=4)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert e1.calls == [("start_many", ([], {"cpus": 4.0, "gpus": 0.0, "memory_mb": 0}))]
+    asyncio.run(main())

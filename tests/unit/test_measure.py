@@ -202,3 +202,15 @@ def test_an_exception_whose_str_raises_is_still_reported_as_the_tasks_error():
 
     error = TaskError.from_exception(Unprintable())
     assert error.type_name == "Unprintable" and "str() failed" in error.message
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_the_rss_samplers_own_cpu_time_is_not_charged_to_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_proc = tmp_path / "proc"
+    fake_proc.mkdir()
+    (fake_proc / "clear_refs").mkdir()  # not writable: the sampling fallback
+    (fake_proc / "statm").symlink_to("/proc/self/statm")
+    monkeypatch.setattr(measure, "_PROC_SELF", fake_proc)
+    _, metrics = run_measured((time.sleep, (1.0,), {}))
+    assert metrics["memory_method"] == "sampled"
+    assert metrics["cpu_time_s"] < 0.02  # the sampler alone used 0.06-0.09 s of a sleeping task's second

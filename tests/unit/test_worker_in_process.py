@@ -105,3 +105,29 @@ def test_a_spec_ray_refuses_in_a_batch_leaves_the_rest_of_the_batch_running_once
     answers, running, launched = asyncio.run(main())
     assert answers[1] == "queued" and answers[0] not in ("queued", None)
     assert (running, launched) == (["good"], 1)
+
+
+def test_a_long_queue_of_launches_ray_refuses_loses_no_report(monkeypatch):
+    """Each refused launch frees its slot for the next queued one; done by recursion, 1,100 refusals in a
+    row passed Python's recursion limit, the watcher of the task that had just ended died, and its report
+    was lost (and the queue kept counting tasks that never ran)."""
+    cap, n = {"cpus": 1, "gpus": 0, "memory_mb": 100}, 1100
+
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        # each queued task needs all the memory (one at a time), and Ray refuses it at .options()
+        queued = [spec(f"q{i}", cpus=0.00001, memory_mb=100) for i in range(n)]
+        answers = await w.start_many([spec("a", memory_mb=100), *queued], cap)
+        assert answers[1:] == ["queued"] * n
+        now = time.time()
+        h.finish(0, started_at=now - 1, ended_at=now)
+        await settle(1.0)
+        out = (await w.report_of("a"), await w.running(), w._queued.running, len(w._finished))
+        await stop(w)
+        return out
+
+    report_a, running, queue_running, finished = asyncio.run(main())
+    assert report_a is not None and report_a["outcome"] == "succeeded"
+    assert running == [] and queue_running == 0
+    assert finished == n + 1  # every refused one ended as failed, reported like any other
