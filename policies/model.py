@@ -141,6 +141,24 @@ class CoopPolicy(BaseModel):
                 seen[rule.name] = i
         return self
 
+    @model_validator(mode="after")
+    def _default_runtime_within_task_limits(self) -> CoopPolicy:
+        """A task that declares no runtime gets its quota's ``default_max_runtime_s``: above a TaskLimits
+        ``max_runtime_s`` it would refuse every such task, over a number the member never gave."""
+        quotas = [("default_quota", self.default_quota),
+                  *((f"member_quotas.{m}", q) for m, q in self.member_quotas.items())]
+        for i, rule in enumerate(self.rules):
+            limit = getattr(rule, "max_runtime_s", None) if getattr(rule, "type", None) == "TaskLimits" else None
+            if limit is None:
+                continue
+            for where, quota in quotas:
+                if quota.default_max_runtime_s > limit:
+                    raise ValueError(
+                        f"{where}.default_max_runtime_s is {quota.default_max_runtime_s:g} s, above rules[{i}] "
+                        f"TaskLimits max_runtime_s {limit:g} s: every task declaring no runtime would be refused; "
+                        f"set default_max_runtime_s to at most {limit:g}")
+        return self
+
     def quota_for(self, member: str) -> MemberQuota:
         return self.member_quotas.get(member, self.default_quota)
 

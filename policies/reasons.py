@@ -68,7 +68,8 @@ class Decision(BaseModel):
 
     @property
     def code(self) -> ReasonCode | None:
-        """The most hopeful code among the reasons (``None`` when admitted)."""
+        """The gravest code among the reasons: ``error``, then ``rejected`` (will never run as asked), then
+        ``unavailable`` (may run later); ``None`` when admitted."""
         if self.admitted or not self.reasons:
             return None
         codes = {r.code for r in self.reasons}

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.priority import Priority
 from policies.validation import check_texts, quoted
+from policies.versions import is_min_version
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]*$"
 _NAME_RULES = "1-200 characters: letters, digits and _.:@/+- (not starting with a symbol)"
@@ -97,6 +98,10 @@ class TaskSpec(BaseModel):
     def _capabilities(cls, v: dict[str, str | None]) -> dict[str, str | None]:
         check_texts(v, 100, "capability names")
         check_texts([version for version in v.values() if version is not None], 50, "minimum versions")
+        for name, version in v.items():
+            if version is not None and not is_min_version(version):
+                raise ValueError(f"a minimum version such as '1.0' or '2.1.3' (up to three numeric parts of at "
+                                 f"most 99999) for capability {quoted(name)} (got {quoted(version)})")
         return v
 
     @field_validator("tags")

@@ -70,12 +70,13 @@ def test_silent_executor_goes_offline_gets_no_work_then_comes_back(faults, ray_c
         client.register_executor(name, coop=COOP, node_id=ray_cluster.nodes[node].node_id, resources={"cpus": 1},
                                  trust=1.0 if name == "quiet" else 0.2, heartbeat_interval_s=0.3)
     quiet = ray.get_actor(worker_name("quiet"), namespace=namespace)
-    ray.get(quiet.pause_heartbeats.remote(12.0))  # long enough for the three jobs to run one after another
-    # on "loud" even when Ray starts its worker process slowly: back earlier, "quiet" would take the rest
+    ray.get(quiet.pause_heartbeats.remote(300.0))  # silent until told otherwise below: however slowly Ray
+    # starts the task processes on a loaded machine, "quiet" cannot come back while the three jobs run
     wait_for(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "offline", 10,
           "the silent executor to be marked offline (timeout 2 s)")
     jobs = [client.submit(nap, 0.1, coop=COOP, member="ben", max_runtime_s=30) for _ in range(3)]
     assert all(j.result(timeout=60) == ray_cluster.nodes[2].node_id for j in jobs)  # never the silent one
+    ray.get(quiet.pause_heartbeats.remote(0.0))  # its heartbeats resume
     wait_for(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "active", 25,
           "the executor to come back when its heartbeats resume")
     assert client.submit(nap, 0.1, coop=COOP, member="ben", max_runtime_s=30).result(timeout=60) == \

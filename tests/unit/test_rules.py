@@ -320,3 +320,24 @@ def test_every_shipped_example_passes_the_exported_schema():
     assert len(examples) >= 9
     for path in examples:
         jsonschema.validate(json.loads(path.read_text()), schema)
+
+
+def test_a_default_runtime_above_a_task_limit_is_refused_when_the_policy_is_read():
+    policy = {"coop_id": "c", "rules": [{"type": "TaskLimits", "max_runtime_s": 1800}],
+              "default_quota": {"default_max_runtime_s": 3600}}
+    with pytest.raises(InvalidRequest, match="default_quota.default_max_runtime_s is 3600 s, above rules"):
+        parse(CoopPolicy, policy, what="policy")
+    member = {**policy, "default_quota": {"default_max_runtime_s": 600},
+              "member_quotas": {"bob": {"default_max_runtime_s": 7200}}}
+    with pytest.raises(InvalidRequest, match="member_quotas.bob.default_max_runtime_s"):
+        parse(CoopPolicy, member, what="policy")
+    ok = parse(CoopPolicy, {**policy, "default_quota": {"default_max_runtime_s": 1800}}, what="policy")
+    assert ok.default_quota.default_max_runtime_s == 1800
+
+
+def test_a_tasks_own_capability_minimum_must_be_a_version():
+    from scheduler.tasks import TaskSpec
+    with pytest.raises(InvalidRequest, match="capability 'cuda'"):
+        parse(TaskSpec, {"coop_id": "c", "member": "m", "capabilities": {"cuda": "latest"}}, what="task")
+    assert parse(TaskSpec, {"coop_id": "c", "member": "m", "capabilities": {"cuda": "12.1", "nfs": None}},
+                 what="task").capabilities == {"cuda": "12.1", "nfs": None}
