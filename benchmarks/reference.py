@@ -54,8 +54,9 @@ def units(x: float) -> int:
 
 
 def units_up(x: float) -> int:
-    """A projection's units: rounded up, as ``Cost.projected``."""
-    return int(math.ceil(x * SCALE))
+    """A projection's units: rounded up, as ``Cost.projected`` (float noise on a whole number is that number)."""
+    nearest = round(x * SCALE)
+    return int(nearest) if abs(x * SCALE - nearest) <= 1e-9 * max(1.0, abs(x * SCALE)) else int(math.ceil(x * SCALE))
 
 
 def period_of(t: float) -> str:

@@ -109,7 +109,7 @@ class Simulation:
         """Place what fits now and start those tasks (their ends become events)."""
         placed = self.core.schedule()
         for p in placed:
-            limit = p.task.max_runtime_s or self._default_runtime(p.task)
+            limit = self.core.runtime_limit(p.task.task_id)
             if self._queue(p.executor_id).offer(p.task_id, _amounts(p.task), p, now=self.clock(), limit_s=limit):
                 self._start(p)
         self.placements.extend(placed)
@@ -143,7 +143,7 @@ class Simulation:
     def _start(self, p: Placement) -> None:
         now = self.clock()
         run = self.runs.get(p.task_id, SimulatedRun())
-        limit = p.task.max_runtime_s or self._default_runtime(p.task)
+        limit = self.core.runtime_limit(p.task.task_id)
         duration, outcome = run.duration_s, run.outcome
         if duration > limit:
             duration, outcome = limit, Outcome.TIMEOUT
@@ -224,7 +224,3 @@ class Simulation:
         if hold is not None:
             times.append(hold)
         return min(times) if times else None
-
-    def _default_runtime(self, task: TaskSpec) -> float:
-        policy = self.core.policy(task.coop_id)
-        return policy.quota_for(task.member).default_max_runtime_s if policy else 3600.0

@@ -398,10 +398,17 @@ def _import(path: str) -> Any:
     except Exception as exc:
         raise PluginNotFound(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     for part in attr.split("."):
+        if part.startswith("_"):
+            raise PluginNotFound(f"{path!r} names a private attribute ({part!r}); name the plug-in itself")
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise PluginNotFound(f"module {module_name!r} has no attribute {attr!r}") from None
+        # each step must stay inside the allowed packages: a module they import (os) is not a plug-in
+        home = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+        if not isinstance(home, str) or not any(home == a or home.startswith(a + ".") for a in allowed):
+            raise PluginNotFound(f"{path!r} leads out of the allowed plug-in packages (to {home!r}); name a "
+                                 f"class or factory defined in {module_name!r}")
     return obj
 
 

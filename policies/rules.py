@@ -333,8 +333,8 @@ class RequireCapability(_Rule):
     @classmethod
     def _version(cls, v):
         if v is not None and not is_min_version(v):
-            raise ValueError(f"a version such as '1.0' or '2.1.3': up to three numeric parts of at most 99999, "
-                             f"a pre-release without a number ('2.0-rc') (got {quoted(v)})")
+            raise ValueError(f"a version such as '1.0' or '2.1.3': up to three numeric parts of at most 99999 "
+                             f"(got {quoted(v)})")
         return v
 
     def constrain(self, task: TaskSpec, ctx: RuleContext) -> Constraint | None:

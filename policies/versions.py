@@ -36,7 +36,19 @@ _FOURTH_PART = re.compile(r"\.\d")
 
 
 def is_version(text: str) -> bool:
-    """Whether ``version_key`` orders ``text`` exactly: up to three numeric parts of at most 99,999."""
+    """An executor's capability version: any text ``version_key`` reads (it starts with a number).
+
+    Beyond three parts or 99,999 a part saturates, which keeps every comparison with a valid
+    ``min_version`` (``is_min_version``) right: a build ``20240115`` is above any minimum there can
+    be, and ``12.2.0.1`` satisfies ``12.2`` and not ``12.3``. (Stores written by earlier releases
+    hold such versions: they must still load.)"""
+    return bool(_PART.match(text.strip().lstrip("vV")))
+
+
+def is_min_version(text: str) -> bool:
+    """A ``min_version``: up to three numeric parts of at most 99,999, so that ``version_key`` orders
+    it exactly (``20250101`` would equal ``20240101``). A pre-release is accepted and sorts below its
+    release; its number is not compared (``2.0-rc1`` equals ``2.0-rc2``)."""
     match = _RELEASE.match(text)
     if match is None or not _PART.match(text.strip().lstrip("vV")):
         return False
@@ -44,11 +56,3 @@ def is_version(text: str) -> bool:
     if any(int(p) >= _BASE for p in (major, minor, patch) if p):
         return False
     return not _FOURTH_PART.match(rest)
-
-
-def is_min_version(text: str) -> bool:
-    """A ``min_version``: a version, and not a numbered pre-release (``2.0-rc2``), whose number is not compared."""
-    if not is_version(text):
-        return False
-    rest = _RELEASE.match(text).group(4)
-    return not (rest and _PRE_RELEASE.match(rest) and _PART.search(rest.split("+")[0]))

@@ -175,12 +175,10 @@ class SchedulerCore(JobRecords):
             if held is not _RESERVED:
                 decision = self._lost_race(verdict, held, now)
                 admitted = False
-        if admitted and task.max_runtime_s is None:  # the runtime it was projected (and reserved) at is its
-            # limit from now on, whatever the policy's default becomes while it waits
-            task = task.model_copy(update={"max_runtime_s": verdict.runtime_s})
         job = Job(task=task, decision=decision, submitted_at=now,
                   state=_QUEUED if admitted else _REJECTED,
-                  requirements=verdict.requirements, cost=verdict.cost)
+                  requirements=verdict.requirements, cost=verdict.cost,
+                  runtime_s=verdict.runtime_s if task.max_runtime_s is None else None)
         self._jobs[task_id] = job
         self.changed_jobs.add(task_id)
         if not admitted:
@@ -588,6 +586,17 @@ class SchedulerCore(JobRecords):
         job = self._jobs.get(task_id)
         return job is not None and job.state is _RUNNING and job.placement is not None \
             and job.placement.executor_id == executor_id and job.placement.attempt == attempt
+
+    def runtime_limit(self, task_id: str) -> float:
+        """The longest a job may run: its own ``max_runtime_s``, else the policy default in force when it was
+        admitted (what its reservation was projected at, whatever the default has become since)."""
+        job = self._jobs[task_id]
+        if job.task.max_runtime_s:
+            return job.task.max_runtime_s
+        if job.runtime_s:
+            return job.runtime_s
+        policy = self.policy(job.task.coop_id)  # (a record from before the admitted runtime was kept)
+        return policy.quota_for(job.task.member).default_max_runtime_s if policy else 3600.0
 
     def reasons_of(self, task_id: str) -> tuple[Reason, ...]:
         job = self._jobs.get(task_id)

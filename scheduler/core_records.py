@@ -38,7 +38,7 @@ class JobRecords:
                 "not_before": entry.not_before if entry else None,
                 "relaxed": list(entry.relaxed if entry else (job.placement.relaxed if job.placement else ())),
                 "requirements": requirements_record(job.requirements) if job.requirements is not None else None,
-                "avoid": sorted(job.avoid)}
+                "avoid": sorted(job.avoid), "runtime_s": job.runtime_s}
 
     def restore_job(self, record: dict[str, Any]) -> JobState:
         """Take back a job after a restart: queued ones wait again (their reservation is in the
@@ -49,7 +49,7 @@ class JobRecords:
         job = Job(task=task, decision=decision, submitted_at=record["submitted_at"], state=status.state,
                   reason=status.reason, history=list(status.history), attempts=status.attempts,
                   started_at=status.started_at, cost=Cost(*record["cost"]),
-                  cancel_requested=record.get("cancel_requested", False))
+                  cancel_requested=record.get("cancel_requested", False), runtime_s=record.get("runtime_s"))
         relaxed = tuple(record.get("relaxed") or ())
         job.avoid = frozenset(record.get("avoid") or ())
         if record.get("requirements") is not None:  # the constraints it was admitted (or relaxed) under

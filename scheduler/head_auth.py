@@ -137,6 +137,16 @@ class RequestGate:
                     return
         log.warning("the key registry kept changing during %d reloads; keeping the keys in memory", RELOAD_TRIES)
 
+    def add_principal(self, principal: Principal) -> None:
+        """Register a key in memory (its store write is the caller's), under the lock a reload applies its
+        read under: a reload never undoes a change made while it ran (see ``_load_keys``)."""
+        with self._lock:
+            self.verifier.add(principal)
+
+    def remove_principal(self, key_id: str) -> None:
+        with self._lock:
+            self.verifier.remove(key_id)
+
     def _apply_keys(self, records: list[dict]) -> None:
         registered: set[str] = set()
         for record in records:
@@ -338,7 +348,7 @@ class KeyAdministration:
             raise InvalidRequest("key", [FieldError("public_key", "the operator's key", "a key not yet in use",
                                                     "a new key pair: coopsched keys new")])
         self.store.put_key(principal.key_id, principal.model_dump(mode="json"))
-        self.gate.verifier.add(principal)
+        self.gate.add_principal(principal)
         self._log(principal.coop_id or "*", "key.add", actor, {"key_id": principal.key_id,
                                                                "role": principal.role.value,
                                                                "subject": principal.subject})
@@ -349,7 +359,7 @@ class KeyAdministration:
         if principal is None or principal.role is Role.OPERATOR:
             return False
         self.store.remove_key(key_id)
-        self.gate.verifier.remove(key_id)
+        self.gate.remove_principal(key_id)
         self._log(principal.coop_id or "*", "key.remove", actor, {"key_id": key_id, "role": principal.role.value,
                                                                   "subject": principal.subject})
         return True
@@ -371,6 +381,6 @@ class KeyAdministration:
         for p in self.gate.verifier.principals():
             if p.role is Role.EXECUTOR and p.subject == executor_id and p.coop_id == coop_id:
                 self.store.remove_key(p.key_id)
-                self.gate.verifier.remove(p.key_id)
+                self.gate.remove_principal(p.key_id)
                 self._log(p.coop_id or "*", "key.remove", actor, {"key_id": p.key_id, "role": "executor",
                                                                   "subject": executor_id})

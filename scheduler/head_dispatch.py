@@ -64,7 +64,7 @@ class Dispatch:
         task = p.task
         return {"task_id": task.task_id, "coop_id": task.coop_id, "member": task.member, "attempt": p.attempt,
                 "cpus": task.resources.cpus, "gpus": task.resources.gpus, "memory_mb": task.resources.memory_mb,
-                "max_runtime_s": task.max_runtime_s or self._default_runtime(task.coop_id, task.member),
+                "max_runtime_s": self.core.runtime_limit(task.task_id),
                 "payload": [self._payloads[task.task_id]]}
 
     async def _dispatch(self, executor_id: str, group: list[Placement]) -> None:
@@ -168,11 +168,6 @@ class Dispatch:
             self._results.pop(task_id, None)
             self._dispatched.pop(task_id, None)
             self._notify(task_id)
-
-    def _default_runtime(self, coop_id: str, member: str) -> float:
-        policy = self.core.policy(coop_id)
-        return policy.quota_for(member).default_max_runtime_s if policy else 3600.0
-
 
     def _fetch_refs(self) -> None:
         """Ask each worker, in one call, for the result references of the tasks it launched from its

@@ -38,7 +38,11 @@ class StateKeeping:
             except InvalidRequest as exc:  # e.g. a plug-in uninstalled since: the head still starts
                 log.error("policy of coop %s (version %d) not restored: %s", version.coop_id, version.version, exc)
         for spec, status in self.store.executors():
-            self.core.register_executor(spec)
+            try:
+                self.core.register_executor(spec)
+            except InvalidRequest as exc:  # a registration this release no longer accepts: the head still starts
+                log.error("executor %s not restored (register it again): %s", spec.get("executor_id"), exc)
+                continue
             if status != ExecutorStatus.ACTIVE.value:
                 self.core.table.set_status(spec["executor_id"], ExecutorStatus(status))
         jobs = 0

@@ -61,6 +61,7 @@ class Job:
     placement: Placement | None = None
     requirements: Requirements | None = None
     cost: Cost = field(default_factory=Cost)
+    runtime_s: float | None = None  # the policy default it was admitted with, when the task gave no max_runtime_s
     avoid: frozenset[str] = frozenset()
     attempts: int = 0
     started_at: float | None = None

@@ -35,6 +35,13 @@ def from_units(u: int) -> float:
 _last_month: list = [0.0, -1.0, ""]  # [start, end, "YYYY-MM"] of the month asked for last
 
 
+def _up(units: float) -> int:
+    """Rounded up, except float noise on a whole number (3 CPUs x 360 s is 300000.00000000006 millionths
+    of a CPU-hour: 300000, so a task that exactly fills a quota still fits)."""
+    nearest = round(units)
+    return nearest if abs(units - nearest) <= 1e-9 * max(1.0, abs(units)) else ceil(units)
+
+
 def period_of(t: float) -> str:
     """The calendar month (UTC) containing epoch second ``t``, as ``"YYYY-MM"``."""
     start, end, name = _last_month
@@ -71,7 +78,7 @@ class Cost:
     def projected(cls, cpu_hours: float = 0.0, gpu_hours: float = 0.0, credits: float = 0.0) -> Cost:
         """A projection, rounded up: any positive amount costs at least one unit, so a tiny request is
         checked against a limit (a zero GPU quota refuses a GPU task however short its runtime)."""
-        return _cost(ceil(cpu_hours * SCALE), ceil(gpu_hours * SCALE), ceil(credits * SCALE))
+        return _cost(_up(cpu_hours * SCALE), _up(gpu_hours * SCALE), _up(credits * SCALE))
 
     def __add__(self, other: Cost) -> Cost:
         return _cost(self.cpu + other.cpu, self.gpu + other.gpu, self.credits + other.credits)

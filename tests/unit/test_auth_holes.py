@@ -134,3 +134,38 @@ def test_removing_an_executor_leaves_another_coops_executor_key_of_the_same_id()
         assert h.gate.verifier.get(key_id_of(pub(theirs))) is None  # its own key goes with it
         assert h.gate.verifier.get(key_id_of(pub(mine))) is not None  # coop A's stays
     asyncio.run(main())
+
+
+def test_a_key_removed_while_a_reload_applies_its_read_stays_removed(monkeypatch):
+    """The reload applies its read under the gate's lock; a removal on the main loop now takes that lock too,
+    so it lands before the read (and the reload reads again) or after the apply, never in between."""
+    from scheduler import head_auth
+    from scheduler.identity import Principal
+
+    async def main():
+        h = await make_head()
+        alice_id = key_id_of(pub(ALICE))
+        applying = threading.Event()
+
+        class HookedPrincipal(Principal):
+            @classmethod
+            def model_validate(cls, record, *a, **kw):
+                p = Principal.model_validate(record, *a, **kw)
+                if p.key_id == alice_id and not applying.is_set():  # the reads thread, inside _apply_keys
+                    applying.set()
+                    time.sleep(1.0)  # the removal below is made meanwhile
+                return p
+
+        monkeypatch.setattr(head_auth, "Principal", HookedPrincipal)
+        loop = asyncio.get_running_loop()
+        reloading = loop.run_in_executor(None, h.gate._load_keys)
+        await loop.run_in_executor(None, applying.wait, 10)
+        # what remove_key does once its request is verified (a request verified before the reload began
+        # reaches this while the reload runs): the store first, then the gate's memory
+        h.store.remove_key(alice_id)
+        h.gate.remove_principal(alice_id)  # waits for the reload's apply, then removes
+        await reloading
+        monkeypatch.setattr(head_auth, "Principal", Principal)
+        assert h.gate.verifier.get(alice_id) is None, "the revoked key is back in the verifier"
+        assert "refused" in await call(h, ALICE, "get_policy", A)
+    asyncio.run(main())

@@ -86,7 +86,8 @@ def test_raising_the_default_runtime_while_a_task_waits_does_not_let_it_run_past
     blocker = sim.submit(make_task(cpus=1, runtime=600), SimulatedRun(duration_s=600))
     d = sim.submit(make_task(cpus=1, runtime=None), SimulatedRun(duration_s=7200))  # projected at 600 s
     assert blocker.admitted and d.admitted
-    assert sim.core.task(d.task_id).max_runtime_s == 600  # the runtime it was admitted with is its limit
+    assert sim.core.task(d.task_id).max_runtime_s is None  # the task stays as the member sent it ...
+    assert sim.core.runtime_limit(d.task_id) == 600  # ... and the runtime it was admitted with is its limit
     sim.step()
     sim.core.set_policy(make_policy(cpu_hours_per_month=1.0, gpu_hours_per_month=None, default_max_runtime_s=7200))
     sim.run()
@@ -133,3 +134,25 @@ def test_the_memory_and_sqlite_ledgers_agree_on_every_standing(ops):
         for m in ("a", "b"):
             for t in (START, now):
                 assert mem.standing("c", m, t) == store.standing("c", m, t), (op, m, period_of(t))
+
+
+def test_projections_of_whole_amounts_are_not_rounded_up_by_float_noise():
+    for cpus, runtime, quota in ((3, 360, 0.3), (6, 360, 0.6)):  # 3 x 360 s is 0.30000000000000004 CPU-h
+        core, _ = make_core(make_policy(cpu_hours_per_month=quota), [make_executor("e1", cpus=8)])
+        assert core.submit(make_task(cpus=cpus, runtime=runtime)).admitted
+
+
+def test_the_admitted_default_runtime_survives_a_restore_and_a_dry_run_sees_the_task_as_sent():
+    from scheduler.shadow import shadow_evaluate
+    from scheduler.tasks import TaskSpec
+    active, executors = make_policy(default_max_runtime_s=3600), [make_executor("e1", cpus=8)]
+    core, _ = make_core(active, executors)
+    d = core.submit(make_task(runtime=None))
+    record = core.job_record(d.task_id)
+    assert record["task"]["max_runtime_s"] is None and record["runtime_s"] == 3600
+    later, _ = make_core(make_policy(default_max_runtime_s=60), executors)
+    later.restore_job(record)
+    assert later.runtime_limit(d.task_id) == 3600
+    proposed = make_policy(default_max_runtime_s=600, rules=[{"type": "TaskLimits", "max_runtime_s": 600}])
+    (outcome,) = shadow_evaluate(active, proposed, executors, [(START, TaskSpec(**record["task"]))], {}, START)
+    assert outcome.change == "unchanged"

@@ -427,3 +427,16 @@ def test_a_bare_name_does_not_bind_to_a_lone_versioned_entry_point(tmp_path, mon
     assert plugins.resolve("solo-checker:2.0") is not None
     with pytest.raises(plugins.PluginNotFound):
         plugins.resolve("solo-checker")
+
+
+@pytest.mark.parametrize("uri", ["tests.fixtures.rule_plugins:threading._os.popen",
+                                 "tests.fixtures.rule_plugins:threading.Thread"],
+                         ids=["private path to os.popen", "a class of a module it imports"])
+def test_an_allowed_package_does_not_lend_out_what_it_imports(uri, tmp_path):
+    marker = tmp_path / "ran"
+    core, _ = make_core()
+    with pytest.raises(InvalidRequest) as err:
+        core.set_policy({"coop_id": "coop", "rules": [{"type": "plugin", "name": "x", "uri": uri,
+                                                        "parameters": {"cmd": f"touch {marker}"}}]})
+    assert err.value.errors[0].path == "rules[0].plugin.uri"
+    assert not marker.exists()

@@ -42,19 +42,38 @@ def test_versions_the_numeric_key_cannot_order_are_refused_where_they_enter(vers
     from scheduler.executor_spec import ExecutorSpec
     with pytest.raises(ValidationError, match="up to three numeric parts"):
         RequireCapability(capability="firmware", min_version=version)
-    with pytest.raises(ValidationError):
-        ExecutorSpec(executor_id="e", coop_id="c", region="r", capabilities={"firmware": version},
-                     resources={"cpus": 1})
+    # an executor's own version may be any of them (stores of earlier releases hold such): it saturates,
+    # which orders it right against every minimum that can be given
+    spec = ExecutorSpec(executor_id="e", coop_id="c", region="r", capabilities={"firmware": version},
+                        resources={"cpus": 1})
+    assert spec.capabilities["firmware"] == version
 
 
-def test_a_numbered_pre_release_is_refused_as_a_minimum_since_its_number_is_not_compared():
-    from pydantic import ValidationError
+@pytest.mark.parametrize("executor, minimum, satisfied", [
+    ("20240115", "2024.1", True), ("20240115", "99999", True), ("12.2.0.1", "12.2", True),
+    ("12.2.0.1", "12.3", False), ("2.0-rc1", "2.0", False), ("2.0-rc1", "2.0-rc", True)])
+def test_saturated_executor_versions_compare_right_against_any_valid_minimum(executor, minimum, satisfied):
+    assert (version_key(executor) >= version_key(minimum)) is satisfied
 
-    from policies.rules import RequireCapability
-    assert version_key("2.0-rc1") == version_key("2.0-rc2") < version_key("2.0")
-    with pytest.raises(ValidationError, match="pre-release without a number"):
-        RequireCapability(capability="cuda", min_version="2.0-rc2")
-    assert RequireCapability(capability="cuda", min_version="2.0-rc").min_version == "2.0-rc"
+
+def test_a_head_restarts_on_a_store_holding_an_executor_version_of_an_earlier_release(tmp_path):
+    import asyncio
+
+    from scheduler.head import Head
+    from scheduler.state_store import open_store
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = open_store(url)
+    store.put_executor({"executor_id": "gpu1", "coop_id": "coop:t", "region": "us-west", "node_id": "gpu1",
+                        "resources": {"cpus": 4, "gpus": 1}, "capabilities": {"cuda": "12.2.0.1"}}, "active")
+    store.close()
+
+    async def main():
+        head = Head.__new__(Head)
+        await Head.__init__(head, store_url=url)
+        return head
+
+    head = asyncio.run(main())
+    assert "gpu1" in head.core.table
 
 
 @pytest.mark.parametrize("older, newer", [("1.9", "1.10"), ("2021.10", "2022.1"), ("99999", "99999.0.1"),
