@@ -471,6 +471,8 @@ class ExecutorWorker:
             head = await self._actor(self._head_name)
             if head is not None:
                 offer = await asyncio.to_thread(self._offer)
+                if time.time() < self._silent_until:  # paused while the offer was made
+                    return
                 signed = self._sign("heartbeat", (offer,))
                 call = head.heartbeat.remote(offer, _request={"signed": signed}) if signed else \
                     head.heartbeat.remote(offer)  # without a key: a head in development mode
@@ -487,7 +489,7 @@ class ExecutorWorker:
 
     def _offer(self) -> dict[str, Any]:
         """An ``ExecutorOffer`` dict; GPU fields only when the node has GPUs."""
-        offer: dict[str, Any] = {"executor_id": self.executor_id,
+        offer: dict[str, Any] = {"executor_id": self.executor_id, "sent_at": time.time(),
                                  "queue_depth": len(self._running) + len(self._queued)}
         samples = sample_gpus(self._nvml)
         if samples:

@@ -29,7 +29,8 @@ can read and write policies, and never runs plug-in code. Installing a policy
 its plug-ins, and fails with ``InvalidRequest`` at ``rules[i].plugin.uri`` (a URI that
 names no installed plug-in, with the installed ones listed) or ``rules[i].plugin.parameters``
 (a plug-in that refuses them): the policy is not installed. :func:`resolve_all` does the
-URI check alone, for a ``validate`` run beside the head's plug-ins.
+URI check alone, for a tool run beside the head's plug-ins (``coopsched policy validate``
+checks the form only).
 
 **What a plug-in is.** The resolved object is a class or a factory (called to make the
 plug-in) or a ready object. A callable is called with the rule's ``parameters``: with
@@ -282,7 +283,8 @@ def attach_all(policy: CoopPolicy, extra_rules: tuple = ()) -> None:
 def resolve_all(policy: CoopPolicy) -> None:
     """Check that every plug-in URI of ``policy`` names an installed plug-in, making none of them.
 
-    For ``coopsched policy validate`` on a machine that has the head's plug-ins installed.
+    For a check on a machine that has the head's plug-ins installed (``coopsched policy validate``
+    checks only the form of each URI, so it runs anywhere).
     Raises ``InvalidRequest`` naming ``rules[i].plugin.uri``.
     """
     _each_plugin(policy.rules, lambda rule: resolve(rule.uri))

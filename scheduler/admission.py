@@ -161,7 +161,7 @@ def evaluate(task: TaskSpec, compiled: CompiledPolicy | None, ledger: UsageLedge
     if compiled is None:
         v = Verdict(task, EnforcementMode.STRICT, None, task.max_runtime_s or 0.0, task.priority.rank)
         v.hard.append(rejected("policy", f"coop {task.coop_id} has no scheduling policy; a coop admin sets one "
-                               f"with `coopsched policy set {task.coop_id} FILE`"))
+                               f"with `coopsched policy set FILE` (a policy file whose coop_id is {task.coop_id})"))
         return v
     member, resources, mode = task.member, task.resources, compiled.mode
     quota, max_rank, default_runtime, _, limits = compiled.member_terms(member)

@@ -63,6 +63,7 @@ class SchedulerCore(JobRecords):
         self._running: dict[tuple[str, str], int] = {}
         self._on_executor: dict[str, set[str]] = {}
         self._last_seen: dict[str, float] = {}
+        self._offline_since: dict[str, float] = {}  # when each was last declared offline or lost (core clock)
         self._seq = 0
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
 
@@ -114,10 +115,14 @@ class SchedulerCore(JobRecords):
         offer = parse(ExecutorOffer, offer, what="executor offer")
         if offer.executor_id not in self.table:
             raise KeyError(f"executor {offer.executor_id!r} is not registered")
+        executor_id = offer.executor_id
+        offline = self.table.status_of(executor_id) is ExecutorStatus.OFFLINE
+        if offline and offer.sent_at is not None and offer.sent_at < self._offline_since.get(executor_id, 0.0):
+            return  # made before it was declared offline (or lost), delivered late: no sign of life since
         self.table.heartbeat(offer)
-        self._last_seen[offer.executor_id] = self.clock()
-        if self.table.status_of(offer.executor_id) is ExecutorStatus.OFFLINE:
-            self.table.set_status(offer.executor_id, ExecutorStatus.ACTIVE)
+        self._last_seen[executor_id] = self.clock()
+        if offline:
+            self.table.set_status(executor_id, ExecutorStatus.ACTIVE)
 
     def drain(self, executor_id: str) -> None:
         """No new tasks; running ones finish."""
@@ -130,6 +135,7 @@ class SchedulerCore(JobRecords):
                 and self.table.status_of(e) is ExecutorStatus.ACTIVE]
         for e in gone:
             self.table.set_status(e, ExecutorStatus.OFFLINE)
+            self._offline_since[e] = now
         return gone
 
     def executor_lost(self, executor_id: str, why: str) -> list[str]:
@@ -140,6 +146,7 @@ class SchedulerCore(JobRecords):
             self.requeue(task_id, executor_id, why)
         if executor_id in self.table and self.table.status_of(executor_id) is ExecutorStatus.ACTIVE:
             self.table.set_status(executor_id, ExecutorStatus.OFFLINE)  # (a drained one stays drained)
+            self._offline_since[executor_id] = self.clock()
         return lost
 
     def remove_executor(self, executor_id: str) -> list[str]:
@@ -148,6 +155,7 @@ class SchedulerCore(JobRecords):
         self.table.remove(executor_id)
         self._on_executor.pop(executor_id, None)
         self._last_seen.pop(executor_id, None)
+        self._offline_since.pop(executor_id, None)
         return lost
 
     def executors(self) -> list[tuple[ExecutorSpec, ExecutorStatus, int]]:

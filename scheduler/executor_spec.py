@@ -89,3 +89,6 @@ class ExecutorOffer(BaseModel):
     # (no trust here: trust is what the coop's admin grants, `set_trust`, never what an executor says)
     gpu_utilisation_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False, examples=[35.0])
     gpu_memory_used_mb: int | None = Field(default=None, ge=0, le=64 * 1024 * 1024, examples=[1024])
+    sent_at: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[1_795_000_000.0], description=(
+        "when the executor made this offer (epoch seconds): one made before the head declared it offline "
+        "or lost, and delivered late, does not bring it back"))

@@ -99,6 +99,15 @@ async def settle(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
 
 
+async def until(condition, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (on a loaded machine a fixed sleep is a guess), or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {getattr(condition, '__doc__', None) or condition}")
+        await asyncio.sleep(0.01)
+
+
 async def stop(w: W.ExecutorWorker) -> None:
     for t in w._loops:
         t.cancel()

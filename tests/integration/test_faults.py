@@ -75,7 +75,10 @@ def test_silent_executor_goes_offline_gets_no_work_then_comes_back(faults, ray_c
     wait_for(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "offline", 10,
           "the silent executor to be marked offline (timeout 2 s)")
     jobs = [client.submit(nap, 0.1, coop=COOP, member="ben", max_runtime_s=30) for _ in range(3)]
-    assert all(j.result(timeout=60) == ray_cluster.nodes[2].node_id for j in jobs)  # never the silent one
+    ran_on = [j.result(timeout=60) for j in jobs]
+    assert ran_on == [ray_cluster.nodes[2].node_id] * 3, (  # never the silent one
+        [(j.status().executor_id, j.status().attempts) for j in jobs], client.executors(),
+        [n.node_id for n in ray_cluster.nodes])
     ray.get(quiet.pause_heartbeats.remote(0.0))  # its heartbeats resume
     wait_for(lambda: {e["executor_id"]: e["status"] for e in client.executors()}["quiet"] == "active", 25,
           "the executor to come back when its heartbeats resume")

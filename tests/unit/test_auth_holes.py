@@ -112,7 +112,7 @@ def test_a_key_removed_while_the_registry_is_being_reloaded_stays_removed():
         envelope = sign_request(generate_key(), "ping", (), {}, now=time.time())  # an unknown key: a reload
         loop = asyncio.get_running_loop()
         verifying = loop.run_in_executor(None, lambda: h.gate._verify("ping", (), {}, envelope))
-        await loop.run_in_executor(None, read.wait, 10)
+        assert await loop.run_in_executor(None, read.wait, 10)  # the reload read the registry
         h.store.keys = original
         assert await call(h, ADMIN_A, "remove_key", alice_id) == {"ok": True, "dev_mode": False}
         removed.set()
@@ -159,7 +159,7 @@ def test_a_key_removed_while_a_reload_applies_its_read_stays_removed(monkeypatch
         monkeypatch.setattr(head_auth, "Principal", HookedPrincipal)
         loop = asyncio.get_running_loop()
         reloading = loop.run_in_executor(None, h.gate._load_keys)
-        await loop.run_in_executor(None, applying.wait, 10)
+        assert await loop.run_in_executor(None, applying.wait, 10)  # the reload is applying its read
         # what remove_key does once its request is verified (a request verified before the reload began
         # reaches this while the reload runs): the store first, then the gate's memory
         h.store.remove_key(alice_id)

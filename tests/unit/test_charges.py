@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executors.simulated import SimulatedRun
 from scheduler.ledger import Cost, Ledger, period_of
 from scheduler.sqlite_store import SqliteStore
+from scheduler.tasks import JobState
 from scheduler.store_ledger import StoreLedger
 from scheduler.usage import Outcome
 from tests.builders import START, make_core, make_executor, make_policy, make_sim, make_task
@@ -91,7 +94,9 @@ def test_raising_the_default_runtime_while_a_task_waits_does_not_let_it_run_past
     sim.step()
     sim.core.set_policy(make_policy(cpu_hours_per_month=1.0, gpu_hours_per_month=None, default_max_runtime_s=7200))
     sim.run()
-    assert sim.core.ledger.standing("coop", "alice", sim.clock()).used.cpu_hours <= 1.0
+    job = sim.core.job(d.task_id)  # stopped at the 600 s it was admitted with, not run for 7,200 s
+    assert job.state is JobState.TIMEOUT and job.wall_seconds == pytest.approx(600)
+    assert job.charged_cpu_hours == pytest.approx(600 / 3600, abs=1e-5)
 
 
 def test_a_zero_gpu_quota_refuses_a_gpu_task_however_short_its_max_runtime():

@@ -520,3 +520,19 @@ def test_permissive_warnings_are_in_the_history_of_a_deferred_job():
     assert d.admitted and d.not_before is not None and [w.source for w in d.warnings] == ["small"]
     history = " | ".join(e.message for e in core.job(d.task_id).history)
     assert "held by a time window" in history and "per-task limits" in history
+
+
+def test_a_heartbeat_made_before_the_executor_was_declared_offline_does_not_bring_it_back():
+    """Delivered late (a busy head, a slow network): no sign of life since the head gave up on it."""
+    core, clock = make_core(make_policy(), [make_executor("e1", cpus=1)])
+    sent = clock()
+    core.update_executor({"executor_id": "e1", "sent_at": sent})
+    clock.advance(10)
+    assert core.mark_offline(stale_after_s=5) == ["e1"]
+    core.update_executor({"executor_id": "e1", "sent_at": sent + 1})  # made before the head's decision
+    assert core.table.status_of("e1") is ExecutorStatus.OFFLINE
+    core.update_executor({"executor_id": "e1", "sent_at": clock() + 0.1})  # a fresh one
+    assert core.table.status_of("e1") is ExecutorStatus.ACTIVE
+    core.executor_lost("e1", "worker died")
+    core.update_executor({"executor_id": "e1"})  # without sent_at (an older worker): taken as fresh
+    assert core.table.status_of("e1") is ExecutorStatus.ACTIVE

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from policies.validation import InvalidRequest
 from scheduler.metrics import SchedulerMetrics
 from scheduler.tasks import JobState
-from tests.builders import START, make_executor, make_policy, make_sim, make_task
+from tests.builders import START, make_core, make_executor, make_policy, make_sim, make_task
 
 
 @pytest.mark.parametrize("ahead, cpus, placed_now", [
@@ -63,12 +63,15 @@ def test_cancelling_a_task_waiting_at_the_executor_charges_nothing_and_the_next_
 
 
 def test_placement_prefers_the_executor_with_the_shorter_queue():
-    sim = make_sim(make_policy(), [make_executor("a", cpus=1, dispatch_ahead=3, trust=0.9),
-                                   make_executor("b", cpus=1, dispatch_ahead=3, trust=0.5)])
-    ids = [sim.submit(make_task(cpus=1), duration_s=60).task_id for _ in range(4)]
-    sim.step()
-    on = [sim.core.job(i).executor_id for i in ids]
-    assert on.count("a") >= 1 and on.count("b") >= 1  # capacity and queue depth spread them out
+    core, _ = make_core(make_policy(), [make_executor("a", cpus=1, dispatch_ahead=3, trust=0.5),
+                                        make_executor("b", cpus=1, dispatch_ahead=3, trust=0.5)])
+    core.update_executor({"executor_id": "a", "queue_depth": 5})  # alike in everything but the queue
+    core.update_executor({"executor_id": "b", "queue_depth": 0})
+    d = core.submit(make_task(cpus=1))
+    (placed,) = core.schedule()
+    assert placed.task_id == d.task_id and placed.executor_id == "b"
+    (runner_up,) = placed.runners_up
+    assert runner_up.executor_id == "a" and placed.breakdown["queue"] > runner_up.breakdown["queue"]
 
 
 def test_re_registering_keeps_what_was_handed_over():

@@ -242,3 +242,26 @@ def test_two_sampled_completions_in_one_batch_keep_two_audit_records(tmp_path, m
         records = h.store.list_audit(session_id=f"{COOP}/alice")
         assert sorted(r.task["task_id"] for r in records) == ["A", "B"]
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("policy", [
+    {**BASE, "rules": [{"type": "plugin", "name": "gone", "uri": "tests.fixtures.no_such_module:Rule"}]},
+    {**BASE, "rules": [{"type": "TaskLimits", "max_runtime_s": 1800}]},  # its default runtime is 3600 s
+], ids=["plug-in no longer installed", "refused by this release's checks"])
+def test_a_head_restarts_past_a_stored_policy_it_cannot_install(tmp_path, caplog, policy):
+    url = f"sqlite:///{tmp_path}/state.db"
+    from scheduler.state_store import open_store
+    store = open_store(url)
+    store.put_policy(COOP, policy, "admin", time.time())  # as an earlier release stored it
+    store.put_policy("coop:ok", {**BASE, "coop_id": "coop:ok"}, "admin", time.time())
+    store.close()
+
+    async def main():
+        head = await open_head(url, {})
+        decision = await head.submit(task("t1"))
+        return head, decision
+
+    head, decision = asyncio.run(main())
+    assert head.core.policy(COOP) is None and head.core.policy("coop:ok") is not None
+    assert f"policy of coop {COOP} (version 1) not restored" in caplog.text
+    assert not decision["admitted"] and "has no scheduling policy" in decision["reasons"][0]["message"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.worker_in_process import Harness, settle, spec, stop
+from tests.worker_in_process import Harness, settle, spec, stop, until
 
 CAP1 = {"cpus": 1, "gpus": 0, "memory_mb": 0}
 
@@ -19,7 +19,7 @@ def test_sanity_a_task_runs_and_its_report_reaches_the_tracker(monkeypatch):
         answer = await w.start_many([spec("a")], CAP1)
         now = time.time()
         h.finish(0, started_at=now - 1, ended_at=now)
-        await settle(0.3)
+        await until(lambda: h.tracker.received)
         await stop(w)
         return answer, [r["task_id"] for r in h.tracker.received]
     answer, reported = asyncio.run(main())
@@ -37,7 +37,7 @@ def test_a_queued_task_whose_launch_fails_does_not_lose_the_report_of_the_task_t
         answers = await w.start_many([spec("a"), spec("tiny", cpus=0.00001), spec("c")], CAP1)
         now = time.time()
         h.finish(0, started_at=now - 1, ended_at=now)
-        await settle(0.3)
+        await until(lambda: {"a", "tiny"} <= {r["task_id"] for r in h.tracker.received})
         out = answers, [r["task_id"] for r in h.tracker.received], await w.missing(["a"]), len(h.launched)
         await stop(w)
         return out
@@ -58,7 +58,7 @@ def test_a_launch_ray_refuses_fails_that_attempt_and_leaves_no_phantom_holding_t
         await w.start_many([], CAP1)
         refused = await w.start(spec("tiny", cpus=0.00001))
         out = refused, await w.running(), await w.start(spec("b"))
-        await settle(0.3)
+        await until(lambda: any(r["task_id"] == "tiny" for r in h.tracker.received))
         await stop(w)
         return out + ({r["task_id"]: r for r in h.tracker.received},)
     refused, running, answer, reports = asyncio.run(main())
@@ -122,7 +122,7 @@ def test_a_long_queue_of_launches_ray_refuses_loses_no_report(monkeypatch):
         assert answers[1:] == ["queued"] * n
         now = time.time()
         h.finish(0, started_at=now - 1, ended_at=now)
-        await settle(1.0)
+        await until(lambda: len(w._finished) == n + 1)
         out = (await w.report_of("a"), await w.running(), w._queued.running, len(w._finished))
         await stop(w)
         return out
