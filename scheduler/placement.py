@@ -236,22 +236,11 @@ def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
     memo = table.fit_memo.get(id(req))
     if memo is not None and memo[0] is req:
         return memo[1]
-    rows = _allowed_rows(table, req)
+    count, cpus, gpus, mem, gmem, cpu_price, gpu_price = _summary(table, req)
     want_cpus, want_gpus, want_mem, want_gmem = req.amounts
-    if len(rows):  # the rows one executor of which could hold the whole task (at its totals)
-        ok = table.total_cpus.take(rows) >= want_cpus - EPS
-        for column, amount in ((table.total_gpus, want_gpus), (table.total_mem, want_mem),
-                               (table.total_gmem, want_gmem)):
-            if amount > 0:
-                ok &= column.take(rows) >= amount - EPS
-        rows_that_fit = rows[ok]
-    else:
-        rows_that_fit = rows
-    possible = bool(len(rows_that_fit))
-    # credits are projected at the dearest executor that could ever run the task (not at one too small)
-    price = float((want_cpus * table.price_cpu.take(rows_that_fit) + want_gpus * table.price_gpu.take(rows_that_fit)
-                   ).max()) if possible else 0.0
-    fit = StaticFit(len(rows), possible, price)
+    possible = bool(count) and (want_cpus <= cpus + EPS and want_gpus <= gpus + EPS
+                                and want_mem <= mem + EPS and want_gmem <= gmem + EPS)
+    fit = StaticFit(count, possible, want_cpus * cpu_price + want_gpus * gpu_price if possible else 0.0)
     if len(table.fit_memo) >= _MAX_FIT_MEMO:
         table.fit_memo.clear()
     table.fit_memo[id(req)] = (req, fit)
@@ -261,13 +250,20 @@ def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
 _MAX_FIT_MEMO = 4096
 
 
-def _allowed_rows(table: ExecutorTable, req: Requirements) -> np.ndarray:
-    """The rows the task's constraints allow, registered in any status, cached per constraint signature
-    until the table's shape changes (gathers per column beat boolean indexing, which copies twice)."""
+def _summary(table: ExecutorTable, req: Requirements) -> tuple:
+    """(count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price) of the allowed rows,
+    as Python numbers (read on every admission: no numpy scalars)."""
     cached = table.cached_static(req.summary_key)
     if cached is not None:
         return cached
-    return table.static_mask(req.summary_key, lambda t: np.flatnonzero(_registered(t, req)))
+
+    def build(t: ExecutorTable) -> tuple:
+        rows = np.flatnonzero(_registered(t, req))  # one gather per column (boolean indexing copies twice)
+        if not len(rows):
+            return (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return (len(rows),) + tuple(float(col.take(rows).max()) for col in (
+            t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu))
+    return table.static_mask(req.summary_key, build)
 
 
 # ----------------------------------------------------------------------------- scoring
