@@ -459,6 +459,10 @@ class Client:
             signed = sign_request(self._key, method, args, kwargs, now=time.time()) if self._key else None
             try:
                 answer = ray.get(getattr(self.head, method).remote(*args, _request={"signed": signed}, **kwargs))
+                if signed is not None and _restarted_since(answer, signed) and time.monotonic() < deadline:
+                    time.sleep(delay)  # signed before the head (re)started, by this machine's clock: sign again
+                    delay = min(delay * 2, 1.0)
+                    continue
                 return self._unwrap(answer)
             except RayTaskError as exc:
                 cause = exc.cause if hasattr(exc, "cause") else None
@@ -479,6 +483,14 @@ class Client:
         if "refused" in answer:
             raise AccessRefused(answer["refused"]["code"], answer["refused"]["message"])
         return answer["ok"]
+
+
+def _restarted_since(answer: Any, signed: dict) -> bool:
+    """Whether the head refused a request as signed before it (re)started: a request signed afresh a
+    moment later passes (unless this machine's clock lags the head's by more than the retry window)."""
+    refused = answer.get("refused") if isinstance(answer, dict) else None
+    return isinstance(refused, dict) and refused.get("code") == "expired" and "(re)started" in refused.get(
+        "message", "")
 
 
 def _head_exists(namespace: str) -> bool:

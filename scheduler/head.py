@@ -333,6 +333,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             parsed = self.core.register_executor(spec)
             if executor_key is not None:
                 self._add_key(executor_key, actor)
+                self._remove_executor_keys(parsed.executor_id, parsed.coop_id, actor, keep=executor_key.key_id)
             handle = self._workers.pop(parsed.executor_id, None)
             if handle is not None and before is not None and before != parsed.resources:
                 # registered again with other resources: its worker's queue learns them now, not with the next

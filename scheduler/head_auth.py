@@ -376,10 +376,11 @@ class KeyAdministration:
         return {"dev_mode": self.gate.dev_mode,
                 "principal": {**caller.model_dump(mode="json"), "key_id": caller.key_id} if caller else None}
 
-    def _remove_executor_keys(self, executor_id: str, coop_id: str, actor: str) -> None:
-        """The executor keys of this executor of this coop (another coop's key for the same id stays)."""
+    def _remove_executor_keys(self, executor_id: str, coop_id: str, actor: str, keep: str | None = None) -> None:
+        """The executor keys of this executor of this coop (another coop's key for the same id stays), but
+        ``keep`` (a key id): registering an executor with a new key revokes its old ones (a rotation)."""
         for p in self.gate.verifier.principals():
-            if p.role is Role.EXECUTOR and p.subject == executor_id and p.coop_id == coop_id:
+            if p.role is Role.EXECUTOR and p.subject == executor_id and p.coop_id == coop_id and p.key_id != keep:
                 self.store.remove_key(p.key_id)
                 self.gate.remove_principal(p.key_id)
                 self._log(p.coop_id or "*", "key.remove", actor, {"key_id": p.key_id, "role": "executor",

@@ -169,3 +169,17 @@ def test_a_key_removed_while_a_reload_applies_its_read_stays_removed(monkeypatch
         assert h.gate.verifier.get(alice_id) is None, "the revoked key is back in the verifier"
         assert "refused" in await call(h, ALICE, "get_policy", A)
     asyncio.run(main())
+
+
+def test_registering_an_executor_with_a_new_key_revokes_its_old_one():
+    """A rotation: the old key (perhaps the reason for rotating) must stop signing heartbeats and reports."""
+    async def main():
+        h = await make_head()
+        old, new = generate_key(), generate_key()
+        assert "ok" in await call(h, ADMIN_A, "register_executor", spec("rotating", A), public_key=pub(old))
+        assert "ok" in await call(h, ADMIN_A, "register_executor", spec("rotating", A), public_key=pub(new))
+        assert h.gate.verifier.get(key_id_of(pub(old))) is None
+        assert h.gate.verifier.get(key_id_of(pub(new))) is not None
+        assert "ok" in await call(h, ADMIN_A, "register_executor", spec("rotating", A), public_key=pub(new))
+        assert h.gate.verifier.get(key_id_of(pub(new))) is not None  # the same key again: kept
+    asyncio.run(main())

@@ -122,3 +122,37 @@ def test_listings_refuse_a_negative_limit(finished_a):
     with pytest.raises(InvalidRequest, match="limit: received"):
         finished_a.audit("list", None, None, limit=-5)
     assert finished_a.changes(None, 1)  # (one row: the policy set above)
+
+
+def _scripted_client(monkeypatch, answers: list) -> tuple:
+    """The real ``Client._call`` against a stand-in head that answers ``answers`` in turn (no Ray)."""
+    from scheduler.identity import generate_key
+    c = client_module.Client.__new__(client_module.Client)
+    c._key, c.dev_mode, c._labelled = generate_key(), None, True
+    signed: list = []
+
+    class Method:
+        def remote(self, *args, _request=None, **kwargs):
+            signed.append(_request["signed"])
+            return answers.pop(0)
+
+    c.head = type("Head", (), {"ping": Method()})()
+    monkeypatch.setattr(client_module.ray, "get", lambda ref: ref)
+    return c, signed
+
+
+def test_a_request_refused_as_signed_before_the_head_restarted_is_signed_again(monkeypatch):
+    restarted = {"refused": {"code": "expired", "message": "request 'ping' was signed at 1.000, before this head "
+                             "(re)started or before the oldest request it still remembers, ..."}, "dev_mode": False}
+    c, signed = _scripted_client(monkeypatch, [restarted, {"ok": "pong", "dev_mode": False}])
+    assert c._call("ping") == "pong"
+    assert len(signed) == 2 and signed[0]["nonce"] != signed[1]["nonce"]  # signed afresh
+
+
+def test_other_refusals_are_not_retried(monkeypatch):
+    from scheduler.head_auth import AccessRefused
+    forged = {"refused": {"code": "forged", "message": "the signature does not match"}, "dev_mode": False}
+    c, signed = _scripted_client(monkeypatch, [forged, {"ok": "pong", "dev_mode": False}])
+    with pytest.raises(AccessRefused, match="forged"):
+        c._call("ping")
+    assert len(signed) == 1
