@@ -59,6 +59,7 @@ log = logging.getLogger("coopsched.client")
 
 MB = 1024 * 1024
 RESTART_WAIT_S = 60.0  # how long calls wait for a restarting head
+RESIGN_WAIT_S = 3.0  # how long a call refused as signed before the head restarted is signed again and retried
 
 
 def _started_tracker(namespace: str, store: str, attempts: int = 3) -> None:
@@ -454,12 +455,13 @@ class Client:
         Retrying is safe: submissions carry their task id (the head answers a resubmission
         with the first decision) and every other call is a read or idempotent."""
         deadline = time.monotonic() + RESTART_WAIT_S
+        resign_until = time.monotonic() + RESIGN_WAIT_S
         delay = 0.05
         while True:
             signed = sign_request(self._key, method, args, kwargs, now=time.time()) if self._key else None
             try:
                 answer = ray.get(getattr(self.head, method).remote(*args, _request={"signed": signed}, **kwargs))
-                if signed is not None and _restarted_since(answer, signed) and time.monotonic() < deadline:
+                if signed is not None and _restarted_since(answer) and time.monotonic() < resign_until:
                     time.sleep(delay)  # signed before the head (re)started, by this machine's clock: sign again
                     delay = min(delay * 2, 1.0)
                     continue
@@ -485,9 +487,9 @@ class Client:
         return answer["ok"]
 
 
-def _restarted_since(answer: Any, signed: dict) -> bool:
+def _restarted_since(answer: Any) -> bool:
     """Whether the head refused a request as signed before it (re)started: a request signed afresh a
-    moment later passes (unless this machine's clock lags the head's by more than the retry window)."""
+    moment later passes (unless this machine's clock lags the head's by more than ``RESIGN_WAIT_S``)."""
     refused = answer.get("refused") if isinstance(answer, dict) else None
     return isinstance(refused, dict) and refused.get("code") == "expired" and "(re)started" in refused.get(
         "message", "")

@@ -64,13 +64,17 @@ class SchedulerCore(JobRecords):
         self._on_executor: dict[str, set[str]] = {}
         self._last_seen: dict[str, float] = {}
         self._offline_since: dict[str, float] = {}  # when each was last declared offline or lost (core clock)
+        self._skew: dict[str, float] = {}  # core clock minus the executor's, from its last heartbeat taken
         self._seq = 0
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
 
     def carry_over(self, previous: SchedulerCore) -> None:
         """Keep what a core rebuilt from the store (``Head._resync``) cannot read back from it: the
-        counters (Prometheus counters never go down) and the rate-limit buckets (what members spent)."""
+        counters (Prometheus counters never go down), the rate-limit buckets (what members spent) and
+        when executors were declared offline or lost."""
         self.counters, self._buckets = previous.counters, previous._buckets
+        # and when executors were given up on, with their clocks' offsets (a late heartbeat stays late)
+        self._offline_since, self._skew = dict(previous._offline_since), dict(previous._skew)
 
     # ------------------------------------------------------------------ policies
     def set_policy(self, policy: CoopPolicy | dict | str) -> CoopPolicy:
@@ -116,11 +120,17 @@ class SchedulerCore(JobRecords):
         if offer.executor_id not in self.table:
             raise KeyError(f"executor {offer.executor_id!r} is not registered")
         executor_id = offer.executor_id
+        now = self.clock()
         offline = self.table.status_of(executor_id) is ExecutorStatus.OFFLINE
-        if offline and offer.sent_at is not None and offer.sent_at < self._offline_since.get(executor_id, 0.0):
-            return  # made before it was declared offline (or lost), delivered late: no sign of life since
+        if offline and offer.sent_at is not None and \
+                offer.sent_at + self._skew.get(executor_id, 0.0) < self._offline_since.get(executor_id, 0.0):
+            return  # made before it was declared offline (or lost), delivered late: no sign of life since.
+            # (sent_at is the executor's clock: shifted by the offset its earlier heartbeats showed, a worker
+            # whose clock runs behind is not kept offline by it)
         self.table.heartbeat(offer)
-        self._last_seen[executor_id] = self.clock()
+        self._last_seen[executor_id] = now
+        if offer.sent_at is not None and not offline:
+            self._skew[executor_id] = now - offer.sent_at
         if offline:
             self.table.set_status(executor_id, ExecutorStatus.ACTIVE)
 
@@ -144,9 +154,12 @@ class SchedulerCore(JobRecords):
         lost = sorted(self._on_executor.get(executor_id, ()))
         for task_id in lost:
             self.requeue(task_id, executor_id, why)
-        if executor_id in self.table and self.table.status_of(executor_id) is ExecutorStatus.ACTIVE:
-            self.table.set_status(executor_id, ExecutorStatus.OFFLINE)  # (a drained one stays drained)
-            self._offline_since[executor_id] = self.clock()
+        if executor_id in self.table:
+            status = self.table.status_of(executor_id)
+            if status is ExecutorStatus.ACTIVE:
+                self.table.set_status(executor_id, ExecutorStatus.OFFLINE)  # (a drained one stays drained)
+            if status is not ExecutorStatus.DRAINING:  # (offline already: given up on again, from now)
+                self._offline_since[executor_id] = self.clock()
         return lost
 
     def remove_executor(self, executor_id: str) -> list[str]:
@@ -156,6 +169,7 @@ class SchedulerCore(JobRecords):
         self._on_executor.pop(executor_id, None)
         self._last_seen.pop(executor_id, None)
         self._offline_since.pop(executor_id, None)
+        self._skew.pop(executor_id, None)
         return lost
 
     def executors(self) -> list[tuple[ExecutorSpec, ExecutorStatus, int]]:

@@ -333,6 +333,7 @@ class RequestVerifier:
         self._public: dict[str, Ed25519PublicKey] = {}
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # (key id, nonce) -> timestamp
         self._forgotten_until = not_before  # newest timestamp it cannot check for replay (start, evictions)
+        self._not_before = not_before
         for principal in (principals or {}).values():
             self.add(principal)
 
@@ -392,10 +393,14 @@ class RequestVerifier:
             return principal
         now = self.clock()
         if signed.timestamp <= self._forgotten_until and abs(now - signed.timestamp) <= self.window_s:
+            if signed.timestamp <= self._not_before:
+                return Refusal(code=RefusalCode.EXPIRED, message=(
+                    f"request {method!r} was signed at {signed.timestamp:.3f}, before this head (re)started, so it "
+                    "cannot be told from a replay; sign it again (the client does so, for a few seconds)"))
             return Refusal(code=RefusalCode.EXPIRED, message=(
-                f"request {method!r} was signed at {signed.timestamp:.3f}, before this head (re)started or before "
-                "the oldest request it still remembers, so it cannot be told from a replay; sign it again "
-                "(the client does so on every retry)"))
+                f"request {method!r} was signed at {signed.timestamp:.3f}, before the oldest request this head "
+                "still remembers (its replay cache is full, or its clock stepped back), so it cannot be told from "
+                "a replay; sign it again with this machine's clock in step with the head's (NTP)"))
         if abs(now - signed.timestamp) > self.window_s:
             return Refusal(code=RefusalCode.EXPIRED, message=(
                 f"request {method!r} was signed at {signed.timestamp:.3f}, {now - signed.timestamp:+.1f} s from "

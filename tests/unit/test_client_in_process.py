@@ -143,7 +143,7 @@ def _scripted_client(monkeypatch, answers: list) -> tuple:
 
 def test_a_request_refused_as_signed_before_the_head_restarted_is_signed_again(monkeypatch):
     restarted = {"refused": {"code": "expired", "message": "request 'ping' was signed at 1.000, before this head "
-                             "(re)started or before the oldest request it still remembers, ..."}, "dev_mode": False}
+                             "(re)started, so it cannot be told from a replay; ..."}, "dev_mode": False}
     c, signed = _scripted_client(monkeypatch, [restarted, {"ok": "pong", "dev_mode": False}])
     assert c._call("ping") == "pong"
     assert len(signed) == 2 and signed[0]["nonce"] != signed[1]["nonce"]  # signed afresh
@@ -156,3 +156,26 @@ def test_other_refusals_are_not_retried(monkeypatch):
     with pytest.raises(AccessRefused, match="forged"):
         c._call("ping")
     assert len(signed) == 1
+
+
+def test_a_refusal_for_a_full_replay_cache_is_answered_at_once(monkeypatch):
+    """Signing again cannot help a client whose clock lags the head's cache turnover: no retry loop."""
+    from scheduler.head_auth import AccessRefused
+    full = {"refused": {"code": "expired", "message": "request 'ping' was signed at 1.000, before the oldest "
+                        "request this head still remembers (its replay cache is full, ...)"}, "dev_mode": False}
+    c, signed = _scripted_client(monkeypatch, [full, {"ok": "pong", "dev_mode": False}])
+    with pytest.raises(AccessRefused, match="oldest request"):
+        c._call("ping")
+    assert len(signed) == 1
+
+
+def test_a_restart_refusal_is_signed_again_for_a_few_seconds_only(monkeypatch):
+    import scheduler.client as client_module
+    restarted = {"refused": {"code": "expired", "message": "request 'ping' was signed at 1.000, before this head "
+                             "(re)started, so it cannot be told from a replay; ..."}, "dev_mode": False}
+    monkeypatch.setattr(client_module, "RESIGN_WAIT_S", 0.2)
+    c, signed = _scripted_client(monkeypatch, [restarted] * 100)
+    from scheduler.head_auth import AccessRefused
+    with pytest.raises(AccessRefused, match="re\\)started"):
+        c._call("ping")
+    assert 2 <= len(signed) < 20

@@ -536,3 +536,41 @@ def test_a_heartbeat_made_before_the_executor_was_declared_offline_does_not_brin
     core.executor_lost("e1", "worker died")
     core.update_executor({"executor_id": "e1"})  # without sent_at (an older worker): taken as fresh
     assert core.table.status_of("e1") is ExecutorStatus.ACTIVE
+
+
+def test_a_heartbeat_made_before_an_offline_executor_was_declared_lost_does_not_bring_it_back():
+    core, clock = make_core(make_policy(), [make_executor("e1", cpus=1)])
+    core.update_executor({"executor_id": "e1", "sent_at": clock()})
+    clock.advance(10)
+    assert core.mark_offline(stale_after_s=5) == ["e1"]
+    made = clock() + 1
+    clock.advance(5)
+    core.executor_lost("e1", "worker died")  # given up on again, later
+    core.update_executor({"executor_id": "e1", "sent_at": made})
+    assert core.table.status_of("e1") is ExecutorStatus.OFFLINE
+
+
+def test_a_worker_whose_clock_runs_behind_comes_back_with_its_first_fresh_heartbeat():
+    core, clock = make_core(make_policy(), [make_executor("e1", cpus=1)])
+    lag = 30.0  # the worker's clock is 30 s behind the head's
+    core.update_executor({"executor_id": "e1", "sent_at": clock() - lag})
+    clock.advance(10)
+    assert core.mark_offline(stale_after_s=5) == ["e1"]
+    clock.advance(1)
+    core.update_executor({"executor_id": "e1", "sent_at": clock() - lag})  # fresh, by its own clock
+    assert core.table.status_of("e1") is ExecutorStatus.ACTIVE
+
+
+def test_a_core_rebuilt_from_the_store_keeps_when_executors_were_given_up_on():
+    core, clock = make_core(make_policy(), [make_executor("e1", cpus=1)])
+    made = clock()
+    core.update_executor({"executor_id": "e1", "sent_at": made})
+    clock.advance(10)
+    core.mark_offline(stale_after_s=5)
+    rebuilt = SchedulerCore(clock=clock)
+    rebuilt.set_policy(make_policy())
+    rebuilt.register_executor(make_executor("e1", cpus=1))
+    rebuilt.table.set_status("e1", ExecutorStatus.OFFLINE)
+    rebuilt.carry_over(core)
+    rebuilt.update_executor({"executor_id": "e1", "sent_at": made + 1})  # late, from before
+    assert rebuilt.table.status_of("e1") is ExecutorStatus.OFFLINE

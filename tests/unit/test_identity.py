@@ -343,3 +343,17 @@ def test_a_mangled_private_key_is_never_printed_in_the_error(mangle):
 def test_a_public_key_with_surrounding_whitespace_has_the_same_id():
     text = public_key_b64(generate_key())
     assert key_id_of(text + "\n") == key_id_of(" " + text) == key_id_of(text)
+
+
+def test_a_restart_and_a_full_replay_cache_are_told_apart():
+    key = generate_key()
+    who = Principal(public_key=public_key_b64(key), role="member", coop_id="c", subject="m")
+    now = [1000.0]
+    v = RequestVerifier({who.key_id: who}, clock=lambda: now[0], window_s=60, max_nonces=2, not_before=999.0)
+    before_start = v.verify("ping", (), {}, sign_request(key, "ping", (), {}, now=998.0))
+    assert before_start.code is RefusalCode.EXPIRED and "(re)started" in before_start.message
+    for t in (1000.1, 1000.2, 1000.3):  # the cache holds 2: the first is forgotten
+        assert isinstance(v.verify("ping", (), {}, sign_request(key, "ping", (), {}, now=t)), Principal)
+    forgotten = v.verify("ping", (), {}, sign_request(key, "ping", (), {}, now=1000.05))
+    assert forgotten.code is RefusalCode.EXPIRED and "(re)started" not in forgotten.message
+    assert "oldest request" in forgotten.message
