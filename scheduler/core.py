@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from policies.model import DEFAULT_WEIGHTS, CoopPolicy, EnforcementMode
-from policies.reasons import Decision, Reason, rejected, unavailable
+from policies.reasons import Decision, rejected, unavailable
 from policies.rules import RateBuckets, RuleContext
 from policies.validation import parse, trusted, trusted_maker
 from scheduler.admission import CompiledPolicy, Verdict, evaluate
@@ -24,6 +24,7 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.core_records import JobRecords
 from scheduler.jobs import Job, JobStatus
+from scheduler.liveness import Liveness
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger, from_units
 from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
 from scheduler.queue import QueuedTask, TaskQueue
@@ -62,9 +63,7 @@ class SchedulerCore(JobRecords):
         self._jobs: dict[str, Job] = {}
         self._running: dict[tuple[str, str], int] = {}
         self._on_executor: dict[str, set[str]] = {}
-        self._last_seen: dict[str, float] = {}
-        self._offline_since: dict[str, float] = {}  # when each was last declared offline or lost (core clock)
-        self._skew: dict[str, float] = {}  # core clock minus the executor's, from its last heartbeat taken
+        self.liveness = Liveness()
         self._seq = 0
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
 
@@ -73,8 +72,7 @@ class SchedulerCore(JobRecords):
         counters (Prometheus counters never go down), the rate-limit buckets (what members spent) and
         when executors were declared offline or lost."""
         self.counters, self._buckets = previous.counters, previous._buckets
-        # and when executors were given up on, with their clocks' offsets (a late heartbeat stays late)
-        self._offline_since, self._skew = dict(previous._offline_since), dict(previous._skew)
+        self.liveness.carry_over(previous.liveness)
 
     # ------------------------------------------------------------------ policies
     def set_policy(self, policy: CoopPolicy | dict | str) -> CoopPolicy:
@@ -104,7 +102,7 @@ class SchedulerCore(JobRecords):
         else:
             self.table.add(spec)
             self._on_executor.setdefault(spec.executor_id, set())
-        self._last_seen[spec.executor_id] = self.clock()
+        self.liveness.last_seen[spec.executor_id] = self.clock()
         return spec
 
     def set_trust(self, executor_id: str, trust: float) -> ExecutorSpec:
@@ -120,17 +118,11 @@ class SchedulerCore(JobRecords):
         if offer.executor_id not in self.table:
             raise KeyError(f"executor {offer.executor_id!r} is not registered")
         executor_id = offer.executor_id
-        now = self.clock()
         offline = self.table.status_of(executor_id) is ExecutorStatus.OFFLINE
-        if offline and offer.sent_at is not None and \
-                offer.sent_at + self._skew.get(executor_id, 0.0) < self._offline_since.get(executor_id, 0.0):
-            return  # made before it was declared offline (or lost), delivered late: no sign of life since.
-            # (sent_at is the executor's clock: shifted by the offset its earlier heartbeats showed, a worker
-            # whose clock runs behind is not kept offline by it)
+        if offline and self.liveness.is_late(executor_id, offer.sent_at):
+            return  # made before it was declared offline (or lost), delivered late: no sign of life since
         self.table.heartbeat(offer)
-        self._last_seen[executor_id] = now
-        if offer.sent_at is not None and not offline:
-            self._skew[executor_id] = now - offer.sent_at
+        self.liveness.heard(executor_id, self.clock(), offer.sent_at, was_offline=offline)
         if offline:
             self.table.set_status(executor_id, ExecutorStatus.ACTIVE)
 
@@ -141,11 +133,11 @@ class SchedulerCore(JobRecords):
     def mark_offline(self, stale_after_s: float) -> list[str]:
         """Executors silent for longer than ``stale_after_s`` take no new work until they report again."""
         now = self.clock()
-        gone = [e for e in self.table.ids() if now - self._last_seen.get(e, now) > stale_after_s
+        gone = [e for e in self.table.ids() if self.liveness.silent_for(e, now) > stale_after_s
                 and self.table.status_of(e) is ExecutorStatus.ACTIVE]
         for e in gone:
             self.table.set_status(e, ExecutorStatus.OFFLINE)
-            self._offline_since[e] = now
+            self.liveness.give_up(e, now)
         return gone
 
     def executor_lost(self, executor_id: str, why: str) -> list[str]:
@@ -159,7 +151,7 @@ class SchedulerCore(JobRecords):
             if status is ExecutorStatus.ACTIVE:
                 self.table.set_status(executor_id, ExecutorStatus.OFFLINE)  # (a drained one stays drained)
             if status is not ExecutorStatus.DRAINING:  # (offline already: given up on again, from now)
-                self._offline_since[executor_id] = self.clock()
+                self.liveness.give_up(executor_id, self.clock())
         return lost
 
     def remove_executor(self, executor_id: str) -> list[str]:
@@ -167,9 +159,7 @@ class SchedulerCore(JobRecords):
         lost = self.executor_lost(executor_id, f"executor {executor_id} was removed")
         self.table.remove(executor_id)
         self._on_executor.pop(executor_id, None)
-        self._last_seen.pop(executor_id, None)
-        self._offline_since.pop(executor_id, None)
-        self._skew.pop(executor_id, None)
+        self.liveness.forget(executor_id)
         return lost
 
     def executors(self) -> list[tuple[ExecutorSpec, ExecutorStatus, int]]:
@@ -583,58 +573,6 @@ class SchedulerCore(JobRecords):
                 "decision": job.decision.model_dump(mode="json"),
                 "placement": job.placement.model_dump(mode="json", exclude={"task"}) if job.placement else None,
                 "summary": job.placement.explain() if job.placement else job.reason}
-
-    # ------------------------------------------------------------------ persistence
-    def drain_changed(self) -> list[str]:
-        """Ids of jobs whose state moved since the last call (the head persists them)."""
-        changed, self.changed_jobs = sorted(self.changed_jobs), set()
-        return changed
-
-    def cancel_requested(self, task_id: str) -> bool:
-        job = self._jobs.get(task_id)
-        return bool(job and job.cancel_requested)
-
-    def running_on(self, executor_id: str) -> set[str]:
-        return set(self._on_executor.get(executor_id, ()))
-
-    def state_of(self, task_id: str) -> JobState | None:
-        """The job's state (None for a job this core does not hold), without building its status."""
-        job = self._jobs.get(task_id)
-        return job.state if job is not None else None
-
-    def is_placed(self, task_id: str, executor_id: str, attempt: int) -> bool:
-        """Whether this attempt of the task is still the one placed on that executor (not lost,
-        requeued or cancelled since): cheaper than building its status."""
-        job = self._jobs.get(task_id)
-        return job is not None and job.state is _RUNNING and job.placement is not None \
-            and job.placement.executor_id == executor_id and job.placement.attempt == attempt
-
-    def runtime_limit(self, task_id: str) -> float:
-        """The longest a job may run: its own ``max_runtime_s``, else the policy default in force when it was
-        admitted (what its reservation was projected at, whatever the default has become since)."""
-        job = self._jobs[task_id]
-        if job.task.max_runtime_s:
-            return job.task.max_runtime_s
-        if job.runtime_s:
-            return job.runtime_s
-        policy = self.policy(job.task.coop_id)  # (a record from before the admitted runtime was kept)
-        return policy.quota_for(job.task.member).default_max_runtime_s if policy else 3600.0
-
-    def reasons_of(self, task_id: str) -> tuple[Reason, ...]:
-        job = self._jobs.get(task_id)
-        return job.decision.reasons if job else ()
-
-    def forget(self, task_id: str) -> bool:
-        """Drop a finished job from memory (its record lives on in the head's store), so a head that
-        runs for months holds its recent jobs only. False, and nothing dropped, unless it finished."""
-        job = self._jobs.get(task_id)
-        if job is None or not job.state.finished or task_id in self.changed_jobs:
-            return False
-        del self._jobs[task_id]
-        return True
-
-    def jobs_in_memory(self) -> int:
-        return len(self._jobs)
 
 
 def _utc(t: float) -> str:

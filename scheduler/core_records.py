@@ -4,14 +4,16 @@
 its placement, its projected cost, what a queued task waits for, the placement constraints it was
 admitted (or relaxed) under and the executors a retry should avoid. Restoring puts a queued job
 back in the queue (its reservation is in the store) and a running one back on its executor
-(the head then asks that executor's worker whether it still runs it).
+(the head then asks that executor's worker whether it still runs it). Beside them, what the head
+asks about the jobs it keeps: which changed (to persist), whether an attempt is still placed, the
+runtime a job runs under, and forgetting finished ones.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from policies.reasons import Decision
+from policies.reasons import Decision, Reason
 from scheduler.admission import requirements_for
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost
@@ -21,7 +23,7 @@ from scheduler.tasks import JobState, TaskSpec
 
 
 class JobRecords:
-    """``job_record`` and ``restore_job``."""
+    """``job_record`` and ``restore_job``; what the head asks about the jobs it keeps and persists."""
 
     def job_record(self, task_id: str) -> dict[str, Any] | None:
         """A job as JSON-ready data: everything ``restore_job`` needs, and its status for readers."""
@@ -74,3 +76,56 @@ class JobRecords:
                                       job.submitted_at, self._seq, record.get("not_before"),
                                       attempt=job.attempts + 1, relaxed=relaxed, avoid=job.avoid))
         return job.state
+
+    # ------------------------------------------------------------------ persistence
+    def drain_changed(self) -> list[str]:
+        """Ids of jobs whose state moved since the last call (the head persists them)."""
+        changed, self.changed_jobs = sorted(self.changed_jobs), set()
+        return changed
+
+    def cancel_requested(self, task_id: str) -> bool:
+        job = self._jobs.get(task_id)
+        return bool(job and job.cancel_requested)
+
+    def running_on(self, executor_id: str) -> set[str]:
+        return set(self._on_executor.get(executor_id, ()))
+
+    def state_of(self, task_id: str) -> JobState | None:
+        """The job's state (None for a job this core does not hold), without building its status."""
+        job = self._jobs.get(task_id)
+        return job.state if job is not None else None
+
+    def is_placed(self, task_id: str, executor_id: str, attempt: int) -> bool:
+        """Whether this attempt of the task is still the one placed on that executor (not lost,
+        requeued or cancelled since): cheaper than building its status."""
+        job = self._jobs.get(task_id)
+        return job is not None and job.state is JobState.RUNNING and job.placement is not None \
+            and job.placement.executor_id == executor_id and job.placement.attempt == attempt
+
+    def runtime_limit(self, task_id: str) -> float:
+        """The longest a job may run: its own ``max_runtime_s``, else the policy default in force when it was
+        admitted (what its reservation was projected at, whatever the default has become since)."""
+        job = self._jobs[task_id]
+        if job.task.max_runtime_s:
+            return job.task.max_runtime_s
+        if job.runtime_s:
+            return job.runtime_s
+        policy = self.policy(job.task.coop_id)  # (a record from before the admitted runtime was kept)
+        return policy.quota_for(job.task.member).default_max_runtime_s if policy else 3600.0
+
+    def reasons_of(self, task_id: str) -> tuple[Reason, ...]:
+        job = self._jobs.get(task_id)
+        return job.decision.reasons if job else ()
+
+    def forget(self, task_id: str) -> bool:
+        """Drop a finished job from memory (its record lives on in the head's store), so a head that
+        runs for months holds its recent jobs only. False, and nothing dropped, unless it finished."""
+        job = self._jobs.get(task_id)
+        if job is None or not job.state.finished or task_id in self.changed_jobs:
+            return False
+        del self._jobs[task_id]
+        return True
+
+    def jobs_in_memory(self) -> int:
+        return len(self._jobs)
+

@@ -55,7 +55,7 @@ def test_set_trust_does_not_bring_an_offline_executor_back(th):
     non-draining executor ACTIVE again (and writes ACTIVE to the store)."""
     th.call("register_executor", spec())
     core = th.head.core
-    core._last_seen["e1"] -= 10_000  # silent for a long time
+    core.liveness.last_seen["e1"] -= 10_000  # silent for a long time
     assert core.mark_offline(30.0) == ["e1"]
     th.call("set_trust", "e1", 0.9)
     assert core.table.status_of("e1") is ExecutorStatus.OFFLINE
