@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from executors.simulated import VirtualClock  # noqa: E402
 from policies.expression import compile_expression  # noqa: E402
 from policies.model import CoopPolicy  # noqa: E402
-from policies.plugins import PLUGIN_MODULES_ENV, allowed_plugin_modules  # noqa: E402
+from policies.plugin_resolution import PLUGIN_MODULES_ENV, allowed_plugin_modules  # noqa: E402
 from policies.reasons import Reason, rejected  # noqa: E402
 from policies.rules import RateBuckets, RuleContext  # noqa: E402
 from scheduler.admission import CompiledPolicy  # noqa: E402
