@@ -62,13 +62,13 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
 from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from executors.attempt import Attempt, End, await_ref, ended_by_itself, kill
 from executors.discovery import NvmlApi, sample_gpus
 from executors.launch_spec import LaunchSpec
 from executors.local_queue import Amounts, LocalQueue
@@ -97,8 +97,6 @@ KEEP_FINISHED = 2_000
 """Ended attempts kept for ``result_ref``/``report_of`` (e.g. by a restarted head) until ``forget``."""
 KILL_GRACE_S = 5.0
 """How long a killed task is given to be reaped by Ray before its report goes anyway."""
-CANCEL_RETRY_S = 0.5
-"""How often a kill that has not landed yet is sent again (see ``_kill``)."""
 CALL_TIMEOUT_S = 10.0
 """Longest wait for the tracker to acknowledge one delivery of reports (a hung tracker is retried)."""
 REPORT_BATCH = 200
@@ -107,33 +105,6 @@ QUEUED = "queued"
 """``start``'s answer for a task kept in the worker's queue (no result reference yet: see ``result_refs``)."""
 
 _MIB = 1024 * 1024
-T = TypeVar("T")
-
-
-@dataclass
-class _Attempt:
-    """One launched attempt, while it runs and after it ended (until forgotten); the references are
-    None for a task cancelled in the worker's queue, before it was launched."""
-
-    spec: LaunchSpec
-    value_ref: ray.ObjectRef | None
-    metrics_ref: ray.ObjectRef | None
-    launched_at: float
-    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    watcher: asyncio.Task[None] | None = None
-    report: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class _End:
-    """How an attempt ended, before it becomes a UsageReport."""
-
-    outcome: Outcome
-    started_at: float
-    ended_at: float
-    cpu_time_s: float = 0.0
-    peak_memory_mb: float = 0.0
-    error: str | None = None
 
 
 _measured_task = ray.remote(run_measured)
@@ -171,9 +142,9 @@ class ExecutorWorker:
         self._heartbeat_interval_s = heartbeat_interval_s
         self._report_retry_s = report_retry_s
         self._nvml = nvml
-        self._running: dict[str, _Attempt] = {}
+        self._running: dict[str, Attempt] = {}
         self._queued: LocalQueue[LaunchSpec] = LocalQueue()  # capacity as the head last said; None: launch all
-        self._finished: dict[str, _Attempt] = {}
+        self._finished: dict[str, Attempt] = {}
         self._task_shapes: dict[tuple, Any] = {}
         self._silent_until = 0.0
         self._unsent: dict[str, dict[str, Any]] = {}
@@ -250,7 +221,7 @@ class ExecutorWorker:
             _log.warning("Ray refused task %s: %s: %s", launch.task_id, type(exc).__name__, exc)
             self._queued.ended(launch.task_id)
             now = time.time()
-            self._ended(_Attempt(launch, None, None, now), _End(Outcome.FAILED, now, now, error=truncate_error(
+            self._ended(Attempt(launch, None, None, now), End(Outcome.FAILED, now, now, error=truncate_error(
                 f"Ray refused to launch the task on executor {self.executor_id}: {type(exc).__name__}: {exc}")))
             self._launch_ready()  # what waited behind it may fit now
             return QUEUED
@@ -272,7 +243,7 @@ class ExecutorWorker:
             task = self._task_shapes[shape] = _measured_task.options(**options)
         launched_at = time.time()
         value_ref, metrics_ref = task.remote(launch.payload[0])
-        attempt = _Attempt(launch, value_ref, metrics_ref, launched_at)
+        attempt = Attempt(launch, value_ref, metrics_ref, launched_at)
         self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
         self._running[launch.task_id] = attempt
         attempt.watcher = asyncio.create_task(self._watch(attempt))
@@ -285,7 +256,7 @@ class ExecutorWorker:
         if queued is not None:
             self._launch_ready()  # it may have been the front, holding the reservation
             now = time.time()
-            self._ended(_Attempt(queued, None, None, now), _End(
+            self._ended(Attempt(queued, None, None, now), End(
                 Outcome.CANCELLED, now, now, error="task cancelled while it waited in the executor's queue; "
                 "it never started"))
             return True
@@ -346,20 +317,20 @@ class ExecutorWorker:
 
     # --- one attempt ---------------------------------------------------------------------
 
-    async def _watch(self, attempt: _Attempt) -> None:
+    async def _watch(self, attempt: Attempt) -> None:
         task_id = attempt.spec.task_id
         try:
             end = await self._await_end(attempt)
         except Exception as err:  # noqa: BLE001  # a bug here must still end the attempt
             _log.exception("watching task %s failed", task_id)
-            end = _End(Outcome.FAILED, attempt.launched_at, time.time(),
+            end = End(Outcome.FAILED, attempt.launched_at, time.time(),
                        error=truncate_error(f"coopsched worker error: {type(err).__name__}: {err}"))
         if self._running.pop(task_id, None) is not None:
             self._queued.ended(task_id)
         self._launch_ready()  # before reporting: the freed slot works while the report travels
         self._ended(attempt, end)
 
-    def _ended(self, attempt: _Attempt, end: _End) -> None:
+    def _ended(self, attempt: Attempt, end: End) -> None:
         """Keep the ended attempt's result and queue its report for the tracker."""
         task_id = attempt.spec.task_id
         attempt.report = self._usage_report(attempt.spec, end)
@@ -371,9 +342,9 @@ class ExecutorWorker:
         self._signatures[task_id] = self._sign("report", (attempt.report,))
         self._report_ready.set()
 
-    async def _await_end(self, attempt: _Attempt) -> _End:
+    async def _await_end(self, attempt: Attempt) -> End:
         """Wait for the task, its runtime limit or a cancel; kill it in the last two cases."""
-        metrics = asyncio.ensure_future(_await_ref(attempt.metrics_ref))
+        metrics = asyncio.ensure_future(await_ref(attempt.metrics_ref))
         cancelled = asyncio.ensure_future(attempt.cancel_requested.wait())
         try:
             done, _ = await asyncio.wait({metrics, cancelled}, timeout=attempt.spec.max_runtime_s,
@@ -381,23 +352,23 @@ class ExecutorWorker:
         finally:
             cancelled.cancel()
         if metrics in done:
-            return _ended_by_itself(attempt, metrics)
+            return ended_by_itself(attempt, metrics)
         stopped_at = time.time()
         outcome = Outcome.CANCELLED if attempt.cancel_requested.is_set() else Outcome.TIMEOUT
-        await _kill(attempt, metrics, KILL_GRACE_S)
+        await kill(attempt, metrics, KILL_GRACE_S)
         if metrics.done() and metrics.exception() is None:
-            return _ended_by_itself(attempt, metrics)  # it finished before the kill landed
+            return ended_by_itself(attempt, metrics)  # it finished before the kill landed
         if not metrics.done():
             _log.warning("task %s was killed but Ray had not reaped it after %.0f s; still cancelling it",
                          attempt.spec.task_id, KILL_GRACE_S)
-            reaper = asyncio.create_task(_kill(attempt, metrics, float("inf")))
+            reaper = asyncio.create_task(kill(attempt, metrics, float("inf")))
             self._reapers.add(reaper)  # held until done: the loop keeps only weak references
             reaper.add_done_callback(self._reapers.discard)
         limit = attempt.spec.max_runtime_s
         why = "cancelled" if outcome is Outcome.CANCELLED else f"exceeded max_runtime_s={limit}"
-        return _End(outcome, attempt.launched_at, stopped_at, error=f"task {why}; killed by the worker")
+        return End(outcome, attempt.launched_at, stopped_at, error=f"task {why}; killed by the worker")
 
-    def _usage_report(self, spec: LaunchSpec, end: _End) -> dict[str, Any]:
+    def _usage_report(self, spec: LaunchSpec, end: End) -> dict[str, Any]:
         ended_at = max(end.ended_at, end.started_at)
         wall = ended_at - end.started_at
         report = UsageReport(
@@ -445,7 +416,7 @@ class ExecutorWorker:
             try:
                 # the signature is None without a key (a head in development mode)
                 call = tracker.report_many.remote([(report, self._signatures.get(task_id)) for task_id, report in batch])
-                acknowledged = await asyncio.wait_for(_await_ref(call), timeout=CALL_TIMEOUT_S)
+                acknowledged = await asyncio.wait_for(await_ref(call), timeout=CALL_TIMEOUT_S)
             except Exception as err:  # noqa: BLE001  # dead, restarting or hung: look it up again
                 _log.warning("%d report(s) not delivered (%s: %s); will retry", len(batch), type(err).__name__, err)
                 self._handles.pop(self._tracker_name, None)
@@ -476,7 +447,7 @@ class ExecutorWorker:
                 signed = self._sign("heartbeat", (offer,))
                 call = head.heartbeat.remote(offer, _request={"signed": signed}) if signed else \
                     head.heartbeat.remote(offer)  # without a key: a head in development mode
-                answer = await asyncio.wait_for(_await_ref(call), timeout=self._heartbeat_interval_s)
+                answer = await asyncio.wait_for(await_ref(call), timeout=self._heartbeat_interval_s)
                 if isinstance(answer, dict) and "refused" in answer:
                     _log.warning("heartbeat refused by the head: %s", answer["refused"]["message"])
         except Exception as err:  # noqa: BLE001  # the head may be restarting; the next beat may reach it
@@ -516,42 +487,6 @@ class ExecutorWorker:
 
 def _amounts(launch: LaunchSpec) -> Amounts:
     return (launch.cpus, launch.gpus, launch.memory_mb, 0.0)
-
-
-def _ended_by_itself(attempt: _Attempt, metrics: asyncio.Future[Any]) -> _End:
-    """The end of a task that returned (a value or a TaskError) or that Ray failed."""
-    err = metrics.exception()
-    if err is not None:
-        return _End(Outcome.FAILED, attempt.launched_at, time.time(),
-                    error=truncate_error(f"{type(err).__name__}: {err}"))
-    m = metrics.result()
-    return _End(Outcome.FAILED if m["error"] else Outcome.SUCCEEDED, m["started_at"], m["ended_at"],
-                cpu_time_s=m["cpu_time_s"], peak_memory_mb=m["peak_memory_mb"], error=m["error"])
-
-
-async def _kill(attempt: _Attempt, metrics: asyncio.Future[Any], within_s: float) -> None:
-    """``ray.cancel(force=True)`` the attempt's task, again every ``CANCEL_RETRY_S``, until Ray has
-    ended it or ``within_s`` passed.
-
-    Ray's cancel is best effort: one that arrives while the task is being handed to its worker
-    process can be lost and the task then runs to its end (ray-project/ray#24359; seen here on a
-    loaded machine). Cancelling a task again, or one that has ended, is harmless.
-    """
-    deadline = time.monotonic() + within_s
-    while not metrics.done():
-        try:
-            ray.cancel(attempt.value_ref, force=True)  # both refs are the same task's returns
-        except Exception:  # noqa: BLE001  # still report the attempt as ended by the worker
-            _log.exception("ray.cancel of task %s failed", attempt.spec.task_id)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        await asyncio.wait({metrics}, timeout=min(CANCEL_RETRY_S, remaining))
-
-
-async def _await_ref(ref: Awaitable[T]) -> T:
-    """Await an ObjectRef as a coroutine (``asyncio.wait`` and ``ensure_future`` want one)."""
-    return await ref
 
 
 _actor_class: Any = None
