@@ -11,9 +11,9 @@ It decides what ``scheduler.core.SchedulerCore`` decides for one submitted task:
 
 - admission: the ``max_priority`` cap, the rules' own ``check()``, the placement
   constraints (``DataSovereignty``, ``RequireCapability`` and ``ExecutorFilter``, with
-  the region intersection and its conflict), whether the executors the rules allow
-  offer each requested amount and the request priced at their highest CPU and GPU
-  prices (the projected credits), the quota on projected usage (used + reserved + this task, in
+  the region intersection and its conflict), whether one executor the rules allow holds
+  the whole request and the request priced at the dearest of those (the projected
+  credits), the quota on projected usage (used + reserved + this task, in
   millionths like the ledger), ``MemberPriority`` multipliers and ``TimeWindow``
   deferral; the enforcement mode decides what a violation means;
 - placement: status, coop access (own coop, ``open_to`` a coop or ``*``), region,
@@ -253,28 +253,25 @@ class ReferenceScheduler:
 
     def _static_fit(self, coop: str, r: Resources, req: RefRequirements, cache: dict | None) -> tuple[int, float]:
         """Like ``scheduler.placement.static_fit``: among the registered executors the rules allow (active,
-        drained or offline: whether the task could ever run), whether each requested amount is available
-        on some executor, and the request priced at their highest CPU and GPU prices. Returns (count of
-        allowed executors if possible else 0, price per hour)."""
+        drained or offline: whether the task could ever run), those whose resources hold the whole
+        request, and the request priced at the dearest of them. Returns (count of allowed executors if
+        one of them holds it, else 0; price per hour)."""
         key = None
         if cache is not None:
             key = (coop, r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb, req.regions, tuple(req.capabilities),
                    req.allow, req.deny)
             if key in cache:
                 return cache[key]
-        count = 0
-        most = [0.0] * 6  # total cpus, gpus, memory, gpu memory; cpu price, gpu price
+        count, holders, price = 0, 0, 0.0
         for e in self.executors:
             if not self._allowed(e, req, coop, any_status=True):
                 continue
             count += 1
-            for i, column in enumerate(("total_cpus", "total_gpus", "total_mem", "total_gmem", "price_cpu",
-                                       "price_gpu")):
-                if e[column] > most[i]:
-                    most[i] = e[column]
-        possible = count > 0 and (r.cpus <= most[0] + EPS and r.gpus <= most[1] + EPS
-                                  and r.memory_mb <= most[2] + EPS and r.gpu_memory_mb <= most[3] + EPS)
-        result = (count, r.cpus * most[4] + r.gpus * most[5]) if possible else (0, 0.0)
+            if (r.cpus <= e["total_cpus"] + EPS and r.gpus <= e["total_gpus"] + EPS
+                    and r.memory_mb <= e["total_mem"] + EPS and r.gpu_memory_mb <= e["total_gmem"] + EPS):
+                holders += 1
+                price = max(price, r.cpus * e["price_cpu"] + r.gpus * e["price_gpu"])
+        result = (count, price) if holders else (0, 0.0)
         if key is not None:
             cache[key] = result
         return result

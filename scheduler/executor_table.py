@@ -89,6 +89,7 @@ class ExecutorTable:
         self._live_views()
         self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
         # the shape changes
+        self.price_orders: tuple | None = None  # rows by CPU and GPU price (scheduler.dearest), until they change
         self.fit_memo: dict[int, tuple] = {}  # id(requirements) -> (requirements, admission's static fit)
 
     # -- structure ---------------------------------------------------------------
@@ -129,6 +130,7 @@ class ExecutorTable:
                 self._open_to.setdefault(self.coop_codes.setdefault(coop_id, len(self.coop_codes)), set()).add(row)
         self._set_capabilities(row, spec.capabilities)
         self.free_masks.reset_row(row)
+        self.price_orders = None
         self._changed_shape()
         self._refresh(row)
         self.free_count += self._is_free(row)
@@ -151,6 +153,7 @@ class ExecutorTable:
         self.free_masks.reset_row(row)
         self._mirror_load(row)
         self._free_rows.append(row)
+        self.price_orders = None
         self._changed_shape()
         return spec
 

@@ -18,6 +18,7 @@ from policies.reasons import Reason, rejected
 from policies.rules import Constraint
 from policies.validation import trusted
 from policies.versions import version_key
+from scheduler.dearest import Allowed, dearest
 from scheduler.executor_table import EMPTY as EMPTY_ROW, SHIFT, ExecutorTable
 from scheduler.free_masks import EPS
 from scheduler.tasks import Hints, Resources, TaskSpec
@@ -213,12 +214,10 @@ def _fits_resources(table: ExecutorTable, amounts: tuple) -> np.ndarray:
 class StaticFit(NamedTuple):
     """What admission needs to know about the executors a task may use (ignoring current load).
 
-    ``possible`` is a necessary condition for the task ever fitting: some executor the
-    rules allow has at least the requested amount of each resource (one executor with
-    enough CPUs and another with enough GPUs pass it; such a task is refused when the
-    scheduler first finds that no single executor can hold it). ``max_cost_per_hour`` prices
-    the request at the highest CPU and GPU prices among those executors, so the credit
-    projection is never below what any of them would charge.
+    ``possible``: some registered executor the rules allow (active, draining or offline) holds the
+    whole request on its own. ``max_cost_per_hour``: the request priced at the dearest of those
+    executors (its CPU and GPU prices together), so the credit projection is what the dearest
+    executor that could run the task would charge, never less than any of them would.
     """
 
     count: int
@@ -227,7 +226,7 @@ class StaticFit(NamedTuple):
 
 
 def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
-    """O(1) after the first task with the same constraint signature (per table shape).
+    """O(1) after the first task with the same constraints and amounts (per table shape).
 
     Admission hands the same ``Requirements`` object to every task with the same constraints and
     amounts, so the answer is also kept per object until the shape changes (the memo holds the
@@ -236,11 +235,9 @@ def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
     memo = table.fit_memo.get(id(req))
     if memo is not None and memo[0] is req:
         return memo[1]
-    count, cpus, gpus, mem, gmem, cpu_price, gpu_price = _summary(table, req)
-    want_cpus, want_gpus, want_mem, want_gmem = req.amounts
-    possible = bool(count) and (want_cpus <= cpus + EPS and want_gpus <= gpus + EPS
-                                and want_mem <= mem + EPS and want_gmem <= gmem + EPS)
-    fit = StaticFit(count, possible, want_cpus * cpu_price + want_gpus * gpu_price if possible else 0.0)
+    allowed = _allowed(table, req)
+    answer = dearest(table, allowed, req.amounts)
+    fit = StaticFit(allowed.count, answer.possible, answer.price_per_hour)
     if len(table.fit_memo) >= _MAX_FIT_MEMO:
         table.fit_memo.clear()
     table.fit_memo[id(req)] = (req, fit)
@@ -250,20 +247,13 @@ def static_fit(table: ExecutorTable, req: Requirements) -> StaticFit:
 _MAX_FIT_MEMO = 4096
 
 
-def _summary(table: ExecutorTable, req: Requirements) -> tuple:
-    """(count, max total cpus, gpus, memory, gpu memory, max cpu price, max gpu price) of the allowed rows,
-    as Python numbers (read on every admission: no numpy scalars)."""
+def _allowed(table: ExecutorTable, req: Requirements) -> Allowed:
+    """The registered executors ``req``'s constraint signature allows, with its priced requests (kept per
+    table shape)."""
     cached = table.cached_static(req.summary_key)
     if cached is not None:
         return cached
-
-    def build(t: ExecutorTable) -> tuple:
-        rows = np.flatnonzero(_registered(t, req))  # one gather per column (boolean indexing copies twice)
-        if not len(rows):
-            return (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        return (len(rows),) + tuple(float(col.take(rows).max()) for col in (
-            t.total_cpus, t.total_gpus, t.total_mem, t.total_gmem, t.price_cpu, t.price_gpu))
-    return table.static_mask(req.summary_key, build)
+    return table.static_mask(req.summary_key, lambda t: Allowed.of(t, _registered(t, req)))
 
 
 # ----------------------------------------------------------------------------- scoring

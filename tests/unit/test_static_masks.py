@@ -1,22 +1,27 @@
-"""The executor table's static masks (who may ever run a task) and their summaries equal a plain
-per-executor check, for any fleet and any constraints.
+"""The executor table's static masks (who may ever run a task) and admission's static fit (can one
+executor hold the request, and what does the dearest such one charge) equal a plain per-executor
+check, for any fleet, constraints and request.
 
 Placement builds these masks once per constraint signature with numpy (region codes or-ed
-together, one fancy-index write for executors shared with a coop, one gather per summary
-column); these tests fail if such a shortcut ever disagrees with reading each executor's spec.
+together, one fancy-index write for executors shared with a coop) and groups the allowed
+executors by shape (``scheduler.dearest``); these tests fail if such a shortcut ever disagrees
+with reading each executor's spec.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.versions import version_key
+import scheduler.dearest as dearest_module
 from scheduler.executor_spec import ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from policies.rules import Constraint
-from scheduler.placement import Requirements, _static, _summary, compile_requirements
+from scheduler.placement import Requirements, _static, compile_requirements, static_fit
 from scheduler.tasks import Resources
 
 REGIONS = tuple(f"region-{i}" for i in range(12))  # more than in_regions' or-ed codes (8): both paths
@@ -30,6 +35,8 @@ executor = st.fixed_dictionaries({
     "cpus": st.sampled_from((1, 2, 8, 32)),
     "gpus": st.sampled_from((0, 1, 8)),
     "price": st.sampled_from((0.5, 1.0, 3.0)),
+    "gpu_price": st.sampled_from((2.0, 10.0, 40.0)),
+    "memory_mb": st.sampled_from((0, 4096, 65536)),
     "status": st.sampled_from((ExecutorStatus.ACTIVE, ExecutorStatus.ACTIVE, ExecutorStatus.DRAINING)),
 })
 constraint = st.fixed_dictionaries({
@@ -46,7 +53,8 @@ def fleet(executors: list[dict]) -> tuple[ExecutorTable, list[ExecutorSpec]]:
     for i, e in enumerate(executors):
         spec = ExecutorSpec(executor_id=f"e{i}", coop_id=e["coop"], region=e["region"], open_to=tuple(e["open_to"]),
                             capabilities={"cuda": e["cuda"]} if e["cuda"] else {}, price_cpu_hour=e["price"],
-                            resources=Resources(cpus=e["cpus"], gpus=e["gpus"]))
+                            price_gpu_hour=e.get("gpu_price", 10.0),
+                            resources=Resources(cpus=e["cpus"], gpus=e["gpus"], memory_mb=e.get("memory_mb", 0)))
         table.add(spec)
         if e["status"] is not ExecutorStatus.ACTIVE:
             table.set_status(spec.executor_id, e["status"])
@@ -54,9 +62,10 @@ def fleet(executors: list[dict]) -> tuple[ExecutorTable, list[ExecutorSpec]]:
     return table, specs
 
 
-def requirements(c: dict) -> Requirements:
+def requirements(c: dict, resources: Resources | None = None) -> Requirements:
     constraints = [Constraint(source="rule", regions=c["regions"], allow=c["allow"], deny=c["deny"])]
-    req = compile_requirements(c["coop"], Resources(cpus=1), constraints, {"cuda": c["cuda"]} if c["cuda"] else {})
+    req = compile_requirements(c["coop"], resources or Resources(cpus=1), constraints,
+                               {"cuda": c["cuda"]} if c["cuda"] else {})
     assert isinstance(req, Requirements)
     return req
 
@@ -73,23 +82,46 @@ def may_run(spec: ExecutorSpec, status: ExecutorStatus, c: dict, any_status: boo
             and spec.executor_id not in c["deny"])
 
 
+request = st.builds(Resources, cpus=st.sampled_from((0.5, 1, 2, 8, 16, 32, 33)), gpus=st.sampled_from((0, 0, 1, 4, 8, 9)),
+                    memory_mb=st.sampled_from((0, 1024, 4096, 65536, 65537)))
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(executor, min_size=1, max_size=30), st.lists(constraint, min_size=1, max_size=4))
-def test_static_mask_and_summary_equal_a_plain_check_of_each_executor(executors, constraints):
+@given(st.lists(executor, min_size=1, max_size=30), st.lists(constraint, min_size=1, max_size=4),
+       st.lists(request, min_size=1, max_size=4))
+def test_static_mask_and_static_fit_equal_a_plain_check_of_each_executor(executors, constraints, requests):
     table, specs = fleet(executors)
     statuses = [table.status_of(s.executor_id) for s in specs]
     for c in constraints:
         req = requirements(c)
         expected = [may_run(s, st_, c) for s, st_ in zip(specs, statuses)]
         np.testing.assert_array_equal(_static(table, req), expected, err_msg=str(c))
-        # admission's summary judges whether the task could ever run: over every registered executor
+        # admission judges whether the task could ever run (over every registered executor, any status)
+        # and prices it at the dearest executor that could: one that holds the whole request by itself
         allowed = [s for s, st_ in zip(specs, statuses) if may_run(s, st_, c, any_status=True)]
-        summary = _summary(table, req)
-        if not allowed:
-            assert summary == (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-            continue
-        assert summary == (len(allowed), max(s.resources.cpus for s in allowed), max(s.resources.gpus for s in allowed),
-                           0.0, 0.0, max(s.price_cpu_hour for s in allowed), max(s.price_gpu_hour for s in allowed))
+        for r in requests:
+            holders = [s for s in allowed if s.resources.cpus >= r.cpus and s.resources.gpus >= r.gpus
+                       and s.resources.memory_mb >= r.memory_mb]
+            for direct in (dearest_module.DIRECT, 0):  # the allowed rows priced at once, and the price-order walk
+                with walked(direct):
+                    table.fit_memo.clear()
+                    table._static_masks.clear()
+                    fit = static_fit(table, requirements(c, r))
+                assert fit.possible == bool(holders), (c, r, direct)
+                assert fit.max_cost_per_hour == (max(r.cpus * s.price_cpu_hour + r.gpus * s.price_gpu_hour
+                                                     for s in holders) if holders else 0.0), (c, r, direct)
+                assert fit.count == len(allowed)
+
+
+@contextlib.contextmanager
+def walked(direct: int):
+    """``scheduler.dearest`` pricing directly up to ``direct`` allowed executors, walking in chunks of 2 past it."""
+    saved = dearest_module.DIRECT, dearest_module.FIRST_CHUNK
+    dearest_module.DIRECT, dearest_module.FIRST_CHUNK = direct, 2
+    try:
+        yield
+    finally:
+        dearest_module.DIRECT, dearest_module.FIRST_CHUNK = saved
 
 
 @settings(max_examples=100, deadline=None)

@@ -1,0 +1,141 @@
+"""The dearest executor that could ever hold a request: what admission prices a task's credits at.
+
+Admission reserves a task's credits at the highest price among the executors that could run
+it: the registered ones its rules allow (active, draining or offline: they may come back) whose
+resources hold the whole request on their own. The plain way scans every executor per
+admission. Here the table keeps its rows in order of CPU price and of GPU price (sorted again
+only when an executor joins, leaves or changes its registration), and a request walks that order
+in growing chunks over the rows its rules allow:
+
+* without GPUs, the first row that holds it is the dearest (its price is CPUs x CPU price);
+* with GPUs, rows come by GPU price, and the walk stops once no row left can beat the best found
+  (CPUs x the fleet's top CPU price + GPUs x the next row's GPU price is no more than it).
+
+When the rules allow few executors, those are priced directly instead. Answers are kept per
+constraint signature and amounts until the table's shape changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from scheduler.executor_table import ExecutorTable
+
+EPS = 1e-9  # as the free masks' comparisons (scheduler.free_masks.EPS)
+DIRECT = 4096  # at most this many allowed executors: price them all at once rather than walk
+FIRST_CHUNK = 64
+_MAX_ANSWERS = 4096  # kept per signature
+
+
+@dataclass(frozen=True)
+class Dearest:
+    """Whether one allowed executor holds a request, and the most any of those would charge per hour."""
+
+    possible: bool
+    price_per_hour: float
+
+
+IMPOSSIBLE = Dearest(False, 0.0)
+
+
+@dataclass
+class Allowed:
+    """The registered executors one constraint signature allows, and the requests priced on them so far."""
+
+    mask: np.ndarray  # of the table's rows in use
+    count: int
+    # when few are allowed (priced directly): their totals (cpus, gpus, memory, gpu memory) and prices
+    # (cpu, gpu), gathered once
+    columns: tuple[np.ndarray, ...] | None = None
+    answers: dict = field(default_factory=dict)  # amounts -> Dearest
+
+    @classmethod
+    def of(cls, table: ExecutorTable, mask: np.ndarray) -> Allowed:
+        count = int(np.count_nonzero(mask))
+        if count > DIRECT:
+            return cls(mask, count)
+        rows = np.flatnonzero(mask)
+        return cls(mask, count, tuple(column.take(rows) for column in (
+            table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem, table.price_cpu, table.price_gpu)))
+
+
+def dearest(table: ExecutorTable, allowed: Allowed, amounts: tuple) -> Dearest:
+    """For (cpus, gpus, memory_mb, gpu_memory_mb): can one allowed executor hold it all, and at most what
+    would one of those charge per hour."""
+    known = allowed.answers.get(amounts)
+    if known is not None:
+        return known
+    if not allowed.count:
+        answer = IMPOSSIBLE
+    elif allowed.columns is not None:
+        answer = _priced(allowed.columns, amounts)
+    else:
+        answer = _walk(table, allowed.mask, amounts)
+    if len(allowed.answers) >= _MAX_ANSWERS:
+        allowed.answers.clear()
+    allowed.answers[amounts] = answer
+    return answer
+
+
+def _holds(cpus_col: np.ndarray, gpus_col: np.ndarray, mem_col: np.ndarray, gmem_col: np.ndarray,
+           amounts: tuple) -> np.ndarray:
+    """Which executors (by their registered totals) hold ``amounts``."""
+    cpus, gpus, memory_mb, gpu_memory_mb = amounts
+    ok = cpus_col >= cpus - EPS
+    if gpus > 0:
+        ok &= gpus_col >= gpus - EPS
+    if memory_mb > 0:
+        ok &= mem_col >= memory_mb - EPS
+    if gpu_memory_mb > 0:
+        ok &= gmem_col >= gpu_memory_mb - EPS
+    return ok
+
+
+def _priced(columns: tuple[np.ndarray, ...], amounts: tuple) -> Dearest:
+    cpus_col, gpus_col, mem_col, gmem_col, price_cpu, price_gpu = columns
+    ok = _holds(cpus_col, gpus_col, mem_col, gmem_col, amounts)
+    if not ok.any():
+        return IMPOSSIBLE
+    cpus, gpus = amounts[0], amounts[1]
+    if gpus > 0:
+        return Dearest(True, float((cpus * price_cpu[ok] + gpus * price_gpu[ok]).max()))
+    return Dearest(True, cpus * float(price_cpu[ok].max()))
+
+
+def _walk(table: ExecutorTable, mask: np.ndarray, amounts: tuple) -> Dearest:
+    cpus, gpus = amounts[0], amounts[1]
+    by_cpu, by_gpu, top_cpu = price_orders(table)
+    order = by_gpu if gpus > 0 else by_cpu
+    n, start, size, best = len(order), 0, FIRST_CHUNK, -1.0
+    while start < n:
+        chunk = order[start:start + size]
+        chunk = chunk[mask[chunk]]
+        holders = chunk[_holds(table.total_cpus[chunk], table.total_gpus[chunk], table.total_mem[chunk],
+                               table.total_gmem[chunk], amounts)]
+        start += size
+        size *= 2
+        if gpus <= 0:
+            if len(holders):  # the first in CPU-price order is the dearest
+                return Dearest(True, cpus * float(table.price_cpu[holders[0]]))
+            continue
+        if len(holders):
+            best = max(best, float((cpus * table.price_cpu[holders] + gpus * table.price_gpu[holders]).max()))
+        if best >= 0.0 and start < n and cpus * top_cpu + gpus * float(table.price_gpu[order[start]]) <= best:
+            break  # no row left can charge more
+    return Dearest(True, best) if best >= 0.0 else IMPOSSIBLE
+
+
+def price_orders(table: ExecutorTable) -> tuple[np.ndarray, np.ndarray, float]:
+    """The rows in use by CPU price and by GPU price, dearest first, and the top CPU price (kept by the
+    table until its registrations change)."""
+    orders = table.price_orders
+    if orders is None or len(orders[0]) != table.n:
+        n = table.n
+        cpu, gpu = table.price_cpu[:n], table.price_gpu[:n]
+        orders = table.price_orders = (np.argsort(-cpu, kind="stable"), np.argsort(-gpu, kind="stable"),
+                                       float(cpu.max()) if n else 0.0)
+    return orders
