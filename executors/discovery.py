@@ -119,10 +119,11 @@ def sample_gpus(nvml: NvmlApi | None = None) -> list[GpuSample]:
 
 
 def reset_warning_state() -> None:
-    """Forget that the "NVML unavailable" warning was logged (for tests)."""
+    """Forget that the "NVML unavailable" and skipped-GPU warnings were logged (for tests)."""
     global _warned
     with _warned_lock:
         _warned = False
+        _warned_gpus.clear()
 
 
 # --- CPUs and memory ---------------------------------------------------------------
@@ -154,16 +155,24 @@ def _cgroup_limit_bytes(path: Path) -> int | None:
 # --- GPUs through NVML ---------------------------------------------------------------
 
 _warned = False
+_warned_gpus: set[int] = set()  # indexes of GPUs already said to be skipped
 _warned_lock = threading.Lock()
 
 
 def _each_gpu(nvml: NvmlApi | None, read: Callable[[NvmlApi, Any, int], T]) -> list[T]:
-    """Apply ``read(api, handle, index)`` to every GPU; all or nothing."""
+    """Apply ``read(api, handle, index)`` to every GPU that answers. NVML itself failing (no driver, no
+    library) means no GPUs; one GPU failing (fallen off the bus) is skipped, and said once, so a node with
+    eight GPUs and one lost still offers seven."""
     try:
         api = nvml if nvml is not None else _import_pynvml()
         with _nvml_session(api):
-            count = api.nvmlDeviceGetCount()
-            return [read(api, api.nvmlDeviceGetHandleByIndex(i), i) for i in range(count)]
+            out = []
+            for i in range(api.nvmlDeviceGetCount()):
+                try:
+                    out.append(read(api, api.nvmlDeviceGetHandleByIndex(i), i))
+                except Exception as err:  # noqa: BLE001 (as below: a broken GPU is not a broken node)
+                    _warn_gpu_once(i, err)
+            return out
     # NVML fails in many ways (NVMLError subclasses, OSError from ctypes, AttributeError
     # from old bindings); none of them is a reason to take the executor down.
     except Exception as err:  # noqa: BLE001
@@ -222,6 +231,20 @@ def _warn_once(err: Exception) -> None:
     _log.warning(
         "NVML unavailable (%s: %s): this node reports no GPUs. If it has NVIDIA GPUs, "
         "check that the driver is loaded (nvidia-smi works) and that nvidia-ml-py is installed.",
+        type(err).__name__,
+        err,
+    )
+
+
+def _warn_gpu_once(index: int, err: Exception) -> None:
+    with _warned_lock:
+        if index in _warned_gpus:
+            return
+        _warned_gpus.add(index)
+    _log.warning(
+        "GPU %d does not answer NVML (%s: %s): this node reports its other GPUs without it. Check it with "
+        "nvidia-smi; tasks Ray places on it may fail until it is reset or taken out (CUDA_VISIBLE_DEVICES).",
+        index,
         type(err).__name__,
         err,
     )

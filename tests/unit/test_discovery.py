@@ -183,7 +183,6 @@ def pynvml_not_installed(monkeypatch: pytest.MonkeyPatch) -> NvmlApi | None:
         ),
         ("pynvml not installed", pynvml_not_installed, "pynvml"),
         ("driver not loaded", lambda mp: FakeNvml(gpus=[a100()], fail_init=True), "Driver Not Loaded"),
-        ("a GPU lost mid-query", lambda mp: FakeNvml(gpus=[a100(), a100(lost=True)]), "GPU is lost"),
     ),
 )
 def test_no_gpus_warns_once_and_never_raises(
@@ -206,6 +205,21 @@ def test_no_gpus_warns_once_and_never_raises(
     assert want_in_warning in warning
     if isinstance(nvml, FakeNvml):
         assert not nvml.initialised
+
+
+def test_a_lost_gpu_is_skipped_and_said_once_and_the_others_are_still_offered(caplog: pytest.LogCaptureFixture) -> None:
+    # before, one GPU failing its query hid every GPU of the node (discovery and heartbeat samples alike)
+    nvml = FakeNvml(gpus=[a100(), a100(lost=True), l4()])
+
+    nodes = [discover_node(nvml), discover_node(nvml)]
+    samples = sample_gpus(nvml)
+
+    assert [[g.index for g in n.gpus] for n in nodes] == [[0, 2]] * 2
+    assert nodes[0].gpu_memory_mb == a100().memory_mb + l4().memory_mb
+    assert [s.index for s in samples] == [0, 2]
+    (warning,) = nvml_warnings(caplog)
+    assert warning.startswith("GPU 1 does not answer NVML") and "GPU is lost" in warning
+    assert not nvml.initialised
 
 
 def test_reset_warning_state_lets_the_warning_be_logged_again(caplog: pytest.LogCaptureFixture) -> None:
