@@ -12,7 +12,7 @@ from policies.plugins import PluginRule
 from policies.priority import Priority
 from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit,
                             RequireCapability, TaskLimits, TimeWindow)
-from policies.validation import check_texts
+from policies.validation import NOT_BOOL, check_texts
 
 Rule = Annotated[
     Union[DataSovereignty, TimeWindow, MemberPriority, RequireCapability, ExecutorFilter,
@@ -42,17 +42,17 @@ class MemberQuota(BaseModel):
         {"cpu_hours_per_month": 10.0, "gpu_hours_per_month": 0.0, "max_concurrent_tasks": 3,
          "max_priority": "normal", "credits_per_month": None, "default_max_runtime_s": 3600}]})
 
-    cpu_hours_per_month: float | None = Field(default=10.0, ge=0, allow_inf_nan=False, examples=[10.0], description=(
+    cpu_hours_per_month: Annotated[float | None, NOT_BOOL] = Field(default=10.0, ge=0, allow_inf_nan=False, examples=[10.0], description=(
         "cores x hours per calendar month, checked on projected use (used + reserved + this task)"))
-    gpu_hours_per_month: float | None = Field(default=0.0, ge=0, allow_inf_nan=False, examples=[4.0],
+    gpu_hours_per_month: Annotated[float | None, NOT_BOOL] = Field(default=0.0, ge=0, allow_inf_nan=False, examples=[4.0],
                                               description="GPUs x hours per calendar month, projected like CPU")
-    max_concurrent_tasks: int = Field(default=3, ge=1, le=1_000_000, examples=[3],
+    max_concurrent_tasks: Annotated[int, NOT_BOOL] = Field(default=3, ge=1, le=1_000_000, examples=[3],
                                       description="more tasks than this wait in the queue (they are not refused)")
     max_priority: Priority = Field(default=Priority.NORMAL, examples=["normal"],
                                    description="the highest priority the member may ask for")
-    credits_per_month: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[500], description=(
+    credits_per_month: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, allow_inf_nan=False, examples=[500], description=(
         "credits per month, projected at the dearest executor that could run the task"))
-    default_max_runtime_s: float = Field(default=3600.0, gt=0, le=30 * 86400, allow_inf_nan=False,
+    default_max_runtime_s: Annotated[float, NOT_BOOL] = Field(default=3600.0, gt=0, le=30 * 86400, allow_inf_nan=False,
                                          examples=[3600], description="runtime limit for tasks that declare none")
 
 
@@ -62,12 +62,12 @@ class ScoringWeights(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
         {"trust": 0.25, "capacity": 0.20, "queue": 0.15, "rtt": 0.15, "data": 0.15, "hints": 0.10}]})
 
-    trust: float = Field(default=0.25, ge=0, le=100, allow_inf_nan=False, examples=[0.25])
-    capacity: float = Field(default=0.20, ge=0, le=100, allow_inf_nan=False, examples=[0.20])
-    queue: float = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
-    rtt: float = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
-    data: float = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
-    hints: float = Field(default=0.10, ge=0, le=100, allow_inf_nan=False, examples=[0.10])
+    trust: Annotated[float, NOT_BOOL] = Field(default=0.25, ge=0, le=100, allow_inf_nan=False, examples=[0.25])
+    capacity: Annotated[float, NOT_BOOL] = Field(default=0.20, ge=0, le=100, allow_inf_nan=False, examples=[0.20])
+    queue: Annotated[float, NOT_BOOL] = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
+    rtt: Annotated[float, NOT_BOOL] = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
+    data: Annotated[float, NOT_BOOL] = Field(default=0.15, ge=0, le=100, allow_inf_nan=False, examples=[0.15])
+    hints: Annotated[float, NOT_BOOL] = Field(default=0.10, ge=0, le=100, allow_inf_nan=False, examples=[0.10])
 
     def as_tuple(self) -> tuple[float, float, float, float, float, float]:
         return (self.trust, self.capacity, self.queue, self.rtt, self.data, self.hints)
@@ -82,7 +82,7 @@ class AuditSampling(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
         {"one_in": 20, "members": ["did:icn:new-member"]}]})
 
-    one_in: int | None = Field(default=None, ge=1, le=1_000_000, examples=[20],
+    one_in: Annotated[int | None, NOT_BOOL] = Field(default=None, ge=1, le=1_000_000, examples=[20],
                                description="sample one in N completed jobs (null: none by count)")
     members: tuple[str, ...] = Field(default=(), max_length=1000, examples=[["did:icn:new-member"]],
                                      description="every completed job of these members is sampled")
@@ -116,7 +116,7 @@ class CoopPolicy(BaseModel):
     quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000,
                                              description="members who bypass the monthly CPU, GPU and credit quotas (not max_priority or max_concurrent_tasks)",
                                              examples=[["did:icn:emergency-services"]])
-    version: int = Field(default=1, ge=1, examples=[1], description="the author's own version label")
+    version: Annotated[int, NOT_BOOL] = Field(default=1, ge=1, examples=[1], description="the author's own version label")
     description: str | None = Field(default=None, max_length=2000, description="what the policy is for")
 
     @field_validator("member_quotas")

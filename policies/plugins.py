@@ -96,7 +96,7 @@ import json
 import re
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_core import PydanticCustomError
@@ -106,7 +106,7 @@ from policies.plugin_resolution import (ENTRY_POINT_GROUP, PLUGIN_MODULES_ENV, P
 from policies.plugin_runner import BudgetRunner, PluginError, PluginTimeout, check_answer
 from policies.reasons import Reason, ReasonCode, error
 from policies.rules import _Rule
-from policies.validation import FieldError, InvalidRequest
+from policies.validation import NOT_BOOL, FieldError, InvalidRequest
 
 if TYPE_CHECKING:
     from policies.model import CoopPolicy
@@ -154,7 +154,7 @@ class PluginRule(_Rule):
         "package the operator allows (`COOPSCHED_PLUGIN_MODULES`)"))
     parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"default_limit": 100}],
                                        description="given to the plug-in's constructor (and to a vDAG `eval`)")
-    timeout_ms: float = Field(default=50.0, gt=0, le=10_000, allow_inf_nan=False, examples=[50],
+    timeout_ms: Annotated[float, NOT_BOOL] = Field(default=50.0, gt=0, le=10_000, allow_inf_nan=False, examples=[50],
                               description="time budget of each call; an overrun is an `error` reason")
 
     _coop_id: str | None = PrivateAttr(default=None)

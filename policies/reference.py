@@ -20,6 +20,7 @@ RULES: tuple[type[BaseModel], ...] = typing.get_args(typing.get_args(Rule)[0])
 
 
 def _type_name(annotation: typing.Any) -> str:
+    annotation = _plain(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return "one of " + ", ".join(f"`{m.value}`" for m in annotation)
@@ -32,6 +33,15 @@ def _type_name(annotation: typing.Any) -> str:
     if "DataSovereignty" in text and "TaskLimits" in text:
         return "list of rules (see below)"
     return text.replace(" | ", " or ").replace("|", " or ")
+
+
+def _plain(annotation: typing.Any) -> typing.Any:
+    """``tuple[Annotated[int, validator], ...]`` as ``tuple[int, ...]``: the validators are not the type."""
+    if typing.get_origin(annotation) is tuple:
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis and typing.get_origin(args[0]) is typing.Annotated:
+            return tuple[typing.get_args(args[0])[0], ...]
+    return annotation
 
 
 def _default(field) -> str:

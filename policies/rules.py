@@ -20,14 +20,14 @@ import datetime as dt
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.priority import Priority
 from policies.reasons import Reason, rejected, unavailable
-from policies.validation import check_texts, quoted
+from policies.validation import NOT_BOOL, check_texts, quoted
 from policies.versions import is_min_version
 
 if TYPE_CHECKING:  # the task type lives in the scheduler; rules only read its fields
@@ -187,11 +187,12 @@ class TimeWindow(_Rule):
          "allowed_days": [0, 1, 2, 3, 4, 5, 6], "priorities": ["low"], "action": "defer"}]})
 
     type: Literal["TimeWindow"] = "TimeWindow"
-    allowed_hours: tuple[int, ...] = Field(default=tuple(range(24)), max_length=168,
-                                           examples=[[22, 23, 0, 1, 2, 3, 4, 5]],
-                                           json_schema_extra={"minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 23}})
-    allowed_days: tuple[int, ...] = Field(default=tuple(range(7)), max_length=49, examples=[[1, 2, 3, 4, 5]],
-                                          json_schema_extra={"minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 6}})
+    allowed_hours: tuple[Annotated[int, NOT_BOOL], ...] = Field(
+        default=tuple(range(24)), max_length=168, examples=[[22, 23, 0, 1, 2, 3, 4, 5]],
+        json_schema_extra={"minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 23}})
+    allowed_days: tuple[Annotated[int, NOT_BOOL], ...] = Field(
+        default=tuple(range(7)), max_length=49, examples=[[1, 2, 3, 4, 5]],
+        json_schema_extra={"minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 6}})
     priorities: tuple[Priority, ...] = Field(default=(), max_length=16, examples=[["low", "normal"]])
     timezone: str = Field(default="UTC", max_length=100, examples=["Europe/Berlin"])
     action: Literal["reject", "defer"] = "reject"
@@ -304,7 +305,7 @@ class MemberPriority(_Rule):
 
     type: Literal["MemberPriority"] = "MemberPriority"
     member: str = Field(min_length=1, max_length=200, examples=["did:icn:building-automation"])
-    multiplier: float = Field(gt=0, le=100, allow_inf_nan=False, examples=[2.0])
+    multiplier: Annotated[float, NOT_BOOL] = Field(gt=0, le=100, allow_inf_nan=False, examples=[2.0])
 
     def adjust(self, task: TaskSpec, ctx: RuleContext) -> float:
         return self.bound_adjust()(task, ctx)
@@ -372,8 +373,8 @@ class RateLimit(_Rule):
         {"type": "RateLimit", "rate": 2.0, "burst": 10}]})
 
     type: Literal["RateLimit"] = "RateLimit"
-    rate: float = Field(gt=0, le=1e6, allow_inf_nan=False, examples=[2.0])
-    burst: int = Field(default=10, ge=1, le=1_000_000, examples=[10])
+    rate: Annotated[float, NOT_BOOL] = Field(gt=0, le=1e6, allow_inf_nan=False, examples=[2.0])
+    burst: Annotated[int, NOT_BOOL] = Field(default=10, ge=1, le=1_000_000, examples=[10])
     per: Literal["member", "coop"] = "member"
 
     def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
@@ -420,10 +421,10 @@ class TaskLimits(_Rule):
         {"type": "TaskLimits", "max_cpus": 16, "max_gpus": 2, "max_memory_mb": 65536, "max_runtime_s": 86400}]})
 
     type: Literal["TaskLimits"] = "TaskLimits"
-    max_cpus: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[16])
-    max_gpus: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[2])
-    max_memory_mb: int | None = Field(default=None, ge=0, examples=[65536])
-    max_runtime_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[86400])
+    max_cpus: Annotated[float | None, NOT_BOOL] = Field(default=None, gt=0, allow_inf_nan=False, examples=[16])
+    max_gpus: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, allow_inf_nan=False, examples=[2])
+    max_memory_mb: Annotated[int | None, NOT_BOOL] = Field(default=None, ge=0, examples=[65536])
+    max_runtime_s: Annotated[float | None, NOT_BOOL] = Field(default=None, gt=0, allow_inf_nan=False, examples=[86400])
 
     def check(self, task: TaskSpec, ctx: RuleContext) -> Reason | None:
         return self.bound_check()(task, ctx)

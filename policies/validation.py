@@ -14,7 +14,8 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +51,18 @@ class InvalidRequest(ValueError):
 
     def __reduce__(self):  # survive pickling across Ray boundaries
         return (InvalidRequest, (self.what, self.errors))
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """Pydantic reads ``true`` as 1 for a number field; in a request or a policy it is a mistake (a flag typed
+    where a count goes, YAML's ``yes``), so it is refused by name instead of becoming 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_boolean", "a number (true and false are not numbers here)")
+    return value
+
+
+NOT_BOOL = BeforeValidator(_not_a_boolean)
+"""``Annotated[float, NOT_BOOL]``: a number field that refuses booleans."""
 
 
 def parse(model: type[M], data: Any, *, what: str | None = None) -> M:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from policies.validation import check_texts, quoted
+from policies.validation import NOT_BOOL, check_texts, quoted
 from policies.versions import is_version
 from scheduler.tasks import ID_PATTERN, Resources
 
@@ -36,15 +37,15 @@ class ExecutorSpec(BaseModel):
                                 examples=["a3f1c9..."])
     region: str = Field(min_length=1, max_length=100, pattern=ID_PATTERN, examples=["eu-central"])
     capabilities: dict[str, str] = Field(default_factory=dict, max_length=256, examples=[{"hipaa-compliant": "1.2"}])
-    trust: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False, examples=[0.9])
+    trust: Annotated[float, NOT_BOOL] = Field(default=0.5, ge=0, le=1, allow_inf_nan=False, examples=[0.9])
     resources: Resources = Field(examples=[{"cpus": 16, "gpus": 1, "memory_mb": 65536}])
-    price_cpu_hour: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False, examples=[1.0])
-    price_gpu_hour: float = Field(default=10.0, ge=0, le=1e6, allow_inf_nan=False, examples=[10.0])
-    rtt_ms: float = Field(default=10.0, ge=0, le=60_000, allow_inf_nan=False, examples=[12.5])
+    price_cpu_hour: Annotated[float, NOT_BOOL] = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False, examples=[1.0])
+    price_gpu_hour: Annotated[float, NOT_BOOL] = Field(default=10.0, ge=0, le=1e6, allow_inf_nan=False, examples=[10.0])
+    rtt_ms: Annotated[float, NOT_BOOL] = Field(default=10.0, ge=0, le=60_000, allow_inf_nan=False, examples=[12.5])
     labels: dict[str, str] = Field(default_factory=dict, max_length=64, examples=[{"rack": "b2"}])
     open_to: tuple[str, ...] = Field(default=(), max_length=1000, description=(
         "other coops whose members may use this executor ('*': every coop)"), examples=[["*"]])
-    dispatch_ahead: int = Field(default=0, ge=0, le=MAX_DISPATCH_AHEAD, description=(
+    dispatch_ahead: Annotated[int, NOT_BOOL] = Field(default=0, ge=0, le=MAX_DISPATCH_AHEAD, description=(
         "rounds of this executor's resources the head may hand over beyond what is free now: the worker "
         "keeps them in its own queue and starts each the moment a running task ends (0: only what fits now)"),
         examples=[2])
@@ -84,11 +85,11 @@ class ExecutorOffer(BaseModel):
         {"executor_id": "exec-berlin-1", "queue_depth": 2, "rtt_ms": 14.0}]})
 
     executor_id: str = Field(min_length=1, max_length=200, examples=["exec-berlin-1"])
-    queue_depth: int | None = Field(default=None, ge=0, le=1_000_000, examples=[2])
-    rtt_ms: float | None = Field(default=None, ge=0, le=60_000, allow_inf_nan=False, examples=[14.0])
+    queue_depth: Annotated[int | None, NOT_BOOL] = Field(default=None, ge=0, le=1_000_000, examples=[2])
+    rtt_ms: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=60_000, allow_inf_nan=False, examples=[14.0])
     # (no trust here: trust is what the coop's admin grants, `set_trust`, never what an executor says)
-    gpu_utilisation_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False, examples=[35.0])
-    gpu_memory_used_mb: int | None = Field(default=None, ge=0, le=64 * 1024 * 1024, examples=[1024])
-    sent_at: float | None = Field(default=None, ge=0, allow_inf_nan=False, examples=[1_795_000_000.0], description=(
+    gpu_utilisation_pct: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=100, allow_inf_nan=False, examples=[35.0])
+    gpu_memory_used_mb: Annotated[int | None, NOT_BOOL] = Field(default=None, ge=0, le=64 * 1024 * 1024, examples=[1024])
+    sent_at: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, allow_inf_nan=False, examples=[1_795_000_000.0], description=(
         "when the executor made this offer (epoch seconds): one made before the head declared it offline "
         "or lost, and delivered late, does not bring it back"))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from enum import Enum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.priority import Priority
-from policies.validation import check_texts, quoted
+from policies.validation import NOT_BOOL, check_texts, quoted
 from policies.versions import is_min_version
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]*$"
@@ -25,10 +26,10 @@ class Resources(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
         {"cpus": 2, "gpus": 0, "memory_mb": 4096, "gpu_memory_mb": 0}]})
 
-    cpus: float = Field(default=1.0, gt=0, le=4096, allow_inf_nan=False, examples=[2])
-    gpus: float = Field(default=0.0, ge=0, le=512, allow_inf_nan=False, examples=[1])
-    memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[4096])
-    gpu_memory_mb: int = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[16384])
+    cpus: Annotated[float, NOT_BOOL] = Field(default=1.0, gt=0, le=4096, allow_inf_nan=False, examples=[2])
+    gpus: Annotated[float, NOT_BOOL] = Field(default=0.0, ge=0, le=512, allow_inf_nan=False, examples=[1])
+    memory_mb: Annotated[int, NOT_BOOL] = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[4096])
+    gpu_memory_mb: Annotated[int, NOT_BOOL] = Field(default=0, ge=0, le=64 * 1024 * 1024, examples=[16384])
 
     @field_validator("cpus", "gpus")
     @classmethod
@@ -77,13 +78,13 @@ class TaskSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     priority: Priority = Field(default=Priority.NORMAL, examples=["normal"])
     tags: tuple[str, ...] = Field(default=(), max_length=64, examples=[["patient-data"]])
-    max_runtime_s: float | None = Field(default=None, gt=0, le=30 * 86400, allow_inf_nan=False,
+    max_runtime_s: Annotated[float | None, NOT_BOOL] = Field(default=None, gt=0, le=30 * 86400, allow_inf_nan=False,
                                         examples=[600])
     hints: Hints = Field(default_factory=Hints)
     capabilities: dict[str, str | None] = Field(default_factory=dict, max_length=64, description=(
         "capabilities the task itself needs, name -> minimum version (null: any)"),
         examples=[{"cuda": "12.0"}])
-    max_retries: int = Field(default=2, ge=0, le=20, examples=[2])
+    max_retries: Annotated[int, NOT_BOOL] = Field(default=2, ge=0, le=20, examples=[2])
     name: str | None = Field(default=None, max_length=200, examples=["train_model"])
 
     @field_validator("tags", "hints", mode="before")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.model import MemberQuota
+from policies.validation import NOT_BOOL
 
 
 MAX_EPOCH_S = 32_503_680_000.0
@@ -38,15 +40,15 @@ class UsageReport(BaseModel):
     executor_id: str = Field(min_length=1, max_length=200, examples=["exec-berlin-1"])
     coop_id: str = Field(min_length=1, max_length=200, examples=["research:biolab"])
     member: str = Field(min_length=1, max_length=200, examples=["did:icn:alice"])
-    started_at: float = Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, examples=[1795000000.0])
-    ended_at: float = Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, examples=[1795000060.0])
-    cpu_seconds: float = Field(ge=0, le=1e12, allow_inf_nan=False, examples=[120.0])
-    gpu_seconds: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[0.0])
-    cpu_time_s: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[57.3])
-    peak_memory_mb: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False, examples=[512.0])
-    credits: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False, examples=[2.0])
+    started_at: Annotated[float, NOT_BOOL] = Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, examples=[1795000000.0])
+    ended_at: Annotated[float, NOT_BOOL] = Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, examples=[1795000060.0])
+    cpu_seconds: Annotated[float, NOT_BOOL] = Field(ge=0, le=1e12, allow_inf_nan=False, examples=[120.0])
+    gpu_seconds: Annotated[float, NOT_BOOL] = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[0.0])
+    cpu_time_s: Annotated[float, NOT_BOOL] = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False, examples=[57.3])
+    peak_memory_mb: Annotated[float, NOT_BOOL] = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False, examples=[512.0])
+    credits: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=1e12, allow_inf_nan=False, examples=[2.0])
     outcome: Outcome = Field(default=Outcome.SUCCEEDED, examples=["succeeded"])
-    attempt: int = Field(default=1, ge=1, le=100, description="which attempt of the task this measured",
+    attempt: Annotated[int, NOT_BOOL] = Field(default=1, ge=1, le=100, description="which attempt of the task this measured",
                          examples=[1])
     error: str | None = Field(default=None, max_length=20_000)
 

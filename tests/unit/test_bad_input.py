@@ -33,8 +33,8 @@ from scheduler.tasks import TaskSpec
 from scheduler.usage import UsageReport
 from tests.builders import START, make_core, make_executor, make_policy
 from tests.malformed import (BAD_VALUES, EVERY_RULE_POLICY, EXAMPLES, EXECUTOR, KEY, MB_STRING, OFFER, REPORT,
-                             SAFE_KEY, SHORT_MESSAGE, TAGS, TASK, Path, at, check, in_input, mutations, paths,
-                             related, replaced)
+                             SAFE_KEY, SHORT_MESSAGE, TAGS, TASK, Path, assert_says_how_to_fix, at, check, in_input,
+                             mutations, paths, related, replaced)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -139,6 +139,23 @@ def test_deep_nesting_is_refused_not_a_recursion_error(depth):
     policy = replaced(EVERY_RULE_POLICY, ("rules", 8, "parameters"), {"deep": nested})
     with pytest.raises(InvalidRequest, match=r"rules\[8\].plugin.parameters"):
         parse(CoopPolicy, policy)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_a_boolean_where_a_number_goes_is_refused_by_name(name):
+    """Pydantic reads true as 1: a policy's ``"max_concurrent_tasks": true`` became one task at a time, a
+    task's ``"cpus": true`` one CPU. Every number of every example, replaced by true or false, is refused
+    naming its place (a plug-in's own parameters are free JSON: booleans are theirs to read)."""
+    model, example = EXAMPLES[name]
+    numbers = [p for p in paths(example) if p and "parameters" not in p
+               and isinstance(at(example, p), (int, float)) and not isinstance(at(example, p), bool)]
+    assert numbers
+    for path in numbers:
+        for flag in (True, False):
+            with pytest.raises(InvalidRequest) as caught:
+                parse(model, replaced(example, path, flag))
+            assert "true and false are not numbers here" in str(caught.value), (path, str(caught.value))
+            assert_says_how_to_fix(caught.value, replaced(example, path, flag), path)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

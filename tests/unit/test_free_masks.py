@@ -139,7 +139,7 @@ def test_fit_mask_equals_comparing_the_free_columns(tasks):
     core, clock = make_core(make_policy(max_concurrent_tasks=1000), fleet)
     table = core.table
     for i, (size, finish_one) in enumerate(tasks):
-        task = make_task(cpus=size, gpus=size % 3 == 0, memory_mb=1024 * (size % 2))
+        task = make_task(cpus=size, gpus=int(size % 3 == 0), memory_mb=1024 * (size % 2))
         core.submit(task)
         core.schedule()
         req = core._jobs[task.task_id].requirements
