@@ -318,3 +318,20 @@ def test_what_is_placed_while_a_dispatch_is_in_flight_goes_in_the_next_call(coop
         assert batches == [[first.id], [h.id for h in rest]]  # one call for the four, not four
     finally:
         client.remove_executor("slow-1")
+
+
+def _collector(actor_self) -> tuple[int, int]:
+    """Inside an actor: (objects frozen, objects a full collection would scan)."""
+    import gc
+    return gc.get_freeze_count(), len(gc.get_objects())
+
+
+def test_the_actors_start_up_state_is_frozen_out_of_garbage_collection(coop):
+    """Head, tracker and workers froze what they made at start (Ray, gRPC, pydantic: tens of thousands of
+    objects), so a full collection scans only what they made since (scheduler.heap)."""
+    from scheduler.names import HEAD_NAME
+    actors = {"head": ray.get_actor(HEAD_NAME, namespace=NS), "tracker": ray.get_actor(TRACKER_NAME, namespace=NS),
+              "worker": ray.get_actor(worker_name("lab-eu-2"), namespace=NS)}
+    counts = {role: ray.get(a.__ray_call__.remote(_collector), timeout=30) for role, a in actors.items()}
+    for role, (frozen, scanned) in counts.items():
+        assert frozen > 20_000 and frozen > scanned, (role, frozen, scanned)
