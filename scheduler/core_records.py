@@ -16,7 +16,7 @@ from typing import Any
 from policies.reasons import Decision, Reason
 from scheduler.admission import requirements_for
 from scheduler.jobs import Job, JobStatus
-from scheduler.ledger import Cost
+from scheduler.ledger import Cost, period_of
 from scheduler.placement import Placement, requirements_from_record, requirements_record
 from scheduler.queue import QueuedTask
 from scheduler.tasks import JobState, TaskSpec
@@ -116,6 +116,19 @@ class JobRecords:
     def reasons_of(self, task_id: str) -> tuple[Reason, ...]:
         job = self._jobs.get(task_id)
         return job.decision.reasons if job else ()
+
+    def held(self, coop_id: str, now: float, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Cost]:
+        """Per member, what the coop's unfinished jobs (but those in ``exclude``) hold reserved in the month of
+        ``now``: an admitted job holds its projected cost, in its admission month, until it settles or is
+        released (unfinished jobs are always in memory)."""
+        period, out = period_of(now), {}
+        for task_id, job in self._jobs.items():
+            task = job.task
+            if task.coop_id != coop_id or job.state.finished or task_id in exclude \
+                    or period_of(job.submitted_at) != period:
+                continue
+            out[task.member] = out.get(task.member, Cost()) + job.cost
+        return out
 
     def forget(self, task_id: str) -> bool:
         """Drop a finished job from memory (its record lives on in the head's store), so a head that

@@ -4,9 +4,10 @@
 original submission time, through two scratch cores over the same executors — one with
 the active policy, one with the proposed one — and reports every job whose outcome
 changes: now refused, now admitted, or placed on another executor. The scratch cores
-start with each member's real usage this month, and each replayed job is released right
-after placement so the fleet stays idle: the comparison isolates the policy change from
-the load of the moment. Nothing real is touched.
+start with each member's real usage this month, and what their jobs outside the replay
+still hold (the reservations of queued and running jobs older than the replayed ones), and
+each replayed job is released right after placement so the fleet stays idle: the comparison
+isolates the policy change from the load of the moment. Nothing real is touched.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class _Clock:
 
 
 def _scratch(policy: CoopPolicy | None, executors: list[ExecutorSpec], usage: dict[str, Cost],
-             coop_id: str, clock: _Clock, now: float) -> SchedulerCore:
+             held: dict[str, Cost], coop_id: str, clock: _Clock, now: float) -> SchedulerCore:
     core = SchedulerCore(clock=clock, executor_capacity=max(16, len(executors)))
     if policy is not None:  # plug-ins of its own: a replay must not count in the live plug-ins' state
         core.set_policy(plugins.detached(policy))
@@ -52,6 +53,8 @@ def _scratch(policy: CoopPolicy | None, executors: list[ExecutorSpec], usage: di
     for member, used in usage.items():
         core.ledger.settle(f"shadow-seed:{member}", coop_id, member, used, now)  # in this month, not the
         # month of the oldest replayed job
+    for member, cost in held.items():  # open reservations of jobs not replayed: they count until they settle
+        core.ledger.reserve(f"shadow-held:{member}", coop_id, member, cost, now)
     return core
 
 
@@ -72,18 +75,20 @@ def _outcome(core: SchedulerCore, task: TaskSpec) -> tuple[str, str | None]:
 
 def shadow_evaluate(active: CoopPolicy | None, proposed: CoopPolicy, executors: list[ExecutorSpec],
                     tasks: list[tuple[float, TaskSpec]], usage: dict[str, Cost],
-                    now: float | None = None) -> list[ShadowOutcome]:
+                    now: float | None = None, held: dict[str, Cost] | None = None) -> list[ShadowOutcome]:
     """Replay ``tasks`` (submission time, spec), oldest first, under both policies. ``usage`` is each
-    member's use in the month of ``now`` (default: the newest job's time); jobs of an earlier month are
-    judged against what the replay itself used in that month."""
+    member's use in the month of ``now`` (default: the newest job's time), ``held`` what each member's
+    open jobs outside ``tasks`` have reserved in that month; jobs of an earlier month are judged against
+    what the replay itself used in that month."""
     ordered = sorted(tasks, key=lambda t: t[0])
     now = now if now is not None else (ordered[-1][0] if ordered else 0.0)
     start = ordered[0][0] if ordered else 0.0
     clocks = (_Clock(), _Clock())
     for c in clocks:
         c.now = start
-    before_core = _scratch(active, executors, usage, proposed.coop_id, clocks[0], now)
-    after_core = _scratch(proposed, executors, usage, proposed.coop_id, clocks[1], now)
+    held = held or {}
+    before_core = _scratch(active, executors, usage, held, proposed.coop_id, clocks[0], now)
+    after_core = _scratch(proposed, executors, usage, held, proposed.coop_id, clocks[1], now)
     out = []
     for submitted_at, task in ordered:
         for c in clocks:

@@ -348,3 +348,19 @@ def test_an_executor_registered_again_with_more_resources_tells_its_worker_at_on
             await asyncio.sleep(0)
         assert e1.calls == [("start_many", ([], {"cpus": 4.0, "gpus": 0.0, "memory_mb": 0}))]
     asyncio.run(main())
+
+
+def test_a_dry_run_counts_what_open_jobs_outside_it_hold():
+    """``shadow_policy`` replays the last jobs only: job A, still running and not replayed, holds its 60 s
+    reservation, which the dry run now counts (before, a quota that A's hold fills was judged empty)."""
+    async def main():
+        h, _ = await running_a()
+        await h.submit(task("B"), b"b")  # the one replayed (last_n=1)
+        await settle()
+        one_job = 60 / 3600  # CPU-hours of one 60 s, 1-CPU job
+        policy = {"coop_id": COOP, "default_quota": {"cpu_hours_per_month": 1.5 * one_job,
+                                                     "max_concurrent_tasks": 100}}
+        (outcome,) = await h.shadow_policy(policy, last_n=1)
+        assert outcome["task_id"] == "B" and outcome["change"] == "now refused", outcome
+        assert "quota:cpu" in outcome["after"]
+    asyncio.run(main())

@@ -9,7 +9,7 @@ from scheduler.executor_spec import ExecutorSpec
 from scheduler.ledger import Cost
 from scheduler.shadow import shadow_evaluate
 from scheduler.tasks import TaskSpec
-from tests.builders import START, make_executor, make_policy, make_task
+from tests.builders import START, make_core, make_executor, make_policy, make_task
 
 FLEET = [make_executor("us1", region="us-west", trust=0.9), make_executor("eu1", region="eu-central", trust=0.5)]
 
@@ -60,3 +60,24 @@ def test_a_job_of_this_month_is_replayed_against_this_months_usage_when_older_jo
                                                      now=_at(2026, 12, 1, 12))}
         assert out["december-job"].change == "now refused", out  # 50 used + 1 projected > 10
     assert out["december-job"].after.startswith("refused")
+
+
+def test_open_jobs_outside_the_replay_still_count_against_the_quota():
+    """A dry run used to start from settled usage alone: a member whose older jobs still ran (their
+    reservations open) was judged as if those held nothing, so the dry run admitted what the head
+    would refuse."""
+    core, clock = make_core(make_policy(cpu_hours_per_month=10.0), [make_executor("e", cpus=16)])
+    running = core.submit(make_task(task_id="long", cpus=8, runtime=3600))  # holds 8 CPU-hours
+    core.schedule()
+    other = core.submit(make_task(task_id="other-member", member="bob", cpus=1, runtime=3600))
+    held = core.held("coop", clock(), exclude={"replayed"})
+    assert running.admitted and other.admitted
+    assert held == {"alice": Cost.of(cpu_hours=8.0, credits=8.0), "bob": Cost.of(cpu_hours=1.0, credits=1.0)}
+    assert core.held("coop", clock(), exclude={"long"}) == {"bob": Cost.of(cpu_hours=1.0, credits=1.0)}
+    replay = [(clock(), make_task(task_id="replayed", cpus=4, runtime=3600))]  # 8 held + 4 > 10
+    (outcome,) = shadow_evaluate(make_policy(cpu_hours_per_month=100.0), make_policy(cpu_hours_per_month=10.0),
+                                 [make_executor("e", cpus=16)], replay, {}, clock(), held=held)
+    assert outcome.change == "now refused" and "quota:cpu" in outcome.after
+    (without,) = shadow_evaluate(make_policy(cpu_hours_per_month=100.0), make_policy(cpu_hours_per_month=10.0),
+                                 [make_executor("e", cpus=16)], replay, {}, clock())
+    assert without.change == "unchanged"
