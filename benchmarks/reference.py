@@ -359,17 +359,22 @@ class ReferenceScheduler:
         return base + extra
 
     def choose(self, task: TaskSpec, req: RefRequirements) -> tuple[int, float] | None:
-        """The best fitting executor as (position, score); ties go to the one registered first."""
+        """The best fitting executor as (position, score): of the task's own coop if one fits (owners
+        first), else of all; ties go to the one registered first."""
         policy = self.policies.get(task.coop_id)
         weights = (policy.weights if policy else DEFAULT_WEIGHTS).as_tuple()
         fractions = self.data_fractions(task.hints.data) if task.hints.data else None
         hinted = Counter(task.hints.executors) if task.hints.executors else None
         best: tuple[int, float] | None = None
+        best_own: tuple[int, float] | None = None
         for i in self.filter_executors(task, req):
-            s = self.score(self.executors[i], weights, task, fractions, hinted)
+            e = self.executors[i]
+            s = self.score(e, weights, task, fractions, hinted)
             if best is None or s > best[1]:
                 best = (i, s)
-        return best
+            if e["coop"] == task.coop_id and (best_own is None or s > best_own[1]):
+                best_own = (i, s)
+        return best_own or best
 
     def score_of(self, task: TaskSpec, index: int) -> float:
         """The score ``choose`` gives the executor at ``index`` (for checking ties)."""

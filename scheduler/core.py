@@ -263,6 +263,12 @@ class SchedulerCore(JobRecords):
         no_fit: dict[tuple, str] = {}
         holds: dict[tuple, float | None] = {}
         queue = self.queue
+        # owners first: where executors serve other coops too, a task is placed on its own coop's executors
+        # in queue order, and one none of those fits waits for the end of the round, to take what is left
+        # of every executor it may use; so a borrower's task, however its coop's multipliers boost it, never
+        # takes an executor that its owner's task, later in the queue, could have had this round
+        shared = self.table.shared
+        borrowing: list[tuple[QueuedTask, Job, CompiledPolicy]] = []
         for entry in queue.ordered(self._fair_share, now):
             if limit is not None and len(placements) >= limit:
                 break
@@ -278,13 +284,7 @@ class SchedulerCore(JobRecords):
                          "tasks start once a coop admin sets one (`coopsched policy set FILE`) or are cancelled",
                          now)
                 continue
-            gate_key = entry.gate_key  # gates depend on the coop, priority and tags: one answer per round
-            if compiled is not None and compiled.gates and not compiled.gates_by_minute:  # a plug-in gate may
-                hold = closed_until(compiled, entry, now, self._buckets)  # decide by member: asked per task
-            else:
-                hold = holds.get(gate_key, _UNASKED)
-                if hold is _UNASKED:
-                    hold = holds[gate_key] = closed_until(compiled, entry, now, self._buckets)
+            hold = self._gate_hold(compiled, entry, now, holds) if compiled.gates else None
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
                 self.changed_jobs.add(task_id)
@@ -293,46 +293,94 @@ class SchedulerCore(JobRecords):
             if job.state is _DEFERRED:
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
-            key = entry.member_key
-            limit_tasks = compiled.member_terms(entry.member)[3]
-            if self._running.get(key, 0) >= limit_tasks:
-                job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
+            if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
                 continue
-            if no_fit and entry.shape in no_fit:
-                job.note(no_fit[entry.shape], now)
-                continue
-            placement = self._place(entry, now, job, compiled)
-            if placement is None:
-                message, could_ever = explain_no_fit(self.table, entry.requirements)
-                if not could_ever and compiled is not None and compiled.mode is not _STRICT and not entry.relaxed:
-                    relaxed = self._relax(entry, now, job, message, compiled.mode.value)  # as admission would
-                    if relaxed is not None:
-                        entry = relaxed
-                        placement = self._place(entry, now, job, compiled)
-                        if placement is not None:
-                            placements.append(placement)
-                            if self.table.free_count <= 0:
-                                break
-                            continue
-                        message, could_ever = explain_no_fit(self.table, entry.requirements)
-                if not could_ever:  # no single registered executor can hold it: refuse, release its quota
-                    self._refuse_queued(entry, now, message)
+            if shared:
+                placement = self._place(entry, now, job, compiled, own=True)
+                if placement is None:
+                    borrowing.append((entry, job, compiled))
                     continue
-                no_fit[entry.shape] = f"waiting for a free executor: {message}"
-                job.note(no_fit[entry.shape], now)
+                placements.append(placement)
+                if self.table.free_count <= 0:
+                    return placements
                 continue
-            placements.append(placement)
-            if self.table.free_count <= 0:  # the fleet is full: the rest keep their place and reason
+            if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
+                return placements
+        for entry, job, compiled in borrowing:
+            if limit is not None and len(placements) >= limit:
+                break
+            if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
+                continue  # (its member's own tasks placed meanwhile may have reached the limit)
+            if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
                 break
         return placements
 
-    def _place(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy | None) -> Placement | None:
+    def _at_limit(self, entry: QueuedTask, job: Job, compiled: CompiledPolicy, now: float) -> bool:
+        limit_tasks = compiled.member_terms(entry.member)[3]
+        if self._running.get(entry.member_key, 0) < limit_tasks:
+            return False
+        job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
+        return True
+
+    @staticmethod
+    def _no_fit(entry: QueuedTask, job: Job, no_fit: dict[tuple, str], now: float) -> bool:
+        """Whether a task of the same shape found nothing free earlier this round (so this one waits too)."""
+        message = no_fit.get(entry.shape)
+        if message is None:
+            return False
+        job.note(message, now)
+        return True
+
+    def _place_or_explain(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy,
+                          no_fit: dict[tuple, str], placements: list[Placement]) -> bool:
+        """Place ``entry`` on any executor it may use (appended to ``placements``), or give it its reason:
+        relaxed (a non-strict policy's constraints now exclude every executor), refused (no registered
+        executor can ever run it) or waiting. True when the fleet is full (the round ends)."""
+        placement = self._place(entry, now, job, compiled)
+        if placement is None:
+            message, could_ever = explain_no_fit(self.table, entry.requirements)
+            if not could_ever and compiled.mode is not _STRICT and not entry.relaxed:
+                relaxed = self._relax(entry, now, job, message, compiled.mode.value)  # as admission would
+                if relaxed is not None:
+                    entry = relaxed
+                    placement = self._place(entry, now, job, compiled)
+                    if placement is not None:
+                        placements.append(placement)
+                        return self.table.free_count <= 0
+                    message, could_ever = explain_no_fit(self.table, entry.requirements)
+            if not could_ever:  # no single registered executor can hold it: refuse, release its quota
+                self._refuse_queued(entry, now, message)
+                return False
+            no_fit[entry.shape] = f"waiting for a free executor: {message}"
+            job.note(no_fit[entry.shape], now)
+            return False
+        placements.append(placement)
+        return self.table.free_count <= 0  # the fleet is full: the rest keep their place and reason
+
+    def _gate_hold(self, compiled: CompiledPolicy, entry: QueuedTask, now: float,
+                   holds: dict[tuple, float | None]) -> float | None:
+        """When the start gates governing ``entry`` open (None: open now), asked once per round: built-in
+        windows depend on the coop, priority and tags (one answer per gate key), a plug-in gate may decide
+        by member (one answer per task)."""
+        key = entry.gate_key if compiled.gates_by_minute else ("task", entry.task_id)
+        hold = holds.get(key, _UNASKED)
+        if hold is _UNASKED:
+            hold = holds[key] = closed_until(compiled, entry, now, self._buckets)
+        return hold  # type: ignore[return-value]
+
+    def _place(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy | None,
+               own: bool = False) -> Placement | None:
         task, task_id, table = entry.task, entry.task_id, self.table
         weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
         hints = task.hints
         data_keys = hints.data
         data = self.data_locator.fractions(data_keys) if data_keys else None
-        picked = choose(table, fit_mask(table, entry.requirements), weights, hints, data, top=4 + len(entry.avoid))
+        mask = fit_mask(table, entry.requirements)
+        if own:  # (fit_mask's answer is the table's scratch buffer: narrowed in place)
+            mask &= table.own_mask(entry.coop_id)
+            if not mask.any():  # nothing of its own fits: the full pass places it
+                return None
+        picked = choose(table, mask, weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
             others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
             picked = (others or picked)[:4]

@@ -76,6 +76,7 @@ class ExecutorTable:
         self.region_codes: dict[str, int] = {}
         self.coop_codes: dict[str, int] = {}
         self._open_to: dict[int, set[int]] = {}   # coop code -> rows open to it
+        self._sharing = 0  # executors open to some other coop
         self._free_rows: list[int] = []
         self.n = 0  # rows in use or freed: columns are sliced [:n]
         self.free_count = 0  # active rows with some CPU free: a full fleet is known without a scan
@@ -125,6 +126,7 @@ class ExecutorTable:
         self.coop[row] = self.coop_codes.setdefault(spec.coop_id, len(self.coop_codes))
         self.status[row] = _STATUS_CODE[ExecutorStatus.ACTIVE]
         self.open_all[row] = "*" in spec.open_to
+        self._sharing += bool(spec.open_to)
         for coop_id in spec.open_to:
             if coop_id != "*":
                 self._open_to.setdefault(self.coop_codes.setdefault(coop_id, len(self.coop_codes)), set()).add(row)
@@ -144,6 +146,7 @@ class ExecutorTable:
         self.node_rows[spec.node_id or executor_id].remove(row)
         for rows in self._open_to.values():
             rows.discard(row)
+        self._sharing -= bool(spec.open_to)
         for column in self.capabilities.values():
             column[row] = ABSENT
         self.status[row] = EMPTY
@@ -410,6 +413,19 @@ class ExecutorTable:
         rows = self._open_to.get(code)
         if rows:  # one fancy-index write, not a Python loop over every row shared with this coop
             mask[np.fromiter(rows, dtype=np.intp, count=len(rows))] = True
+        return mask
+
+    @property
+    def shared(self) -> bool:
+        """Whether some executor serves coops other than its owner (``open_to``)."""
+        return self._sharing > 0
+
+    def own_mask(self, coop_id: str) -> np.ndarray:
+        """Rows owned by ``coop_id`` (kept until the shape changes). Read-only."""
+        key = ("own", coop_id)
+        mask = self._static_masks.get(key)
+        if mask is None:
+            mask = self.static_mask(key, lambda t: t.coop[: t.n] == t.coop_codes.get(coop_id, -2))
         return mask
 
     def usable_mask(self) -> np.ndarray:
