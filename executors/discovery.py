@@ -166,12 +166,16 @@ def _each_gpu(nvml: NvmlApi | None, read: Callable[[NvmlApi, Any, int], T]) -> l
     try:
         api = nvml if nvml is not None else _import_pynvml()
         with _nvml_session(api):
-            out = []
+            out, failed = [], []
             for i in range(api.nvmlDeviceGetCount()):
                 try:
                     out.append(read(api, api.nvmlDeviceGetHandleByIndex(i), i))
                 except Exception as err:  # noqa: BLE001 (as below: a broken GPU is not a broken node)
-                    _warn_gpu_once(i, err)
+                    failed.append((i, err))
+            if failed and not out:  # no GPU answers (no permission, old bindings, the driver going): it is
+                raise failed[0][1]  # NVML that does not work, said once as such below
+            for i, err in failed:
+                _warn_gpu_once(i, err)
             return out
     # NVML fails in many ways (NVMLError subclasses, OSError from ctypes, AttributeError
     # from old bindings); none of them is a reason to take the executor down.

@@ -73,7 +73,7 @@ from executors.discovery import NvmlApi, sample_gpus
 from executors.launch_spec import LaunchSpec
 from executors.local_queue import Amounts, LocalQueue
 from executors.measure import run_measured, truncate_error
-from scheduler.heap import freeze_long_lived
+from scheduler.heap import freeze_in_actor
 from scheduler.identity import load_private_key, sign_request
 from scheduler.tasks import Resources
 from scheduler.usage import Outcome, UsageReport
@@ -159,8 +159,7 @@ class ExecutorWorker:
             asyncio.create_task(self._forever("report delivery", self._deliver_reports)),
             asyncio.create_task(self._forever("heartbeat", self._heartbeat)),
         ]
-        if ray.is_initialized():  # what start-up made lives as long as the actor: no GC scans of it
-            freeze_long_lived()
+        freeze_in_actor()  # what start-up made lives as long as the actor: no GC scans of it
 
     # --- the actor's methods ------------------------------------------------------------
 

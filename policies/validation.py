@@ -56,9 +56,16 @@ class InvalidRequest(ValueError):
 def _not_a_boolean(value: Any) -> Any:
     """Pydantic reads ``true`` as 1 for a number field; in a request or a policy it is a mistake (a flag typed
     where a count goes, YAML's ``yes``), so it is refused by name instead of becoming 1."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or _is_numpy_bool(value):
         raise PydanticCustomError("number_not_boolean", "a number (true and false are not numbers here)")
     return value
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    """``numpy.True_`` and ``numpy.False_`` (not ``bool``s; pydantic reads them as 1 and 0 too), told by their
+    type, so policies/ imports no numpy."""
+    kind = type(value)
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
 
 
 NOT_BOOL = BeforeValidator(_not_a_boolean)

@@ -8,12 +8,12 @@ The head applies them through the store and enters each in the change log.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.model import CoopPolicy, MemberQuota
-from policies.validation import FieldError, InvalidRequest, parse, quoted
+from policies.validation import NOT_BOOL, FieldError, InvalidRequest, parse, quoted
 from scheduler.ledger import Cost, to_units
 
 QUOTA_ACTIONS = ("get_quota", "reset_quota", "set_quota", "update_limit", "update_default_limit",
@@ -44,9 +44,9 @@ class UsedAmounts(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
         {"cpu_hours": 2.5, "gpu_hours": 0.0, "credits": 10.0}, {"gpu_hours": 1.5}]})
 
-    cpu_hours: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False, examples=[2.5])
-    gpu_hours: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False, examples=[0.0])
-    credits: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False, examples=[10.0])
+    cpu_hours: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=1e9, allow_inf_nan=False, examples=[2.5])
+    gpu_hours: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=1e9, allow_inf_nan=False, examples=[0.0])
+    credits: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=1e12, allow_inf_nan=False, examples=[10.0])
 
 
 def used_amounts(values: dict[str, Any], current: Cost) -> Cost:

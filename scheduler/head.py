@@ -30,7 +30,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
 from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, RequestGate, guarded
 from scheduler.head_dispatch import KEEP_RESULTS, Dispatch
-from scheduler.heap import freeze_long_lived
+from scheduler.heap import freeze_in_actor
 from scheduler.head_results import ResultDelivery
 from scheduler.head_state import INLINE_PAYLOAD_BYTES, StateKeeping, _noop
 from scheduler.identity import Principal, Role
@@ -102,9 +102,9 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         if metrics_port is not None:  # 0: any free port; metrics_address() says which
             self.metrics.serve(metrics_port, advertise_host=ray.util.get_node_ip_address())
             log.info("serving Prometheus metrics at http://%s/metrics", self.metrics.address)
-        # start-up state, recovered jobs included, is no longer scanned by the collector (in an actor: a head
-        # built in a test's own process leaves that process's collector alone)
-        self.frozen_objects = freeze_long_lived() if ray.is_initialized() else 0
+        # start-up state, recovered jobs included, is no longer scanned by the collector (in an actor only: a
+        # head built in a test's own process leaves that process's collector alone)
+        self.frozen_objects = freeze_in_actor()
 
     # ------------------------------------------------------------------ recovery and persistence
     def _log(self, coop_id: str, kind: str, actor: str, detail: dict) -> None:

@@ -37,11 +37,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from policies.validation import FieldError, InvalidRequest, parse
+from policies.validation import NOT_BOOL, FieldError, InvalidRequest, parse
 from scheduler.authorization import authorize, narrow, visible
 from scheduler.identity import (DEFAULT_WINDOW_S, Principal, Refusal, RefusalCode, RequestVerifier, Role,
                                 public_key_from_b64)
@@ -85,7 +85,7 @@ class AuthSettings(BaseModel):
     mode: Literal["dev", "signed"] = Field(default="dev", examples=["signed"])
     operator_key: str | None = Field(default=None, description="the operator's base64 public key (signed mode)",
                                      examples=["x5mT3m0K6lZk0l8nY2b1cN3v9a3s1Q0l2m4n6p8r0t4="])
-    window_s: float = Field(default=DEFAULT_WINDOW_S, gt=0, le=3600, allow_inf_nan=False, examples=[60])
+    window_s: Annotated[float, NOT_BOOL] = Field(default=DEFAULT_WINDOW_S, gt=0, le=3600, allow_inf_nan=False, examples=[60])
 
     @field_validator("operator_key")
     @classmethod

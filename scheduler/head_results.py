@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import RayActorError
 
-from policies.validation import parse
+from policies.validation import NOT_BOOL, parse
 from scheduler.head_auth import guarded
 from scheduler.tasks import JobState
 
@@ -41,7 +42,7 @@ class WaitRequest(BaseModel):
         {"task_ids": ["job-7f3a", "job-91c2"], "timeout_s": 30.0}]})
 
     task_ids: list[str] = Field(default_factory=list, max_length=MAX_WAIT_IDS, examples=[["job-7f3a", "job-91c2"]])
-    timeout_s: float = Field(default=30.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, examples=[30.0])
+    timeout_s: Annotated[float, NOT_BOOL] = Field(default=30.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, examples=[30.0])
 
 
 class ResultDelivery:

@@ -24,3 +24,13 @@ def freeze_long_lived() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def freeze_in_actor() -> int:
+    """``freeze_long_lived`` inside a Ray actor; elsewhere (a head or worker built in a test's own process, or
+    in a driver) nothing, so the caller's collector is left alone. Returns how many are frozen."""
+    import ray  # (here, not at the top: the rest of this module is plain Python)
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return 0
+    return freeze_long_lived()

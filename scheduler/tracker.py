@@ -19,7 +19,7 @@ import logging
 import ray
 
 from policies.validation import FieldError, InvalidRequest, parse
-from scheduler.heap import freeze_long_lived
+from scheduler.heap import freeze_in_actor
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.state_store import default_store_url, open_store
 from scheduler.usage import UsageReport
@@ -47,8 +47,7 @@ class Tracker:
         self._forward_now = asyncio.Event()
         if self._unforwarded:
             self._ensure_loop()
-        if ray.is_initialized():  # what start-up made lives as long as the actor: no GC scans of it
-            freeze_long_lived()
+        freeze_in_actor()  # what start-up made lives as long as the actor: no GC scans of it
 
     async def report(self, report: dict, signed: dict | None = None) -> bool:
         """Accept one report. True means "stored"; resending the same one is harmless.

@@ -20,14 +20,18 @@ import re
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from policies.model import CoopPolicy, MemberQuota
 from policies.validation import InvalidRequest, parse, quoted
-from scheduler.admin import check_coop, check_member, used_amounts, with_default_limits, with_member_limits
+from scheduler.admin import (UsedAmounts, check_coop, check_member, used_amounts, with_default_limits,
+                             with_member_limits)
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec
+from scheduler.head_auth import AuthSettings
+from scheduler.head_results import WaitRequest
 from scheduler.ledger import Cost
 from scheduler.tasks import TaskSpec
 from scheduler.usage import UsageReport
@@ -156,6 +160,30 @@ def test_a_boolean_where_a_number_goes_is_refused_by_name(name):
                 parse(model, replaced(example, path, flag))
             assert "true and false are not numbers here" in str(caught.value), (path, str(caught.value))
             assert_says_how_to_fix(caught.value, replaced(example, path, flag), path)
+
+
+NOT_A_NUMBER = "true and false are not numbers here"
+
+
+@pytest.mark.parametrize("flag", [np.True_, np.False_])
+def test_a_numpy_boolean_is_refused_like_a_python_one(flag):
+    with pytest.raises(InvalidRequest, match=NOT_A_NUMBER):
+        parse(TaskSpec, {"coop_id": "c", "member": "m", "resources": {"cpus": 1, "gpus": flag}}, what="task")
+    with pytest.raises(InvalidRequest, match=NOT_A_NUMBER):
+        parse(MemberQuota, {"max_concurrent_tasks": flag})
+    with pytest.raises(InvalidRequest, match=NOT_A_NUMBER):
+        parse(ExecutorSpec, {"executor_id": "e", "coop_id": "c", "region": "r", "resources": {"cpus": 8},
+                             "dispatch_ahead": flag})
+
+
+@pytest.mark.parametrize("model, data", [
+    (UsedAmounts, {"cpu_hours": True}), (UsedAmounts, {"credits": False}),  # set_quota: true was 1 hour used
+    (AuthSettings, {"window_s": True}),  # a 1 s window for signed requests
+    (WaitRequest, {"task_ids": ["t"], "timeout_s": True}),  # a 1 s wait
+])
+def test_other_public_inputs_refuse_a_boolean_number(model, data):
+    with pytest.raises(InvalidRequest, match=NOT_A_NUMBER):
+        parse(model, data)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

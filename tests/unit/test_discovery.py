@@ -222,6 +222,22 @@ def test_a_lost_gpu_is_skipped_and_said_once_and_the_others_are_still_offered(ca
     assert not nvml.initialised
 
 
+class _NoDeviceAccess(FakeNvml):
+    """NVML that starts but answers for no device (no permission, as in a container without /dev/nvidia*)."""
+
+    def nvmlDeviceGetHandleByIndex(self, index: int):  # type: ignore[override]
+        self._require_init()
+        raise NVMLError(4)  # NVML_ERROR_NO_PERMISSION
+
+
+def test_nvml_that_answers_for_no_gpu_is_said_once_as_nvml_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+    nvml = _NoDeviceAccess(gpus=[a100() for _ in range(8)])
+
+    assert discover_node(nvml).gpus == [] and sample_gpus(nvml) == []
+    (warning,) = nvml_warnings(caplog)  # not one "GPU i does not answer" per GPU
+    assert "NVML unavailable" in warning and "this node reports no GPUs" in warning
+
+
 def test_reset_warning_state_lets_the_warning_be_logged_again(caplog: pytest.LogCaptureFixture) -> None:
     nvml = FakeNvml(fail_init=True)
 
