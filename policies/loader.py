@@ -29,6 +29,10 @@ def load_policy(path: str | Path) -> CoopPolicy:
         raise InvalidRequest(f"policy file {path}", [FieldError(
             f"line {exc.lineno} column {exc.colno}", repr(text[max(0, exc.pos - 20):exc.pos + 20]),
             f"valid JSON ({exc.msg})", '{"coop_id": "timebank:seattle"}')]) from None
+    except RecursionError:  # nested deeper than the decoder's stack: bad input, not a crash
+        raise InvalidRequest(f"policy file {path}", [FieldError("", "<JSON nested too deep>", "JSON nested at most "
+                                                                 "a few dozen levels deep",
+                                                                 '{"coop_id": "timebank:seattle"}')]) from None
     return parse(CoopPolicy, data, what=f"policy file {path}")
 
 

@@ -22,13 +22,22 @@ QUOTA_ACTIONS = ("get_quota", "reset_quota", "set_quota", "update_limit", "updat
 
 def with_member_limits(policy: CoopPolicy, member: str, limits: dict[str, Any]) -> CoopPolicy:
     """A new policy where ``member``'s quota has ``limits`` changed (starting from their current quota)."""
+    _some(limits)
     base = policy.quota_for(member).model_dump(mode="json")
     quota = parse(MemberQuota, {**base, **limits}, what="quota limits")
     quotas = {**policy.member_quotas, member: quota}
     return policy.model_copy(update={"member_quotas": quotas})
 
 
+def _some(limits: dict[str, Any]) -> None:
+    """No limits is a mistake: it would still write a version (and pin a member to a copy of the default)."""
+    if not limits:
+        raise InvalidRequest("quota limits", [FieldError("limits", "nothing", "at least one of " + ", ".join(
+            MemberQuota.model_fields), '{"cpu_hours_per_month": 20}')])
+
+
 def with_default_limits(policy: CoopPolicy, limits: dict[str, Any]) -> CoopPolicy:
+    _some(limits)
     quota = parse(MemberQuota, {**policy.default_quota.model_dump(mode="json"), **limits}, what="quota limits")
     return policy.model_copy(update={"default_quota": quota})
 
@@ -75,6 +84,14 @@ def check_coop(coop_id: Any, what: str = "quota action") -> str:
 
 def check_member(member: Any, what: str = "quota action") -> str:
     return _check_id(member, "member", what, "member", "did:icn:alice")
+
+
+def check_version(version: Any, what: str = "policy", field: str = "version") -> int:
+    """A policy version number: a whole number >= 1 (a bool is not one)."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidRequest(what, [FieldError(field, quoted(version, 40), "a policy version: a whole number >= 1 "
+                                               "(see policy_history)", "3")])
+    return version
 
 
 def check_limit(limit: Any, what: str) -> int:

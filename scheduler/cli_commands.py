@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import subprocess
 import sys
 import time
@@ -39,9 +40,10 @@ def _connect(args) -> None:
 def client_for(args):
     """A client of the running head. Commands check their own arguments before calling this, so a
     wrong command line is a usage error (exit 2) whether or not a cluster runs."""
-    from scheduler.client import Client
+    from scheduler.client import Client, _private_key
+    key = _private_key(key_of(args))  # a bad --key (or $COOPSCHED_KEY) is bad input too, cluster or not
     _connect(args)
-    return Client(namespace=args.namespace, key=key_of(args), _connect=False)
+    return Client(namespace=args.namespace, key=key, _connect=False)
 
 
 def emit(args, data: Any, render) -> None:
@@ -69,22 +71,37 @@ def _limits(args) -> dict[str, Any]:
     limits = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     if not limits:
         raise UsageError("give at least one limit, e.g. --cpu-hours-per-month 20 or --max-concurrent-tasks 5")
+    from policies.model import MemberQuota
+    from policies.validation import parse
+    parse(MemberQuota, limits, what="quota limits")
     return limits
 
 
 def _json_data(text: str | None) -> dict:
     try:
-        return json.loads(text) if text else {}
+        data = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
         raise UsageError(f"--data takes a JSON object, e.g. --data '{{\"session_id\": \"s1\"}}' ({exc.msg})") \
             from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--data takes a JSON object, e.g. --data '{{\"session_id\": \"s1\"}}' (got {text!r})")
+    return data
+
+
+def _whole(value: int, flag: str, low: int, high: int, example: int) -> int:
+    if not low <= value <= high:
+        raise UsageError(f"{flag} takes a whole number from {low} to {high:,}, e.g. {flag} {example} (got {value})")
+    return value
 
 
 def _amounts(args) -> dict[str, float]:
     """``quota set``'s amounts: those given (at least one); the others keep their value."""
+    from policies.validation import parse
+    from scheduler.admin import UsedAmounts
     amounts = {f: getattr(args, f) for f in ("cpu_hours", "gpu_hours", "credits") if getattr(args, f) is not None}
     if not amounts:
         raise UsageError("give at least one amount, e.g. --cpu-hours 2.5 (the others keep their value)")
+    parse(UsedAmounts, amounts, what="quota action")
     return amounts
 
 
@@ -117,6 +134,13 @@ def cmd_start(args) -> int:
         raise UsageError("start takes exactly one of --operator-key FILE_OR_PUBKEY (signed mode: every request is "
                          "verified; make a key with `coopsched keys new --name operator`) or --dev (development "
                          "mode: no keys, anyone who can reach the cluster can act as anyone)")
+    if args.metrics_port is not None:
+        _whole(args.metrics_port, "--metrics-port", 0, 65535, 9464)
+    if args.auth_window is not None and (args.dev or not (math.isfinite(args.auth_window)
+                                                          and 0 < args.auth_window <= 3600)):
+        raise UsageError(f"--auth-window takes seconds, more than 0 and at most 3600, in signed mode (with "
+                         f"--operator-key), e.g. --auth-window 60 (got {args.auth_window:g}"
+                         f"{' with --dev' if args.dev else ''})")
     config: dict[str, Any] = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
     if args.operator_key is not None:
         try:
@@ -173,6 +197,9 @@ def cmd_policy(args) -> int:
         return EXIT_OK
     policy = load_policy(args.file) if args.action == "set" or (args.action == "diff" and args.file) else None
     data = _json_data(args.data) if args.action == "mgmt" else None
+    if args.action == "set" and args.dry_run:
+        from scheduler.head_admin import MAX_SHADOW_JOBS
+        _whole(args.last, "--last", 1, MAX_SHADOW_JOBS, 100)
     if args.action == "diff" and not args.file and not (args.coop and args.base is not None and args.to is not None):
         raise UsageError("policy diff takes FILE (compared with the active version) or "
                          "--coop COOP --base A --to B")
@@ -282,12 +309,26 @@ def cmd_executor(args) -> int:
             raise UsageError(f"--dispatch-ahead takes a whole number from 0 to {MAX_DISPATCH_AHEAD}, e.g. "
                              f"--dispatch-ahead 2 (got {args.dispatch_ahead!r})") from None
         capabilities = _pairs(args.capability, "--capability", "hipaa-compliant=1.2")
+        from policies.validation import parse
+        from scheduler.executor_spec import ExecutorSpec
+        from scheduler.identity import load_private_key
+        parse(ExecutorSpec, {"executor_id": args.id, "coop_id": args.coop, "region": args.region or "unset",
+                             "resources": {"cpus": 1}, "capabilities": capabilities, "trust": trust,
+                             "price_cpu_hour": args.price_cpu_hour, "price_gpu_hour": args.price_gpu_hour,
+                             "open_to": args.open_to or [], "dispatch_ahead": ahead},
+              what="executor")  # (region and resources come from the node once connected)
+        try:
+            executor_key = load_private_key(args.executor_key) if args.executor_key is not None else None
+        except ValueError as exc:
+            raise UsageError(f"--executor-key: {exc}") from None
+    if args.action == "set-trust" and not 0 <= args.trust <= 1:  # (NaN is neither)
+        raise UsageError(f"set-trust takes a trust from 0 to 1, e.g. 0.8 (got {args.trust})")
     client = client_for(args)
     if args.action == "join":
         spec = client.register_executor(args.id, coop=args.coop, region=args.region, capabilities=capabilities,
                                         trust=trust, price_cpu_hour=args.price_cpu_hour,
                                         price_gpu_hour=args.price_gpu_hour, open_to=args.open_to or (),
-                                        dispatch_ahead=ahead, executor_key=args.executor_key)
+                                        dispatch_ahead=ahead, executor_key=executor_key)
         emit(args, spec.model_dump(mode="json"), lambda s: f"executor {s['executor_id']} joined coop "
              f"{s['coop_id']} in {s['region']} with {s['resources']['cpus']:g} CPUs, {s['resources']['gpus']:g} GPUs")
     elif args.action == "list":
@@ -320,6 +361,9 @@ def cmd_keys(args) -> int:
         try:
             private, public = save_key_pair(key, args.out, args.name)
         except FileExistsError:
+            if not Path(args.out).is_dir():  # mkdir of a path that is a file
+                raise UsageError(f"--out {args.out}: not a directory; give a directory you can write, e.g. "
+                                 "--out ~/.coopsched") from None
             raise UsageError(f"{Path(args.out) / (args.name + '.key')} exists; a key is never overwritten: "
                              "choose another --name or --out") from None
         except OSError as exc:  # --out under a file, unwritable, ...
@@ -331,12 +375,13 @@ def cmd_keys(args) -> int:
             f"{pub}\nwrote {private} (private, mode 0600: keep it secret) and {public}; key id {d['key_id']}\n"
             f"an admin registers it with: coopsched keys add --coop COOP --role member --id YOUR_ID {pub}"))
         return EXIT_OK
-    client = client_for(args)
     if args.action == "add":
         try:
             pub = read_public_key(args.public_key)
         except ValueError as exc:
             raise UsageError(f"PUBKEY: {exc}") from None
+    client = client_for(args)
+    if args.action == "add":
         added = client.add_key(pub, coop=args.coop, role=args.role, id=args.id)
         emit(args, added, lambda d: f"key {d['key_id']} registered: {d['role']} {d['subject']} of coop {d['coop_id']}")
     elif args.action == "list":
@@ -359,7 +404,11 @@ def cmd_keys(args) -> int:
 # ---------------------------------------------------------------------------- jobs
 def cmd_job(args) -> int:
     if args.action == "submit":
+        from scheduler.client import Client
         fn, call_args = _call_of(args)
+        Client._task(fn, call_args, {}, **_options(args))  # the task's own checks (exit 2), before connecting
+        if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout >= 0):
+            raise UsageError(f"--timeout takes seconds, a finite number >= 0, e.g. --timeout 60 (got {args.timeout})")
         return _submit(args, client_for(args), fn, call_args)
     client = client_for(args)
     if args.action == "list":
@@ -384,7 +433,7 @@ def cmd_job(args) -> int:
 def _call_of(args) -> tuple[Any, list]:
     """The function ``job submit`` names (MODULE:FUNCTION) and its ``--args``."""
     module_name, _, fn_name = args.target.partition(":")
-    if not module_name or not fn_name:
+    if not module_name or not fn_name or module_name.startswith("."):  # (a relative module: TypeError)
         raise UsageError(f"job submit takes MODULE:FUNCTION, e.g. math:factorial (got {args.target!r})")
     try:
         fn = getattr(importlib.import_module(module_name), fn_name)
@@ -399,10 +448,13 @@ def _call_of(args) -> tuple[Any, list]:
     return fn, call_args
 
 
+def _options(args) -> dict[str, Any]:
+    return {"coop": args.coop, "member": args.member, "priority": args.priority, "tags": args.tag or (),
+            "max_runtime_s": args.max_runtime, "resources": {"cpus": args.cpus, "gpus": args.gpus}}
+
+
 def _submit(args, client, fn, call_args: list) -> int:
-    handle = client.submit(fn, *call_args, coop=args.coop, member=args.member, priority=args.priority,
-                           tags=args.tag or (), max_runtime_s=args.max_runtime,
-                           resources={"cpus": args.cpus, "gpus": args.gpus})
+    handle = client.submit(fn, *call_args, **_options(args))
     for warning in handle.warnings:
         progress(args, f"warning: {warning.message}")
     if not args.wait:
@@ -427,6 +479,7 @@ def _submit(args, client, fn, call_args: list) -> int:
 
 # ---------------------------------------------------------------------------- change log, audit
 def cmd_changes(args) -> int:
+    _whole(args.limit, "--limit", 0, 1_000_000, 50)
     client = client_for(args)
     emit(args, client.changes(args.coop, args.limit), lambda rows: table(
         ["seq", "at (UTC)", "coop", "kind", "actor", "detail"],
@@ -436,6 +489,11 @@ def cmd_changes(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    _whole(args.limit, "--limit", 0, 1_000_000, 50)
+    if args.action != "list" and args.session is None or args.action == "get" and args.seq is None:
+        raise UsageError(f"audit {args.action} takes SESSION (coop/member){' and SEQ' if args.action == 'get' else ''}"
+                         f", e.g. coopsched audit {args.action} timebank:seattle/did:icn:alice"
+                         f"{' 3' if args.action == 'get' else ''}")
     client = client_for(args)
     if args.action == "list":
         rows = client.audit("list", args.session, None, limit=args.limit)

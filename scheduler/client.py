@@ -78,15 +78,17 @@ def _started_tracker(namespace: str, store: str, attempts: int = 3) -> None:
             time.sleep(0.5)
 
 
-def _private_key(key: Any) -> Ed25519PrivateKey | None:
+def _private_key(key: Any, field: str = "key") -> Ed25519PrivateKey | None:
     try:
         return load_private_key(key) if key is not None else None
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: neither a path, text, bytes nor a key (e.g. key=5)
         shown = "<a private key object>" if not isinstance(key, (str, Path, bytes)) else \
             "<PEM bytes>" if isinstance(key, bytes) else \
             repr(str(key)) if len(str(key)) <= 200 and "\n" not in str(key) and "PRIVATE" not in str(key) else \
             "<key text, not shown>"  # never echo what may be the secret itself
-        raise InvalidRequest("client", [FieldError("key", shown, str(exc), "alice.key")]) from None
+        raise InvalidRequest("client", [FieldError(field, shown, str(exc) if isinstance(exc, ValueError) else
+                                                   "a PEM file path, PEM text or bytes, or an Ed25519 private key",
+                                                   "alice.key")]) from None
 
 
 class Client:
@@ -122,6 +124,13 @@ class Client:
         public key: whoever starts the head operates it. Both only matter when a head is started."""
         signing_key = _private_key(key)  # bad arguments fail here, before anything starts
         store = check_store_url(store or default_store_url())
+        mode = auth or ("signed" if key is not None or operator_key is not None else "dev")
+        if mode == "signed" and operator_key is None and key is not None:
+            operator_key = public_key_b64(signing_key)
+        settings = {"mode": mode, "operator_key": operator_key}
+        if auth_window_s is not None:
+            settings["window_s"] = auth_window_s
+        settings = parse(AuthSettings, settings, what="auth settings").model_dump()
         if not ray.is_initialized():
             try:
                 ray.init(address="auto", namespace=namespace, log_to_driver=False)
@@ -130,13 +139,6 @@ class Client:
         _started_tracker(namespace, store)
         client = cls(namespace=namespace, key=key, _connect=False) if _head_exists(namespace) else None
         if client is None:
-            mode = auth or ("signed" if key is not None or operator_key is not None else "dev")
-            if mode == "signed" and operator_key is None and key is not None:
-                operator_key = public_key_b64(signing_key)
-            settings = {"mode": mode, "operator_key": operator_key}
-            if auth_window_s is not None:
-                settings["window_s"] = auth_window_s
-            settings = parse(AuthSettings, settings, what="auth settings").model_dump()
             start_head(namespace=namespace, store_url=store, auth=settings, **head_config)
             client = cls(namespace=namespace, key=key, _connect=False)
         try:
@@ -152,7 +154,8 @@ class Client:
                task_id: str | None = None, name: str | None = None, kwargs: dict | None = None) -> JobHandle:
         """Run ``fn(*args, **kwargs)`` under the coop's policy. ``hints={"data": [ObjectRef, ...]}`` prefers
         executors whose node holds those objects."""
-        task, payload, data_refs = self._task(fn, args, kwargs or {}, coop=coop, member=member, resources=resources,
+        kwargs = {} if kwargs is None else kwargs
+        task, payload, data_refs = self._task(fn, args, kwargs, coop=coop, member=member, resources=resources,
                                               priority=priority, tags=tags, max_runtime_s=max_runtime_s, hints=hints,
                                               capabilities=capabilities, max_retries=max_retries, task_id=task_id,
                                               name=name)
@@ -166,6 +169,12 @@ class Client:
             raise InvalidRequest("map", [FieldError("task_id", quoted(options["task_id"], 40), "no task_id: map gives "
                                                     "each item a job id of its own (submit() takes one)",
                                                     "client.map(fn, items, coop=..., member=..., name=\"batch-7\")")])
+        unknown = sorted(set(options) - _MAP_OPTIONS)
+        if unknown:
+            raise InvalidRequest("map", [FieldError(unknown[0], quoted(options[unknown[0]], 40), "an option of "
+                                                    "submit() other than kwargs and task_id: " + ", ".join(sorted(
+                                                        _MAP_OPTIONS)), "client.map(fn, items, coop=..., member=..., "
+                                                    "resources={\"cpus\": 1})")])
         items = [self._task(fn, (item,), {}, coop=coop, member=member, **options) for item in iterable]
         answers = self._call("submit_many", items)
         handles, refused = [], []
@@ -185,7 +194,12 @@ class Client:
         waiting for all of them in one call to the head (per 10,000 jobs) instead of one each. The first
         job (in order) that failed, was cancelled or ran out of time raises as ``result()`` would;
         ``TimeoutError`` after ``timeout`` seconds."""
-        handles = list(handles)
+        handles = [handles] if isinstance(handles, (str, bytes)) else list(handles)
+        bad = [h for h in handles if not isinstance(h, JobHandle)]
+        if bad:
+            raise InvalidRequest("gather", [FieldError("handles", quoted(bad[0], 40), "JobHandles, as submit() "
+                                                       "and map() return them",
+                                                       "client.gather(client.map(fn, items, ...))")])
         timeout = _timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -238,10 +252,14 @@ class Client:
         """The head's vital signs: executors, queued jobs, start time, store, what it recovered."""
         return self._call("ping")
 
-    def _task(self, fn, args, kwargs, *, coop, member, resources=None, priority="normal", tags=(),
+    @staticmethod
+    def _task(fn, args, kwargs, *, coop, member, resources=None, priority="normal", tags=(),
               max_runtime_s=None, hints=None, capabilities=None, max_retries=2, task_id=None, name=None):
         if not callable(fn):
             raise InvalidRequest("task", [FieldError("fn", repr(fn)[:60], "a callable (function)", "math.sqrt")])
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise InvalidRequest("task", [FieldError("kwargs", quoted(kwargs, 40), "a dict of keyword arguments "
+                                                     "by name", '{"n": 10}')])
         data_refs: list = []
         if isinstance(hints, dict) and isinstance(hints.get("data"), (list, tuple)):
             data_refs = [d for d in hints["data"] if isinstance(d, ray.ObjectRef)]
@@ -404,10 +422,11 @@ class Client:
         spec = parse(ExecutorSpec, {"executor_id": executor_id, "coop_id": coop, "node_id": node_id, "region": region,
                                     "capabilities": capabilities or {}, "trust": trust, "resources": resources,
                                     "price_cpu_hour": price_cpu_hour, "price_gpu_hour": price_gpu_hour,
-                                    "labels": labels or {}, "open_to": list(open_to), "rtt_ms": rtt_ms,
+                                    "labels": labels or {}, "rtt_ms": rtt_ms, "open_to": list(open_to) if isinstance(
+                                        open_to, (list, tuple, set, frozenset)) else open_to,
                                     "dispatch_ahead": dispatch_ahead},
                      what="executor")
-        signing = load_private_key(executor_key) if executor_key is not None else (
+        signing = _private_key(executor_key, "executor_key") if executor_key is not None else (
             generate_key() if self._key is not None else None)
         public_key = None
         try:
@@ -485,6 +504,10 @@ class Client:
         if "refused" in answer:
             raise AccessRefused(answer["refused"]["code"], answer["refused"]["message"])
         return answer["ok"]
+
+
+_MAP_OPTIONS = frozenset({"resources", "priority", "tags", "max_runtime_s", "hints", "capabilities", "max_retries",
+                          "name"})
 
 
 def _restarted_since(answer: Any) -> bool:

@@ -67,7 +67,7 @@ class CoopAdministration:
 
     @guarded
     async def rollback_policy(self, coop_id: str, version: int, author: str = "admin") -> dict:
-        old = self.store.policy_version(coop_id, version)
+        old = self.store.policy_version(admin.check_coop(coop_id, "policy"), admin.check_version(version))
         if old is None or old.policy is None:
             raise KeyError(f"coop {coop_id} has no policy version {version} to roll back to; "
                            f"see `coopsched policy history {coop_id}`")
@@ -77,6 +77,10 @@ class CoopAdministration:
     async def diff_policy(self, coop_id: str, policy: dict | None = None, a: int | None = None,
                           b: int | None = None) -> list[dict]:
         """Changes from version ``a`` (default: the active one) to ``policy`` or version ``b``."""
+        admin.check_coop(coop_id, "policy")
+        for field, version in (("a", a), ("b", b)):
+            if version is not None:
+                admin.check_version(version, "policy diff", field)
         base = self._version(coop_id, a) if a is not None else self.store.active_policy(coop_id)
         if b is not None:
             new = self._version(coop_id, b).policy
@@ -134,6 +138,8 @@ class CoopAdministration:
 
     @guarded
     async def changes(self, coop_id: str | None = None, limit: int = 100) -> list[dict]:
+        if coop_id is not None:
+            admin.check_coop(coop_id, "changes")
         return self.store.changes(coop_id, admin.check_limit(limit, "changes"))
 
     # ------------------------------------------------------------------ quota management
@@ -186,6 +192,15 @@ class CoopAdministration:
         caller = current_caller()
         own = caller.coop_id if caller is not None and caller.role is Role.ADMIN else None
         mine = (lambda r: r is not None and (own is None or r.coop_id == own))
+        if session_id is not None and (not isinstance(session_id, str) or not session_id or len(session_id) > 401):
+            raise InvalidRequest("audit", [FieldError("session_id", quoted(session_id), "COOP/MEMBER",
+                                                      "timebank:seattle/did:icn:alice")])
+        if seq_no is not None and (isinstance(seq_no, bool) or not isinstance(seq_no, int)):
+            raise InvalidRequest("audit", [FieldError("seq_no", quoted(seq_no), "a whole number", "3")])
+        unknown = sorted(set(filters) - {"coop_id", "member", "since", "limit"})
+        if unknown:
+            raise InvalidRequest("audit", [FieldError(unknown[0], quoted(filters[unknown[0]]), "a filter of audit "
+                                                      "list: coop_id, member, since or limit", "limit=50")])
         if action == "get":
             record = self.store.get_audit(session_id, seq_no)
         elif action == "latest":
