@@ -58,7 +58,8 @@ class Harness:
         W.__dict__.setdefault("_real_measured", W._measured_task)
         monkeypatch.setattr(W, "_measured_task", FakeMeasured(self))
         monkeypatch.setattr(ray, "get_runtime_context",
-                            lambda: types.SimpleNamespace(get_node_id=lambda: "ab" * 28))
+                            lambda: types.SimpleNamespace(get_node_id=lambda: "ab" * 28,
+                                                          get_actor_id=lambda: None))  # (not inside an actor)
 
         def get_actor(name, namespace=None):
             if name == W.DEFAULT_TRACKER_NAME and self.tracker is not None:
