@@ -1,0 +1,247 @@
+"""A scheduling round: the queue, in order, placed on the executors (a mixin of ``scheduler.core.SchedulerCore``).
+
+``schedule()`` walks the queue in scheduling order (effective priority, fair share, submission
+time) and, for each task that may start now (its time window open, its member under
+``max_concurrent_tasks``, its coop with a policy), masks the executor table and picks the best
+offer. Where executors are open to other coops, owners come first: a task is placed on its own
+coop's executors in queue order, and one none of those fits waits for the end of the round to take
+what is left of every executor it may use. A task that fits nowhere gets its reason: waiting (the
+same shape then waits without a second look this round), placed without its policy's constraints
+(a non-strict policy whose constraints now exclude every executor) or refused (no registered
+executor could ever run it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from policies.model import DEFAULT_WEIGHTS, EnforcementMode
+from policies.reasons import unavailable
+from policies.validation import trusted_maker
+from scheduler.admission import CompiledPolicy
+from scheduler.executor_spec import ExecutorSpec
+from scheduler.jobs import Job
+from scheduler.ledger import from_units
+from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
+from scheduler.queue import QueuedTask
+from scheduler.start_gates import closed_until
+from scheduler.tasks import JobState
+
+_DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
+_DEFERRED, _RUNNING, _STRICT = JobState.DEFERRED, JobState.RUNNING, EnforcementMode.STRICT
+_UNASKED = object()
+_placement = trusted_maker(Placement, "task", "executor_id", "node_id", "score", "breakdown", "runners_up", "placed_at",
+                           "attempt", "relaxed")
+
+
+class SchedulingRound:
+    """``schedule`` and what one placement takes."""
+
+    def schedule(self, limit: int | None = None) -> list[Placement]:
+        """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
+        if not self.queue or self.table.free_count <= 0:  # nothing waiting, or a full fleet (waiting tasks
+            # keep the reasons they were given when last looked at)
+            return []
+        now = self.clock()
+        placements: list[Placement] = []
+        no_fit: dict[tuple, str] = {}
+        holds: dict[tuple, float | None] = {}
+        queue = self.queue
+        # owners first: where executors serve other coops too, a task is placed on its own coop's executors
+        # in queue order, and one none of those fits waits for the end of the round, to take what is left
+        # of every executor it may use; so a borrower's task, however its coop's multipliers boost it, never
+        # takes an executor that its owner's task, later in the queue, could have had this round
+        shared = self.table.shared
+        borrowing: list[tuple[QueuedTask, Job, CompiledPolicy]] = []
+        for entry in queue.ordered(self._fair_share, now):
+            if limit is not None and len(placements) >= limit:
+                break
+            task_id = entry.task_id
+            if task_id not in queue:  # placed or cancelled since the order was computed
+                continue
+            job = self._jobs[task_id]
+            if entry.not_before is not None and now < entry.not_before:
+                continue
+            compiled = self._policies.get(entry.coop_id)
+            if compiled is None:  # its policy was removed after admission: nothing says what it may use
+                job.note(f"waiting: coop {entry.coop_id} has no scheduling policy (it was removed); its queued "
+                         "tasks start once a coop admin sets one (`coopsched policy set FILE`) or are cancelled",
+                         now)
+                continue
+            hold = self._gate_hold(compiled, entry, now, holds) if compiled.gates else None
+            if hold is not None:  # windows govern starts: a task that waited past the close waits again
+                entry.not_before = hold
+                self.changed_jobs.add(task_id)
+                job.move(now, JobState.DEFERRED, f"held by a time window until {utc_minute(hold)}")
+                continue
+            if job.state is _DEFERRED:
+                self.changed_jobs.add(task_id)
+                job.move(now, JobState.QUEUED, "time window open")
+            if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
+                continue
+            if shared:
+                placement = self._place(entry, now, job, compiled, own=True)
+                if placement is None:
+                    borrowing.append((entry, job, compiled))
+                    continue
+                placements.append(placement)
+                if self.table.free_count <= 0:
+                    return placements
+                continue
+            if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
+                return placements
+        for entry, job, compiled in borrowing:
+            if limit is not None and len(placements) >= limit:
+                break
+            if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
+                continue  # (its member's own tasks placed meanwhile may have reached the limit)
+            if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
+                break
+        return placements
+
+    def _at_limit(self, entry: QueuedTask, job: Job, compiled: CompiledPolicy, now: float) -> bool:
+        limit_tasks = compiled.member_terms(entry.member)[3]
+        if self._running.get(entry.member_key, 0) < limit_tasks:
+            return False
+        job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
+        return True
+
+    @staticmethod
+    def _no_fit(entry: QueuedTask, job: Job, no_fit: dict[tuple, str], now: float) -> bool:
+        """Whether a task of the same shape found nothing free earlier this round (so this one waits too)."""
+        message = no_fit.get(entry.shape)
+        if message is None:
+            return False
+        job.note(message, now)
+        return True
+
+    def _place_or_explain(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy,
+                          no_fit: dict[tuple, str], placements: list[Placement]) -> bool:
+        """Place ``entry`` on any executor it may use (appended to ``placements``), or give it its reason:
+        relaxed (a non-strict policy's constraints now exclude every executor), refused (no registered
+        executor can ever run it) or waiting. True when the fleet is full (the round ends)."""
+        placement = self._place(entry, now, job, compiled)
+        if placement is None:
+            message, could_ever = explain_no_fit(self.table, entry.requirements)
+            if not could_ever and compiled.mode is not _STRICT and not entry.relaxed:
+                relaxed = self._relax(entry, now, job, message, compiled.mode.value)  # as admission would
+                if relaxed is not None:
+                    entry = relaxed
+                    placement = self._place(entry, now, job, compiled)
+                    if placement is not None:
+                        placements.append(placement)
+                        return self.table.free_count <= 0
+                    message, could_ever = explain_no_fit(self.table, entry.requirements)
+            if not could_ever:  # no single registered executor can hold it: refuse, release its quota
+                self._refuse_queued(entry, now, message)
+                return False
+            no_fit[entry.shape] = f"waiting for a free executor: {message}"
+            job.note(no_fit[entry.shape], now)
+            return False
+        placements.append(placement)
+        return self.table.free_count <= 0  # the fleet is full: the rest keep their place and reason
+
+    def _gate_hold(self, compiled: CompiledPolicy, entry: QueuedTask, now: float,
+                   holds: dict[tuple, float | None]) -> float | None:
+        """When the start gates governing ``entry`` open (None: open now), asked once per round: built-in
+        windows depend on the coop, priority and tags (one answer per gate key), a plug-in gate may decide
+        by member (one answer per task)."""
+        key = entry.gate_key if compiled.gates_by_minute else ("task", entry.task_id)
+        hold = holds.get(key, _UNASKED)
+        if hold is _UNASKED:
+            hold = holds[key] = closed_until(compiled, entry, now, self._buckets)
+        return hold  # type: ignore[return-value]
+
+    def _place(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy | None,
+               own: bool = False) -> Placement | None:
+        task, task_id, table = entry.task, entry.task_id, self.table
+        weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
+        hints = task.hints
+        data_keys = hints.data
+        data = self.data_locator.fractions(data_keys) if data_keys else None
+        mask = fit_mask(table, entry.requirements)
+        if own:  # (fit_mask's answer is the table's scratch buffer: narrowed in place)
+            mask &= table.own_mask(entry.coop_id)
+            if not mask.any():  # nothing of its own fits: the full pass places it
+                return None
+        picked = choose(table, mask, weights, hints, data, top=4 + len(entry.avoid))
+        if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
+            others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
+            picked = (others or picked)[:4]
+        if not picked:
+            return None
+        row, score = picked[0]
+        spec = table.specs[row]
+        assert spec is not None
+        executor_id = spec.executor_id
+        scored = offers(table, picked, weights, hints, data)
+        placement = _placement(task, executor_id, spec.node_id or executor_id, score, scored[0].breakdown,
+                               tuple(scored[1:]), now, entry.attempt, entry.relaxed)
+        table.reserve_amounts(row, entry.requirements.amounts)
+        self.queue.remove(task_id)
+        key = entry.member_key
+        self._running[key] = self._running.get(key, 0) + 1
+        self._on_executor[executor_id].add(task_id)
+        self.changed_jobs.add(task_id)
+        job.placement = placement
+        job.attempts = entry.attempt
+        job.started_at = now
+        reason = f"placed on {executor_id} (attempt {entry.attempt})"
+        if spec.dispatch_ahead and self._handed_ahead(row, spec):
+            reason += ("; handed over ahead: it waits in that executor's own queue until resources there free up "
+                       "(or starts at once, if it can backfill beside a task waiting there)")
+        job.move(now, _RUNNING, reason)
+        return placement
+
+    def _relax(self, entry: QueuedTask, now: float, job: Job, message: str, mode: str) -> QueuedTask | None:
+        """A non-strict policy's task whose constraints now exclude every executor (the ones that satisfied
+        them at admission are gone): queued again without them, as admission does when none fits; None if
+        it has no policy constraints to drop or no executor could run it even without them."""
+        sources = entry.requirements.policy_sources
+        loose = entry.requirements.unconstrained()
+        if not sources or not explain_no_fit(self.table, loose)[1]:
+            return None
+        relaxed = dataclasses.replace(entry, requirements=loose, relaxed=sources)
+        self.queue.add(relaxed)
+        job.requirements = loose  # a retry (requeue) starts from these, as one relaxed at admission does
+        self.counters.violations[(entry.coop_id, "placement", mode)] += 1  # as admission counts a relaxation
+        self.changed_jobs.add(entry.task_id)
+        job.note(f"policy constraints now exclude every executor ({message}); placed without them because the "
+                 "policy is not strict", now)
+        return relaxed
+
+    def _handed_ahead(self, row: int, spec: ExecutorSpec) -> bool:
+        """Whether the executor's tasks, this one included, ask for more than its resources (so this
+        one waits in the worker's queue): what is free counts down from ``1 + dispatch_ahead`` rounds."""
+        load, r, extra = self.table.row_load[row], spec.resources, spec.dispatch_ahead
+        return (load[0] < extra * r.cpus - 1e-9 or load[1] < extra * r.gpus - 1e-9
+                or load[2] < extra * r.memory_mb - 1e-9 or load[3] < extra * r.gpu_memory_mb - 1e-9)
+
+    def _refuse_queued(self, entry: QueuedTask, now: float, message: str) -> None:
+        task = entry.task
+        self.queue.remove(task.task_id)
+        self.ledger.release(task.task_id)
+        job = self._jobs[task.task_id]
+        reason = unavailable("placement", f"no registered executor can ever run this task: {message}; "
+                             "ask for less, or wait for a suitable executor to join")
+        job.decision = job.decision.model_copy(update={"admitted": False, "reasons": (reason,)})
+        job.finished_at = now
+        self.changed_jobs.add(task.task_id)
+        self.counters.rejected[task.coop_id] += 1
+        job.move(now, JobState.REJECTED, reason.message)
+
+    def _fair_share(self, coop_id: str, member: str) -> float:
+        compiled = self._policies.get(coop_id)
+        if compiled is None:
+            return 0.0
+        quota = compiled.quota_for(member)
+        used = self.ledger.standing(coop_id, member, self.clock()).used
+        shares = [from_units(u) / lim for u, lim in ((used.cpu, quota.cpu_hours_per_month),
+                  (used.gpu, quota.gpu_hours_per_month), (used.credits, quota.credits_per_month)) if lim]
+        return max(shares, default=0.0)
+
+
+def utc_minute(t: float) -> str:
+    """An epoch second as members read it in a reason: "2026-12-01 18:00 UTC"."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
