@@ -126,7 +126,7 @@ class ExecutorTable:
         self.coop[row] = self.coop_codes.setdefault(spec.coop_id, len(self.coop_codes))
         self.status[row] = _STATUS_CODE[ExecutorStatus.ACTIVE]
         self.open_all[row] = "*" in spec.open_to
-        self._sharing += bool(spec.open_to)
+        self._sharing += _shares(spec)
         for coop_id in spec.open_to:
             if coop_id != "*":
                 self._open_to.setdefault(self.coop_codes.setdefault(coop_id, len(self.coop_codes)), set()).add(row)
@@ -146,7 +146,7 @@ class ExecutorTable:
         self.node_rows[spec.node_id or executor_id].remove(row)
         for rows in self._open_to.values():
             rows.discard(row)
-        self._sharing -= bool(spec.open_to)
+        self._sharing -= _shares(spec)
         for column in self.capabilities.values():
             column[row] = ABSENT
         self.status[row] = EMPTY
@@ -477,6 +477,11 @@ class ExecutorTable:
         self._static_masks.clear()
         self.offer_cache.clear()
         self.fit_memo.clear()
+
+
+def _shares(spec: ExecutorSpec) -> bool:
+    """Whether ``spec`` is open to some coop other than its owner (``open_to`` naming the owner shares nothing)."""
+    return any(coop_id != spec.coop_id for coop_id in spec.open_to)
 
 
 def _extend(column: np.ndarray, size: int, fill) -> np.ndarray:

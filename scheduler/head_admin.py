@@ -107,7 +107,9 @@ class CoopAdministration:
         usage = {m: self.store.standing(proposed.coop_id, m, period_of(now))[0] for m in {t.member for _, t in tasks}}
         executors = [spec for spec, status, _ in self.core.executors() if status is ExecutorStatus.ACTIVE]
         outcomes = shadow_evaluate(self.core.policy(proposed.coop_id), proposed, executors, tasks, usage, now,
-                                   held=self.core.held(proposed.coop_id, now, exclude={t.task_id for _, t in tasks}))
+                                   held=self.core.held(proposed.coop_id, now, exclude={t.task_id for _, t in tasks}),
+                                   still_open={t.task_id for _, t in tasks if (state := self.core.state_of(t.task_id))
+                                               is not None and not state.finished})
         return [o.as_dict() for o in outcomes]
 
     @guarded

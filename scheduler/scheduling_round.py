@@ -23,7 +23,7 @@ from scheduler.admission import CompiledPolicy
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.jobs import Job
 from scheduler.ledger import from_units
-from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers
+from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, static_fit
 from scheduler.queue import QueuedTask
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState
@@ -53,7 +53,9 @@ class SchedulingRound:
         # of every executor it may use; so a borrower's task, however its coop's multipliers boost it, never
         # takes an executor that its owner's task, later in the queue, could have had this round
         shared = self.table.shared
-        borrowing: list[tuple[QueuedTask, Job, CompiledPolicy]] = []
+        borrowing: list[tuple[QueuedTask, Job, CompiledPolicy, bool]] = []  # (..., whether its own executors fit)
+        own_missed: set[tuple] = set()  # shapes none of their coop's executors fit (the shape names the coop)
+        claims: dict[tuple[str, str], int] = {}  # per member, its tasks postponed to the borrowing pass
         for entry in queue.ordered(self._fair_share, now):
             if limit is not None and len(placements) >= limit:
                 break
@@ -80,25 +82,61 @@ class SchedulingRound:
                 job.move(now, JobState.QUEUED, "time window open")
             if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
                 continue
-            if shared:
-                placement = self._place(entry, now, job, compiled, own=True)
-                if placement is None:
-                    borrowing.append((entry, job, compiled))
-                    continue
-                placements.append(placement)
-                if self.table.free_count <= 0:
+            if not shared:
+                if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
                     return placements
                 continue
-            if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
+            key = entry.member_key
+            claimed = claims.get(key, 0)
+            if claimed and self._running.get(key, 0) + claimed >= compiled.member_terms(entry.member)[3]:
+                borrowing.append((entry, job, compiled, True))  # its member's slots left go to its earlier tasks
+                continue  # (postponed), in queue order; what they leave, it takes in the borrowing pass
+            later = self._own_first(entry, now, job, compiled, own_missed, placements)
+            if later is not None:
+                claims[key] = claimed + 1
+                borrowing.append((later, job, compiled, False))
+            elif self.table.free_count <= 0:
                 return placements
-        for entry, job, compiled in borrowing:
+        for entry, job, compiled, own_fits in borrowing:
             if limit is not None and len(placements) >= limit:
                 break
             if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
                 continue  # (its member's own tasks placed meanwhile may have reached the limit)
+            if own_fits:
+                placement = self._place(entry, now, job, compiled, own=True)
+                if placement is not None:
+                    placements.append(placement)
+                    if self.table.free_count <= 0:
+                        break
+                    continue
             if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
                 break
         return placements
+
+    def _own_first(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy,
+                   own_missed: set[tuple], placements: list[Placement]) -> QueuedTask | None:
+        """The first pass of a fleet that shares executors: place ``entry`` on its own coop's executors
+        (appended to ``placements``). A task that could never run as constrained is relaxed or refused here,
+        at its place in the queue, as a fleet that shares nothing does. Returns the entry (relaxed, maybe)
+        the borrowing pass tries on every executor it may use; None when placed or refused."""
+        if entry.avoid or entry.shape not in own_missed:  # (own capacity only shrinks during the round)
+            placement = self._place(entry, now, job, compiled, own=True)
+            if placement is not None:
+                placements.append(placement)
+                return None
+            if not entry.avoid:
+                own_missed.add(entry.shape)
+        if static_fit(self.table, entry.requirements).possible:
+            return entry
+        message, could_ever = explain_no_fit(self.table, entry.requirements)
+        if could_ever:
+            return entry
+        if compiled.mode is not _STRICT and not entry.relaxed:
+            relaxed = self._relax(entry, now, job, message, compiled.mode.value)  # as admission would
+            if relaxed is not None:
+                return self._own_first(relaxed, now, job, compiled, own_missed, placements)
+        self._refuse_queued(entry, now, message)  # no single registered executor can hold it
+        return None
 
     def _at_limit(self, entry: QueuedTask, job: Job, compiled: CompiledPolicy, now: float) -> bool:
         limit_tasks = compiled.member_terms(entry.member)[3]
@@ -168,6 +206,8 @@ class SchedulingRound:
         picked = choose(table, mask, weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
             others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
+            if own and not others:  # only its coop's executors it was lost on: another coop's may fit
+                return None
             picked = (others or picked)[:4]
         if not picked:
             return None

@@ -58,27 +58,35 @@ def _scratch(policy: CoopPolicy | None, executors: list[ExecutorSpec], usage: di
     return core
 
 
-def _outcome(core: SchedulerCore, task: TaskSpec) -> tuple[str, str | None]:
+def _outcome(core: SchedulerCore, task: TaskSpec, still_open: bool = False) -> tuple[str, str | None]:
     decision = core.submit(task)
     if not decision.admitted:
         reason = decision.reasons[0]
         return f"refused: {reason.source}: {reason.message}", None
+    reservation = core.ledger.reservation(task.task_id)
     placed = [p for p in core.schedule() if p.task_id == task.task_id]
     if not placed:
         core.cancel(task.task_id)
-        return "admitted (would wait)", ""
-    executor = placed[0].executor_id
-    core.complete({"task_id": task.task_id, "executor_id": executor, "coop_id": task.coop_id, "member": task.member,
-                   "started_at": core.clock(), "ended_at": core.clock(), "cpu_seconds": 0.0})
-    return f"placed on {executor}", executor
+        outcome: tuple[str, str | None] = ("admitted (would wait)", "")
+    else:
+        executor = placed[0].executor_id
+        core.complete({"task_id": task.task_id, "executor_id": executor, "coop_id": task.coop_id,
+                       "member": task.member, "started_at": core.clock(), "ended_at": core.clock(), "cpu_seconds": 0.0})
+        outcome = (f"placed on {executor}", executor)
+    if still_open and reservation is not None:  # it still runs (or waits) for real: what it holds counts for
+        # the jobs after it, as it did when they were submitted (the fleet stays idle: only the quota)
+        core.ledger.reserve(f"shadow-open:{task.task_id}", task.coop_id, task.member, reservation.cost, core.clock())
+    return outcome
 
 
 def shadow_evaluate(active: CoopPolicy | None, proposed: CoopPolicy, executors: list[ExecutorSpec],
                     tasks: list[tuple[float, TaskSpec]], usage: dict[str, Cost],
-                    now: float | None = None, held: dict[str, Cost] | None = None) -> list[ShadowOutcome]:
+                    now: float | None = None, held: dict[str, Cost] | None = None,
+                    still_open: set[str] | frozenset[str] = frozenset()) -> list[ShadowOutcome]:
     """Replay ``tasks`` (submission time, spec), oldest first, under both policies. ``usage`` is each
     member's use in the month of ``now`` (default: the newest job's time), ``held`` what each member's
-    open jobs outside ``tasks`` have reserved in that month; jobs of an earlier month are judged against
+    open jobs outside ``tasks`` have reserved in that month, ``still_open`` the replayed jobs not finished for
+    real (what each is admitted with keeps counting after it, as their reservations do); jobs of an earlier month are judged against
     what the replay itself used in that month."""
     ordered = sorted(tasks, key=lambda t: t[0])
     now = now if now is not None else (ordered[-1][0] if ordered else 0.0)
@@ -93,7 +101,8 @@ def shadow_evaluate(active: CoopPolicy | None, proposed: CoopPolicy, executors: 
     for submitted_at, task in ordered:
         for c in clocks:
             c.now = max(c.now, submitted_at)
-        (before, b_exec), (after, a_exec) = _outcome(before_core, task), _outcome(after_core, task)
+        is_open = task.task_id in still_open
+        (before, b_exec), (after, a_exec) = _outcome(before_core, task, is_open), _outcome(after_core, task, is_open)
         if (b_exec is None) != (a_exec is None):
             change = "now refused" if a_exec is None else "now admitted"
         elif b_exec and a_exec and b_exec != a_exec:
