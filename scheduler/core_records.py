@@ -59,9 +59,10 @@ class JobRecords:
         else:  # a record from before they were kept: rebuilt from the policy in force now
             job.requirements = requirements_for(task, self._policies.get(task.coop_id), self.table, self.clock(),
                                                 relaxed=bool(relaxed))
+        placement = Placement(task=task, **record["placement"]) \
+            if job.state is JobState.RUNNING and record.get("placement") else None  # (may raise: before any change)
         self._jobs[task.task_id] = job
-        if job.state is JobState.RUNNING and record.get("placement"):
-            placement = Placement(task=task, **record["placement"])
+        if placement is not None:
             job.placement = placement
             if placement.executor_id in self.table:
                 self.table.reserve(self.table.rows[placement.executor_id], task.resources)

@@ -331,6 +331,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             if public_key is not None:
                 executor_key = parse(Principal, {"public_key": public_key, "role": "executor", "coop_id": coop_id,
                                                  "subject": executor_id}, what="executor key")
+                self._check_not_operator_key(executor_key)  # (refused inside _writes, the core would keep it)
         with self._writes():
             before = self.core.table.spec(spec["executor_id"]).resources \
                 if isinstance(spec, dict) and spec.get("executor_id") in self.core.table else None

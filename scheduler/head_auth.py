@@ -342,11 +342,14 @@ class KeyAdministration:
         self._add_key(parsed, actor)
         return {**parsed.model_dump(mode="json"), "key_id": parsed.key_id}
 
-    def _add_key(self, principal: Principal, actor: str) -> None:
+    def _check_not_operator_key(self, principal: Principal) -> None:
         held = self.gate.verifier.get(principal.key_id)
         if held is not None and held.role is Role.OPERATOR:  # not even by the operator: it is this head's own
             raise InvalidRequest("key", [FieldError("public_key", "the operator's key", "a key not yet in use",
                                                     "a new key pair: coopsched keys new")])
+
+    def _add_key(self, principal: Principal, actor: str) -> None:
+        self._check_not_operator_key(principal)
         self.store.put_key(principal.key_id, principal.model_dump(mode="json"))
         self.gate.add_principal(principal)
         self._log(principal.coop_id or "*", "key.add", actor, {"key_id": principal.key_id,

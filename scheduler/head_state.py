@@ -30,6 +30,8 @@ INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the
 class StateKeeping:
     """``_recover``, ``_writes``, ``_resync``, ``_persist`` and ``_store_status``."""
 
+    _stale = False  # the last _resync could not read the store back: the next call's _writes tries again
+
     def _recover(self) -> dict[str, int]:
         """Take back what the store knows: policies, executors, unfinished jobs and their payloads."""
         for version in self.store.active_policies():
@@ -44,17 +46,28 @@ class StateKeeping:
                 log.error("executor %s not restored (register it again): %s", spec.get("executor_id"), exc)
                 continue
             if status != ExecutorStatus.ACTIVE.value:
-                self.core.table.set_status(spec["executor_id"], ExecutorStatus(status))
+                try:
+                    self.core.table.set_status(spec["executor_id"], ExecutorStatus(status))
+                except ValueError:  # a status this release does not know: restored offline, a heartbeat revives it
+                    log.error("executor %s: stored status %r unknown; restored offline", spec["executor_id"], status)
+                    self.core.table.set_status(spec["executor_id"], ExecutorStatus.OFFLINE)
         jobs = 0
         now = time.time()
         for record in self.store.unfinished_jobs():
-            data = self.store.get_payload(record["task_id"])
-            state = self.core.restore_job(record)
+            try:  # (restore_job reads no store: a store failure still fails the recovery, as _resync needs)
+                task_id = record["task_id"]
+                state = self.core.restore_job(record)
+            except Exception as exc:  # a record this release cannot take back (a task it now refuses, a
+                # field it lacks): the head still starts; the job stays in the store as it was
+                log.error("job %s not restored (%s: %s); its reservation stays held in its month",
+                          record.get("task_id"), type(exc).__name__, exc)
+                continue
+            data = self.store.get_payload(task_id)
             payload = data if data else (_noop, (), {})  # the pickled bytes: the worker's task unpickles them
-            self._payloads[record["task_id"]] = ray.put(payload) if data and len(data) > INLINE_PAYLOAD_BYTES \
+            self._payloads[task_id] = ray.put(payload) if data and len(data) > INLINE_PAYLOAD_BYTES \
                 else payload
             if state is JobState.RUNNING:
-                self._dispatched[record["task_id"]] = now  # the watchdog asks its worker about it
+                self._dispatched[task_id] = now  # the watchdog asks its worker about it
             jobs += 1
         self.core.drain_changed()
         if jobs:
@@ -68,6 +81,8 @@ class StateKeeping:
         before the error goes on to the caller: the head never acts on a decision the store did not
         take (a job admitted in memory only would run with no reservation, and its missing payload
         would fail every dispatch to its executor)."""
+        if self._stale and self._writing == 0:  # the last rebuild could not read the store: memory holds
+            self._resync(None)  # changes the store never took (and no longer marked changed): rebuild first
         self._writing += 1
         try:
             with self.store.batch(rollback_if=_store_failed):
@@ -81,12 +96,13 @@ class StateKeeping:
         finally:
             self._writing -= 1
 
-    def _resync(self, exc: BaseException) -> None:
+    def _resync(self, exc: BaseException | None) -> None:
         """Replace the core with one recovered from the store, as a restarted head would, keeping the
         counters, rate buckets, worker handles and result references. If the store cannot be read
         either, memory stays as it was (and says so in the log) until a later failure or a restart."""
-        log.error("the state store refused a call's writes (%s: %s); rebuilding the head's memory from it",
-                  type(exc).__name__, exc)
+        if exc is not None:
+            log.error("the state store refused a call's writes (%s: %s); rebuilding the head's memory from it",
+                      type(exc).__name__, exc)
         old, dispatched, finished = self.core, self._dispatched, self._finished
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
         self.core.carry_over(old)
@@ -96,7 +112,9 @@ class StateKeeping:
         except Exception:
             log.exception("the store could not be read back either: the head's memory is kept as it was")
             self.core, self._dispatched, self._finished = old, dispatched, finished
+            self._stale = True
             return
+        self._stale = False
         self._payloads = {t: p for t, p in self._payloads.items() if self.core.task(t) is not None}
         for task_id in self.locator.holders():
             if self.core.task(task_id) is None:

@@ -211,8 +211,10 @@ class RedisStore:
     def put_executor(self, spec: dict, status: str) -> None:
         executor_id = spec["executor_id"]
         order = self._k("executor_order")
-        if self._r.hget(order, executor_id) is None:  # its place in registration order, given once
-            self._r.hsetnx(order, executor_id, self._r.incr(self._k("executor_seq")))
+        if self._r.hget(order, executor_id) is None:  # its place in registration order, given once; one
+            # registered before places were kept stays among those (0: listed first, by id)
+            known = self._r.hexists(self._k("executors"), executor_id)
+            self._r.hsetnx(order, executor_id, 0 if known else self._r.incr(self._k("executor_seq")))
         body = json.dumps({"spec": spec, "status": status})
         self._r.hset(self._k("executors"), executor_id, body)
 

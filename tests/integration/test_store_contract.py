@@ -405,3 +405,23 @@ def test_concurrent_writers_never_share_an_audit_number(store_url):
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_redis_executor_registered_before_orders_were_kept_keeps_its_place_when_its_status_is_written(
+        request, tmp_path):
+    """A Redis store written before executor_order existed lists its executors by id, as SQLite lists them
+    by rowid. Writing one's status (a heartbeat back from offline, a drain, set_trust) gave it a fresh
+    sequence number: it moved behind every other executor, and placement ties after the next restart went
+    elsewhere. SQLite's upsert keeps the row's place."""
+    store = open_store(_url("redis", request, tmp_path))
+    try:
+        for executor_id in ("a", "b", "c"):
+            store.put_executor({"executor_id": executor_id}, "active")
+        store._r.delete(store._k("executor_order"), store._k("executor_seq"))  # as an older release left it
+        assert [s["executor_id"] for s, _ in store.executors()] == ["a", "b", "c"]
+        store.put_executor({"executor_id": "a"}, "offline")  # its status written (Head._store_status)
+        assert [s["executor_id"] for s, _ in store.executors()] == ["a", "b", "c"]
+        store.put_executor({"executor_id": "new"}, "active")  # registered now: last
+        assert [s["executor_id"] for s, _ in store.executors()] == ["a", "b", "c", "new"]
+    finally:
+        store.close()
