@@ -42,6 +42,7 @@ class Requirements:
     signature: tuple = field(default=(), compare=False)
     static_key: tuple = field(default=(), compare=False)   # the table's cache keys for this signature
     summary_key: tuple = field(default=(), compare=False)
+    own_key: tuple = field(default=(), compare=False)  # the static mask narrowed to the task's own coop
     amounts: tuple = field(default=(), compare=False)  # (cpus, gpus, memory_mb, gpu_memory_mb) of ``resources``
 
     def __post_init__(self) -> None:
@@ -111,7 +112,8 @@ def _requirements(coop_id: str, resources: Resources, regions: frozenset[str] | 
                   deny_sources: tuple) -> Requirements:
     signature = (coop_id, regions, tuple((n, v) for n, v, _ in caps), allow, deny)
     return Requirements(coop_id, resources, regions, region_sources, caps, allow, allow_sources, deny,
-                        deny_sources, signature, ("static",) + signature, ("summary",) + signature)
+                        deny_sources, signature, ("static",) + signature, ("summary",) + signature,
+                        own_key=("own",) + signature)
 
 
 def requirements_record(req: Requirements) -> dict:
@@ -148,6 +150,14 @@ def _static(table: ExecutorTable, req: Requirements) -> np.ndarray:
     return table.static_mask(req.static_key, build)
 
 
+def _static_own(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    """``_static`` of the task's own coop's executors only."""
+    cached = table.cached_static(req.own_key)
+    if cached is not None:
+        return cached
+    return table.static_mask(req.own_key, lambda t: _static(t, req) & t.own_mask(req.coop_id))
+
+
 def _registered(table: ExecutorTable, req: Requirements) -> np.ndarray:
     """The registered executors (active or not: drained, offline) the task's constraints allow: whether it
     could ever run, as admission and the scheduler both judge it."""
@@ -176,8 +186,10 @@ def _constrained(t: ExecutorTable, req: Requirements, base: np.ndarray) -> np.nd
     return m
 
 
-def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
-    """Executors that may run the task and have the resources free right now.
+def fit_mask(table: ExecutorTable, req: Requirements, own: bool = False) -> np.ndarray:
+    """Executors that may run the task and have the resources free right now; with ``own``, only those of
+    the task's own coop (the owners-first pass of a round: no extra pass over the rows, the static part
+    is kept narrowed).
 
     The answer is the table's scratch buffer (``live_fit``): read it before the next call.
     """
@@ -185,8 +197,8 @@ def fit_mask(table: ExecutorTable, req: Requirements) -> np.ndarray:
     free = table.free_masks
     cpu_mask, gpu_mask, mem_mask, gmem_mask = free.views
     # (the views in hand when the amount was asked before: at_least's call costs more than the lookup)
-    m = np.logical_and(cpu_mask[cpus] if cpus in cpu_mask else free.at_least(0, cpus), _static(table, req),
-                       out=table.live_fit)
+    m = np.logical_and(cpu_mask[cpus] if cpus in cpu_mask else free.at_least(0, cpus),
+                       _static_own(table, req) if own else _static(table, req), out=table.live_fit)
     if gpus > 0:
         m &= gpu_mask[gpus] if gpus in gpu_mask else free.at_least(1, gpus)
     if memory_mb > 0:

@@ -71,7 +71,14 @@ class SchedulingRound:
                          "tasks start once a coop admin sets one (`coopsched policy set FILE`) or are cancelled",
                          now)
                 continue
-            hold = self._gate_hold(compiled, entry, now, holds) if compiled.gates else None
+            if compiled.gates:  # asked once a round: built-in windows depend on the coop, priority and tags
+                # (one answer per gate key), a plug-in gate may decide by member (one answer per task)
+                gate_key = entry.gate_key if compiled.gates_by_minute else ("task", task_id)
+                hold = holds.get(gate_key, _UNASKED)
+                if hold is _UNASKED:
+                    hold = holds[gate_key] = closed_until(compiled, entry, now, self._buckets)
+            else:
+                hold = None
             if hold is not None:  # windows govern starts: a task that waited past the close waits again
                 entry.not_before = hold
                 self.changed_jobs.add(task_id)
@@ -80,13 +87,16 @@ class SchedulingRound:
             if job.state is _DEFERRED:
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
-            if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
+            key = entry.member_key
+            if self._running.get(key, 0) >= compiled.member_terms(entry.member)[3]:  # (_at_limit, inline: the
+                self._at_limit(entry, job, compiled, now)  # hot path asks every task; this says why it waits)
+                continue
+            if no_fit and self._no_fit(entry, job, no_fit, now):
                 continue
             if not shared:
                 if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
                     return placements
                 continue
-            key = entry.member_key
             claimed = claims.get(key, 0)
             if claimed and self._running.get(key, 0) + claimed >= compiled.member_terms(entry.member)[3]:
                 borrowing.append((entry, job, compiled, True))  # its member's slots left go to its earlier tasks
@@ -180,17 +190,6 @@ class SchedulingRound:
         placements.append(placement)
         return self.table.free_count <= 0  # the fleet is full: the rest keep their place and reason
 
-    def _gate_hold(self, compiled: CompiledPolicy, entry: QueuedTask, now: float,
-                   holds: dict[tuple, float | None]) -> float | None:
-        """When the start gates governing ``entry`` open (None: open now), asked once per round: built-in
-        windows depend on the coop, priority and tags (one answer per gate key), a plug-in gate may decide
-        by member (one answer per task)."""
-        key = entry.gate_key if compiled.gates_by_minute else ("task", entry.task_id)
-        hold = holds.get(key, _UNASKED)
-        if hold is _UNASKED:
-            hold = holds[key] = closed_until(compiled, entry, now, self._buckets)
-        return hold  # type: ignore[return-value]
-
     def _place(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy | None,
                own: bool = False) -> Placement | None:
         task, task_id, table = entry.task, entry.task_id, self.table
@@ -198,11 +197,7 @@ class SchedulingRound:
         hints = task.hints
         data_keys = hints.data
         data = self.data_locator.fractions(data_keys) if data_keys else None
-        mask = fit_mask(table, entry.requirements)
-        if own:  # (fit_mask's answer is the table's scratch buffer: narrowed in place)
-            mask &= table.own_mask(entry.coop_id)
-            if not mask.any():  # nothing of its own fits: the full pass places it
-                return None
+        mask = fit_mask(table, entry.requirements, own=own)  # (nothing of its own fits: none picked below)
         picked = choose(table, mask, weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
             others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore

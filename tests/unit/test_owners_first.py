@@ -172,7 +172,7 @@ def test_one_shape_that_fits_none_of_its_coops_executors_is_looked_at_once_per_r
         assert core.submit(make_task(coop="b", member="bob", cpus=2)).admitted
     calls = []
     real = scheduling_round.fit_mask
-    monkeypatch.setattr(scheduling_round, "fit_mask", lambda t, r: calls.append(1) or real(t, r))
+    monkeypatch.setattr(scheduling_round, "fit_mask", lambda t, r, **kw: calls.append(1) or real(t, r, **kw))
     assert core.schedule() == []
     assert len(calls) <= 2, len(calls)
 
