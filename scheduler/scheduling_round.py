@@ -53,7 +53,9 @@ class SchedulingRound:
         # of every executor it may use; so a borrower's task, however its coop's multipliers boost it, never
         # takes an executor that its owner's task, later in the queue, could have had this round
         shared = self.table.shared
-        borrowing: list[tuple[QueuedTask, Job, CompiledPolicy, bool]] = []  # (..., whether its own executors fit)
+        borrowing: list[list] = []  # [entry, job, compiled, held], in queue order; held: held back by its
+        # member's claims (not yet tried on its own coop's executors)
+        held: dict[tuple[str, str], list[list]] = {}  # per member, its held-back items of ``borrowing``
         own_missed: set[tuple] = set()  # shapes none of their coop's executors fit (the shape names the coop)
         claims: dict[tuple[str, str], int] = {}  # per member, its tasks postponed to the borrowing pass
         for entry in queue.ordered(self._fair_share, now):
@@ -99,29 +101,68 @@ class SchedulingRound:
                 continue
             claimed = claims.get(key, 0)
             if claimed and self._running.get(key, 0) + claimed >= compiled.member_terms(entry.member)[3]:
-                borrowing.append((entry, job, compiled, True))  # its member's slots left go to its earlier tasks
-                continue  # (postponed), in queue order; what they leave, it takes in the borrowing pass
+                item = [entry, job, compiled, True]  # its member's slots left go to its earlier tasks
+                borrowing.append(item)  # (postponed), in queue order; a slot one of them does not take
+                held.setdefault(key, []).append(item)  # comes back to it (own executors first)
+                continue
             later = self._own_first(entry, now, job, compiled, own_missed, placements)
             if later is not None:
                 claims[key] = claimed + 1
-                borrowing.append((later, job, compiled, False))
+                borrowing.append([later, job, compiled, False])
             elif self.table.free_count <= 0:
                 return placements
-        for entry, job, compiled, own_fits in borrowing:
+        for item in borrowing:
+            entry, job, compiled, is_held = item
             if limit is not None and len(placements) >= limit:
                 break
-            if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
-                continue  # (its member's own tasks placed meanwhile may have reached the limit)
-            if own_fits:
-                placement = self._place(entry, now, job, compiled, own=True)
-                if placement is not None:
-                    placements.append(placement)
-                    if self.table.free_count <= 0:
-                        break
-                    continue
-            if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
+            if entry.task_id not in queue:  # placed or refused when its member's claim was released
+                continue
+            key = entry.member_key
+            if not is_held:
+                claims[key] -= 1
+            if self._borrow(entry, now, job, compiled, is_held, no_fit, own_missed, placements):
                 break
+            if not is_held and job.state is not _RUNNING and key in held:  # its slot goes to its member's
+                # held-back tasks now, on their own coop's executors, before a later borrower takes them
+                if self._release_claim(key, held[key], claims, now, own_missed, placements, limit):
+                    break
         return placements
+
+    def _borrow(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy, is_held: bool,
+                no_fit: dict[tuple, str], own_missed: set[tuple], placements: list[Placement]) -> bool:
+        """The borrowing pass's go at ``entry``: on every executor it may use (a held-back task on its own
+        coop's first, relaxed or refused as in the first pass). True when the fleet is full."""
+        if self._at_limit(entry, job, compiled, now) or (no_fit and self._no_fit(entry, job, no_fit, now)):
+            return False  # (its member's own tasks placed meanwhile may have reached the limit)
+        if is_held:
+            later = self._own_first(entry, now, job, compiled, own_missed, placements)
+            if later is None:
+                return self.table.free_count <= 0
+            entry = later
+        return self._place_or_explain(entry, now, job, compiled, no_fit, placements)
+
+    def _release_claim(self, key: tuple[str, str], held: list[list], claims: dict[tuple[str, str], int],
+                       now: float, own_missed: set[tuple], placements: list[Placement], limit: int | None) -> bool:
+        """A member's claim holder took nothing in the borrowing pass: its held-back tasks, in queue order, get
+        the slot on their own coop's executors (as in the first pass: one none of those fits claims it and
+        borrows at its place). True when the fleet is full."""
+        for item in held:
+            entry, job, compiled, is_held = item
+            if not is_held or entry.task_id not in self.queue:
+                continue
+            if limit is not None and len(placements) >= limit:
+                return False
+            terms = compiled.member_terms(entry.member)[3]
+            if self._running.get(key, 0) + claims.get(key, 0) >= terms:
+                return False
+            later = self._own_first(entry, now, job, compiled, own_missed, placements)
+            if later is None:
+                if self.table.free_count <= 0:
+                    return True
+                continue
+            item[0], item[3] = later, False  # it claims the slot, and borrows at its place
+            claims[key] = claims.get(key, 0) + 1
+        return False
 
     def _own_first(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy,
                    own_missed: set[tuple], placements: list[Placement]) -> QueuedTask | None:

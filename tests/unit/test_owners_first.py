@@ -195,3 +195,66 @@ def test_a_dry_run_counts_what_replayed_jobs_still_open_hold_for_the_jobs_after_
         outcomes = {o["task_id"]: o for o in await h.shadow_policy(policy, last_n=2)}
         assert outcomes["B"]["change"] == "now refused", outcomes  # (the head would refuse B: A still holds)
     asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- a member's tasks held back by its claims
+# A member's task none of its own coop's executors fit keeps a claim on the member's max_concurrent_tasks slots
+# and is postponed; the member's later tasks are held back behind it. When the claim holder finds nothing to
+# borrow, its slot goes to them, and they still get their owners' first go.
+
+
+def _busy_gpu(core):
+    """b's GPU executor taken by b's own task: a's GPU task can borrow it some day, not this round."""
+    filler = core.submit(make_task(coop="b", member="carol", cpus=1, gpus=1))
+    assert [p.executor_id for p in core.schedule()] == ["b-gpu"]
+    return filler
+
+
+def test_a_borrower_does_not_take_the_owners_executor_its_held_back_task_could_have_had():
+    core, _ = make_core(make_policy(coop="a", max_concurrent_tasks=1),
+                        [make_executor("a-cpu", coop="a", cpus=1, open_to=("*",)),
+                         make_executor("b-gpu", coop="b", cpus=1, gpus=1, open_to=("*",))])
+    core.set_policy(make_policy(coop="b"))
+    _busy_gpu(core)
+    gpu = core.submit(make_task(coop="a", cpus=1, gpus=1, priority="critical"))  # claims alice's one slot
+    borrower = core.submit(make_task(coop="b", member="bob", cpus=1, priority="high"))  # b's own is busy
+    mine = core.submit(make_task(coop="a", cpus=1, priority="low"))  # held back behind the claim
+    placed = [(p.task_id, p.executor_id) for p in core.schedule()]
+    # the GPU task finds nothing free: alice's slot is free again, and her task fits her coop's executor
+    assert placed == [(mine.task_id, "a-cpu")], placed
+    assert core.job(gpu.task_id).state is JobState.QUEUED
+    assert core.job(borrower.task_id).state is JobState.QUEUED
+
+
+def test_a_held_back_task_relaxed_in_the_borrowing_pass_still_prefers_its_own_coops_executor():
+    core, _ = make_core(make_policy(coop="a", rules=GDPR, mode="permissive", max_concurrent_tasks=1),
+                        [make_executor("eu1", coop="a", region="eu-central", cpus=1),
+                         make_executor("a-us", coop="a", cpus=1, trust=0.1),
+                         make_executor("b-us", coop="b", cpus=1, trust=1.0, open_to=("*",)),
+                         make_executor("b-gpu", coop="b", cpus=1, gpus=1, open_to=("*",))])
+    core.set_policy(make_policy(coop="b"))
+    _busy_gpu(core)
+    gpu = core.submit(make_task(coop="a", cpus=1, gpus=1, priority="critical"))  # claims alice's one slot
+    t = make_task(coop="a", cpus=1, tags=["patient-data"], priority="low")
+    assert core.submit(t).admitted
+    core.remove_executor("eu1")
+    placed = [(p.task_id, p.executor_id, p.relaxed) for p in core.schedule()]
+    assert placed == [(t.task_id, "a-us", ("gdpr",))], placed
+    assert core.job(gpu.task_id).state is JobState.QUEUED
+
+
+def test_a_claim_holder_skipped_for_its_shape_still_gives_its_slot_to_its_members_held_back_task():
+    """The second GPU task of the same shape is not looked at again (the first found nothing free): its
+    member's slot is free all the same."""
+    core, _ = make_core(make_policy(coop="a", max_concurrent_tasks=1),
+                        [make_executor("a-cpu", coop="a", cpus=1, open_to=("*",)),
+                         make_executor("b-gpu", coop="b", cpus=1, gpus=1, open_to=("*",))])
+    core.set_policy(make_policy(coop="b"))
+    _busy_gpu(core)
+    core.submit(make_task(coop="a", member="alice", cpus=1, gpus=1, priority="critical"))
+    core.submit(make_task(coop="a", member="dave", cpus=1, gpus=1, priority="critical"))
+    borrower = core.submit(make_task(coop="b", member="bob", cpus=1, priority="high"))
+    mine = core.submit(make_task(coop="a", member="dave", cpus=1, priority="low"))
+    placed = [(p.task_id, p.executor_id) for p in core.schedule()]
+    assert placed == [(mine.task_id, "a-cpu")], placed
+    assert core.job(borrower.task_id).state is JobState.QUEUED
