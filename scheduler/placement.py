@@ -48,6 +48,12 @@ class Requirements:
     def __post_init__(self) -> None:
         if not self.amounts:
             object.__setattr__(self, "amounts", _amounts(self.resources))
+        if not self.signature:  # built directly, not by _requirements: its cache keys from its constraints
+            signature = (self.coop_id, self.regions, tuple((n, v) for n, v, _ in self.capabilities), self.allow,
+                         self.deny)
+            for name, key in (("signature", signature), ("static_key", ("static",) + signature),
+                              ("summary_key", ("summary",) + signature), ("own_key", ("own",) + signature)):
+                object.__setattr__(self, name, key)
 
     def with_resources(self, resources: Resources) -> Requirements:
         """The same constraints for another request (a cheap copy: this is on the hot path)."""

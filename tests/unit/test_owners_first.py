@@ -258,3 +258,14 @@ def test_a_claim_holder_skipped_for_its_shape_still_gives_its_slot_to_its_member
     placed = [(p.task_id, p.executor_id) for p in core.schedule()]
     assert placed == [(mine.task_id, "a-cpu")], placed
     assert core.job(borrower.task_id).state is JobState.QUEUED
+
+
+def test_requirements_built_directly_get_cache_keys_of_their_own():
+    """Keys left empty would make the static mask and its own-coop narrowing share one cache entry."""
+    from scheduler.placement import Requirements, compile_requirements
+    from scheduler.tasks import Resources
+    direct = Requirements("a", Resources(cpus=1), regions=frozenset({"eu"}))
+    made = compile_requirements("a", Resources(cpus=1), (), {})
+    assert direct.static_key and direct.own_key and direct.static_key != direct.own_key
+    assert len({direct.static_key, direct.own_key, direct.summary_key}) == 3
+    assert made.static_key != direct.static_key  # (different regions: different masks)
