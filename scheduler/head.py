@@ -285,6 +285,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
     async def heartbeat(self, offer: dict) -> bool:
         self._ensure_watchdog()  # after a restart, the first heartbeat starts the watchdog again
         parsed = parse(ExecutorOffer, offer, what="executor offer")
+        self._fresh()  # (checked against the memory _writes would rebuild)
         if parsed.executor_id not in self.core.table:
             return False
         with self._writes():  # what this round places (e.g. on an executor back from offline) is written
@@ -389,6 +390,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         return lost
 
     def _registered(self, executor_id: str) -> ExecutorSpec:
+        self._fresh()  # (checked against the memory _writes would rebuild)
         if not isinstance(executor_id, str) or executor_id not in self.core.table:
             raise KeyError(f"executor {executor_id!r} is not registered; see `coopsched executor list`")
         return self.core.table.spec(executor_id)

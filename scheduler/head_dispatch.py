@@ -49,6 +49,10 @@ class Dispatch:
         """Dispatch the executor's outbox, then what was placed there meanwhile, until it is empty."""
         try:
             while self._outbox.get(executor_id):
+                self._fresh()  # placed from memory a failed rebuild kept: perhaps never stored
+                if self._stale:  # the store still unreadable: send nothing; the rebuild places what it holds
+                    self._outbox.pop(executor_id, None)
+                    return
                 group, self._outbox[executor_id] = self._outbox[executor_id], []
                 group = [p for p in group if self.core.is_placed(p.task.task_id, executor_id, p.attempt)]  # lost,
                 # cancelled or requeued while it waited: dropped

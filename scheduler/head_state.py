@@ -81,8 +81,7 @@ class StateKeeping:
         before the error goes on to the caller: the head never acts on a decision the store did not
         take (a job admitted in memory only would run with no reservation, and its missing payload
         would fail every dispatch to its executor)."""
-        if self._stale and self._writing == 0:  # the last rebuild could not read the store: memory holds
-            self._resync(None)  # changes the store never took (and no longer marked changed): rebuild first
+        self._fresh()
         self._writing += 1
         try:
             with self.store.batch(rollback_if=_store_failed):
@@ -95,6 +94,12 @@ class StateKeeping:
             raise
         finally:
             self._writing -= 1
+
+    def _fresh(self) -> None:
+        """If the last rebuild could not read the store, memory holds changes the store never took (and no
+        longer marked changed): rebuild it first. Before a call's writes, its checks, and any dispatch."""
+        if self._stale and self._writing == 0:
+            self._resync(None)
 
     def _resync(self, exc: BaseException | None) -> None:
         """Replace the core with one recovered from the store, as a restarted head would, keeping the
