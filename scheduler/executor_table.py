@@ -422,11 +422,7 @@ class ExecutorTable:
 
     def own_mask(self, coop_id: str) -> np.ndarray:
         """Rows owned by ``coop_id`` (kept until the shape changes). Read-only."""
-        key = ("own", coop_id)
-        mask = self._static_masks.get(key)
-        if mask is None:
-            mask = self.static_mask(key, lambda t: t.coop[: t.n] == t.coop_codes.get(coop_id, -2))
-        return mask
+        return self.static_mask(("own", coop_id), lambda t: t.coop[: t.n] == t.coop_codes.get(coop_id, -2))
 
     def usable_mask(self) -> np.ndarray:
         return self.status[: self.n] == 0

@@ -48,7 +48,7 @@ class Requirements:
     def __post_init__(self) -> None:
         if not self.amounts:
             object.__setattr__(self, "amounts", _amounts(self.resources))
-        if not self.signature:  # built directly, not by _requirements: its cache keys from its constraints
+        if not self.signature:  # the table's cache keys, from the constraints (copies share them: with_resources)
             signature = (self.coop_id, self.regions, tuple((n, v) for n, v, _ in self.capabilities), self.allow,
                          self.deny)
             for name, key in (("signature", signature), ("static_key", ("static",) + signature),
@@ -116,10 +116,8 @@ def compile_requirements(coop_id: str, resources: Resources, constraints: Sequen
 def _requirements(coop_id: str, resources: Resources, regions: frozenset[str] | None, region_sources: tuple,
                   caps: tuple, allow: frozenset[str] | None, allow_sources: tuple, deny: frozenset[str],
                   deny_sources: tuple) -> Requirements:
-    signature = (coop_id, regions, tuple((n, v) for n, v, _ in caps), allow, deny)
     return Requirements(coop_id, resources, regions, region_sources, caps, allow, allow_sources, deny,
-                        deny_sources, signature, ("static",) + signature, ("summary",) + signature,
-                        own_key=("own",) + signature)
+                        deny_sources)  # (its signature and cache keys: __post_init__)
 
 
 def requirements_record(req: Requirements) -> dict:

@@ -90,8 +90,9 @@ class SchedulingRound:
                 self.changed_jobs.add(task_id)
                 job.move(now, JobState.QUEUED, "time window open")
             key = entry.member_key
-            if self._running.get(key, 0) >= compiled.member_terms(entry.member)[3]:  # (_at_limit, inline: the
-                self._at_limit(entry, job, compiled, now)  # hot path asks every task; this says why it waits)
+            running, limit_tasks = self._running.get(key, 0), compiled.member_terms(entry.member)[3]
+            if running >= limit_tasks:  # (_at_limit, inline: the hot path asks every task; this says why it waits)
+                self._at_limit(entry, job, compiled, now)
                 continue
             if no_fit and self._no_fit(entry, job, no_fit, now):
                 continue
@@ -100,7 +101,7 @@ class SchedulingRound:
                     return placements
                 continue
             claimed = claims.get(key, 0)
-            if claimed and self._running.get(key, 0) + claimed >= compiled.member_terms(entry.member)[3]:
+            if claimed and running + claimed >= limit_tasks:
                 item = [entry, job, compiled, True]  # its member's slots left go to its earlier tasks
                 borrowing.append(item)  # (postponed), in queue order; a slot one of them does not take
                 held.setdefault(key, []).append(item)  # comes back to it (own executors first)
