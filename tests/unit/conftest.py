@@ -20,3 +20,15 @@ def _no_ray_started():
         ray.shutdown()
         pytest.fail("this unit test started or joined a Ray cluster; unit tests run without Ray "
                     "(stand in for actors, as tests/head_in_process.py does)")
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """No Ray cluster runs: ``ray.init`` fails as it does when there is none to join (for checks that must
+    answer before anything connects)."""
+    import ray
+
+    def init(*args, **kwargs):  # what ray.init(address="auto") raises when nothing runs
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import ray
 
 from scheduler.cli import main
 
@@ -97,14 +96,6 @@ def test_a_bad_file_is_a_one_line_error_with_exit_2_not_a_traceback(case, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("coopsched:") and "Traceback" not in err
-
-
-@pytest.fixture
-def no_cluster(monkeypatch):
-    def init(*args, **kwargs):  # what ray.init(address="auto") raises when nothing runs
-        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", init)
 
 
 @pytest.mark.parametrize("argv, says", [

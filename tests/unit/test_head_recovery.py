@@ -36,6 +36,18 @@ async def join(head: Head, worker: FakeWorker, region: str, cpus: float = 1, **k
     head._workers[worker.executor_id] = worker
 
 
+async def head_with_jobs(url: str, *task_ids: str) -> Head:
+    """A head on ``url`` with the BASE policy and executor e1 (1 CPU, us-west), the jobs submitted in order
+    (the first runs on e1, the others wait)."""
+    head = await open_head(url, {})
+    await head.set_policy(BASE)
+    await join(head, FakeWorker("e1"), "us-west")
+    for task_id in task_ids:
+        await head.submit(task(task_id), task_id.encode())
+    await settle()
+    return head
+
+
 def task(task_id: str, **kw) -> dict:
     return {"task_id": task_id, "coop_id": COOP, "member": "alice", "resources": {"cpus": 1},
             "max_runtime_s": 60, "max_retries": 2, **kw}

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from scheduler.state_store import open_store
-from tests.unit.test_head_interleavings import FakeWorker, no_ray_started, settle  # noqa: F401
-from tests.unit.test_head_recovery import BASE, COOP, join, open_head, task
+from tests.unit.test_head_interleavings import FakeWorker, no_ray_started  # noqa: F401
+from tests.unit.test_head_recovery import COOP, head_with_jobs, open_head
 
 
 @pytest.mark.parametrize("spoil", [
@@ -20,12 +20,7 @@ def test_a_head_restarts_past_a_stored_job_it_cannot_restore(tmp_path, caplog, s
     url = f"sqlite:///{tmp_path}/state.db"
 
     async def first():
-        h = await open_head(url, {})
-        await h.set_policy(BASE)
-        await join(h, FakeWorker("e1"), "us-west")
-        await h.submit(task("good"), b"y")  # runs on e1
-        await h.submit(task("bad"), b"x")   # waits, queued
-        await settle()
+        h = await head_with_jobs(url, "good", "bad")  # good runs on e1, bad waits, queued
         h.store.close()
 
     asyncio.run(first())
@@ -60,11 +55,7 @@ def test_a_running_job_whose_placement_cannot_be_read_is_not_left_half_restored(
     url = f"sqlite:///{tmp_path}/state.db"
 
     async def first():
-        h = await open_head(url, {})
-        await h.set_policy(BASE)
-        await join(h, FakeWorker("e1"), "us-west")
-        await h.submit(task("run"), b"y")  # runs on e1
-        await settle()
+        h = await head_with_jobs(url, "run")  # runs on e1
         h.store.close()
 
     asyncio.run(first())

@@ -12,19 +12,15 @@ import pytest
 
 from scheduler.ledger import period_of
 from scheduler.tasks import JobState
-from tests.unit.test_head_interleavings import FakeWorker, no_ray_started, settle  # noqa: F401
-from tests.unit.test_head_recovery import BASE, COOP, join, open_head, report, task
+from tests.unit.test_head_interleavings import no_ray_started, settle  # noqa: F401
+from tests.unit.test_head_recovery import COOP, head_with_jobs, report
 
 
 def test_a_settlement_lost_to_a_double_store_failure_is_written_when_the_store_is_back(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path}/state.db"
 
     async def main():
-        h = await open_head(url, {})
-        await h.set_policy(BASE)
-        await join(h, FakeWorker("e1"), "us-west")
-        await h.submit(task("A"), b"a")
-        await settle()
+        h = await head_with_jobs(url, "A")
         assert h.core.job("A").state is JobState.RUNNING
 
         def down(*args, **kwargs):

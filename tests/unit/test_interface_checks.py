@@ -5,29 +5,19 @@ Findings of a review of the interface, each closed."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
-import ray
 
 import scheduler.client as client_module
 from policies.validation import InvalidRequest
 from scheduler.cli import main
 from scheduler.identity import generate_key, public_key_b64
-from tests.head_in_process import InProcessClient, ThreadedHead, handle
+from tests.head_in_process import InProcessClient, ThreadedHead
 
 GOOD = "policies/examples/timebank.json"
 PUB = public_key_b64(generate_key())
 SUBMIT = ["job", "submit", "math:factorial", "--coop", "c", "--member", "m"]
 JOIN = ["executor", "join", "--id", "e", "--coop", "c"]
-
-
-@pytest.fixture
-def no_cluster(monkeypatch):
-    def init(*args, **kwargs):  # what ray.init(address="auto") raises when nothing runs
-        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", init)
 
 
 # ---------------------------------------------------------------- F1: bad values found only at the head
