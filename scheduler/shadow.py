@@ -5,7 +5,8 @@ original submission time, through two scratch cores over the same executors — 
 the active policy, one with the proposed one — and reports every job whose outcome
 changes: now refused, now admitted, or placed on another executor. The scratch cores
 start with each member's real usage this month, and what their jobs outside the replay
-still hold (the reservations of queued and running jobs older than the replayed ones), and
+still hold (the reservations of queued and running jobs older than the replayed ones); a
+replayed job still open for real keeps holding its projection for the jobs after it; and
 each replayed job is released right after placement so the fleet stays idle: the comparison
 isolates the policy change from the load of the moment. Nothing real is touched.
 """
@@ -85,9 +86,9 @@ def shadow_evaluate(active: CoopPolicy | None, proposed: CoopPolicy, executors: 
                     still_open: set[str] | frozenset[str] = frozenset()) -> list[ShadowOutcome]:
     """Replay ``tasks`` (submission time, spec), oldest first, under both policies. ``usage`` is each
     member's use in the month of ``now`` (default: the newest job's time), ``held`` what each member's
-    open jobs outside ``tasks`` have reserved in that month, ``still_open`` the replayed jobs not finished for
-    real (what each is admitted with keeps counting after it, as their reservations do); jobs of an earlier month are judged against
-    what the replay itself used in that month."""
+    open jobs outside ``tasks`` have reserved in that month, ``still_open`` the replayed jobs not finished
+    for real (what each is admitted with keeps counting after it, as their reservations do); jobs of an
+    earlier month are judged against what the replay itself used in that month."""
     ordered = sorted(tasks, key=lambda t: t[0])
     now = now if now is not None else (ordered[-1][0] if ordered else 0.0)
     start = ordered[0][0] if ordered else 0.0

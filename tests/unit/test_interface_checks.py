@@ -5,7 +5,6 @@ Findings of a review of the interface, each closed."""
 
 from __future__ import annotations
 
-
 import pytest
 
 import scheduler.client as client_module
