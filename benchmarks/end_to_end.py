@@ -22,7 +22,10 @@ Modes, each for a trivial job (returns its argument) and one that sleeps 10 ms:
 * ``coopsched``: ``client.submit(fn, x, ...)`` then ``JobHandle.result()``, under the
   shipped timebank policy with quota and rate limit opened up (so nothing is refused)
   and DataSovereignty, TaskLimits and ExecutorFilter rules active on every task;
-* ``coopsched-map``: throughput only, ``client.map`` (the head's ``submit_many``).
+* ``coopsched-map``: throughput only, ``client.map`` (the head's ``submit_many``);
+* ``floor`` and ``floor-map``: the same path (client -> head -> worker -> pinned task -> tracker ->
+  head -> client) with none of Coopsched's work on it (``benchmarks/e2e_floor.py``): the least any
+  implementation of that path costs on this machine. A target the floor misses is out of reach here.
 
 Latency: N sequential jobs per mode, modes interleaved in chunks so a drift in the
 machine's load hits them alike. *submit->start* is the function's own ``time.time()``
@@ -75,6 +78,7 @@ from scheduler.client import Client, shutdown  # noqa: E402
 from scheduler.job_handle import JobFailed, JobHandle  # noqa: E402
 from scheduler.names import HEAD_NAME, TRACKER_NAME, worker_name  # noqa: E402
 from benchmarks.common import init_local_ray, write_results  # noqa: E402
+from benchmarks.e2e_floor import Floor, start_floor, stop_floor  # noqa: E402
 from benchmarks.e2e_report import LOST_AFTER_S, format_report, targets  # noqa: E402
 from benchmarks.e2e_profile import (CpuMeter, PySpy, Spans, actor_pids, latency_breakdown, ms_stats,  # noqa: E402
                                     throughput_activity)
@@ -384,14 +388,18 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
     pinned = NodeAffinitySchedulingStrategy(layout.affinity_node, soft=False)
     bare, affinity = BareRay("ray"), BareRay("ray-affinity", scheduling_strategy=pinned)
     node_cpus = {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")}
+    executors = float(len(layout.executors))
     slots = {"ray": sum(node_cpus.values()), "ray-affinity": node_cpus.get(layout.affinity_node, 1.0),
-             "coopsched": float(len(layout.executors)), "coopsched-map": float(len(layout.executors))}
+             "floor": executors, "floor-map": executors, "coopsched": executors, "coopsched-map": executors}
     log(f"starting Coopsched in namespace {namespace!r}: head, tracker, {len(layout.executors)} executors")
+    floor_actors: list = []
     try:
         client = start_coopsched(namespace, layout, store_url)
         coop, coop_map = Coopsched("coopsched", client), Coopsched("coopsched-map", client, batch=True)
-        sequential: list[Mode] = [bare, affinity, coop]
-        batched: list[Mode] = [bare, affinity, coop, coop_map]
+        floor_actors = start_floor(namespace, [(e.node_id, 1.0) for e in layout.executors])
+        floor, floor_map = Floor("floor", namespace), Floor("floor-map", namespace, batch=True)
+        sequential: list[Mode] = [bare, affinity, floor, coop]
+        batched: list[Mode] = [bare, affinity, floor, floor_map, coop, coop_map]
         log("warming up every mode")
         warm_up(batched, plan.warmup_rounds, width=2 * len(layout.executors))
         workers = [worker_name(e.executor_id) for e in layout.executors]
@@ -406,8 +414,8 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
             log(f"{variant}: throughput, {plan.throughput_jobs} jobs at once x {plan.repeats} per mode")
             runs = measure_throughput(batched, fn, plan.throughput_jobs, plan.repeats, lambda: CpuMeter(roles))
             if variant == "trivial":
-                kinds = {"ray": fn.__name__, "ray-affinity": fn.__name__, "coopsched": "run_measured",
-                         "coopsched-map": "run_measured"}
+                kinds = {"ray": fn.__name__, "ray-affinity": fn.__name__, "floor": "_run", "floor-map": "_run",
+                         "coopsched": "run_measured", "coopsched-map": "run_measured"}
                 result["breakdown"]["throughput"] = throughput_activity(Spans.collect(), runs, kinds, slots)
             result["variants"][variant] = {
                 m.name: {"latency": latency_stats(samples[m.name]) if m.name in samples else None,
@@ -418,6 +426,7 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
         if profile_dir is not None:
             result["profile"] = profile_runs(namespace, layout, client, plan, profile_dir, log)
     finally:
+        stop_floor(floor_actors)
         shutdown(namespace)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

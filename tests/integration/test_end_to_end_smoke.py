@@ -23,8 +23,8 @@ from scheduler.client import shutdown  # noqa: E402
 
 pytestmark = pytest.mark.integration
 NS = "coopsched-bench-smoke"
-MODES = {"ray", "ray-affinity", "coopsched", "coopsched-map"}
-SEQUENTIAL = {"ray", "ray-affinity", "coopsched"}
+MODES = {"ray", "ray-affinity", "floor", "floor-map", "coopsched", "coopsched-map"}
+SEQUENTIAL = {"ray", "ray-affinity", "floor", "coopsched"}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,15 @@ def test_targets_compare_coopsched_with_bare_ray(result):
     assert len(targets) == 3 * len(bench.VARIANTS)
     for t in result["targets"]:
         assert t["value"] > 0 and t["status"] in ("PASS", "MISS")
+
+
+def test_every_target_is_also_judged_for_the_floor(result):
+    """The floor (the same path with none of Coopsched's work) ran its jobs to their right values (Floor
+    checks each) and is judged against every target, so a report tells what is out of reach."""
+    for t in result["targets"]:
+        assert t["floor_value"] > 0 and t["floor_status"] in ("PASS", "MISS"), t
+    floor = result["variants"]["trivial"]["floor"]["latency"]["submit_to_result_ms"]["p50"]
+    assert floor > result["variants"]["trivial"]["ray"]["latency"]["submit_to_result_ms"]["p50"]
 
 
 @pytest.mark.parametrize("variant", sorted(bench.VARIANTS))
