@@ -32,6 +32,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import `benchmarks`
 
 HEAD, TRACKER = "floor-head", "floor-tracker"
+
+
+def worker_names(count: int) -> list[str]:
+    return [f"floor-worker-{i}" for i in range(count)]
 _ids = itertools.count()
 
 
@@ -151,7 +155,7 @@ class FloorHead:
 def start_floor(namespace: str, executors: Sequence[tuple[str, float]]) -> list:
     """The floor's actors in ``namespace``: one worker per ``(node_id, cpus)``; returns every handle."""
     tracker = ray.remote(FloorTracker).options(name=TRACKER, namespace=namespace, num_cpus=0).remote(namespace)
-    names = [f"floor-worker-{i}" for i in range(len(executors))]
+    names = worker_names(len(executors))
     workers = [ray.remote(FloorWorker).options(
         name=name, namespace=namespace, num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(namespace, node_id, int(cpus))

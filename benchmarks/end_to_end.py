@@ -24,8 +24,9 @@ Modes, each for a trivial job (returns its argument) and one that sleeps 10 ms:
   and DataSovereignty, TaskLimits and ExecutorFilter rules active on every task;
 * ``coopsched-map``: throughput only, ``client.map`` (the head's ``submit_many``);
 * ``floor`` and ``floor-map``: the same path (client -> head -> worker -> pinned task -> tracker ->
-  head -> client) with none of Coopsched's work on it (``benchmarks/e2e_floor.py``): the least any
-  implementation of that path costs on this machine. A target the floor misses is out of reach here.
+  head -> client), built the same way, with none of Coopsched's work on it
+  (``benchmarks/e2e_floor.py``; its actors' CPU is counted as head, tracker and workers). A target
+  the floor misses is out of Coopsched's reach on this machine.
 
 Latency: N sequential jobs per mode, modes interleaved in chunks so a drift in the
 machine's load hits them alike. *submit->start* is the function's own ``time.time()``
@@ -78,6 +79,7 @@ from scheduler.client import Client, shutdown  # noqa: E402
 from scheduler.job_handle import JobFailed, JobHandle  # noqa: E402
 from scheduler.names import HEAD_NAME, TRACKER_NAME, worker_name  # noqa: E402
 from benchmarks.common import init_local_ray, write_results  # noqa: E402
+from benchmarks import e2e_floor  # noqa: E402
 from benchmarks.e2e_floor import Floor, start_floor, stop_floor  # noqa: E402
 from benchmarks.e2e_report import LOST_AFTER_S, format_report, targets  # noqa: E402
 from benchmarks.e2e_profile import (CpuMeter, PySpy, Spans, actor_pids, latency_breakdown, ms_stats,  # noqa: E402
@@ -403,9 +405,11 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
         log("warming up every mode")
         warm_up(batched, plan.warmup_rounds, width=2 * len(layout.executors))
         workers = [worker_name(e.executor_id) for e in layout.executors]
-        pids = actor_pids(namespace, [HEAD_NAME, TRACKER_NAME, *workers])
-        roles = {pid: "head actor" if name == HEAD_NAME else "tracker actor" if name == TRACKER_NAME
-                 else "worker actors" for name, pid in pids.items()}
+        floor_workers = e2e_floor.worker_names(len(layout.executors))
+        pids = actor_pids(namespace, [HEAD_NAME, TRACKER_NAME, *workers, e2e_floor.HEAD, e2e_floor.TRACKER,
+                                      *floor_workers])
+        roles = {pid: "head actor" if name in (HEAD_NAME, e2e_floor.HEAD) else "tracker actor"
+                 if name in (TRACKER_NAME, e2e_floor.TRACKER) else "worker actors" for name, pid in pids.items()}
         result["variants"], result["breakdown"] = {}, {}
         for variant, fn in VARIANTS.items():
             log(f"{variant}: latency, {plan.latency_jobs} sequential jobs per mode")
