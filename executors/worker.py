@@ -173,23 +173,32 @@ class ExecutorWorker:
         """
         return self._accept(LaunchSpec.model_validate(spec))
 
-    async def start_many(self, specs: list[dict[str, Any]], capacity: dict[str, Any] | None = None
-                         ) -> list[list[ray.ObjectRef] | str | None]:
+    async def start_many(self, specs: list[dict[str, Any]], capacity: dict[str, Any] | None = None,
+                         ended: list[str] | None = None) -> list[list[ray.ObjectRef] | str | None] | dict[str, list]:
         """``start`` for several attempts in one call (the head sends what it placed here in one
         scheduling round); every spec, and ``capacity``, is validated before any is launched.
 
         ``capacity``: the executor's resources (``{"cpus": 4, "gpus": 0, "memory_mb": 8192}``). With
         it, the worker launches only what fits beside its running tasks and queues the rest; without
-        it (as before the head said), everything is launched at once and Ray queues what does not fit."""
+        it (as before the head said), everything is launched at once and Ray queues what does not fit.
+
+        ``ended``: task ids whose result references the head wants too (tasks launched from this
+        worker's queue that ended: what ``result_refs`` answers), so the call that hands over the next
+        tasks also brings back the last ones' references. With it the answer is ``{"started": [the
+        list above], "refs": [result_refs(ended)]}``."""
         if not isinstance(specs, list):
             raise TypeError(f"start_many takes a list of launch specs; received {type(specs).__name__}; "
                             f"e.g. [{LaunchSpec.model_config['json_schema_extra']['examples'][0]}]")
+        if ended is not None and not isinstance(ended, list):
+            raise TypeError(f"start_many's ended is a list of task ids; received {type(ended).__name__}; "
+                            f"e.g. ['job-7f3a']")
         launches = [LaunchSpec.model_validate(spec) for spec in specs]
         if capacity is not None:
             r = Resources.model_validate(capacity)
             self._queued.capacity = (r.cpus, r.gpus, r.memory_mb, 0.0)  # tasks ask no GPU memory here
             self._launch_ready()  # the executor may have grown: older ones first
-        return [self._accept(launch) for launch in launches]
+        started = [self._accept(launch) for launch in launches]
+        return started if ended is None else {"started": started, "refs": await self.result_refs(ended)}
 
     def _accept(self, launch: LaunchSpec) -> list[ray.ObjectRef] | str | None:
         task_id = launch.task_id

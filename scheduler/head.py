@@ -84,6 +84,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         self._dispatched: dict[str, float] = {}
         self._refs_wanted: dict[str, list[str]] = {}  # executor -> ended tasks whose result reference to fetch
         self._fetching: set[str] = set()  # ended tasks whose result reference is being fetched (_fetch_refs)
+        self._refs_riding: dict[str, list[str]] = {}  # executor -> of those, asked for with its next dispatch
         self._outbox: dict[str, list[Placement]] = {}  # executor -> placed, not yet sent (while a call is out)
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished jobs still in memory, oldest first
         self.keep_finished_jobs = max(0, int(keep_finished_jobs))
@@ -212,8 +213,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         self._ensure_watchdog()
         with self._writes():
             settled = self._settle(report)
+            self._schedule()  # before _fetch_refs: the references ride on the dispatch it starts
             self._fetch_refs()
-            self._schedule()
             self._persist()
         return settled
 
@@ -230,8 +231,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
                 except ValueError as exc:
                     log.warning("refused a malformed usage report in a batch: %s", exc)
                     answers.append(False)
-            self._fetch_refs()
             self._schedule()
+            self._fetch_refs()
             self._persist()
         return answers
 

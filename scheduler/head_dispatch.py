@@ -4,8 +4,9 @@ A mixin of ``scheduler.head.Head`` (the Ray actor), like ``scheduler.head_result
 method here runs on the head's main event loop. One dispatch call is in flight per executor at
 a time; what is placed there meanwhile goes in its next call. A worker answers each task with
 its result reference, or ``QUEUED`` when it keeps the task in its own queue
-(``ExecutorSpec.dispatch_ahead``); the references of those are fetched in one call per worker
-once their reports are settled (``_fetch_refs``).
+(``ExecutorSpec.dispatch_ahead``); the references of those are fetched once their reports are
+settled (``_fetch_refs``): with the next dispatch to that worker when one is about to go (the slot
+they freed is usually refilled at once), else in one ``result_refs`` call per worker.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class Dispatch:
         finally:
             if not self._outbox.get(executor_id):
                 self._outbox.pop(executor_id, None)
+                riding = self._refs_riding.pop(executor_id, None)
+                if riding:  # no dispatch went after all (everything in it was dropped): ask on their own
+                    self._loop.create_task(self._fetch_refs_of(executor_id, riding))
             else:  # _dispatch raised (a bug): keep the rest moving
                 self._loop.create_task(self._send(executor_id))
 
@@ -72,14 +76,37 @@ class Dispatch:
                 "payload": [self._payloads[task.task_id]]}
 
     async def _dispatch(self, executor_id: str, group: list[Placement]) -> None:
-        """Send the placements of one executor to its worker in one call."""
-        started = 0
+        """Send the placements of one executor to its worker in one call (with it, the ended tasks
+        whose result references are wanted from there: ``_fetch_refs``)."""
+        ended = self._refs_riding.pop(executor_id, None)
+        fetched = False
+        try:
+            fetched = await self._dispatch_with(executor_id, group, ended)
+        finally:
+            if fetched:
+                self._refs_fetched(ended)
+            elif ended:  # the call did not bring them (it failed, or the worker is of an earlier release)
+                self._loop.create_task(self._fetch_refs_of(executor_id, ended))
+
+    async def _dispatch_with(self, executor_id: str, group: list[Placement], ended: list[str] | None) -> bool:
+        """The dispatch; True if it brought back the references of ``ended``."""
+        started, fetched = 0, False
         worker = self._worker(executor_id)
         try:
             if worker is None:  # (Ray's ActorUnavailableError wants an actor id, which there is none of)
                 self._lost(executor_id, f"no worker actor for executor {executor_id}")
-                return
-            refs = await worker.start_many.remote([self._launch_spec(p) for p in group], self._capacity(executor_id))
+                return False
+            specs, capacity = [self._launch_spec(p) for p in group], self._capacity(executor_id)
+            call = None
+            if ended:
+                try:  # (Ray checks the arguments against the worker's own signature as the call is made)
+                    call = worker.start_many.remote(specs, capacity, ended)
+                except TypeError:  # a worker of an earlier release, without ``ended``: result_refs then
+                    ended = None
+            refs = await (worker.start_many.remote(specs, capacity) if call is None else call)
+            if ended:
+                self._took_refs(ended, refs["refs"])
+                refs, fetched = refs["started"], True
             now = time.time()
             for p, ref in zip(group, refs):
                 task_id = p.task.task_id
@@ -111,6 +138,7 @@ class Dispatch:
                 job = self.core.job(task_id, explain=False)
                 if job is not None and job.state is JobState.RUNNING:
                     await self._cancel_on_worker(task_id)
+        return fetched
 
     def _drop_stale(self, task_id: str, executor_id: str, worker) -> None:
         """A worker answered a dispatch after its executor was declared lost and the task requeued: that
@@ -174,28 +202,39 @@ class Dispatch:
             self._notify(task_id)
 
     def _fetch_refs(self) -> None:
-        """Ask each worker, in one call, for the result references of the tasks it launched from its
-        own queue that just ended (their ``start`` answer had none); then wake their waiters."""
+        """Get the result references of the tasks each worker launched from its own queue that just
+        ended (their ``start`` answer had none), then wake their waiters: with the next dispatch to that
+        worker when one is about to go (called after ``_schedule``), else in one ``result_refs`` call."""
         wanted, self._refs_wanted = self._refs_wanted, {}
         for executor_id, task_ids in wanted.items():
-            self._loop.create_task(self._fetch_refs_of(executor_id, task_ids))
+            if self._outbox.get(executor_id):  # placed there and not sent yet: a dispatch call will go
+                self._refs_riding.setdefault(executor_id, []).extend(task_ids)
+            else:
+                self._loop.create_task(self._fetch_refs_of(executor_id, task_ids))
 
     async def _fetch_refs_of(self, executor_id: str, task_ids: list[str]) -> None:
         worker = self._worker(executor_id)
         try:
-            refs = await worker.result_refs.remote(task_ids) if worker is not None else []
-            for task_id, ref in zip(task_ids, refs):
-                if ref:
-                    self._results[task_id] = ref
-            while len(self._results) > KEEP_RESULTS:
-                self._results.popitem(last=False)
+            self._took_refs(task_ids, await worker.result_refs.remote(task_ids) if worker is not None else [])
         except RayError as exc:  # its waiters ask the worker themselves (wait_result), or learn it is gone
             log.info("result references of %d task(s) not fetched from %s: %s", len(task_ids), executor_id,
                      type(exc).__name__)
         finally:
-            for task_id in task_ids:
-                self._fetching.discard(task_id)
-                self._notify(task_id)
+            self._refs_fetched(task_ids)
+
+    def _took_refs(self, task_ids: list[str], refs: list) -> None:
+        for task_id, ref in zip(task_ids, refs):
+            if ref:
+                self._results[task_id] = ref
+        while len(self._results) > KEEP_RESULTS:
+            self._results.popitem(last=False)
+
+    def _refs_fetched(self, task_ids: list[str]) -> None:
+        """Fetched or not, the references of these are no longer on their way: their waiters go on
+        (without one, ``wait_result`` asks the worker itself, or learns it is gone)."""
+        for task_id in task_ids:
+            self._fetching.discard(task_id)
+            self._notify(task_id)
 
     async def _cancel_on_worker(self, task_id: str) -> None:
         job = self.core.job(task_id)

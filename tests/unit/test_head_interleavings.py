@@ -64,10 +64,11 @@ class FakeWorker:
     def ref(self, task_id: str, attempt) -> list:
         return [f"ref:{self.executor_id}:{task_id}:{attempt}"]
 
-    async def _start_many(self, specs, capacity=None):
+    async def _start_many(self, specs, capacity=None, ended=None):
         if self.hold_start:
             await self.release.wait()
-        return ["queued" if self.queue_all else self.ref(s["task_id"], s["attempt"]) for s in specs]
+        started = ["queued" if self.queue_all else self.ref(s["task_id"], s["attempt"]) for s in specs]
+        return started if ended is None else {"started": started, "refs": [self.ref(t, "fetched") for t in ended]}
 
     async def _missing(self, task_ids):
         if self.hang_missing:
