@@ -78,24 +78,25 @@ class FloorWorker:
         out: list[list | None] = []
         for spec in specs:
             if self.running < self.slots:
-                out.append(self._launch(spec))
+                out.append(self._launch(spec, queued=False))
             else:
                 self.queue.append(spec)
                 out.append(None)
         return out
 
-    def _launch(self, spec: dict) -> list:
+    def _launch(self, spec: dict, queued: bool) -> list:
         self.running += 1
         value, ended = self.task.remote(spec["payload"])
-        asyncio.create_task(self._watch(spec["task_id"], value, ended))
+        asyncio.create_task(self._watch(spec["task_id"], value, ended, queued))
         return [value]
 
-    async def _watch(self, task_id: str, value: ray.ObjectRef, ended: ray.ObjectRef) -> None:
+    async def _watch(self, task_id: str, value: ray.ObjectRef, ended: ray.ObjectRef, queued: bool) -> None:
         at = await ended
         self.running -= 1
         if self.queue:
-            self._launch(self.queue.pop(0))
-        self.unsent.append({"task_id": task_id, "ended_at": at, "ref": [value]})
+            self._launch(self.queue.pop(0), queued=True)
+        # the reference of a task launched from the queue travels with its report (the head has no other)
+        self.unsent.append({"task_id": task_id, "ended_at": at, "ref": [value] if queued else None})
         self.ready.set()
 
     async def _deliver(self) -> None:
@@ -134,7 +135,8 @@ class FloorHead:
 
     async def on_reports(self, reports: list[dict]) -> bool:
         for report in reports:
-            self._ready(report["task_id"], self.refs.get(report["task_id"]) or report["ref"])
+            if report["ref"] is not None:
+                self._ready(report["task_id"], report["ref"])
         return True
 
     def _ready(self, task_id: str, ref: list) -> None:
