@@ -238,7 +238,10 @@ class SqliteStore:
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
             db = self._conn
-            if db.in_transaction:  # inside this thread's batch (the lock is held across a transaction)
+            if db.in_transaction and begin == "BEGIN":  # reads inside this thread's batch: they see its
+                yield db  # writes and nothing else (the lock is held), and have nothing to roll back
+                return
+            if db.in_transaction:  # a write inside this thread's batch (the lock is held across a transaction)
                 db.execute("SAVEPOINT one")
                 try:
                     yield db
