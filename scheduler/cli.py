@@ -3,7 +3,8 @@
 Exit codes: 0 ok, 1 error, 2 bad input or usage, 3 refused by policy, 4 refused by
 authorization (unsigned, unknown key, forged, expired, replayed or forbidden). Tables by
 default, ``--json`` for scripts (before or after the subcommand); errors go to stderr
-and say how to fix them. ``--key FILE`` (or ``COOPSCHED_KEY``) signs every request.
+and say how to fix them. ``--key FILE`` (or ``COOPSCHED_KEY``) signs every request. A command that has
+no use for ``--address`` or ``--key`` (it connects to no cluster, or signs nothing) refuses them.
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", default=argparse.SUPPRESS, help="private key file that signs requests (or COOPSCHED_KEY)")
 
 
-def _sub(parent, name: str, help: str, func=None) -> argparse.ArgumentParser:
+def _sub(parent, name: str, help: str, func=None, *, unused: c.Unused | None = None) -> argparse.ArgumentParser:
+    """A subcommand; ``unused``: the common flags it has no use for, refused when given (exit 2)."""
     p = parent.add_parser(name, help=help, description=help)
     _common(p)
     if func is not None:
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, unused=unused)
     return p
+
+
+def _offline(why: str, example: str) -> c.Unused:
+    return c.Unused(("--address", "--key"), why, example)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default=None, help="private key file that signs requests (default: $COOPSCHED_KEY)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = _sub(sub, "demo", "run the two-cooperative demo on a local 4-node Ray cluster", c.cmd_demo)
+    d = _sub(sub, "demo", "run the two-cooperative demo on a local 4-node Ray cluster", c.cmd_demo,
+             unused=_offline("it runs on a Ray cluster of its own (on none with --simulated), in development mode",
+                             "coopsched demo --simulated"))
     d.add_argument("--simulated", action="store_true", help="the decision core alone on simulated executors")
 
     s = _sub(sub, "start", "start the head (and a local Ray if none runs)", c.cmd_start)
-    s.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray")
+    s.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray (not with --address)")
     s.add_argument("--store", default=None, help="sqlite:///PATH (default), redis://HOST:PORT/DB or memory://")
     s.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     s.add_argument("--operator-key", default=None, metavar="FILE_OR_PUBKEY",
@@ -51,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="development mode: no keys, nothing verified (every output says so)")
     s.add_argument("--auth-window", type=float, default=None, metavar="S",
                    help="signed mode: accepted clock difference of a request, seconds (default 60)")
-    _sub(sub, "stop", "stop the head, the tracker and every worker", c.cmd_stop)
-    b = _sub(sub, "bench", "run the placement-latency benchmark", c.cmd_bench)
+    _sub(sub, "stop", "stop the head, the tracker and every worker", c.cmd_stop,
+         unused=c.Unused(("--key",), "it stops the actors through Ray and sends the head no request to sign "
+                         "(whoever can reach the cluster can stop it)", "coopsched stop --address 10.0.0.5:6379"))
+    b = _sub(sub, "bench", "run the placement-latency benchmark", c.cmd_bench,
+             unused=_offline("the benchmark runs the decision core alone, in a process of its own, with no cluster",
+                             "coopsched bench --quick"))
     b.add_argument("--quick", action="store_true", help="a run of a few seconds")
 
     pol = _sub(sub, "policy", "set, show, list, remove, validate, diff, roll back policies")
@@ -61,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("file")
     ps.add_argument("--dry-run", action="store_true", help="replay recent jobs under it; change nothing")
     ps.add_argument("--last", type=int, default=100, help="how many recent jobs --dry-run replays")
-    _sub(psub, "validate", "check a policy file; every error with its JSON path", c.cmd_policy).add_argument("file")
+    _sub(psub, "validate", "check a policy file; every error with its JSON path", c.cmd_policy,
+         unused=_offline("it checks the file here, with no cluster (`coopsched policy diff FILE` compares it "
+                         "with the head's policy)",
+                         "coopsched policy validate timebank.json")).add_argument("file")
     for action, help in (("show", "print a coop's active policy"), ("remove", "deactivate a coop's policy"),
                          ("history", "every version of a coop's policy")):
         _sub(psub, action, help, c.cmd_policy).add_argument("coop")
@@ -76,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--data", default=None, help="JSON object passed to the action")
     df = _sub(psub, "diff", "what FILE changes against the active version (or version A to B)", c.cmd_policy)
     df.add_argument("file", nargs="?")
-    df.add_argument("--coop")
+    df.add_argument("--coop", help="the coop whose versions --base and --to are (a FILE names its own coop)")
     df.add_argument("--base", type=int, default=None, help="compare against this version instead of the active one")
-    df.add_argument("--to", type=int, default=None)
+    df.add_argument("--to", type=int, default=None, help="the version compared with --base, instead of a FILE")
 
     q = _sub(sub, "quota", "members' usage and limits")
     qsub = q.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -135,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = _sub(sub, "keys", "make key pairs; register, list and remove public keys")
     ksub = k.add_subparsers(dest="action", required=True, metavar="ACTION")
-    kn = _sub(ksub, "new", "make a key pair: NAME.key (private, mode 0600) and NAME.pub", c.cmd_keys)
+    kn = _sub(ksub, "new", "make a key pair: NAME.key (private, mode 0600) and NAME.pub (never over existing ones)",
+              c.cmd_keys, unused=_offline("it makes the key pair here, with no cluster (--name and --out say where)",
+                                          "coopsched keys new --name alice --out ~/.coopsched"))
     kn.add_argument("--out", default=".", metavar="DIR", help="directory to write them to (default: here)")
     kn.add_argument("--name", default="coopsched", help="file name without extension (default: coopsched)")
     ka = _sub(ksub, "add", "register a public key as a member, admin or executor of a coop", c.cmd_keys)
@@ -191,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     from scheduler.head_auth import AccessRefused
     args = build_parser().parse_args(argv)
     try:
+        c.check_common_flags(args)
         return args.func(args)
     except c.UsageError as exc:
         print(f"coopsched: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from scheduler.executor_spec import MAX_DISPATCH_AHEAD
 from scheduler.tables import table
@@ -19,6 +19,39 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_FORBIDDEN = 0, 1, 2, 3, 4
 
 class UsageError(Exception):
     """The command line itself is wrong (exit 2)."""
+
+
+class Unused(NamedTuple):
+    """Common flags a command has no use for: given, they are refused (exit 2) rather than ignored."""
+    flags: tuple[str, ...]  # e.g. ("--address", "--key")
+    why: str                # why the command does without them
+    example: str            # the command line without them
+
+
+_CONNECTING = {"--address": ("a Ray cluster address, HOST:PORT (or ray://HOST:PORT, or auto)", "10.0.0.5:6379"),
+               "--key": ("the private key file that signs requests (left out: $COOPSCHED_KEY)", "alice.key")}
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted, unless it may be key text itself (never echoed)."""
+    return repr(value) if len(value) <= 200 and "\n" not in value and "PRIVATE" not in value else "<not shown>"
+
+
+def check_common_flags(args) -> None:
+    """``--address`` and ``--key``: refused by a command that would ignore them (``args.unused``), and refused
+    empty by the others (an empty ``--address`` was the local cluster, an empty ``--key`` ``$COOPSCHED_KEY``)."""
+    unused = getattr(args, "unused", None)
+    for flag, (accepted, example) in _CONNECTING.items():
+        value = getattr(args, flag[2:], None)
+        if value is None:
+            continue
+        if unused is not None and flag in unused.flags:
+            command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+            raise UsageError(f"{command} takes no {flag}: {unused.why} (got {flag} {_shown(value)}); leave it out, "
+                             f"e.g. `{unused.example}` ({flag} is for the commands that talk to the head, e.g. "
+                             f"`coopsched {flag} {example} job list`)")
+        if not value.strip():
+            raise UsageError(f"{flag} takes {accepted}, e.g. {flag} {example} (got {_shown(value)})")
 
 
 def key_of(args):
@@ -125,15 +158,22 @@ def cmd_demo(args) -> int:
 def cmd_start(args) -> int:
     import ray
 
-    from scheduler.client import Client
-    if args.address:
-        ray.init(address=args.address, namespace=args.namespace, log_to_driver=False)
+    from policies.validation import InvalidRequest
+    from scheduler.client import Client, _private_key
     from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
     from scheduler.identity import read_public_key
+    from scheduler.state_store import check_store_url
     if args.dev == (args.operator_key is not None):
-        raise UsageError("start takes exactly one of --operator-key FILE_OR_PUBKEY (signed mode: every request is "
-                         "verified; make a key with `coopsched keys new --name operator`) or --dev (development "
-                         "mode: no keys, anyone who can reach the cluster can act as anyone)")
+        raise UsageError(f"start takes exactly one of --operator-key FILE_OR_PUBKEY (signed mode: every request is "
+                         f"verified; make a key with `coopsched keys new --name operator`) or --dev (development "
+                         f"mode: no keys, anyone who can reach the cluster can act as anyone), e.g. coopsched start "
+                         f"--dev (got {'both' if args.dev else 'neither'})")
+    if args.num_cpus is not None and args.address is not None:
+        raise UsageError(f"--num-cpus sizes a new local Ray; with --address the cluster runs already, with the CPUs "
+                         f"of its nodes (got --num-cpus {args.num_cpus} and --address {_shown(args.address)}): leave "
+                         f"--num-cpus out, e.g. coopsched start --address {args.address} --dev")
+    if args.num_cpus is not None:
+        _whole(args.num_cpus, "--num-cpus", 1, 1_000_000, 4)
     if args.metrics_port is not None:
         _whole(args.metrics_port, "--metrics-port", 0, 65535, 9464)
     if args.auth_window is not None and (args.dev or not (math.isfinite(args.auth_window)
@@ -149,6 +189,15 @@ def cmd_start(args) -> int:
             raise UsageError(f"--operator-key: {exc}") from None
         if args.auth_window is not None:
             config["auth_window_s"] = args.auth_window
+    if args.store is not None:
+        try:
+            check_store_url(args.store)
+        except InvalidRequest:
+            raise UsageError(f"--store takes sqlite:///PATH, memory:// or redis://HOST:PORT/DB, e.g. --store "
+                             f"sqlite:///state.db (got {args.store!r})") from None
+    _private_key(key_of(args))  # (Client.local checks these too, but after the ray.init of --address below)
+    if args.address is not None:  # every argument is checked: only now does anything connect
+        ray.init(address=args.address, namespace=args.namespace, log_to_driver=False)
     client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, key=key_of(args),
                           auth="dev" if args.dev else "signed", **config)
     try:
@@ -200,9 +249,10 @@ def cmd_policy(args) -> int:
     if args.action == "set" and args.dry_run:
         from scheduler.head_admin import MAX_SHADOW_JOBS
         _whole(args.last, "--last", 1, MAX_SHADOW_JOBS, 100)
-    if args.action == "diff" and not args.file and not (args.coop and args.base is not None and args.to is not None):
-        raise UsageError("policy diff takes FILE (compared with the active version) or "
-                         "--coop COOP --base A --to B")
+    if args.action == "diff":
+        _check_diff(args, policy)
+    if args.action == "rollback":
+        _version(args.version, "VERSION", "coopsched policy rollback timebank:seattle 2")
     client = client_for(args)
     if args.action == "set":
         assert policy is not None
@@ -259,6 +309,38 @@ def cmd_policy(args) -> int:
             ["path", "change", "from", "to"],
             [(c["path"], c["op"], json.dumps(c["old"]), json.dumps(c["new"])) for c in rows], max_width=60))
     return EXIT_OK
+
+
+_TWO_VERSIONS = "--coop COOP --base A --to B, e.g. coopsched policy diff --coop timebank:seattle --base 2 --to 3"
+
+
+def _check_diff(args, policy) -> None:
+    """``policy diff`` compares FILE with the active version (or ``--base A``), or version A with B of
+    ``--coop``: a flag of the other form is refused, not dropped."""
+    if policy is None:
+        if not (args.coop and args.base is not None and args.to is not None):
+            given = [f"{flag} {value!r}" for flag, value in (("--coop", args.coop), ("--base", args.base),
+                                                             ("--to", args.to)) if value is not None]
+            raise UsageError(f"policy diff takes FILE (compared with the active version, or with --base A), e.g. "
+                             f"coopsched policy diff timebank.json, or {_TWO_VERSIONS} "
+                             f"(got {', '.join(given) if given else 'neither'})")
+    elif args.to is not None:
+        raise UsageError(f"policy diff FILE compares FILE with the active version (or with --base A): FILE is the "
+                         f"side --to would name (got FILE {args.file} and --to {args.to}); give FILE, e.g. "
+                         f"coopsched policy diff {args.file} --base {args.to}, or two versions: {_TWO_VERSIONS}")
+    elif args.coop is not None and args.coop != policy.coop_id:
+        raise UsageError(f"--coop takes the coop of FILE, which is compared with its own coop's policy (got --coop "
+                         f"{args.coop!r}; {args.file} is a policy of {policy.coop_id!r}): leave --coop out, e.g. "
+                         f"coopsched policy diff {args.file}, or compare two versions: {_TWO_VERSIONS}")
+    for flag, version in (("--base", args.base), ("--to", args.to)):
+        if version is not None:
+            _version(version, flag, f"{flag} 2")
+
+
+def _version(version: int, flag: str, example: str) -> None:
+    if version < 1:
+        raise UsageError(f"{flag} takes a policy version, a whole number >= 1 (see `coopsched policy history COOP`), "
+                         f"e.g. {example} (got {version})")
 
 
 # ---------------------------------------------------------------------------- quotas
@@ -357,6 +439,11 @@ def cmd_keys(args) -> int:
     if args.action == "new":
         if not args.name or "/" in args.name or args.name.startswith("."):
             raise UsageError(f"--name takes a file name without a directory, e.g. --name alice (got {args.name!r})")
+        for existing in (Path(args.out) / f"{args.name}.key", Path(args.out) / f"{args.name}.pub"):
+            if existing.exists() or existing.is_symlink():  # a public key alone is not overwritten either
+                raise UsageError(f"--name {args.name}: {existing} exists; a key file (private or public) is never "
+                                 f"overwritten: choose another --name or --out, e.g. --name {args.name}-2, or move "
+                                 f"{existing} away first")
         key = generate_key()
         try:
             private, public = save_key_pair(key, args.out, args.name)
@@ -364,8 +451,9 @@ def cmd_keys(args) -> int:
             if not Path(args.out).is_dir():  # mkdir of a path that is a file
                 raise UsageError(f"--out {args.out}: not a directory; give a directory you can write, e.g. "
                                  "--out ~/.coopsched") from None
-            raise UsageError(f"{Path(args.out) / (args.name + '.key')} exists; a key is never overwritten: "
-                             "choose another --name or --out") from None
+            raise UsageError(f"--name {args.name}: {Path(args.out) / (args.name + '.key')} exists; a key file is "
+                             f"never overwritten: choose another --name or --out, e.g. --name {args.name}-2") \
+                from None  # (made since the check above)
         except OSError as exc:  # --out under a file, unwritable, ...
             raise UsageError(f"--out {args.out}: cannot write the key pair there ({exc.strerror or exc}); "
                              "give a directory you can write, e.g. --out ~/.coopsched") from None

@@ -10,13 +10,14 @@ INTRO = """# `coopsched` command reference
 
 Generated from the parser by `python -m scheduler.cli_reference`; do not edit by hand.
 
-Every command takes `--json` (machine-readable output), `--address HOST:PORT` (a Ray
-cluster other than the local one) and `--key FILE` (the private key that signs its
-requests; default `$COOPSCHED_KEY`). Exit codes: 0 ok, 1 error, 2 bad input or usage,
-3 refused by policy, 4 refused by authorization (unsigned, unknown key, forged, expired,
-replayed or forbidden). Errors go to stderr and say how to fix them. Against a head in
-development mode every command prints `DEVELOPMENT MODE: requests are not signed; ...`
-on stderr.
+Every command takes `--json` (machine-readable output), and those that talk to a cluster
+`--address HOST:PORT` (a Ray cluster other than the local one) and `--key FILE` (the
+private key that signs its requests; default `$COOPSCHED_KEY`), before or after its name.
+A command with no use for `--address` or `--key` says so below and refuses them (exit 2)
+rather than ignore them. Exit codes: 0 ok, 1 error, 2 bad input or usage, 3 refused by
+policy, 4 refused by authorization (unsigned, unknown key, forged, expired, replayed or
+forbidden). Errors go to stderr and say how to fix them. Against a head in development
+mode every command prints `DEVELOPMENT MODE: requests are not signed; ...` on stderr.
 """
 
 
@@ -40,6 +41,9 @@ def _walk(parser: argparse.ArgumentParser, prefix: str, out: list[str]) -> None:
                           " [--address ADDRESS]", " [--key KEY]"):
                 usage = usage.replace(noise, "")
             out += [f"### `{command}`", "", helps.get(name) or "", "", "```", usage, "```", ""]
+            unused = child.get_default("unused")
+            if unused is not None:
+                out += [f"Takes no {' or '.join(f'`{flag}`' for flag in unused.flags)} (exit 2): {unused.why}.", ""]
             options = [a for a in child._actions if a.help not in (None, argparse.SUPPRESS) and a.dest != "help"
                        and a.option_strings and a.dest not in ("json", "address", "key")]
             for a in options:
