@@ -22,6 +22,7 @@ from scheduler.data_locality import DataCatalog, DataLocator
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.core_records import JobRecords
+from scheduler.held_capacity import HeldCapacity
 from scheduler.jobs import Job, JobStatus
 from scheduler.liveness import Liveness
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger
@@ -58,6 +59,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self._jobs: dict[str, Job] = {}
         self._running: dict[tuple[str, str], int] = {}
         self._on_executor: dict[str, set[str]] = {}
+        self.held_capacity = HeldCapacity(self.table)  # what placed jobs it could not restore may still use
         self.liveness = Liveness()
         self._seq = 0
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
@@ -137,10 +139,12 @@ class SchedulerCore(JobRecords, SchedulingRound):
 
     def executor_lost(self, executor_id: str, why: str) -> list[str]:
         """The executor stopped running its tasks (worker or node died): they are retried
-        elsewhere; it takes no new work until it reports again. Returns the tasks' ids."""
+        elsewhere, and what unrestored jobs held there is free; it takes no new work until it reports
+        again. Returns the tasks' ids."""
         lost = sorted(self._on_executor.get(executor_id, ()))
         for task_id in lost:
             self.requeue(task_id, executor_id, why)
+        self.held_capacity.release_executor(executor_id)
         if executor_id in self.table:
             status = self.table.status_of(executor_id)
             if status is ExecutorStatus.ACTIVE:

@@ -4,8 +4,10 @@
 its placement, its projected cost, what a queued task waits for, the placement constraints it was
 admitted (or relaxed) under and the executors a retry should avoid. Restoring puts a queued job
 back in the queue (its reservation is in the store) and a running one back on its executor
-(the head then asks that executor's worker whether it still runs it). Beside them, what the head
-asks about the jobs it keeps: which changed (to persist), whether an attempt is still placed, the
+(the head then asks that executor's worker whether it still runs it); a placed job whose record
+cannot be restored keeps what it may use held on its executor (``hold_unrestored``; see
+``scheduler.held_capacity``) until that executor's worker says it no longer runs it. Beside them,
+what the head asks about the jobs it keeps: which changed (to persist), whether an attempt is still placed, the
 runtime a job runs under, and forgetting finished ones.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from policies.reasons import Decision, Reason
 from scheduler.admission import requirements_for
+from scheduler.held_capacity import HeldAttempt, held_attempt
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, period_of
 from scheduler.placement import Placement, requirements_from_record, requirements_record
@@ -77,6 +80,21 @@ class JobRecords:
                                       job.submitted_at, self._seq, record.get("not_before"),
                                       attempt=job.attempts + 1, relaxed=relaxed, avoid=job.avoid))
         return job.state
+
+    def hold_unrestored(self, record: Any) -> HeldAttempt | None:
+        """A record ``restore_job`` refused: if it says the job was placed on a registered executor, hold
+        there what its attempt may still use (what the task asked, else the executor's own resources), so
+        nothing else is placed into it; None if it holds nothing. Never raises."""
+        attempt = held_attempt(record, self.table)
+        return attempt if attempt is not None and self.held_capacity.hold(attempt) else None
+
+    def release_held(self, task_id: str) -> bool:
+        """The executor's worker says it no longer runs the unrestored job's attempt: its hold ends."""
+        return self.held_capacity.release(task_id)
+
+    def held_on(self, executor_id: str) -> set[str]:
+        """Unrestored jobs whose attempts are held on ``executor_id`` (the head asks its worker about them)."""
+        return self.held_capacity.on(executor_id)
 
     # ------------------------------------------------------------------ persistence
     def drain_changed(self) -> list[str]:

@@ -467,18 +467,29 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         for executor_id in list(self.core.table.ids()):
             running = self.core.running_on(executor_id)
             dispatched = {t for t in running if t in self._dispatched}
-            if not dispatched:
+            held = self.core.held_on(executor_id)
+            if not dispatched and not held:
                 continue
             worker = self._worker(executor_id)
             try:
                 if worker is None:
                     raise ActorDiedError()
-                missing = await asyncio.wait_for(worker.missing.remote(sorted(dispatched)), PING_TIMEOUT_S)
+                missing = await asyncio.wait_for(worker.missing.remote(sorted(dispatched)), PING_TIMEOUT_S) \
+                    if dispatched else []
+                # attempts of jobs the head could not restore: the worker is asked what it runs or queues, not
+                # ``missing``, which also counts an ended attempt whose report it keeps (one reported to an
+                # earlier head would stay held until the worker forgot it)
+                runs = await asyncio.wait_for(worker.running.remote(), PING_TIMEOUT_S) if held else ()
             except (RayError, asyncio.TimeoutError) as exc:  # died, unschedulable (its node is gone), hung
                 self._lost(executor_id, f"worker of {executor_id} died ({type(exc).__name__})")
                 continue
-            if missing:
+            ended = held - set(runs)
+            if missing or ended:
                 with self._writes():  # a give-up's release and the records land together
+                    for task_id in sorted(ended):
+                        if self.core.release_held(task_id):
+                            log.info("unrestored job %s no longer runs on %s: what it held there is free",
+                                     task_id, executor_id)
                     requeued = [t for t in missing  # the worker restarted and forgot them
                                 if self.core.requeue(t, executor_id, f"worker of {executor_id} restarted") is not None]
                     self._forget_attempts(requeued)

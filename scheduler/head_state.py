@@ -33,7 +33,8 @@ class StateKeeping:
     _stale = False  # the last _resync could not read the store back: the next call's _writes tries again
 
     def _recover(self) -> dict[str, int]:
-        """Take back what the store knows: policies, executors, unfinished jobs and their payloads."""
+        """Take back what the store knows: policies, executors, unfinished jobs and their payloads, and the
+        resources placed jobs it cannot take back may still use (``held``)."""
         for version in self.store.active_policies():
             try:
                 self.core.set_policy(version.policy)
@@ -58,9 +59,14 @@ class StateKeeping:
                 task_id = record["task_id"]
                 state = self.core.restore_job(record)
             except Exception as exc:  # a record this release cannot take back (a task it now refuses, a
-                # field it lacks): the head still starts; the job stays in the store as it was
-                log.error("job %s not restored (%s: %s); its reservation stays held in its month",
-                          record.get("task_id"), type(exc).__name__, exc)
+                # field it lacks): the head still starts; the job stays in the store as it was. If it was
+                # placed, its attempt may still run there: what it may use stays held on that executor
+                # until its worker says it no longer runs it (scheduler.held_capacity says why)
+                held = self.core.hold_unrestored(record)
+                log.error("job %s not restored (%s: %s); its reservation stays held in its month%s",
+                          record.get("task_id"), type(exc).__name__, exc,
+                          f"; what its attempt may use ({held.describe()}) stays held on {held.executor_id} until "
+                          "its worker there says it no longer runs it" if held else "")
                 continue
             data = self.store.get_payload(task_id)
             payload = data if data else (_noop, (), {})  # the pickled bytes: the worker's task unpickles them
@@ -72,7 +78,8 @@ class StateKeeping:
         self.core.drain_changed()
         if jobs:
             log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
-        return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs}
+        return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs,
+                "held": len(self.core.held_capacity)}
 
     @contextmanager
     def _writes(self) -> Iterator[None]:

@@ -1,0 +1,112 @@
+"""Resources held on an executor for a placed job the head could not take back from the store.
+
+A restarted head skips a job record it cannot restore (``Head._recover``: written by another release,
+refused by this one's checks). If that job was placed, its attempt may still run on its executor, and
+forgetting it would hand its resources to the next task there. Kubernetes counts a pod it finds bound to
+a node as using that node's resources until the kubelet says the pod is gone; likewise the core keeps what
+it can still read of such a record — where the attempt was placed and what it asked for — and holds that
+on the executor's row, so placement cannot give it out again. When what it asked for cannot be read
+either, the most one attempt can use there is held: all the executor's own resources.
+
+A hold ends when that executor's worker says it neither runs nor queues the attempt (the head's watchdog
+asks ``running()``: an attempt that ended but whose report is still on its way no longer uses anything;
+its report settles nothing, as the head holds no such job), or when the executor is lost or removed (its
+attempts are gone then, as the core assumes for the jobs it did restore). A head rebuilt from the store
+takes the hold again from the record and the watchdog's next round confirms or ends it: an extra round
+of waiting, never a double booking. The job's reservation in the ledger is not touched: it stays held in
+its month, as the record stays in the store as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.executor_table import ExecutorTable
+from scheduler.tasks import JobState, Resources
+
+_PLACED_NOTHING = frozenset({JobState.QUEUED, JobState.DEFERRED})  # (a retry waiting keeps its old placement)
+
+
+@dataclass(frozen=True)
+class HeldAttempt:
+    """What an unrestorable record still says: the attempt of ``task_id`` may use ``resources`` on
+    ``executor_id``; ``whole`` when the task's own resources could not be read (the executor's are held)."""
+
+    task_id: str
+    executor_id: str
+    resources: Resources
+    whole: bool = False
+
+    def describe(self) -> str:
+        """What is held, for the log: "1 CPU, 4096 MB", or "all of e1 (2 CPU)" when the task's were unreadable."""
+        r = self.resources
+        amounts = ", ".join([f"{r.cpus:g} CPU"] + [f"{v:g} {unit}" for v, unit in (
+            (r.gpus, "GPU"), (r.memory_mb, "MB"), (r.gpu_memory_mb, "MB GPU memory")) if v])
+        return f"all of {self.executor_id} ({amounts})" if self.whole else amounts
+
+
+def held_attempt(record: Any, table: ExecutorTable) -> HeldAttempt | None:
+    """What of a job record the core could not restore may still use an executor's resources: None unless
+    the job was placed (running, or in a state this release does not know, which may mean placed) on an
+    executor that is registered. Reads leniently and never raises: the record already failed the strict read."""
+    if not isinstance(record, dict):
+        return None
+    placement, task_id = record.get("placement"), record.get("task_id")
+    executor_id = placement.get("executor_id") if isinstance(placement, dict) else None
+    if not isinstance(task_id, str) or not isinstance(executor_id, str) or executor_id not in table:
+        return None
+    try:
+        state = JobState(record.get("state"))
+    except ValueError:  # unknown (another release's) or missing: perhaps placed, so held
+        state = None
+    if state in _PLACED_NOTHING or (state is not None and state.finished):
+        return None
+    task = record.get("task")
+    try:
+        if not isinstance(task, dict):
+            raise TypeError("no task")
+        return HeldAttempt(task_id, executor_id, Resources.model_validate(task.get("resources", {})))
+    except (TypeError, ValueError):  # (pydantic's ValidationError is a ValueError)
+        return HeldAttempt(task_id, executor_id, table.spec(executor_id).resources, whole=True)
+
+
+class HeldCapacity:
+    """The holds on an ``ExecutorTable``'s rows, by task id. ``hold`` reserves on the row, ``release`` gives
+    back; both are idempotent by task id."""
+
+    def __init__(self, table: ExecutorTable) -> None:
+        self._table = table
+        self._holds: dict[str, HeldAttempt] = {}
+
+    def __len__(self) -> int:
+        return len(self._holds)
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._holds
+
+    def hold(self, attempt: HeldAttempt) -> bool:
+        if attempt.task_id in self._holds or attempt.executor_id not in self._table:
+            return False
+        self._table.reserve(self._table.rows[attempt.executor_id], attempt.resources)
+        self._holds[attempt.task_id] = attempt
+        return True
+
+    def release(self, task_id: str) -> bool:
+        attempt = self._holds.pop(task_id, None)
+        if attempt is None:
+            return False
+        if attempt.executor_id in self._table:
+            self._table.release(self._table.rows[attempt.executor_id], attempt.resources)
+        return True
+
+    def on(self, executor_id: str) -> set[str]:
+        """Task ids whose attempts are held on ``executor_id``."""
+        return {t for t, a in self._holds.items() if a.executor_id == executor_id}
+
+    def release_executor(self, executor_id: str) -> list[str]:
+        """End every hold on ``executor_id`` (lost or removed); their task ids."""
+        ended = sorted(self.on(executor_id))
+        for task_id in ended:
+            self.release(task_id)
+        return ended
