@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -523,10 +524,24 @@ def _call_of(args) -> tuple[Any, list]:
     module_name, _, fn_name = args.target.partition(":")
     if not module_name or not fn_name or module_name.startswith("."):  # (a relative module: TypeError)
         raise UsageError(f"job submit takes MODULE:FUNCTION, e.g. math:factorial (got {args.target!r})")
+    # The module is looked for in the current directory first, as `python -m` would: the `coopsched` console
+    # script's sys.path starts at its own bin directory. The directory is on sys.path for this import only.
+    try:
+        here = os.getcwd()
+    except OSError:  # the current directory was removed
+        here = None
+    added = here is not None and here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, here)
     try:
         fn = getattr(importlib.import_module(module_name), fn_name)
     except (ImportError, AttributeError) as exc:
-        raise UsageError(f"cannot find {args.target}: {exc}") from None
+        raise UsageError(f"cannot find {args.target}: {exc}; MODULE:FUNCTION takes a module importable from the "
+                         f"current directory or the installed packages and a function in it, e.g. "
+                         f"math:factorial") from None
+    finally:
+        if added:
+            sys.path.remove(here)
     try:
         call_args = json.loads(args.args) if args.args else []
     except json.JSONDecodeError as exc:

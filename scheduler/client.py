@@ -32,7 +32,6 @@ from typing import Any
 
 import ray
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ray import cloudpickle
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from executors.measure import TaskError
@@ -50,6 +49,7 @@ from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused, AuthSettings
 from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
 from scheduler.jobs import JobStatus
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
+from scheduler.task_payload import pickled_call
 from scheduler.tasks import TaskSpec
 from scheduler.state_store import check_store_url, default_store_url
 from scheduler.tracker import start_tracker
@@ -121,26 +121,42 @@ class Client:
         ``auth``: ``"dev"`` (the default without a key: nothing is verified, every output is labelled
         DEVELOPMENT MODE) or ``"signed"`` (the default with ``key``: every request is verified).
         A signed head's operator is ``operator_key`` (a base64 public key), by default ``key``'s own
-        public key: whoever starts the head operates it. Both only matter when a head is started."""
+        public key: whoever starts the head operates it.
+
+        ``auth``, ``operator_key`` and ``auth_window_s`` (like ``head_config``) only configure a head
+        that this call starts. A head already running keeps its own mode, so joining it needs none of
+        them (``client.dev_mode`` says which mode it runs in): their values are checked first, as
+        any bad input is, but signed mode's need of an operator is asked only when no head runs, and
+        then before anything is started. A client without a key that joins a signed head is returned
+        as ``Client(key=None)`` would be (``coopsched start --operator-key PUB`` starts a signed head
+        this way, holding only the operator's public key): each of its calls is refused with
+        ``AccessRefused`` (``unsigned``), which says to give ``key=``; the refusal comes when a request
+        needs a signature, not at joining."""
         signing_key = _private_key(key)  # bad arguments fail here, before anything starts
         store = check_store_url(store or default_store_url())
         mode = auth or ("signed" if key is not None or operator_key is not None else "dev")
         if mode == "signed" and operator_key is None and key is not None:
             operator_key = public_key_b64(signing_key)
-        settings = {"mode": mode, "operator_key": operator_key}
-        if auth_window_s is not None:
-            settings["window_s"] = auth_window_s
-        settings = parse(AuthSettings, settings, what="auth settings").model_dump()
+        settings = _new_head_auth(mode, operator_key, auth_window_s)  # None: signed mode with no operator
+        joined = False
         if not ray.is_initialized():
             try:
                 ray.init(address="auto", namespace=namespace, log_to_driver=False)
+                joined = True
             except ConnectionError:
+                if settings is None:  # no cluster, so no head to join: one would have to be started
+                    raise _no_operator(namespace) from None
                 ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False, log_to_driver=False)
+        if settings is None and not _head_exists(namespace):
+            if joined:
+                ray.shutdown()  # it only looked for a head: this process is left as it was
+            raise _no_operator(namespace)
         _started_tracker(namespace, store)
-        client = cls(namespace=namespace, key=key, _connect=False) if _head_exists(namespace) else None
-        if client is None:
+        if not _head_exists(namespace):
+            if settings is None:  # the head stopped in the meantime
+                raise _no_operator(namespace)
             start_head(namespace=namespace, store_url=store, auth=settings, **head_config)
-            client = cls(namespace=namespace, key=key, _connect=False)
+        client = cls(namespace=namespace, key=key, _connect=False)
         try:
             client._call("ping")
         except AccessRefused:  # it answered: it is up (a client without a registered key can do nothing more)
@@ -175,7 +191,8 @@ class Client:
                                                     "submit() other than kwargs and task_id: " + ", ".join(sorted(
                                                         _MAP_OPTIONS)), "client.map(fn, items, coop=..., member=..., "
                                                     "resources={\"cpus\": 1})")])
-        items = [self._task(fn, (item,), {}, coop=coop, member=member, **options) for item in iterable]
+        items = [self._task(fn, (item,), {}, coop=coop, member=member, item=n, **options)
+                 for n, item in enumerate(iterable)]  # all of them checked and pickled before any is sent
         answers = self._call("submit_many", items)
         handles, refused = [], []
         for answer in answers:
@@ -254,7 +271,10 @@ class Client:
 
     @staticmethod
     def _task(fn, args, kwargs, *, coop, member, resources=None, priority="normal", tags=(),
-              max_runtime_s=None, hints=None, capabilities=None, max_retries=2, task_id=None, name=None):
+              max_runtime_s=None, hints=None, capabilities=None, max_retries=2, task_id=None, name=None,
+              item=None):
+        """The task, its payload and its data refs, or ``InvalidRequest`` before anything is sent (``item``:
+        the position of ``args[0]`` in ``map``'s iterable, for naming it)."""
         if not callable(fn):
             raise InvalidRequest("task", [FieldError("fn", repr(fn)[:60], "a callable (function)", "math.sqrt")])
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
@@ -279,8 +299,9 @@ class Client:
                   what="task")
         # The payload travels as the bytes this client pickled: the signature covers their SHA-256
         # (scheduler.identity.args_digest), and the head stores and dispatches these very bytes, so what
-        # runs is what the member signed. Only the executor's task unpickles them.
-        return spec.model_dump(mode="json"), cloudpickle.dumps((fn, tuple(args), dict(kwargs))), data_refs
+        # runs is what the member signed. Only the executor's task unpickles them. What cannot be pickled
+        # (a lock, a connection, an open file) is refused naming the argument (scheduler.task_payload).
+        return spec.model_dump(mode="json"), pickled_call(fn, args, kwargs, item=item), data_refs
 
     def _handle(self, answer: dict) -> JobHandle:
         """The head's answer to a submission (a Decision as JSON) as a handle, or PolicyViolation."""
@@ -516,6 +537,26 @@ def _restarted_since(answer: Any) -> bool:
     refused = answer.get("refused") if isinstance(answer, dict) else None
     return isinstance(refused, dict) and refused.get("code") == "expired" and "(re)started" in refused.get(
         "message", "")
+
+
+def _new_head_auth(mode: Any, operator_key: str | None, window_s: float | None) -> dict | None:
+    """The auth settings of a head ``Client.local`` may start, each value checked now (a wrong value is wrong
+    whether or not a head runs); None for signed mode without an operator, which only a head started there
+    needs (``_no_operator`` refuses it then)."""
+    window = {} if window_s is None else {"window_s": window_s}
+    if mode == "signed" and operator_key is None:
+        parse(AuthSettings, {"mode": "dev", **window}, what="auth settings")  # the window's value on its own
+        return None
+    return parse(AuthSettings, {"mode": mode, "operator_key": operator_key, **window},
+                 what="auth settings").model_dump()
+
+
+def _no_operator(namespace: str) -> InvalidRequest:
+    return InvalidRequest("auth settings", [FieldError(
+        "operator_key", f"None and no key, with auth='signed' (no head runs in namespace {namespace!r} to join, so "
+        "one would be started)", "the operator of a head started in signed mode: key=PRIVATE_KEY (its public key "
+        "operates the head) or operator_key=BASE64_PUBLIC_KEY; or auth='dev'",
+        'Client.local(auth="signed", key="operator.key")')])
 
 
 def _head_exists(namespace: str) -> bool:

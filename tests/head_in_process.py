@@ -23,16 +23,16 @@ _stores = itertools.count()
 
 
 class ThreadedHead:
-    def __init__(self, store_url: str | None = None) -> None:
+    def __init__(self, store_url: str | None = None, auth: dict | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.head: Head = self.do(self._make(store_url or f"memory://in-process-{next(_stores)}"))
+        self.head: Head = self.do(self._make(store_url or f"memory://in-process-{next(_stores)}", auth))
 
     @staticmethod
-    async def _make(url: str) -> Head:
+    async def _make(url: str, auth: dict | None = None) -> Head:
         head = Head.__new__(Head)
-        await Head.__init__(head, store_url=url)
+        await Head.__init__(head, store_url=url, auth=auth)
         head._watchdog = object()  # no background watchdog
         return head
 
