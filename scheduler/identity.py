@@ -141,15 +141,26 @@ def private_key_pem(key: Ed25519PrivateKey) -> bytes:
 
 
 def save_key_pair(key: Ed25519PrivateKey, directory: str | Path, name: str) -> tuple[Path, Path]:
-    """Write ``NAME.key`` (PEM, mode 0600, created so, never world-readable) and ``NAME.pub`` (base64)."""
+    """Write ``NAME.key`` (PEM, mode 0600, created so, never world-readable) and ``NAME.pub`` (base64).
+
+    Neither file may exist (``FileExistsError`` naming it): both are created exclusively, the public one
+    first, and removed again if the private one cannot be, so no key file is overwritten and no lone
+    half of a pair is left behind."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     private, public = directory / f"{name}.key", directory / f"{name}.pub"
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # refuses to overwrite a key
+    pub_fd = os.open(public, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except BaseException:
+        os.close(pub_fd)
+        public.unlink()
+        raise
     with os.fdopen(fd, "wb") as f:
         f.write(private_key_pem(key))
     os.chmod(private, 0o600)
-    public.write_text(public_key_b64(key) + "\n")
+    with os.fdopen(pub_fd, "w") as f:
+        f.write(public_key_b64(key) + "\n")
     return private, public
 
 

@@ -127,6 +127,18 @@ def test_removed_key_is_unknown():
     assert v.verify("submit", ARGS, {}, _signed()).code is RefusalCode.UNKNOWN_KEY
 
 
+def test_saving_a_key_pair_overwrites_neither_half_and_leaves_no_lone_half(tmp_path):
+    public = tmp_path / "bob.pub"
+    public.write_text("someone else's public key\n")  # a lone NAME.pub: e.g. registered, its key elsewhere
+    with pytest.raises(FileExistsError):
+        save_key_pair(generate_key(), tmp_path, "bob")
+    assert public.read_text() == "someone else's public key\n" and not (tmp_path / "bob.key").exists()
+    (tmp_path / "carol.key").write_text("a private key kept here\n")  # a lone NAME.key
+    with pytest.raises(FileExistsError):
+        save_key_pair(generate_key(), tmp_path, "carol")
+    assert not (tmp_path / "carol.pub").exists() and (tmp_path / "carol.key").read_text() == "a private key kept here\n"
+
+
 def test_key_files(tmp_path):
     key = generate_key()
     private, public = save_key_pair(key, tmp_path, "alice")
