@@ -32,8 +32,8 @@ def _sub(parent, name: str, help: str, func=None, *, unused: c.Unused | None = N
     return p
 
 
-def _offline(why: str, example: str) -> c.Unused:
-    return c.Unused(("--address", "--key"), why, example)
+def _offline(why: str, example: str, json: str | None = None) -> c.Unused:
+    return c.Unused(("--address", "--key"), why, example, json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = _sub(sub, "demo", "run the two-cooperative demo on a local 4-node Ray cluster", c.cmd_demo,
              unused=_offline("it runs on a Ray cluster of its own (on none with --simulated), in development mode",
-                             "coopsched demo --simulated"))
+                             "coopsched demo --simulated", json="it prints its tables for people to read"))
     d.add_argument("--simulated", action="store_true", help="the decision core alone on simulated executors")
 
     s = _sub(sub, "start", "start the head (and a local Ray if none runs)", c.cmd_start)
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(whoever can reach the cluster can stop it)", "coopsched stop --address 10.0.0.5:6379"))
     b = _sub(sub, "bench", "run the placement-latency benchmark", c.cmd_bench,
              unused=_offline("the benchmark runs the decision core alone, in a process of its own, with no cluster",
-                             "coopsched bench --quick"))
+                             "coopsched bench --quick", json="the benchmark prints its report and writes its figures "
+                             "as JSON to benchmarks/results/placement_latency.json itself"))
     b.add_argument("--quick", action="store_true", help="a run of a few seconds")
 
     pol = _sub(sub, "policy", "set, show, list, remove, validate, diff, roll back policies")

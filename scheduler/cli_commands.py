@@ -27,6 +27,7 @@ class Unused(NamedTuple):
     flags: tuple[str, ...]  # e.g. ("--address", "--key")
     why: str                # why the command does without them
     example: str            # the command line without them
+    json: str | None = None  # why it has no machine-readable output either (then --json is refused too)
 
 
 _CONNECTING = {"--address": ("a Ray cluster address, HOST:PORT (or ray://HOST:PORT, or auto)", "10.0.0.5:6379"),
@@ -42,6 +43,11 @@ def check_common_flags(args) -> None:
     """``--address`` and ``--key``: refused by a command that would ignore them (``args.unused``), and refused
     empty by the others (an empty ``--address`` was the local cluster, an empty ``--key`` ``$COOPSCHED_KEY``)."""
     unused = getattr(args, "unused", None)
+    if unused is not None and unused.json is not None and getattr(args, "json", False):
+        command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+        raise UsageError(f"{command} takes no --json: {unused.json} (got --json); leave it out, e.g. "
+                         f"`{unused.example}` (--json is for the commands that answer with data, e.g. "
+                         f"`coopsched --json job list`)")
     for flag, (accepted, example) in _CONNECTING.items():
         value = getattr(args, flag[2:], None)
         if value is None:

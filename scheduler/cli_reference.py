@@ -44,6 +44,8 @@ def _walk(parser: argparse.ArgumentParser, prefix: str, out: list[str]) -> None:
             unused = child.get_default("unused")
             if unused is not None:
                 out += [f"Takes no {' or '.join(f'`{flag}`' for flag in unused.flags)} (exit 2): {unused.why}.", ""]
+                if unused.json is not None:
+                    out += [f"Takes no `--json` (exit 2): {unused.json}.", ""]
             options = [a for a in child._actions if a.help not in (None, argparse.SUPPRESS) and a.dest != "help"
                        and a.option_strings and a.dest not in ("json", "address", "key")]
             for a in options:

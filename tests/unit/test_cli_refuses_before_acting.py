@@ -93,6 +93,15 @@ def test_a_command_that_connects_to_no_cluster_refuses_address_and_key(
     assert not (tmp_path / "alice.key").exists()
 
 
+@pytest.mark.parametrize("command", [["demo"], ["demo", "--simulated"], ["bench", "--quick"]],
+                         ids=lambda command: " ".join(command))
+@pytest.mark.parametrize("where", ["before the command", "after the command"])
+def test_a_command_without_machine_readable_output_refuses_json(no_cluster, nothing_runs, capsys, command, where):
+    """`--json` was accepted and had no effect: the demo printed its tables, the benchmark its report."""
+    _refused(capsys, ["--json"] + command if where == "before the command" else command + ["--json"],
+             "--json", "e.g.")
+
+
 def test_stop_refuses_key_and_takes_address(no_cluster, capsys):
     """stop kills the head's actors through Ray; no request is signed, so --key did nothing."""
     _refused(capsys, ["stop", "--key", "operator.key"], "--key", "'operator.key'", "e.g.")
