@@ -10,11 +10,11 @@ dispatch call per executor and batch; a worker runs as many tasks as its executo
 queues the rest; reports in batches; a batch's references in one wait call).
 
 Coopsched does all of this and more on the same path, so a target the floor misses on a machine
-is out of Coopsched's reach there: meeting it would take a shorter path (fewer processes or
-hops per job) or cheaper hops than actor calls (e.g. Ray's compiled graphs, untried), not leaner
-scheduling code. The gap between the floor
-and Coopsched is what Coopsched's own work costs. ``benchmarks/end_to_end.py`` runs the floor
-beside bare Ray and Coopsched in the same process (modes ``floor`` and ``floor-map``).
+is out of Coopsched's reach there: meeting it would take a shorter path (fewer processes or hops
+per job) or cheaper hops than actor calls (e.g. Ray's compiled graphs, untried), not leaner
+scheduling code. The gap between the floor and Coopsched is what Coopsched's own work costs.
+``benchmarks/end_to_end.py`` runs the floor beside bare Ray and Coopsched in the same process
+(modes ``floor`` and ``floor-map``).
 """
 
 from __future__ import annotations
