@@ -6,9 +6,10 @@ admitted (or relaxed) under and the executors a retry should avoid. Restoring pu
 back in the queue (its reservation is in the store) and a running one back on its executor
 (the head then asks that executor's worker whether it still runs it); a placed job whose record
 cannot be restored keeps what it may use held on its executor (``hold_unrestored``; see
-``scheduler.held_capacity``) until that executor's worker says it no longer runs it. Beside them,
-what the head asks about the jobs it keeps: which changed (to persist), whether an attempt is still placed, the
-runtime a job runs under, and forgetting finished ones.
+``scheduler.held_capacity``) until that executor's worker says it no longer runs it, and one whose
+record is damaged (its placement unreadable) on every executor until each one's worker says whether it
+runs it (``hold_damaged``). Beside them, what the head asks about the jobs it keeps: which changed (to
+persist), whether an attempt is still placed, the runtime a job runs under, and forgetting finished ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from policies.reasons import Decision, Reason
 from scheduler.admission import requirements_for
-from scheduler.held_capacity import HeldAttempt, held_attempt
+from scheduler.held_capacity import HeldAttempt, held_anywhere, held_attempt
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, period_of
 from scheduler.placement import Placement, requirements_from_record, requirements_record
@@ -88,9 +89,16 @@ class JobRecords:
         attempt = held_attempt(record, self.table)
         return attempt if attempt is not None and self.held_capacity.hold(attempt) else None
 
-    def release_held(self, task_id: str) -> bool:
-        """The executor's worker says it no longer runs the unrestored job's attempt: its hold ends."""
-        return self.held_capacity.release(task_id)
+    def hold_damaged(self, task_id: str, stored_state: Any) -> list[HeldAttempt]:
+        """A job whose record is damaged (where it was placed cannot be read): unless its stored state says
+        it never started, hold all of every executor until each one's worker says it does not run it
+        (``held_anywhere`` says why). The holds taken; empty if it holds nothing."""
+        return [a for a in held_anywhere(task_id, stored_state, self.table) if self.held_capacity.hold(a)]
+
+    def release_held(self, task_id: str, executor_id: str | None = None) -> bool:
+        """The executor's worker says it does not run the unrestored job's attempt: its hold there ends
+        (everywhere, if ``executor_id`` is None)."""
+        return self.held_capacity.release(task_id, executor_id)
 
     def held_on(self, executor_id: str) -> set[str]:
         """Unrestored jobs whose attempts are held on ``executor_id`` (the head asks its worker about them)."""

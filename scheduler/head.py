@@ -21,10 +21,11 @@ import ray
 from ray import cloudpickle
 from ray.exceptions import ActorDiedError, RayError
 
-from policies.reasons import Decision, unavailable
+from policies.reasons import Decision, error, unavailable
 from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler import admin
 from scheduler.core import SchedulerCore
+from scheduler.damaged_records import DAMAGED, is_damaged, stored_status
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
@@ -181,6 +182,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         try:
             record = self.store.get_job(task.task_id)  # idempotent for jobs the core forgot (or never held) too
             if record is not None:
+                if is_damaged(record):  # its first decision cannot be read; admitting it again would run it twice
+                    return _damaged_decision(task, record)
                 _same_owner(task, record["coop_id"], record["member"])
                 return record["decision"]
             with self.metrics.policy_evaluation.time():
@@ -307,7 +310,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             self._persist()
         if state is None:  # finished and forgotten by the core (or held by another replica): the store's word
             record = self.store.get_job(task_id)
-            return record["status"]["state"] if record else None
+            return stored_status(record)["state"] if record else None
         if state is JobState.RUNNING and task_id in self._dispatched:
             await self._cancel_on_worker(task_id)
         self._notify(task_id)
@@ -407,8 +410,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         job = self.core.job(admin.check_task_id(task_id, "status"), explain=False)
         if job is not None:
             return job.model_dump(mode="json")
-        record = self.store.get_job(task_id)  # finished before this head (re)started
-        return record["status"] if record else None
+        record = self.store.get_job(task_id)  # finished before this head (re)started (or damaged: it says so)
+        return stored_status(record) if record else None
 
     @guarded
     async def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
@@ -421,7 +424,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             admin.check_limit(limit, "jobs")
         if state is not None and state not in _STATES:
             raise InvalidRequest("jobs", [FieldError("state", quoted(state, 40), ", ".join(_STATES), "running")])
-        return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)]
+        return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)  # (a damaged record is no
+                if not is_damaged(r)]  # JobStatus: left out; the store logged it, its status says it is damaged
 
     @guarded
     async def explain(self, task_id: str) -> dict | None:
@@ -487,8 +491,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             if missing or ended:
                 with self._writes():  # a give-up's release and the records land together
                     for task_id in sorted(ended):
-                        if self.core.release_held(task_id):
-                            log.info("unrestored job %s no longer runs on %s: what it held there is free",
+                        if self.core.release_held(task_id, executor_id):
+                            log.info("unrestored job %s does not run on %s: what it held there is free",
                                      task_id, executor_id)
                     requeued = [t for t in missing  # the worker restarted and forgot them
                                 if self.core.requeue(t, executor_id, f"worker of {executor_id} restarted") is not None]
@@ -515,6 +519,17 @@ def _same_owner(task: TaskSpec, coop_id: str, member: str) -> None:
         raise InvalidRequest("task", [FieldError("task_id", quoted(task.task_id, 40),
                                                  "a task id no other member's job uses (leave it out: the client "
                                                  "makes a fresh one)", "job-7f3a")])
+
+
+def _damaged_decision(task: TaskSpec, record: dict) -> dict:
+    """A resubmission of a job whose stored record is damaged: refused (its owner, where the store kept it,
+    must be the same, as for any known id), with what to do."""
+    if record.get("coop_id") is not None and record.get("member") is not None:
+        _same_owner(task, record["coop_id"], record["member"])
+    return Decision(task_id=task.task_id, coop_id=task.coop_id, admitted=False, reasons=(error(
+        "store", f"the stored record of job {task.task_id!r} is damaged ({record[DAMAGED][:120]}): its first "
+        "decision cannot be read, so it is not admitted again (that could run and charge it twice); submit it "
+        "under a new task id (leave task_id out: the client makes a fresh one)"),)).model_dump(mode="json")
 
 
 def _data_refs(data_refs: Any) -> list:

@@ -135,7 +135,8 @@ class CoopAdministration:
 
     def _members_of(self, coop_id: str) -> list[str]:
         """Who submitted to ``coop_id``, and who has usage or open reservations there this month."""
-        submitted = {j["member"] for j in self.store.jobs(coop_id=coop_id)}
+        submitted = {j["member"] for j in self.store.jobs(coop_id=coop_id)
+                     if isinstance(j.get("member"), str)}  # (a damaged record may not say whose it was)
         return sorted(submitted | set(self.store.usage_members(coop_id, period_of(time.time()))))
 
     @guarded

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import RayActorError
 
 from policies.validation import NOT_BOOL, parse
+from scheduler.damaged_records import stored_status
 from scheduler.head_auth import guarded
 from scheduler.tasks import JobState
 
@@ -61,9 +62,10 @@ class ResultDelivery:
         if job is not None:  # pending: it ended and its reference is on its way from the worker: ask again
             return {"state": job.state.value, "ref": None, "error": None, "attempt": job.attempts,
                     "pending": task_id in self._fetching}
-        record = self.store.get_job(task_id)  # held by another head replica, not finished yet
-        return {"state": record["status"]["state"] if record else None, "ref": None, "error": None,
-                "attempt": record["status"]["attempts"] if record else 0}
+        record = self.store.get_job(task_id)  # held by another head replica, not finished yet (or damaged)
+        status = stored_status(record) if record else None
+        return {"state": status["state"] if status else None, "ref": None, "error": None,
+                "attempt": status["attempts"] if status else 0}
 
     @guarded
     async def wait_results(self, task_ids: list[str], timeout_s: float = 30.0) -> dict[str, dict]:
@@ -113,8 +115,11 @@ class ResultDelivery:
         record = self.store.get_job(task_id)
         if record is None:
             return {"state": None, "ref": None, "error": f"no job {task_id}"}
-        status = record["status"]
-        state = JobState(status["state"])
+        status = stored_status(record)  # (a damaged record's: its stored state, no executor)
+        try:
+            state = JobState(status["state"])
+        except ValueError:  # a state this release does not know, or none kept beside a damaged record: wait
+            return None
         if not state.finished:
             return None
         ref = self._results.get(task_id) if state in _WITH_RESULT else None

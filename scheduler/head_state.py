@@ -13,11 +13,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import ray
 
 from policies.validation import InvalidRequest
 from scheduler.core import SchedulerCore
+from scheduler.damaged_records import DAMAGED, is_damaged
 from scheduler.executor_spec import ExecutorStatus
 from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState
@@ -25,6 +27,7 @@ from scheduler.tasks import JobState
 log = logging.getLogger("coopsched.head")
 
 INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
+DAMAGED_LISTED = 20  # damaged job records named in the recovery summary (``ping``); all are counted and logged
 
 
 class StateKeeping:
@@ -32,9 +35,11 @@ class StateKeeping:
 
     _stale = False  # the last _resync could not read the store back: the next call's _writes tries again
 
-    def _recover(self) -> dict[str, int]:
+    def _recover(self) -> dict[str, Any]:
         """Take back what the store knows: policies, executors, unfinished jobs and their payloads, and the
-        resources placed jobs it cannot take back may still use (``held``)."""
+        resources placed jobs it cannot take back may still use (``held``: how many jobs). Unfinished jobs
+        whose records are damaged are counted (``damaged``) and named (``damaged_jobs``, the first
+        ``DAMAGED_LISTED``)."""
         for version in self.store.active_policies():
             try:
                 self.core.set_policy(version.policy)
@@ -52,9 +57,14 @@ class StateKeeping:
                 except ValueError:  # a status this release does not know: restored offline, a heartbeat revives it
                     log.error("executor %s: stored status %r unknown; restored offline", spec["executor_id"], status)
                     self.core.table.set_status(spec["executor_id"], ExecutorStatus.OFFLINE)
-        jobs = 0
+        jobs, damaged = 0, []
         now = time.time()
         for record in self.store.unfinished_jobs():
+            if is_damaged(record):  # its JSON cannot be read: nothing is restored, and where its attempt was
+                # placed is unknown (scheduler.held_capacity.held_anywhere says what is held, and why)
+                damaged.append(record["task_id"])
+                self._hold_damaged(record)
+                continue
             try:  # (restore_job reads no store: a store failure still fails the recovery, as _resync needs)
                 task_id = record["task_id"]
                 state = self.core.restore_job(record)
@@ -79,7 +89,20 @@ class StateKeeping:
         if jobs:
             log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
         return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs,
-                "held": len(self.core.held_capacity)}
+                "held": len(self.core.held_capacity), "damaged": len(damaged),
+                "damaged_jobs": damaged[:DAMAGED_LISTED]}
+
+    def _hold_damaged(self, record: dict) -> None:
+        """Hold what a damaged record's job may use (``SchedulerCore.hold_damaged``), and say so."""
+        held = self.core.hold_damaged(record["task_id"], record.get("state"))
+        if held:
+            what = (f"where its attempt runs cannot be read: all of {', '.join(h.executor_id for h in held)} "
+                    "stays held until each one's worker says whether it runs it")
+        else:
+            what = "it never started, or there is no executor it could run on: nothing is held"
+        log.error("job %s not restored: its stored record is damaged (%s); stored state %r; its reservation "
+                  "stays held in its month; %s. Repair or delete its record in %s", record["task_id"],
+                  record[DAMAGED], record.get("state"), what, self.store_url.split("@")[-1])
 
     @contextmanager
     def _writes(self) -> Iterator[None]:

@@ -15,6 +15,15 @@ attempts are gone then, as the core assumes for the jobs it did restore). A head
 takes the hold again from the record and the watchdog's next round confirms or ends it: an extra round
 of waiting, never a double booking. The job's reservation in the ledger is not touched: it stays held in
 its month, as the record stays in the store as it was.
+
+A record whose JSON is damaged (``scheduler.damaged_records``) no longer says where its attempt was placed,
+nor what it asked for; what the store keeps beside it still says its state. A job that never started
+(queued or deferred) or finished holds nothing. Any other may run on any registered executor, and the
+worker of each is the only one that can tell: all of every executor's own resources are held
+(``held_anywhere``), one hold per executor, so nothing is placed anywhere before the workers are asked;
+the watchdog's next round asks each one ``running()`` and ends the holds of those that do not run it
+(the one that does keeps all of itself held, as for a task whose resources cannot be read), and an
+executor whose worker cannot answer is lost, its holds ending with it.
 """
 
 from __future__ import annotations
@@ -71,42 +80,62 @@ def held_attempt(record: Any, table: ExecutorTable) -> HeldAttempt | None:
         return HeldAttempt(task_id, executor_id, table.spec(executor_id).resources, whole=True)
 
 
+def held_anywhere(task_id: str, stored_state: Any, table: ExecutorTable) -> list[HeldAttempt]:
+    """What a job whose record is damaged may use, from the state the store keeps beside it: nothing if it
+    never started or finished; else all of every registered executor (where it was placed cannot be read,
+    and an attempt on any of them would be double-booked by placing into what it uses), each hold ended
+    when that executor's worker says it does not run the attempt."""
+    try:
+        state = JobState(stored_state)
+    except ValueError:  # unknown (another release's) or not kept: perhaps placed, so held
+        state = None
+    if state in _PLACED_NOTHING or (state is not None and state.finished):
+        return []
+    return [HeldAttempt(task_id, e, table.spec(e).resources, whole=True) for e in sorted(table.ids())]
+
+
 class HeldCapacity:
-    """The holds on an ``ExecutorTable``'s rows, by task id. ``hold`` reserves on the row, ``release`` gives
-    back; both are idempotent by task id."""
+    """The holds on an ``ExecutorTable``'s rows, by task id and executor (a damaged record's job is held on
+    every executor until their workers are asked). ``hold`` reserves on the row, ``release`` gives back;
+    both are idempotent by task id and executor."""
 
     def __init__(self, table: ExecutorTable) -> None:
         self._table = table
-        self._holds: dict[str, HeldAttempt] = {}
+        self._holds: dict[str, dict[str, HeldAttempt]] = {}  # task id -> executor id -> hold
 
     def __len__(self) -> int:
+        """Jobs whose attempts hold something."""
         return len(self._holds)
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._holds
 
     def hold(self, attempt: HeldAttempt) -> bool:
-        if attempt.task_id in self._holds or attempt.executor_id not in self._table:
+        if attempt.executor_id in self._holds.get(attempt.task_id, ()) or attempt.executor_id not in self._table:
             return False
         self._table.reserve(self._table.rows[attempt.executor_id], attempt.resources)
-        self._holds[attempt.task_id] = attempt
+        self._holds.setdefault(attempt.task_id, {})[attempt.executor_id] = attempt
         return True
 
-    def release(self, task_id: str) -> bool:
-        attempt = self._holds.pop(task_id, None)
-        if attempt is None:
-            return False
-        if attempt.executor_id in self._table:
-            self._table.release(self._table.rows[attempt.executor_id], attempt.resources)
-        return True
+    def release(self, task_id: str, executor_id: str | None = None) -> bool:
+        """End the task's hold on ``executor_id`` (every hold of it, if None); False if there was none."""
+        holds = self._holds.get(task_id, {})
+        ended = [e for e in holds if executor_id is None or e == executor_id]
+        for e in ended:
+            attempt = holds.pop(e)
+            if e in self._table:
+                self._table.release(self._table.rows[e], attempt.resources)
+        if not holds:
+            self._holds.pop(task_id, None)
+        return bool(ended)
 
     def on(self, executor_id: str) -> set[str]:
         """Task ids whose attempts are held on ``executor_id``."""
-        return {t for t, a in self._holds.items() if a.executor_id == executor_id}
+        return {t for t, holds in self._holds.items() if executor_id in holds}
 
     def release_executor(self, executor_id: str) -> list[str]:
         """End every hold on ``executor_id`` (lost or removed); their task ids."""
         ended = sorted(self.on(executor_id))
         for task_id in ended:
-            self.release(task_id)
+            self.release(task_id, executor_id)
         return ended

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from policies.reasons import Decision, Reason
 from policies.validation import trusted_maker
+from scheduler.damaged_records import damaged_explain, is_damaged
 from scheduler.ledger import Cost
 from scheduler.placement import Placement, Requirements
 from scheduler.tasks import JobState, TaskSpec
@@ -94,7 +95,10 @@ class Job:
 
 def explain_record(record: dict) -> dict:
     """``SchedulerCore.explain``'s answer rebuilt from a stored job record (``job_record``): for a job
-    the core no longer holds (finished long ago, or before the head restarted)."""
+    the core no longer holds (finished long ago, or before the head restarted); for a damaged record, what
+    can be said of it."""
+    if is_damaged(record):
+        return damaged_explain(record)
     status = record["status"]
     placement = record.get("placement")
     summary = Placement(task=TaskSpec(**record["task"]), **placement).explain() if placement else status["reason"]

@@ -59,6 +59,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
+from scheduler.damaged_records import is_damaged, parse_job
 from scheduler.ledger import Cost, ReserveResult
 from scheduler.redis_scripts import (LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE, RESERVE,
                                      SETTLE)
@@ -378,8 +379,26 @@ class RedisStore:
         return indices
 
     def get_job(self, task_id: str) -> dict | None:
+        """The job's record; a damaged one as ``damaged_job`` (``scheduler.damaged_records``)."""
         body = self._r.get(self._k("job", task_id))
-        return json.loads(body) if body is not None else None
+        return self._job(task_id, body) if body is not None else None
+
+    def _job(self, task_id: str, body: bytes) -> dict:
+        record = parse_job(body, task_id, self.url)
+        if is_damaged(record):  # what the indices still say of it (a restarted head holds nothing for a job
+            record["state"], record["submitted_at"] = self._indexed(task_id)  # that never started)
+        return record
+
+    def _indexed(self, task_id: str) -> tuple[str | None, float | None]:
+        """A job's state by the state index it is in (None unless exactly one), and its submission time."""
+        states = [s.value for s in JobState]
+        pipe = self._r.pipeline(transaction=False)
+        for state in states:
+            pipe.sismember(self._k("jobs", "state", state), task_id)
+        pipe.zscore(self._k("jobs", "submitted"), task_id)
+        *member_of, submitted_at = pipe.execute()
+        found = [state for state, member in zip(states, member_of) if member]
+        return (found[0] if len(found) == 1 else None), submitted_at
 
     def _jobs_in(self, sets: list[str], limit: int | None) -> list[dict]:
         submitted = self._k("jobs", "submitted")
@@ -388,7 +407,7 @@ class RedisStore:
         else:
             ids = self._r.zrange(submitted, 0, -1 if limit is None else limit - 1)
         bodies = self._r.mget([self._k("job", _s(i)) for i in ids]) if ids else []
-        return [json.loads(b) for b in bodies if b is not None]
+        return [self._job(_s(i), b) for i, b in zip(ids, bodies) if b is not None]
 
     def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
              limit: int | None = None) -> list[dict]:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from scheduler.damaged_records import parse_job
 from scheduler.ledger import Cost, ReserveResult, fits
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
@@ -465,30 +466,42 @@ class SqliteStore:
                        (task_id, record.get("coop_id"), record.get("member"), record.get("state"),
                         record.get("submitted_at"), _dumps(record)))
 
+    # A record is read as bytes (CAST ... AS BLOB: SQLite hands TEXT that is not UTF-8 to no one, it fails the
+    # whole query) and parsed by ``parse_job``: one damaged record is answered as such, it fails no read.
+    _JOB_COLUMNS = "task_id, coop_id, member, state, submitted_at, CAST(record AS BLOB)"
+
+    def _job(self, row: tuple) -> dict:
+        task_id, coop_id, member, state, submitted_at, text = row
+        return parse_job(text, task_id, self.url, coop_id=coop_id, member=member, state=state,
+                         submitted_at=submitted_at)
+
     def get_job(self, task_id: str) -> dict | None:
-        row = self._one("SELECT record FROM jobs WHERE task_id = ?", (task_id,))
-        return json.loads(row[0]) if row else None
+        """The job's record; a damaged one as ``damaged_job`` (``scheduler.damaged_records``)."""
+        row = self._one(f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE task_id = ?", (task_id,))
+        return self._job(row) if row else None
 
     def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
              limit: int | None = None) -> list[dict]:
-        """Jobs matching every given filter, oldest submission first."""
+        """Jobs matching every given filter, oldest submission first (a damaged one as ``damaged_job``)."""
         where, params = [], []
         for column, value in (("coop_id", coop_id), ("member", member), ("state", state)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = "SELECT record FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = f"SELECT {self._JOB_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY submitted_at, task_id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(max(0, limit))  # (SQLite reads LIMIT -1 as none: a negative limit answers nothing, as on Redis)
-        return [json.loads(r[0]) for r in self._all(sql, tuple(params))]
+        return [self._job(r) for r in self._all(sql, tuple(params))]
 
     def unfinished_jobs(self) -> list[dict]:
+        """Jobs not in a final state (by the ``state`` column), oldest submission first; a damaged one as
+        ``damaged_job``, with the state, coop and member its columns keep."""
         marks = ", ".join("?" * len(_FINISHED_STATES))
-        rows = self._all(f"SELECT record FROM jobs WHERE state IS NULL OR state NOT IN ({marks}) "
+        rows = self._all(f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE state IS NULL OR state NOT IN ({marks}) "
                          "ORDER BY submitted_at, task_id", _FINISHED_STATES)
-        return [json.loads(r[0]) for r in rows]
+        return [self._job(r) for r in rows]
 
     def put_payload(self, task_id: str, data: bytes) -> None:
         with self._write() as db:

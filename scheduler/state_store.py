@@ -89,7 +89,8 @@ class StateStore(Protocol):
     def usage_members(self, coop_id: str, period: str) -> list[str]: ...       # with usage or holds then, sorted
     def ledger_snapshot(self) -> dict: ...                                      # Ledger.snapshot() format
 
-    # -- jobs
+    # -- jobs (a record whose JSON cannot be read is answered as ``scheduler.damaged_records.damaged_job``, with
+    # what the store keeps beside it, never raised: one damaged record must not fail a listing or a recovery)
     def put_job(self, task_id: str, record: dict) -> None: ...
     def get_job(self, task_id: str) -> dict | None: ...
     def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,

@@ -210,6 +210,30 @@ def test_jobs_and_payloads(store):
     assert store.get_payload("j0") is None
 
 
+def _damage(store, task_id: str, text: bytes) -> None:
+    """Overwrite the JSON of a job's record as a disk or a hand edit would (the backend's own indices stay)."""
+    if hasattr(store, "_r"):
+        store._r.set(store._k("job", task_id), text)
+    else:
+        store._conn.execute("UPDATE jobs SET record = CAST(? AS TEXT) WHERE task_id = ?", (text, task_id))
+
+
+@pytest.mark.parametrize("text", [b'{"task_id": "j1", "sta', b"\xff\xfe{}", b"[1, 2]"],
+                         ids=["cut short", "not UTF-8", "not an object"])
+def test_a_damaged_job_record_is_answered_as_damaged_with_its_stored_state(store, text):
+    for i, state in enumerate(["queued", "running", "succeeded"]):
+        store.put_job(f"j{i}", {"task_id": f"j{i}", "coop_id": "c", "member": "a", "state": state,
+                                "submitted_at": float(i)})
+    _damage(store, "j1", text)
+    damaged = store.get_job("j1")
+    assert (damaged["task_id"], damaged["state"], damaged["submitted_at"], bool(damaged["damaged"])) == \
+        ("j1", "running", 1.0, True)  # what the store keeps beside the JSON (SQLite: coop and member too)
+    assert [(j["task_id"], "damaged" in j) for j in store.jobs(coop_id="c")] == \
+        [("j0", False), ("j1", True), ("j2", False)]
+    assert [(j["task_id"], j["state"], "damaged" in j) for j in store.unfinished_jobs()] == \
+        [("j0", "queued", False), ("j1", "running", True)]
+
+
 # --------------------------------------------------------------------------- reports
 def test_reports_are_idempotent_by_task_and_attempt(store):
     r1 = {"task_id": "t", "attempt": 1, "executor_id": "e1", "cpu_seconds": 2.0}
