@@ -95,6 +95,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         self.started_at = time.time()
         self.recovered = self._recover()
         self.metrics = SchedulerMetrics(self.core)  # metrics_port None: histograms kept, nothing served
+        self._release_orphaned_reservations()  # (then every ORPHAN_SWEEP_INTERVAL_S, from the watchdog)
         self.gate = RequestGate(parse(AuthSettings, auth or {}, what="auth settings"), self.store,
                                 on_refused=self.metrics.refused)
         self.facts = HeadFacts(self)
@@ -468,6 +469,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
                 log.exception("watchdog round failed")
 
     async def _watch_once(self) -> None:
+        if time.monotonic() >= self._next_orphan_sweep:
+            self._release_orphaned_reservations()
         for executor_id in list(self.core.table.ids()):
             running = self.core.running_on(executor_id)
             dispatched = {t for t in running if t in self._dispatched}

@@ -3,7 +3,8 @@
 ``_recover`` takes back what the store knows when the head starts; every call's writes go through
 ``_writes`` (one group commit); if the store refuses them, ``_resync`` rebuilds the core from the
 store as a restarted head would; ``_persist`` writes the jobs a call changed, and ``_store_status``
-an executor's status when it changes.
+an executor's status when it changes. ``_release_orphaned_reservations`` releases what a call cut off
+between a reservation and its job record left held in the store.
 """
 
 from __future__ import annotations
@@ -29,11 +30,23 @@ log = logging.getLogger("coopsched.head")
 INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
 DAMAGED_LISTED = 20  # damaged job records named in the recovery summary (``ping``); all are counted and logged
 
+ORPHAN_GRACE_S = 600.0
+"""How long a reservation may be held with no unfinished job record before it is released as an orphan
+(``StateStore.release_orphaned_reservations``; on Redis a head killed between an admission's reservation and
+its job record leaves one). Far longer than any call takes: a reservation released under a call still
+running would leave its job unheld (charged when it ends, but its projection no longer counted against the
+quota), and a ``Client.map`` is one call however many items it has (at the 650-710 admissions a second
+noted at ``head.SUBMISSION_SLOTS``, 100,000 take over two minutes). Waiting longer costs little: an orphan
+is rare (a head, or its store, lost mid-call) and holds one job's projection."""
+ORPHAN_SWEEP_INTERVAL_S = 60.0  # how often the watchdog looks for orphaned reservations (and once at start)
+
 
 class StateKeeping:
-    """``_recover``, ``_writes``, ``_resync``, ``_persist`` and ``_store_status``."""
+    """``_recover``, ``_writes``, ``_resync``, ``_persist``, ``_store_status`` and
+    ``_release_orphaned_reservations``."""
 
     _stale = False  # the last _resync could not read the store back: the next call's _writes tries again
+    _next_orphan_sweep = 0.0  # time.monotonic() of the next _release_orphaned_reservations
 
     def _recover(self) -> dict[str, Any]:
         """Take back what the store knows: policies, executors, unfinished jobs and their payloads, and the
@@ -171,6 +184,25 @@ class StateKeeping:
                 self._finished[task_id] = None
         while len(self._finished) > self.keep_finished_jobs:  # stored above: the store answers for them now
             self.core.forget(self._finished.popitem(last=False)[0])
+
+    def _release_orphaned_reservations(self) -> list[str]:
+        """Release the store's orphaned reservations (at start, then every ``ORPHAN_SWEEP_INTERVAL_S`` from
+        the watchdog). Any replica may do it: the store releases each one atomically against a head recording
+        its job at that moment, and only after ``ORPHAN_GRACE_S``, so never one another head is about to
+        record. Nothing in memory changes: a job this head holds unfinished has its record in the store (or,
+        after a rebuild that could not read the store, none, and the next call's rebuild drops it)."""
+        self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
+        try:
+            released = self.store.release_orphaned_reservations(ORPHAN_GRACE_S)
+        except Exception as exc:  # the store unreachable for a moment: the next sweep tries again
+            log.warning("could not look for orphaned reservations (%s: %s)", type(exc).__name__, exc)
+            return []
+        if released:
+            self.metrics.orphaned_reservations_released.inc(len(released))
+            log.warning("released %d reservation(s) held over %.0f s with no unfinished job recorded (a head "
+                        "stopped, or lost its store, between admitting and recording them): %s", len(released),
+                        ORPHAN_GRACE_S, ", ".join(released[:20]) + (" ..." if len(released) > 20 else ""))
+        return released
 
     def _store_status(self, executor_id: str) -> None:
         """Write an executor's status as the core holds it now (offline, active again), so a restarted

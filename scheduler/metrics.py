@@ -170,6 +170,10 @@ class SchedulerMetrics:
         self.store_resyncs = Counter(
             PREFIX + "store_resyncs", "Times the head rebuilt its memory from the state store after the store "
             "refused a call's writes (a full disk, an I/O error, the store unreachable).", registry=self.registry)
+        self.orphaned_reservations_released = Counter(
+            PREFIX + "orphaned_reservations_released", "Reservations the head released because no unfinished job "
+            "record owned them for ORPHAN_GRACE_S (a head stopped, or lost its store, between admitting a job and "
+            "recording it).", registry=self.registry)
         self.requests_refused = Counter(
             PREFIX + "requests_refused", "Requests the head refused before doing anything, by reason: unsigned, "
             "unknown_key, forged, expired, replayed, forbidden (nothing was changed or charged).", ["reason"],

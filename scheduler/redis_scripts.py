@@ -16,9 +16,22 @@ end
 local dims = {'cpu', 'gpu', 'credits'}
 """
 
+# The Redis server's clock, read before any write: ``now`` in seconds, and ``now_text``, its exact text
+# (seconds.microseconds) as a reservation keeps it. Every head replica reads this one clock, so how long a
+# reservation has been held does not depend on the clock of the head that asks. (A script may write after
+# reading TIME when it replicates its effects, not itself: before Redis 5 it must ask, since 5 that is the
+# default, since 7 the only way.)
+SERVER_NOW = """
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = redis.call('TIME')
+local now_text = clock[1] .. '.' .. string.format('%06d', tonumber(clock[2]))
+local now = tonumber(now_text)
+"""
+
 # KEYS: reservation, settled, usage, reservation index, usage index
 # ARGV: task, coop, member, period, cpu, gpu, credits, limited (1/0), limit cpu, gpu, credits
-RESERVE = LUA_PRELUDE + """
+# The reservation keeps when it was made (``reserved_at``, the server's clock): RELEASE_ORPHANED reads it.
+RESERVE = LUA_PRELUDE + SERVER_NOW + """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
 if ARGV[8] == '1' then
   for i, d in ipairs(dims) do
@@ -31,7 +44,7 @@ if ARGV[8] == '1' then
   end
 end
 redis.call('HSET', KEYS[1], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4],
-           'cpu', ARGV[5], 'gpu', ARGV[6], 'credits', ARGV[7], 'usage_key', KEYS[3])
+           'cpu', ARGV[5], 'gpu', ARGV[6], 'credits', ARGV[7], 'usage_key', KEYS[3], 'reserved_at', now_text)
 redis.call('HSET', KEYS[3], 'coop', ARGV[2], 'member', ARGV[3], 'period', ARGV[4])
 for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[3], 'reserved_' .. d, ARGV[4 + i]) end
 redis.call('SADD', KEYS[4], ARGV[1])
@@ -90,6 +103,36 @@ for i, d in ipairs(dims) do redis.call('HINCRBY', KEYS[2], 'reserved_' .. d, neg
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 return 1
+"""
+
+# KEYS: reservation index, unfinished jobs index (``put_job`` moves a task in or out of it with its record, in
+# one MULTI), then per item: reservation, usage (the reservation's usage key as read before the call)
+# ARGV: grace (seconds), then per item: task
+# Answers per item: 1 (released) or 0 (kept). A reservation is released only if, at this moment, it is still
+# there under the usage key given, it was made at least ``grace`` seconds ago, and its task has no unfinished
+# job record (none, or a finished one): a head that records the job before this runs keeps it, and one that
+# records it after finds the reservation gone, never half of it. A reservation made before reservations kept
+# their time gets one now (the first sweep that finds it unrecorded), so it goes ``grace`` later at the soonest.
+RELEASE_ORPHANED = LUA_PRELUDE + SERVER_NOW + """
+local grace = tonumber(ARGV[1])
+local answers = {}
+for n = 0, (#KEYS - 2) / 2 - 1 do
+  local held_key, usage_key, task = KEYS[3 + 2 * n], KEYS[4 + 2 * n], ARGV[2 + n]
+  local answer = 0
+  local held = redis.call('HMGET', held_key, 'usage_key', 'reserved_at', 'cpu', 'gpu', 'credits')
+  if held[1] == usage_key and redis.call('SISMEMBER', KEYS[2], task) == 0 then
+    if not held[2] then
+      redis.call('HSET', held_key, 'reserved_at', now_text)
+    elseif now - tonumber(held[2]) >= grace then
+      for i, d in ipairs(dims) do redis.call('HINCRBY', usage_key, 'reserved_' .. d, neg(held[2 + i])) end
+      redis.call('DEL', held_key)
+      redis.call('SREM', KEYS[1], task)
+      answer = 1
+    end
+  end
+  answers[n + 1] = answer
+end
+return answers
 """
 
 # KEYS: versions, counter, active; ARGV: coop, version body (JSON), removal (1/0)

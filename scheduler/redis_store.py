@@ -11,7 +11,7 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
 
     usage:<coop>:<member>:<period>  hash  coop member period | cpu gpu credits completed
                                           | reserved_cpu reserved_gpu reserved_credits
-    reservation:<task>              hash  coop member period cpu gpu credits usage_key
+    reservation:<task>              hash  coop member period cpu gpu credits usage_key reserved_at
     settled:<task>                  hash  coop member period cpu gpu credits (as charged)
     index:usage                     set   usage hash keys           (for ledger_snapshot)
     index:reservations              set   task ids holding a reservation
@@ -37,11 +37,12 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
     audit_index:session:<session>   zset  seq_no -> seq_no
     audit_seq:<session>             str   the last seq_no given (next_audit_seq)
 
-``reserve``, ``settle``, ``release``, ``put_policy``, ``remove_policy``, ``put_report`` and
-``log_change`` are Lua scripts (EVALSHA), so head replicas sharing a coop's quota never
-together overshoot it; ``put_job``, ``put_audit`` and ``ledger_snapshot`` are WATCH/MULTI
-transactions. Scripts touch only the keys they are given (a settle whose reservation sits
-in another period answers with that period's key and is retried there).
+``reserve``, ``settle``, ``release``, ``release_orphaned_reservations``, ``put_policy``,
+``remove_policy``, ``put_report`` and ``log_change`` are Lua scripts (EVALSHA), so head replicas
+sharing a coop's quota never together overshoot it; ``put_job``, ``put_audit`` and
+``ledger_snapshot`` are WATCH/MULTI transactions. Scripts touch only the keys they are given (a
+settle whose reservation sits in another period answers with that period's key and is retried
+there).
 
 Redis errors propagate as redis exceptions (the head reports them as ``unavailable``);
 their message names the store URL (password hidden).
@@ -61,8 +62,8 @@ import redis
 
 from scheduler.damaged_records import is_damaged, parse_job
 from scheduler.ledger import Cost, ReserveResult
-from scheduler.redis_scripts import (LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE, RESERVE,
-                                     SETTLE)
+from scheduler.redis_scripts import (LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE,
+                                     RELEASE_ORPHANED, RESERVE, SETTLE)
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
 
@@ -70,6 +71,7 @@ DEFAULT_PREFIX = "coopsched:"
 _FINISHED = frozenset(s.value for s in JobState if s.finished)
 _DIMS = ("cpu", "gpu", "credits")
 _SETTLE_BATCH = 200  # settlements per script call: ~4 ms of server time each, so other clients wait little
+_SWEEP_BATCH = 200  # reservations looked at per orphan-release script call (each cheaper than a settlement)
 
 def _esc(part: object) -> str:
     return str(part).replace("%", "%25").replace(":", "%3A")
@@ -138,6 +140,7 @@ class RedisStore:
         self._reserve = self._r.register_script(RESERVE)
         self._settle = self._r.register_script(SETTLE)
         self._release = self._r.register_script(RELEASE)
+        self._release_orphaned = self._r.register_script(RELEASE_ORPHANED)
         self._put_policy = self._r.register_script(PUT_POLICY)
         self._put_report = self._r.register_script(PUT_REPORT)
         self._log_change = self._r.register_script(LOG_CHANGE)
@@ -148,7 +151,9 @@ class RedisStore:
 
     def batch(self, rollback_if: Any = None) -> contextlib.AbstractContextManager[None]:
         """Nothing to group: every write here is already one atomic command or script (so nothing to
-        roll back either: what a failed call wrote before it failed stays written)."""
+        roll back either: what a failed call wrote before it failed stays written). A call cut off between
+        its admission's ``reserve`` and its job record leaves a reservation nothing owns:
+        ``release_orphaned_reservations`` releases it later."""
         return contextlib.nullcontext()
 
     def close(self) -> None:
@@ -301,6 +306,46 @@ class RedisStore:
                 return answer == 1
             usage_key = answer
         return False
+
+    def release_orphaned_reservations(self, grace_s: float) -> list[str]:
+        """Release every reservation held at least ``grace_s`` seconds (by the Redis server's clock) whose
+        task has no unfinished job record; the task ids released, sorted.
+
+        Why a collector and not a transaction: a head call's writes are separate commands here (``batch``
+        groups nothing), so a head killed, or cut off from Redis, between an admission's ``reserve`` and
+        the job record ``put_job`` writes after it leaves a reservation that no job owns, held against the
+        member's month for good (and a client's retry of that task id is then refused as a duplicate, with
+        a finished record that owns nothing either). Making the call's writes one MULTI/EXEC would need the
+        core's decisions redone whenever a watched quota changed (``reserve`` is a check-and-hold whose
+        answer the core acts on at once, and EXEC would only apply it at the end of the call); so, as
+        Kubernetes' garbage collector deletes a dependent whose owner is gone, a reservation whose owner
+        (the job record) is missing is released once it is older than any call takes. Each release is one
+        script that checks, at that moment, that the reservation is still the one read (same usage key,
+        still old enough) and that the job is still unrecorded: a head recording the job at the same
+        moment either comes first (kept) or finds it released; releasing twice releases once. "Unfinished"
+        is what a restarted head restores (``jobs:unfinished``), so a job it would run keeps its hold."""
+        index, grace = self._k("index", "reservations"), float(grace_s)
+        seconds, micros = self._r.time()
+        now = seconds + micros / 1e6  # (only to skip the young: the script reads the clock again)
+        task_ids = sorted({_s(t) for t in self._r.sscan_iter(index, count=1000)})
+        keys_per_call = [index, self._k("jobs", "unfinished")]
+        released: list[str] = []
+        for start in range(0, len(task_ids), _SWEEP_BATCH):
+            page = task_ids[start:start + _SWEEP_BATCH]
+            pipe = self._r.pipeline(transaction=False)
+            for task_id in page:
+                pipe.hmget(self._k("reservation", task_id), "usage_key", "reserved_at")
+            candidates = [(task_id, _s(usage_key)) for task_id, (usage_key, at) in zip(page, pipe.execute())
+                          if usage_key is not None and (at is None or now - float(at) >= grace)]
+            if not candidates:
+                continue
+            keys, args = list(keys_per_call), [repr(grace)]
+            for task_id, usage_key in candidates:
+                keys += [self._k("reservation", task_id), usage_key]
+                args.append(task_id)
+            answers = self._release_orphaned(keys=keys, args=args)
+            released += [task_id for (task_id, _), answer in zip(candidates, answers) if answer == 1]
+        return released
 
     def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:
         """(settled usage, open reservations, tasks completed) of one member's period."""

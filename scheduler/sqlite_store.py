@@ -38,10 +38,13 @@ log = logging.getLogger("coopsched.store")
 
 SCHEMA_VERSION = 2
 """1: the first schema; 2: ``held``, the open reservations' sums per member and month, kept by triggers
-(an admission read them with a SUM over every open reservation: O(queued jobs) per admission)."""
+(an admission read them with a SUM over every open reservation: O(queued jobs) per admission).
+``reservation_times`` (when each open reservation was made) came later with no new version: triggers in the
+file keep it whichever release writes, and ``release_orphaned_reservations`` dates one made before it."""
 _FINISHED_STATES = tuple(sorted(s.value for s in JobState if s.finished))
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # epoch seconds, by SQLite's clock (to the millisecond)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS policies (
     coop_id TEXT NOT NULL, version INTEGER NOT NULL, author TEXT NOT NULL, at REAL NOT NULL,
@@ -69,6 +72,13 @@ END;
 CREATE TRIGGER IF NOT EXISTS held_on_release AFTER DELETE ON reservations BEGIN
     UPDATE held SET cpu = cpu - OLD.cpu, gpu = gpu - OLD.gpu, credits = credits - OLD.credits
     WHERE coop_id = OLD.coop_id AND member = OLD.member AND period = OLD.period;
+END;
+CREATE TABLE IF NOT EXISTS reservation_times (task_id TEXT PRIMARY KEY, reserved_at REAL NOT NULL);
+CREATE TRIGGER IF NOT EXISTS reservation_time_on_reserve AFTER INSERT ON reservations BEGIN
+    INSERT OR REPLACE INTO reservation_times VALUES (NEW.task_id, {_NOW});
+END;
+CREATE TRIGGER IF NOT EXISTS reservation_time_on_release AFTER DELETE ON reservations BEGIN
+    DELETE FROM reservation_times WHERE task_id = OLD.task_id;
 END;
 CREATE TABLE IF NOT EXISTS settled (
     task_id TEXT PRIMARY KEY, coop_id TEXT NOT NULL, member TEXT NOT NULL, period TEXT NOT NULL,
@@ -413,6 +423,26 @@ class SqliteStore:
     def release(self, task_id: str) -> bool:
         with self._write() as db:
             return db.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,)).rowcount > 0
+
+    def release_orphaned_reservations(self, grace_s: float) -> list[str]:
+        """Release every reservation held ``grace_s`` seconds or more whose task has no unfinished job record
+        (none, or a finished one); the task ids, sorted. A call's batch commits its reservations with their
+        records, so this mostly finds none; not a no-op all the same: a batch that could not begin (the file
+        locked past the busy timeout) writes one by one, and can be cut off between the two. One transaction;
+        a reservation with no time (made before they had one) gets one now, and goes ``grace_s`` later."""
+        marks = ", ".join("?" * len(_FINISHED_STATES))
+        with self._write() as db:
+            now = db.execute(f"SELECT {_NOW}").fetchone()[0]
+            rows = db.execute(
+                "SELECT r.task_id FROM reservations r JOIN reservation_times t ON t.task_id = r.task_id "
+                "LEFT JOIN jobs j ON j.task_id = r.task_id "
+                f"WHERE t.reserved_at <= ? AND (j.task_id IS NULL OR j.state IN ({marks})) ORDER BY r.task_id",
+                (now - float(grace_s), *_FINISHED_STATES)).fetchall()
+            released = [task_id for (task_id,) in rows]
+            db.executemany("DELETE FROM reservations WHERE task_id = ?", [(t,) for t in released])
+            db.execute("INSERT INTO reservation_times SELECT task_id, ? FROM reservations r WHERE NOT EXISTS "
+                       "(SELECT 1 FROM reservation_times t WHERE t.task_id = r.task_id)", (now,))
+        return released
 
     @staticmethod
     def _standing(db: sqlite3.Connection, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:

@@ -88,6 +88,9 @@ class StateStore(Protocol):
                   completed: int | None = None) -> None: ...                 # completed None: the count stays
     def usage_members(self, coop_id: str, period: str) -> list[str]: ...       # with usage or holds then, sorted
     def ledger_snapshot(self) -> dict: ...                                      # Ledger.snapshot() format
+    def release_orphaned_reservations(self, grace_s: float) -> list[str]: ...   # held >= grace_s by a task with
+    # no unfinished job record (a call cut off between reserve and put_job): released, each atomically against
+    # a head recording that job at the same moment; the task ids, sorted
 
     # -- jobs (a record whose JSON cannot be read is answered as ``scheduler.damaged_records.damaged_job``, with
     # what the store keeps beside it, never raised: one damaged record must not fail a listing or a recovery)

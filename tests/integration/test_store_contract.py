@@ -191,6 +191,27 @@ def test_usage_members_are_those_with_usage_or_holds_in_that_month(store):
     assert store.usage_members("nobody", P) == []
 
 
+def test_a_reservation_no_unfinished_job_owns_is_released_once_past_the_grace_and_only_once(store):
+    """What a head cut off between an admission's reserve and its job record leaves held (no record, or a retry's
+    finished one) is released once older than the grace; a job a restarted head would run keeps its hold."""
+    owners = {"lost": None, "retried": "rejected", "cancelled": "cancelled", "queued": "queued",
+              "running": "running", "newer": "a-state-of-a-newer-release"}
+    for i, (task_id, state) in enumerate(owners.items()):
+        assert store.reserve(task_id, "c", "m", P, Cost(10 ** i, 0, 0)) is ReserveResult.RESERVED
+        if state is not None:
+            store.put_job(task_id, {"task_id": task_id, "coop_id": "c", "member": "m", "state": state,
+                                    "submitted_at": float(i)})
+    everything = store.standing("c", "m", P)[1]
+    assert store.release_orphaned_reservations(3600.0) == []  # all younger than an hour
+    assert store.standing("c", "m", P)[1] == everything
+    assert store.release_orphaned_reservations(0.0) == ["cancelled", "lost", "retried"]
+    assert store.standing("c", "m", P)[1] == Cost(1000 + 10_000 + 100_000, 0, 0)  # queued, running, newer
+    assert store.release_orphaned_reservations(0.0) == []  # released once
+    assert not store.release("lost")
+    assert [r[0] for r in Ledger.restore(store.ledger_snapshot()).snapshot()["reservations"]] == \
+        ["newer", "queued", "running"]
+
+
 # --------------------------------------------------------------------------- jobs
 def test_jobs_and_payloads(store):
     for i, (member, state) in enumerate([("a", "queued"), ("b", "running"), ("a", "succeeded")]):
