@@ -46,22 +46,23 @@ there).
 
 Redis errors propagate as redis exceptions (the head reports them as ``unavailable``);
 their message names the store URL (password hidden).
+
+The usage ledger's methods are in ``scheduler.redis_ledger`` (``RedisLedger``, a mixin of this store);
+key escaping, reply decoding and the naming of errors in ``scheduler.redis_connection``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import astuple
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
 from scheduler.damaged_records import is_damaged, parse_job
-from scheduler.ledger import Cost, ReserveResult
+from scheduler.redis_connection import _esc, _public_methods_name_url, _redacted, _s
+from scheduler.redis_ledger import RedisLedger
 from scheduler.redis_scripts import (LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE,
                                      RELEASE_ORPHANED, RESERVE, SETTLE)
 from scheduler.state_store import AuditRecord, PolicyVersion
@@ -69,59 +70,10 @@ from scheduler.tasks import JobState
 
 DEFAULT_PREFIX = "coopsched:"
 _FINISHED = frozenset(s.value for s in JobState if s.finished)
-_DIMS = ("cpu", "gpu", "credits")
-_SETTLE_BATCH = 200  # settlements per script call: ~4 ms of server time each, so other clients wait little
-_SWEEP_BATCH = 200  # reservations looked at per orphan-release script call (each cheaper than a settlement)
-
-def _esc(part: object) -> str:
-    return str(part).replace("%", "%25").replace(":", "%3A")
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _cost(h: dict[bytes, bytes], prefix: str = "") -> Cost:
-    return Cost(*(int(h.get(f"{prefix}{d}".encode(), 0)) for d in _DIMS))
-
-
-def _owner(h: dict[bytes, bytes]) -> list[str]:
-    return [_s(h[b"coop"]), _s(h[b"member"]), _s(h[b"period"])]
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
-
-
-def _naming_url(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Re-raise a redis error with the store's URL (password hidden) in its message, same type."""
-    @functools.wraps(fn)
-    def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except redis.RedisError as exc:
-            message = f"redis store {self._where}: {exc}"
-            try:
-                named = type(exc)(message)
-            except Exception:
-                named = redis.RedisError(message)
-            raise named from exc
-    return wrapper
-
-
-def _public_methods_name_url(cls: type) -> type:
-    for name, attr in list(vars(cls).items()):
-        if callable(attr) and not name.startswith("_"):
-            setattr(cls, name, _naming_url(attr))
-    return cls
 
 
 @_public_methods_name_url
-class RedisStore:
+class RedisStore(RedisLedger):
     """The ``StateStore`` protocol on Redis (see the module docstring for the keys)."""
 
     shared = True  # head replicas share it: quotas, keys and the nonces of signed requests
@@ -249,152 +201,6 @@ class RedisStore:
     def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool:
         """SET NX with an expiry: of several head replicas, exactly one accepts a given signed request."""
         return bool(self._r.set(self._k("nonce", key_id, nonce), b"1", nx=True, px=max(1, int(ttl_s * 1000))))
-
-    # ------------------------------------------------------------------ usage ledger
-    def _usage_key(self, coop_id: str, member: str, period: str) -> str:
-        return self._k("usage", coop_id, member, period)
-
-    def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,
-                limits: Cost | None = None) -> ReserveResult:
-        """Hold ``cost`` unless the task is known or used + reserved + cost passes a limit (< 0 = none)."""
-        keys = [self._k("reservation", task_id), self._k("settled", task_id),
-                self._usage_key(coop_id, member, period), self._k("index", "reservations"), self._k("index", "usage")]
-        lim = limits or Cost()
-        args = [task_id, coop_id, member, period, cost.cpu, cost.gpu, cost.credits,
-                "1" if limits is not None else "0", lim.cpu, lim.gpu, lim.credits]
-        return ReserveResult(_s(self._reserve(keys=keys, args=args)))
-
-    def settle(self, task_id: str, coop_id: str, member: str, period: str, measured: Cost) -> bool:
-        """Charge ``measured`` to the reservation's period (or ``period``); False if already settled."""
-        return self.settle_many([(task_id, coop_id, member, period, measured)])[0]
-
-    def settle_many(self, items: Iterable[tuple[str, str, str, str, Cost]]) -> list[bool]:
-        """Settle many tasks (batches of one script call each, pipelined); one boolean per item."""
-        items = list(items)
-        results: list[bool] = [False] * len(items)
-        pending = [(i, self._usage_key(c, m, p), 0) for i, (_, c, m, p, _) in enumerate(items)]
-        indices = [self._k("index", "reservations"), self._k("index", "settled"), self._k("index", "usage")]
-        while pending:
-            pipe = self._r.pipeline(transaction=False)
-            batches = [pending[start:start + _SETTLE_BATCH] for start in range(0, len(pending), _SETTLE_BATCH)]
-            for batch in batches:
-                keys, args = list(indices), []
-                for i, usage_key, retry in batch:
-                    task_id, coop_id, member, period, measured = items[i]
-                    keys += [self._k("reservation", task_id), self._k("settled", task_id), usage_key]
-                    args += [task_id, coop_id, member, period, measured.cpu, measured.gpu, measured.credits, retry]
-                self._settle(keys=keys, args=args, client=pipe)
-            moved = []
-            for batch, answers in zip(batches, pipe.execute()):
-                for (i, _, _), answer in zip(batch, answers):
-                    if isinstance(answer, bytes):  # the reservation is in another period: retry there
-                        moved.append((i, _s(answer), 1))
-                    elif answer == -1:  # ... and was released meanwhile: back to the given period
-                        moved.append((i, self._usage_key(*items[i][1:4]), 0))
-                    else:
-                        results[i] = answer == 1
-            pending = moved
-        return results
-
-    def release(self, task_id: str) -> bool:
-        """Drop an open reservation; False if there was none."""
-        reservation = self._k("reservation", task_id)
-        usage_key = self._r.hget(reservation, "usage_key")
-        while usage_key is not None:
-            answer = self._release(keys=[reservation, _s(usage_key), self._k("index", "reservations")], args=[task_id])
-            if not isinstance(answer, bytes):
-                return answer == 1
-            usage_key = answer
-        return False
-
-    def release_orphaned_reservations(self, grace_s: float) -> list[str]:
-        """Release every reservation held at least ``grace_s`` seconds (by the Redis server's clock) whose
-        task has no unfinished job record; the task ids released, sorted.
-
-        Why a collector and not a transaction: a head call's writes are separate commands here (``batch``
-        groups nothing), so a head killed, or cut off from Redis, between an admission's ``reserve`` and
-        the job record ``put_job`` writes after it leaves a reservation that no job owns, held against the
-        member's month for good (and a client's retry of that task id is then refused as a duplicate, with
-        a finished record that owns nothing either). Making the call's writes one MULTI/EXEC would need the
-        core's decisions redone whenever a watched quota changed (``reserve`` is a check-and-hold whose
-        answer the core acts on at once, and EXEC would only apply it at the end of the call); so, as
-        Kubernetes' garbage collector deletes a dependent whose owner is gone, a reservation whose owner
-        (the job record) is missing is released once it is older than any call takes. Each release is one
-        script that checks, at that moment, that the reservation is still the one read (same usage key,
-        still old enough) and that the job is still unrecorded: a head recording the job at the same
-        moment either comes first (kept) or finds it released; releasing twice releases once. "Unfinished"
-        is what a restarted head restores (``jobs:unfinished``), so a job it would run keeps its hold."""
-        index, grace = self._k("index", "reservations"), float(grace_s)
-        seconds, micros = self._r.time()
-        now = seconds + micros / 1e6  # (only to skip the young: the script reads the clock again)
-        task_ids = sorted({_s(t) for t in self._r.sscan_iter(index, count=1000)})
-        keys_per_call = [index, self._k("jobs", "unfinished")]
-        released: list[str] = []
-        for start in range(0, len(task_ids), _SWEEP_BATCH):
-            page = task_ids[start:start + _SWEEP_BATCH]
-            pipe = self._r.pipeline(transaction=False)
-            for task_id in page:
-                pipe.hmget(self._k("reservation", task_id), "usage_key", "reserved_at")
-            candidates = [(task_id, _s(usage_key)) for task_id, (usage_key, at) in zip(page, pipe.execute())
-                          if usage_key is not None and (at is None or now - float(at) >= grace)]
-            if not candidates:
-                continue
-            keys, args = list(keys_per_call), [repr(grace)]
-            for task_id, usage_key in candidates:
-                keys += [self._k("reservation", task_id), usage_key]
-                args.append(task_id)
-            answers = self._release_orphaned(keys=keys, args=args)
-            released += [task_id for (task_id, _), answer in zip(candidates, answers) if answer == 1]
-        return released
-
-    def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:
-        """(settled usage, open reservations, tasks completed) of one member's period."""
-        h = self._r.hgetall(self._usage_key(coop_id, member, period))
-        return _cost(h), _cost(h, "reserved_"), int(h.get(b"completed", 0))
-
-    def set_usage(self, coop_id: str, member: str, period: str, used: Cost, completed: int | None = None) -> None:
-        """Overwrite a period's settled usage (an admin action); reservations stay, and the completed
-        count unless ``completed`` is given."""
-        key = self._usage_key(coop_id, member, period)
-        fields: dict[str, Any] = {"coop": coop_id, "member": member, "period": period,
-                                  "cpu": used.cpu, "gpu": used.gpu, "credits": used.credits}
-        if completed is not None:
-            fields["completed"] = completed
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
-        pipe.sadd(self._k("index", "usage"), key)
-        pipe.execute()
-
-    def usage_members(self, coop_id: str, period: str) -> list[str]:
-        """Members of ``coop_id`` with settled usage or open reservations in ``period``, sorted."""
-        prefix, suffix = self._k("usage", coop_id) + ":", ":" + _esc(period)
-        keys = [k for k in map(_s, self._r.sscan_iter(self._k("index", "usage"))) if k.startswith(prefix)
-                and k.endswith(suffix) and ":" not in k[len(prefix):-len(suffix)]]
-        return sorted({_s(m) for m in (self._r.hget(k, "member") for k in keys) if m is not None})
-
-    def ledger_snapshot(self) -> dict:
-        """The whole ledger in ``Ledger.snapshot()`` format, read consistently (WATCH on the indices)."""
-        indices = [self._k("index", "usage"), self._k("index", "reservations"), self._k("index", "settled")]
-        seen: dict[str, list[str]] = {}
-
-        def read(pipe: Any) -> None:
-            seen["usage"] = sorted(_s(k) for k in pipe.smembers(indices[0]))
-            seen["reservation"] = sorted(_s(t) for t in pipe.smembers(indices[1]))
-            seen["settled"] = sorted(_s(t) for t in pipe.smembers(indices[2]))
-            pipe.multi()
-            for key in seen["usage"]:
-                pipe.hgetall(key)
-            for kind in ("reservation", "settled"):
-                for task_id in seen[kind]:
-                    pipe.hgetall(self._k(kind, task_id))
-
-        hashes = iter(self._r.transaction(read, *indices))
-        usage = [h for _, h in zip(seen["usage"], hashes) if h]
-        rows = {kind: [[t, *_owner(h), *astuple(_cost(h))] for t, h in zip(seen[kind], hashes) if h]
-                for kind in ("reservation", "settled")}
-        return {"used": sorted([*_owner(h), *astuple(_cost(h))] for h in usage if b"cpu" in h),
-                "completed": sorted([*_owner(h), int(h[b"completed"])] for h in usage if int(h.get(b"completed", 0))),
-                "reservations": rows["reservation"], "settled": rows["settled"]}
 
     # ------------------------------------------------------------------ jobs
     def put_job(self, task_id: str, record: dict) -> None:

@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from scheduler.ledger import Cost, ReserveResult
-from scheduler.sqlite_store import SCHEMA_VERSION, SqliteStore
+from scheduler.sqlite_schema import SCHEMA_VERSION
+from scheduler.sqlite_store import SqliteStore
 
 P = "2026-11"
 
