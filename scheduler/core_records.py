@@ -18,7 +18,7 @@ from typing import Any
 
 from policies.reasons import Decision, Reason
 from scheduler.admission import requirements_for
-from scheduler.held_capacity import HeldAttempt, held_anywhere, held_attempt
+from scheduler.held_capacity import HeldAttempt, held_anywhere, held_attempts
 from scheduler.jobs import Job, JobStatus
 from scheduler.ledger import Cost, period_of
 from scheduler.placement import Placement, requirements_from_record, requirements_record
@@ -82,12 +82,12 @@ class JobRecords:
                                       attempt=job.attempts + 1, relaxed=relaxed, avoid=job.avoid))
         return job.state
 
-    def hold_unrestored(self, record: Any) -> HeldAttempt | None:
+    def hold_unrestored(self, record: Any) -> list[HeldAttempt]:
         """A record ``restore_job`` refused: if it says the job was placed on a registered executor, hold
         there what its attempt may still use (what the task asked, else the executor's own resources), so
-        nothing else is placed into it; None if it holds nothing. Never raises."""
-        attempt = held_attempt(record, self.table)
-        return attempt if attempt is not None and self.held_capacity.hold(attempt) else None
+        nothing else is placed into it; if it may be placed but no longer says where, all of every executor,
+        as for a damaged record (``held_attempts``). The holds taken; empty if it holds nothing. Never raises."""
+        return [a for a in held_attempts(record, self.table) if self.held_capacity.hold(a)]
 
     def hold_damaged(self, task_id: str, stored_state: Any) -> list[HeldAttempt]:
         """A job whose record is damaged (where it was placed cannot be read): unless its stored state says

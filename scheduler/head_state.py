@@ -88,8 +88,10 @@ class StateKeeping:
                 held = self.core.hold_unrestored(record)
                 log.error("job %s not restored (%s: %s); its reservation stays held in its month%s",
                           record.get("task_id"), type(exc).__name__, exc,
-                          f"; what its attempt may use ({held.describe()}) stays held on {held.executor_id} until "
-                          "its worker there says it no longer runs it" if held else "")
+                          f"; what its attempt may use ({held[0].describe()}) stays held on {held[0].executor_id} "
+                          "until its worker there says it no longer runs it" if len(held) == 1 else
+                          f"; where its attempt runs cannot be read: all of {', '.join(h.executor_id for h in held)} "
+                          "stays held until each one's worker says whether it runs it" if held else "")
                 continue
             data = self.store.get_payload(task_id)
             payload = data if data else (_noop, (), {})  # the pickled bytes: the worker's task unpickles them

@@ -6,7 +6,8 @@ forgetting it would hand its resources to the next task there. Kubernetes counts
 a node as using that node's resources until the kubelet says the pod is gone; likewise the core keeps what
 it can still read of such a record — where the attempt was placed and what it asked for — and holds that
 on the executor's row, so placement cannot give it out again. When what it asked for cannot be read
-either, the most one attempt can use there is held: all the executor's own resources.
+either, the most one attempt can use there is held: all the executor's own resources; when where it was
+placed cannot be read, it is held as a damaged record's job is (``held_anywhere``, below).
 
 A hold ends when that executor's worker says it neither runs nor queues the attempt (the head's watchdog
 asks ``running()``: an attempt that ended but whose report is still on its way no longer uses anything;
@@ -55,6 +56,20 @@ class HeldAttempt:
         return f"all of {self.executor_id} ({amounts})" if self.whole else amounts
 
 
+def held_attempts(record: Any, table: ExecutorTable) -> list[HeldAttempt]:
+    """What of a job record the core could not restore may still use executors' resources: ``held_attempt``
+    where its placement can be read; where it cannot (missing, or of another shape), what a damaged record's
+    job holds (``held_anywhere``: every executor, unless its state says it never started or finished), as
+    the record no longer says where its attempt runs. Never raises."""
+    if not isinstance(record, dict) or not isinstance(record.get("task_id"), str):
+        return []
+    placement = record.get("placement")
+    if not isinstance(placement.get("executor_id") if isinstance(placement, dict) else None, str):
+        return held_anywhere(record["task_id"], record.get("state"), table)
+    attempt = held_attempt(record, table)
+    return [attempt] if attempt is not None else []
+
+
 def held_attempt(record: Any, table: ExecutorTable) -> HeldAttempt | None:
     """What of a job record the core could not restore may still use an executor's resources: None unless
     the job was placed (running, or in a state this release does not know, which may mean placed) on an
@@ -73,9 +88,9 @@ def held_attempt(record: Any, table: ExecutorTable) -> HeldAttempt | None:
         return None
     task = record.get("task")
     try:
-        if not isinstance(task, dict):
-            raise TypeError("no task")
-        return HeldAttempt(task_id, executor_id, Resources.model_validate(task.get("resources", {})))
+        if not isinstance(task, dict) or not isinstance(task.get("resources"), dict):  # (a missing field is not
+            raise TypeError("no task resources")  # the default 1 CPU: a record always keeps what its task asked)
+        return HeldAttempt(task_id, executor_id, Resources.model_validate(task["resources"]))
     except (TypeError, ValueError):  # (pydantic's ValidationError is a ValueError)
         return HeldAttempt(task_id, executor_id, table.spec(executor_id).resources, whole=True)
 

@@ -210,9 +210,12 @@ class RedisStore(RedisLedger):
 
         def write(pipe: Any) -> None:
             old = pipe.get(key)
+            previous = parse_job(old, task_id, self.url) if old is not None else None
             pipe.multi()
-            if old is not None:
-                for index in self._job_indices(json.loads(old)):
+            if previous is not None:  # (a damaged one's indices cannot be read: out of every state's it may be in;
+                # its owner's stay, as a task id keeps its owner)
+                for index in self._job_indices(previous) if not is_damaged(previous) else [
+                        self._k("jobs", "state", s.value) for s in JobState] + [self._k("jobs", "unfinished")]:
                     pipe.srem(index, task_id)
             pipe.set(key, body)
             pipe.zadd(self._k("jobs", "submitted"), {task_id: float(record.get("submitted_at") or 0.0)})
