@@ -189,8 +189,12 @@ class ExecutorWorker:
         if not isinstance(specs, list):
             raise TypeError(f"start_many takes a list of launch specs; received {type(specs).__name__}; "
                             f"e.g. [{LaunchSpec.model_config['json_schema_extra']['examples'][0]}]")
-        if ended is not None and not isinstance(ended, list):
-            raise TypeError(f"start_many's ended is a list of task ids; received {type(ended).__name__}; "
+        if ended is not None and (not isinstance(ended, list) or not all(isinstance(t, str) for t in ended)):
+            # (checked with the specs, before anything is launched: a bad item found afterwards would fail a
+            # call whose tasks already run, and the head would hand them over again)
+            shown = type(ended).__name__ if not isinstance(ended, list) else \
+                f"a list holding {type(next(t for t in ended if not isinstance(t, str))).__name__}"
+            raise TypeError(f"start_many's ended is a list of task ids (text); received {shown}; "
                             f"e.g. ['job-7f3a']")
         launches = [LaunchSpec.model_validate(spec) for spec in specs]
         if capacity is not None:

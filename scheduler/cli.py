@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps = _sub(psub, "set", "install a policy file (a new version)", c.cmd_policy)
     ps.add_argument("file")
     ps.add_argument("--dry-run", action="store_true", help="replay recent jobs under it; change nothing")
-    ps.add_argument("--last", type=int, default=100, help="how many recent jobs --dry-run replays")
+    ps.add_argument("--last", type=int, default=None,
+                    help=f"how many recent jobs --dry-run replays (default {c.DRY_RUN_JOBS}; only with --dry-run)")
     _sub(psub, "validate", "check a policy file; every error with its JSON path", c.cmd_policy,
          unused=_offline("it checks the file here, with no cluster (`coopsched policy diff FILE` compares it "
                          "with the head's policy)",
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     js.add_argument("--gpus", type=float, default=0.0)
     js.add_argument("--max-runtime", type=float, default=None, help="seconds")
     js.add_argument("--wait", action="store_true", help="follow it and print the result")
-    js.add_argument("--timeout", type=float, default=None)
+    js.add_argument("--timeout", type=float, default=None, help="seconds --wait follows the job (only with --wait)")
     jl = _sub(jsub, "list", "jobs, newest last", c.cmd_job)
     jl.add_argument("--coop")
     jl.add_argument("--member")

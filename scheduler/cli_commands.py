@@ -16,6 +16,7 @@ from scheduler.executor_spec import MAX_DISPATCH_AHEAD
 from scheduler.tables import table
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_FORBIDDEN = 0, 1, 2, 3, 4
+DRY_RUN_JOBS = 100  # `policy set --dry-run`'s default --last
 
 
 class UsageError(Exception):
@@ -253,9 +254,13 @@ def cmd_policy(args) -> int:
         return EXIT_OK
     policy = load_policy(args.file) if args.action == "set" or (args.action == "diff" and args.file) else None
     data = _json_data(args.data) if args.action == "mgmt" else None
+    if args.action == "set" and args.last is not None and not args.dry_run:  # (it sizes the dry run only)
+        raise UsageError(f"--last says how many recent jobs --dry-run replays (got --last {args.last} without "
+                         f"--dry-run: the policy would be installed); add --dry-run or leave --last out, e.g. "
+                         f"coopsched policy set {args.file} --dry-run --last {args.last}")
     if args.action == "set" and args.dry_run:
         from scheduler.head_admin import MAX_SHADOW_JOBS
-        _whole(args.last, "--last", 1, MAX_SHADOW_JOBS, 100)
+        args.last = _whole(DRY_RUN_JOBS if args.last is None else args.last, "--last", 1, MAX_SHADOW_JOBS, 100)
     if args.action == "diff":
         _check_diff(args, policy)
     if args.action == "rollback":
@@ -504,6 +509,10 @@ def cmd_job(args) -> int:
         Client._task(fn, call_args, {}, **_options(args))  # the task's own checks (exit 2), before connecting
         if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout >= 0):
             raise UsageError(f"--timeout takes seconds, a finite number >= 0, e.g. --timeout 60 (got {args.timeout})")
+        if args.timeout is not None and not args.wait:  # (it bounds the wait only: without one it did nothing)
+            raise UsageError(f"--timeout bounds --wait, how long to follow the job (got --timeout {args.timeout:g} "
+                             f"without --wait); add --wait or leave --timeout out, e.g. coopsched job submit "
+                             f"{args.target} --wait --timeout {args.timeout:g} ...")
         return _submit(args, client_for(args), fn, call_args)
     client = client_for(args)
     if args.action == "list":
@@ -541,10 +550,16 @@ def _call_of(args) -> tuple[Any, list]:
         sys.path.insert(0, here)
     try:
         fn = getattr(importlib.import_module(module_name), fn_name)
+        if here is not None:
+            _by_value_if_only_here(module_name, here)
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"cannot find {args.target}: {exc}; MODULE:FUNCTION takes a module importable from the "
                          f"current directory or the installed packages and a function in it, e.g. "
                          f"math:factorial") from None
+    except Exception as exc:  # noqa: BLE001  # its own code raised on import (a SyntaxError, a NameError, ...)
+        raise UsageError(f"cannot import {args.target}: importing {module_name} raised {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}; MODULE:FUNCTION takes a module that imports "
+                         f"cleanly and a function in it, e.g. math:factorial") from None
     finally:
         if added:
             sys.path.remove(here)
@@ -555,6 +570,31 @@ def _call_of(args) -> tuple[Any, list]:
     if not isinstance(call_args, list):
         raise UsageError(f"--args takes a JSON list, e.g. --args '[10]' (got {args.args!r})")
     return fn, call_args
+
+
+def _by_value_if_only_here(module_name: str, here: str) -> None:
+    """A module found in the current directory and nowhere else on the path travels with the job, by value:
+    cloudpickle names an importable module's function by reference, and the executor's task, in a process
+    whose path has no such directory (Ray gives it the sys.path of ``coopsched executor join``'s own
+    directory), could not import it. (What the module itself imports from here still must be importable
+    there.)"""
+    import importlib.machinery
+
+    from ray import cloudpickle
+    top = module_name.partition(".")[0]
+    module = sys.modules.get(top)
+    if module is None:
+        return
+    home = Path(here).resolve()
+    file = getattr(module, "__file__", None)
+    if file is not None:
+        origin = Path(file).resolve()
+        found_here = (origin.parent.parent if origin.name == "__init__.py" else origin.parent) == home
+    else:  # a namespace package
+        found_here = any(Path(p).resolve().parent == home for p in getattr(module, "__path__", ()))
+    elsewhere = [p for p in sys.path if isinstance(p, str) and p not in ("", ".") and Path(p).resolve() != home]
+    if found_here and importlib.machinery.PathFinder.find_spec(top, elsewhere) is None:
+        cloudpickle.register_pickle_by_value(module)
 
 
 def _options(args) -> dict[str, Any]:

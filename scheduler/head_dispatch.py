@@ -103,10 +103,11 @@ class Dispatch:
                     call = worker.start_many.remote(specs, capacity, ended)
                 except TypeError:  # a worker of an earlier release, without ``ended``: result_refs then
                     ended = None
-            refs = await (worker.start_many.remote(specs, capacity) if call is None else call)
-            if ended:
-                self._took_refs(ended, refs["refs"])
-                refs, fetched = refs["started"], True
+            refs, brought = _started_and_refs(await (worker.start_many.remote(specs, capacity) if call is None
+                                                     else call), ended)
+            if brought is not None:
+                self._took_refs(ended, brought)
+                fetched = True
             now = time.time()
             for p, ref in zip(group, refs):
                 task_id = p.task.task_id
@@ -244,3 +245,14 @@ class Dispatch:
                 await worker.cancel.remote(task_id)
             except RayActorError:
                 self._lost(job.executor_id, f"worker of {job.executor_id} died")
+
+
+def _started_and_refs(answer, ended: list[str] | None) -> tuple[list, list | None]:
+    """``start_many``'s answer: what it started (one entry per spec) and, when asked with ``ended``, their
+    references if it brought one per ended task, else None (``_dispatch`` then asks ``result_refs``). A
+    worker that took ``ended`` but answered the plain list (or refs of another shape) still started what
+    it says: reading its answer as the dict must not send those tasks back to the queue to run twice."""
+    if not ended or not isinstance(answer, dict):
+        return answer, None
+    refs = answer.get("refs")
+    return answer.get("started"), refs if isinstance(refs, list) and len(refs) == len(ended) else None

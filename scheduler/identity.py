@@ -144,23 +144,27 @@ def save_key_pair(key: Ed25519PrivateKey, directory: str | Path, name: str) -> t
     """Write ``NAME.key`` (PEM, mode 0600, created so, never world-readable) and ``NAME.pub`` (base64).
 
     Neither file may exist (``FileExistsError`` naming it): both are created exclusively, the public one
-    first, and removed again if the private one cannot be, so no key file is overwritten and no lone
-    half of a pair is left behind."""
+    first, and both are removed again if either cannot be created or written whole (a full disk), so no
+    key file is overwritten and no lone or broken half of a pair is left behind."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     private, public = directory / f"{name}.key", directory / f"{name}.pub"
-    pub_fd = os.open(public, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    pem, pub = private_key_pem(key), (public_key_b64(key) + "\n").encode()
+    made: list[Path] = []
     try:
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        for path, data, mode in ((public, pub, 0o644), (private, pem, 0o600)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            made.append(path)
+            with os.fdopen(fd, "wb") as f:  # (closes fd, written or not)
+                f.write(data)
+        os.chmod(private, 0o600)
     except BaseException:
-        os.close(pub_fd)
-        public.unlink()
+        for path in made:  # only the files made here: one that existed is never touched
+            try:
+                path.unlink()
+            except OSError:
+                pass
         raise
-    with os.fdopen(fd, "wb") as f:
-        f.write(private_key_pem(key))
-    os.chmod(private, 0o600)
-    with os.fdopen(pub_fd, "w") as f:
-        f.write(public_key_b64(key) + "\n")
     return private, public
 
 
