@@ -33,6 +33,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import `benchmarks`
 
 HEAD, TRACKER = "floor-head", "floor-tracker"
+WAIT_S = 300.0  # the longest a client waits for a floor job's result (end_to_end's RESULT_TIMEOUT_S)
 
 
 def worker_names(count: int) -> list[str]:
@@ -92,7 +93,10 @@ class FloorWorker:
         return [value]
 
     async def _watch(self, task_id: str, value: ray.ObjectRef, ended: ray.ObjectRef, queued: bool) -> None:
-        at = await ended
+        try:
+            at = await ended
+        except Exception:  # noqa: BLE001  # the job failed: it still ends and is reported (its value raises)
+            at = time.time()
         self.running -= 1
         if self.queue:
             self._launch(self.queue.pop(0), queued=True)
@@ -105,7 +109,12 @@ class FloorWorker:
             await self.ready.wait()
             self.ready.clear()
             batch, self.unsent = self.unsent, []
-            await self.tracker.report_many.remote(batch)
+            try:
+                await self.tracker.report_many.remote(batch)
+            except Exception:  # noqa: BLE001  # sent again with the next batch
+                self.unsent = batch + self.unsent
+                await asyncio.sleep(0.1)
+                self.ready.set()
 
 
 class FloorHead:
@@ -148,25 +157,40 @@ class FloorHead:
 
     async def wait_results(self, task_ids: list[str]) -> dict[str, list]:
         out = {}
+        deadline = time.monotonic() + WAIT_S
         for task_id in task_ids:
             while task_id not in self.refs:
-                await self.waiting.setdefault(task_id, asyncio.Event()).wait()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:  # a benchmark run fails rather than hangs
+                    raise TimeoutError(f"floor: job {task_id} has no result after {WAIT_S:.0f} s")
+                try:
+                    await asyncio.wait_for(self.waiting.setdefault(task_id, asyncio.Event()).wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
             out[task_id] = self.refs.pop(task_id)
         return out
 
 
-def start_floor(namespace: str, executors: Sequence[tuple[str, float]]) -> list:
-    """The floor's actors in ``namespace``: one worker per ``(node_id, cpus)``; returns every handle."""
-    tracker = ray.remote(FloorTracker).options(name=TRACKER, namespace=namespace, num_cpus=0).remote(namespace)
-    names = worker_names(len(executors))
-    workers = [ray.remote(FloorWorker).options(
-        name=name, namespace=namespace, num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(namespace, node_id, int(cpus))
-        for name, (node_id, cpus) in zip(names, executors)]
-    ray.get([w.__ray_ready__.remote() for w in workers])
-    head = ray.remote(FloorHead).options(name=HEAD, namespace=namespace, num_cpus=0).remote(namespace, names)
-    ray.get(head.__ray_ready__.remote())
-    return [head, tracker, *workers]
+def start_floor(namespace: str, executors: Sequence[tuple[str, int]]) -> list:
+    """The floor's actors in ``namespace``: one worker per ``(node_id, cpus)`` (cpus >= 1: the tasks it runs at
+    once); returns every handle. What was started is stopped again if a later actor fails to start."""
+    if any(int(cpus) < 1 for _, cpus in executors):
+        raise ValueError(f"floor executors need at least 1 CPU each; received {list(executors)!r}")
+    handles = [ray.remote(FloorTracker).options(name=TRACKER, namespace=namespace, num_cpus=0).remote(namespace)]
+    try:
+        names = worker_names(len(executors))
+        handles += [ray.remote(FloorWorker).options(
+            name=name, namespace=namespace, num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(namespace, node_id, int(cpus))
+            for name, (node_id, cpus) in zip(names, executors)]
+        ray.get([w.__ray_ready__.remote() for w in handles[1:]])
+        head = ray.remote(FloorHead).options(name=HEAD, namespace=namespace, num_cpus=0).remote(namespace, names)
+        handles.insert(0, head)
+        ray.get(head.__ray_ready__.remote())
+    except BaseException:
+        stop_floor(handles)
+        raise
+    return handles
 
 
 def stop_floor(handles: Sequence) -> None:

@@ -67,7 +67,8 @@ def format_report(result: dict) -> str:
         def show(v: float) -> str:
             return f"{v:.2f}x" if "submit->result" in t["target"] else f"{v:.0%}"
         floor = f"   floor {show(t['floor_value'])} [{t['floor_status']}]" if "floor_value" in t else ""
-        reach = " (the floor misses it too)" if t.get("floor_status") == "MISS" else ""
+        reach = "" if t.get("floor_status") != "MISS" else " (the floor misses it too)" if t["status"] == "MISS" \
+            else " (the floor misses it: a noisy run)"
         lines.append(f"  [{t['status']}] {t['variant']:<10} {t['target']:<45} {show(t['value']):>6}{floor}{reach}")
     for variant, lat in result.get("breakdown", {}).get("latency", {}).items():
         lines += ["", f"Where a sequential {variant} job's time goes (each hop's p50 and p99 over the jobs, ms; "

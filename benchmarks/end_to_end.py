@@ -398,7 +398,7 @@ def run(plan: Plan, namespace: str, layout: Layout, log: Callable[[str], None] =
     try:
         client = start_coopsched(namespace, layout, store_url)
         coop, coop_map = Coopsched("coopsched", client), Coopsched("coopsched-map", client, batch=True)
-        floor_actors = start_floor(namespace, [(e.node_id, 1.0) for e in layout.executors])
+        floor_actors = start_floor(namespace, [(e.node_id, 1) for e in layout.executors])
         floor, floor_map = Floor("floor", namespace), Floor("floor-map", namespace, batch=True)
         sequential: list[Mode] = [bare, affinity, floor, coop]
         batched: list[Mode] = [bare, affinity, floor, floor_map, coop, coop_map]
