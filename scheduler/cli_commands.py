@@ -303,7 +303,8 @@ def cmd_policy(args) -> int:
         emit(args, client.policy_history(args.coop), lambda rows: table(
             ["version", "author", "at (UTC)", "predecessor", "active", "note"],
             [(v["version"], v["author"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v["at"])), v["predecessor"],
-              "yes" if v["active"] else "", v["note"] or ("(removed)" if v["policy"] is None else "")) for v in rows]))
+              "yes" if v["active"] else "", "(damaged: cannot be read)" if v.get("damaged") else
+              v["note"] or ("(removed)" if v["policy"] is None else "")) for v in rows]))
     elif args.action == "rollback":
         policy = client.rollback_policy(args.coop, args.version)
         emit(args, policy.model_dump(mode="json"), lambda d: (

@@ -97,8 +97,11 @@ class SchedulerCore(JobRecords, SchedulingRound):
             if self.table.status_of(spec.executor_id) is not ExecutorStatus.DRAINING:
                 self.table.set_status(spec.executor_id, ExecutorStatus.ACTIVE)
         else:
-            self.table.add(spec)
-            self._on_executor.setdefault(spec.executor_id, set())
+            row = self.table.add(spec)
+            # jobs restored as running on it while its stored registration could not be read (restore_job's
+            # ``unregistered``) still use what they asked for there: nothing else is placed into it
+            for task_id in sorted(self._on_executor.setdefault(spec.executor_id, set())):
+                self.table.reserve(row, self._jobs[task_id].task.resources)
         self.liveness.last_seen[spec.executor_id] = self.clock()
         return spec
 

@@ -14,6 +14,7 @@ persist), whether an attempt is still placed, the runtime a job runs under, and 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from policies.reasons import Decision, Reason
@@ -46,9 +47,16 @@ class JobRecords:
                 "requirements": requirements_record(job.requirements) if job.requirements is not None else None,
                 "avoid": sorted(job.avoid), "runtime_s": job.runtime_s}
 
-    def restore_job(self, record: dict[str, Any]) -> JobState:
+    def restore_job(self, record: dict[str, Any], unregistered: Collection[str] = frozenset()) -> JobState:
         """Take back a job after a restart: queued ones wait again (their reservation is in the
-        store), running ones are expected to report (the head checks with their worker)."""
+        store), running ones are expected to report (the head checks with their worker).
+
+        A running job whose executor is not registered is run again, unless that executor is one of
+        ``unregistered``: stored, but its registration could not be restored (damaged, or refused by this
+        release). Its worker may still run the attempt, so the job stays placed there (running a second
+        attempt elsewhere would run it twice at once); nothing is reserved, as there is no row to place
+        into, until the executor registers again (``register_executor`` reserves it then), and the head asks
+        its worker whether it still runs it (``placed_off_table``)."""
         task = TaskSpec(**record["task"])
         decision = Decision(**record["decision"])
         status = JobStatus(**record["status"])
@@ -68,8 +76,9 @@ class JobRecords:
         self._jobs[task.task_id] = job
         if placement is not None:
             job.placement = placement
-            if placement.executor_id in self.table:
-                self.table.reserve(self.table.rows[placement.executor_id], task.resources)
+            if placement.executor_id in self.table or placement.executor_id in unregistered:
+                if placement.executor_id in self.table:
+                    self.table.reserve(self.table.rows[placement.executor_id], task.resources)
                 self._on_executor.setdefault(placement.executor_id, set()).add(task.task_id)
                 key = (task.coop_id, task.member)
                 self._running[key] = self._running.get(key, 0) + 1
@@ -99,6 +108,11 @@ class JobRecords:
         """The executor's worker says it does not run the unrestored job's attempt: its hold there ends
         (everywhere, if ``executor_id`` is None)."""
         return self.held_capacity.release(task_id, executor_id)
+
+    def placed_off_table(self) -> list[str]:
+        """Executors not registered that restored jobs still run on (``restore_job``'s ``unregistered``): the
+        head asks their workers what they still run."""
+        return sorted(e for e, running in self._on_executor.items() if running and e not in self.table)
 
     def held_on(self, executor_id: str) -> set[str]:
         """Unrestored jobs whose attempts are held on ``executor_id`` (the head asks its worker about them)."""

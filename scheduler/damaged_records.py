@@ -10,6 +10,17 @@ What readers do with one: the head restores nothing from it (``Head._recover``),
 may still use is held (``scheduler.held_capacity.held_anywhere``); its reservation stays held in its
 month, as the record stays in the store as it was. Listings leave it out (a ``JobStatus`` cannot be
 made of it), and a status or explain of that id answers from what is known, saying it is damaged.
+
+The other records read at start-up or on every call are answered the same way, each as its own marker
+(documented in ``scheduler.state_store``), and each is logged once by the store that meets it:
+
+- an executor's registration (``executors``): ``damaged_executor``; the head does not register it (it takes
+  no work, its worker's heartbeats are refused) until it registers again;
+- a policy version (``PolicyVersion.damaged``; its ``policy`` is then None, and it is no removal): a coop
+  whose active version is damaged has no policy, and its submissions are refused saying so (fail closed);
+- a usage report (``reports``, ``unforwarded_reports``): ``damaged_report``; the tracker forwards nothing
+  of it, so it charges nobody;
+- a registered key (``keys``): ``damaged_key``; the request gate does not accept that key.
 """
 
 from __future__ import annotations
@@ -23,25 +34,96 @@ log = logging.getLogger("coopsched.store")
 DAMAGED = "damaged"
 """The key of a damaged record's marker: what is wrong with its text."""
 
-_reported: set[tuple[str, str]] = set()  # (store url, task id): each damaged record is logged once by the stores
+_reported: set[tuple[str, str]] = set()  # (store url, which record): each damaged record is logged once by the stores
+
+
+def read_object(text: str | bytes) -> tuple[dict[str, Any] | None, str]:
+    """(the JSON object ``text`` holds, "") or (None, what is wrong with it)."""
+    try:
+        record = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        return None, why_of(exc)
+    if isinstance(record, dict):
+        return record, ""
+    return None, f"JSON {type(record).__name__}, not an object"
+
+
+def why_of(exc: BaseException) -> str:
+    """An error as one short line, for a damaged record's marker and the log."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def log_damaged(store_url: str, record: str, why: str, consequence: str) -> None:
+    """Log that ``record`` ("the stored record of job j1") is damaged, the first time a store meets it:
+    ``why``, and ``consequence``, what readers do with it and how to fix it."""
+    if (store_url, record) not in _reported:
+        _reported.add((store_url, record))
+        log.error("%s in %s is damaged (%s): %s", record, store_url.split("@")[-1], why, consequence)
 
 
 def parse_job(text: str | bytes, task_id: str, store_url: str, **known: Any) -> dict[str, Any]:
     """The stored record ``text``, or ``damaged_job(task_id, ..., **known)`` if it is not a JSON object
     (logged the first time it is met)."""
-    try:
-        record = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-        why = f"{type(exc).__name__}: {exc}"
-    else:
-        if isinstance(record, dict):
-            return record
-        why = f"JSON {type(record).__name__}, not an object"
-    if (store_url, task_id) not in _reported:
-        _reported.add((store_url, task_id))
-        log.error("the stored record of job %s in %s is damaged (%s): nothing is read from it; repair or "
-                  "delete it there (the head restores no such job)", task_id, store_url.split("@")[-1], why)
+    record, why = read_object(text)
+    if record is not None:
+        return record
+    log_damaged(store_url, f"the stored record of job {task_id}", why, "nothing is read from it; repair or "
+                "delete it there (the head restores no such job)")
     return damaged_job(task_id, why, **known)
+
+
+def parse_executor(text: str | bytes, executor_id: str, store_url: str) -> dict[str, Any]:
+    """A stored executor registration (its ``ExecutorSpec`` as JSON), or ``damaged_executor``."""
+    spec, why = read_object(text)
+    if spec is not None:
+        return spec
+    log_damaged_executor(store_url, executor_id, why)
+    return damaged_executor(executor_id, why)
+
+
+def log_damaged_executor(store_url: str, executor_id: str, why: str) -> None:
+    log_damaged(store_url, f"the stored registration of executor {executor_id}", why, "the head does not "
+                "register it: it takes no work, and its worker's heartbeats are refused, until it is registered "
+                "again (`coopsched executor join` on its node)")
+
+
+def damaged_executor(executor_id: str, why: str) -> dict[str, Any]:
+    return {"executor_id": executor_id, DAMAGED: why}
+
+
+def parse_report(text: str | bytes, task_id: str, attempt: int, store_url: str) -> dict[str, Any]:
+    """A stored usage report, or ``damaged_report``."""
+    report, why = read_object(text)
+    if report is not None:
+        return report
+    log_damaged(store_url, f"the stored usage report of job {task_id} attempt {attempt}", why, "it is not "
+                "forwarded and charges nobody (the job's reservation stays held); the other reports go on. Its "
+                "worker's copy, if it still has one, is forwarded when it is sent again")
+    return damaged_report(task_id, attempt, why)
+
+
+def damaged_report(task_id: str, attempt: int, why: str) -> dict[str, Any]:
+    return {"task_id": task_id, "attempt": attempt, DAMAGED: why}
+
+
+def parse_key(text: str | bytes, key_id: str, store_url: str) -> dict[str, Any]:
+    """A stored registered principal (``scheduler.identity.Principal`` as JSON), or ``damaged_key``."""
+    principal, why = read_object(text)
+    if principal is not None:
+        return principal
+    log_damaged(store_url, f"the stored registration of key {key_id}", why, "requests signed with that key are "
+                "refused until it is registered again (`coopsched keys add`); the other keys are accepted")
+    return damaged_key(key_id, why)
+
+
+def damaged_key(key_id: str, why: str) -> dict[str, Any]:
+    return {"key_id": key_id, DAMAGED: why}
+
+
+def log_damaged_policy(store_url: str, coop_id: str, version: int, why: str) -> None:
+    log_damaged(store_url, f"the stored policy version {version} of coop {coop_id}", why, "nothing is read from it "
+                "(if it is the active version, the coop's submissions are refused until a coop admin sets a "
+                "policy again); repair it there, or set the policy again (`coopsched policy set FILE`)")
 
 
 def damaged_job(task_id: str, why: str, coop_id: str | None = None, member: str | None = None,

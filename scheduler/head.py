@@ -33,13 +33,13 @@ from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, Requ
 from scheduler.head_dispatch import KEEP_RESULTS, Dispatch
 from scheduler.heap import freeze_in_actor
 from scheduler.head_results import ResultDelivery
-from scheduler.head_state import INLINE_PAYLOAD_BYTES, StateKeeping, _noop
+from scheduler.head_state import DAMAGED_LISTED, INLINE_PAYLOAD_BYTES, StateKeeping, _noop
 from scheduler.identity import Principal, Role
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.jobs import explain_record
 from scheduler.placement import Placement
 from scheduler.ray_data import RayDataLocator
-from scheduler.state_store import AuditRecord, default_store_url, open_store
+from scheduler.state_store import AuditRecord, PolicyVersion, default_store_url, open_store
 from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState, TaskSpec
 
@@ -187,6 +187,10 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
                     return _damaged_decision(task, record)
                 _same_owner(task, record["coop_id"], record["member"])
                 return record["decision"]
+            if self.core.policy(task.coop_id) is None:  # the core refuses it (no policy): say so if it is damaged
+                active = self.store.active_policy(task.coop_id)
+                if active is not None and active.damaged:
+                    return _unreadable_policy_decision(task, active)
             with self.metrics.policy_evaluation.time():
                 decision = self.core.submit(task)
         except InvalidRequest:
@@ -452,8 +456,8 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
     async def ping(self) -> dict:
         return {"executors": len(self.core.table), "queued": len(self.core.queue),
                 "jobs_in_memory": self.core.jobs_in_memory(), "started_at": self.started_at,
-                "store": self.store_url.split("@")[-1], "recovered": self.recovered,
-                "store_resyncs": self.resyncs}
+                "store": self.store_url.split("@")[-1], "store_resyncs": self.resyncs,
+                "recovered": {**self.recovered, "damaged_keys": self.gate.damaged_keys[:DAMAGED_LISTED]}}
 
     # ------------------------------------------------------------------ watchdog
     def _ensure_watchdog(self) -> None:
@@ -471,10 +475,15 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
     async def _watch_once(self) -> None:
         if time.monotonic() >= self._next_orphan_sweep:
             self._release_orphaned_reservations()
-        for executor_id in list(self.core.table.ids()):
+        for executor_id in [*self.core.table.ids(), *self.core.placed_off_table()]:
             running = self.core.running_on(executor_id)
             dispatched = {t for t in running if t in self._dispatched}
             held = self.core.held_on(executor_id)
+            if executor_id not in self.core.table:  # its registration could not be restored (core.restore_job):
+                # its jobs are asked about as held ones are, by what the worker runs or queues: one that ended
+                # there is retried rather than waited for, as its report may never settle it (signed mode
+                # refuses a report from an executor no longer registered); a retry is charged once
+                held, dispatched = held | running, set()
             if not dispatched and not held:
                 continue
             worker = self._worker(executor_id)
@@ -499,6 +508,9 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
                                      task_id, executor_id)
                     requeued = [t for t in missing  # the worker restarted and forgot them
                                 if self.core.requeue(t, executor_id, f"worker of {executor_id} restarted") is not None]
+                    requeued += [t for t in sorted(ended & running) if self.core.requeue(  # (unregistered executor)
+                        t, executor_id, f"its worker on {executor_id}, whose registration could not be restored, "
+                        "no longer runs it") is not None]
                     self._forget_attempts(requeued)
                     self._schedule()
                     self._persist()
@@ -533,6 +545,16 @@ def _damaged_decision(task: TaskSpec, record: dict) -> dict:
         "store", f"the stored record of job {task.task_id!r} is damaged ({record[DAMAGED][:120]}): its first "
         "decision cannot be read, so it is not admitted again (that could run and charge it twice); submit it "
         "under a new task id (leave task_id out: the client makes a fresh one)"),)).model_dump(mode="json")
+
+
+def _unreadable_policy_decision(task: TaskSpec, active: PolicyVersion) -> dict:
+    """A submission to a coop whose active policy is damaged in the store: refused, nothing recorded or charged
+    (fail closed: without its policy nothing says what the coop's members may use), with what to do."""
+    return Decision(task_id=task.task_id, coop_id=task.coop_id, admitted=False, reasons=(error(
+        "policy", f"the policy of coop {task.coop_id} cannot be read: its active version {active.version} is damaged "
+        f"in the store ({(active.damaged or '')[:120]}), and the coop's tasks are not admitted without it; a coop "
+        "admin sets the policy again with `coopsched policy set FILE`; nothing was admitted or charged"),)
+    ).model_dump(mode="json")
 
 
 def _data_refs(data_refs: Any) -> list:

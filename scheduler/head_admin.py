@@ -68,6 +68,8 @@ class CoopAdministration:
     @guarded
     async def rollback_policy(self, coop_id: str, version: int, author: str = "admin") -> dict:
         old = self.store.policy_version(admin.check_coop(coop_id, "policy"), admin.check_version(version))
+        if old is not None:
+            _readable(old)
         if old is None or old.policy is None:
             raise KeyError(f"coop {coop_id} has no policy version {version} to roll back to; "
                            f"see `coopsched policy history {coop_id}`")
@@ -82,6 +84,8 @@ class CoopAdministration:
             if version is not None:
                 admin.check_version(version, "policy diff", field)
         base = self._version(coop_id, a) if a is not None else self.store.active_policy(coop_id)
+        if base is not None:
+            _readable(base)
         if b is not None:
             new = self._version(coop_id, b).policy
         else:
@@ -92,7 +96,7 @@ class CoopAdministration:
         found = self.store.policy_version(coop_id, version)
         if found is None:
             raise KeyError(f"coop {coop_id} has no policy version {version}; see `coopsched policy history {coop_id}`")
-        return found
+        return _readable(found)
 
     @guarded
     async def shadow_policy(self, policy: dict, last_n: int = 100) -> list[dict]:
@@ -229,3 +233,14 @@ class CoopAdministration:
             raise InvalidRequest("audit action", [FieldError("action", quoted(action),
                                                                    "get, latest, list or delete", "latest")])
         return record.model_dump(mode="json") if mine(record) else None
+
+
+def _readable(version: PolicyVersion) -> PolicyVersion:
+    """``version``, unless its stored text is damaged: then a ``KeyError`` that says so (its policy, None, is no
+    removal, and must not be diffed or rolled back to as one)."""
+    if version.damaged:
+        raise KeyError(f"coop {version.coop_id}'s policy version {version.version} is damaged in the store "
+                       f"({version.damaged[:120]}); it cannot be read, diffed or rolled back to. Set the policy "
+                       f"from its file again (`coopsched policy set FILE`); see `coopsched policy history "
+                       f"{version.coop_id}`")
+    return version

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from policies.validation import NOT_BOOL, FieldError, InvalidRequest, parse
 from scheduler.authorization import authorize, narrow, visible
+from scheduler.damaged_records import is_damaged
 from scheduler.identity import (DEFAULT_WINDOW_S, Principal, Refusal, RefusalCode, RequestVerifier, Role,
                                 public_key_from_b64)
 
@@ -119,6 +120,8 @@ class RequestGate:
             self.verifier.add(self.operator)
         self._clock = clock
         self._loaded_at = float("-inf")
+        self._refused_keys: set[str] = set()  # stored keys not loaded, by key id (or public key): logged once
+        self.damaged_keys: list[str] = []  # of those, as the last reload found them (``ping`` names them)
         self._load_keys()
 
     def _load_keys(self) -> None:
@@ -148,12 +151,23 @@ class RequestGate:
             self.verifier.remove(key_id)
 
     def _apply_keys(self, records: list[dict]) -> None:
+        """Make the verifier's keys ``records``'. One that cannot be read (``damaged_key``) or validated is not
+        accepted (fail closed: a copy held from before is dropped too), and the others are; each is logged
+        once (the store logs a damaged one), not at every reload."""
         registered: set[str] = set()
+        damaged: list[str] = []
         for record in records:
+            if is_damaged(record):
+                damaged.append(record["key_id"])
+                continue
             try:
                 principal = Principal.model_validate(record)
             except ValueError as exc:
-                log.error("registered key %s not loaded: %s", str(record.get("public_key", "?"))[:12], exc)
+                name = str(record.get("public_key", "?"))[:12]
+                damaged.append(name)
+                if name not in self._refused_keys:
+                    log.error("registered key %s not loaded (requests signed with it are refused): %s", name,
+                              " ".join(str(exc).split())[:300])
                 continue
             registered.add(principal.key_id)
             held = self.verifier.get(principal.key_id)
@@ -164,6 +178,8 @@ class RequestGate:
         for principal in self.verifier.principals():
             if principal.key_id not in registered and principal.role is not Role.OPERATOR:
                 self.verifier.remove(principal.key_id)
+        self._refused_keys = set(damaged)
+        self.damaged_keys = damaged  # (replaced whole: ``ping`` reads it from another thread)
 
     def _verify(self, method: str, args: tuple, kwargs: dict, envelope: Any, **options: Any) -> Principal | Refusal:
         if self.store.shared and self._clock() - self._loaded_at > KEY_REFRESH_S:

@@ -52,17 +52,39 @@ class StateKeeping:
         """Take back what the store knows: policies, executors, unfinished jobs and their payloads, and the
         resources placed jobs it cannot take back may still use (``held``: how many jobs). Unfinished jobs
         whose records are damaged are counted (``damaged``) and named (``damaged_jobs``, the first
-        ``DAMAGED_LISTED``)."""
+        ``DAMAGED_LISTED``); so are the coops whose active policy is damaged (``damaged_policies``) and the
+        executors whose registration is (``damaged_executors``)."""
+        damaged_policies, damaged_executors = [], []
         for version in self.store.active_policies():
+            if version.damaged:  # fail closed: the coop has no policy, so the core admits none of its tasks (and
+                # its queued ones wait), and ``_admit`` says why. No earlier version stands in: the one that
+                # replaced it may have taken something away (a member, a quota, a rule), and the head cannot tell
+                damaged_policies.append(version.coop_id)
+                log.error("policy of coop %s not restored: its active version %d is damaged in the store (%s); the "
+                          "coop's submissions are refused, and its queued jobs wait, until a coop admin sets a "
+                          "policy again (`coopsched policy set FILE`; `coopsched policy history %s` lists the "
+                          "versions)", version.coop_id, version.version, version.damaged, version.coop_id)
+                continue
             try:
                 self.core.set_policy(version.policy)
             except InvalidRequest as exc:  # e.g. a plug-in uninstalled since: the head still starts
                 log.error("policy of coop %s (version %d) not restored: %s", version.coop_id, version.version, exc)
+        unregistered: set[str] = set()  # stored, but their registration not restored (see restore_job)
         for spec, status in self.store.executors():
+            if is_damaged(spec):  # not registered, so it takes no work and its heartbeats are refused (it is
+                # unknown) until it registers again; the jobs restored as running on it stay placed there
+                damaged_executors.append(spec["executor_id"])
+                unregistered.add(spec["executor_id"])
+                log.error("executor %s not restored: its stored registration is damaged (%s); it takes no work "
+                          "until it is registered again, and jobs running on it stay placed there until its worker "
+                          "says it no longer runs them", spec["executor_id"], spec[DAMAGED])
+                continue
             try:
                 self.core.register_executor(spec)
             except InvalidRequest as exc:  # a registration this release no longer accepts: the head still starts
                 log.error("executor %s not restored (register it again): %s", spec.get("executor_id"), exc)
+                if isinstance(spec.get("executor_id"), str):  # its worker may still run jobs, as for a damaged one
+                    unregistered.add(spec["executor_id"])
                 continue
             if status != ExecutorStatus.ACTIVE.value:
                 try:
@@ -80,7 +102,7 @@ class StateKeeping:
                 continue
             try:  # (restore_job reads no store: a store failure still fails the recovery, as _resync needs)
                 task_id = record["task_id"]
-                state = self.core.restore_job(record)
+                state = self.core.restore_job(record, unregistered=unregistered)
             except Exception as exc:  # a record this release cannot take back (a task it now refuses, a
                 # field it lacks): the head still starts; the job stays in the store as it was. If it was
                 # placed, its attempt may still run there: what it may use stays held on that executor
@@ -105,7 +127,8 @@ class StateKeeping:
             log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
         return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs,
                 "held": len(self.core.held_capacity), "damaged": len(damaged),
-                "damaged_jobs": damaged[:DAMAGED_LISTED]}
+                "damaged_jobs": damaged[:DAMAGED_LISTED], "damaged_policies": damaged_policies[:DAMAGED_LISTED],
+                "damaged_executors": damaged_executors[:DAMAGED_LISTED]}
 
     def _hold_damaged(self, record: dict) -> None:
         """Hold what a damaged record's job may use (``SchedulerCore.hold_damaged``), and say so."""

@@ -60,7 +60,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from scheduler.damaged_records import is_damaged, parse_job
+from scheduler.damaged_records import (damaged_executor, is_damaged, log_damaged_executor, log_damaged_policy,
+                                       parse_job, parse_key, parse_report, read_object, why_of)
 from scheduler.redis_connection import _esc, _public_methods_name_url, _redacted, _s
 from scheduler.redis_ledger import RedisLedger
 from scheduler.redis_scripts import (LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE,
@@ -115,10 +116,19 @@ class RedisStore(RedisLedger):
 
     # ------------------------------------------------------------------ policies
     def _version(self, coop_id: str, version: int, body: bytes | str, active: int | None) -> PolicyVersion:
-        data = json.loads(body)
-        return PolicyVersion(coop_id=coop_id, version=version, predecessor=version - 1 if version > 1 else None,
-                             author=data["author"], at=data["at"], note=data["note"], policy=data["policy"],
-                             active=version == active)
+        """A stored version; one whose text cannot be read (not a JSON object of author, at, note and policy)
+        with ``damaged`` set, never raised."""
+        predecessor = version - 1 if version > 1 else None
+        data, why = read_object(body)
+        if data is not None:
+            try:
+                return PolicyVersion(coop_id=coop_id, version=version, predecessor=predecessor, author=data["author"],
+                                     at=data["at"], note=data["note"], policy=data["policy"], active=version == active)
+            except (KeyError, ValueError) as exc:  # a field missing, or of another type (pydantic's ValidationError)
+                why = why_of(exc)
+        log_damaged_policy(self.url, coop_id, version, why)
+        return PolicyVersion(coop_id=coop_id, version=version, predecessor=predecessor, author="", at=0.0, note="",
+                             policy=None, active=version == active, damaged=why)
 
     def _write_policy(self, coop_id: str, policy: dict | None, author: str, at: float, note: str) -> int:
         body = json.dumps({"author": author, "at": at, "note": note, "policy": policy})
@@ -181,11 +191,20 @@ class RedisStore(RedisLedger):
         return self._r.hdel(self._k("executors"), executor_id) == 1
 
     def executors(self) -> list[tuple[dict, str]]:
-        """Every executor's spec and status, in registration order (then by id)."""
+        """Every executor's spec and status, in registration order (then by id); one whose entry cannot be read
+        (not a JSON object of a spec object and a status) as ``damaged_executor``, its status "unknown"."""
         order = {_s(i): int(n) for i, n in self._r.hgetall(self._k("executor_order")).items()}
-        rows = sorted((order.get(_s(i), 0), _s(i), json.loads(b))
-                      for i, b in self._r.hgetall(self._k("executors")).items())
-        return [(row["spec"], row["status"]) for _, _, row in rows]
+        rows = sorted((order.get(_s(i), 0), _s(i), b) for i, b in self._r.hgetall(self._k("executors")).items())
+        return [self._executor(executor_id, body) for _, executor_id, body in rows]
+
+    def _executor(self, executor_id: str, body: bytes) -> tuple[dict, str]:
+        row, why = read_object(body)
+        if row is not None:
+            if isinstance(row.get("spec"), dict) and isinstance(row.get("status"), str):
+                return row["spec"], row["status"]
+            why = "no spec object and status text in it"
+        log_damaged_executor(self.url, executor_id, why)
+        return damaged_executor(executor_id, why), "unknown"
 
     # ------------------------------------------------------------------ key registry
     def put_key(self, key_id: str, principal: dict) -> None:
@@ -195,8 +214,9 @@ class RedisStore(RedisLedger):
         return self._r.hdel(self._k("keys"), key_id) == 1
 
     def keys(self) -> list[dict]:
-        """Every registered principal, by key id."""
-        return [json.loads(b) for _, b in sorted((_s(i), b) for i, b in self._r.hgetall(self._k("keys")).items())]
+        """Every registered principal, by key id; one that cannot be read as ``damaged_key``."""
+        stored = sorted((_s(i), b) for i, b in self._r.hgetall(self._k("keys")).items())
+        return [parse_key(body, key_id, self.url) for key_id, body in stored]
 
     def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool:
         """SET NX with an expiry: of several head replicas, exactly one accepts a given signed request."""
@@ -301,14 +321,17 @@ class RedisStore(RedisLedger):
         pipe = self._r.pipeline(transaction=False)
         for task_id, attempt in refs:
             pipe.hget(self._k("reports", task_id), attempt)
-        return [json.loads(b) for b in pipe.execute() if b is not None]
+        return [parse_report(b, task_id, attempt, self.url)
+                for (task_id, attempt), b in zip(refs, pipe.execute()) if b is not None]
 
     def reports(self, task_id: str | None = None) -> list[dict]:
-        """A task's reports by attempt, or every report by (task id, attempt)."""
+        """A task's reports by attempt, or every report by (task id, attempt); one that cannot be read as
+        ``damaged_report``."""
         if task_id is None:
             return self._reports_of(sorted(self._report_refs("reports")))
         stored = self._r.hgetall(self._k("reports", task_id))
-        return [json.loads(body) for _, body in sorted((int(a), b) for a, b in stored.items())]
+        return [parse_report(body, task_id, attempt, self.url)
+                for attempt, body in sorted((int(a), b) for a, b in stored.items())]
 
     def unforwarded_reports(self) -> list[dict]:
         """Reports not yet marked forwarded, in the order received."""

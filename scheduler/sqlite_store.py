@@ -30,7 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scheduler.damaged_records import parse_job
+from scheduler.damaged_records import (log_damaged_policy, parse_executor, parse_job, parse_key, parse_report,
+                                       read_object)
 from scheduler.ledger import Cost, ReserveResult, fits
 from scheduler.sqlite_schema import _NOW, _SCHEMA, SCHEMA_VERSION, _statements
 from scheduler.state_store import AuditRecord, PolicyVersion
@@ -209,15 +210,18 @@ class SqliteStore:
             return self._conn.execute(sql, params).fetchone()
 
     # ----------------------------------------------------------------------- policies
-    _POLICY_COLUMNS = "p.coop_id, p.version, p.author, p.at, p.predecessor, p.note, p.policy, a.version"
+    # The JSON columns here and below are read as bytes (CAST ... AS BLOB), as the jobs' are (see _JOB_COLUMNS):
+    # one damaged row is answered as damaged (``scheduler.damaged_records``), it fails no read.
+    _POLICY_COLUMNS = "p.coop_id, p.version, p.author, p.at, p.predecessor, p.note, CAST(p.policy AS BLOB), a.version"
     _POLICY_FROM = "policies p LEFT JOIN active_policies a ON a.coop_id = p.coop_id"
 
-    @staticmethod
-    def _policy(row: tuple) -> PolicyVersion:
-        coop_id, version, author, at, predecessor, note, policy, active = row
+    def _policy(self, row: tuple) -> PolicyVersion:
+        coop_id, version, author, at, predecessor, note, text, active = row
+        policy, why = (None, "") if text is None else read_object(text)  # (NULL: a removal)
+        if why:
+            log_damaged_policy(self.url, coop_id, version, why)
         return PolicyVersion(coop_id=coop_id, version=version, author=author, at=at, predecessor=predecessor,
-                             note=note, policy=None if policy is None else json.loads(policy),
-                             active=active == version)
+                             note=note, policy=policy, active=active == version, damaged=why or None)
 
     def _add_policy_version(self, db: sqlite3.Connection, coop_id: str, policy: dict | None, author: str,
                             at: float, note: str) -> PolicyVersion:
@@ -276,9 +280,9 @@ class SqliteStore:
 
     def executors(self) -> list[tuple[dict, str]]:
         """Every executor's spec and status, in registration order (a restarted head's table rows, hence
-        its placement ties, come out as they were)."""
-        return [(json.loads(spec), status)
-                for spec, status in self._all("SELECT spec, status FROM executors ORDER BY rowid")]
+        its placement ties, come out as they were); a spec that cannot be read as ``damaged_executor``."""
+        rows = self._all("SELECT executor_id, CAST(spec AS BLOB), status FROM executors ORDER BY rowid")
+        return [(parse_executor(text, executor_id, self.url), status) for executor_id, text, status in rows]
 
     # ----------------------------------------------------------------------- key registry
     def put_key(self, key_id: str, principal: dict) -> None:
@@ -290,7 +294,9 @@ class SqliteStore:
             return db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,)).rowcount > 0
 
     def keys(self) -> list[dict]:
-        return [json.loads(p) for (p,) in self._all("SELECT principal FROM keys ORDER BY key_id")]
+        """Every registered principal, by key id; one that cannot be read as ``damaged_key``."""
+        rows = self._all("SELECT key_id, CAST(principal AS BLOB) FROM keys ORDER BY key_id")
+        return [parse_key(text, key_id, self.url) for key_id, text in rows]
 
     def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool:
         """True if no claim of (key_id, nonce) is younger than ``ttl_s``. A SQLite store serves one
@@ -478,16 +484,21 @@ class SqliteStore:
             return db.execute("INSERT OR IGNORE INTO reports (task_id, attempt, report) VALUES (?, ?, ?)",
                               (report["task_id"], int(report.get("attempt", 1)), _dumps(report))).rowcount > 0
 
+    _REPORT_COLUMNS = "task_id, attempt, CAST(report AS BLOB)"
+
     def reports(self, task_id: str | None = None) -> list[dict]:
+        """Every report by (task id, attempt), or a task's by attempt; one that cannot be read as ``damaged_report``."""
         if task_id is None:
-            rows = self._all("SELECT report FROM reports ORDER BY task_id, attempt")
+            rows = self._all(f"SELECT {self._REPORT_COLUMNS} FROM reports ORDER BY task_id, attempt")
         else:
-            rows = self._all("SELECT report FROM reports WHERE task_id = ? ORDER BY attempt", (task_id,))
-        return [json.loads(r[0]) for r in rows]
+            rows = self._all(f"SELECT {self._REPORT_COLUMNS} FROM reports WHERE task_id = ? ORDER BY attempt",
+                             (task_id,))
+        return [parse_report(text, t, attempt, self.url) for t, attempt, text in rows]
 
     def unforwarded_reports(self) -> list[dict]:
-        """Reports not yet marked forwarded, in the order they arrived."""
-        return [json.loads(r[0]) for r in self._all("SELECT report FROM reports WHERE forwarded = 0 ORDER BY rowid")]
+        """Reports not yet marked forwarded, in the order they arrived (a damaged one as ``damaged_report``)."""
+        rows = self._all(f"SELECT {self._REPORT_COLUMNS} FROM reports WHERE forwarded = 0 ORDER BY rowid")
+        return [parse_report(text, t, attempt, self.url) for t, attempt, text in rows]
 
     def mark_forwarded(self, keys: list[tuple[str, int]]) -> None:
         """Mark a batch of (task id, attempt) reports forwarded, in one transaction."""

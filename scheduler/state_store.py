@@ -39,8 +39,11 @@ class PolicyVersion(BaseModel):
     at: float
     predecessor: int | None
     note: str = ""
-    policy: dict[str, Any] | None = Field(description="the policy as JSON; None for a removal")
+    policy: dict[str, Any] | None = Field(description="the policy as JSON; None for a removal (or a damaged version)")
     active: bool = True
+    damaged: str | None = Field(default=None, description=(
+        "what is wrong with the stored version when it cannot be read (its policy is then None, and it is no "
+        "removal: the coop's submissions are refused while it is the active one); None when it was read"))
 
 
 class AuditRecord(BaseModel):
@@ -65,7 +68,8 @@ class StateStore(Protocol):
     def close(self) -> None: ...
     def batch(self, rollback_if: Any = None) -> AbstractContextManager[None]: ...  # group commit (SqliteStore)
 
-    # -- policies: every set is a new version; removal deactivates, history stays
+    # -- policies: every set is a new version; removal deactivates, history stays. A version whose stored text
+    # cannot be read is answered with ``damaged`` set (what is wrong; ``policy`` None), never raised
     def put_policy(self, coop_id: str, policy: dict, author: str, at: float, note: str = "") -> PolicyVersion: ...
     def active_policy(self, coop_id: str) -> PolicyVersion | None: ...
     def active_policies(self) -> list[PolicyVersion]: ...
@@ -76,7 +80,9 @@ class StateStore(Protocol):
     # -- executors
     def put_executor(self, spec: dict, status: str) -> None: ...
     def remove_executor(self, executor_id: str) -> bool: ...
-    def executors(self) -> list[tuple[dict, str]]: ...                         # in registration order
+    def executors(self) -> list[tuple[dict, str]]: ...                         # in registration order; a spec
+    # that cannot be read as ``scheduler.damaged_records.damaged_executor`` ({"executor_id", "damaged"}), with the
+    # status as the store keeps it beside the spec ("unknown" where it keeps it inside), never raised
 
     # -- usage ledger (same semantics as scheduler.ledger.Ledger, plus an atomic limit check)
     def reserve(self, task_id: str, coop_id: str, member: str, period: str, cost: Cost,
@@ -103,13 +109,15 @@ class StateStore(Protocol):
     def get_payload(self, task_id: str) -> bytes | None: ...
     def delete_payload(self, task_id: str) -> None: ...
 
-    # -- usage reports received by the tracker (idempotent by task id and attempt)
+    # -- usage reports received by the tracker (idempotent by task id and attempt); one that cannot be read is
+    # answered as ``scheduler.damaged_records.damaged_report`` ({"task_id", "attempt", "damaged"}), never raised
     def put_report(self, report: dict) -> bool: ...                             # False if already stored
     def reports(self, task_id: str | None = None) -> list[dict]: ...
     def unforwarded_reports(self) -> list[dict]: ...
     def mark_forwarded(self, keys: list[tuple[str, int]]) -> None: ...        # (task id, attempt) pairs, at once
 
-    # -- the key registry (scheduler.identity.Principal as JSON, by key id): who may sign requests
+    # -- the key registry (scheduler.identity.Principal as JSON, by key id): who may sign requests; a principal
+    # that cannot be read is answered as ``scheduler.damaged_records.damaged_key`` ({"key_id", "damaged"})
     def put_key(self, key_id: str, principal: dict) -> None: ...
     def remove_key(self, key_id: str) -> bool: ...                              # False if unknown
     def keys(self) -> list[dict]: ...                                           # sorted by key id

@@ -19,6 +19,7 @@ import logging
 import ray
 
 from policies.validation import FieldError, InvalidRequest, parse
+from scheduler.damaged_records import is_damaged
 from scheduler.heap import freeze_in_actor
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.state_store import default_store_url, open_store
@@ -40,8 +41,15 @@ class Tracker:
         self.resend_interval_s = resend_interval_s
         self.store_url = store_url or default_store_url()
         self.store = open_store(self.store_url)
-        self._unforwarded: dict[tuple[str, int], dict] = {
-            (r["task_id"], r.get("attempt", 1)): r for r in self.store.unforwarded_reports()}
+        self._unforwarded: dict[tuple[str, int], dict] = {}
+        self._damaged: list[tuple[str, int]] = []  # stored reports that cannot be read (the store logged each)
+        for r in self.store.unforwarded_reports():
+            if is_damaged(r):  # not forwarded, so it charges nobody, and it stays unforwarded in the store as it
+                # was (for an operator to repair); it holds up none of the others. The worker's copy, if it
+                # sends it again, is passed to the head (``_store``: it differs from what is stored)
+                self._damaged.append((r["task_id"], r["attempt"]))
+            else:
+                self._unforwarded[(r["task_id"], r.get("attempt", 1))] = r
         self._head = None
         self._loop_task: asyncio.Task | None = None
         self._forward_now = asyncio.Event()
@@ -100,7 +108,8 @@ class Tracker:
             self._forward_now.set()
             return True
         stored = next((s for s in self.store.reports(r.task_id) if s.get("attempt", 1) == r.attempt), None)
-        return True if stored is None or stored == data else data  # True: a resend of what is stored
+        # True: a resend of what is stored. One stored damaged differs too: the head, not the damaged copy, decides
+        return True if stored is None or stored == data else data
 
     async def _differs(self, data: dict) -> bool:
         key = (data["task_id"], data.get("attempt", 1))
@@ -124,7 +133,8 @@ class Tracker:
 
     async def ping(self) -> dict:
         self._ensure_loop()
-        return {"pending": len(self._unforwarded), "store": self.store_url.split("@")[-1]}
+        return {"pending": len(self._unforwarded), "store": self.store_url.split("@")[-1],
+                "damaged": len(self._damaged), "damaged_reports": [list(k) for k in self._damaged[:20]]}
 
     def _ensure_loop(self) -> None:
         if self._loop_task is None:

@@ -255,6 +255,44 @@ def test_a_damaged_job_record_is_answered_as_damaged_with_its_stored_state(store
         [("j0", "queued", False), ("j1", "running", True)]
 
 
+def _damage_row(store, kind: str, text: bytes) -> None:
+    """Overwrite the stored JSON of executor e1, policy version 2 of coop c, the report of (t1, 1) or key k1."""
+    if hasattr(store, "_r"):
+        key, field = {"executor": (store._k("executors"), "e1"), "policy": (store._k("policy", "versions", "c"), 2),
+                      "report": (store._k("reports", "t1"), 1), "key": (store._k("keys"), "k1")}[kind]
+        store._r.hset(key, field, text)
+        return
+    table, column, where = {"executor": ("executors", "spec", "executor_id = 'e1'"),
+                            "policy": ("policies", "policy", "coop_id = 'c' AND version = 2"),
+                            "report": ("reports", "report", "task_id = 't1'"),
+                            "key": ("keys", "principal", "key_id = 'k1'")}[kind]
+    store._conn.execute(f"UPDATE {table} SET {column} = CAST(? AS TEXT) WHERE {where}", (text,))
+
+
+@pytest.mark.parametrize("text", [b'{"spec": {"executor_id": "e1", "sta', b"\xff\xfe{}", b"[1, 2]"],
+                         ids=["cut short", "not UTF-8", "not an object"])
+def test_a_damaged_executor_policy_report_or_key_is_answered_as_damaged_and_the_others_as_stored(store, text):
+    for i in (0, 1):
+        store.put_executor({"executor_id": f"e{i}"}, "active")
+        store.put_report({"task_id": f"t{i}", "attempt": 1})
+        store.put_key(f"k{i}", {"subject": f"s{i}"})
+    for version in (1, 2, 3):
+        store.put_policy("c", {"coop_id": "c", "v": version}, "alice", float(version))
+    for kind in ("executor", "policy", "report", "key"):
+        _damage_row(store, kind, text)
+    assert [(s["executor_id"], "damaged" in s) for s, _ in store.executors()] == [("e0", False), ("e1", True)]
+    assert [(v.version, v.policy is None, bool(v.damaged)) for v in store.policy_history("c")] == \
+        [(1, False, False), (2, True, True), (3, False, False)]
+    assert store.policy_version("c", 2).damaged and not store.active_policy("c").damaged
+    assert [(r["task_id"], r["attempt"], "damaged" in r) for r in store.reports()] == \
+        [("t0", 1, False), ("t1", 1, True)]
+    assert [(r["task_id"], "damaged" in r) for r in store.unforwarded_reports()] == [("t0", False), ("t1", True)]
+    assert [("damaged" in r) for r in store.reports("t1")] == [True]
+    assert [(r.get("key_id") or r["subject"], "damaged" in r) for r in store.keys()] == [("s0", False), ("k1", True)]
+    store.put_policy("c", {"coop_id": "c", "v": 4}, "alice", 4.0)  # a damaged version does not stop the next
+    assert store.active_policy("c").policy == {"coop_id": "c", "v": 4}
+
+
 # --------------------------------------------------------------------------- reports
 def test_reports_are_idempotent_by_task_and_attempt(store):
     r1 = {"task_id": "t", "attempt": 1, "executor_id": "e1", "cpu_seconds": 2.0}
@@ -468,5 +506,22 @@ def test_a_redis_executor_registered_before_orders_were_kept_keeps_its_place_whe
         assert [s["executor_id"] for s, _ in store.executors()] == ["a", "b", "c"]
         store.put_executor({"executor_id": "new"}, "active")  # registered now: last
         assert [s["executor_id"] for s, _ in store.executors()] == ["a", "b", "c", "new"]
+    finally:
+        store.close()
+
+
+def test_a_redis_executor_or_policy_entry_of_another_shape_is_answered_as_damaged(request, tmp_path):
+    """On Redis an executor's status and a version's author, time and note live inside the JSON with the spec or
+    policy: an object that lacks them is as unreadable as broken text (SQLite keeps them in their own columns)."""
+    store = open_store(_url("redis", request, tmp_path))
+    try:
+        store.put_executor({"executor_id": "e1"}, "active")
+        store.put_policy("c", {"coop_id": "c"}, "alice", 1.0)
+        store._r.hset(store._k("executors"), "e1", b'{"spec": 1}')
+        store._r.hset(store._k("policy", "versions", "c"), 1, b'{"policy": {"coop_id": "c"}}')
+        (spec, status), = store.executors()
+        assert (spec["executor_id"], bool(spec["damaged"]), status) == ("e1", True, "unknown")
+        active = store.active_policy("c")
+        assert (active.version, active.policy, "KeyError" in active.damaged) == (1, None, True)
     finally:
         store.close()
