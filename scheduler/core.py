@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from policies.model import CoopPolicy, EnforcementMode
-from policies.reasons import Decision, rejected, unavailable
+from policies.reasons import Decision, unavailable
 from policies.rules import RateBuckets, RuleContext
 from policies.validation import parse, trusted, trusted_maker
 from scheduler.admission import CompiledPolicy, Verdict, evaluate
@@ -38,6 +38,7 @@ Clock = Callable[[], float]
 # through EnumType.__getattr__, several times slower than a module global.
 _QUEUED, _REJECTED = JobState.QUEUED, JobState.REJECTED
 _STRICT, _PERMISSIVE, _RESERVED = EnforcementMode.STRICT, EnforcementMode.PERMISSIVE, ReserveResult.RESERVED
+_DUPLICATE = ReserveResult.DUPLICATE
 # the results every decision builds, from values the core made (see policies.validation.trusted)
 _decision = trusted_maker(Decision, "task_id", "coop_id", "admitted", "reasons", "warnings", "effective_priority",
                           "not_before", "enforcement_mode")
@@ -170,7 +171,13 @@ class SchedulerCore(JobRecords, SchedulingRound):
 
     # ------------------------------------------------------------------ admission
     def submit(self, task: TaskSpec | dict) -> Decision:
-        """Admit or refuse one task. Idempotent by task id: a resubmission returns the first decision."""
+        """Admit or refuse one task. Idempotent by task id: a resubmission returns the first decision.
+
+        One decision is not kept: a task id the ledger already holds (its reservation or its charge) that
+        this core has no job for is another admission's (another head replica's, still at it or stopped
+        mid-call). That admission decides it, so no job is made of this submission here (``self.task(task_id)``
+        stays None): nothing of it can be recorded over that admission's record. Its refusal is only this call's
+        answer (the head answers with what the store says of that admission instead)."""
         if type(task) is not TaskSpec:  # (callers on the hot path hand a TaskSpec: no call to parse)
             task = parse(TaskSpec, task, what="task")
         task_id = task.task_id  # (pydantic attribute reads are slow: each field is read once here)
@@ -186,6 +193,9 @@ class SchedulerCore(JobRecords, SchedulingRound):
         member = task.member
         if admitted:  # assume, then confirm: the ledger checks the limits again as it reserves
             held = self.ledger.reserve(task_id, coop, member, verdict.cost, now, verdict.limits)
+            if held is _DUPLICATE:  # the id is another admission's (see above): no job is made of it
+                self.counters.rejected[coop] += 1
+                return self._lost_race(verdict, held, now)
             if held is not _RESERVED:
                 decision = self._lost_race(verdict, held, now)
                 admitted = False
@@ -237,9 +247,11 @@ class SchedulerCore(JobRecords, SchedulingRound):
             reason = unavailable("quota", "monthly quota exceeded at reservation: another admission took what was "
                                  f"left (coop {coop}, member {v.task.member}); ask a coop admin to raise it or "
                                  "wait for next month")
-        else:
-            reason = rejected("ledger", f"task id {v.task.task_id} already holds a reservation or was charged; "
-                              "submit with a new task id")
+        else:  # (a head answers with what its store says of the admission that holds the id)
+            reason = unavailable("ledger", f"task_id {v.task.task_id!r} is held by another admission (its "
+                                 "reservation, or its charge if it ran) that this scheduler keeps no job for; this "
+                                 "submission admitted and charged nothing; ask the job's status rather than "
+                                 f"submitting it again (e.g. `coopsched job status {v.task.task_id}`)")
         return Decision(task_id=v.task.task_id, coop_id=coop, admitted=False, reasons=(reason,),
                         effective_priority=v.effective_priority, enforcement_mode=v.mode.value)
 
@@ -346,6 +358,23 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self._on_executor.get(executor_id, set()).discard(task.task_id)
         key = (task.coop_id, task.member)
         self._running[key] = max(0, self._running.get(key, 0) - 1)
+
+    def withdraw(self, task_id: str, release: bool) -> Job | None:
+        """Take back this core's decision on a task whose id another decision holds (another head replica
+        recorded one first): the job leaves the queue, or the executor it was just placed on (a dispatch
+        still to go finds it no longer placed, and drops it), ``release`` gives back the reservation its
+        admission made, and nothing of it stays to be recorded. What was counted stays counted (a decision
+        was made here; counters never go down), as does what rate limits spent. The job, or None."""
+        job = self._jobs.pop(task_id, None)
+        if job is None:
+            return None
+        self.changed_jobs.discard(task_id)
+        self.queue.remove(task_id)
+        if job.state is JobState.RUNNING and job.placement is not None:
+            self._free(job, job.placement.executor_id)
+        if release and job.decision.admitted:
+            self.ledger.release(task_id)
+        return job
 
     def cancel(self, task_id: str) -> JobState | None:
         """Cancel a task. Queued: released now, nothing charged. Running: marked; the

@@ -25,7 +25,7 @@ from policies.reasons import Decision, error, unavailable
 from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler import admin
 from scheduler.core import SchedulerCore
-from scheduler.damaged_records import DAMAGED, is_damaged, stored_status
+from scheduler.damaged_records import is_damaged, stored_status
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
@@ -34,6 +34,7 @@ from scheduler.head_dispatch import KEEP_RESULTS, Dispatch
 from scheduler.heap import freeze_in_actor
 from scheduler.head_results import ResultDelivery
 from scheduler.head_state import DAMAGED_LISTED, INLINE_PAYLOAD_BYTES, StateKeeping, _noop
+from scheduler.head_task_ids import TaskIdClaims, _recorded_decision, _same_owner
 from scheduler.identity import Principal, Role
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.jobs import explain_record
@@ -64,7 +65,7 @@ in flight, ~2-3x). Submissions answered per second stayed within run-to-run nois
 in development mode on this 2-core machine): admission is one core's work either way."""
 
 
-class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
+class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None,
@@ -88,6 +89,10 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         self._refs_riding: dict[str, list[str]] = {}  # executor -> of those, asked for with its next dispatch
         self._outbox: dict[str, list[Placement]] = {}  # executor -> placed, not yet sent (while a call is out)
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished jobs still in memory, oldest first
+        self._unrecorded: set[str] = set()  # jobs decided in this call, not yet recorded: _persist creates their
+        # records where none is (scheduler.head_task_ids)
+        self._beaten: dict[str, tuple[TaskSpec, dict]] = {}  # this call's decisions another head recorded first:
+        # the task and that record, which the call answers with
         self.keep_finished_jobs = max(0, int(keep_finished_jobs))
         self._watchdog: asyncio.Task | None = None
         self._writing = 0  # nested _writes() blocks open
@@ -142,10 +147,11 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
     async def _submit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         self._ensure_watchdog()
         with self._writes():
+            self._beaten.clear()
             decision = self._admit(task, payload, data_refs)
             self._schedule()
             self._persist()
-        return decision
+            return self._recorded(decision)
 
     async def _submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
         self._ensure_watchdog()
@@ -155,6 +161,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
                                                             '[[{"coop_id": "c", "member": "m"}, null, []]]')])
         out: list[dict] = []
         with self._writes():
+            self._beaten.clear()
             for i, item in enumerate(items):
                 try:
                     if not isinstance(item, (list, tuple)) or len(item) != 3:
@@ -167,7 +174,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
                     out.append({"error": str(exc)})
             self._schedule()
             self._persist()
-        return out
+            return [self._recorded_or_error(answer) for answer in out]
 
     def _admit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         task = parse(TaskSpec, task, what="task")  # before anything reads it
@@ -183,16 +190,17 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
         try:
             record = self.store.get_job(task.task_id)  # idempotent for jobs the core forgot (or never held) too
             if record is not None:
-                if is_damaged(record):  # its first decision cannot be read; admitting it again would run it twice
-                    return _damaged_decision(task, record)
-                _same_owner(task, record["coop_id"], record["member"])
-                return record["decision"]
+                return _recorded_decision(task, record)
             if self.core.policy(task.coop_id) is None:  # the core refuses it (no policy): say so if it is damaged
                 active = self.store.active_policy(task.coop_id)
                 if active is not None and active.damaged:
                     return _unreadable_policy_decision(task, active)
             with self.metrics.policy_evaluation.time():
                 decision = self.core.submit(task)
+            if not decision.admitted:  # (an admission holds its id's reservation: nobody else's decision)
+                taken = self._taken(task)
+                if taken is not None:
+                    return taken
         except InvalidRequest:
             raise
         except Exception as exc:  # the store is unreachable: nothing was reserved, say so plainly
@@ -201,6 +209,7 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
             return Decision(task_id=task_id, coop_id=coop, admitted=False, reasons=(unavailable(
                 "store", f"the state store ({self.store_url.split('@')[-1]}) is unreachable: {type(exc).__name__}; "
                 "nothing was admitted or charged; retry in a few seconds"),)).model_dump(mode="json")
+        self._unrecorded.add(decision.task_id)
         if decision.admitted and refs:  # held while the job may run: released when it finishes (_persist)
             self.locator.remember(decision.task_id, refs)
         if decision.admitted and decision.task_id not in self._payloads:
@@ -524,27 +533,6 @@ class Head(StateKeeping, CoopAdministration, KeyAdministration, Dispatch, Result
 def _audit_written(future: asyncio.Future) -> None:
     if not future.cancelled() and future.exception() is not None:  # said now, not when it is collected
         log.error("an audit record was not written: %s: %s", type(future.exception()).__name__, future.exception())
-
-
-
-def _same_owner(task: TaskSpec, coop_id: str, member: str) -> None:
-    """A task id already known answers with its first decision only to the job's own member: another
-    member (or coop) reusing it learns nothing of that job, and cannot squat an id its owner will use."""
-    if (task.coop_id, task.member) != (coop_id, member):
-        raise InvalidRequest("task", [FieldError("task_id", quoted(task.task_id, 40),
-                                                 "a task id no other member's job uses (leave it out: the client "
-                                                 "makes a fresh one)", "job-7f3a")])
-
-
-def _damaged_decision(task: TaskSpec, record: dict) -> dict:
-    """A resubmission of a job whose stored record is damaged: refused (its owner, where the store kept it,
-    must be the same, as for any known id), with what to do."""
-    if record.get("coop_id") is not None and record.get("member") is not None:
-        _same_owner(task, record["coop_id"], record["member"])
-    return Decision(task_id=task.task_id, coop_id=task.coop_id, admitted=False, reasons=(error(
-        "store", f"the stored record of job {task.task_id!r} is damaged ({record[DAMAGED][:120]}): its first "
-        "decision cannot be read, so it is not admitted again (that could run and charge it twice); submit it "
-        "under a new task id (leave task_id out: the client makes a fresh one)"),)).model_dump(mode="json")
 
 
 def _unreadable_policy_decision(task: TaskSpec, active: PolicyVersion) -> dict:

@@ -188,6 +188,7 @@ class StateKeeping:
             self._stale = True
             return
         self._stale = False
+        self._unrecorded.clear()  # every job the new core holds was read from its record
         self._payloads = {t: p for t, p in self._payloads.items() if self.core.task(t) is not None}
         for task_id in self.locator.holders():
             if self.core.task(task_id) is None:
@@ -197,11 +198,26 @@ class StateKeeping:
         self.resyncs += 1
 
     def _persist(self) -> None:
+        """Write the jobs whose state moved. A job's first record (decided in this call) is written only where
+        the store holds none of its task id: another head replica may have decided that id at the same time,
+        and the first record is the id's decision (``scheduler.head_task_ids``); if another is there, this
+        head's decision is withdrawn and the call answers with that one. Later records are this head's alone."""
+        withdrawn = False
         for task_id in self.core.drain_changed():
+            first = task_id in self._unrecorded
+            self._unrecorded.discard(task_id)
             record = self.core.job_record(task_id)
             if record is None:
                 continue
-            self.store.put_job(task_id, record)
+            if not first:
+                self.store.put_job(task_id, record)
+            elif not self.store.create_job(task_id, record):
+                stored = self.store.get_job(task_id)  # (job records are never deleted: the one create_job found)
+                if not _same_decision(stored, record):
+                    self._withdraw_beaten(task_id, stored)
+                    withdrawn = True
+                    continue
+                self.store.put_job(task_id, record)  # this head's own, from an earlier write whose answer was lost
             if JobState(record["state"]).finished:  # settled, cancelled, refused from the queue, failed
                 self.store.delete_payload(task_id)
                 self._payloads.pop(task_id, None)
@@ -209,6 +225,9 @@ class StateKeeping:
                 self._finished[task_id] = None
         while len(self._finished) > self.keep_finished_jobs:  # stored above: the store answers for them now
             self.core.forget(self._finished.popitem(last=False)[0])
+        if withdrawn:  # what the withdrawn jobs held on executors is free for others
+            self._schedule()
+            self._persist()
 
     def _release_orphaned_reservations(self) -> list[str]:
         """Release the store's orphaned reservations (at start, then every ``ORPHAN_SWEEP_INTERVAL_S`` from
@@ -235,6 +254,13 @@ class StateKeeping:
         if executor_id in self.core.table:
             self.store.put_executor(self.core.table.spec(executor_id).model_dump(mode="json"),
                                     self.core.table.status_of(executor_id).value)
+
+
+def _same_decision(stored: dict, record: dict) -> bool:
+    """Whether a stored record is this head's own first record of the job (same decision, made at the same
+    moment): its write went through, and only its answer was lost (a Redis reply cut off, then a rebuild that
+    could not read the store back). Another head's decision on the id is never made at the same instant."""
+    return stored.get("submitted_at") == record.get("submitted_at") and stored.get("decision") == record["decision"]
 
 
 def _store_failed(exc: BaseException) -> bool:

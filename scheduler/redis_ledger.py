@@ -1,6 +1,6 @@
 """``RedisLedger``: the usage ledger of ``scheduler.redis_store.RedisStore``: reserve, settle, release,
-the release of orphaned reservations, a member's standing, the admin's overwrite and the snapshot a
-restarted head reads.
+the release of orphaned reservations, what holds one task id, a member's standing, the admin's overwrite and
+the snapshot a restarted head reads.
 
 A mixin of ``RedisStore``: it uses the store's client (``_r``), its key builder (``_k``) and the ledger
 scripts the store registers (``_reserve``, ``_settle``, ``_release``, ``_release_orphaned``; their Lua is in
@@ -17,6 +17,7 @@ from typing import Any
 
 from scheduler.ledger import Cost, ReserveResult
 from scheduler.redis_connection import _esc, _public_methods_name_url, _s
+from scheduler.state_store import TaskHold
 
 _DIMS = ("cpu", "gpu", "credits")
 _SETTLE_BATCH = 200  # settlements per script call: ~4 ms of server time each, so other clients wait little
@@ -98,9 +99,9 @@ class RedisLedger:
 
         Why a collector and not a transaction: a head call's writes are separate commands here (``batch``
         groups nothing), so a head killed, or cut off from Redis, between an admission's ``reserve`` and
-        the job record ``put_job`` writes after it leaves a reservation that no job owns, held against the
-        member's month for good (and a client's retry of that task id is then refused as a duplicate, with
-        a finished record that owns nothing either). Making the call's writes one MULTI/EXEC would need the
+        the job record ``create_job`` writes after it leaves a reservation that no job owns, held against the
+        member's month for good (and a client's retry of that task id is told it is still being admitted:
+        ``scheduler.head_task_ids``). Making the call's writes one MULTI/EXEC would need the
         core's decisions redone whenever a watched quota changed (``reserve`` is a check-and-hold whose
         answer the core acts on at once, and EXEC would only apply it at the end of the call); so, as
         Kubernetes' garbage collector deletes a dependent whose owner is gone, a reservation whose owner
@@ -131,6 +132,19 @@ class RedisLedger:
             answers = self._release_orphaned(keys=keys, args=args)
             released += [task_id for (task_id, _), answer in zip(candidates, answers) if answer == 1]
         return released
+
+    def task_hold(self, task_id: str) -> TaskHold | None:
+        """What the ledger holds under ``task_id``: its open reservation (and when it was made, by the server's
+        clock) or its charge; both read in one MULTI, so a settlement running meanwhile is seen whole."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hmget(self._k("reservation", task_id), "coop", "member", "reserved_at")
+        pipe.hmget(self._k("settled", task_id), "coop", "member")
+        (coop, member, at), (settled_coop, settled_member) = pipe.execute()
+        if coop is not None:
+            return TaskHold(coop_id=_s(coop), member=_s(member), reserved_at=float(at) if at is not None else None)
+        if settled_coop is not None:
+            return TaskHold(coop_id=_s(settled_coop), member=_s(settled_member), settled=True)
+        return None
 
     def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:
         """(settled usage, open reservations, tasks completed) of one member's period."""

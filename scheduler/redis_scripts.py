@@ -105,8 +105,9 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: reservation index, unfinished jobs index (``put_job`` moves a task in or out of it with its record, in
-# one MULTI), then per item: reservation, usage (the reservation's usage key as read before the call)
+# KEYS: reservation index, unfinished jobs index (``create_job`` and ``put_job`` move a task in or out of it with
+# its record, in one script or MULTI), then per item: reservation, usage (the reservation's usage key as read
+# before the call)
 # ARGV: grace (seconds), then per item: task
 # Answers per item: 1 (released) or 0 (kept). A reservation is released only if, at this moment, it is still
 # there under the usage key given, it was made at least ``grace`` seconds ago, and its task has no unfinished
@@ -133,6 +134,18 @@ for n = 0, (#KEYS - 2) / 2 - 1 do
   answers[n + 1] = answer
 end
 return answers
+"""
+
+# KEYS: job, submitted (zset), then each index set the record belongs in; ARGV: task, record (JSON), submitted_at
+# Returns 1 (stored) or 0 (a record of the task is there: another head replica decided it first; nothing written).
+# A job's first record (``RedisStore.create_job``): the check and the record with its indices in one step, so two
+# replicas deciding one task id at once never both write, and the loser never overwrites the winner's decision.
+CREATE_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+for i = 3, #KEYS do redis.call('SADD', KEYS[i], ARGV[1]) end
+return 1
 """
 
 # KEYS: versions, counter, active; ARGV: coop, version body (JSON), removal (1/0)

@@ -37,10 +37,10 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
     audit_index:session:<session>   zset  seq_no -> seq_no
     audit_seq:<session>             str   the last seq_no given (next_audit_seq)
 
-``reserve``, ``settle``, ``release``, ``release_orphaned_reservations``, ``put_policy``,
+``reserve``, ``settle``, ``release``, ``release_orphaned_reservations``, ``create_job``, ``put_policy``,
 ``remove_policy``, ``put_report`` and ``log_change`` are Lua scripts (EVALSHA), so head replicas
-sharing a coop's quota never together overshoot it; ``put_job``, ``put_audit`` and
-``ledger_snapshot`` are WATCH/MULTI transactions. Scripts touch only the keys they are given (a
+sharing a coop's quota never together overshoot it (nor both record one task id); ``put_job``,
+``put_audit`` and ``ledger_snapshot`` are WATCH/MULTI transactions. Scripts touch only the keys they are given (a
 settle whose reservation sits in another period answers with that period's key and is retried
 there).
 
@@ -64,7 +64,7 @@ from scheduler.damaged_records import (damaged_executor, is_damaged, log_damaged
                                        parse_job, parse_key, parse_report, read_object, why_of)
 from scheduler.redis_connection import _esc, _public_methods_name_url, _redacted, _s
 from scheduler.redis_ledger import RedisLedger
-from scheduler.redis_scripts import (LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE,
+from scheduler.redis_scripts import (CREATE_JOB, LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE,
                                      RELEASE_ORPHANED, RESERVE, SETTLE)
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
@@ -94,6 +94,7 @@ class RedisStore(RedisLedger):
         self._settle = self._r.register_script(SETTLE)
         self._release = self._r.register_script(RELEASE)
         self._release_orphaned = self._r.register_script(RELEASE_ORPHANED)
+        self._create_job = self._r.register_script(CREATE_JOB)
         self._put_policy = self._r.register_script(PUT_POLICY)
         self._put_report = self._r.register_script(PUT_REPORT)
         self._log_change = self._r.register_script(LOG_CHANGE)
@@ -224,7 +225,8 @@ class RedisStore(RedisLedger):
 
     # ------------------------------------------------------------------ jobs
     def put_job(self, task_id: str, record: dict) -> None:
-        """Store a job record, moving it between the coop/member/state indices."""
+        """Store a job record, moving it between the coop/member/state indices (a job's first record:
+        ``create_job``; this one writes over what is there, for the head that holds the job)."""
         key = self._k("job", task_id)
         body = json.dumps(record)
 
@@ -243,6 +245,14 @@ class RedisStore(RedisLedger):
                 pipe.sadd(index, task_id)
 
         self._r.transaction(write, key)
+
+    def create_job(self, task_id: str, record: dict) -> bool:
+        """Store a job's first record, with its indices, unless a record of ``task_id`` is there (another head
+        replica's decision): one script, so of two replicas deciding one id at once exactly one writes. False,
+        and nothing written, if one is there."""
+        keys = [self._k("job", task_id), self._k("jobs", "submitted"), *self._job_indices(record)]
+        args = [task_id, json.dumps(record), repr(float(record.get("submitted_at") or 0.0))]
+        return self._create_job(keys=keys, args=args) == 1
 
     def _job_indices(self, record: dict) -> list[str]:
         indices = [self._k("jobs", field, record[name])

@@ -34,7 +34,7 @@ from scheduler.damaged_records import (log_damaged_policy, parse_executor, parse
                                        read_object)
 from scheduler.ledger import Cost, ReserveResult, fits
 from scheduler.sqlite_schema import _NOW, _SCHEMA, SCHEMA_VERSION, _statements
-from scheduler.state_store import AuditRecord, PolicyVersion
+from scheduler.state_store import AuditRecord, PolicyVersion, TaskHold
 from scheduler.tasks import JobState
 from scheduler.sqlite_connection import (_MEMORY, _MEMORY_LOCK, BUSY_TIMEOUT_S, BatchRolledBack,  # noqa: F401
                                          _commit, _connect, _Shared)  # (BatchRolledBack, BUSY_TIMEOUT_S: as before)
@@ -376,6 +376,17 @@ class SqliteStore:
                        "(SELECT 1 FROM reservation_times t WHERE t.task_id = r.task_id)", (now,))
         return released
 
+    def task_hold(self, task_id: str) -> TaskHold | None:
+        """What the ledger holds under ``task_id``: its open reservation (and when it was made) or its charge."""
+        with self._read() as db:
+            row = db.execute("SELECT r.coop_id, r.member, t.reserved_at FROM reservations r "
+                             "LEFT JOIN reservation_times t ON t.task_id = r.task_id WHERE r.task_id = ?",
+                             (task_id,)).fetchone()
+            if row is not None:
+                return TaskHold(coop_id=row[0], member=row[1], reserved_at=row[2])
+            row = db.execute("SELECT coop_id, member FROM settled WHERE task_id = ?", (task_id,)).fetchone()
+        return TaskHold(coop_id=row[0], member=row[1], settled=True) if row is not None else None
+
     @staticmethod
     def _standing(db: sqlite3.Connection, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]:
         key = (coop_id, member, period)
@@ -424,9 +435,19 @@ class SqliteStore:
     # ----------------------------------------------------------------------- jobs
     def put_job(self, task_id: str, record: dict) -> None:
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
-                       (task_id, record.get("coop_id"), record.get("member"), record.get("state"),
-                        record.get("submitted_at"), _dumps(record)))
+            db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", self._job_row(task_id, record))
+
+    def create_job(self, task_id: str, record: dict) -> bool:
+        """Store a job's first record unless one of ``task_id`` is stored (another head's decision): False,
+        and nothing written, if it is."""
+        with self._write() as db:
+            return db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO NOTHING",
+                              self._job_row(task_id, record)).rowcount > 0
+
+    @staticmethod
+    def _job_row(task_id: str, record: dict) -> tuple:
+        return (task_id, record.get("coop_id"), record.get("member"), record.get("state"), record.get("submitted_at"),
+                _dumps(record))
 
     # A record is read as bytes (CAST ... AS BLOB: SQLite hands TEXT that is not UTF-8 to no one, it fails the
     # whole query) and parsed by ``parse_job``: one damaged record is answered as such, it fails no read.

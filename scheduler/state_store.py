@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.ledger import Cost, ReserveResult
 
-__all__ = ["AuditRecord", "PolicyVersion", "ReserveResult", "StateStore", "default_store_url", "open_store"]
+__all__ = ["AuditRecord", "PolicyVersion", "ReserveResult", "StateStore", "TaskHold", "default_store_url",
+           "open_store"]
 
 
 class PolicyVersion(BaseModel):
@@ -59,6 +60,18 @@ class AuditRecord(BaseModel):
     task: dict[str, Any]
     result: dict[str, Any]
     usage: dict[str, Any]
+
+
+class TaskHold(BaseModel):
+    """What the ledger holds under one task id: its open reservation, with when it was made (``reserved_at``,
+    by the store's clock; None where the store kept no time for it), or, ``settled``, its charge."""
+
+    model_config = ConfigDict(frozen=True)
+
+    coop_id: str
+    member: str
+    settled: bool = False
+    reserved_at: float | None = None
 
 
 class StateStore(Protocol):
@@ -95,12 +108,15 @@ class StateStore(Protocol):
     def usage_members(self, coop_id: str, period: str) -> list[str]: ...       # with usage or holds then, sorted
     def ledger_snapshot(self) -> dict: ...                                      # Ledger.snapshot() format
     def release_orphaned_reservations(self, grace_s: float) -> list[str]: ...   # held >= grace_s by a task with
-    # no unfinished job record (a call cut off between reserve and put_job): released, each atomically against
+    # no unfinished job record (a call cut off between reserve and its record): released, each atomically against
     # a head recording that job at the same moment; the task ids, sorted
+    def task_hold(self, task_id: str) -> TaskHold | None: ...  # its open reservation or its charge; None: neither
 
     # -- jobs (a record whose JSON cannot be read is answered as ``scheduler.damaged_records.damaged_job``, with
     # what the store keeps beside it, never raised: one damaged record must not fail a listing or a recovery)
     def put_job(self, task_id: str, record: dict) -> None: ...
+    def create_job(self, task_id: str, record: dict) -> bool: ...  # a job's first record, atomically only if
+    # the store holds none of that id (another head replica's decision): False, and nothing written, if it does
     def get_job(self, task_id: str) -> dict | None: ...
     def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
              limit: int | None = None) -> list[dict]: ...                       # oldest submission first

@@ -1,7 +1,7 @@
 """Reservations a head call left without their job record, on a real Redis shared by head replicas (no Ray).
 
 On Redis a call's writes are separate commands (``RedisStore.batch`` groups nothing), so a head killed, or
-cut off from Redis, between an admission's ``reserve`` and its ``put_job`` leaves a reservation no job owns.
+cut off from Redis, between an admission's ``reserve`` and its job record leaves a reservation no job owns.
 It is released once older than ``ORPHAN_GRACE_S``, by whichever replica looks first, and never while a head
 may still record its job. The heads here are the real ``Head`` class on an asyncio loop (as in
 tests/unit/test_head_store_failures.py); only the Redis server is real infrastructure.
@@ -60,9 +60,10 @@ def held(store) -> Cost:
     return store.standing(COOP, "alice", period_of(time.time()))[1]
 
 
-def cut_off_before_put_job(head: Head, monkeypatch) -> None:
+def cut_off_before_the_job_record(head: Head, monkeypatch) -> None:
     def connection_lost(task_id, record):
         raise redis.ConnectionError("Connection closed by server.")
+    monkeypatch.setattr(head.store, "create_job", connection_lost)  # (a job's first record)
     monkeypatch.setattr(head.store, "put_job", connection_lost)
 
 
@@ -74,7 +75,7 @@ def test_a_reservation_left_by_a_submission_cut_off_before_its_job_record_is_rel
         url, store, monkeypatch):
     async def main():
         first = await replica(url)
-        cut_off_before_put_job(first, monkeypatch)
+        cut_off_before_the_job_record(first, monkeypatch)
         with pytest.raises(redis.ConnectionError):
             await first.submit(task("lost"), b"x")  # reserved, then Redis went away before the record
         assert store.get_job("lost") is None and held(store) != Cost()
@@ -89,23 +90,28 @@ def test_a_reservation_left_by_a_submission_cut_off_before_its_job_record_is_rel
     asyncio.run(main())
 
 
-def test_a_retry_refused_as_a_duplicate_of_an_orphan_gets_its_quota_back_after_the_grace(url, store, monkeypatch):
+def test_a_retry_of_an_orphans_task_id_is_told_it_is_being_admitted_and_is_admitted_once_the_grace_is_over(
+        url, store, monkeypatch):
     """The client retries a submission whose head was lost with the same task id: the restarted head finds
-    the orphan, refuses the id as a duplicate and records that refusal, a finished record that owns
-    nothing. The reservation goes all the same."""
+    the id reserved with no record, says so (nothing ran, nothing was charged; ask again) and records nothing.
+    Once the grace is over the reservation goes, and the same id is admitted."""
     async def main():
         first = await replica(url)
-        cut_off_before_put_job(first, monkeypatch)
+        cut_off_before_the_job_record(first, monkeypatch)
         with pytest.raises(redis.ConnectionError):
             await first.submit(task("T"), b"x")
         restarted = await replica(url)
         again = await restarted.submit(task("T"), b"x")
-        assert not again["admitted"] and "already holds a reservation" in again["reasons"][0]["message"]
-        assert store.get_job("T")["state"] == "rejected" and held(store) != Cost()
+        [reason] = again["reasons"]
+        assert not again["admitted"] and reason["code"] == "unavailable"
+        assert "task_id 'T' is already being admitted" in reason["message"] and "new task id" not in reason["message"]
+        assert store.get_job("T") is None and held(store) != Cost()
         monkeypatch.setattr(head_state, "ORPHAN_GRACE_S", 0.0)
         restarted._next_orphan_sweep -= head_state.ORPHAN_SWEEP_INTERVAL_S  # a minute later
         await restarted._watch_once()
         assert held(store) == Cost()
+        assert (await restarted.submit(task("T"), b"x"))["admitted"]
+        assert store.get_job("T")["state"] == "queued" and held(store) != Cost()
     asyncio.run(main())
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from scheduler.ledger import Cost, Ledger
-from scheduler.state_store import AuditRecord, ReserveResult, open_store
+from scheduler.state_store import AuditRecord, ReserveResult, TaskHold, open_store
 
 pytestmark = pytest.mark.integration
 P = "2026-11"
@@ -229,6 +229,63 @@ def test_jobs_and_payloads(store):
     assert store.get_payload("j0") == blob
     store.delete_payload("j0")
     assert store.get_payload("j0") is None
+
+
+def test_a_jobs_first_record_is_written_only_where_none_is(store):
+    """Two head replicas deciding one task id at once: the first record stays, with its indices; the one that
+    comes second writes nothing (the head then answers with the first). Its owner's later records: as before."""
+    first = {"task_id": "t", "coop_id": "c", "member": "a", "state": "queued", "submitted_at": 2.0}
+    assert store.create_job("t", first)
+    assert not store.create_job("t", {**first, "member": "b", "state": "rejected", "submitted_at": 1.0})
+    assert store.get_job("t") == first
+    assert [j["task_id"] for j in store.jobs(state="queued")] == ["t"] and store.jobs(state="rejected") == []
+    assert [j["task_id"] for j in store.jobs(member="a")] == ["t"] and store.jobs(member="b") == []
+    assert [j["task_id"] for j in store.unfinished_jobs()] == ["t"]
+    assert store.reserve("t", "c", "a", P, Cost(5, 0, 0)) is ReserveResult.RESERVED
+    assert store.release_orphaned_reservations(0.0) == []  # the created record owns its reservation
+    store.put_job("t", {**first, "state": "running"})
+    assert [j["task_id"] for j in store.jobs(state="running")] == ["t"] and store.jobs(state="queued") == []
+    assert store.create_job("r", {"task_id": "r", "coop_id": "c", "member": "a", "state": "rejected",
+                                  "submitted_at": 3.0})
+    assert [j["task_id"] for j in store.jobs(coop_id="c")] == ["t", "r"]
+    assert [j["task_id"] for j in store.unfinished_jobs()] == ["t"]
+
+
+def test_replicas_creating_one_jobs_first_record_at_once_write_it_exactly_once(store_url):
+    stores = [open_store(store_url) for _ in range(4)]
+    try:
+        created: list[str] = []
+        barrier = threading.Barrier(len(stores))
+
+        def decide(s, member: str) -> None:
+            barrier.wait()
+            if s.create_job("t", {"task_id": "t", "coop_id": "c", "member": member, "state": "queued",
+                                  "submitted_at": 1.0}):
+                created.append(member)
+        threads = [threading.Thread(target=decide, args=(s, f"m{i}")) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(created) == 1 and stores[0].get_job("t")["member"] == created[0]
+        assert [j["member"] for j in stores[0].jobs()] == created
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_what_holds_a_task_id_in_the_ledger_is_its_reservation_with_its_time_or_its_charge(store):
+    assert store.task_hold("t") is None
+    before = time.time()
+    store.reserve("t", "c", "alice", P, Cost(5, 0, 0))
+    hold = store.task_hold("t")
+    assert (hold.coop_id, hold.member, hold.settled) == ("c", "alice", False)
+    assert before - 1.0 <= hold.reserved_at <= time.time() + 1.0  # by the store's clock (on this machine)
+    store.settle("t", "c", "alice", P, Cost(3, 0, 0))
+    assert store.task_hold("t") == TaskHold(coop_id="c", member="alice", settled=True)
+    store.reserve("gone", "c", "alice", P, Cost(5, 0, 0))
+    store.release("gone")
+    assert store.task_hold("gone") is None
 
 
 def _damage(store, task_id: str, text: bytes) -> None:
