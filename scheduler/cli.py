@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--simulated", action="store_true", help="the decision core alone on simulated executors")
 
     s = _sub(sub, "start", "start the head (and a local Ray if none runs)", c.cmd_start)
-    s.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray (not with --address)")
+    s.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of a new local Ray (refused with --address, or when a Ray of other CPUs runs already)")
     s.add_argument("--store", default=None, help="sqlite:///PATH (default), redis://HOST:PORT/DB or memory://")
     s.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     s.add_argument("--operator-key", default=None, metavar="FILE_OR_PUBKEY",
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from policies.validation import InvalidRequest
-    from scheduler.job_handle import JobFailed, PolicyViolation
+    from scheduler.job_handle import JobFailed, JobRecordDamaged, PolicyViolation
     from scheduler.head_auth import AccessRefused
     args = build_parser().parse_args(argv)
     try:
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except AccessRefused as exc:
         print(f"coopsched: {exc}", file=sys.stderr)
         return c.EXIT_FORBIDDEN
-    except JobFailed as exc:
+    except (JobFailed, JobRecordDamaged) as exc:
         print(f"coopsched: {exc}", file=sys.stderr)
         return c.EXIT_ERROR
     except (ConnectionError, KeyError, TimeoutError) as exc:

@@ -81,7 +81,7 @@ def _connect(args) -> None:
 def client_for(args):
     """A client of the running head. Commands check their own arguments before calling this, so a
     wrong command line is a usage error (exit 2) whether or not a cluster runs."""
-    from scheduler.client import Client, _private_key
+    from scheduler.client import Client, NumCpusUnused, _private_key
     key = _private_key(key_of(args))  # a bad --key (or $COOPSCHED_KEY) is bad input too, cluster or not
     _connect(args)
     return Client(namespace=args.namespace, key=key, _connect=False)
@@ -167,7 +167,7 @@ def cmd_start(args) -> int:
     import ray
 
     from policies.validation import InvalidRequest
-    from scheduler.client import Client, _private_key
+    from scheduler.client import Client, NumCpusUnused, _private_key
     from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
     from scheduler.identity import read_public_key
     from scheduler.state_store import check_store_url
@@ -206,8 +206,16 @@ def cmd_start(args) -> int:
     _private_key(key_of(args))  # (Client.local checks these too, but after the ray.init of --address below)
     if args.address is not None:  # every argument is checked: only now does anything connect
         ray.init(address=args.address, namespace=args.namespace, log_to_driver=False)
-    client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, key=key_of(args),
-                          auth="dev" if args.dev else "signed", **config)
+    try:
+        client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, key=key_of(args),
+                              auth="dev" if args.dev else "signed", **config)
+    except NumCpusUnused as exc:  # (the only way --num-cpus reaches it: not with --address)
+        flag = "--dev" if args.dev else f"--operator-key {_shown(args.operator_key)}"
+        raise UsageError(f"--num-cpus sizes a new local Ray, but a Ray cluster runs already (this machine's, or "
+                         f"$RAY_ADDRESS's), with {exc.cluster_cpus:g} CPUs, and the head would join it as it is "
+                         f"(got --num-cpus {args.num_cpus}); nothing was started: leave --num-cpus out to start the "
+                         f"head on that cluster, e.g. coopsched start {flag}, or stop it first (`ray stop`, which "
+                         f"stops whatever runs on it) to start a new one of {args.num_cpus} CPUs") from None
     try:
         info = client._call("ping")
     except AccessRefused:  # signed mode, and this command was not given the operator's private key

@@ -43,8 +43,8 @@ from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import start_head
 from scheduler.head_results import MAX_WAIT_IDS
-from scheduler.job_handle import (JobCancelled, JobFailed, JobHandle, PolicyViolation,  # noqa: F401  (also
-                                  RuntimeLimitExceeded, _timeout)  # importable from here, as before)
+from scheduler.job_handle import (JobCancelled, JobFailed, JobHandle, JobRecordDamaged,  # noqa: F401  (also
+                                  PolicyViolation, RuntimeLimitExceeded, _timeout)  # importable from here)
 from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused, AuthSettings
 from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
 from scheduler.jobs import JobStatus
@@ -123,6 +123,10 @@ class Client:
         A signed head's operator is ``operator_key`` (a base64 public key), by default ``key``'s own
         public key: whoever starts the head operates it.
 
+        ``num_cpus``: the CPUs of a local Ray this call starts. When a Ray cluster runs already (this process
+        is connected to one, or one runs on this machine), it keeps its own CPUs: ``num_cpus`` other than
+        their number is refused (``NumCpusUnused``, an ``InvalidRequest``) before anything starts, not ignored.
+
         ``auth``, ``operator_key`` and ``auth_window_s`` (like ``head_config``) only configure a head
         that this call starts. A head already running keeps its own mode, so joining it needs none of
         them (``client.dev_mode`` says which mode it runs in): their values are checked first, as
@@ -147,6 +151,10 @@ class Client:
                 if settings is None:  # no cluster, so no head to join: one would have to be started
                     raise _no_operator(namespace) from None
                 ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False, log_to_driver=False)
+            if joined:
+                _check_num_cpus(num_cpus, joined=True)
+        else:
+            _check_num_cpus(num_cpus, joined=False)
         if settings is None and not _head_exists(namespace):
             if joined:
                 ray.shutdown()  # it only looked for a head: this process is left as it was
@@ -557,6 +565,38 @@ def _no_operator(namespace: str) -> InvalidRequest:
         "one would be started)", "the operator of a head started in signed mode: key=PRIVATE_KEY (its public key "
         "operates the head) or operator_key=BASE64_PUBLIC_KEY; or auth='dev'",
         'Client.local(auth="signed", key="operator.key")')])
+
+
+class NumCpusUnused(InvalidRequest):
+    """``Client.local(num_cpus=N)`` where it starts no Ray: a cluster runs already, with other than N CPUs
+    (``cluster_cpus``). Refused rather than ignored (as ``ray.init`` refuses ``num_cpus`` with an address),
+    before any actor is started; ``joined``: the cluster was found by ``ray.init(address="auto")``, not
+    connected to by the caller."""
+
+    def __init__(self, num_cpus: Any, cluster_cpus: float, joined: bool):
+        self.num_cpus, self.cluster_cpus, self.joined = num_cpus, cluster_cpus, joined
+        where = ("a Ray cluster runs already (this machine's, or $RAY_ADDRESS's)" if joined else
+                 "this process is connected to a Ray cluster already")
+        super().__init__("Client.local", [FieldError(
+            "num_cpus", f"{quoted(num_cpus, 20)}, but {where}, with {cluster_cpus:g} CPUs, which joining it keeps; "
+            "nothing was started", "None (or the cluster's own CPU count) when a Ray cluster runs: num_cpus sizes "
+            "only a local Ray that Client.local starts; or stop that cluster first (`ray stop`) to start one of that "
+            "size", "Client.local()")])
+
+    def __reduce__(self):
+        return (NumCpusUnused, (self.num_cpus, self.cluster_cpus, self.joined))
+
+
+def _check_num_cpus(num_cpus: Any, joined: bool) -> None:
+    """``NumCpusUnused`` if ``num_cpus`` is given and is not the CPU count of the cluster Ray is connected to
+    (after ``ray.shutdown()`` if ``joined``: it only looked for a cluster, this process is left as it was)."""
+    if num_cpus is None:
+        return
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    if cluster_cpus != num_cpus:
+        if joined:
+            ray.shutdown()
+        raise NumCpusUnused(num_cpus, cluster_cpus, joined)
 
 
 def _head_exists(namespace: str) -> bool:

@@ -114,6 +114,10 @@ class JobRecords:
         head asks their workers what they still run."""
         return sorted(e for e, running in self._on_executor.items() if running and e not in self.table)
 
+    def held_where(self, task_id: str) -> list[str]:
+        """Executors an unrestored job's attempt is held on: where it may still run (sorted)."""
+        return self.held_capacity.executors(task_id)
+
     def held_on(self, executor_id: str) -> set[str]:
         """Unrestored jobs whose attempts are held on ``executor_id`` (the head asks its worker about them)."""
         return self.held_capacity.on(executor_id)

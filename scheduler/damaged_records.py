@@ -21,6 +21,13 @@ The other records read at start-up or on every call are answered the same way, e
 - a usage report (``reports``, ``unforwarded_reports``): ``damaged_report``; the tracker forwards nothing
   of it, so it charges nobody;
 - a registered key (``keys``): ``damaged_key``; the request gate does not accept that key.
+
+Its state is what the store keeps beside it (SQLite's column, the one Redis state index it is in). When
+that is not a state this release knows (Redis: the task in no state index, or in two), the status says
+``state`` None, with the reason saying so: no ``JobState`` would be true (queued or running would have the
+client wait for a value that never comes; a finished state would say that nothing of it runs, while the head
+holds every executor it may run on, ``held_capacity.held_anywhere``). The client turns such an answer into
+``JobRecordDamaged`` (``scheduler.job_handle``), naming the job and what to do, not into a state.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+
+from scheduler.tasks import JobState
 
 log = logging.getLogger("coopsched.store")
 
@@ -137,27 +146,42 @@ def is_damaged(record: Any) -> bool:
     return isinstance(record, dict) and bool(record.get(DAMAGED))
 
 
+_STATES = frozenset(s.value for s in JobState)
+
+
+def known_state(record: dict[str, Any]) -> str | None:
+    """A damaged record's stored state, if it is one this release knows; else None (none was kept beside it,
+    as for a task in no Redis state index or in two, or another release's)."""
+    state = record.get("state")
+    return state if state in _STATES else None
+
+
 def damaged_reason(record: dict[str, Any]) -> str:
-    return (f"this job's stored record is damaged ({record[DAMAGED]}): the head can neither run nor finish it, "
-            f"and its reservation stays held; an operator can repair or delete the record of {record['task_id']!r} "
-            "in the store; submit the work again under a new task id")
+    state = record.get("state")
+    unknown = "" if known_state(record) is not None else "; its state cannot be read either (the store keeps " + (
+        "no one state beside the record)" if state is None else
+        f"{repr(state)[:40]} beside the record, not a state this release knows)")
+    return (f"this job's stored record is damaged ({record[DAMAGED]}){unknown}: the head can neither run nor finish "
+            f"it, and its reservation stays held; an operator can repair or delete the record of "
+            f"{record['task_id']!r} in the store; submit the work again under a new task id")
 
 
 def stored_status(record: dict[str, Any]) -> dict[str, Any]:
     """A stored record's status for readers (``JobStatus`` as JSON): for a damaged one, made of what is
-    known, its stored state as it was, and a reason that says it is damaged."""
+    known, its stored state as it was (None if that is not a ``JobState``), a reason that says it is
+    damaged, and its marker (``damaged``: what is wrong; ``JobStatus`` ignores it, the client reads it)."""
     if not is_damaged(record):
         return record["status"]
     return {"task_id": record["task_id"], "coop_id": record.get("coop_id") or "",
-            "member": record.get("member") or "", "name": None, "state": record.get("state"),
+            "member": record.get("member") or "", "name": None, "state": known_state(record),
             "reason": damaged_reason(record), "effective_priority": 0.0, "attempts": 0, "executor_id": None,
             "submitted_at": record.get("submitted_at") or 0.0, "started_at": None, "finished_at": None,
             "warnings": [], "charged_cpu_hours": 0.0, "charged_gpu_hours": 0.0, "charged_credits": 0.0,
-            "wall_seconds": None, "error": None, "history": []}
+            "wall_seconds": None, "error": None, "history": [], DAMAGED: record[DAMAGED]}
 
 
 def damaged_explain(record: dict[str, Any]) -> dict[str, Any]:
     """``explain``'s answer for a damaged record: no decision or placement can be read."""
     reason = damaged_reason(record)
-    return {"task_id": record["task_id"], "state": record.get("state"), "reason": reason, "decision": None,
+    return {"task_id": record["task_id"], "state": known_state(record), "reason": reason, "decision": None,
             "placement": None, "summary": reason}

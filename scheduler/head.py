@@ -317,14 +317,20 @@ class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Di
 
     # ------------------------------------------------------------------ control
     @guarded
-    async def cancel(self, task_id: str) -> str | None:
-        """Cancel a job; answers its state then (a finished job's final one), None for an unknown id."""
+    async def cancel(self, task_id: str) -> str | dict | None:
+        """Cancel a job; answers its state then (a finished job's final one), None for an unknown id.
+
+        A job this head could not restore (its record damaged, or refused by ``_recover``) whose attempt may
+        still run is stopped where it may run: the worker of every executor held for it is asked to cancel
+        that task id (``_cancel_unrestored``). If its stored state cannot be told either (a damaged record
+        whose task is in no Redis state index, or in two), the answer is ``running`` if a worker stops it,
+        else its status with no state, as ``status`` answers it, the reason saying what was asked of whom (the
+        client raises ``JobRecordDamaged``)."""
         with self._writes():  # the release of a queued job's quota and its record land together, or neither
             state = self.core.cancel(admin.check_task_id(task_id, "cancel"))
             self._persist()
-        if state is None:  # finished and forgotten by the core (or held by another replica): the store's word
-            record = self.store.get_job(task_id)
-            return stored_status(record)["state"] if record else None
+        if state is None:  # finished and forgotten by the core (or held by another replica, or not restored)
+            return await self._cancel_unrestored(task_id)
         if state is JobState.RUNNING and task_id in self._dispatched:
             await self._cancel_on_worker(task_id)
         self._notify(task_id)
@@ -483,7 +489,7 @@ class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Di
 
     async def _watch_once(self) -> None:
         if time.monotonic() >= self._next_orphan_sweep:
-            self._release_orphaned_reservations()
+            await self._sweep_orphaned_reservations()
         for executor_id in [*self.core.table.ids(), *self.core.placed_off_table()]:
             running = self.core.running_on(executor_id)
             dispatched = {t for t in running if t in self._dispatched}

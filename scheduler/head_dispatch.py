@@ -11,6 +11,7 @@ they freed is usually refilled at once), else in one ``result_refs`` call per wo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -18,6 +19,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, ActorUnschedulableError, RayActorError, RayError
 
 from executors.worker import QUEUED
+from scheduler.damaged_records import stored_status
 from scheduler.names import worker_name
 from scheduler.placement import Placement
 from scheduler.tasks import JobState
@@ -25,6 +27,7 @@ from scheduler.tasks import JobState
 log = logging.getLogger("coopsched.head")
 
 KEEP_RESULTS = 10_000  # finished jobs whose result references the head keeps for late result() calls
+CANCEL_TIMEOUT_S = 5.0  # how long a cancel waits for the worker of an executor held for a job not restored
 
 
 class Dispatch:
@@ -245,6 +248,41 @@ class Dispatch:
                 await worker.cancel.remote(task_id)
             except RayActorError:
                 self._lost(job.executor_id, f"worker of {job.executor_id} died")
+
+    async def _cancel_unrestored(self, task_id: str) -> str | dict | None:
+        """``cancel`` of a job the core does not hold: the store's word, after asking the worker of every
+        executor where its attempt is held (an unrestored job's: ``scheduler.held_capacity``) to stop it.
+        What is held there stays held until the watchdog hears that worker no longer runs it; its report
+        settles nothing (the core holds no such job), and the record stays in the store as it was."""
+        asked = self.core.held_where(task_id)
+        stopping = [e for e, stops in zip(asked, await asyncio.gather(
+            *(self._cancel_held(task_id, e) for e in asked))) if stops]
+        if asked:
+            log.warning("cancel of job %s, which this head could not restore: asked %s to stop it; %s", task_id,
+                        ", ".join(asked), f"{', '.join(stopping)} stops it" if stopping else "none runs it")
+        record = self.store.get_job(task_id)
+        status = stored_status(record) if record else None
+        if status is not None and status["state"] is not None:
+            return status["state"]
+        if stopping:  # (no state kept, but a worker runs or queues it: as any running job's cancel answers)
+            return JobState.RUNNING.value
+        if status is None:
+            return None
+        done = (f"cancel asked {', '.join(asked)} to stop it, and none runs it" if asked else
+                "no executor is held for it, so no worker was asked to stop it")
+        return {**status, "reason": f"{status['reason']}; {done}"}
+
+    async def _cancel_held(self, task_id: str, executor_id: str) -> bool:
+        """Ask ``executor_id``'s worker to cancel ``task_id``: whether it runs or queues it there (and stops it).
+        A worker that is gone or does not answer says no; the watchdog finds it lost, its holds ending then."""
+        worker = self._worker(executor_id)
+        if worker is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(worker.cancel.remote(task_id), CANCEL_TIMEOUT_S))
+        except (RayError, asyncio.TimeoutError) as exc:
+            log.info("cancel of %s not answered by the worker of %s (%s)", task_id, executor_id, type(exc).__name__)
+            return False
 
 
 def _started_and_refs(answer, ended: list[str] | None) -> tuple[list, list | None]:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import RayActorError
 
 from policies.validation import NOT_BOOL, parse
-from scheduler.damaged_records import stored_status
+from scheduler.damaged_records import DAMAGED, stored_status
 from scheduler.head_auth import guarded
 from scheduler.tasks import JobState
 
@@ -64,8 +64,11 @@ class ResultDelivery:
                     "pending": task_id in self._fetching}
         record = self.store.get_job(task_id)  # held by another head replica, not finished yet (or damaged)
         status = stored_status(record) if record else None
-        return {"state": status["state"] if status else None, "ref": None, "error": None,
-                "attempt": status["attempts"] if status else 0}
+        answer = {"state": status["state"] if status else None, "ref": None, "error": None,
+                  "attempt": status["attempts"] if status else 0}
+        if status is not None and status.get(DAMAGED):  # (with no state: the client says so, not "no job")
+            answer.update({DAMAGED: status[DAMAGED], "reason": status["reason"]})
+        return answer
 
     @guarded
     async def wait_results(self, task_ids: list[str], timeout_s: float = 30.0) -> dict[str, dict]:

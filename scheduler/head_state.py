@@ -9,6 +9,7 @@ between a reservation and its job record left held in the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -230,17 +231,35 @@ class StateKeeping:
             self._persist()
 
     def _release_orphaned_reservations(self) -> list[str]:
-        """Release the store's orphaned reservations (at start, then every ``ORPHAN_SWEEP_INTERVAL_S`` from
-        the watchdog). Any replica may do it: the store releases each one atomically against a head recording
-        its job at that moment, and only after ``ORPHAN_GRACE_S``, so never one another head is about to
-        record. Nothing in memory changes: a job this head holds unfinished has its record in the store (or,
-        after a rebuild that could not read the store, none, and the next call's rebuild drops it)."""
+        """Release the store's orphaned reservations (at start; then every ``ORPHAN_SWEEP_INTERVAL_S`` from
+        the watchdog, off the event loop: ``_sweep_orphaned_reservations``). Any replica may do it: the store
+        releases each one atomically against a head recording its job at that moment, and only after
+        ``ORPHAN_GRACE_S``, so never one another head is about to record. Nothing in memory changes: a job
+        this head holds unfinished has its record in the store (or, after a rebuild that could not read the
+        store, none, and the next call's rebuild drops it)."""
         self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
         try:
             released = self.store.release_orphaned_reservations(ORPHAN_GRACE_S)
         except Exception as exc:  # the store unreachable for a moment: the next sweep tries again
             log.warning("could not look for orphaned reservations (%s: %s)", type(exc).__name__, exc)
             return []
+        return self._orphans_released(released)
+
+    async def _sweep_orphaned_reservations(self) -> list[str]:
+        """``_release_orphaned_reservations`` from the watchdog, with the store's call in a thread: on Redis it
+        asks, of every open reservation, whether its job is recorded (~0.2 s for 20,000 held ones, measured),
+        and on the event loop that would hold up every other call of the head as long. The store is used from
+        other threads already (the ``reads`` group; SQLite's lock, Redis's connection pool) and the sweep
+        changes nothing in memory: only the counting and logging of what it released are done on the loop."""
+        self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
+        try:
+            released = await asyncio.to_thread(self.store.release_orphaned_reservations, ORPHAN_GRACE_S)
+        except Exception as exc:  # the store unreachable for a moment: the next sweep tries again
+            log.warning("could not look for orphaned reservations (%s: %s)", type(exc).__name__, exc)
+            return []
+        return self._orphans_released(released)
+
+    def _orphans_released(self, released: list[str]) -> list[str]:
         if released:
             self.metrics.orphaned_reservations_released.inc(len(released))
             log.warning("released %d reservation(s) held over %.0f s with no unfinished job recorded (a head "

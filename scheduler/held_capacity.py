@@ -14,7 +14,9 @@ asks ``running()``: an attempt that ended but whose report is still on its way n
 its report settles nothing, as the head holds no such job), or when the executor is lost or removed (its
 attempts are gone then, as the core assumes for the jobs it did restore). A head rebuilt from the store
 takes the hold again from the record and the watchdog's next round confirms or ends it: an extra round
-of waiting, never a double booking. The job's reservation in the ledger is not touched: it stays held in
+of waiting, never a double booking. Cancelling such a job asks the worker of every executor it is held on
+to cancel that task id (``Head._cancel_unrestored``): the one that runs it stops it, and that hold ends
+at the watchdog's round after it has. The job's reservation in the ledger is not touched: it stays held in
 its month, as the record stays in the store as it was.
 
 A record whose JSON is damaged (``scheduler.damaged_records``) no longer says where its attempt was placed,
@@ -143,6 +145,10 @@ class HeldCapacity:
         if not holds:
             self._holds.pop(task_id, None)
         return bool(ended)
+
+    def executors(self, task_id: str) -> list[str]:
+        """Executors the task's attempt is held on (where it may run), sorted."""
+        return sorted(self._holds.get(task_id, ()))
 
     def on(self, executor_id: str) -> set[str]:
         """Task ids whose attempts are held on ``executor_id``."""

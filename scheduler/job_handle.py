@@ -1,6 +1,7 @@
 """What a submission gives back: ``JobHandle`` (status, result, cancel, explain) and the errors a job
 ends with (``PolicyViolation`` at submission; ``JobFailed``, ``JobCancelled``, ``RuntimeLimitExceeded``
-from ``result()``). The handle asks the head through its ``Client`` and fetches the value with Ray."""
+from ``result()``; ``JobRecordDamaged`` when the head can tell no state of the job). The handle asks the
+head through its ``Client`` and fetches the value with Ray."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from executors.measure import TaskError
 from policies.reasons import Decision
 from policies.validation import FieldError, InvalidRequest, quoted
 from scheduler.jobs import JobStatus
+from scheduler.tasks import JobState
 
 if TYPE_CHECKING:
     from scheduler.client import Client
@@ -56,6 +58,33 @@ class RuntimeLimitExceeded(JobFailed):
     pass
 
 
+class JobRecordDamaged(RuntimeError):
+    """The head cannot tell the job's state: its stored record is damaged and the store keeps no state of it
+    beside the record (on Redis: its task is in no state index, or in two). ``status()``, ``cancel()`` and
+    ``result()`` raise this rather than make up a state (``scheduler.damaged_records`` says why none would
+    do); ``reason`` is the head's account: what is wrong, what stays held, and what to do."""
+
+    def __init__(self, task_id: str, reason: str):
+        self.task_id, self.reason = task_id, reason
+        super().__init__(f"job {task_id!r} has no state the head can tell: {reason}")
+
+    def __reduce__(self):
+        return (JobRecordDamaged, (self.task_id, self.reason))
+
+
+_STATES = frozenset(s.value for s in JobState)
+
+
+def job_status(answer: Any, task_id: str) -> JobStatus:
+    """The head's ``status`` answer as a ``JobStatus``; ``JobRecordDamaged`` for a damaged record's job whose
+    state the head cannot tell (its answer has ``damaged`` and no state), ``KeyError`` for an unknown id."""
+    if answer is None:
+        raise KeyError(f"no job {task_id!r}")
+    if isinstance(answer, dict) and answer.get("damaged") and answer.get("state") not in _STATES:
+        raise JobRecordDamaged(task_id, str(answer.get("reason") or answer["damaged"]))
+    return JobStatus(**answer)
+
+
 def _timeout(value: Any) -> float | None:
     """A ``timeout`` argument: None (wait as long as it takes) or a finite number of seconds >= 0."""
     if value is None:
@@ -83,13 +112,20 @@ class JobHandle:
         return f"JobHandle({self.id!r})"
 
     def status(self) -> JobStatus:
-        return JobStatus(**self._client._call("status", self.id))
+        """Its status; ``JobRecordDamaged`` if its stored record is damaged and its state cannot be told."""
+        return job_status(self._client._call("status", self.id), self.id)
 
     def explain(self) -> dict[str, Any]:
         return self._client._call("explain", self.id)
 
     def cancel(self) -> str | None:
-        return self._client._call("cancel", self.id)
+        """Cancel it; its state then (``running`` while it stops), None for an unknown id.
+        ``JobRecordDamaged`` if its stored record is damaged and its state cannot be told: the head then
+        asked every executor that may run it to stop it, and the error says which and what to do."""
+        answer = self._client._call("cancel", self.id)
+        if isinstance(answer, dict):  # (a status with no state: the head answers a state wherever it can)
+            return job_status(answer, self.id).state.value
+        return answer
 
     def result(self, timeout: float | None = None) -> Any:
         """The function's return value. Raises ``JobFailed`` (with the traceback),
@@ -133,6 +169,8 @@ class JobHandle:
             if answer.get("pending"):  # it ended; the head is fetching its reference from the worker
                 continue
             if answer.get("state") is None:
+                if answer.get("damaged"):  # stored, but damaged, and no state of it can be told
+                    raise JobRecordDamaged(self.id, str(answer.get("reason") or answer["damaged"]))
                 raise KeyError(f"no job {self.id!r}: {answer.get('error') or 'the head does not know it'}")
             if answer.get("state") in ("cancelled", "failed", "timeout", "rejected"):
                 raise self._failure(self.status())
