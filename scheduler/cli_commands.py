@@ -81,7 +81,7 @@ def _connect(args) -> None:
 def client_for(args):
     """A client of the running head. Commands check their own arguments before calling this, so a
     wrong command line is a usage error (exit 2) whether or not a cluster runs."""
-    from scheduler.client import Client, NumCpusUnused, _private_key
+    from scheduler.client import Client, _private_key
     key = _private_key(key_of(args))  # a bad --key (or $COOPSCHED_KEY) is bad input too, cluster or not
     _connect(args)
     return Client(namespace=args.namespace, key=key, _connect=False)
@@ -167,7 +167,8 @@ def cmd_start(args) -> int:
     import ray
 
     from policies.validation import InvalidRequest
-    from scheduler.client import Client, NumCpusUnused, _private_key
+    from scheduler.client import Client, _private_key
+    from scheduler.client_local import NumCpusUnused
     from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
     from scheduler.identity import read_public_key
     from scheduler.state_store import check_store_url

@@ -12,7 +12,7 @@ import pytest
 from policies.validation import InvalidRequest
 from scheduler import client as client_module
 from scheduler.cli import main
-from scheduler.client import NumCpusUnused
+from scheduler.client_local import NumCpusUnused
 from scheduler.identity import generate_key, public_key_b64
 
 
