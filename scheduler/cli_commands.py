@@ -438,7 +438,8 @@ def cmd_executor(args) -> int:
     elif args.action == "list":
         emit(args, client.executors(), lambda rows: table(
             ["executor", "coop", "region", "status", "running", "cpus", "gpus", "trust", "capabilities"],
-            [(e["executor_id"], e["coop_id"], e["region"], e["status"], e["running"], e["resources"]["cpus"],
+            [(e["executor_id"], e["coop_id"], e["region"], e["status"],
+              f"{e['running']} (+{e['held']} held)" if e.get("held") else e["running"], e["resources"]["cpus"],
               e["resources"]["gpus"], e["trust"], ", ".join(f"{k}={v}" for k, v in e["capabilities"].items()))
              for e in rows]))
     elif args.action == "drain":

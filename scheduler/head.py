@@ -421,7 +421,10 @@ class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Di
 
     @guarded
     async def executors(self) -> list[dict]:
-        return [{**spec.model_dump(mode="json"), "status": status.value, "running": running}
+        """Every registered executor, its status, the jobs running there, and ``held``: attempts of jobs this
+        head could not restore that may still run there (their resources are held: ``held_capacity``)."""
+        return [{**spec.model_dump(mode="json"), "status": status.value, "running": running,
+                 "held": len(self.core.held_on(spec.executor_id))}
                 for spec, status, running in self.core.executors()]
 
     @ray.method(concurrency_group="reads")

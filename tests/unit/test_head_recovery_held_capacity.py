@@ -165,3 +165,22 @@ def test_a_rebuild_from_the_store_still_holds_them(tmp_path):
         return await submitted(head, "new")
 
     assert asyncio.run(main()) == {"new": (JobState.QUEUED, None)}
+
+
+def test_the_executor_list_counts_what_is_held_there_beside_what_runs(tmp_path):
+    """An operator listing executors sees e1 busy with the attempt the head could not restore, not idle."""
+    url = f"sqlite:///{tmp_path}/state.db"
+    stored_then_spoiled(url, UNRESTORABLE["no decision"])
+
+    async def main():
+        e1 = Worker("e1", runs=("run",))
+        head = await open_head(url, {"e1": e1})
+        listed = {e["executor_id"]: e for e in await head.executors()}
+        e1.runs = []
+        await head._watch_once()
+        await settle()
+        return listed, {e["executor_id"]: e for e in await head.executors()}
+
+    held, freed = asyncio.run(main())
+    assert (held["e1"]["running"], held["e1"]["held"]) == (0, 1)
+    assert freed["e1"]["held"] == 0
