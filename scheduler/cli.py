@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scheduler import cli_args
 from scheduler import cli_commands as c
 from scheduler.names import NAMESPACE
 from scheduler.tasks import JobState
@@ -23,7 +24,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", default=argparse.SUPPRESS, help="private key file that signs requests (or COOPSCHED_KEY)")
 
 
-def _sub(parent, name: str, help: str, func=None, *, unused: c.Unused | None = None) -> argparse.ArgumentParser:
+def _sub(parent, name: str, help: str, func=None, *, unused: cli_args.Unused | None = None) -> argparse.ArgumentParser:
     """A subcommand; ``unused``: the common flags it has no use for, refused when given (exit 2)."""
     p = parent.add_parser(name, help=help, description=help)
     _common(p)
@@ -32,8 +33,8 @@ def _sub(parent, name: str, help: str, func=None, *, unused: c.Unused | None = N
     return p
 
 
-def _offline(why: str, example: str, json: str | None = None) -> c.Unused:
-    return c.Unused(("--address", "--key"), why, example, json)
+def _offline(why: str, example: str, json: str | None = None) -> cli_args.Unused:
+    return cli_args.Unused(("--address", "--key"), why, example, json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--auth-window", type=float, default=None, metavar="S",
                    help="signed mode: accepted clock difference of a request, seconds (default 60)")
     _sub(sub, "stop", "stop the head, the tracker and every worker", c.cmd_stop,
-         unused=c.Unused(("--key",), "it stops the actors through Ray and sends the head no request to sign "
-                         "(whoever can reach the cluster can stop it)", "coopsched stop --address 10.0.0.5:6379"))
+         unused=cli_args.Unused(("--key",), "it stops the actors through Ray and sends the head no request to "
+                                "sign (whoever can reach the cluster can stop it)",
+                                "coopsched stop --address 10.0.0.5:6379"))
     b = _sub(sub, "bench", "run the placement-latency benchmark", c.cmd_bench,
              unused=_offline("the benchmark runs the decision core alone, in a process of its own, with no cluster",
                              "coopsched bench --quick", json="the benchmark prints its report and writes its figures "
@@ -211,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     from scheduler.head_auth import AccessRefused
     args = build_parser().parse_args(argv)
     try:
-        c.check_common_flags(args)
+        cli_args.check_common_flags(args)
         return args.func(args)
-    except c.UsageError as exc:
+    except cli_args.UsageError as exc:
         print(f"coopsched: {exc}", file=sys.stderr)
         return c.EXIT_USAGE
     except InvalidRequest as exc:
