@@ -103,6 +103,17 @@ def test_a_retry_on_another_replica_while_the_first_still_admits_is_told_so_and_
     asyncio.run(main())
 
 
+
+def a_records_during_b_s_round(a, b, monkeypatch) -> None:
+    """Replica A writes what it decided (its round and its records) while B's call is at its own round."""
+    schedule = b._schedule
+
+    def first_replica_records_meanwhile():
+        a._schedule()
+        a._persist()
+        schedule()
+    monkeypatch.setattr(b, "_schedule", first_replica_records_meanwhile)
+
 def test_a_retry_that_reserves_after_the_first_replica_recorded_answers_with_that_record_and_overwrites_nothing(
         tmp_path, monkeypatch):
     """B reads X's record (none yet), A records X, B's reservation finds X held: B's refusal must not be written
@@ -165,13 +176,7 @@ def test_an_admission_whose_task_id_another_replica_recorded_a_refusal_for_first
         refused = a._admit(task("X"), b"x", None)  # A: 1.0 held + 1.0 > 1.5
         assert not refused["admitted"] and refused["reasons"][0]["source"] == "quota:cpu"
         assert await b.on_report(used_report("Y", "e1"))  # Y ends: 1 CPU-second used, nothing held
-        schedule = b._schedule
-
-        def first_replica_records_meanwhile():
-            a._schedule()
-            a._persist()
-            schedule()
-        monkeypatch.setattr(b, "_schedule", first_replica_records_meanwhile)
+        a_records_during_b_s_round(a, b, monkeypatch)
         answer = await b.submit(task("X"), b"x")
         assert answer == refused
         assert b.store.get_job("X")["state"] == "rejected" and b.core.task("X") is None
@@ -192,13 +197,7 @@ def test_a_batch_answers_a_withdrawn_admission_with_the_recorded_refusal_and_pla
         await settle()
         refused = a._admit(task("X"), b"x", None)
         assert await b.on_report(used_report("Y", "e1"))
-        schedule = b._schedule
-
-        def first_replica_records_meanwhile():
-            a._schedule()
-            a._persist()
-            schedule()
-        monkeypatch.setattr(b, "_schedule", first_replica_records_meanwhile)
+        a_records_during_b_s_round(a, b, monkeypatch)
         answers = await b.submit_many([(task("X"), b"x", None), ({**task("Z"), "member": "bob"}, b"z", None)])
         assert answers[0] == refused and answers[1]["admitted"]
         assert b.store.get_job("X")["state"] == "rejected" and b.store.get_job("Z")["state"] == "running"
