@@ -39,6 +39,7 @@ from scheduler.identity import Principal, Role
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.jobs import explain_record
 from scheduler.placement import Placement
+from scheduler.policy_sync import PolicySync
 from scheduler.ray_data import RayDataLocator
 from scheduler.state_store import AuditRecord, PolicyVersion, default_store_url, open_store
 from scheduler.store_ledger import StoreLedger
@@ -65,7 +66,7 @@ in flight, ~2-3x). Submissions answered per second stayed within run-to-run nois
 in development mode on this 2-core machine): admission is one core's work either way."""
 
 
-class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
+class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None,
@@ -146,6 +147,7 @@ class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Di
     # group commit (``store.batch``): one transaction per call instead of one per write.
     async def _submit(self, task: dict, payload: bytes | tuple | None, data_refs: list | None) -> dict:
         self._ensure_watchdog()
+        await self._policies_fresh()
         with self._writes():
             self._beaten.clear()
             decision = self._admit(task, payload, data_refs)
@@ -155,6 +157,7 @@ class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Di
 
     async def _submit_many(self, items: list[tuple[dict, bytes | tuple | None, list | None]]) -> list[dict]:
         self._ensure_watchdog()
+        await self._policies_fresh()
         if not isinstance(items, (list, tuple)):
             raise InvalidRequest("submissions", [FieldError("items", f"<{type(items).__name__}>",
                                                             "a list of [task, payload, data_refs] triples",
@@ -493,6 +496,10 @@ class Head(StateKeeping, TaskIdClaims, CoopAdministration, KeyAdministration, Di
     async def _watch_once(self) -> None:
         if time.monotonic() >= self._next_orphan_sweep:
             await self._sweep_orphaned_reservations()
+        if time.monotonic() >= self._next_policy_refresh and await self._refresh_policies():
+            with self._writes():  # a raised limit may let waiting tasks start
+                self._schedule()
+                self._persist()
         for executor_id in [*self.core.table.ids(), *self.core.placed_off_table()]:
             running = self.core.running_on(executor_id)
             dispatched = {t for t in running if t in self._dispatched}

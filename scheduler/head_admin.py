@@ -41,7 +41,11 @@ class CoopAdministration:
         """Set a policy for a caller already verified (``set_policy``, a rollback, a quota action)."""
         parsed = self.core.set_policy(policy)
         version = self.store.put_policy(parsed.coop_id, parsed.model_dump(mode="json"), author, time.time(), note)
+        self._policy_stored(parsed.coop_id, version.version)
         self._log(parsed.coop_id, "policy.set", author, {"version": version.version, "note": note})
+        with self._writes():  # a raised limit or quota lets waiting tasks start now, not at the next event
+            self._schedule()
+            self._persist()
         return parsed.model_dump(mode="json")
 
     @guarded
@@ -58,6 +62,7 @@ class CoopAdministration:
         removed = self.core.remove_policy(admin.check_coop(coop_id, "policy")) is not None
         if removed:
             self.store.remove_policy(coop_id, author, time.time())
+            self._policy_stored(coop_id, None)
             self._log(coop_id, "policy.remove", author, {})
         return removed
 

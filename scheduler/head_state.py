@@ -55,21 +55,8 @@ class StateKeeping:
         whose records are damaged are counted (``damaged``) and named (``damaged_jobs``, the first
         ``DAMAGED_LISTED``); so are the coops whose active policy is damaged (``damaged_policies``) and the
         executors whose registration is (``damaged_executors``)."""
-        damaged_policies, damaged_executors = [], []
-        for version in self.store.active_policies():
-            if version.damaged:  # fail closed: the coop has no policy, so the core admits none of its tasks (and
-                # its queued ones wait), and ``_admit`` says why. No earlier version stands in: the one that
-                # replaced it may have taken something away (a member, a quota, a rule), and the head cannot tell
-                damaged_policies.append(version.coop_id)
-                log.error("policy of coop %s not restored: its active version %d is damaged in the store (%s); the "
-                          "coop's submissions are refused, and its queued jobs wait, until a coop admin sets a "
-                          "policy again (`coopsched policy set FILE`; `coopsched policy history %s` lists the "
-                          "versions)", version.coop_id, version.version, version.damaged, version.coop_id)
-                continue
-            try:
-                self.core.set_policy(version.policy)
-            except InvalidRequest as exc:  # e.g. a plug-in uninstalled since: the head still starts
-                log.error("policy of coop %s (version %d) not restored: %s", version.coop_id, version.version, exc)
+        damaged_policies = self._restore_policies()  # (scheduler.policy_sync: fails closed)
+        damaged_executors = []
         unregistered: set[str] = set()  # stored, but their registration not restored (see restore_job)
         for spec, status in self.store.executors():
             if is_damaged(spec):  # not registered, so it takes no work and its heartbeats are refused (it is

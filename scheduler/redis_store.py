@@ -159,6 +159,9 @@ class RedisStore(RedisLedger):
             pipe.hget(self._k("policy", "versions", coop_id), version)
         return [self._version(c, v, body, v) for (c, v), body in zip(active, pipe.execute()) if body is not None]
 
+    def active_policy_versions(self) -> dict[str, int]:
+        return {_s(c): int(v) for c, v in self._r.hgetall(self._k("policy", "active")).items()}
+
     def policy_version(self, coop_id: str, version: int) -> PolicyVersion | None:
         pipe = self._r.pipeline(transaction=True)
         pipe.hget(self._k("policy", "versions", coop_id), version)

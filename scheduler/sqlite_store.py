@@ -257,6 +257,9 @@ class SqliteStore:
                          "WHERE p.version = a.version ORDER BY p.coop_id")
         return [self._policy(r) for r in rows]
 
+    def active_policy_versions(self) -> dict[str, int]:
+        return dict(self._all("SELECT coop_id, version FROM active_policies"))
+
     def policy_version(self, coop_id: str, version: int) -> PolicyVersion | None:
         row = self._one(f"SELECT {self._POLICY_COLUMNS} FROM {self._POLICY_FROM} "
                         "WHERE p.coop_id = ? AND p.version = ?", (coop_id, version))

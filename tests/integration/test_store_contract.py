@@ -52,8 +52,10 @@ def test_policy_versions_history_and_removal(store):
     assert store.policy_version("c", 1).policy == {"coop_id": "c", "version": 1}
     assert [v.version for v in store.policy_history("c")] == [1, 2]
     assert [p.coop_id for p in store.active_policies()] == ["c"]
+    assert store.active_policy_versions() == {"c": 2}  # (what a head replica's refresh reads)
     assert store.remove_policy("c", "carol", 30.0)
     assert store.active_policy("c") is None and store.active_policies() == []
+    assert store.active_policy_versions() == {}
     assert not store.remove_policy("c", "carol", 31.0)
     assert [v.version for v in store.policy_history("c")] == [1, 2, 3]  # the removal is a version too
     assert store.policy_history("c")[-1].policy is None
