@@ -27,7 +27,9 @@ that is not a state this release knows (Redis: the task in no state index, or in
 ``state`` None, with the reason saying so: no ``JobState`` would be true (queued or running would have the
 client wait for a value that never comes; a finished state would say that nothing of it runs, while the head
 holds every executor it may run on, ``held_capacity.held_anywhere``). The client turns such an answer into
-``JobRecordDamaged`` (``scheduler.job_handle``), naming the job and what to do, not into a state.
+``JobRecordDamaged`` (``scheduler.job_handle``), naming the job and what to do, not into a state. A
+queued or running state kept beside a damaged record is answered as it is, but ``result()`` of that job
+raises ``JobRecordDamaged`` with it rather than wait: no head can restore the job, so no value will come.
 """
 
 from __future__ import annotations

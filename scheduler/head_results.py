@@ -124,7 +124,10 @@ class ResultDelivery:
         except ValueError:  # a state this release does not know, or none kept beside a damaged record: wait
             return None
         if not state.finished:
-            return None
+            if status.get(DAMAGED):  # no head can restore it (each reads the same record): it never finishes
+                return {"state": state.value, "ref": None, "error": None, "attempt": 0, DAMAGED: status[DAMAGED],
+                        "reason": status["reason"]}
+            return None  # another head replica runs it
         ref = self._results.get(task_id) if state in _WITH_RESULT else None
         if ref is None and state in (JobState.SUCCEEDED, JobState.FAILED) and status.get("executor_id"):
             ref = await self._ref_from_worker(task_id, status["executor_id"])

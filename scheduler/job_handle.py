@@ -59,20 +59,25 @@ class RuntimeLimitExceeded(JobFailed):
 
 
 class JobRecordDamaged(RuntimeError):
-    """The head cannot tell the job's state: its stored record is damaged and the store keeps no state of it
-    beside the record (on Redis: its task is in no state index, or in two). ``status()``, ``cancel()`` and
-    ``result()`` raise this rather than make up a state (``scheduler.damaged_records`` says why none would
-    do); ``reason`` is the head's account: what is wrong, what stays held, and what to do."""
+    """The job's stored record is damaged, so the head can neither run nor finish it. ``status()``, ``cancel()``
+    and ``result()`` raise this when the store keeps no state of it beside the record either (on Redis: its
+    task is in no state index, or in two), rather than make up a state (``scheduler.damaged_records`` says
+    why none would do); ``result()`` raises it too when a state is kept (``state``: queued or running, as
+    stored), as no value of it will ever come through the head. ``reason`` is the head's account: what is
+    wrong, what stays held, and what to do."""
 
-    def __init__(self, task_id: str, reason: str):
-        self.task_id, self.reason = task_id, reason
-        super().__init__(f"job {task_id!r} has no state the head can tell: {reason}")
+    def __init__(self, task_id: str, reason: str, state: str | None = None):
+        self.task_id, self.reason, self.state = task_id, reason, state
+        super().__init__(f"job {task_id!r} has no state the head can tell: {reason}" if state is None else
+                         f"job {task_id!r} ({state}, as its store keeps it) has no value the head can deliver: "
+                         f"{reason}")
 
     def __reduce__(self):
-        return (JobRecordDamaged, (self.task_id, self.reason))
+        return (JobRecordDamaged, (self.task_id, self.reason, self.state))
 
 
 _STATES = frozenset(s.value for s in JobState)
+_UNFINISHED = frozenset({None, *(s.value for s in JobState if not s.finished)})
 
 
 def job_status(answer: Any, task_id: str) -> JobStatus:
@@ -168,9 +173,11 @@ class JobHandle:
                 return value
             if answer.get("pending"):  # it ended; the head is fetching its reference from the worker
                 continue
+            if answer.get("damaged") and answer.get("state") in _UNFINISHED:  # stored, but damaged:
+                # no state of it can be told, or a queued or running one that no head can restore, so no
+                # value will come (a finished one is answered below as finished)
+                raise JobRecordDamaged(self.id, str(answer.get("reason") or answer["damaged"]), answer.get("state"))
             if answer.get("state") is None:
-                if answer.get("damaged"):  # stored, but damaged, and no state of it can be told
-                    raise JobRecordDamaged(self.id, str(answer.get("reason") or answer["damaged"]))
                 raise KeyError(f"no job {self.id!r}: {answer.get('error') or 'the head does not know it'}")
             if answer.get("state") in ("cancelled", "failed", "timeout", "rejected"):
                 raise self._failure(self.status())

@@ -76,3 +76,15 @@ def test_a_damaged_job_whose_state_is_kept_still_answers_that_state(head_with_da
     th = head_with_damaged("running")
     status = handle(InProcessClient(th), "run", COOP).status()
     assert status.state is JobState.RUNNING and "damaged" in status.reason
+
+
+@pytest.mark.parametrize("state", ["queued", "running"])
+def test_result_of_a_damaged_job_whose_kept_state_is_unfinished_raises_at_once_rather_than_waiting(
+        head_with_damaged, state):
+    th = head_with_damaged(state)
+    job = handle(InProcessClient(th), "run", COOP)
+    with pytest.raises(JobRecordDamaged) as caught:  # before the fix: TimeoutError after 30 s (result() waited
+        job.result(timeout=30)  # for a value no head can deliver: none can restore the job)
+    assert caught.value.state == state and f"({state}, as its store keeps it)" in str(caught.value)
+    assert "repair or delete" in str(caught.value)
+    assert job.status().state.value == state  # its status still says what the store keeps
