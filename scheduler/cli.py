@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from policies.validation import InvalidRequest
-    from scheduler.job_handle import JobFailed, JobRecordDamaged, PolicyViolation
+    from scheduler.job_handle import JobFailed, JobRecordDamaged, PolicyViolation, UnreadableAnswer
     from scheduler.head_auth import AccessRefused
     args = build_parser().parse_args(argv)
     try:
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except AccessRefused as exc:
         print(f"coopsched: {exc}", file=sys.stderr)
         return c.EXIT_FORBIDDEN
-    except (JobFailed, JobRecordDamaged) as exc:
+    except (JobFailed, JobRecordDamaged, UnreadableAnswer) as exc:
         print(f"coopsched: {exc}", file=sys.stderr)
         return c.EXIT_ERROR
     except (ConnectionError, KeyError, TimeoutError) as exc:

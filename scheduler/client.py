@@ -44,7 +44,8 @@ from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import start_head
 from scheduler.head_results import MAX_WAIT_IDS
 from scheduler.job_handle import (JobCancelled, JobFailed, JobHandle, JobRecordDamaged,  # noqa: F401  (also
-                                  PolicyViolation, RuntimeLimitExceeded, _timeout)  # importable from here)
+                                  PolicyViolation, RuntimeLimitExceeded, UnreadableAnswer,  # importable from here)
+                                  _timeout, read_status)
 from scheduler.client_local import _check_num_cpus, _new_head_auth, _no_operator
 from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
 from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
@@ -263,7 +264,8 @@ class Client:
         return out
 
     def jobs(self, coop: str | None = None, member: str | None = None, status: str | None = None) -> list[JobStatus]:
-        return [JobStatus(**j) for j in self._call("jobs", coop, member, status)]
+        return [read_status(j, j.get("task_id", "?") if isinstance(j, dict) else "?")
+                for j in self._call("jobs", coop, member, status)]
 
     def job(self, task_id: str) -> JobHandle:
         status = self._call("status", task_id)

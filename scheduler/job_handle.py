@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 import time
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import ray
+from pydantic import ValidationError
 from ray.exceptions import GetTimeoutError, RayError
 
 from executors.measure import TaskError
@@ -76,6 +78,36 @@ class JobRecordDamaged(RuntimeError):
         return (JobRecordDamaged, (self.task_id, self.reason, self.state))
 
 
+class UnreadableAnswer(RuntimeError):
+    """The head answered a job status this client cannot read: the head runs another Coopsched release (say a
+    newer one, with a state this one does not know). Raised instead of pydantic's error, naming the field,
+    the value and what to do."""
+
+
+def _release() -> str:
+    try:
+        return metadata.version("coopsched")
+    except metadata.PackageNotFoundError:  # (run from a checkout that was never installed)
+        return "unknown"
+
+
+def read_status(answer: dict, task_id: str) -> JobStatus:
+    """``JobStatus(**answer)``, or ``UnreadableAnswer`` saying which field holds what this release does not know."""
+    try:
+        return JobStatus(**answer)
+    except (ValidationError, TypeError) as exc:
+        where, value = "the answer", repr(answer)[:80]
+        if isinstance(exc, ValidationError) and exc.errors():
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or where
+            value = repr(first.get("input"))[:80]
+        raise UnreadableAnswer(
+            f"the head's status of job {task_id!r} cannot be read by this client: {where} is {value}, which "
+            f"coopsched {_release()} (this client) does not know (its job states: "
+            f"{', '.join(sorted(_STATES))}); the head likely runs a newer release: install the head's release "
+            "here (e.g. `pip install --upgrade coopsched`)") from None
+
+
 _STATES = frozenset(s.value for s in JobState)
 _UNFINISHED = frozenset({None, *(s.value for s in JobState if not s.finished)})
 
@@ -87,7 +119,7 @@ def job_status(answer: Any, task_id: str) -> JobStatus:
         raise KeyError(f"no job {task_id!r}")
     if isinstance(answer, dict) and answer.get("damaged") and answer.get("state") not in _STATES:
         raise JobRecordDamaged(task_id, str(answer.get("reason") or answer["damaged"]))
-    return JobStatus(**answer)
+    return read_status(answer, task_id)
 
 
 def _timeout(value: Any) -> float | None:
