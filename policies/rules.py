@@ -367,7 +367,8 @@ class ExecutorFilter(_Rule):
 
 
 class RateLimit(_Rule):
-    """A token bucket per member (or per coop): ``rate`` submissions per second, ``burst`` at once."""
+    """A token bucket per member (or per coop): ``rate`` submissions per second, ``burst`` at once. Head
+    replicas on one Redis store share the buckets: what one admits counts on the others."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"type": "RateLimit", "rate": 2.0, "burst": 10}]})

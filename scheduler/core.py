@@ -48,7 +48,8 @@ _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobStat
 
 class SchedulerCore(JobRecords, SchedulingRound):
     def __init__(self, clock: Clock = time.time, data_locator: DataLocator | None = None,
-                 executor_capacity: int = 1024, ledger: UsageLedger | None = None) -> None:
+                 executor_capacity: int = 1024, ledger: UsageLedger | None = None,
+                 buckets: RateBuckets | None = None) -> None:
         self.clock = clock
         self.data_locator: DataLocator = data_locator or DataCatalog()
         self.table = ExecutorTable(executor_capacity)
@@ -56,7 +57,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self.queue = TaskQueue()
         self.counters = CoreCounters()
         self._policies: dict[str, CompiledPolicy] = {}
-        self._buckets = RateBuckets()
+        self._buckets = RateBuckets() if buckets is None else buckets  # (a head on a shared store: its buckets)
         self._jobs: dict[str, Job] = {}
         self._running: dict[tuple[str, str], int] = {}
         self._on_executor: dict[str, set[str]] = {}

@@ -43,6 +43,7 @@ from scheduler.policy_sync import PolicySync
 from scheduler.ray_data import RayDataLocator
 from scheduler.state_store import AuditRecord, PolicyVersion, default_store_url, open_store
 from scheduler.store_ledger import StoreLedger
+from scheduler.store_rate_buckets import StoreRateBuckets
 from scheduler.tasks import JobState, TaskSpec
 
 log = logging.getLogger("coopsched.head")
@@ -78,7 +79,10 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
         self.locator = RayDataLocator()
         self.store_url = store_url or default_store_url()
         self.store = open_store(self.store_url)
-        self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
+        # on a shared store, replicas spend a member's rate-limit tokens together (scheduler.store_rate_buckets);
+        # _resync's new core carries these over
+        self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store),
+                                  buckets=StoreRateBuckets(self.store) if self.store.shared else None)
         self._audit_counts: dict[str, int] = {}
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}

@@ -186,3 +186,28 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return redis.call('INCR', KEYS[1])
 """
+
+# Rate-limit token buckets shared by head replicas (``scheduler.store_rate_buckets``): a hash of ``tokens`` and
+# ``last`` (when they were counted, the server's clock), refilled at ``rate`` per second up to ``burst``, as
+# ``policies.rules.RateBuckets`` does in memory. A bucket not seen yet is full.
+_BUCKET = """
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'last')
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tokens, last = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or last == nil then tokens, last = burst, now end
+local refilled = math.min(burst, tokens + math.max(0, now - last) * rate)
+"""
+
+# KEYS: bucket. ARGV: rate, burst. The tokens it holds now (read only).
+RATE_AVAILABLE = SERVER_NOW + _BUCKET + """
+return string.format('%.17g', refilled)
+"""
+
+# KEYS: bucket. ARGV: rate, burst, seconds to keep an idle bucket (by then it is full again). Takes one token
+# (an empty bucket stays at 0: no debt, as in memory); returns what is left.
+RATE_TAKE = SERVER_NOW + _BUCKET + """
+local left = math.max(0, refilled - 1)
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', left), 'last', string.format('%.17g', math.max(last, now)))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return string.format('%.17g', left)
+"""

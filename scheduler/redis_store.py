@@ -36,9 +36,11 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
                                     zset  "<session>:<seq_no>" -> timestamp
     audit_index:session:<session>   zset  seq_no -> seq_no
     audit_seq:<session>             str   the last seq_no given (next_audit_seq)
+    rate:<bucket>                   hash  tokens last: a RateLimit's token bucket (store_rate_buckets), kept
+                                          until it would be full again
 
 ``reserve``, ``settle``, ``release``, ``release_orphaned_reservations``, ``create_job``, ``put_policy``,
-``remove_policy``, ``put_report`` and ``log_change`` are Lua scripts (EVALSHA), so head replicas
+``remove_policy``, ``put_report``, ``log_change``, ``rate_tokens`` and ``take_rate_token`` are Lua scripts (EVALSHA), so head replicas
 sharing a coop's quota never together overshoot it (nor both record one task id); ``put_job``,
 ``put_audit`` and ``ledger_snapshot`` are WATCH/MULTI transactions. Scripts touch only the keys they are given (a
 settle whose reservation sits in another period answers with that period's key and is retried
@@ -64,8 +66,8 @@ from scheduler.damaged_records import (damaged_executor, is_damaged, log_damaged
                                        parse_job, parse_key, parse_report, read_object, why_of)
 from scheduler.redis_connection import _esc, _public_methods_name_url, _redacted, _s
 from scheduler.redis_ledger import RedisLedger
-from scheduler.redis_scripts import (CREATE_JOB, LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RELEASE,
-                                     RELEASE_ORPHANED, RESERVE, SETTLE)
+from scheduler.redis_scripts import (CREATE_JOB, LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RATE_AVAILABLE,
+                                     RATE_TAKE, RELEASE, RELEASE_ORPHANED, RESERVE, SETTLE)
 from scheduler.state_store import AuditRecord, PolicyVersion
 from scheduler.tasks import JobState
 
@@ -99,9 +101,21 @@ class RedisStore(RedisLedger):
         self._put_report = self._r.register_script(PUT_REPORT)
         self._log_change = self._r.register_script(LOG_CHANGE)
         self._next_audit_seq = self._r.register_script(NEXT_AUDIT_SEQ)
+        self._rate_available = self._r.register_script(RATE_AVAILABLE)
+        self._rate_take = self._r.register_script(RATE_TAKE)
 
     def _k(self, *parts: object) -> str:
         return self.prefix + ":".join(_esc(p) for p in parts)
+
+    # ------------------------------------------------------------------ rate-limit buckets (store_rate_buckets)
+    def rate_tokens(self, name: str, rate: float, burst: float) -> float:
+        """The tokens bucket ``name`` holds now (a bucket never spent from is full)."""
+        return float(self._rate_available(keys=[self._k("rate", name)], args=[repr(float(rate)), repr(float(burst))]))
+
+    def take_rate_token(self, name: str, rate: float, burst: float, keep_s: int) -> float:
+        """Spend one token of bucket ``name`` (none below 0); what is left. Idle for ``keep_s``, it is dropped."""
+        return float(self._rate_take(keys=[self._k("rate", name)],
+                                     args=[repr(float(rate)), repr(float(burst)), int(keep_s)]))
 
     def batch(self, rollback_if: Any = None) -> contextlib.AbstractContextManager[None]:
         """Nothing to group: every write here is already one atomic command or script (so nothing to

@@ -33,7 +33,7 @@ def test_decision_core_imports_neither_ray_nor_a_store_client():
     code = ("import sys; import scheduler.core, scheduler.placement, scheduler.queue, scheduler.ledger, "
             "scheduler.admission, scheduler.scheduling_round, scheduler.dearest, scheduler.held_capacity, "
             "scheduler.damaged_records, scheduler.shadow, scheduler.admin, scheduler.identity, "
-            "scheduler.authorization, policies, executors.simulated; "
+            "scheduler.authorization, scheduler.store_rate_buckets, scheduler.policy_sync, policies, executors.simulated; "
             "bad = [m for m in ('ray', 'redis', 'sqlite3') if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
