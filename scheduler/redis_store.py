@@ -42,9 +42,9 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
 ``reserve``, ``settle``, ``release``, ``release_orphaned_reservations``, ``create_job``, ``put_policy``,
 ``remove_policy``, ``put_report``, ``log_change``, ``rate_tokens`` and ``take_rate_token`` are Lua scripts (EVALSHA), so head replicas
 sharing a coop's quota never together overshoot it (nor both record one task id); ``put_job``,
-``put_audit`` and ``ledger_snapshot`` are WATCH/MULTI transactions. Scripts touch only the keys they are given (a
-settle whose reservation sits in another period answers with that period's key and is retried
-there).
+``delete_damaged_job``, ``put_audit`` and ``ledger_snapshot`` are WATCH/MULTI transactions. Scripts
+touch only the keys they are given (a settle whose reservation sits in another period answers with
+that period's key and is retried there).
 
 Redis errors propagate as redis exceptions (the head reports them as ``unavailable``);
 their message names the store URL (password hidden).
@@ -64,14 +64,16 @@ import redis
 
 from scheduler.damaged_records import (damaged_executor, is_damaged, log_damaged_executor, log_damaged_policy,
                                        parse_job, parse_key, parse_report, read_object, why_of)
+from scheduler.ledger import Cost
 from scheduler.redis_connection import _esc, _public_methods_name_url, _redacted, _s
 from scheduler.redis_ledger import RedisLedger
 from scheduler.redis_scripts import (CREATE_JOB, LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RATE_AVAILABLE,
                                      RATE_TAKE, RELEASE, RELEASE_ORPHANED, RESERVE, SETTLE)
-from scheduler.state_store import AuditRecord, PolicyVersion
+from scheduler.state_store import AuditRecord, DamagedJobDeletion, PolicyVersion
 from scheduler.tasks import JobState
 
 DEFAULT_PREFIX = "coopsched:"
+_DIMS = ("cpu", "gpu", "credits")
 _FINISHED = frozenset(s.value for s in JobState if s.finished)
 
 
@@ -331,6 +333,66 @@ class RedisStore(RedisLedger):
 
     def delete_payload(self, task_id: str) -> None:
         self._r.delete(self._k("payload", task_id))
+
+    def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion:
+        """Delete ``task_id``'s record if its text cannot be read, with its payload, its open reservation and
+        every index entry of it, in one MULTI under WATCH of the record and the reservation: a head writing the
+        record over (``put_job``), or a settlement or release of the reservation, at that moment makes EXEC fail,
+        and the whole check runs again on what is there then. A readable record, or none: nothing changes.
+
+        The state indices are known by name (the task leaves all of them); whose it was is not kept beside a
+        damaged record here, so its coop and member indices are those of the owner its reservation or charge
+        names, and where the ledger names none (a refused or cancelled job), every coop and member index is
+        looked through (SCAN, then SISMEMBER: a rare operator's call pays for it, the listings never do). None
+        may be left: a task id submitted again, by another coop, would be listed under this one's."""
+        job, reservation = self._k("job", task_id), self._k("reservation", task_id)
+        done: dict[str, DamagedJobDeletion] = {}
+
+        def delete(pipe: Any) -> None:
+            body = pipe.get(job)
+            if body is None or read_object(body)[0] is not None:
+                done["answer"] = DamagedJobDeletion(task_id=task_id, outcome="not_found" if body is None else
+                                                    "not_damaged")
+                return
+            held = pipe.hgetall(reservation)
+            owner = [held.get(b"coop"), held.get(b"member")] if held else pipe.hmget(
+                self._k("settled", task_id), "coop", "member")
+            state, _ = self._indexed(task_id)
+            payload = self._k("payload", task_id)
+            payload_deleted = bool(pipe.exists(payload))
+            owner_indices = [self._k("jobs", field, _s(name)) for field, name in zip(("coop", "member"), owner)
+                             if name is not None] or self._indices_holding(task_id)
+            pipe.multi()
+            pipe.delete(job, payload)
+            pipe.zrem(self._k("jobs", "submitted"), task_id)
+            for index in [*(self._k("jobs", "state", s.value) for s in JobState), self._k("jobs", "unfinished"),
+                          *owner_indices]:
+                pipe.srem(index, task_id)
+            released = period = None
+            if held:  # (as the RELEASE script: off the member's month, out of the reservation index)
+                amounts = [int(held[d.encode()]) for d in _DIMS]
+                released, period = Cost(*amounts), _s(held[b"period"])
+                for d, amount in zip(_DIMS, amounts):
+                    pipe.hincrby(_s(held[b"usage_key"]), f"reserved_{d}", -amount)
+                pipe.delete(reservation)
+                pipe.srem(self._k("index", "reservations"), task_id)
+            done["answer"] = DamagedJobDeletion(
+                task_id=task_id, outcome="deleted", coop_id=_s(owner[0]) if owner[0] is not None else None,
+                member=_s(owner[1]) if owner[1] is not None else None, state=state, released=released,
+                period=period, payload_deleted=payload_deleted)
+
+        self._r.transaction(delete, job, reservation)
+        return done["answer"]
+
+    def _indices_holding(self, task_id: str) -> list[str]:
+        """Every coop and member index of jobs that holds ``task_id``."""
+        literal = "".join("\\" + c if c in "\\*?[]" else c for c in self.prefix)  # (a glob matching the prefix)
+        indices = [_s(k) for field in ("coop", "member")
+                   for k in self._r.scan_iter(match=f"{literal}jobs:{field}:*", count=1000)]
+        pipe = self._r.pipeline(transaction=False)
+        for index in indices:
+            pipe.sismember(index, task_id)
+        return [index for index, holds in zip(indices, pipe.execute()) if holds]
 
     # ------------------------------------------------------------------ usage reports
     def put_report(self, report: dict) -> bool:

@@ -4,7 +4,7 @@
 
 A job's ``coop_id``, ``member``, ``state`` and ``submitted_at`` are columns of their own beside the record's
 JSON, so the listings filter with SQL, and a damaged record's row still says whose it is and in what state
-(``scheduler.damaged_records``).
+(``scheduler.damaged_records``); ``delete_damaged_job`` removes such a row, and only such a row.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import json
 import sqlite3
 from typing import Any
 
-from scheduler.damaged_records import parse_job
+from scheduler.damaged_records import parse_job, read_object
+from scheduler.ledger import Cost
+from scheduler.state_store import DamagedJobDeletion
 from scheduler.tasks import JobState
 
 _FINISHED_STATES = tuple(sorted(s.value for s in JobState if s.finished))
@@ -90,3 +92,26 @@ class SqliteJobs:
     def delete_payload(self, task_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM payloads WHERE task_id = ?", (task_id,))
+
+    def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion:
+        """Delete ``task_id``'s record if its JSON cannot be read, with its payload and its open reservation
+        (the triggers take it off the member's month), in one transaction: a head writing the record over
+        at that moment (``put_job``) comes either before (then it reads, and nothing is deleted) or after.
+        Its index entries are SQLite's own indices of the row. A readable record, or none: nothing changes."""
+        with self._write() as db:
+            row = db.execute("SELECT coop_id, member, state, CAST(record AS BLOB) FROM jobs WHERE task_id = ?",
+                             (task_id,)).fetchone()
+            if row is None:
+                return DamagedJobDeletion(task_id=task_id, outcome="not_found")
+            coop_id, member, state, text = row
+            if read_object(text)[0] is not None:
+                return DamagedJobDeletion(task_id=task_id, outcome="not_damaged")
+            held = db.execute("SELECT coop_id, member, period, cpu, gpu, credits FROM reservations "
+                              "WHERE task_id = ?", (task_id,)).fetchone()
+            db.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,))
+            payload = db.execute("DELETE FROM payloads WHERE task_id = ?", (task_id,)).rowcount > 0
+            db.execute("DELETE FROM jobs WHERE task_id = ?", (task_id,))
+        return DamagedJobDeletion(task_id=task_id, outcome="deleted", coop_id=coop_id or (held[0] if held else None),
+                                  member=member or (held[1] if held else None), state=state,
+                                  released=Cost(*held[3:]) if held else None, period=held[2] if held else None,
+                                  payload_deleted=payload)

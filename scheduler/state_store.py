@@ -19,14 +19,14 @@ backend adds and subtracts exactly.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.ledger import Cost, ReserveResult
 
-__all__ = ["AuditRecord", "PolicyVersion", "ReserveResult", "StateStore", "TaskHold", "default_store_url",
-           "open_store"]
+__all__ = ["AuditRecord", "DamagedJobDeletion", "PolicyVersion", "ReserveResult", "StateStore", "TaskHold",
+           "default_store_url", "open_store"]
 
 
 class PolicyVersion(BaseModel):
@@ -72,6 +72,28 @@ class TaskHold(BaseModel):
     member: str
     settled: bool = False
     reserved_at: float | None = None
+
+
+class DamagedJobDeletion(BaseModel):
+    """What ``StateStore.delete_damaged_job`` did with one task id.
+
+    ``outcome``: ``deleted`` (its record was damaged, and is gone with every index entry of it, its payload and
+    its open reservation), ``not_found`` (no record of that id) or ``not_damaged`` (its record reads; nothing was
+    changed: a readable job is cancelled, not deleted). Of a deleted one, what the store knew: whose it was
+    (``coop_id``, ``member``: SQLite's columns beside the record, else the owner its reservation or charge
+    names; None where nothing says), the state it kept beside it, and ``released``, what its reservation held
+    in ``period`` (None: it held none). A charge (a settled task) stays charged: it is the month's usage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    outcome: Literal["deleted", "not_found", "not_damaged"]
+    coop_id: str | None = None
+    member: str | None = None
+    state: str | None = None
+    released: Cost | None = None
+    period: str | None = None
+    payload_deleted: bool = False
 
 
 class StateStore(Protocol):
@@ -125,6 +147,8 @@ class StateStore(Protocol):
     def put_payload(self, task_id: str, data: bytes) -> None: ...
     def get_payload(self, task_id: str) -> bytes | None: ...
     def delete_payload(self, task_id: str) -> None: ...
+    def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion: ...  # only if its record cannot be read,
+    # atomically with that check: the record, its index entries, its payload and its open reservation go together
 
     # -- usage reports received by the tracker (idempotent by task id and attempt); one that cannot be read is
     # answered as ``scheduler.damaged_records.damaged_report`` ({"task_id", "attempt", "damaged"}), never raised

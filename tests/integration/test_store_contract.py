@@ -8,7 +8,7 @@ import time
 import pytest
 
 from scheduler.ledger import Cost, Ledger
-from scheduler.state_store import AuditRecord, ReserveResult, TaskHold, open_store
+from scheduler.state_store import AuditRecord, DamagedJobDeletion, ReserveResult, TaskHold, open_store
 
 pytestmark = pytest.mark.integration
 P = "2026-11"
@@ -312,6 +312,90 @@ def test_a_damaged_job_record_is_answered_as_damaged_with_its_stored_state(store
         [("j0", False), ("j1", True), ("j2", False)]
     assert [(j["task_id"], j["state"], "damaged" in j) for j in store.unfinished_jobs()] == \
         [("j0", "queued", False), ("j1", "running", True)]
+
+
+@pytest.mark.parametrize("text", [b'{"task_id": "j1", "sta', b"\xff\xfe{}", b"[1, 2]"],
+                         ids=["cut short", "not UTF-8", "not an object"])
+def test_a_damaged_job_record_is_deleted_with_its_index_entries_payload_and_reservation(store, text):
+    """``delete_damaged_job``: a damaged record goes with everything kept for it alone (its open reservation
+    released, off its member's month); a charge stays charged. Its id submitted again, by another coop's member,
+    is listed under that one only: no index entry of the deleted record is left (on Redis, where a damaged
+    record does not say whose it was, nor where the ledger does not say either: the refused j2)."""
+    records = {"j0": ("queued", Cost(5, 0, 0)), "j1": ("running", Cost(7, 1, 2)), "j2": ("rejected", None),
+               "j3": ("succeeded", Cost(3, 0, 0))}
+    for i, (task_id, (state, cost)) in enumerate(records.items()):
+        if cost is not None:
+            store.reserve(task_id, "c", "a", P, cost)
+        store.put_job(task_id, {"task_id": task_id, "coop_id": "c", "member": "a", "state": state,
+                                "submitted_at": float(i)})
+    store.settle("j3", "c", "a", P, Cost(2, 0, 0))
+    store.put_payload("j1", b"pickled call")
+    for task_id in ("j1", "j2", "j3"):
+        _damage(store, task_id, text)
+    assert store.standing("c", "a", P) == (Cost(2, 0, 0), Cost(12, 1, 2), 1)
+
+    assert store.delete_damaged_job("j1") == DamagedJobDeletion(
+        task_id="j1", outcome="deleted", coop_id="c", member="a", state="running", released=Cost(7, 1, 2), period=P,
+        payload_deleted=True)
+    assert store.standing("c", "a", P) == (Cost(2, 0, 0), Cost(5, 0, 0), 1)  # j0's is still held
+    refused, charged = store.delete_damaged_job("j2"), store.delete_damaged_job("j3")
+    assert (refused.outcome, refused.state, refused.released, refused.payload_deleted) == \
+        ("deleted", "rejected", None, False)
+    assert (charged.outcome, charged.coop_id, charged.member, charged.state, charged.released) == \
+        ("deleted", "c", "a", "succeeded", None)
+    assert store.standing("c", "a", P) == (Cost(2, 0, 0), Cost(5, 0, 0), 1)  # the charge stays
+    assert store.task_hold("j3") == TaskHold(coop_id="c", member="a", settled=True)
+    assert (store.get_job("j1"), store.get_payload("j1"), store.task_hold("j1")) == (None, None, None)
+    assert store.release_orphaned_reservations(0.0) == []  # nothing of j1's was left held
+    assert [j["task_id"] for j in store.jobs()] == ["j0"]
+    assert [j["task_id"] for j in store.unfinished_jobs()] == ["j0"]
+    assert store.jobs(state="running") == [] and store.jobs(state="rejected") == []
+    assert store.delete_damaged_job("j1") == DamagedJobDeletion(task_id="j1", outcome="not_found")
+    for task_id in ("j1", "j2", "j3"):
+        assert store.create_job(task_id, {"task_id": task_id, "coop_id": "other", "member": "b", "state": "queued",
+                                          "submitted_at": 9.0})
+    assert [j["task_id"] for j in store.jobs(coop_id="c")] == ["j0"]
+    assert [j["task_id"] for j in store.jobs(member="a")] == ["j0"]
+    assert [j["task_id"] for j in store.jobs(coop_id="other", member="b")] == ["j1", "j2", "j3"]
+
+
+def test_a_readable_job_record_or_an_unknown_id_is_not_deleted_as_damaged(store):
+    record = {"task_id": "t", "coop_id": "c", "member": "a", "state": "running", "submitted_at": 1.0}
+    store.reserve("t", "c", "a", P, Cost(5, 0, 0))
+    store.put_job("t", record)
+    store.put_payload("t", b"pickled call")
+    assert store.delete_damaged_job("t") == DamagedJobDeletion(task_id="t", outcome="not_damaged")
+    assert store.delete_damaged_job("nope") == DamagedJobDeletion(task_id="nope", outcome="not_found")
+    assert (store.get_job("t"), store.get_payload("t")) == (record, b"pickled call")
+    assert store.standing("c", "a", P)[1] == Cost(5, 0, 0)
+    assert [j["task_id"] for j in store.jobs(coop_id="c", member="a", state="running")] == ["t"]
+    assert [j["task_id"] for j in store.unfinished_jobs()] == ["t"]
+
+
+def test_a_redis_record_written_over_while_it_is_being_deleted_as_damaged_is_kept(request, tmp_path, monkeypatch):
+    """The check and the delete are one: a head that writes the job's record again (it still holds the job)
+    between the store's read and its EXEC makes the EXEC fail, and the check, run again, finds it readable."""
+    url = _url("redis", request, tmp_path)
+    store, head = open_store(url), open_store(url)
+    try:
+        record = {"task_id": "t", "coop_id": "c", "member": "a", "state": "running", "submitted_at": 1.0}
+        store.reserve("t", "c", "a", P, Cost(5, 0, 0))
+        store.put_job("t", record)
+        _damage(store, "t", b'{"task_id": "t", "sta')
+        read_indices, wrote = store._indexed, []
+
+        def meanwhile(task_id: str):  # (read between the WATCH'd GET and the MULTI)
+            if not wrote:
+                wrote.append(head.put_job("t", record))
+            return read_indices(task_id)
+
+        monkeypatch.setattr(store, "_indexed", meanwhile)
+        assert store.delete_damaged_job("t") == DamagedJobDeletion(task_id="t", outcome="not_damaged")
+        assert wrote and store.get_job("t") == record and store.standing("c", "a", P)[1] == Cost(5, 0, 0)
+        assert [j["task_id"] for j in store.jobs(coop_id="c", member="a", state="running")] == ["t"]
+    finally:
+        store.close()
+        head.close()
 
 
 def _damage_row(store, kind: str, text: bytes) -> None:
