@@ -6,9 +6,10 @@ state (whose job is this, whose executor, whose key).
 
 - **operator** (the key the head was started with): everything.
 - **admin** of coop C: C's policy (set, remove, roll back, diff, shadow, plug-in
-  management), C's quotas, executors and members' and executors' keys; reads everything
-  in C (jobs, usage, members, change log, audit samples). Admins do not submit: a person
-  who is both registers a member key too.
+  management), C's quotas, executors and members' and executors' keys, and forgetting
+  a damaged job record the store keeps under C; reads everything in C (jobs, usage,
+  members, change log, audit samples). Admins do not submit: a person who is both
+  registers a member key too.
 - **member** M of coop C: submits only tasks with ``coop_id == C`` and ``member == M``;
   reads and cancels only its own jobs; reads only its own usage and C's active policy.
 - **executor** E of coop C: only its own heartbeats and usage reports.
@@ -84,6 +85,20 @@ def _own_job(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | N
     whose = "its own jobs" if p.role is Role.MEMBER else f"jobs of coop {p.coop_id}"
     return _forbidden(p, f"see or change job {str(task_id)[:40]!r}",
                       f"it is not one of {whose} (or it does not exist)")
+
+
+def _damaged_job_of_own_coop(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
+    """``forget_damaged_job``: an admin of the coop the store keeps beside the record. SQLite keeps it in a column
+    of its own; a damaged Redis record says nothing of whose it was, so there the operator alone forgets it. A
+    member may not, even its own: forgetting releases a reservation, as an admin's quota reset does."""
+    task_id = args.get("task_id")
+    owner = facts.job_owner(task_id) if isinstance(task_id, str) else None
+    if p.role is Role.ADMIN and owner is not None and owner[0] is not None and owner[0] == p.coop_id:
+        return None
+    return _forbidden(p, f"forget job {str(task_id)[:40]!r}", (
+        f"an admin forgets the damaged records the store keeps under its own coop ({p.coop_id}); this one is "
+        "not, or the store does not say whose it is (or there is no such job): ask the operator")
+        if p.role is Role.ADMIN else "a damaged job record is forgotten by its coop's admin or the operator")
 
 
 def _own_jobs(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
@@ -265,6 +280,7 @@ RULES: dict[str, Callable[[Principal, Mapping[str, Any], Facts], Refusal | None]
     "wait_results": _own_jobs,
     "cancel": _own_job,
     "explain": _own_job,
+    "forget_damaged_job": _damaged_job_of_own_coop,
     "jobs": _scoped_listing,
     "changes": _scoped_listing,
     "usage": _member_scope("coop_id", "member"),

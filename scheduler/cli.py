@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sub(ksub, "remove", "unregister a key (by key id)", c.cmd_keys).add_argument("key_id")
     _sub(ksub, "whoami", "who the head takes this key for", c.cmd_keys)
 
-    job = _sub(sub, "job", "submit, list, inspect or cancel jobs")
+    job = _sub(sub, "job", "submit, list, inspect or cancel jobs; forget a damaged job record")
     jsub = job.add_subparsers(dest="action", required=True, metavar="ACTION")
     js = _sub(jsub, "submit", "run MODULE:FUNCTION under a coop's policy", c.cmd_job)
     js.add_argument("target", metavar="MODULE:FUNCTION")
@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     jl.add_argument("--member")
     jl.add_argument("--status", choices=[state.value for state in JobState])
     for action, help in (("status", "state, reason and history"), ("cancel", "stop it (charged for the time used)"),
-                         ("explain", "why it is where it is")):
+                         ("explain", "why it is where it is"),
+                         ("forget", "delete a job record that is damaged in the store, releasing its reservation and "
+                                    "what it held on executors (a readable record is refused: cancel its job)")):
         _sub(jsub, action, help, c.cmd_job).add_argument("id")
 
     u = _sub(sub, "usage", "a member's usage this month (same as quota show)", c.cmd_quota)

@@ -413,6 +413,13 @@ def cmd_job(args) -> int:
         emit(args, {"task_id": args.id, "state": state}, lambda d: f"{args.id}: {state}")
     elif args.action == "explain":
         emit(args, client.job(args.id).explain(), lambda d: d["summary"])
+    elif args.action == "forget":  # (a refusal is an error: on stderr, exit 1, unless --json asked for the answer)
+        answer = client.forget_damaged_job(args.id)
+        if answer["forgotten"] or args.json:
+            emit(args, answer, lambda d: d["message"])
+        else:
+            print(f"coopsched: {answer['message']}", file=sys.stderr)
+        return EXIT_OK if answer["forgotten"] else EXIT_ERROR
     return EXIT_OK
 
 

@@ -273,6 +273,14 @@ class Client:
             raise KeyError(f"no job {task_id!r}")
         return JobHandle(self, Decision(task_id=task_id, coop_id=status["coop_id"], admitted=True))
 
+    def forget_damaged_job(self, task_id: str) -> dict[str, Any]:
+        """Delete a job record that is damaged in the store, releasing its reservation and what the head held on
+        executors for it (the operator's call, or its coop admin's: ``scheduler.head_damaged_jobs``). Answers
+        ``forgotten`` True with ``released`` and ``holds_released``, or False with ``outcome`` (``not_found``,
+        ``not_damaged``, ``in_memory``, ``still_runs``) and a ``message`` saying what to do; nothing changed then.
+        (A retry after a lost answer finds nothing to forget: ``not_found``.)"""
+        return self._call("forget_damaged_job", task_id)
+
     def usage(self, coop: str, member: str) -> UsageRecord:
         return UsageRecord(**self._call("usage", coop, member))
 

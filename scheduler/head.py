@@ -30,6 +30,7 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
 from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, RequestGate, guarded
+from scheduler.head_damaged_jobs import DamagedJobRecords
 from scheduler.head_dispatch import KEEP_RESULTS, Dispatch
 from scheduler.heap import freeze_in_actor
 from scheduler.head_results import ResultDelivery
@@ -67,7 +68,8 @@ in flight, ~2-3x). Submissions answered per second stayed within run-to-run nois
 in development mode on this 2-core machine): admission is one core's work either way."""
 
 
-class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdministration, Dispatch, ResultDelivery):
+class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdministration, DamagedJobRecords, Dispatch,
+           ResultDelivery):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None,

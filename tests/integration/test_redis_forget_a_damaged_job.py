@@ -1,0 +1,68 @@
+"""Forgetting a damaged job record through a head on Redis: its reservation is released off the member's month,
+what the head held on executors for it is free, and a head started afterwards finds nothing of it (no damaged
+job to hold for, none in a listing). The heads are the real ``Head`` class on an asyncio loop (worker handles
+stand in, as in tests/unit/test_head_recovery_held_capacity.py); only the Redis server is real infrastructure
+(the session's, tests/integration/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+from scheduler.ledger import Cost, period_of
+from scheduler.state_store import open_store
+from tests.integration.test_redis_damaged_job_without_a_state_index import redis_head
+from tests.unit.test_head_interleavings import COOP, FakeWorker, add_executor, no_ray_started, settle, task  # noqa: F401
+from tests.unit.test_head_recovery_held_capacity import Worker
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_damaged_job_forgotten_on_redis_releases_its_reservation_and_leaves_nothing_a_restart_holds(redis_server):
+    url = redis_server.url
+    raw = redis.Redis.from_url(url)
+    raw.flushdb()
+
+    async def first():
+        head = await redis_head(url, {})
+        await head.set_policy({"coop_id": COOP, "default_quota": {"cpu_hours_per_month": 1000,
+                                                                  "max_concurrent_tasks": 100}})
+        await add_executor(head, FakeWorker("e1"))
+        await head.submit(task("run"), b"run")
+        await settle()
+        assert head.core.job("run").executor_id == "e1"
+        head.store.close()
+
+    asyncio.run(first())
+    store = open_store(url)
+    raw.set(store._k("job", "run"), b'{"task_id": "run", "sta')  # its JSON cut short
+    store.close()
+
+    async def forgotten():
+        head = await redis_head(url, {"e1": Worker("e1")})  # it ended while no head ran
+        held = head.core.held_where("run"), head.store.standing(COOP, "alice", period_of(time.time()))[1]
+        answer = await head.forget_damaged_job("run")
+        left = head.core.held_where("run"), head.store.standing(COOP, "alice", period_of(time.time()))[1]
+        head.store.close()
+        return held, answer, left
+
+    (held, reserved), answer, (held_after, reserved_after) = asyncio.run(forgotten())
+    assert held == ["e1"] and reserved.cpu > 0
+    assert (answer["forgotten"], answer["coop_id"], answer["member"], answer["state"]) == (True, COOP, "alice",
+                                                                                           "running")
+    assert answer["holds_released"] == ["e1"] and answer["payload_deleted"]
+    assert (held_after, reserved_after) == ([], Cost())
+
+    async def restarted():
+        head = await redis_head(url, {"e1": Worker("e1")})
+        found = head.recovered["damaged"], head.core.held_where("run"), await head.jobs(COOP), \
+            await head.status("run")
+        head.store.close()
+        return found
+
+    assert asyncio.run(restarted()) == (0, [], [], None)
+    raw.flushdb()
+    raw.close()
