@@ -8,8 +8,10 @@ finishing, or a listing of every job from answering.
 
 What readers do with one: the head restores nothing from it (``Head._recover``), and what its attempt
 may still use is held (``scheduler.held_capacity.held_anywhere``); its reservation stays held in its
-month, as the record stays in the store as it was. Listings leave it out (a ``JobStatus`` cannot be
-made of it), and a status or explain of that id answers from what is known, saying it is damaged.
+month, as the record stays in the store as it was, until it is deleted through the head
+(``coopsched job forget ID``: ``scheduler.head_damaged_jobs``, which releases both). Listings leave it out
+(a ``JobStatus`` cannot be made of it), and a status or explain of that id answers from what is known,
+saying it is damaged.
 
 The other records read at start-up or on every call are answered the same way, each as its own marker
 (documented in ``scheduler.state_store``), and each is logged once by the store that meets it:
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from typing import Any
 
 from scheduler.tasks import JobState
@@ -78,8 +81,8 @@ def parse_job(text: str | bytes, task_id: str, store_url: str, **known: Any) -> 
     record, why = read_object(text)
     if record is not None:
         return record
-    log_damaged(store_url, f"the stored record of job {task_id}", why, "nothing is read from it; repair or "
-                "delete it there (the head restores no such job)")
+    log_damaged(store_url, f"the stored record of job {task_id}", why, "nothing is read from it (the head restores "
+                f"no such job); delete it with `{forget_command(task_id)}`, or repair it there")
     return damaged_job(task_id, why, **known)
 
 
@@ -164,8 +167,14 @@ def damaged_reason(record: dict[str, Any]) -> str:
         "no one state beside the record)" if state is None else
         f"{repr(state)[:40]} beside the record, not a state this release knows)")
     return (f"this job's stored record is damaged ({record[DAMAGED]}){unknown}: the head can neither run nor finish "
-            f"it, and its reservation stays held; an operator can repair or delete the record of "
-            f"{record['task_id']!r} in the store; submit the work again under a new task id")
+            f"it, and its reservation stays held; an operator (or, where the store keeps its coop, that coop's "
+            f"admin) deletes the record, releasing that reservation, with `{forget_command(record['task_id'])}`; "
+            f"submit the work again under a new task id")
+
+
+def forget_command(task_id: str) -> str:
+    """The command that deletes a damaged record, as an operator types it (``scheduler.head_damaged_jobs``)."""
+    return f"coopsched job forget {shlex.quote(task_id)}"
 
 
 def stored_status(record: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import ray
 
 from policies.validation import InvalidRequest
 from scheduler.core import SchedulerCore
-from scheduler.damaged_records import DAMAGED, is_damaged
+from scheduler.damaged_records import DAMAGED, forget_command, is_damaged
 from scheduler.executor_spec import ExecutorStatus
 from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState
@@ -127,8 +127,9 @@ class StateKeeping:
         else:
             what = "it never started, or there is no executor it could run on: nothing is held"
         log.error("job %s not restored: its stored record is damaged (%s); stored state %r; its reservation "
-                  "stays held in its month; %s. Repair or delete its record in %s", record["task_id"],
-                  record[DAMAGED], record.get("state"), what, self.store_url.split("@")[-1])
+                  "stays held in its month; %s. Delete its record with `%s` (or repair it in %s)", record["task_id"],
+                  record[DAMAGED], record.get("state"), what, forget_command(record["task_id"]),
+                  self.store_url.split("@")[-1])
 
     @contextmanager
     def _writes(self) -> Iterator[None]:

@@ -62,7 +62,7 @@ def test_a_damaged_job_whose_state_is_kept_nowhere_is_reported_as_damaged_naming
     message = str(caught.value)
     assert caught.value.task_id == "run" and "'run'" in message
     assert "damaged" in message and "state cannot be read" in message
-    assert "submit the work again under a new task id" in message and "repair or delete" in message
+    assert "submit the work again under a new task id" in message and "`coopsched job forget run`" in message
 
 
 def test_coopsched_job_status_of_such_a_job_says_it_is_damaged_and_exits_1(head_with_damaged, monkeypatch, capsys):
@@ -86,5 +86,5 @@ def test_result_of_a_damaged_job_whose_kept_state_is_unfinished_raises_at_once_r
     with pytest.raises(JobRecordDamaged) as caught:  # before the fix: TimeoutError after 30 s (result() waited
         job.result(timeout=30)  # for a value no head can deliver: none can restore the job)
     assert caught.value.state == state and f"({state}, as its store keeps it)" in str(caught.value)
-    assert "repair or delete" in str(caught.value)
+    assert "`coopsched job forget run`" in str(caught.value)
     assert job.status().state.value == state  # its status still says what the store keeps
