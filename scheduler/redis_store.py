@@ -42,7 +42,7 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
 ``reserve``, ``settle``, ``release``, ``release_orphaned_reservations``, ``create_job``, ``put_policy``,
 ``remove_policy``, ``put_report``, ``log_change``, ``rate_tokens`` and ``take_rate_token`` are Lua scripts
 (EVALSHA), so head replicas sharing a coop's quota never together overshoot it (nor both record one task
-id, nor spend one rate-limit token twice); ``put_job``,
+id); ``put_job``,
 ``delete_damaged_job``, ``put_audit`` and ``ledger_snapshot`` are WATCH/MULTI transactions. Scripts
 touch only the keys they are given (a settle whose reservation sits in another period answers with
 that period's key and is retried there).
