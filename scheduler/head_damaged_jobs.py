@@ -83,6 +83,9 @@ class DamagedJobRecords:
             self._schedule()  # what it held on executors is free for the tasks waiting now
             self._persist()
         self._results.pop(task_id, None)
+        if task_id in self.recovered.get("damaged_jobs", ()):  # ``ping`` no longer names it as found at start
+            self.recovered = {**self.recovered, "damaged": max(0, self.recovered["damaged"] - 1),
+                              "damaged_jobs": [t for t in self.recovered["damaged_jobs"] if t != task_id]}
         self._notify(task_id)  # a waiter on it hears now that there is no such job
         log.warning("job %s forgotten by %s: %s", task_id, actor, answer["message"])
         return answer

@@ -43,7 +43,9 @@ def test_forgetting_a_damaged_record_deletes_it_and_releases_its_reservation(tmp
     async def main():
         head = await open_head(url, {"e1": Worker("e1", runs=("run",))})
         before, kept = (reserved(head), stored(head, "wait")), stored(head, "run")
+        assert (head.recovered["damaged"], head.recovered["damaged_jobs"]) == (1, ["wait"])  # as ping names it
         answer = await head.forget_damaged_job("wait")
+        assert (head.recovered["damaged"], head.recovered["damaged_jobs"]) == (0, [])
         return head, before, kept, answer, reserved(head)
 
     head, (held_before, before), kept, answer, held_after = asyncio.run(main())
