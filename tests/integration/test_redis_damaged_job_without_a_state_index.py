@@ -29,19 +29,9 @@ async def redis_head(url: str, workers: dict) -> Head:
     return head
 
 
-SPOILS = {  # how the state indices of job "run" (running on e1) lose its state
-    "in no state index": lambda raw, k: raw.srem(k("jobs", "state", "running"), "run"),
-    "in two state indices": lambda raw, k: raw.sadd(k("jobs", "state", "queued"), "run"),
-}
-
-
-@pytest.mark.parametrize("spoil", SPOILS.values(), ids=SPOILS.keys())
-def test_a_damaged_job_with_no_state_on_redis_is_answered_as_damaged_and_its_cancel_reaches_its_worker(
-        redis_server, spoil):
-    url = redis_server.url
-    raw = redis.Redis.from_url(url)
-    raw.flushdb()
-
+def placed_then_damaged(url: str, raw: redis.Redis):
+    """A head on Redis placed job "run" on e1 and went away; then the JSON of its record was cut short. The
+    store, open (the caller closes it)."""
     async def first():
         head = await redis_head(url, {})
         await head.set_policy({"coop_id": COOP, "default_quota": {"cpu_hours_per_month": 1000,
@@ -55,6 +45,23 @@ def test_a_damaged_job_with_no_state_on_redis_is_answered_as_damaged_and_its_can
     asyncio.run(first())
     store = open_store(url)
     raw.set(store._k("job", "run"), b'{"task_id": "run", "sta')  # its JSON cut short
+    return store
+
+
+SPOILS = {  # how the state indices of job "run" (running on e1) lose its state
+    "in no state index": lambda raw, k: raw.srem(k("jobs", "state", "running"), "run"),
+    "in two state indices": lambda raw, k: raw.sadd(k("jobs", "state", "queued"), "run"),
+}
+
+
+@pytest.mark.parametrize("spoil", SPOILS.values(), ids=SPOILS.keys())
+def test_a_damaged_job_with_no_state_on_redis_is_answered_as_damaged_and_its_cancel_reaches_its_worker(
+        redis_server, spoil):
+    url = redis_server.url
+    raw = redis.Redis.from_url(url)
+    raw.flushdb()
+
+    store = placed_then_damaged(url, raw)
     spoil(raw, store._k)
     assert store.get_job("run")["state"] is None
     store.close()

@@ -13,9 +13,8 @@ import pytest
 import redis
 
 from scheduler.ledger import Cost, period_of
-from scheduler.state_store import open_store
-from tests.integration.test_redis_damaged_job_without_a_state_index import redis_head
-from tests.unit.test_head_interleavings import COOP, FakeWorker, add_executor, no_ray_started, settle, task  # noqa: F401
+from tests.integration.test_redis_damaged_job_without_a_state_index import placed_then_damaged, redis_head
+from tests.unit.test_head_interleavings import COOP, no_ray_started  # noqa: F401
 from tests.unit.test_head_recovery_held_capacity import Worker
 
 pytestmark = pytest.mark.integration
@@ -26,19 +25,7 @@ def test_a_damaged_job_forgotten_on_redis_releases_its_reservation_and_leaves_no
     raw = redis.Redis.from_url(url)
     raw.flushdb()
 
-    async def first():
-        head = await redis_head(url, {})
-        await head.set_policy({"coop_id": COOP, "default_quota": {"cpu_hours_per_month": 1000,
-                                                                  "max_concurrent_tasks": 100}})
-        await add_executor(head, FakeWorker("e1"))
-        await head.submit(task("run"), b"run")
-        await settle()
-        assert head.core.job("run").executor_id == "e1"
-        head.store.close()
-
-    asyncio.run(first())
-    store = open_store(url)
-    raw.set(store._k("job", "run"), b'{"task_id": "run", "sta')  # its JSON cut short
+    store = placed_then_damaged(url, raw)
     store.close()
 
     async def forgotten():

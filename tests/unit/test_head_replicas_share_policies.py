@@ -15,15 +15,12 @@ import pytest
 import scheduler.policy_sync as policy_sync
 from scheduler.head import Head
 from tests.unit.test_head_interleavings import FakeWorker, no_ray_started  # noqa: F401
+from tests.unit.test_head_orphaned_reservations import sqlite_head
 
 COOP = "coop:shared"
 
 
-async def replica(path) -> Head:
-    head = Head.__new__(Head)
-    await Head.__init__(head, store_url=f"sqlite:///{path}")
-    head._watchdog = object()  # the tests run _watch_once themselves
-    return head
+replica = sqlite_head  # a head on the SQLite file at ``path``; the tests run its watchdog's rounds themselves
 
 
 async def refreshed(head: Head) -> None:
