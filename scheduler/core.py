@@ -49,7 +49,8 @@ _OUTCOME_STATE = {Outcome.SUCCEEDED: JobState.SUCCEEDED, Outcome.FAILED: JobStat
 class SchedulerCore(JobRecords, SchedulingRound):
     def __init__(self, clock: Clock = time.time, data_locator: DataLocator | None = None,
                  executor_capacity: int = 1024, ledger: UsageLedger | None = None,
-                 buckets: RateBuckets | None = None) -> None:
+                 buckets: RateBuckets | None = None,
+                 running_elsewhere: Callable[[str, str], int] | None = None) -> None:
         self.clock = clock
         self.data_locator: DataLocator = data_locator or DataCatalog()
         self.table = ExecutorTable(executor_capacity)
@@ -60,6 +61,9 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self._buckets = RateBuckets() if buckets is None else buckets  # (a head on a shared store: its buckets)
         self._jobs: dict[str, Job] = {}
         self._running: dict[tuple[str, str], int] = {}
+        # (coop, member) -> how many of its tasks other head replicas run now (a head on a shared store gives one:
+        # max_concurrent_tasks counts them too; asked once per member and scheduling round)
+        self.running_elsewhere = running_elsewhere
         self._on_executor: dict[str, set[str]] = {}
         self.held_capacity = HeldCapacity(self.table)  # what placed jobs it could not restore may still use
         self.liveness = Liveness()
@@ -71,6 +75,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         counters (Prometheus counters never go down), the rate-limit buckets (what members spent) and
         when executors were declared offline or lost."""
         self.counters, self._buckets = previous.counters, previous._buckets
+        self.running_elsewhere = previous.running_elsewhere
         self.liveness.carry_over(previous.liveness)
 
     # ------------------------------------------------------------------ policies

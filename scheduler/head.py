@@ -84,7 +84,8 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
         # on a shared store, replicas spend a member's rate-limit tokens together (scheduler.store_rate_buckets);
         # _resync's new core carries these over
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store),
-                                  buckets=StoreRateBuckets(self.store) if self.store.shared else None)
+                                  buckets=StoreRateBuckets(self.store) if self.store.shared else None,
+                                  running_elsewhere=self._running_elsewhere if self.store.shared else None)
         self._audit_counts: dict[str, int] = {}
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}

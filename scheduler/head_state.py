@@ -82,6 +82,7 @@ class StateKeeping:
                     self.core.table.set_status(spec["executor_id"], ExecutorStatus.OFFLINE)
         jobs, damaged = 0, []
         now = time.time()
+        self._stored_running: dict[tuple[str, str], set[str]] = {}
         for record in self.store.unfinished_jobs():
             if is_damaged(record):  # its JSON cannot be read: nothing is restored, and where its attempt was
                 # placed is unknown (scheduler.held_capacity.held_anywhere says what is held, and why)
@@ -109,6 +110,7 @@ class StateKeeping:
                 else payload
             if state is JobState.RUNNING:
                 self._dispatched[task_id] = now  # the watchdog asks its worker about it
+            self._stored_state(task_id, record)
             jobs += 1
         self.core.drain_changed()
         if jobs:
@@ -207,6 +209,7 @@ class StateKeeping:
                     withdrawn = True
                     continue
                 self.store.put_job(task_id, record)  # this head's own, from an earlier write whose answer was lost
+            self._stored_state(task_id, record)
             if JobState(record["state"]).finished:  # settled, cancelled, refused from the queue, failed
                 self.store.delete_payload(task_id)
                 self._payloads.pop(task_id, None)
@@ -217,6 +220,24 @@ class StateKeeping:
         if withdrawn:  # what the withdrawn jobs held on executors is free for others
             self._schedule()
             self._persist()
+
+    # What this head's jobs are in the store as: the running ones per member, so that of the store's count of a
+    # member's running jobs (every replica's) it can tell how many are the other replicas' (``_running_elsewhere``,
+    # on a shared store: max_concurrent_tasks counts them). Kept from what _persist wrote and _recover read.
+    def _stored_state(self, task_id: str, record: dict) -> None:
+        key = (record["coop_id"], record["member"])
+        if record["state"] == JobState.RUNNING.value:
+            self._stored_running.setdefault(key, set()).add(task_id)
+        else:
+            held = self._stored_running.get(key)
+            if held is not None:
+                held.discard(task_id)
+
+    def _running_elsewhere(self, coop_id: str, member: str) -> int:
+        """How many of the member's tasks other head replicas run now: the store's count of its running jobs,
+        less this head's among them (its placements not stored yet are the core's own count)."""
+        mine = len(self._stored_running.get((coop_id, member), ()))
+        return max(0, self.store.running_count(coop_id, member) - mine)
 
     def _release_orphaned_reservations(self) -> list[str]:
         """Release the store's orphaned reservations (at start; then every ``ORPHAN_SWEEP_INTERVAL_S`` from

@@ -266,6 +266,12 @@ class RedisStore(RedisLedger):
 
         self._r.transaction(write, key)
 
+    def running_count(self, coop_id: str, member: str) -> int:
+        """How many of the member's jobs in the coop the store has as running, whichever head recorded them
+        (the intersection of three indices; Redis starts from the smallest, the running one)."""
+        return len(self._r.sinter([self._k("jobs", "state", JobState.RUNNING.value), self._k("jobs", "coop", coop_id),
+                                   self._k("jobs", "member", member)]))
+
     def create_job(self, task_id: str, record: dict) -> bool:
         """Store a job's first record, with its indices, unless a record of ``task_id`` is there (another head
         replica's decision): one script, so of two replicas deciding one id at once exactly one writes. False,

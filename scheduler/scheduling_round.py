@@ -44,6 +44,7 @@ class SchedulingRound:
             # keep the reasons they were given when last looked at)
             return []
         now = self.clock()
+        self._elsewhere_now: dict[tuple[str, str], int] = {}  # running_elsewhere's answers, for this round
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
         holds: dict[tuple, float | None] = {}
@@ -91,6 +92,8 @@ class SchedulingRound:
                 job.move(now, JobState.QUEUED, "time window open")
             key = entry.member_key
             running, limit_tasks = self._running.get(key, 0), compiled.member_terms(entry.member)[3]
+            if self.running_elsewhere is not None:
+                running += self._elsewhere(key)
             if running >= limit_tasks:  # (_at_limit, inline: the hot path asks every task; this says why it waits)
                 self._at_limit(entry, job, compiled, now)
                 continue
@@ -154,7 +157,7 @@ class SchedulingRound:
             if limit is not None and len(placements) >= limit:
                 return False
             terms = compiled.member_terms(entry.member)[3]
-            if self._running.get(key, 0) + claims.get(key, 0) >= terms:
+            if self._running_of(key) + claims.get(key, 0) >= terms:
                 return False
             later = self._own_first(entry, now, job, compiled, own_missed, placements)
             if later is None:
@@ -192,10 +195,23 @@ class SchedulingRound:
 
     def _at_limit(self, entry: QueuedTask, job: Job, compiled: CompiledPolicy, now: float) -> bool:
         limit_tasks = compiled.member_terms(entry.member)[3]
-        if self._running.get(entry.member_key, 0) < limit_tasks:
+        if self._running_of(entry.member_key) < limit_tasks:
             return False
-        job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})", now)
+        elsewhere = self._elsewhere_now.get(entry.member_key) if self.running_elsewhere is not None else None
+        job.note(f"waiting: member {entry.member} is at max_concurrent_tasks ({limit_tasks})" + (
+            f"; {elsewhere} of them placed by other head replicas" if elsewhere else ""), now)
         return True
+
+    def _running_of(self, key: tuple[str, str]) -> int:
+        """The member's tasks running now: placed by this core, and by other head replicas on a shared store."""
+        running = self._running.get(key, 0)
+        return running if self.running_elsewhere is None else running + self._elsewhere(key)
+
+    def _elsewhere(self, key: tuple[str, str]) -> int:
+        known = self._elsewhere_now.get(key)
+        if known is None:
+            known = self._elsewhere_now[key] = self.running_elsewhere(*key)  # type: ignore[misc]
+        return known
 
     @staticmethod
     def _no_fit(entry: QueuedTask, job: Job, no_fit: dict[tuple, str], now: float) -> bool:

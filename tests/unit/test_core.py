@@ -574,3 +574,20 @@ def test_a_core_rebuilt_from_the_store_keeps_when_executors_were_given_up_on():
     rebuilt.carry_over(core)
     rebuilt.update_executor({"executor_id": "e1", "sent_at": made + 1})  # late, from before
     assert rebuilt.table.status_of("e1") is ExecutorStatus.OFFLINE
+
+
+def test_tasks_other_head_replicas_run_count_against_the_concurrency_limit_asked_once_a_round():
+    asked = []
+
+    def elsewhere(coop_id: str, member: str) -> int:  # what a head on a shared store answers: one runs elsewhere
+        asked.append((coop_id, member))
+        return 1
+    core, _ = make_core(make_policy(max_concurrent_tasks=2), FLEET)
+    core.running_elsewhere = elsewhere
+    ids = [core.submit(make_task()).task_id for _ in range(3)]
+    core.schedule()
+    assert [core.job(i).state for i in ids] == [JobState.RUNNING, JobState.QUEUED, JobState.QUEUED]
+    assert "max_concurrent_tasks (2); 1 of them placed by other head replicas" in core.job(ids[1]).reason
+    assert asked == [("coop", "alice")]  # once for the member in the round, not once per task
+    fresh, _ = make_core(make_policy(max_concurrent_tasks=2), FLEET)  # (no replicas: the core's own count)
+    assert fresh.running_elsewhere is None
