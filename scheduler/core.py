@@ -408,7 +408,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
                            gpu_hours=s.used.gpu_hours, credits=s.used.credit_amount,
                            tasks_completed=s.tasks_completed, reserved_cpu_hours=s.reserved.cpu_hours,
                            reserved_gpu_hours=s.reserved.gpu_hours, reserved_credits=s.reserved.credit_amount,
-                           running=self._running.get((coop_id, member), 0),
+                           running=self._running.get((coop_id, member), 0) + (  # (through every head replica)
+                               self.running_elsewhere(coop_id, member) if self.running_elsewhere else 0),
                            quota=compiled.policy.quota_for(member) if compiled else None)
 
     def task(self, task_id: str) -> TaskSpec | None:

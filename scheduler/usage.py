@@ -78,5 +78,5 @@ class UsageRecord(BaseModel):
     reserved_cpu_hours: float = 0.0
     reserved_gpu_hours: float = 0.0
     reserved_credits: float = 0.0
-    running: int = 0
+    running: int = Field(default=0, description="tasks running now (on a shared store: through every head replica)")
     quota: MemberQuota | None = None

@@ -56,6 +56,7 @@ def test_a_member_at_its_limit_through_one_replica_waits_on_the_other_until_a_ta
         assert [state(a, t) for t in ("t1", "t2")] == ["running", "running"]
         await b.submit(task("t3"))  # before: running on eb, the member's third at once
         assert state(b, "t3") == "queued"
+        assert (await b.usage(COOP, "alice"))["running"] == 2  # what it runs through every replica
         reason = b.core.job("t3").reason
         assert "at max_concurrent_tasks (2)" in reason and "2 of them placed by other head replicas" in reason
         await a.on_report(report("t1", "ea", 1))  # one of A's ends: a slot is free, for B's next round
