@@ -64,6 +64,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         # (coop, member) -> how many of its tasks other head replicas run now (a head on a shared store gives one:
         # max_concurrent_tasks counts them too; asked once per member and scheduling round)
         self.running_elsewhere = running_elsewhere
+        self._elsewhere_now: dict[tuple[str, str], int] = {}  # its answers in the current round (schedule() resets)
         self._on_executor: dict[str, set[str]] = {}
         self.held_capacity = HeldCapacity(self.table)  # what placed jobs it could not restore may still use
         self.liveness = Liveness()
