@@ -371,10 +371,12 @@ class SchedulerCore(JobRecords, SchedulingRound):
         recorded one first): the job leaves the queue, or the executor it was just placed on (a dispatch
         still to go finds it no longer placed, and drops it), ``release`` gives back the reservation its
         admission made, and nothing of it stays to be recorded. What was counted stays counted (a decision
-        was made here; counters never go down), as does what rate limits spent. The job, or None."""
+        was made here; counters never go down), as does what rate limits spent; ``withdrawn`` counts it, so
+        the submitted, admitted and rejected counts can be read net of it. The job, or None."""
         job = self._jobs.pop(task_id, None)
         if job is None:
             return None
+        self.counters.withdrawn[job.task.coop_id] += 1
         self.changed_jobs.discard(task_id)
         self.queue.remove(task_id)
         if job.state is JobState.RUNNING and job.placement is not None:

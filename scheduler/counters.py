@@ -17,5 +17,6 @@ class CoreCounters:
     retried: Counter = field(default_factory=Counter)            # coop
     gave_up: Counter = field(default_factory=Counter)            # coop: failed after every attempt was lost
     refused_reports: Counter = field(default_factory=Counter)    # why
+    withdrawn: Counter = field(default_factory=Counter)          # coop: decisions taken back (another replica's won)
     member_completed: Counter = field(default_factory=Counter)   # (coop, member)
     member_credits: Counter = field(default_factory=Counter)     # (coop, member)

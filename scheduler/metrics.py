@@ -78,6 +78,9 @@ class CoreCollector(Collector):
                        _with_zeros(failed, [(k, o) for k in coops for o in FAILED_OUTCOMES]))
         yield _counter("tasks_retried", "Attempts sent back to the queue after their executor was lost.", ["coop"],
                        _with_zeros(dict(c.retried), coops))
+        yield _counter("decisions_withdrawn", "Admission decisions this head took back because another head "
+                       "replica had recorded one for the same task id first (they stay in the submitted, admitted "
+                       "and rejected counts).", ["coop"], _with_zeros(dict(c.withdrawn), coops))
         yield _counter("usage_reports_refused", "Usage reports refused (unknown task, or not from the executor "
                        "the task was placed on); nothing was charged.", ["reason"], dict(c.refused_reports))
 

@@ -184,6 +184,8 @@ def test_an_admission_whose_task_id_another_replica_recorded_a_refusal_for_first
         assert b.core.table.row_load[b.core.table.rows["e1"]][0] == 1.0  # e1's CPU is free again
         await settle()
         assert [spec["task_id"] for name, args in worker.calls if name == "start_many" for spec in args[0]] == ["Y"]
+        withdrawn = b.metrics.registry.get_sample_value("coopsched_decisions_withdrawn_total", {"coop": COOP})
+        assert (withdrawn, b.core.counters.admitted[COOP]) == (1, 2)  # X's admission counted, and taken back
     asyncio.run(main())
 
 
