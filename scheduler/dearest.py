@@ -12,11 +12,13 @@ in growing chunks over the rows its rules allow:
   (CPUs x the fleet's top CPU price + GPUs x the next row's GPU price is no more than it).
 
 When the rules allow few executors, those are priced directly instead. Answers are kept per
-constraint signature and amounts until the table's shape changes.
+constraint signature and amounts until the table's shape changes, and per the executors that hold a
+request (``holders_key``): new amounts that the same executors hold are priced without a look.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -65,20 +67,53 @@ class Allowed:
 
 def dearest(table: ExecutorTable, allowed: Allowed, amounts: tuple) -> Dearest:
     """For (cpus, gpus, memory_mb, gpu_memory_mb): can one allowed executor hold it all, and at most what
-    would one of those charge per hour."""
+    would one of those charge per hour.
+
+    Requests that the same executors hold share one look (``holders_key``): a request without GPUs is
+    priced at CPUs x the dearest CPU price among its holders, kept per holders; one with GPUs per holders,
+    CPUs and GPUs. So a request of new amounts whose holders were priced before costs a few bisections,
+    not a pass over the allowed executors (those passes were most of the slowest first decisions)."""
     known = allowed.answers.get(amounts)
     if known is not None:
         return known
-    if not allowed.count:
-        answer = IMPOSSIBLE
-    elif allowed.columns is not None:
-        answer = _priced(allowed.columns, amounts)
-    else:
-        answer = _walk(table, allowed.mask, amounts)
-    if len(allowed.answers) >= _MAX_ANSWERS:
-        allowed.answers.clear()
+    cpus, gpus = amounts[0], amounts[1]
+    alike = (holders_key(table, amounts), cpus if gpus > 0 else None, gpus)
+    answer = allowed.answers.get(alike)
+    if answer is None:
+        if not allowed.count:
+            answer = IMPOSSIBLE
+        elif allowed.columns is not None:
+            answer = _priced(allowed.columns, amounts)
+        else:
+            answer = _walk(table, allowed.mask, amounts)
+        if len(allowed.answers) >= _MAX_ANSWERS:
+            allowed.answers.clear()
+        allowed.answers[alike] = answer  # (without GPUs: the price of one CPU, see _priced and _walk)
+    if gpus <= 0 and answer.possible:
+        answer = Dearest(True, cpus * answer.price_per_hour)
     allowed.answers[amounts] = answer
     return answer
+
+
+def holders_key(table: ExecutorTable, amounts: tuple) -> tuple[int, int, int, int]:
+    """Which registered totals of each resource hold ``amounts`` (-1 where the request asks none): requests
+    with equal keys are held by the same executors. Per resource, the index of the smallest registered total
+    that holds the amount: an executor holds it exactly when its own total is that one or more."""
+    levels = total_levels(table)
+    return tuple(bisect_left(level, amount - EPS) if amount > 0 or i == 0 else -1  # type: ignore[return-value]
+                 for i, (level, amount) in enumerate(zip(levels, amounts)))
+
+
+def total_levels(table: ExecutorTable) -> tuple[list[float], ...]:
+    """The distinct registered totals of each resource (CPUs, GPUs, memory, GPU memory), ascending; kept until
+    the table's shape changes."""
+    kept = table.total_levels
+    if kept is None or kept[0] != table.shape_version:
+        n = table.n
+        kept = table.total_levels = (table.shape_version, tuple(
+            np.unique(column[:n]).tolist() for column in (table.total_cpus, table.total_gpus, table.total_mem,
+                                                          table.total_gmem)))
+    return kept[1]
 
 
 def _holds(cpus_col: np.ndarray, gpus_col: np.ndarray, mem_col: np.ndarray, gmem_col: np.ndarray,
@@ -103,7 +138,7 @@ def _priced(columns: tuple[np.ndarray, ...], amounts: tuple) -> Dearest:
     cpus, gpus = amounts[0], amounts[1]
     if gpus > 0:
         return Dearest(True, float((cpus * price_cpu[ok] + gpus * price_gpu[ok]).max()))
-    return Dearest(True, cpus * float(price_cpu[ok].max()))
+    return Dearest(True, float(price_cpu[ok].max()))  # per CPU: dearest() multiplies
 
 
 def _walk(table: ExecutorTable, mask: np.ndarray, amounts: tuple) -> Dearest:
@@ -119,8 +154,8 @@ def _walk(table: ExecutorTable, mask: np.ndarray, amounts: tuple) -> Dearest:
         start += size
         size *= 2
         if gpus <= 0:
-            if len(holders):  # the first in CPU-price order is the dearest
-                return Dearest(True, cpus * float(table.price_cpu[holders[0]]))
+            if len(holders):  # the first in CPU-price order is the dearest (per CPU: dearest() multiplies)
+                return Dearest(True, float(table.price_cpu[holders[0]]))
             continue
         if len(holders):
             best = max(best, float((cpus * table.price_cpu[holders] + gpus * table.price_gpu[holders]).max()))

@@ -91,6 +91,7 @@ class ExecutorTable:
         self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
         # the shape changes
         self.price_orders: tuple | None = None  # rows by CPU and GPU price (scheduler.dearest), until they change
+        self.total_levels: tuple | None = None  # (shape_version, distinct totals per resource): scheduler.dearest
         self.fit_memo: dict[int, tuple] = {}  # id(requirements) -> (requirements, admission's static fit)
 
     # -- structure ---------------------------------------------------------------

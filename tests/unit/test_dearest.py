@@ -82,3 +82,27 @@ def test_the_cpu_walk_skips_dear_rows_that_are_not_allowed_or_too_small(walk):
     assert dearest(table, allowed, (4.0, 0.0, 0, 0)).price_per_hour == 4 * 7.0
     assert dearest(table, allowed, (1.0, 0.0, 0, 0)).price_per_hour == 9.0
     assert not dearest(table, allowed, (65.0, 0.0, 0, 0)).possible
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["priced directly", "walked"])
+def test_requests_the_same_executors_hold_are_priced_in_one_look_with_the_same_answers(monkeypatch, direct):
+    if not direct:
+        monkeypatch.setattr(dearest_module, "DIRECT", 0)
+    table = _table([(2, 0, 9.0, 0.0), (8, 0, 4.0, 0.0), (16, 2, 3.0, 20.0), (64, 4, 1.0, 15.0)])
+    allowed = Allowed.of(table, np.ones(table.n, dtype=bool))
+    looks = []
+    for name in ("_priced", "_walk"):
+        real = getattr(dearest_module, name)
+        monkeypatch.setattr(dearest_module, name, lambda *a, real=real: looks.append(1) or real(*a))
+    # 3, 5 and 7.5 CPUs: held by the 8-, 16- and 64-CPU executors alike (the dearest per CPU: 4.0)
+    assert [dearest(table, allowed, (c, 0.0, 0, 0)).price_per_hour for c in (3.0, 5.0, 7.5)] == [12.0, 20.0, 30.0]
+    assert len(looks) == 1
+    assert dearest(table, allowed, (9.0, 0.0, 0, 0)).price_per_hour == 9 * 3.0  # other holders: a look of its own
+    assert dearest(table, allowed, (3.0, 1.0, 0, 0)).price_per_hour == 3 * 3.0 + 20.0  # GPUs: by CPUs and GPUs
+    assert dearest(table, allowed, (3.0, 2.0, 0, 0)).price_per_hour == 3 * 3.0 + 2 * 20.0
+    assert len(looks) == 4
+    fresh = Allowed.of(table, np.ones(table.n, dtype=bool))  # each answer as a first look would give it
+    for amounts in [(c, 0.0, 0, 0) for c in (3.0, 5.0, 7.5, 9.0)] + [(3.0, 1.0, 0, 0), (3.0, 2.0, 0, 0)]:
+        fresh.answers.clear()
+        assert dearest(table, fresh, amounts) == dearest(table, allowed, amounts)
+    assert not dearest(table, allowed, (65.0, 0.0, 0, 0)).possible
