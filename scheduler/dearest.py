@@ -105,15 +105,14 @@ def holders_key(table: ExecutorTable, amounts: tuple) -> tuple[int, int, int, in
 
 
 def total_levels(table: ExecutorTable) -> tuple[list[float], ...]:
-    """The distinct registered totals of each resource (CPUs, GPUs, memory, GPU memory), ascending; kept until
-    the table's shape changes."""
-    kept = table.total_levels
-    if kept is None or kept[0] != table.shape_version:
+    """The distinct registered totals of each resource (CPUs, GPUs, memory, GPU memory), ascending; kept by the
+    table until an executor joins, leaves or registers again (as ``price_orders``; a status change keeps them)."""
+    levels = table.total_levels
+    if levels is None:
         n = table.n
-        kept = table.total_levels = (table.shape_version, tuple(
-            np.unique(column[:n]).tolist() for column in (table.total_cpus, table.total_gpus, table.total_mem,
-                                                          table.total_gmem)))
-    return kept[1]
+        levels = table.total_levels = tuple(np.unique(column[:n]).tolist() for column in (
+            table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem))
+    return levels
 
 
 def _holds(cpus_col: np.ndarray, gpus_col: np.ndarray, mem_col: np.ndarray, gmem_col: np.ndarray,

@@ -91,7 +91,7 @@ class ExecutorTable:
         self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
         # the shape changes
         self.price_orders: tuple | None = None  # rows by CPU and GPU price (scheduler.dearest), until they change
-        self.total_levels: tuple | None = None  # (shape_version, distinct totals per resource): scheduler.dearest
+        self.total_levels: tuple | None = None  # distinct totals per resource (scheduler.dearest), until they change
         self.fit_memo: dict[int, tuple] = {}  # id(requirements) -> (requirements, admission's static fit)
 
     # -- structure ---------------------------------------------------------------
@@ -133,7 +133,7 @@ class ExecutorTable:
                 self._open_to.setdefault(self.coop_codes.setdefault(coop_id, len(self.coop_codes)), set()).add(row)
         self._set_capabilities(row, spec.capabilities)
         self.free_masks.reset_row(row)
-        self.price_orders = None
+        self.price_orders = self.total_levels = None
         self._changed_shape()
         self._refresh(row)
         self.free_count += self._is_free(row)
@@ -157,7 +157,7 @@ class ExecutorTable:
         self.free_masks.reset_row(row)
         self._mirror_load(row)
         self._free_rows.append(row)
-        self.price_orders = None
+        self.price_orders = self.total_levels = None
         self._changed_shape()
         return spec
 

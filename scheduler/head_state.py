@@ -225,6 +225,8 @@ class StateKeeping:
     # member's running jobs (every replica's) it can tell how many are the other replicas' (``_running_elsewhere``,
     # on a shared store: max_concurrent_tasks counts them). Kept from what _persist wrote and _recover read.
     def _stored_state(self, task_id: str, record: dict) -> None:
+        if not self.store.shared:  # (one head: nothing to tell apart)
+            return
         key = (record.get("coop_id"), record.get("member"))
         if record.get("state") == JobState.RUNNING.value:
             self._stored_running.setdefault(key, set()).add(task_id)
