@@ -376,13 +376,10 @@ class RedisStore(RedisLedger):
                           *owner_indices]:
                 pipe.srem(index, task_id)
             released = period = None
-            if held:  # (as the RELEASE script: off the member's month, out of the reservation index)
-                amounts = [int(held[d.encode()]) for d in _DIMS]
-                released, period = Cost(*amounts), _s(held[b"period"])
-                for d, amount in zip(_DIMS, amounts):
-                    pipe.hincrby(_s(held[b"usage_key"]), f"reserved_{d}", -amount)
-                pipe.delete(reservation)
-                pipe.srem(self._k("index", "reservations"), task_id)
+            if held:  # the RELEASE script, queued in this MULTI: off the member's month, out of the reservation index
+                released, period = Cost(*(int(held[d.encode()]) for d in _DIMS)), _s(held[b"period"])
+                self._release(keys=[reservation, _s(held[b"usage_key"]), self._k("index", "reservations")],
+                              args=[task_id], client=pipe)
             done["answer"] = DamagedJobDeletion(
                 task_id=task_id, outcome="deleted", coop_id=_s(owner[0]) if owner[0] is not None else None,
                 member=_s(owner[1]) if owner[1] is not None else None, state=state, released=released,
