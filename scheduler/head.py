@@ -73,9 +73,11 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None,
-                       keep_finished_jobs: int = KEEP_FINISHED_JOBS) -> None:
+                       keep_finished_jobs: int = KEEP_FINISHED_JOBS, name: str = HEAD_NAME) -> None:
         self._loop = asyncio.get_running_loop()  # the default group's loop: all state changes happen on it
         self.namespace = namespace
+        self.name = name
+        self.owner = f"{namespace}/{name}"  # the same across the actor's restarts: the jobs it records are its own
         self.tracker_name = tracker_name
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.locator = RayDataLocator()
@@ -590,4 +592,4 @@ def start_head(namespace: str = NAMESPACE, name: str = HEAD_NAME, **config: Any)
     actor = ray.remote(concurrency_groups={"reads": READ_THREADS, "submissions": SUBMISSION_SLOTS})(Head).options(
         name=name, namespace=namespace, lifetime="detached", num_cpus=0, max_restarts=-1, max_concurrency=1000,
         get_if_exists=True)
-    return actor.remote(namespace=namespace, **config)
+    return actor.remote(namespace=namespace, name=name, **config)

@@ -23,6 +23,7 @@ from policies.validation import InvalidRequest
 from scheduler.core import SchedulerCore
 from scheduler.damaged_records import DAMAGED, forget_command, is_damaged
 from scheduler.executor_spec import ExecutorStatus
+from scheduler.names import HEAD_NAME, NAMESPACE
 from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState
 
@@ -39,7 +40,18 @@ running would leave its job unheld (charged when it ends, but its projection no 
 quota), and a ``Client.map`` is one call however many items it has (at the 650-710 admissions a second
 noted at ``head.SUBMISSION_SLOTS``, 100,000 take over two minutes). Waiting longer costs little: an orphan
 is rare (a head, or its store, lost mid-call) and holds one job's projection."""
+DEFAULT_OWNER = f"{NAMESPACE}/{HEAD_NAME}"  # whose a job record of an earlier release (no "head") is
 ORPHAN_SWEEP_INTERVAL_S = 60.0  # how often the watchdog looks for orphaned reservations (and once at start)
+
+
+# Head replicas on one shared store each own what they record. A job is its admitting head's (the record's
+# "head": the actor's namespace and name, the same across its restarts): only that head takes it back at a
+# restart, as only it hears the job's report (a worker reports to one tracker, which forwards to one head).
+# Before, a replica starting while another ran jobs took those back too, and when one ended it found the worker
+# no longer held it and ran it again, writing its record back over the settled one. Likewise an executor works
+# for the head its worker heartbeats to: on a shared store a restored executor is offline until it heartbeats to
+# this head (before, a replica placed on another's executors for the heartbeat timeout, and their reports went
+# to the other head, which refused them). One head on its own store restores its executors active, as they were.
 
 
 class StateKeeping:
@@ -74,16 +86,21 @@ class StateKeeping:
                 if isinstance(spec.get("executor_id"), str):  # its worker may still run jobs, as for a damaged one
                     unregistered.add(spec["executor_id"])
                 continue
-            if status != ExecutorStatus.ACTIVE.value:
+            if status == ExecutorStatus.ACTIVE.value and self.store.shared:  # (replicas: see above StateKeeping)
+                self.core.table.set_status(spec["executor_id"], ExecutorStatus.OFFLINE)
+            elif status != ExecutorStatus.ACTIVE.value:
                 try:
                     self.core.table.set_status(spec["executor_id"], ExecutorStatus(status))
                 except ValueError:  # a status this release does not know: restored offline, a heartbeat revives it
                     log.error("executor %s: stored status %r unknown; restored offline", spec["executor_id"], status)
                     self.core.table.set_status(spec["executor_id"], ExecutorStatus.OFFLINE)
-        jobs, damaged = 0, []
+        jobs, damaged, elsewhere = 0, [], 0
         now = time.time()
         self._stored_running: dict[tuple[str, str], set[str]] = {}
         for record in self.store.unfinished_jobs():
+            if not is_damaged(record) and record.get("head", DEFAULT_OWNER) != self.owner:  # another replica's: it
+                elsewhere += 1  # takes it back at its own restart (a record of an earlier release, with no
+                continue  # "head", is the default head's); its running ones count in _running_elsewhere
             if is_damaged(record):  # its JSON cannot be read: nothing is restored, and where its attempt was
                 # placed is unknown (scheduler.held_capacity.held_anywhere says what is held, and why)
                 damaged.append(record["task_id"])
@@ -115,7 +132,10 @@ class StateKeeping:
         self.core.drain_changed()
         if jobs:
             log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
+        if elsewhere:
+            log.info("left %d unfinished job(s) to the other head replicas that recorded them", elsewhere)
         return {"policies": len(self.core.policies()), "executors": len(self.core.table), "jobs": jobs,
+                "elsewhere": elsewhere,
                 "held": len(self.core.held_capacity), "damaged": len(damaged),
                 "damaged_jobs": damaged[:DAMAGED_LISTED], "damaged_policies": damaged_policies[:DAMAGED_LISTED],
                 "damaged_executors": damaged_executors[:DAMAGED_LISTED]}
@@ -200,6 +220,7 @@ class StateKeeping:
             record = self.core.job_record(task_id)
             if record is None:
                 continue
+            record["head"] = self.owner  # whose job it is: only this head takes it back at a restart (_recover)
             if not first:
                 self.store.put_job(task_id, record)
             elif not self.store.create_job(task_id, record):

@@ -7,6 +7,7 @@ executor of its own (as replicas run); only the Redis server is real infrastruct
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis
@@ -94,6 +95,8 @@ def test_a_restarted_replica_takes_back_which_of_the_stores_running_jobs_are_its
         again._watchdog = object()
         again._workers["ea"] = FakeWorker("ea")
         assert again._running_elsewhere(COOP, "alice") == 0
+        await again.heartbeat({"executor_id": "ea", "sent_at": time.time(), "queue_depth": 0})  # (restored offline
+        # on a shared store until its worker beats to this head: test_redis_replicas_own_their_jobs)
         await again.on_report(report("t1", "ea", 1))
         await again.submit(task("t3"))
         await settle()
