@@ -51,7 +51,8 @@ ORPHAN_SWEEP_INTERVAL_S = 60.0  # how often the watchdog looks for orphaned rese
 # no longer held it and ran it again, writing its record back over the settled one. Likewise an executor works
 # for the head its worker heartbeats to: on a shared store a restored executor is offline until it heartbeats to
 # this head (before, a replica placed on another's executors for the heartbeat timeout, and their reports went
-# to the other head, which refused them). One head on its own store restores its executors active, as they were.
+# to the other head, which refused them). One head on its own store (SQLite) takes back every job, and its
+# executors active, as they were.
 
 
 class StateKeeping:
@@ -98,9 +99,9 @@ class StateKeeping:
         now = time.time()
         self._stored_running: dict[tuple[str, str], set[str]] = {}
         for record in self.store.unfinished_jobs():
-            if not is_damaged(record) and record.get("head", DEFAULT_OWNER) != self.owner:  # another replica's: it
-                elsewhere += 1  # takes it back at its own restart (a record of an earlier release, with no
-                continue  # "head", is the default head's); its running ones count in _running_elsewhere
+            if self.store.shared and not is_damaged(record) and record.get("head", DEFAULT_OWNER) != self.owner:
+                elsewhere += 1  # another replica's: it takes it back at its own restart (a record of an earlier
+                continue  # release, with no "head", is the default head's); its running ones: _running_elsewhere
             if is_damaged(record):  # its JSON cannot be read: nothing is restored, and where its attempt was
                 # placed is unknown (scheduler.held_capacity.held_anywhere says what is held, and why)
                 damaged.append(record["task_id"])
