@@ -99,14 +99,14 @@ class StateKeeping:
         now = time.time()
         self._stored_running: dict[tuple[str, str], set[str]] = {}
         for record in self.store.unfinished_jobs():
-            if self.store.shared and not is_damaged(record) and record.get("head", DEFAULT_OWNER) != self.owner:
-                elsewhere += 1  # another replica's: it takes it back at its own restart (a record of an earlier
-                continue  # release, with no "head", is the default head's); its running ones: _running_elsewhere
             if is_damaged(record):  # its JSON cannot be read: nothing is restored, and where its attempt was
                 # placed is unknown (scheduler.held_capacity.held_anywhere says what is held, and why)
                 damaged.append(record["task_id"])
                 self._hold_damaged(record)
                 continue
+            if self.store.shared and record.get("head", DEFAULT_OWNER) != self.owner:
+                elsewhere += 1  # another replica's: it takes it back at its own restart (a record of an earlier
+                continue  # release, with no "head", is the default head's); its running ones: _running_elsewhere
             try:  # (restore_job reads no store: a store failure still fails the recovery, as _resync needs)
                 task_id = record["task_id"]
                 state = self.core.restore_job(record, unregistered=unregistered)
