@@ -52,6 +52,7 @@ from scheduler.identity import generate_key, load_private_key, private_key_pem, 
 from scheduler.jobs import JobStatus
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.task_payload import pickled_call
+from scheduler.replicas import JobOfAnotherHead, split_owner
 from scheduler.tasks import TaskSpec
 from scheduler.state_store import check_store_url, default_store_url
 from scheduler.tracker import start_tracker
@@ -513,13 +514,30 @@ class Client:
 
         Retrying is safe: submissions carry their task id (the head answers a resubmission
         with the first decision) and every other call is a read or idempotent."""
+        return self._call_on(self.head, method, *args, **kwargs)
+
+    def _head_of(self, owner: str) -> Any:
+        """The actor of head replica ``owner`` (``"namespace/name"``, as a job record names it), which a
+        ``JobOfAnotherHead`` answer sends a job's calls to; ``ConnectionError`` if it is not running."""
+        namespace, name = split_owner(owner)
+        try:
+            return ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            raise ConnectionError(f"head replica {owner!r}, which admitted this job, is not running in this Ray "
+                                  "cluster: only it can cancel the job or hand over its result, and nothing was "
+                                  f"changed; start it again (`coopsched start` in namespace {namespace!r}, or "
+                                  f"start_head(namespace={namespace!r}, name={name!r})): it takes its jobs back "
+                                  "from the store") from None
+
+    def _call_on(self, head: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``_call`` on a given head actor (this client's, or the replica a job belongs to)."""
         deadline = time.monotonic() + RESTART_WAIT_S
         resign_until = time.monotonic() + RESIGN_WAIT_S
         delay = 0.05
         while True:
             signed = sign_request(self._key, method, args, kwargs, now=time.time()) if self._key else None
             try:
-                answer = ray.get(getattr(self.head, method).remote(*args, _request={"signed": signed}, **kwargs))
+                answer = ray.get(getattr(head, method).remote(*args, _request={"signed": signed}, **kwargs))
                 if signed is not None and _restarted_since(answer) and time.monotonic() < resign_until:
                     time.sleep(delay)  # signed before the head (re)started, by this machine's clock: sign again
                     delay = min(delay * 2, 1.0)
@@ -527,7 +545,7 @@ class Client:
                 return self._unwrap(answer)
             except RayTaskError as exc:
                 cause = exc.cause if hasattr(exc, "cause") else None
-                if isinstance(cause, (InvalidRequest, KeyError, ValueError, AccessRefused)):
+                if isinstance(cause, (InvalidRequest, KeyError, ValueError, AccessRefused, JobOfAnotherHead)):
                     raise cause from None
                 raise
             except ActorUnavailableError:

@@ -41,6 +41,7 @@ from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME
 from scheduler.jobs import explain_record
 from scheduler.placement import Placement
 from scheduler.policy_sync import PolicySync
+from scheduler.replicas import head_owner
 from scheduler.ray_data import RayDataLocator
 from scheduler.state_store import AuditRecord, PolicyVersion, default_store_url, open_store
 from scheduler.store_ledger import StoreLedger
@@ -76,7 +77,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
                        keep_finished_jobs: int = KEEP_FINISHED_JOBS, name: str = HEAD_NAME) -> None:
         self._loop = asyncio.get_running_loop()  # the default group's loop: all state changes happen on it
         self.namespace = namespace
-        self.owner = f"{namespace}/{name}"  # the same across the actor's restarts: the jobs it records are its own
+        self.owner = head_owner(namespace, name)  # the same across the actor's restarts: the jobs it records are its own
         self.tracker_name = tracker_name
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.locator = RayDataLocator()
@@ -330,6 +331,8 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
     @guarded
     async def cancel(self, task_id: str) -> str | dict | None:
         """Cancel a job; answers its state then (a finished job's final one), None for an unknown id.
+        Another head replica's job (on a shared store) raises ``JobOfAnotherHead`` naming that head, which alone
+        can stop it; nothing changes here (the client's handle follows it: ``scheduler.replicas``).
 
         A job this head could not restore (its record damaged, or refused by ``_recover``) whose attempt may
         still run is stopped where it may run: the worker of every executor held for it is asked to cancel
@@ -341,6 +344,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
             state = self.core.cancel(admin.check_task_id(task_id, "cancel"))
             self._persist()
         if state is None:  # finished and forgotten by the core (or held by another replica, or not restored)
+            self._redirect_if_elsewhere(task_id)  # another replica's: only it can stop it (JobOfAnotherHead)
             return await self._cancel_unrestored(task_id)
         if state is JobState.RUNNING and task_id in self._dispatched:
             await self._cancel_on_worker(task_id)

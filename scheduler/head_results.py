@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import RayActorError
 
 from policies.validation import NOT_BOOL, parse
-from scheduler.damaged_records import DAMAGED, stored_status
+from scheduler.damaged_records import DAMAGED, is_damaged, stored_status
 from scheduler.head_auth import guarded
+from scheduler.replicas import JobOfAnotherHead, recorded_head
 from scheduler.tasks import JobState
 
 MAX_WAIT_IDS = 10_000
@@ -57,6 +58,8 @@ class ResultDelivery:
         self._ensure_watchdog()
         answer = await self._wait_ready(task_id, time.time() + timeout_s)
         if answer is not None:
+            if answer.get("head"):  # another replica's job: only it holds its value (scheduler.replicas)
+                raise JobOfAnotherHead(task_id, answer["head"])
             return answer
         job = self.core.job(task_id, explain=False)
         if job is not None:  # pending: it ended and its reference is on its way from the worker: ask again
@@ -113,12 +116,16 @@ class ResultDelivery:
 
     async def _stored_answer(self, task_id: str) -> dict | None:
         """The answer for a job the core does not hold: one that finished (the core forgot it, or it
-        finished before this head started), its value, if still held, asked of the worker that ran it;
-        None (wait) for one another head replica holds that has not finished."""
+        finished before this head started), its value, if still held, asked of the worker that ran it; for
+        another head replica's job (on a shared store), its stored state and ``head``, the replica to ask."""
         record = self.store.get_job(task_id)
         if record is None:
             return {"state": None, "ref": None, "error": f"no job {task_id}"}
         status = stored_status(record)  # (a damaged record's: its stored state, no executor)
+        if not is_damaged(record) and self._elsewhere_recorded(record):  # its head holds its value: the answer
+            # names it (wait_result raises JobOfAnotherHead; Client.gather has the handle follow it)
+            return {"state": status["state"], "ref": None, "error": None, "attempt": status.get("attempts", 0),
+                    "head": recorded_head(record)}
         try:
             state = JobState(status["state"])
         except ValueError:  # a state this release does not know, or none kept beside a damaged record: wait

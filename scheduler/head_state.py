@@ -23,7 +23,7 @@ from policies.validation import InvalidRequest
 from scheduler.core import SchedulerCore
 from scheduler.damaged_records import DAMAGED, forget_command, is_damaged
 from scheduler.executor_spec import ExecutorStatus
-from scheduler.names import HEAD_NAME, NAMESPACE
+from scheduler.replicas import JobOfAnotherHead, recorded_head
 from scheduler.store_ledger import StoreLedger
 from scheduler.tasks import JobState
 
@@ -40,7 +40,6 @@ running would leave its job unheld (charged when it ends, but its projection no 
 quota), and a ``Client.map`` is one call however many items it has (at the 650-710 admissions a second
 noted at ``head.SUBMISSION_SLOTS``, 100,000 take over two minutes). Waiting longer costs little: an orphan
 is rare (a head, or its store, lost mid-call) and holds one job's projection."""
-DEFAULT_OWNER = f"{NAMESPACE}/{HEAD_NAME}"  # whose a job record of an earlier release (no "head") is
 ORPHAN_SWEEP_INTERVAL_S = 60.0  # how often the watchdog looks for orphaned reservations (and once at start)
 
 
@@ -104,7 +103,7 @@ class StateKeeping:
                 damaged.append(record["task_id"])
                 self._hold_damaged(record)
                 continue
-            if self.store.shared and record.get("head", DEFAULT_OWNER) != self.owner:
+            if self._elsewhere_recorded(record):
                 elsewhere += 1  # another replica's: it takes it back at its own restart (a record of an earlier
                 continue  # release, with no "head", is the default head's); its running ones: _running_elsewhere
             try:  # (restore_job reads no store: a store failure still fails the recovery, as _resync needs)
@@ -256,6 +255,20 @@ class StateKeeping:
             held = self._stored_running.get(key)
             if held is not None:
                 held.discard(task_id)
+
+    def _elsewhere_recorded(self, record: dict) -> bool:
+        """Whether a readable job record is another head replica's (on a shared store; one head on its own store
+        owns every record there, whatever head an earlier release or namespace wrote in it)."""
+        return self.store.shared and recorded_head(record) != self.owner
+
+    def _redirect_if_elsewhere(self, task_id: str) -> None:
+        """Raise ``JobOfAnotherHead`` if the store records ``task_id`` as another replica's job (the core holds
+        no job of that id): only that head can cancel it or hand over its value (``scheduler.replicas``)."""
+        if not self.store.shared:
+            return
+        record = self.store.get_job(task_id)
+        if record is not None and not is_damaged(record) and self._elsewhere_recorded(record):
+            raise JobOfAnotherHead(task_id, recorded_head(record))
 
     def _running_elsewhere(self, coop_id: str, member: str) -> int:
         """How many of the member's tasks other head replicas run now: the store's count of its running jobs,

@@ -1,7 +1,8 @@
 """What a submission gives back: ``JobHandle`` (status, result, cancel, explain) and the errors a job
 ends with (``PolicyViolation`` at submission; ``JobFailed``, ``JobCancelled``, ``RuntimeLimitExceeded``
 from ``result()``; ``JobRecordDamaged`` when the head can tell no state of the job). The handle asks the
-head through its ``Client`` and fetches the value with Ray."""
+head through its ``Client`` and fetches the value with Ray; a job another head replica admitted is asked of that
+head once the client's own says so (``scheduler.replicas``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from executors.measure import TaskError
 from policies.reasons import Decision
 from policies.validation import FieldError, InvalidRequest, quoted
 from scheduler.jobs import JobStatus
+from scheduler.replicas import JobOfAnotherHead
 from scheduler.tasks import JobState
 
 if TYPE_CHECKING:
@@ -144,22 +146,34 @@ class JobHandle:
         # ([value ObjectRef], attempt) of the attempt running now, once Client.gather got it from the
         # head: result() then needs no call to the head; dropped once it fails
         self._started: tuple[list, int] | None = None
+        self._head: Any = None  # the head replica that admitted it, once the client's own said it is another's
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        """Call ``method`` for this job on its head: the client's, or, once that answered ``JobOfAnotherHead``
+        (the job is another head replica's: ``scheduler.replicas``), the replica named there, from then on."""
+        if self._head is not None:
+            return self._client._call_on(self._head, method, self.id, *args)
+        try:
+            return self._client._call(method, self.id, *args)
+        except JobOfAnotherHead as elsewhere:  # (followed once: that head owns the record, so it answers)
+            self._head = self._client._head_of(elsewhere.owner)
+            return self._client._call_on(self._head, method, self.id, *args)
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r})"
 
     def status(self) -> JobStatus:
         """Its status; ``JobRecordDamaged`` if its stored record is damaged and its state cannot be told."""
-        return job_status(self._client._call("status", self.id), self.id)
+        return job_status(self._ask("status"), self.id)
 
     def explain(self) -> dict[str, Any]:
-        return self._client._call("explain", self.id)
+        return self._ask("explain")
 
     def cancel(self) -> str | None:
         """Cancel it; its state then (``running`` while it stops), None for an unknown id.
         ``JobRecordDamaged`` if its stored record is damaged and its state cannot be told: the head then
         asked every executor that may run it to stop it, and the error says which and what to do."""
-        answer = self._client._call("cancel", self.id)
+        answer = self._ask("cancel")
         if isinstance(answer, dict):  # (a status with no state: the head answers a state wherever it can)
             return job_status(answer, self.id).state.value
         return answer
@@ -178,7 +192,7 @@ class JobHandle:
             if self._started is not None:
                 answer = {"state": "running", "ref": self._started[0], "attempt": self._started[1]}
             else:
-                answer = self._client._call("wait_result", self.id, 30.0 if left is None else min(left, 30.0))
+                answer = self._ask("wait_result", 30.0 if left is None else min(left, 30.0))
             ref = answer.get("ref")
             if ref:
                 try:

@@ -17,6 +17,7 @@ import redis
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import Head
 from scheduler.names import HEAD_NAME, NAMESPACE
+from scheduler.replicas import JobOfAnotherHead
 from tests.unit.test_head_interleavings import COOP, FakeWorker, no_ray_started, report, settle, task  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -132,4 +133,30 @@ def test_a_job_recorded_by_an_earlier_release_without_a_head_is_the_default_head
         assert b.core.job("t1") is None
         again = await replica(url)
         assert again.core.job("t1").state.value == "running"
+    asyncio.run(main())
+
+
+def test_cancel_or_a_result_asked_of_another_replica_names_the_head_that_holds_the_job_and_changes_nothing(url):
+    async def main():
+        a = await running_t1(url)  # t1 running on A, t2 queued there
+        b = await replica(url, "replica-b")
+        owner = f"{NAMESPACE}/{HEAD_NAME}"
+        with pytest.raises(JobOfAnotherHead) as raised:  # before: B answered t2's stored state, "queued", and
+            await b.cancel("t2")  # cancelled nothing; its client took that for the state after the cancel
+        assert raised.value.owner == owner and raised.value.task_id == "t2"
+        assert "only that head can cancel it" in str(raised.value) and "nothing was changed" in str(raised.value)
+        assert a.core.job("t2").state.value == "queued" and a.store.get_job("t2")["state"] == "queued"
+        started = time.monotonic()
+        with pytest.raises(JobOfAnotherHead):  # before: B waited on it, then said its value was gone
+            await b.wait_result("t1", 5.0)
+        many = await b.wait_results(["t1", "t2"], 5.0)  # (Client.gather: the handles then follow it one by one)
+        assert {t: (x["head"], x["state"], x["ref"]) for t, x in many.items()} == {
+            "t1": (owner, "running", None), "t2": (owner, "queued", None)}
+        assert time.monotonic() - started < 2.0  # answered at once, not at the end of the wait
+        assert (await b.status("t2"))["state"] == "queued"  # reads are the store's, through any replica
+        assert await a.cancel("t2") == "cancelled"  # through its own head
+        with pytest.raises(JobOfAnotherHead):  # finished: still A's (A may hold a finished job's value)
+            await b.cancel("t2")
+        assert (await b.status("t2"))["state"] == "cancelled"
+        assert await b.cancel("never-submitted") is None
     asyncio.run(main())
