@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "coopsched demo --simulated", json="it prints its tables for people to read"))
     d.add_argument("--simulated", action="store_true", help="the decision core alone on simulated executors")
 
-    s = _sub(sub, "start", "start the head (and a local Ray if none runs)", c.cmd_start)
+    s = _sub(sub, "start", "start the head (and, if no Ray runs here, a local Ray cluster that runs until `stop`)",
+             c.cmd_start)
     s.add_argument("--num-cpus", type=int, default=None,
                    help="CPUs of a new local Ray (refused with --address, or when a Ray of other CPUs runs already)")
     s.add_argument("--store", default=None, help="sqlite:///PATH (default), redis://HOST:PORT/DB or memory://")
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="development mode: no keys, nothing verified (every output says so)")
     s.add_argument("--auth-window", type=float, default=None, metavar="S",
                    help="signed mode: accepted clock difference of a request, seconds (default 60)")
-    _sub(sub, "stop", "stop the head, the tracker and every worker", c.cmd_stop,
+    _sub(sub, "stop", "stop the head, the tracker and every worker (and the local Ray that `start` started, if no "
+         "other namespace's Coopsched runs on it)", c.cmd_stop,
          unused=cli_args.Unused(("--key",), "it stops the actors through Ray and sends the head no request to "
                                 "sign (whoever can reach the cluster can stop it)",
                                 "coopsched stop --address 10.0.0.5:6379"))

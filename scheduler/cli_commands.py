@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -23,9 +24,14 @@ DRY_RUN_JOBS = 100  # `policy set --dry-run`'s default --last
 
 def _connect(args) -> None:
     import ray
+
+    from scheduler.local_ray import drop_stale_bootstrap
     if not ray.is_initialized():
+        if args.address is None:
+            drop_stale_bootstrap()  # (else ray.init waits for ever on a cluster that is gone)
         try:
-            ray.init(address=args.address or "auto", namespace=args.namespace, log_to_driver=False)
+            ray.init(address=args.address or "auto", namespace=args.namespace, log_to_driver=False,
+                     logging_level=logging.WARNING)  # (not Ray's "Connecting to existing Ray cluster" lines)
         except ConnectionError:
             raise ConnectionError("no running Ray cluster found; start one with `coopsched start` "
                                   "(or pass --address HOST:PORT)") from None
@@ -74,6 +80,7 @@ def cmd_start(args) -> int:
     from scheduler.client_local import NumCpusUnused
     from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
     from scheduler.identity import read_public_key
+    from scheduler.local_ray import drop_stale_bootstrap, start_local_ray, stop_local_ray
     from scheduler.state_store import check_store_url
     if args.dev == (args.operator_key is not None):
         raise UsageError(f"start takes exactly one of --operator-key FILE_OR_PUBKEY (signed mode: every request is "
@@ -108,8 +115,21 @@ def cmd_start(args) -> int:
             raise UsageError(f"--store takes sqlite:///PATH, memory:// or redis://HOST:PORT/DB, e.g. --store "
                              f"sqlite:///state.db (got {args.store!r})") from None
     _private_key(key_of(args))  # (Client.local checks these too, but after the ray.init of --address below)
-    if args.address is not None:  # every argument is checked: only now does anything connect
-        ray.init(address=args.address, namespace=args.namespace, log_to_driver=False)
+    started_ray = None  # every argument is checked: only now does anything connect
+    if args.address is not None:
+        ray.init(address=args.address, namespace=args.namespace, log_to_driver=False, logging_level=logging.WARNING)
+    elif not ray.is_initialized():
+        gone = drop_stale_bootstrap()
+        if gone:
+            progress(args, f"the Ray cluster last started on this machine, at {gone}, is gone")
+        try:  # the cluster running on this machine (or $RAY_ADDRESS's)
+            ray.init(address="auto", namespace=args.namespace, log_to_driver=False, logging_level=logging.WARNING)
+        except ConnectionError:  # none: start one that outlives this command (a Ray that ray.init starts here
+            # would stop when it returns: scheduler.local_ray), stopped by `coopsched stop`
+            progress(args, "no Ray cluster runs on this machine: starting one (`ray start --head`) ...")
+            started_ray = start_local_ray(args.num_cpus)  # (joined as "auto": Ray sends its token to a cluster
+            ray.init(address="auto", namespace=args.namespace, log_to_driver=False,  # it found, not to a named one)
+                     logging_level=logging.WARNING)
     try:
         client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, key=key_of(args),
                               auth="dev" if args.dev else "signed", **config)
@@ -120,14 +140,23 @@ def cmd_start(args) -> int:
                          f"(got --num-cpus {args.num_cpus}); nothing was started: leave --num-cpus out to start the "
                          f"head on that cluster, e.g. coopsched start {flag}, or stop it first (`ray stop`, which "
                          f"stops whatever runs on it) to start a new one of {args.num_cpus} CPUs") from None
+    except BaseException:
+        if started_ray is not None:  # the head did not start: the cluster started for it goes too
+            ray.shutdown()
+            stop_local_ray(started_ray)
+        raise
     try:
         info = client._call("ping")
     except AccessRefused:  # signed mode, and this command was not given the operator's private key
         info = {"store": args.store or "(default)"}
     mode = "development mode" if client.dev_mode else "signed mode"
-    emit(args, {"namespace": client.namespace, "auth": "dev" if client.dev_mode else "signed", **info},
+    address = ray.get_runtime_context().gcs_address
+    emit(args, {"namespace": client.namespace, "auth": "dev" if client.dev_mode else "signed", "ray_address": address,
+                "started_ray": started_ray is not None, **info},
          lambda d: (f"Coopsched head running in Ray namespace {client.namespace!r} ({mode}), state in "
-                    f"{info['store']}; stop it with `coopsched stop`"
+                    f"{info['store']}, on the Ray cluster at {address}"
+                    + (" (started now: `coopsched stop` stops it too)" if started_ray else "")
+                    + "; stop it with `coopsched stop`"
                     + (f"\n{DEV_MODE_LABEL}" if client.dev_mode else "")))
     if client.dev_mode != args.dev:  # a head already ran, in the other mode: nothing was set up as asked
         print(f"coopsched: a head was already running in {mode} in namespace {client.namespace!r}; it keeps "
@@ -137,11 +166,32 @@ def cmd_start(args) -> int:
 
 
 def cmd_stop(args) -> int:
+    import ray
+
     from scheduler.client import shutdown
+    from scheduler.local_ray import started_here, stop_local_ray
     _connect(args)  # not a Client: the head may be gone while the tracker or workers still run
     stopped = shutdown(args.namespace)
-    emit(args, {"stopped": stopped}, lambda d: "stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    address = ray.get_runtime_context().gcs_address
+    ray_stopped = False
+    if started_here(address) is not None and not _coopsched_actors(besides=args.namespace):  # the local Ray
+        ray.shutdown()  # `coopsched start` started, with no other namespace's Coopsched on it: it goes too
+        ray_stopped = stop_local_ray(address)
+    emit(args, {"stopped": stopped, "ray_stopped": ray_stopped},
+         lambda d: "stopped: " + (", ".join(stopped) if stopped else "nothing was running")
+         + (f"; and the local Ray cluster at {address} that `coopsched start` started" if ray_stopped else ""))
     return EXIT_OK
+
+
+def _coopsched_actors(besides: str) -> list[str]:
+    """The Coopsched actors (head, tracker, workers) on the cluster in namespaces other than ``besides`` (whose
+    actors were just killed: the cluster may list them a moment longer)."""
+    import ray
+
+    from scheduler.names import HEAD_NAME, TRACKER_NAME, WORKER_PREFIX
+    return [f"{a.get('namespace')}/{a['name']}" for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") != besides
+            and (a["name"] in (HEAD_NAME, TRACKER_NAME) or a["name"].startswith(WORKER_PREFIX))]
 
 
 def cmd_bench(args) -> int:

@@ -50,6 +50,7 @@ from scheduler.client_local import _check_num_cpus, _new_head_auth, _no_operator
 from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
 from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
 from scheduler.jobs import JobStatus
+from scheduler.local_ray import drop_stale_bootstrap
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.task_payload import pickled_call
 from scheduler.replicas import JobOfAnotherHead, split_owner
@@ -147,6 +148,7 @@ class Client:
         settings = _new_head_auth(mode, operator_key, auth_window_s)  # None: signed mode with no operator
         joined = False
         if not ray.is_initialized():
+            drop_stale_bootstrap()  # (a cluster that is gone, recorded by Ray: ray.init would wait on it for ever)
             try:
                 ray.init(address="auto", namespace=namespace, log_to_driver=False)
                 joined = True

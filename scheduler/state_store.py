@@ -18,7 +18,9 @@ backend adds and subtracts exactly.
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -197,11 +199,13 @@ def open_store(url: str) -> StateStore:
     return RedisStore(url)
 
 
+def data_dir() -> Path:
+    """Coopsched's per-user data directory: ``$XDG_DATA_HOME/coopsched`` (``~/.local/share/coopsched``)."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "coopsched"
+
+
 def default_store_url() -> str:
     """``sqlite:///<user data dir>/coopsched/state.db`` (``COOPSCHED_STORE`` overrides)."""
-    import os
-    from pathlib import Path
     if os.environ.get("COOPSCHED_STORE"):
         return os.environ["COOPSCHED_STORE"]
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{base / 'coopsched' / 'state.db'}"
+    return f"sqlite:///{data_dir() / 'state.db'}"

@@ -24,9 +24,18 @@ class Started(Exception):
 def ray_runs(monkeypatch):
     """A Ray cluster of 8 CPUs runs: ``ray.init(address="auto")`` joins it. What Client.local asks of Ray."""
     calls: list = []
-    monkeypatch.setattr(client_module.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(client_module.ray, "init", lambda *a, **kw: calls.append(("init", kw.get("address"))))
-    monkeypatch.setattr(client_module.ray, "shutdown", lambda: calls.append(("shutdown", None)))
+    joined = [False]
+
+    def init(*args, **kwargs):
+        calls.append(("init", kwargs.get("address")))
+        joined[0] = True
+
+    def shutdown():
+        calls.append(("shutdown", None))
+        joined[0] = False
+    monkeypatch.setattr(client_module.ray, "is_initialized", lambda: joined[0])
+    monkeypatch.setattr(client_module.ray, "init", init)
+    monkeypatch.setattr(client_module.ray, "shutdown", shutdown)
     monkeypatch.setattr(client_module.ray, "cluster_resources", lambda: {"CPU": 8.0, "memory": 1e9})
 
     def started(*args, **kwargs):
@@ -49,7 +58,7 @@ def test_start_with_num_cpus_when_a_ray_runs_already_is_refused_naming_the_flag_
     assert err.startswith("coopsched: --num-cpus sizes a new local Ray") and "(got --num-cpus 4)" in err
     assert "runs already" in err and "with 8 CPUs" in err and "nothing was started" in err
     assert f"e.g. {example}," in err and "ray stop" in err and "Traceback" not in err
-    assert ray_runs == [("init", "auto"), ("shutdown", None)]  # it looked, then left this process as it was
+    assert ray_runs == [("init", "auto")]  # it joined the cluster to look (then the command exits)
 
 
 def test_client_local_with_num_cpus_when_a_ray_runs_already_is_refused_before_anything_starts(ray_runs):
