@@ -61,9 +61,11 @@ class StateKeeping:
     _stale = False  # the last _resync could not read the store back: the next call's _writes tries again
     _next_orphan_sweep = 0.0  # time.monotonic() of the next _release_orphaned_reservations
 
-    def _recover(self) -> dict[str, Any]:
+    def _recover(self, heard: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Take back what the store knows: policies, executors, unfinished jobs and their payloads, and the
-        resources placed jobs it cannot take back may still use (``held``: how many jobs). Unfinished jobs
+        resources placed jobs it cannot take back may still use (``held``: how many jobs). ``heard``: the
+        executors active on this head before (a rebuild, ``_resync``), which stay active where the store has
+        them active (on a shared store the others are offline until their worker heartbeats here). Unfinished jobs
         whose records are damaged are counted (``damaged``) and named (``damaged_jobs``, the first
         ``DAMAGED_LISTED``); so are the coops whose active policy is damaged (``damaged_policies``) and the
         executors whose registration is (``damaged_executors``)."""
@@ -86,7 +88,8 @@ class StateKeeping:
                 if isinstance(spec.get("executor_id"), str):  # its worker may still run jobs, as for a damaged one
                     unregistered.add(spec["executor_id"])
                 continue
-            if status == ExecutorStatus.ACTIVE.value and self.store.shared:  # (replicas: see above StateKeeping)
+            if status == ExecutorStatus.ACTIVE.value and self.store.shared and spec["executor_id"] not in heard:
+                # (replicas: see above StateKeeping; one that worked for this head before a rebuild still does)
                 self.core.table.set_status(spec["executor_id"], ExecutorStatus.OFFLINE)
             elif status != ExecutorStatus.ACTIVE.value:
                 try:
@@ -188,11 +191,12 @@ class StateKeeping:
             log.error("the state store refused a call's writes (%s: %s); rebuilding the head's memory from it",
                       type(exc).__name__, exc)
         old, dispatched, finished = self.core, self._dispatched, self._finished
+        heard = frozenset(e for e in old.table.ids() if old.table.status_of(e) is ExecutorStatus.ACTIVE)
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store))
         self.core.carry_over(old)
         self._dispatched, self._finished = {}, OrderedDict()
         try:
-            self.recovered = self._recover()
+            self.recovered = self._recover(heard)
         except Exception:
             log.exception("the store could not be read back either: the head's memory is kept as it was")
             self.core, self._dispatched, self._finished = old, dispatched, finished

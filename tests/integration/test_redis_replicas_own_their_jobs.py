@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from scheduler.executor_spec import ExecutorSpec
+from scheduler.executor_spec import ExecutorSpec, ExecutorStatus
 from scheduler.head import Head
 from scheduler.names import HEAD_NAME, NAMESPACE
 from scheduler.replicas import JobOfAnotherHead
@@ -159,4 +159,28 @@ def test_cancel_or_a_result_asked_of_another_replica_names_the_head_that_holds_t
             await b.cancel("t2")
         assert (await b.status("t2"))["state"] == "cancelled"
         assert await b.cancel("never-submitted") is None
+    asyncio.run(main())
+
+
+def test_a_rebuild_after_a_refused_write_keeps_the_executors_that_work_for_this_head_taking_work(url, monkeypatch):
+    async def main():
+        await running_t1(url)  # A, with its executor ea
+        b = await replica(url, "replica-b")
+        await b.register_executor(ExecutorSpec(executor_id="eb", coop_id=COOP, region="us-west", node_id="n-b",
+                                               resources={"cpus": 2}).model_dump(mode="json"))
+        b._workers["eb"] = FakeWorker("eb")
+        create_job = b.store.create_job
+
+        def refused(*args, **kwargs):
+            raise redis.ConnectionError("the store went away mid-call")
+        monkeypatch.setattr(b.store, "create_job", refused)
+        with pytest.raises(redis.ConnectionError):
+            await b.submit(task("t3"))  # its write refused: B rebuilds its memory from the store
+        monkeypatch.setattr(b.store, "create_job", create_job)
+        assert b.resyncs == 1 and b.core.job("t3") is None
+        assert b.core.table.status_of("eb") is ExecutorStatus.ACTIVE  # before: offline until its next heartbeat
+        assert b.core.table.status_of("ea") is ExecutorStatus.OFFLINE  # A's executor is still not B's
+        await b.submit(task("t4"))
+        await settle()
+        assert b.core.job("t4").state.value == "running" and b.core.job("t4").executor_id == "eb"
     asyncio.run(main())
