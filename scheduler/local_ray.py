@@ -114,7 +114,17 @@ def started_here(address: str | None) -> dict | None:
         return None
     if not isinstance(started, dict) or started.get("address") != address or not isinstance(started.get("pid"), int):
         return None
-    return started if _alive(started["pid"]) else None
+    return started if _alive(started["pid"]) and _runs_ray_start(started["pid"]) else None
+
+
+def _runs_ray_start(pid: int) -> bool:
+    """Whether ``pid`` is still the ``ray start`` that ``start_local_ray`` ran (not another process that was
+    given its pid since): it is never sent a signal otherwise."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # (no /proc: not Linux)
+        return True
+    return b"ray.scripts.scripts" in b" ".join(argv) and b"start" in argv and b"--head" in argv
 
 
 def stop_local_ray(address: str) -> bool:

@@ -87,6 +87,15 @@ def test_a_record_of_a_cluster_that_is_gone_is_dropped_so_ray_init_does_not_wait
 def test_only_the_cluster_recorded_as_started_here_is_one_stop_may_stop(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     (tmp_path / "coopsched").mkdir()
-    (tmp_path / "coopsched" / "local-ray.json").write_text(json.dumps({"address": "10.0.0.9:6380", "pid": os.getpid()}))
-    assert started_here("10.0.0.7:6380") is None  # another cluster's address: not the one recorded
-    assert started_here("10.0.0.9:6380") == {"address": "10.0.0.9:6380", "pid": os.getpid()}
+    ray_start = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ray.scripts.scripts",
+                                  "start", "--head"])  # (stands in for `ray start`: its command line only)
+    try:
+        record = {"address": "10.0.0.9:6380", "pid": ray_start.pid}
+        (tmp_path / "coopsched" / "local-ray.json").write_text(json.dumps(record))
+        assert started_here("10.0.0.7:6380") is None  # another cluster's address: not the one recorded
+        assert started_here("10.0.0.9:6380") == record
+        (tmp_path / "coopsched" / "local-ray.json").write_text(json.dumps({**record, "pid": os.getpid()}))
+        assert started_here("10.0.0.9:6380") is None  # its pid now another process's (this test's): never signalled
+    finally:
+        ray_start.kill()
+        ray_start.wait()
