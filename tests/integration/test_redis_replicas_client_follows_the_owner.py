@@ -6,17 +6,23 @@ The head's side of it, without Ray: tests/integration/test_redis_replicas_own_th
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import pytest
 import ray
 import redis
 
-from scheduler.client import Client, JobCancelled
+from scheduler.client import Client, JobCancelled, shutdown
 from scheduler.head import start_head
 
 pytestmark = pytest.mark.integration
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
 COOP = "shared:follow"
+
+
+def double(x: int) -> int:
+    return 2 * x
 
 
 def test_a_handle_got_through_another_replica_cancels_the_job_on_its_own_head(ray_cluster, redis_server):
@@ -51,3 +57,21 @@ def test_a_handle_got_through_another_replica_cancels_the_job_on_its_own_head(ra
     finally:
         for head in heads:
             ray.kill(head, no_restart=True)
+
+
+def test_a_result_asked_through_another_replica_comes_from_the_head_that_ran_the_job(ray_cluster, redis_server):
+    redis.Redis.from_url(redis_server.url).flushdb()
+    owner, other = "coopsched-follow-owner", "coopsched-follow-other"
+    through_owner = Client.local(namespace=owner, store=redis_server.url)  # head, tracker and a worker there
+    start_head(namespace=other, store_url=redis_server.url)
+    try:
+        through_owner.set_policy({"coop_id": COOP, "default_quota": {"cpu_hours_per_month": 10}})
+        through_owner.register_executor("follow-r1", coop=COOP, node_id=ray_cluster.nodes[1].node_id,
+                                        resources={"cpus": 1})
+        job = through_owner.submit(double, 21, coop=COOP, member="ines", max_runtime_s=60)
+        # before: the other head waited on it, then said it "succeeded but its result is no longer available"
+        assert Client(namespace=other).job(job.id).result(timeout=60) == 42
+        assert job.result(timeout=30) == 42
+    finally:
+        shutdown(owner)
+        shutdown(other)
