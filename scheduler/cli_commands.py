@@ -22,10 +22,21 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_FORBIDDEN = 0, 1, 2, 3, 4
 DRY_RUN_JOBS = 100  # `policy set --dry-run`'s default --last
 
 
+def _token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_ray() -> None:
+    """Leave out Ray's notice, on every command that connects, that its token authentication is on: nothing to act
+    on (the cluster is protected). Ray's other warnings still show (one saying it is off among them)."""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_token_notice)
+
+
 def _connect(args) -> None:
     import ray
 
     from scheduler.local_ray import drop_stale_bootstrap
+    _quiet_ray()
     if not ray.is_initialized():
         if args.address is None:
             drop_stale_bootstrap()  # (else ray.init waits for ever on a cluster that is gone)
@@ -116,6 +127,7 @@ def cmd_start(args) -> int:
                              f"sqlite:///state.db (got {args.store!r})") from None
     _private_key(key_of(args))  # (Client.local checks these too, but after the ray.init of --address below)
     started_ray = None  # every argument is checked: only now does anything connect
+    _quiet_ray()
     if args.address is not None:
         ray.init(address=args.address, namespace=args.namespace, log_to_driver=False, logging_level=logging.WARNING)
     elif not ray.is_initialized():
