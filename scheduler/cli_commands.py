@@ -138,6 +138,9 @@ def cmd_start(args) -> int:
             ray.init(address="auto", namespace=args.namespace, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError:  # none: start one that outlives this command (a Ray that ray.init starts here
             # would stop when it returns: scheduler.local_ray), stopped by `coopsched stop`
+            if os.environ.get("RAY_ADDRESS"):  # the user named a cluster: not one to stand in for with another
+                raise ConnectionError(f"no Ray cluster answers at $RAY_ADDRESS ({os.environ['RAY_ADDRESS']}); start "
+                                      "it, or unset RAY_ADDRESS to have `coopsched start` start a local one") from None
             progress(args, "no Ray cluster runs on this machine: starting one (`ray start --head`) ...")
             started_ray = start_local_ray(args.num_cpus)  # (joined as "auto": Ray sends its token to a cluster
             ray.init(address="auto", namespace=args.namespace, log_to_driver=False,  # it found, not to a named one)
@@ -185,13 +188,17 @@ def cmd_stop(args) -> int:
     _connect(args)  # not a Client: the head may be gone while the tracker or workers still run
     stopped = shutdown(args.namespace)
     address = ray.get_runtime_context().gcs_address
-    ray_stopped = False
-    if started_here(address) is not None and not _coopsched_actors(besides=args.namespace):  # the local Ray
-        ray.shutdown()  # `coopsched start` started, with no other namespace's Coopsched on it: it goes too
-        ray_stopped = stop_local_ray(address)
+    ray_stopped, others = False, []
+    if started_here(address) is not None:  # the local Ray `coopsched start` started: it goes too, unless another
+        others = sorted({a.partition("/")[0] for a in _coopsched_actors(besides=args.namespace)})  # namespace's
+        if not others:  # Coopsched runs on it
+            ray.shutdown()
+            ray_stopped = stop_local_ray(address)
     emit(args, {"stopped": stopped, "ray_stopped": ray_stopped},
          lambda d: "stopped: " + (", ".join(stopped) if stopped else "nothing was running")
-         + (f"; and the local Ray cluster at {address} that `coopsched start` started" if ray_stopped else ""))
+         + (f"; and the local Ray cluster at {address} that `coopsched start` started" if ray_stopped else "")
+         + (f"; the local Ray cluster at {address} keeps running for Coopsched in namespace(s) {', '.join(others)} "
+            "(`coopsched --namespace NS stop` stops each)" if others else ""))
     return EXIT_OK
 
 

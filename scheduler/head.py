@@ -77,7 +77,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
                        keep_finished_jobs: int = KEEP_FINISHED_JOBS, name: str = HEAD_NAME) -> None:
         self._loop = asyncio.get_running_loop()  # the default group's loop: all state changes happen on it
         self.namespace = namespace
-        self.owner = head_owner(namespace, name)  # the same across the actor's restarts: the jobs it records are its own
+        self.owner = head_owner(namespace, name)  # the same across its restarts: the jobs it records are its own
         self.tracker_name = tracker_name
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.locator = RayDataLocator()

@@ -76,7 +76,10 @@ def drop_stale_bootstrap() -> str | None:
             return None
     except (OSError, ValueError):
         pass
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # (another user's Ray temp directory: left as it is, and ray.init may wait)
+        return None
     return address
 
 

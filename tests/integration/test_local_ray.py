@@ -62,6 +62,11 @@ def test_a_local_cluster_started_for_coopsched_runs_after_the_command_and_stop_s
         assert "Connecting to existing Ray cluster" not in up.stderr  # (Ray's connection lines are not shown)
         listed = cli(env, *ns, "policy", "list", "--json")
         assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+        other = ["--address", address, "--namespace", "coopsched-local-ray-2"]
+        assert cli(env, *other, "start", "--dev", "--store", "memory://").returncode == 0
+        kept = cli(env, *other, "stop")  # another namespace's head still runs on it: the cluster stays
+        assert kept.returncode == 0 and "keeps running for Coopsched in namespace(s) coopsched-local-ray" in kept.stdout
+        assert started_here(address) is not None
         down = cli(env, *ns, "stop")
         assert down.returncode == 0, down.stderr
         assert f"and the local Ray cluster at {address} that `coopsched start` started" in down.stdout
