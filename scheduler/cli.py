@@ -14,6 +14,7 @@ import sys
 
 from scheduler import cli_args
 from scheduler import cli_commands as c
+from scheduler.cli_status import cmd_status
 from scheduler.names import NAMESPACE
 from scheduler.tasks import JobState
 
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
          unused=cli_args.Unused(("--key",), "it stops the actors through Ray and sends the head no request to "
                                 "sign (whoever can reach the cluster can stop it)",
                                 "coopsched stop --address 10.0.0.5:6379"))
+    _sub(sub, "status", "the Ray cluster, this namespace's head and what it holds, at a glance", cmd_status)
     b = _sub(sub, "bench", "run the placement-latency benchmark", c.cmd_bench,
              unused=_offline("the benchmark runs the decision core alone, in a process of its own, with no cluster",
                              "coopsched bench --quick", json="the benchmark prints its report and writes its figures "

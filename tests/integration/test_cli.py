@@ -122,3 +122,17 @@ def test_stop_stops_the_tracker_when_no_head_runs(ray_cluster, capsys):
         return TRACKER_NAME not in [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                                     if a.get("namespace") == ns]
     wait_for(gone, 30, "the tracker stopped")
+
+
+def test_status_shows_the_cluster_the_head_and_what_it_holds(head, capsys):
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and f"running in namespace '{NS}', development mode" in out
+    assert out.startswith("ray cluster") and "executors" in out and "queued" in out
+    data = run_json(capsys, "status")
+    assert data["namespace"] == NS and data["head"]["mode"] == "development" and data["nodes"] >= 4
+    assert data["started_by_coopsched"] is False  # the test session's cluster: `coopsched stop` leaves it alone
+    assert data["head"]["executors"] == sum(data["head"]["executors_by_status"].values())
+    code = main(["--namespace", "coopsched-cli-no-head", "status"])
+    out = capsys.readouterr().out
+    assert code == 1 and "none in namespace 'coopsched-cli-no-head': start one with `coopsched start --dev`" in out
+    assert NS in out.split("also here")[1]  # where a head does run

@@ -46,6 +46,10 @@ def test_a_signed_coop_from_the_command_line(cli, tmp_path):
     assert cli(*admin, "policy", "set", "policies/examples/timebank.json")[0] == 0
     code, out, _ = cli(*admin, "executor", "join", "--id", "signed-cli-1", "--coop", COOP, "--region", "us-west")
     assert code == 0 and "joined" in out
+    code, out, _ = cli("status")  # unsigned: that it runs, and why the rest is not shown
+    assert code == 0 and "signed mode; the rest needs a registered key" in out and "give your key" in out
+    code, out, _ = cli(*admin, "status")
+    assert code == 0 and "executors    1: 1 active" in out
 
     code, out, err = cli("--key", key["alice"], "job", "submit", "math:factorial", "--args", "[5]", "--coop", COOP,
                          "--member", "did:icn:alice", "--max-runtime", "60", "--wait")
