@@ -44,8 +44,10 @@ def bootstrap_kept():
 def test_a_local_cluster_started_for_coopsched_runs_after_the_command_and_stop_stops_it(ray_cluster, tmp_path,
                                                                                          monkeypatch, bootstrap_kept):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}  # (Ray sends its token to a
-    env.pop("RAY_ADDRESS", None)  # named cluster only when told to)
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path)}
+    env.pop("RAY_ADDRESS", None)
+    if (Path.home() / ".ray" / "auth_token").exists():  # the cluster then uses it (ray start finds it), and Ray
+        env["RAY_AUTH_MODE"] = "token"  # sends it to a cluster named by --address only when told to
     started = subprocess.run([sys.executable, "-c", "from scheduler.local_ray import start_local_ray; "
                               "print(start_local_ray(num_cpus=1))"], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=120)  # (as `coopsched start` does, in a process that then exits)
