@@ -185,7 +185,14 @@ def cmd_stop(args) -> int:
 
     from scheduler.client import shutdown
     from scheduler.local_ray import started_here, stop_local_ray
-    _connect(args)  # not a Client: the head may be gone while the tracker or workers still run
+    try:
+        _connect(args)  # not a Client: the head may be gone while the tracker or workers still run
+    except ConnectionError:
+        if args.address is not None:  # the cluster named is not there: say so
+            raise
+        emit(args, {"stopped": [], "ray_stopped": False}, lambda d: "stopped: nothing was running (no Ray cluster "
+             "runs on this machine)")  # (a second stop finds what the first stopped gone: that is its aim)
+        return EXIT_OK
     stopped = shutdown(args.namespace)
     address = ray.get_runtime_context().gcs_address
     ray_stopped, others = False, []

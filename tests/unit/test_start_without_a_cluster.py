@@ -55,3 +55,14 @@ def test_start_with_no_cluster_starts_one_joins_it_and_stops_it_again_when_the_h
     assert no_ray_here == [("init", "auto"), ("start_local_ray", 2), ("init", "auto"), ("tracker",), ("shutdown",),
                            ("stop_local_ray", "192.0.2.9:41000")]  # before: ray.init(num_cpus=2) in this process,
     # a cluster that stopped when the command returned
+
+
+def test_stop_with_no_cluster_running_says_nothing_was_running_and_succeeds(monkeypatch, capsys):
+    def init(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+    monkeypatch.setattr(client_module.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(client_module.ray, "init", init)
+    assert main(["stop"]) == 0  # before: exit 1, "no running Ray cluster found" (a second stop, say)
+    assert capsys.readouterr().out.strip() == "stopped: nothing was running (no Ray cluster runs on this machine)"
+    assert main(["--address", "10.0.0.9:6379", "stop"]) == 1  # a cluster named that is not there: an error
+    assert "no running Ray cluster found" in capsys.readouterr().err
