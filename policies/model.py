@@ -21,6 +21,24 @@ Rule = Annotated[
 ]
 
 
+class Reclaim(str, Enum):
+    """Whether a coop's waiting tasks may stop other coops' tasks running on the coop's own executors to take
+    them back (as Kueue's ``reclaimWithinCohort``).
+
+    - ``never``: a borrower's running task keeps the executor until it ends (owners come first only among
+      waiting tasks).
+    - ``lower_priority``: only borrowers' tasks of lower priority (low < normal < high < critical) are stopped.
+    - ``any``: any borrower's task may be stopped.
+
+    A stopped task goes back to the queue: its stopped attempt is not charged and not counted against its
+    ``max_retries``, and it does not go back to that executor until that attempt has ended there.
+    """
+
+    NEVER = "never"
+    LOWER_PRIORITY = "lower_priority"
+    ANY = "any"
+
+
 class EnforcementMode(str, Enum):
     """What happens to a task that violates the policy.
 
@@ -111,6 +129,9 @@ class CoopPolicy(BaseModel):
     default_quota: MemberQuota = Field(default_factory=MemberQuota, description="everyone else's quota")
     enforcement_mode: EnforcementMode = Field(default=EnforcementMode.STRICT, examples=["strict"], description=(
         "strict rejects violations; permissive admits them with a warning; monitoring admits and only counts"))
+    reclaim: Reclaim = Field(default=Reclaim.NEVER, examples=["lower_priority"], description=(
+        "whether this coop's waiting tasks may stop other coops' tasks running on its own executors: never, "
+        "lower_priority or any (the stopped task waits again, uncharged, its retries kept)"))
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
     quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000,

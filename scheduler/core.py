@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from policies.model import CoopPolicy, EnforcementMode
+from policies.model import CoopPolicy, EnforcementMode, Reclaim
 from policies.reasons import Decision, unavailable
 from policies.rules import RateBuckets, RuleContext
 from policies.validation import parse, trusted, trusted_maker
@@ -70,6 +70,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self.liveness = Liveness()
         self._seq = 0
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
+        self.preempted: list[tuple[str, str]] = []  # (task id, executor id) stopped to reclaim (the head stops them)
+        self._reclaims = False  # some coop's policy reclaims its executors: a full fleet still has a round
 
     def carry_over(self, previous: SchedulerCore) -> None:
         """Keep what a core rebuilt from the store (``Head._resync``) cannot read back from it: the
@@ -84,6 +86,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         """Install (or replace) a coop's policy; it applies to tasks submitted from now on."""
         policy = parse(CoopPolicy, policy, what="policy")
         self._policies[policy.coop_id] = CompiledPolicy.of(policy)
+        self._reclaims = any(c.policy.reclaim is not Reclaim.NEVER for c in self._policies.values())
         return policy
 
     def policy(self, coop_id: str) -> CoopPolicy | None:
@@ -95,6 +98,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
 
     def remove_policy(self, coop_id: str) -> CoopPolicy | None:
         compiled = self._policies.pop(coop_id, None)
+        self._reclaims = any(c.policy.reclaim is not Reclaim.NEVER for c in self._policies.values())
         return compiled.policy if compiled else None
 
     # ------------------------------------------------------------------ executors
@@ -294,6 +298,9 @@ class SchedulerCore(JobRecords, SchedulingRound):
             self.counters.refused_reports["not the current attempt"] += 1
             return None
         if job.state is not JobState.RUNNING:  # a resent report: it was settled once already
+            if job.ending_on == report.executor_id and report.attempt == job.placement.attempt:
+                job.ending_on = None  # its stopped attempt has ended there (uncharged): that executor may take it
+                self.changed_jobs.add(report.task_id)
             return self.usage(job.task.coop_id, job.task.member) if job.state.finished else None
         task = job.task
         spec = self.table.spec(report.executor_id) if report.executor_id in self.table else None
@@ -338,7 +345,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self._free(job, executor_id)
         task = job.task
         self.changed_jobs.add(task_id)
-        if job.attempts > task.max_retries or job.cancel_requested:
+        if job.attempts - job.preemptions > task.max_retries or job.cancel_requested:
             self.ledger.release(task_id)
             job.finished_at = now
             final = JobState.CANCELLED if job.cancel_requested else JobState.FAILED
@@ -357,6 +364,34 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self.counters.retried[task.coop_id] += 1
         job.move(now, JobState.QUEUED, f"{why}; retrying (attempt {job.attempts + 1} of {task.max_retries + 1})")
         return JobState.QUEUED
+
+    def preempt(self, task_id: str, executor_id: str, why: str) -> bool:
+        """Stop a running attempt so its executor's owner can have it back: the job waits again, its attempt
+        uncharged and not counted against ``max_retries``, and is not placed back on ``executor_id`` until that
+        attempt's report comes (``ending_on``). ``preempted`` lists it for the head to stop at its worker."""
+        job = self._jobs.get(task_id)
+        if job is None or job.placement is None or job.placement.executor_id != executor_id \
+                or job.state is not JobState.RUNNING or job.cancel_requested:
+            return False
+        now = self.clock()
+        self._free(job, executor_id)
+        job.preemptions += 1
+        job.ending_on, job.ending_since = executor_id, now
+        assert job.requirements is not None
+        self._seq += 1
+        self.queue.add(QueuedTask(job.task, job.requirements, job.cost, job.decision.effective_priority,
+                                  job.submitted_at, self._seq, attempt=job.attempts + 1,
+                                  relaxed=job.placement.relaxed, avoid=job.avoid))
+        self.changed_jobs.add(task_id)
+        self.preempted.append((task_id, executor_id))
+        self.counters.preempted[job.task.coop_id] += 1
+        job.move(now, JobState.QUEUED, f"{why}; waiting to run again (attempt {job.attempts + 1}; the stopped "
+                 "attempt is not charged and not counted against max_retries)")
+        return True
+
+    def drain_preempted(self) -> list[tuple[str, str]]:
+        out, self.preempted = self.preempted, []
+        return out
 
     def _free(self, job: Job, executor_id: str) -> None:
         task = job.task

@@ -45,7 +45,8 @@ class JobRecords:
                 "not_before": entry.not_before if entry else None,
                 "relaxed": list(entry.relaxed if entry else (job.placement.relaxed if job.placement else ())),
                 "requirements": requirements_record(job.requirements) if job.requirements is not None else None,
-                "avoid": sorted(job.avoid), "runtime_s": job.runtime_s}
+                "avoid": sorted(job.avoid), "runtime_s": job.runtime_s, "preemptions": job.preemptions,
+                "ending_on": job.ending_on, "ending_since": job.ending_since}
 
     def restore_job(self, record: dict[str, Any], unregistered: Collection[str] = frozenset()) -> JobState:
         """Take back a job after a restart: queued ones wait again (their reservation is in the
@@ -66,6 +67,8 @@ class JobRecords:
                   cancel_requested=record.get("cancel_requested", False), runtime_s=record.get("runtime_s"))
         relaxed = tuple(record.get("relaxed") or ())
         job.avoid = frozenset(record.get("avoid") or ())
+        job.preemptions = int(record.get("preemptions") or 0)
+        job.ending_on, job.ending_since = record.get("ending_on"), float(record.get("ending_since") or 0.0)
         if record.get("requirements") is not None:  # the constraints it was admitted (or relaxed) under
             job.requirements = requirements_from_record(task.coop_id, task.resources, record["requirements"])
         else:  # a record from before they were kept: rebuilt from the policy in force now

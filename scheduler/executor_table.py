@@ -25,7 +25,7 @@ import numpy as np
 
 from policies.versions import ABSENT, version_key
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
-from scheduler.free_masks import FreeMasks
+from scheduler.free_masks import EPS, FreeMasks
 from scheduler.tasks import Resources
 
 _STATUS_CODE = {ExecutorStatus.ACTIVE: 0, ExecutorStatus.DRAINING: 1, ExecutorStatus.OFFLINE: 2}
@@ -168,6 +168,16 @@ class ExecutorTable:
             self.status[row] = _STATUS_CODE[status]
             self.free_count += self._is_free(row) - was
             self._changed_shape()
+
+    def free_of(self, row: int) -> tuple[float, float, float, float]:
+        """What is free on a row now (CPUs, GPUs, memory, GPU memory); with ``dispatch_ahead``, of its ceilings."""
+        return (float(self.free_cpus[row]), float(self.free_gpus[row]), float(self.free_mem[row]),
+                float(self.free_gmem[row]))
+
+    def holds(self, row: int, amounts: tuple) -> bool:
+        """Whether the row's registered resources hold ``amounts`` (CPUs, GPUs, memory, GPU memory) on their own."""
+        return all(float(total[row]) >= amount - EPS for total, amount in zip(
+            (self.total_cpus, self.total_gpus, self.total_mem, self.total_gmem), amounts))
 
     def status_of(self, executor_id: str) -> ExecutorStatus:
         return _CODE_STATUS[int(self.status[self.rows[executor_id]])]

@@ -41,6 +41,11 @@ class Dispatch:
         started = time.perf_counter()
         placements = self.core.schedule()
         self.metrics.placed(len(placements), time.perf_counter() - started)
+        for task_id, executor_id in self.core.drain_preempted():  # an owner reclaimed its executor: stop them
+            self._dispatched.pop(task_id, None)  # (queued again: the watchdog asks no worker about it)
+            self._results.pop(task_id, None)  # (its value will not come: a waiting result() asks again)
+            self._notify(task_id)
+            self._loop.create_task(self._stop_preempted(task_id, executor_id))
         for p in placements:
             outbox = self._outbox.get(p.executor_id)
             if outbox is None:
@@ -144,13 +149,21 @@ class Dispatch:
                     await self._cancel_on_worker(task_id)
         return fetched
 
+    async def _stop_preempted(self, task_id: str, executor_id: str) -> None:
+        """Stop a preempted attempt at its worker. Its report (``cancelled``) settles nothing and lets the job
+        go back to that executor (``Job.ending_on``); a worker that does not answer is found lost by the
+        watchdog, which ends that hold too."""
+        if not await self._cancel_held(task_id, executor_id):
+            log.info("preempted task %s was not running on %s any more (ended, or its dispatch still on the way: "
+                     "a late start there is stopped when its answer comes)", task_id, executor_id)
+
     def _drop_stale(self, task_id: str, executor_id: str, worker) -> None:
         """A worker answered a dispatch after its executor was declared lost and the task requeued: that
         attempt's reference must not stand in for the retry's, and the attempt should stop. (When the retry
         went back to the same executor, its worker refused it as already running; nothing to cancel.)"""
         job = self.core.job(task_id, explain=False)
-        if job is not None and job.executor_id == executor_id:
-            return
+        if job is not None and job.executor_id == executor_id and job.state is JobState.RUNNING:
+            return  # (a job preempted there while its dispatch was on the way is queued: that attempt stops)
         log.info("late dispatch answer from %s for %s, now placed elsewhere: cancelling it there",
                  executor_id, task_id)
         self._loop.create_task(self._cancel_quietly(worker, task_id))

@@ -71,6 +71,11 @@ class Job:
     charged: tuple[float, float, float] = (0.0, 0.0, 0.0)
     error: str | None = None
     wall_seconds: float | None = None
+    preemptions: int = 0  # attempts stopped by an owner reclaiming its executor (not counted against max_retries)
+    # a stopped attempt that may still be ending on this executor: the job is not placed back there until its
+    # report comes (or ENDING_GRACE_S passes), as a worker runs one attempt of a task id at a time
+    ending_on: str | None = None
+    ending_since: float = 0.0
 
     def move(self, at: float, state: JobState, message: str = "") -> None:
         self.state = state

@@ -162,6 +162,12 @@ def _static_own(table: ExecutorTable, req: Requirements) -> np.ndarray:
     return table.static_mask(req.own_key, lambda t: _static(t, req) & t.own_mask(req.coop_id))
 
 
+def own_candidates(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    """The task's own coop's active executors its constraints allow, free or not (what its coop may reclaim
+    from borrowers: ``SchedulingRound._reclaim``). The table's cached mask: read it, do not change it."""
+    return _static_own(table, req)
+
+
 def _registered(table: ExecutorTable, req: Requirements) -> np.ndarray:
     """The registered executors (active or not: drained, offline) the task's constraints allow: whether it
     could ever run, as admission and the scheduler both judge it."""

@@ -16,14 +16,17 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from policies.model import DEFAULT_WEIGHTS, EnforcementMode
+import numpy as np
+
+from policies.model import DEFAULT_WEIGHTS, EnforcementMode, Reclaim
 from policies.reasons import unavailable
 from policies.validation import trusted_maker
 from scheduler.admission import CompiledPolicy
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.jobs import Job
+from scheduler.free_masks import EPS
 from scheduler.ledger import from_units
-from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, static_fit
+from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, own_candidates, static_fit
 from scheduler.queue import QueuedTask
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState
@@ -31,6 +34,10 @@ from scheduler.tasks import JobState
 _DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
 _DEFERRED, _RUNNING, _STRICT = JobState.DEFERRED, JobState.RUNNING, EnforcementMode.STRICT
 _UNASKED = object()
+_NEVER_RECLAIM = Reclaim.NEVER
+ENDING_GRACE_S = 60.0
+"""How long a preempted job keeps off the executor it was stopped on while that attempt's report has not come
+(a kill takes well under a second; a report lost with its worker must not keep it off for ever)."""
 _placement = trusted_maker(Placement, "task", "executor_id", "node_id", "score", "breakdown", "runners_up", "placed_at",
                            "attempt", "relaxed")
 
@@ -40,11 +47,13 @@ class SchedulingRound:
 
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
-        if not self.queue or self.table.free_count <= 0:  # nothing waiting, or a full fleet (waiting tasks
-            # keep the reasons they were given when last looked at)
+        if not self.queue or (self.table.free_count <= 0 and not self._reclaims):  # nothing waiting, or a full
+            # fleet that no coop reclaims from (waiting tasks keep the reasons they were given when last looked at)
             return []
         now = self.clock()
         self._elsewhere_now: dict[tuple[str, str], int] = {}  # running_elsewhere's answers, for this round
+        self._borrowed_now: dict[str, list[Job]] | None = None  # (_reclaim's, built when first asked this round)
+        self._reclaim_missed: set[tuple] = set()  # (shape, priority rank) no reclaim made room for this round
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
         holds: dict[tuple, float | None] = {}
@@ -113,7 +122,7 @@ class SchedulingRound:
             if later is not None:
                 claims[key] = claimed + 1
                 borrowing.append([later, job, compiled, False])
-            elif self.table.free_count <= 0:
+            elif self.table.free_count <= 0 and not self._reclaims:
                 return placements
         for item in borrowing:
             entry, job, compiled, is_held = item
@@ -181,6 +190,11 @@ class SchedulingRound:
                 return None
             if not entry.avoid:
                 own_missed.add(entry.shape)
+        if compiled.policy.reclaim is not _NEVER_RECLAIM:  # its coop takes back one of its executors from borrowers
+            placement = self._reclaim(entry, now, job, compiled)
+            if placement is not None:
+                placements.append(placement)
+                return None
         if static_fit(self.table, entry.requirements).possible:
             return entry
         message, could_ever = explain_no_fit(self.table, entry.requirements)
@@ -192,6 +206,48 @@ class SchedulingRound:
                 return self._own_first(relaxed, now, job, compiled, own_missed, placements)
         self._refuse_queued(entry, now, message)  # no single registered executor can hold it
         return None
+
+    def _reclaim(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy) -> Placement | None:
+        """Place ``entry`` on one of its coop's executors by stopping other coops' tasks running there (the
+        policy's ``reclaim``: any of them, or those of lower priority only). Of the executors where that makes
+        room, the one that needs the fewest stopped, the newest first (the least work lost); None when none
+        does (nothing is stopped then)."""
+        if self._borrowed_now is None:  # (once a round: which executors run other coops' tasks, and which)
+            self._borrowed_now = self._borrowed_executors()
+        rank = entry.task.priority.rank
+        if not self._borrowed_now or (entry.shape, rank) in self._reclaim_missed:
+            return None
+        table, req = self.table, entry.requirements
+        candidates = own_candidates(table, req)
+        lower_only = compiled.policy.reclaim is Reclaim.LOWER_PRIORITY
+        best: tuple[str, list[str]] | None = None
+        for executor_id, borrowers in self._borrowed_now.items():
+            row = table.rows.get(executor_id)
+            if row is None or not candidates[row]:
+                continue  # (not its coop's, not active, or its constraints exclude it)
+            short = [a - f for a, f in zip(req.amounts, table.free_of(row))]
+            if all(s <= EPS for s in short) or not table.holds(row, req.amounts):
+                continue  # (free already: not for want of room; or too small for it whatever stops)
+            eligible = [j for j in borrowers if j.state is _RUNNING and not j.cancel_requested
+                        and (not lower_only or j.task.priority.rank < rank)]
+            victims: list[str] = []
+            for victim in sorted(eligible, key=lambda j: (-(j.started_at or 0.0), j.task.task_id)):
+                r = victim.task.resources
+                short = [s - u for s, u in zip(short, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))]
+                victims.append(victim.task.task_id)
+                if all(s <= EPS for s in short):
+                    if best is None or len(victims) < len(best[1]) or (
+                            len(victims) == len(best[1]) and row < table.rows[best[0]]):
+                        best = (executor_id, victims)
+                    break
+        if best is None:
+            self._reclaim_missed.add((entry.shape, rank))  # (this round: what was running is only stopped or ends)
+            return None
+        executor_id, victims = best
+        for task_id in victims:
+            self.preempt(task_id, executor_id, f"preempted on {executor_id}: its owner, coop {entry.coop_id}, "
+                                               f"reclaims it for task {entry.task_id}")
+        return self._place(entry, now, job, compiled, own=True)
 
     def _at_limit(self, entry: QueuedTask, job: Job, compiled: CompiledPolicy, now: float) -> bool:
         limit_tasks = compiled.member_terms(entry.member)[3]
@@ -256,6 +312,8 @@ class SchedulingRound:
         data_keys = hints.data
         data = self.data_locator.fractions(data_keys) if data_keys else None
         mask = fit_mask(table, entry.requirements, own=own)  # (nothing of its own fits: none picked below)
+        if job.ending_on is not None:  # a stopped attempt of it may still be ending there: not back there yet
+            self._keep_off(job, mask, now)
         picked = choose(table, mask, weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
             others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore
@@ -286,6 +344,29 @@ class SchedulingRound:
                        "(or starts at once, if it can backfill beside a task waiting there)")
         job.move(now, _RUNNING, reason)
         return placement
+
+    def _borrowed_executors(self) -> dict[str, list[Job]]:
+        """Per executor, the running jobs of coops other than its own (what its owner may reclaim)."""
+        out: dict[str, list[Job]] = {}
+        for executor_id, task_ids in self._on_executor.items():
+            spec = self.table.spec(executor_id) if executor_id in self.table else None
+            if spec is None or not task_ids:
+                continue
+            borrowed = [job for t in task_ids if (job := self._jobs.get(t)) is not None
+                        and job.task.coop_id != spec.coop_id]
+            if borrowed:
+                out[executor_id] = borrowed
+        return out
+
+    def _keep_off(self, job: Job, mask: np.ndarray, now: float) -> None:
+        """Leave out of ``mask`` the executor where the job's stopped attempt may still be ending (a worker runs
+        one attempt of a task id at a time), until its report comes or ``ENDING_GRACE_S`` has passed."""
+        if now - job.ending_since > ENDING_GRACE_S:
+            job.ending_on = None  # (its report lost: the worker's watchdog finds an attempt still there)
+            return
+        row = self.table.rows.get(job.ending_on)  # type: ignore[arg-type]
+        if row is not None:
+            mask[row] = False
 
     def _relax(self, entry: QueuedTask, now: float, job: Job, message: str, mode: str) -> QueuedTask | None:
         """A non-strict policy's task whose constraints now exclude every executor (the ones that satisfied

@@ -84,6 +84,7 @@ def test_counters_and_gauges_after_a_known_sequence(sim):
         ("coopsched_tasks_failed_total", at(coop=WATCH, outcome="lost"), 1),
         ("coopsched_tasks_failed_total", at(coop=WATCH, outcome="failed"), 0),
         ("coopsched_tasks_retried_total", at(coop=WATCH), 0),
+        ("coopsched_tasks_preempted_total", at(coop=WATCH), 0),
         ("coopsched_decisions_withdrawn_total", at(coop=STRICT), 0),
         ("coopsched_member_tasks_completed_total", at(coop=STRICT, member="alice"), 3),
         ("coopsched_member_tasks_completed_total", at(coop=WATCH, member="bob"), 1),

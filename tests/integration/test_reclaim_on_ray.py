@@ -1,0 +1,49 @@
+"""An owner reclaims its executor on a real Ray cluster: the borrower's running task is killed at its worker, the
+owner's task runs there at once, and the borrower's runs again afterwards, charged once, for its last attempt only.
+(The choice of what to stop: tests/unit/test_reclaim.py; the head's side with stand-in workers:
+tests/unit/test_head_reclaims_an_executor.py.)"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+import ray
+
+from scheduler.client import Client, shutdown
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+
+NS = "coopsched-reclaim"
+
+
+def nap(seconds: float) -> str:
+    time.sleep(seconds)
+    return ray.get_runtime_context().get_node_id()
+
+
+def test_an_owner_takes_its_executor_back_from_a_borrowers_running_task(ray_cluster):
+    client = Client.local(namespace=NS, store="memory://")
+    try:
+        quota = {"cpu_hours_per_month": 10, "max_concurrent_tasks": 10}
+        client.set_policy({"coop_id": "reclaim:owner", "default_quota": quota, "reclaim": "any"})
+        client.set_policy({"coop_id": "reclaim:borrower", "default_quota": quota})
+        node = ray_cluster.nodes[1].node_id
+        client.register_executor("reclaim-owned", coop="reclaim:owner", node_id=node, resources={"cpus": 1},
+                                 open_to=("*",))
+        borrowed = client.submit(nap, 4.0, coop="reclaim:borrower", member="bo", max_runtime_s=60)
+        wait_for(lambda: borrowed.status().state.value == "running", what="the borrower's task to start")
+        time.sleep(1.0)  # it runs there now
+        asked = time.monotonic()
+        mine = client.submit(nap, 0.1, coop="reclaim:owner", member="ow", max_runtime_s=60)
+        assert mine.result(timeout=30) == node
+        assert time.monotonic() - asked < 3.5  # it did not wait for the borrower's task to end (4 s)
+        assert borrowed.result(timeout=60) == node  # run again once the owner's was done
+        status = wait_for(lambda: (s := borrowed.status()).charged_cpu_hours > 0 and s, what="its charge")
+        assert status.attempts == 2 and any("preempted on reclaim-owned" in e.message for e in status.history)
+        assert status.charged_cpu_hours * 3600 < 6.0  # its last attempt's 4 s, not the stopped one's too
+    finally:
+        shutdown(NS)

@@ -1,0 +1,58 @@
+"""The head stops a preempted attempt at its worker (an owner reclaiming its executor: CoopPolicy.reclaim), and
+places the job back there only once that attempt's report has come; the report charges nothing. The real
+``Head`` on an asyncio loop with stand-in worker handles (tests/unit/test_head_interleavings.py); the choice of
+what to stop: tests/unit/test_reclaim.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from scheduler.executor_spec import ExecutorSpec
+from scheduler.head import Head
+from tests.unit.test_head_interleavings import FakeWorker, no_ray_started, settle  # noqa: F401
+
+
+def _task(task_id: str, coop: str, priority: str = "normal") -> dict:
+    return {"task_id": task_id, "coop_id": coop, "member": "alice", "resources": {"cpus": 1}, "max_runtime_s": 60,
+            "priority": priority}
+
+
+def _report(task_id: str, coop: str, attempt: int, outcome: str) -> dict:
+    now = time.time()
+    return {"task_id": task_id, "executor_id": "owned", "coop_id": coop, "member": "alice", "started_at": now - 1,
+            "ended_at": now, "cpu_seconds": 1.0, "outcome": outcome, "attempt": attempt}
+
+
+def test_the_head_stops_a_preempted_attempt_at_its_worker_and_places_the_job_back_once_it_ended():
+    async def main():
+        head = Head.__new__(Head)
+        await Head.__init__(head, store_url="memory://reclaims")
+        head._watchdog = object()
+        quota = {"cpu_hours_per_month": 1000, "max_concurrent_tasks": 100}
+        await head.set_policy({"coop_id": "owner", "default_quota": quota, "reclaim": "any"})
+        await head.set_policy({"coop_id": "borrower", "default_quota": quota})
+        await head.register_executor(ExecutorSpec(executor_id="owned", coop_id="owner", region="us-west",
+                                                  node_id="n1", resources={"cpus": 1},
+                                                  open_to=("*",)).model_dump(mode="json"))
+        worker = head._workers["owned"] = FakeWorker("owned")
+        await head.submit(_task("borrowed", "borrower"), b"b")
+        await settle()
+        assert head.core.job("borrowed").state.value == "running" and "borrowed" in head._dispatched
+        await head.submit(_task("mine", "owner"), b"m")  # the owner takes its executor back
+        await settle()
+        assert head.core.job("mine").state.value == "running"
+        assert ("cancel", ("borrowed",)) in [(name, args) for name, args in worker.calls]  # stopped at its worker
+        assert head.core.job("borrowed").state.value == "queued" and "borrowed" not in head._dispatched
+        assert (await head.status("borrowed"))["state"] == "queued"  # (recorded as such)
+        await head.on_report(_report("mine", "owner", 1, "succeeded"))
+        await settle()
+        assert head.core.job("borrowed").state.value == "queued"  # free, but its stopped attempt has not ended
+        await head.on_report(_report("borrowed", "borrower", 1, "cancelled"))  # it has: uncharged
+        await settle()
+        job = head.core.job("borrowed")
+        assert job.state.value == "running" and job.attempts == 2 and job.charged_cpu_hours == 0.0
+        started = [s["attempt"] for name, args in worker.calls if name == "start_many" for s in args[0]
+                   if s["task_id"] == "borrowed"]
+        assert started == [1, 2]
+    asyncio.run(main())
