@@ -83,6 +83,8 @@ class SchedulingRound:
                          "tasks start once a coop admin sets one (`coopsched policy set FILE`) or are cancelled",
                          now)
                 continue
+            if self.table.free_count <= 0 and compiled.policy.reclaim is _NEVER_RECLAIM:
+                continue  # (a full fleet, in a round run for the coops that reclaim: this one can do nothing)
             if compiled.gates:  # asked once a round: built-in windows depend on the coop, priority and tags
                 # (one answer per gate key), a plug-in gate may decide by member (one answer per task)
                 gate_key = entry.gate_key if compiled.gates_by_minute else ("task", task_id)

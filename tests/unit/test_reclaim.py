@@ -163,3 +163,14 @@ def test_a_bad_reclaim_value_is_refused_naming_the_field(value):
     with pytest.raises(ValidationError) as caught:
         CoopPolicy(coop_id="owner", reclaim=value)
     assert "reclaim" in str(caught.value)
+
+
+def test_on_a_full_fleet_only_the_coops_that_reclaim_are_looked_at():
+    core, clock, borrowed = _borrowing("any")  # both executors full
+    others = core.submit(make_task(coop="borrower", member="bob", cpus=1))  # (its coop does not reclaim)
+    reason = core.job(others.task_id).reason
+    mine = [core.submit(make_task(coop="owner", cpus=2)) for _ in range(3)]
+    placed = core.schedule()
+    assert [p.task_id for p in placed] == [mine[0].task_id]  # one reclaim made room for one; the rest wait
+    assert core.job(others.task_id).reason == reason and core.drain_preempted() == [(borrowed, "owned")]
+    assert core.schedule() == [] and core.drain_preempted() == []  # nothing left to reclaim: nothing stopped
