@@ -389,6 +389,10 @@ class SchedulerCore(JobRecords, SchedulingRound):
                  "attempt is not charged and not counted against max_retries)")
         return True
 
+    def ending_attempts(self) -> list[tuple[str, str]]:
+        """(task id, executor id) of the waiting jobs whose preempted attempt may still be ending there."""
+        return [(t, j.ending_on) for t, j in self._jobs.items() if j.ending_on is not None and not j.state.finished]
+
     def drain_preempted(self) -> list[tuple[str, str]]:
         out, self.preempted = self.preempted, []
         return out

@@ -133,6 +133,8 @@ class StateKeeping:
             self._stored_state(task_id, record)
             jobs += 1
         self.core.drain_changed()
+        for task_id, executor_id in self.core.ending_attempts():  # preempted, and perhaps never stopped (this
+            self._loop.create_task(self._stop_preempted(task_id, executor_id))  # head stopped before it asked)
         if jobs:
             log.warning("recovered %d unfinished job(s) from %s", jobs, self.store_url)
         if elsewhere:

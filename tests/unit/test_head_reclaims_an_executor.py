@@ -56,3 +56,32 @@ def test_the_head_stops_a_preempted_attempt_at_its_worker_and_places_the_job_bac
                    if s["task_id"] == "borrowed"]
         assert started == [1, 2]
     asyncio.run(main())
+
+
+def test_a_restarted_head_stops_a_preempted_attempt_again_in_case_it_went_down_before_it_could(tmp_path):
+    async def main():
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+        head = Head.__new__(Head)
+        await Head.__init__(head, store_url=url)
+        head._watchdog = object()
+        quota = {"cpu_hours_per_month": 1000, "max_concurrent_tasks": 100}
+        await head.set_policy({"coop_id": "owner", "default_quota": quota, "reclaim": "any"})
+        await head.set_policy({"coop_id": "borrower", "default_quota": quota})
+        await head.register_executor(ExecutorSpec(executor_id="owned", coop_id="owner", region="us-west",
+                                                  node_id="n1", resources={"cpus": 1},
+                                                  open_to=("*",)).model_dump(mode="json"))
+        head._workers["owned"] = FakeWorker("owned")
+        await head.submit(_task("borrowed", "borrower"), b"b")
+        await settle()
+        await head.submit(_task("mine", "owner"), b"m")
+        await settle()
+        assert head.store.get_job("borrowed")["ending_on"] == "owned"
+        head.store.close()
+        again = Head.__new__(Head)  # the head restarted (its stop of the preempted attempt may never have gone)
+        await Head.__init__(again, store_url=url)
+        again._watchdog = object()
+        worker = again._workers["owned"] = FakeWorker("owned")
+        await settle()
+        assert ("cancel", ("borrowed",)) in [(name, args) for name, args in worker.calls]
+        assert again.core.job("borrowed").state.value == "queued"
+    asyncio.run(main())
