@@ -225,8 +225,8 @@ class SchedulingRound:
         best: tuple[str, list[str]] | None = None
         for executor_id, borrowers in self._borrowed_now.items():
             row = table.rows.get(executor_id)
-            if row is None or not candidates[row]:
-                continue  # (not its coop's, not active, or its constraints exclude it)
+            if row is None or not candidates[row] or executor_id in entry.avoid or executor_id == job.ending_on:
+                continue  # (not its coop's, not active, its constraints exclude it, or it keeps off it)
             short = [a - f for a, f in zip(req.amounts, table.free_of(row))]
             if all(s <= EPS for s in short) or not table.holds(row, req.amounts):
                 continue  # (free already: not for want of room; or too small for it whatever stops)

@@ -174,3 +174,14 @@ def test_on_a_full_fleet_only_the_coops_that_reclaim_are_looked_at():
     assert [p.task_id for p in placed] == [mine[0].task_id]  # one reclaim made room for one; the rest wait
     assert core.job(others.task_id).reason == reason and core.drain_preempted() == [(borrowed, "owned")]
     assert core.schedule() == [] and core.drain_preempted() == []  # nothing left to reclaim: nothing stopped
+
+
+def test_a_retry_that_keeps_off_the_owners_executor_stops_nothing_there():
+    core, clock, borrowed = _borrowing("any")
+    mine = core.submit(make_task(coop="owner", cpus=2, max_retries=3))
+    assert [p.executor_id for p in core.schedule()] == ["owned"] and core.drain_preempted() == [(borrowed, "owned")]
+    _report(core, borrowed, "owned", attempt=1)
+    core.requeue(mine.task_id, "owned", "worker died")  # the owner's task lost there: its retry prefers others
+    assert [p.task_id for p in core.schedule()] == [borrowed]  # the borrower takes the executor back meanwhile
+    assert core.schedule() == [] and core.drain_preempted() == []  # the retry does not stop it for an executor
+    # it keeps off (it would be placed elsewhere, or wait)
