@@ -14,7 +14,7 @@ import sys
 
 from scheduler import cli_args
 from scheduler import cli_commands as c
-from scheduler.cli_status import cmd_status
+from scheduler.cli_cluster import cmd_start, cmd_status, cmd_stop
 from scheduler.names import NAMESPACE
 from scheduler.tasks import JobState
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--simulated", action="store_true", help="the decision core alone on simulated executors")
 
     s = _sub(sub, "start", "start the head (and, if no Ray runs here, a local Ray cluster that runs until `stop`)",
-             c.cmd_start)
+             cmd_start)
     s.add_argument("--num-cpus", type=int, default=None,
                    help="CPUs of a new local Ray (refused with --address, or when a Ray of other CPUs runs already)")
     s.add_argument("--store", default=None, help="sqlite:///PATH (default), redis://HOST:PORT/DB or memory://")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--auth-window", type=float, default=None, metavar="S",
                    help="signed mode: accepted clock difference of a request, seconds (default 60)")
     _sub(sub, "stop", "stop the head, the tracker and every worker (and the local Ray that `start` started, if no "
-         "other namespace's Coopsched runs on it)", c.cmd_stop,
+         "other namespace's Coopsched runs on it)", cmd_stop,
          unused=cli_args.Unused(("--key",), "it stops the actors through Ray and sends the head no request to "
                                 "sign (whoever can reach the cluster can stop it)",
                                 "coopsched stop --address 10.0.0.5:6379"))

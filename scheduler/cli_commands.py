@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scheduler.cli_args import (UsageError, _amounts, _check_diff, _json_data, _limits, _pairs, _shown, _version,
-                                _whole, key_of)
+from scheduler.cli_args import (UsageError, _amounts, _check_diff, _json_data, _limits, _pairs, _version, _whole,
+                                key_of)
 from scheduler.executor_spec import MAX_DISPATCH_AHEAD
 from scheduler.tables import table
 
@@ -81,143 +81,6 @@ def cmd_demo(args) -> int:
         return run_simulated()
     from scheduler.demo import run
     return run()
-
-
-def cmd_start(args) -> int:
-    import ray
-
-    from policies.validation import InvalidRequest
-    from scheduler.client import Client, _private_key
-    from scheduler.client_local import NumCpusUnused
-    from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
-    from scheduler.identity import read_public_key
-    from scheduler.local_ray import drop_stale_bootstrap, start_local_ray, stop_local_ray
-    from scheduler.state_store import check_store_url
-    if args.dev == (args.operator_key is not None):
-        raise UsageError(f"start takes exactly one of --operator-key FILE_OR_PUBKEY (signed mode: every request is "
-                         f"verified; make a key with `coopsched keys new --name operator`) or --dev (development "
-                         f"mode: no keys, anyone who can reach the cluster can act as anyone), e.g. coopsched start "
-                         f"--dev (got {'both' if args.dev else 'neither'})")
-    if args.num_cpus is not None and args.address is not None:
-        raise UsageError(f"--num-cpus sizes a new local Ray; with --address the cluster runs already, with the CPUs "
-                         f"of its nodes (got --num-cpus {args.num_cpus} and --address {_shown(args.address)}): leave "
-                         f"--num-cpus out, e.g. coopsched start --address {args.address} --dev")
-    if args.num_cpus is not None:
-        _whole(args.num_cpus, "--num-cpus", 1, 1_000_000, 4)
-    if args.metrics_port is not None:
-        _whole(args.metrics_port, "--metrics-port", 0, 65535, 9464)
-    if args.auth_window is not None and (args.dev or not (math.isfinite(args.auth_window)
-                                                          and 0 < args.auth_window <= 3600)):
-        raise UsageError(f"--auth-window takes seconds, more than 0 and at most 3600, in signed mode (with "
-                         f"--operator-key), e.g. --auth-window 60 (got {args.auth_window:g}"
-                         f"{' with --dev' if args.dev else ''})")
-    config: dict[str, Any] = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
-    if args.operator_key is not None:
-        try:
-            config["operator_key"] = read_public_key(args.operator_key)
-        except ValueError as exc:
-            raise UsageError(f"--operator-key: {exc}") from None
-        if args.auth_window is not None:
-            config["auth_window_s"] = args.auth_window
-    if args.store is not None:
-        try:
-            check_store_url(args.store)
-        except InvalidRequest:
-            raise UsageError(f"--store takes sqlite:///PATH, memory:// or redis://HOST:PORT/DB, e.g. --store "
-                             f"sqlite:///state.db (got {args.store!r})") from None
-    _private_key(key_of(args))  # (Client.local checks these too, but after the ray.init of --address below)
-    started_ray = None  # every argument is checked: only now does anything connect
-    _quiet_ray()
-    if args.address is not None:
-        ray.init(address=args.address, namespace=args.namespace, log_to_driver=False, logging_level=logging.WARNING)
-    elif not ray.is_initialized():
-        gone = drop_stale_bootstrap()
-        if gone:
-            progress(args, f"the Ray cluster last started on this machine, at {gone}, is gone")
-        try:  # the cluster running on this machine (or $RAY_ADDRESS's)
-            ray.init(address="auto", namespace=args.namespace, log_to_driver=False, logging_level=logging.WARNING)
-        except ConnectionError:  # none: start one that outlives this command (a Ray that ray.init starts here
-            # would stop when it returns: scheduler.local_ray), stopped by `coopsched stop`
-            if os.environ.get("RAY_ADDRESS"):  # the user named a cluster: not one to stand in for with another
-                raise ConnectionError(f"no Ray cluster answers at $RAY_ADDRESS ({os.environ['RAY_ADDRESS']}); start "
-                                      "it, or unset RAY_ADDRESS to have `coopsched start` start a local one") from None
-            progress(args, "no Ray cluster runs on this machine: starting one (`ray start --head`) ...")
-            started_ray = start_local_ray(args.num_cpus)  # (joined as "auto": Ray sends its token to a cluster
-            ray.init(address="auto", namespace=args.namespace, log_to_driver=False,  # it found, not to a named one)
-                     logging_level=logging.WARNING)
-    try:
-        client = Client.local(num_cpus=args.num_cpus, namespace=args.namespace, store=args.store, key=key_of(args),
-                              auth="dev" if args.dev else "signed", **config)
-    except NumCpusUnused as exc:  # (the only way --num-cpus reaches it: not with --address)
-        flag = "--dev" if args.dev else f"--operator-key {_shown(args.operator_key)}"
-        raise UsageError(f"--num-cpus sizes a new local Ray, but a Ray cluster runs already (this machine's, or "
-                         f"$RAY_ADDRESS's), with {exc.cluster_cpus:g} CPUs, and the head would join it as it is "
-                         f"(got --num-cpus {args.num_cpus}); nothing was started: leave --num-cpus out to start the "
-                         f"head on that cluster, e.g. coopsched start {flag}, or stop it first (`ray stop`, which "
-                         f"stops whatever runs on it) to start a new one of {args.num_cpus} CPUs") from None
-    except BaseException:
-        if started_ray is not None:  # the head did not start: the cluster started for it goes too
-            ray.shutdown()
-            stop_local_ray(started_ray)
-        raise
-    try:
-        info = client._call("ping")
-    except AccessRefused:  # signed mode, and this command was not given the operator's private key
-        info = {"store": args.store or "(default)"}
-    mode = "development mode" if client.dev_mode else "signed mode"
-    address = ray.get_runtime_context().gcs_address
-    emit(args, {"namespace": client.namespace, "auth": "dev" if client.dev_mode else "signed", "ray_address": address,
-                "started_ray": started_ray is not None, **info},
-         lambda d: (f"Coopsched head running in Ray namespace {client.namespace!r} ({mode}), state in "
-                    f"{info['store']}, on the Ray cluster at {address}"
-                    + (" (started now: `coopsched stop` stops it too)" if started_ray else "")
-                    + "; stop it with `coopsched stop`"
-                    + (f"\n{DEV_MODE_LABEL}" if client.dev_mode else "")))
-    if client.dev_mode != args.dev:  # a head already ran, in the other mode: nothing was set up as asked
-        print(f"coopsched: a head was already running in {mode} in namespace {client.namespace!r}; it keeps "
-              f"its mode: `coopsched stop`, then start again", file=sys.stderr)
-        return EXIT_ERROR
-    return EXIT_OK
-
-
-def cmd_stop(args) -> int:
-    import ray
-
-    from scheduler.client import shutdown
-    from scheduler.local_ray import started_here, stop_local_ray
-    try:
-        _connect(args)  # not a Client: the head may be gone while the tracker or workers still run
-    except ConnectionError:
-        if args.address is not None:  # the cluster named is not there: say so
-            raise
-        emit(args, {"stopped": [], "ray_stopped": False}, lambda d: "stopped: nothing was running (no Ray cluster "
-             "runs on this machine)")  # (a second stop finds what the first stopped gone: that is its aim)
-        return EXIT_OK
-    stopped = shutdown(args.namespace)
-    address = ray.get_runtime_context().gcs_address
-    ray_stopped, others = False, []
-    if started_here(address) is not None:  # the local Ray `coopsched start` started: it goes too, unless another
-        others = sorted({a.partition("/")[0] for a in _coopsched_actors(besides=args.namespace)})  # namespace's
-        if not others:  # Coopsched runs on it
-            ray.shutdown()
-            ray_stopped = stop_local_ray(address)
-    emit(args, {"stopped": stopped, "ray_stopped": ray_stopped},
-         lambda d: "stopped: " + (", ".join(stopped) if stopped else "nothing was running")
-         + (f"; and the local Ray cluster at {address} that `coopsched start` started" if ray_stopped else "")
-         + (f"; the local Ray cluster at {address} keeps running for Coopsched in namespace(s) {', '.join(others)} "
-            "(`coopsched --namespace NS stop` stops each)" if others else ""))
-    return EXIT_OK
-
-
-def _coopsched_actors(besides: str) -> list[str]:
-    """The Coopsched actors (head, tracker, workers) on the cluster in namespaces other than ``besides`` (whose
-    actors were just killed: the cluster may list them a moment longer)."""
-    import ray
-
-    from scheduler.names import HEAD_NAME, TRACKER_NAME, WORKER_PREFIX
-    return [f"{a.get('namespace')}/{a['name']}" for a in ray.util.list_named_actors(all_namespaces=True)
-            if a.get("namespace") != besides
-            and (a["name"] in (HEAD_NAME, TRACKER_NAME) or a["name"].startswith(WORKER_PREFIX))]
 
 
 def cmd_bench(args) -> int:

@@ -53,7 +53,7 @@ from scheduler.jobs import JobStatus
 from scheduler.local_ray import drop_stale_bootstrap
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.task_payload import pickled_call
-from scheduler.replicas import JobOfAnotherHead, split_owner
+from scheduler.replicas import JobOfAnotherHead
 from scheduler.tasks import TaskSpec
 from scheduler.state_store import check_store_url, default_store_url
 from scheduler.tracker import start_tracker
@@ -517,19 +517,6 @@ class Client:
         Retrying is safe: submissions carry their task id (the head answers a resubmission
         with the first decision) and every other call is a read or idempotent."""
         return self._call_on(self.head, method, *args, **kwargs)
-
-    def _head_of(self, owner: str) -> Any:
-        """The actor of head replica ``owner`` (``"namespace/name"``, as a job record names it), which a
-        ``JobOfAnotherHead`` answer sends a job's calls to; ``ConnectionError`` if it is not running."""
-        namespace, name = split_owner(owner)
-        try:
-            return ray.get_actor(name, namespace=namespace)
-        except ValueError:
-            raise ConnectionError(f"head replica {owner!r}, which admitted this job, is not running in this Ray "
-                                  "cluster: only it can cancel the job or hand over its result, and nothing was "
-                                  f"changed; start it again (`coopsched start` in namespace {namespace!r}, or "
-                                  f"start_head(namespace={namespace!r}, name={name!r})): it takes its jobs back "
-                                  "from the store") from None
 
     def _call_on(self, head: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         """``_call`` on a given head actor (this client's, or the replica a job belongs to)."""

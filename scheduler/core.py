@@ -86,7 +86,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         """Install (or replace) a coop's policy; it applies to tasks submitted from now on."""
         policy = parse(CoopPolicy, policy, what="policy")
         self._policies[policy.coop_id] = CompiledPolicy.of(policy)
-        self._reclaims = any(c.policy.reclaim is not Reclaim.NEVER for c in self._policies.values())
+        self._note_reclaims()
         return policy
 
     def policy(self, coop_id: str) -> CoopPolicy | None:
@@ -98,8 +98,11 @@ class SchedulerCore(JobRecords, SchedulingRound):
 
     def remove_policy(self, coop_id: str) -> CoopPolicy | None:
         compiled = self._policies.pop(coop_id, None)
-        self._reclaims = any(c.policy.reclaim is not Reclaim.NEVER for c in self._policies.values())
+        self._note_reclaims()
         return compiled.policy if compiled else None
+
+    def _note_reclaims(self) -> None:
+        self._reclaims = any(c.reclaim is not Reclaim.NEVER for c in self._policies.values())
 
     # ------------------------------------------------------------------ executors
     def register_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
@@ -353,14 +356,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
                 self.counters.gave_up[task.coop_id] += 1
             job.move(now, final, f"{why}; {'cancelled' if job.cancel_requested else f'gave up after {job.attempts} attempts'}")
             return final
-        base = job.placement
-        assert job.requirements is not None
         job.avoid = job.avoid | {executor_id}
-        self._seq += 1
-        self.changed_jobs.add(task_id)
-        self.queue.add(QueuedTask(task, job.requirements, job.cost,
-                                  job.decision.effective_priority, job.submitted_at, self._seq,
-                                  attempt=job.attempts + 1, relaxed=base.relaxed, avoid=job.avoid))
+        self._queue_again(job)
         self.counters.retried[task.coop_id] += 1
         job.move(now, JobState.QUEUED, f"{why}; retrying (attempt {job.attempts + 1} of {task.max_retries + 1})")
         return JobState.QUEUED
@@ -377,17 +374,21 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self._free(job, executor_id)
         job.preemptions += 1
         job.ending_on, job.ending_since = executor_id, now
-        assert job.requirements is not None
-        self._seq += 1
-        self.queue.add(QueuedTask(job.task, job.requirements, job.cost, job.decision.effective_priority,
-                                  job.submitted_at, self._seq, attempt=job.attempts + 1,
-                                  relaxed=job.placement.relaxed, avoid=job.avoid))
-        self.changed_jobs.add(task_id)
+        self._queue_again(job)
         self.preempted.append((task_id, executor_id))
         self.counters.preempted[job.task.coop_id] += 1
         job.move(now, JobState.QUEUED, f"{why}; waiting to run again (attempt {job.attempts + 1}; the stopped "
                  "attempt is not charged and not counted against max_retries)")
         return True
+
+    def _queue_again(self, job: Job) -> None:
+        """Queue a placed job's next attempt (lost, or preempted), under the requirements it was placed with."""
+        assert job.requirements is not None and job.placement is not None
+        self._seq += 1
+        self.changed_jobs.add(job.task.task_id)
+        self.queue.add(QueuedTask(job.task, job.requirements, job.cost, job.decision.effective_priority,
+                                  job.submitted_at, self._seq, attempt=job.attempts + 1,
+                                  relaxed=job.placement.relaxed, avoid=job.avoid))
 
     def ending_attempts(self) -> list[tuple[str, str]]:
         """(task id, executor id) of the waiting jobs whose preempted attempt may still be ending there."""

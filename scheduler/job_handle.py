@@ -19,7 +19,7 @@ from executors.measure import TaskError
 from policies.reasons import Decision
 from policies.validation import FieldError, InvalidRequest, quoted
 from scheduler.jobs import JobStatus
-from scheduler.replicas import JobOfAnotherHead
+from scheduler.replicas import JobOfAnotherHead, head_of
 from scheduler.tasks import JobState
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class JobHandle:
         try:
             return self._client._call(method, self.id, *args)
         except JobOfAnotherHead as elsewhere:  # (followed once: that head owns the record, so it answers)
-            self._head = self._client._head_of(elsewhere.owner)
+            self._head = head_of(elsewhere.owner)
             return self._client._call_on(self._head, method, self.id, *args)
 
     def __repr__(self) -> str:

@@ -49,3 +49,19 @@ class JobOfAnotherHead(LookupError):
         return (f"job {self.task_id} was admitted by head replica {self.owner!r}, and only that head can cancel it "
                 f"or hand over its result; ask it there (Client(namespace={namespace!r}) reaches it"
                 f"{'' if name == HEAD_NAME else f', the actor named {name!r}'}); nothing was changed here")
+
+
+def head_of(owner: str):
+    """The actor of head replica ``owner`` (``"namespace/name"``, as a job record names it), which a
+    ``JobOfAnotherHead`` answer sends a job's calls to; ``ConnectionError`` if it is not running."""
+    import ray  # (the rest of this module is plain data: the head's state keeping imports it too)
+
+    namespace, name = split_owner(owner)
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        raise ConnectionError(f"head replica {owner!r}, which admitted this job, is not running in this Ray "
+                              "cluster: only it can cancel the job or hand over its result, and nothing was "
+                              f"changed; start it again (`coopsched start` in namespace {namespace!r}, or "
+                              f"start_head(namespace={namespace!r}, name={name!r})): it takes its jobs back "
+                              "from the store") from None

@@ -83,7 +83,7 @@ class SchedulingRound:
                          "tasks start once a coop admin sets one (`coopsched policy set FILE`) or are cancelled",
                          now)
                 continue
-            if self.table.free_count <= 0 and compiled.policy.reclaim is _NEVER_RECLAIM:
+            if self.table.free_count <= 0 and compiled.reclaim is _NEVER_RECLAIM:
                 continue  # (a full fleet, in a round run for the coops that reclaim: this one can do nothing)
             if compiled.gates:  # asked once a round: built-in windows depend on the coop, priority and tags
                 # (one answer per gate key), a plug-in gate may decide by member (one answer per task)
@@ -192,7 +192,7 @@ class SchedulingRound:
                 return None
             if not entry.avoid:
                 own_missed.add(entry.shape)
-        if compiled.policy.reclaim is not _NEVER_RECLAIM:  # its coop takes back one of its executors from borrowers
+        if compiled.reclaim is not _NEVER_RECLAIM:  # its coop takes back one of its executors from borrowers
             placement = self._reclaim(entry, now, job, compiled)
             if placement is not None:
                 placements.append(placement)
@@ -221,7 +221,7 @@ class SchedulingRound:
             return None
         table, req = self.table, entry.requirements
         candidates = own_candidates(table, req)
-        lower_only = compiled.policy.reclaim is Reclaim.LOWER_PRIORITY
+        lower_only = compiled.reclaim is Reclaim.LOWER_PRIORITY
         best: tuple[str, list[str]] | None = None
         for executor_id, borrowers in self._borrowed_now.items():
             row = table.rows.get(executor_id)

@@ -24,17 +24,22 @@ def _report(task_id: str, coop: str, attempt: int, outcome: str) -> dict:
             "ended_at": now, "cpu_seconds": 1.0, "outcome": outcome, "attempt": attempt}
 
 
+async def reclaiming_head(url: str) -> Head:
+    """A head whose coop "owner" reclaims its one executor, "owned" (1 CPU, open to every coop), from "borrower"."""
+    head = Head.__new__(Head)
+    await Head.__init__(head, store_url=url)
+    head._watchdog = object()
+    quota = {"cpu_hours_per_month": 1000, "max_concurrent_tasks": 100}
+    await head.set_policy({"coop_id": "owner", "default_quota": quota, "reclaim": "any"})
+    await head.set_policy({"coop_id": "borrower", "default_quota": quota})
+    await head.register_executor(ExecutorSpec(executor_id="owned", coop_id="owner", region="us-west", node_id="n1",
+                                              resources={"cpus": 1}, open_to=("*",)).model_dump(mode="json"))
+    return head
+
+
 def test_the_head_stops_a_preempted_attempt_at_its_worker_and_places_the_job_back_once_it_ended():
     async def main():
-        head = Head.__new__(Head)
-        await Head.__init__(head, store_url="memory://reclaims")
-        head._watchdog = object()
-        quota = {"cpu_hours_per_month": 1000, "max_concurrent_tasks": 100}
-        await head.set_policy({"coop_id": "owner", "default_quota": quota, "reclaim": "any"})
-        await head.set_policy({"coop_id": "borrower", "default_quota": quota})
-        await head.register_executor(ExecutorSpec(executor_id="owned", coop_id="owner", region="us-west",
-                                                  node_id="n1", resources={"cpus": 1},
-                                                  open_to=("*",)).model_dump(mode="json"))
+        head = await reclaiming_head("memory://reclaims")
         worker = head._workers["owned"] = FakeWorker("owned")
         await head.submit(_task("borrowed", "borrower"), b"b")
         await settle()
@@ -61,15 +66,7 @@ def test_the_head_stops_a_preempted_attempt_at_its_worker_and_places_the_job_bac
 def test_a_restarted_head_stops_a_preempted_attempt_again_in_case_it_went_down_before_it_could(tmp_path):
     async def main():
         url = f"sqlite:///{tmp_path / 'state.db'}"
-        head = Head.__new__(Head)
-        await Head.__init__(head, store_url=url)
-        head._watchdog = object()
-        quota = {"cpu_hours_per_month": 1000, "max_concurrent_tasks": 100}
-        await head.set_policy({"coop_id": "owner", "default_quota": quota, "reclaim": "any"})
-        await head.set_policy({"coop_id": "borrower", "default_quota": quota})
-        await head.register_executor(ExecutorSpec(executor_id="owned", coop_id="owner", region="us-west",
-                                                  node_id="n1", resources={"cpus": 1},
-                                                  open_to=("*",)).model_dump(mode="json"))
+        head = await reclaiming_head(url)
         head._workers["owned"] = FakeWorker("owned")
         await head.submit(_task("borrowed", "borrower"), b"b")
         await settle()
