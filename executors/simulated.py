@@ -7,7 +7,8 @@ Unit tests, the core demo and the benchmarks use it; nothing here is a mock of t
 Like a real worker, each simulated executor starts a placed task only when it fits the
 executor's own resources, and keeps the rest (an executor registered with
 ``dispatch_ahead`` is handed more than it can run at once) in its queue, first in first
-out, starting the next the moment a running task ends.
+out, starting the next the moment a running task ends. An attempt the core preempts (an owner
+reclaiming its executor from a borrower) stops at once and reports the time it ran, uncharged.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class _Event:
     executor_id: str = field(compare=False)
     started_at: float = field(compare=False)
     outcome: Outcome = field(compare=False)
+    attempt: int = field(compare=False, default=1)
 
 
 class Simulation:
@@ -106,8 +108,12 @@ class Simulation:
 
     # -- time --------------------------------------------------------------------
     def step(self) -> list[Placement]:
-        """Place what fits now and start those tasks (their ends become events)."""
+        """Place what fits now and start those tasks (their ends become events). Attempts the round preempted
+        (an owner reclaiming its executor) stop first, as the head has their workers stop them, so the room
+        they leave is there for the tasks placed in their stead."""
         placed = self.core.schedule()
+        for task_id, executor_id in self.core.drain_preempted():
+            self._stop(task_id, executor_id)
         for p in placed:
             limit = self.core.runtime_limit(p.task.task_id)
             if self._queue(p.executor_id).offer(p.task_id, _amounts(p.task), p, now=self.clock(), limit_s=limit):
@@ -148,7 +154,7 @@ class Simulation:
         if duration > limit:
             duration, outcome = limit, Outcome.TIMEOUT
         heapq.heappush(self._events, _Event(now + duration, next(self._seq), p.task_id, p.executor_id,
-                                            now, outcome))
+                                            now, outcome, p.attempt))
 
     def run(self, until: float | None = None, max_events: int = 10_000_000) -> int:
         """Process events (task ends, window openings) until none are left or ``until``. Returns events run."""
@@ -179,19 +185,29 @@ class Simulation:
     def cancel(self, task_id: str) -> None:
         """Cancel like a member would; a running task stops now and is charged the time it ran."""
         self.core.cancel(task_id)
+        running = next((e.executor_id for e in self._events if e.task_id == task_id), None)
+        for executor_id in [running] if running is not None else list(self._queues):
+            if self._stop(task_id, executor_id):
+                return
+
+    def _stop(self, task_id: str, executor_id: str) -> bool:
+        """The executor stops the task: running, it ends now (its report says how long it ran); waiting in the
+        executor's queue, it ends having used nothing. False: the executor has no such task."""
+        now = self.clock()
         for i, e in enumerate(self._events):
-            if e.task_id == task_id:
+            if e.task_id == task_id and e.executor_id == executor_id:
                 self._events.pop(i)
                 heapq.heapify(self._events)
-                self._finish(_Event(self.clock(), next(self._seq), task_id, e.executor_id, e.started_at,
-                                    Outcome.CANCELLED))
-                return
-        for executor_id, queue in self._queues.items():  # not started yet: it ends now, having used nothing
-            if queue.remove(task_id) is not None:
-                now = self.clock()
-                self._finish(_Event(now, next(self._seq), task_id, executor_id, now, Outcome.CANCELLED),
-                             started=False)
-                return
+                self._finish(_Event(now, next(self._seq), task_id, executor_id, e.started_at, Outcome.CANCELLED,
+                                    e.attempt))
+                return True
+        queue = self._queues.get(executor_id)
+        waiting = queue.remove(task_id) if queue is not None else None
+        if waiting is not None:
+            self._finish(_Event(now, next(self._seq), task_id, executor_id, now, Outcome.CANCELLED,
+                                waiting.attempt), started=False)
+            return True
+        return False
 
     def usage(self, coop_id: str, member: str) -> UsageRecord:
         return self.core.usage(coop_id, member)
@@ -213,7 +229,7 @@ class Simulation:
                              member=task.member, started_at=event.started_at, ended_at=event.at,
                              cpu_seconds=task.resources.cpus * wall, gpu_seconds=task.resources.gpus * wall,
                              cpu_time_s=task.resources.cpus * wall * run.cpu_utilisation, outcome=event.outcome,
-                             attempt=max(1, job.attempts))
+                             attempt=event.attempt)
         self.reports.append(report)
         self.core.complete(report)
         self._start_waiting(event.executor_id)

@@ -69,6 +69,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self.held_capacity = HeldCapacity(self.table)  # what placed jobs it could not restore may still use
         self.liveness = Liveness()
         self._seq = 0
+        self._placements = 0  # placements made: Job.placed_seq orders those of one instant (reclaim's newest)
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
         self.preempted: list[tuple[str, str]] = []  # (task id, executor id) stopped to reclaim (the head stops them)
         self._reclaims = False  # some coop's policy reclaims its executors: a full fleet still has a round

@@ -233,7 +233,9 @@ class SchedulingRound:
             eligible = [j for j in borrowers if j.state is _RUNNING and not j.cancel_requested
                         and (not lower_only or j.task.priority.rank < rank)]
             victims: list[str] = []
-            for victim in sorted(eligible, key=lambda j: (-(j.started_at or 0.0), j.task.task_id)):
+            # newest first; of those placed at one instant, the last placed (on an executor taking work ahead,
+            # the one that waits in its queue and has used nothing)
+            for victim in sorted(eligible, key=lambda j: (-(j.started_at or 0.0), -j.placed_seq, j.task.task_id)):
                 r = victim.task.resources
                 short = [s - u for s, u in zip(short, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))]
                 victims.append(victim.task.task_id)
@@ -340,6 +342,8 @@ class SchedulingRound:
         job.placement = placement
         job.attempts = entry.attempt
         job.started_at = now
+        self._placements += 1
+        job.placed_seq = self._placements
         reason = f"placed on {executor_id} (attempt {entry.attempt})"
         if spec.dispatch_ahead and self._handed_ahead(row, spec):
             reason += ("; handed over ahead: it waits in that executor's own queue until resources there free up "

@@ -340,6 +340,36 @@ def test_housing_building_automation_runs_before_residents():
     assert sorted(fleet.order()[2:]) == [ALICE, ALICE, BOB, BOB]
 
 
+
+NEIGHBOUR = "did:icn:neighbour-bo"  # a member of the timebank next door, which borrows the housing coop's machine
+
+
+@pytest.mark.parametrize("member, priority, reclaimed", [(BUILDING, "critical", True), (ALICE, "normal", False)],
+                         ids=["building-critical-takes-it-back", "resident-normal-waits"])
+def test_housing_reclaims_its_machine_from_a_neighbours_lower_priority_task(member, priority, reclaimed):
+    fleet = Fleet("housing-coop", [{**make_executor("exec-boiler-room", cpus=2), "open_to": ["*"]}])
+    timebank = load_example("timebank")
+    fleet.core.set_policy(timebank)
+    batch = make_task(NEIGHBOUR, cpus=2, runtime_s=3600)
+    assert fleet.sim.submit({**batch, "coop_id": timebank.coop_id}, duration_s=1800).admitted
+    fleet.sim.run(until=DEFAULT_START + 600)  # the neighbour's batch job borrows the idle machine
+    assert fleet.core.job(batch["task_id"]).state is JobState.RUNNING
+    own = make_task(member, cpus=2, priority=priority)
+    assert fleet.submit(own, duration_s=60).admitted
+    fleet.sim.run()
+    ran = [(p.task_id, p.attempt) for p in fleet.sim.placements]
+    neighbour = fleet.sim.usage(timebank.coop_id, NEIGHBOUR)
+    if reclaimed:  # stopped after 10 minutes, uncharged; run again once the building's task is done
+        assert ran == [(batch["task_id"], 1), (own["task_id"], 1), (batch["task_id"], 2)]
+        assert fleet.core.job(own["task_id"]).started_at == DEFAULT_START + 600
+        assert any("reclaims it" in e.message for e in fleet.core.job(batch["task_id"]).history)
+        assert neighbour.cpu_hours == pytest.approx(1.0)  # 2 cores x the last attempt's 30 minutes
+    else:  # a resident's normal task does not stop a neighbour's normal one: it waits for its end
+        assert ran == [(batch["task_id"], 1), (own["task_id"], 1)]
+        assert fleet.core.job(own["task_id"]).started_at == DEFAULT_START + 1800
+        assert neighbour.cpu_hours == pytest.approx(1.0)
+    assert all(job.state is JobState.SUCCEEDED for job in (fleet.core.job(t["task_id"]) for t in (batch, own)))
+
 def test_tiered_membership_multipliers_order_the_queue():
     fleet = Fleet("tiered-membership", [make_executor("exec-riverside-1", cpus=1)])
     arrivals = [(GUEST, "low"), (BOB, "normal"), ("did:icn:riverside-building-automation", "high"),

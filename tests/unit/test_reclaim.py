@@ -14,8 +14,9 @@ import pytest
 
 from policies.model import CoopPolicy
 from scheduler.scheduling_round import ENDING_GRACE_S
+from scheduler.tasks import JobState
 from scheduler.usage import UsageReport
-from tests.builders import make_core, make_executor, make_policy, make_task
+from tests.builders import START, make_core, make_executor, make_policy, make_sim, make_task
 
 
 def _coops(reclaim: str, *executors):
@@ -185,3 +186,25 @@ def test_a_retry_that_keeps_off_the_owners_executor_stops_nothing_there():
     assert [p.task_id for p in core.schedule()] == [borrowed]  # the borrower takes the executor back meanwhile
     assert core.schedule() == [] and core.drain_preempted() == []  # the retry does not stop it for an executor
     # it keeps off (it would be placed elsewhere, or wait)
+
+
+def test_simulated_executors_stop_what_a_reclaim_preempts_running_or_waiting_in_their_queue():
+    owner = CoopPolicy.model_validate({**make_policy(coop="owner").model_dump(mode="json"), "reclaim": "any"})
+    sim = make_sim(owner, [make_executor("owned", coop="owner", cpus=2, open_to=("*",), dispatch_ahead=1)])
+    sim.core.set_policy(make_policy(coop="borrower"))
+    running, waiting = (sim.submit(make_task(coop="borrower", member="bob", cpus=2), duration_s=600).task_id
+                        for _ in range(2))
+    sim.step()
+    assert sim.waiting("owned") == [waiting]  # handed ahead: it waits in the executor's own queue
+    sim.clock.advance(60)
+    mine = sim.submit(make_task(coop="owner", cpus=2), duration_s=60).task_id
+    sim.step()  # the newest borrowed task is the one stopped: the waiting one, which used nothing
+    assert sim.waiting("owned") == [mine] and sim.core.job(running).state is JobState.RUNNING
+    assert [(r.task_id, r.outcome.value, r.ended_at - r.started_at) for r in sim.reports] == \
+        [(waiting, "cancelled", 0.0)]
+    sim.run()
+    assert [(p.task_id, p.attempt) for p in sim.placements] == [(running, 1), (waiting, 1), (mine, 1), (waiting, 2)]
+    jobs = [sim.core.job(t) for t in (running, waiting, mine)]
+    assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 3
+    assert [j.started_at for j in jobs] == [START, START + 660, START + 600]  # mine waited for the running one
+    assert sim.core.usage("borrower", "bob").cpu_hours == pytest.approx(2 * 1200 / 3600)  # two full runs only
