@@ -344,7 +344,7 @@ def cmd_job(args) -> int:
     elif args.action == "status":
         status = client.job(args.id).status()
         emit(args, status.model_dump(mode="json"), lambda s: "\n".join(
-            [f"{s['task_id']}: {s['state']} ({s['reason']})"]
+            [f"{s['task_id']}: {s['state']} ({s['reason']})"] + _attempts_line(s)
             + [f"  {time.strftime('%H:%M:%S', time.gmtime(e['at']))} {e['state']:<9} {e['message']}"
                for e in s["history"]]))
     elif args.action == "cancel":
@@ -360,6 +360,16 @@ def cmd_job(args) -> int:
             print(f"coopsched: {answer['message']}", file=sys.stderr)
         return EXIT_OK if answer["forgotten"] else EXIT_ERROR
     return EXIT_OK
+
+
+def _attempts_line(s: dict) -> list[str]:
+    """``job status``'s line on where the job ran and what it was charged, once it was placed."""
+    if not s["attempts"]:
+        return []
+    stopped = f" ({s['preemptions']} stopped by an owner reclaiming its executor)" if s.get("preemptions") else ""
+    where = f", last on {s['executor_id']}" if s["executor_id"] else ""  # (a waiting job restored from a store: none)
+    return [f"  attempts {s['attempts']}{stopped}{where}; charged {s['charged_cpu_hours']:.4g} CPU-h, "
+            f"{s['charged_gpu_hours']:.4g} GPU-h, {s['charged_credits']:.4g} credits"]
 
 
 def _call_of(args) -> tuple[Any, list]:

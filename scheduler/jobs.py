@@ -49,6 +49,7 @@ class JobStatus(BaseModel):
     wall_seconds: float | None
     error: str | None
     history: tuple[StatusEvent, ...]
+    preemptions: int = 0  # of its attempts, those stopped by an owner reclaiming its executor (not retries)
 
 
 @dataclass(slots=True)  # one per task, kept for the task's life: no per-instance __dict__
@@ -96,7 +97,8 @@ class Job:
             attempts=self.attempts, executor_id=self.placement.executor_id if self.placement else None,
             submitted_at=self.submitted_at, started_at=self.started_at, finished_at=self.finished_at,
             warnings=self.decision.warnings, charged_cpu_hours=self.charged[0], charged_gpu_hours=self.charged[1],
-            charged_credits=self.charged[2], wall_seconds=self.wall_seconds, error=self.error, history=tuple(self.history))
+            charged_credits=self.charged[2], wall_seconds=self.wall_seconds, error=self.error, history=tuple(self.history),
+            preemptions=self.preemptions)
 
 
 def explain_record(record: dict) -> dict:

@@ -10,6 +10,7 @@ import time
 
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.head import Head
+from tests.head_in_process import ThreadedHead, cli
 from tests.unit.test_head_interleavings import FakeWorker, no_ray_started, settle  # noqa: F401
 
 
@@ -81,4 +82,28 @@ def test_a_restarted_head_stops_a_preempted_attempt_again_in_case_it_went_down_b
         await settle()
         assert ("cancel", ("borrowed",)) in [(name, args) for name, args in worker.calls]
         assert again.core.job("borrowed").state.value == "queued"
+        assert (await again.status("borrowed"))["preemptions"] == 1  # (kept in its record)
     asyncio.run(main())
+
+
+def test_coopsched_job_status_says_how_many_attempts_an_owner_stopped(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+
+    async def preempt():
+        head = await reclaiming_head(url)
+        head._workers["owned"] = FakeWorker("owned")
+        await head.submit(_task("borrowed", "borrower"), b"b")
+        await settle()
+        await head.submit(_task("mine", "owner"), b"m")
+        await settle()
+        await head.on_report(_report("borrowed", "borrower", 1, "cancelled"))
+        await settle()
+        head.store.close()
+    asyncio.run(preempt())
+    th = ThreadedHead(store_url=url)  # (a head on that store, without workers: the CLI reads the job's status)
+    try:
+        code, out, _ = cli(th, monkeypatch, capsys, "job", "status", "borrowed")
+        assert code == 0 and "preempted on owned" in out
+        assert "attempts 1 (1 stopped by an owner reclaiming its executor); charged 0 CPU-h" in out
+    finally:
+        th.close()
