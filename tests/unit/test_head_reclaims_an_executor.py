@@ -64,15 +64,21 @@ def test_the_head_stops_a_preempted_attempt_at_its_worker_and_places_the_job_bac
     asyncio.run(main())
 
 
+async def preempted(url: str) -> Head:
+    """A reclaiming head on ``url`` where the owner's task "mine" has preempted the borrower's "borrowed"."""
+    head = await reclaiming_head(url)
+    head._workers["owned"] = FakeWorker("owned")
+    await head.submit(_task("borrowed", "borrower"), b"b")
+    await settle()
+    await head.submit(_task("mine", "owner"), b"m")
+    await settle()
+    return head
+
+
 def test_a_restarted_head_stops_a_preempted_attempt_again_in_case_it_went_down_before_it_could(tmp_path):
     async def main():
         url = f"sqlite:///{tmp_path / 'state.db'}"
-        head = await reclaiming_head(url)
-        head._workers["owned"] = FakeWorker("owned")
-        await head.submit(_task("borrowed", "borrower"), b"b")
-        await settle()
-        await head.submit(_task("mine", "owner"), b"m")
-        await settle()
+        head = await preempted(url)
         assert head.store.get_job("borrowed")["ending_on"] == "owned"
         head.store.close()
         again = Head.__new__(Head)  # the head restarted (its stop of the preempted attempt may never have gone)
@@ -90,12 +96,7 @@ def test_coopsched_job_status_says_how_many_attempts_an_owner_stopped(tmp_path, 
     url = f"sqlite:///{tmp_path / 'state.db'}"
 
     async def preempt():
-        head = await reclaiming_head(url)
-        head._workers["owned"] = FakeWorker("owned")
-        await head.submit(_task("borrowed", "borrower"), b"b")
-        await settle()
-        await head.submit(_task("mine", "owner"), b"m")
-        await settle()
+        head = await preempted(url)
         await head.on_report(_report("borrowed", "borrower", 1, "cancelled"))
         await settle()
         head.store.close()
