@@ -185,28 +185,24 @@ class Simulation:
     def cancel(self, task_id: str) -> None:
         """Cancel like a member would; a running task stops now and is charged the time it ran."""
         self.core.cancel(task_id)
-        running = next((e.executor_id for e in self._events if e.task_id == task_id), None)
-        for executor_id in [running] if running is not None else list(self._queues):
-            if self._stop(task_id, executor_id):
-                return
+        self._stop(task_id)
 
-    def _stop(self, task_id: str, executor_id: str) -> bool:
-        """The executor stops the task: running, it ends now (its report says how long it ran); waiting in the
-        executor's queue, it ends having used nothing. False: the executor has no such task."""
+    def _stop(self, task_id: str, executor_id: str | None = None) -> bool:
+        """The executor (None: whichever has it) stops the task: running, it ends now (its report says how long
+        it ran); waiting in the executor's queue, it ends having used nothing. False: no such task there."""
         now = self.clock()
         for i, e in enumerate(self._events):
-            if e.task_id == task_id and e.executor_id == executor_id:
+            if e.task_id == task_id and executor_id in (None, e.executor_id):
                 self._events.pop(i)
                 heapq.heapify(self._events)
-                self._finish(_Event(now, next(self._seq), task_id, executor_id, e.started_at, Outcome.CANCELLED,
+                self._finish(_Event(now, next(self._seq), task_id, e.executor_id, e.started_at, Outcome.CANCELLED,
                                     e.attempt))
                 return True
-        queue = self._queues.get(executor_id)
-        waiting = queue.remove(task_id) if queue is not None else None
-        if waiting is not None:
-            self._finish(_Event(now, next(self._seq), task_id, executor_id, now, Outcome.CANCELLED,
-                                waiting.attempt), started=False)
-            return True
+        for queue_of, queue in self._queues.items():
+            if executor_id in (None, queue_of) and (waiting := queue.remove(task_id)) is not None:
+                self._finish(_Event(now, next(self._seq), task_id, queue_of, now, Outcome.CANCELLED,
+                                    waiting.attempt), started=False)
+                return True
         return False
 
     def usage(self, coop_id: str, member: str) -> UsageRecord:
