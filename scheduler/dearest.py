@@ -11,7 +11,9 @@ in growing chunks over the rows its rules allow:
 * with GPUs, rows come by GPU price, and the walk stops once no row left can beat the best found
   (CPUs x the fleet's top CPU price + GPUs x the next row's GPU price is no more than it).
 
-When the rules allow few executors, those are priced directly instead. Answers are kept per
+When the rules allow few executors, those are priced directly instead: a walk in Python over their
+rows in the order of what the request would pay on each (the first row that holds it is the answer,
+usually within a handful of rows), and numpy over all of them when a walk runs long. Answers are kept per
 constraint signature and amounts until the table's shape changes, and per the executors that hold a
 request (``holders_key``): new amounts that the same executors hold are priced without a look.
 """
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 EPS = 1e-9  # as the free masks' comparisons (scheduler.free_masks.EPS)
 DIRECT = 4096  # at most this many allowed executors: price them all at once rather than walk
 FIRST_CHUNK = 64
+WALK_ROWS = 32  # rows a direct pricing walks in Python before it compares them all in numpy
+_MAX_WALKS = 16  # walk orders kept per signature
 _MAX_ANSWERS = 4096  # kept per signature
 
 
@@ -53,6 +57,9 @@ class Allowed:
     # when few are allowed (priced directly): their totals (cpus, gpus, memory, gpu memory) and prices
     # (cpu, gpu), gathered once
     columns: tuple[np.ndarray, ...] | None = None
+    # and those rows as tuples of the same six values in the order a request walks them (``_walked``): per
+    # CPUs-per-GPU ratio (None: without GPUs), made by the first request of that ratio
+    walks: dict[float | None, list[tuple[float, ...]]] = field(default_factory=dict)
     answers: dict = field(default_factory=dict)  # amounts -> Dearest
 
     @classmethod
@@ -83,7 +90,7 @@ def dearest(table: ExecutorTable, allowed: Allowed, amounts: tuple) -> Dearest:
         if not allowed.count:
             answer = IMPOSSIBLE
         elif allowed.columns is not None:
-            answer = _priced(allowed.columns, amounts)
+            answer = _walked(allowed, amounts) or _priced(allowed.columns, amounts)
         else:
             answer = _walk(table, allowed.mask, amounts)
         if len(allowed.answers) >= _MAX_ANSWERS:
@@ -138,6 +145,54 @@ def _priced(columns: tuple[np.ndarray, ...], amounts: tuple) -> Dearest:
     if gpus > 0:
         return Dearest(True, float((cpus * price_cpu[ok] + gpus * price_gpu[ok]).max()))
     return Dearest(True, float(price_cpu[ok].max()))  # per CPU: dearest() multiplies
+
+
+def _walked(allowed: Allowed, amounts: tuple) -> Dearest | None:
+    """``_priced``'s answer from the allowed rows walked in Python, dearest for this request first, or None when
+    the rows kept for the walk (``WALK_ROWS`` + 1 of them) did not settle it (numpy compares them all then).
+
+    A request's price on a row is cpus x CPU price + gpus x GPU price = gpus x (ratio x CPU price + GPU price)
+    with ratio = cpus / gpus, so in the order of that key (kept per ratio: requests come in a few CPU-per-GPU
+    shapes) the first row that holds the request is the dearest; the walk goes on over the rows whose key is
+    equal to within rounding, so the answer is the same float numpy's max gives. Without GPUs, the order is
+    the CPU price's and the first holder's is the price per CPU."""
+    cpus, gpus, memory_mb, gpu_memory_mb = amounts
+    ratio = cpus / gpus if gpus > 0 else None
+    walks = allowed.walks
+    rows = walks.get(ratio)
+    if rows is None:
+        rows = walks[ratio] = _walk_rows(allowed, ratio)
+    c, g, m, gm = cpus - EPS, gpus - EPS, memory_mb - EPS, gpu_memory_mb - EPS  # (totals are never negative)
+    if ratio is None:
+        for row in rows:
+            if row[0] >= c and row[2] >= m and row[3] >= gm:
+                return Dearest(True, row[4])  # per CPU: dearest() multiplies
+    else:
+        best = -1.0
+        for row in rows:
+            if best >= 0.0 and gpus * (ratio * row[4] + row[5]) * (1.0 + 1e-12) <= best:
+                return Dearest(True, best)  # this row's key and every later one's: no more (prices are >= 0)
+            if row[0] >= c and row[1] >= g and row[2] >= m and row[3] >= gm:
+                price = cpus * row[4] + gpus * row[5]
+                if price > best:
+                    best = price
+        if best >= 0.0 and len(rows) == allowed.count:
+            return Dearest(True, best)
+    return IMPOSSIBLE if len(rows) == allowed.count else None  # (rows left out: numpy compares them all)
+
+
+def _walk_rows(allowed: Allowed, ratio: float | None) -> list[tuple[float, ...]]:
+    """The ``WALK_ROWS`` + 1 allowed rows of the highest key for ``ratio`` (``_walked``), highest first (all of
+    them when there are no more): a partial sort, as a walk seldom reads further."""
+    columns = allowed.columns
+    assert columns is not None
+    if len(allowed.walks) >= _MAX_WALKS:
+        allowed.walks.clear()
+    least = -columns[4] if ratio is None else -(ratio * columns[4] + columns[5])
+    k = min(len(least), WALK_ROWS + 1)
+    top = np.argpartition(least, k - 1)[:k] if k < len(least) else np.arange(k)
+    top = top[np.argsort(least[top], kind="stable")]
+    return list(zip(*(column.take(top).tolist() for column in columns)))
 
 
 def _walk(table: ExecutorTable, mask: np.ndarray, amounts: tuple) -> Dearest:

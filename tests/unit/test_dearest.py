@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import scheduler.dearest as dearest_module
 from scheduler.dearest import Allowed, dearest
@@ -91,7 +92,7 @@ def test_requests_the_same_executors_hold_are_priced_in_one_look_with_the_same_a
     table = _table([(2, 0, 9.0, 0.0), (8, 0, 4.0, 0.0), (16, 2, 3.0, 20.0), (64, 4, 1.0, 15.0)])
     allowed = Allowed.of(table, np.ones(table.n, dtype=bool))
     looks = []
-    for name in ("_priced", "_walk"):
+    for name in ("_walked", "_walk"):  # (a direct pricing walks first; _priced only if that walk runs long)
         real = getattr(dearest_module, name)
         monkeypatch.setattr(dearest_module, name, lambda *a, real=real: looks.append(1) or real(*a))
     # 3, 5 and 7.5 CPUs: held by the 8-, 16- and 64-CPU executors alike (the dearest per CPU: 4.0)
@@ -106,3 +107,30 @@ def test_requests_the_same_executors_hold_are_priced_in_one_look_with_the_same_a
         fresh.answers.clear()
         assert dearest(table, fresh, amounts) == dearest(table, allowed, amounts)
     assert not dearest(table, allowed, (65.0, 0.0, 0, 0)).possible
+
+
+rows = st.lists(st.tuples(st.sampled_from([1.0, 2.0, 8.0, 16.0, 64.0]), st.sampled_from([0.0, 1.0, 2.0, 8.0]),
+                          st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0]), st.sampled_from([0.0, 1.0, 5.0, 12.5, 20.0])),
+                min_size=1, max_size=12)
+amounts = st.tuples(st.sampled_from([0.5, 1.0, 3.0, 4.0, 16.0, 65.0]), st.sampled_from([0.0, 0.0, 1.0, 2.0, 3.0, 9.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=rows, asked=amounts, walk_rows=st.sampled_from([1, 2, 3, 32]))
+def test_a_direct_pricing_walked_in_python_gives_numpys_answer_or_hands_over(rows, asked, walk_rows):
+    """The Python walk over a few allowed executors in price order settles a pricing with exactly the answer of
+    comparing them all in numpy, or says it did not settle it (None: numpy answers)."""
+    table = _table(rows)
+    allowed = Allowed.of(table, np.ones(table.n, dtype=bool))
+    amounts = (asked[0], asked[1], 0, 0)
+    want = dearest_module._priced(allowed.columns, amounts)
+    old = dearest_module.WALK_ROWS
+    dearest_module.WALK_ROWS = walk_rows
+    try:
+        got = dearest_module._walked(allowed, amounts)
+    finally:
+        dearest_module.WALK_ROWS = old
+    if walk_rows >= len(rows):
+        assert got is not None  # every row walked: always settled
+    assert got is None or got == want
+    assert dearest(table, allowed, amounts).possible == want.possible
