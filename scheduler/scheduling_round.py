@@ -54,6 +54,7 @@ class SchedulingRound:
         self._elsewhere_now: dict[tuple[str, str], int] = {}  # running_elsewhere's answers, for this round
         self._borrowed_now: dict[str, list[Job]] | None = None  # (_reclaim's, built when first asked this round)
         self._reclaim_missed: set[tuple] = set()  # (shape, priority rank) no reclaim made room for this round
+        self._reclaimed_ahead: list[int] | None = None  # (_reclaimers_ahead's, built when first asked this round)
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
         holds: dict[tuple, float | None] = {}
@@ -185,15 +186,24 @@ class SchedulingRound:
         (appended to ``placements``). A task that could never run as constrained is relaxed or refused here,
         at its place in the queue, as a fleet that shares nothing does. Returns the entry (relaxed, maybe)
         the borrowing pass tries on every executor it may use; None when placed or refused."""
+        reclaims = compiled.reclaim is not _NEVER_RECLAIM
+        # a coop that reclaims takes its executors back rather than wait in their queues behind borrowers: on a
+        # fleet taking work ahead, its task goes first where it starts at once, then where a reclaim makes room
+        # now, and only then where it would wait in an executor's queue
+        at_once = reclaims and self.table.ahead > 0 and bool(self._borrowed())
         if entry.avoid or entry.shape not in own_missed:  # (own capacity only shrinks during the round)
-            placement = self._place(entry, now, job, compiled, own=True)
+            placement = self._place(entry, now, job, compiled, own=True, at_once=at_once)
             if placement is not None:
                 placements.append(placement)
                 return None
-            if not entry.avoid:
+            if not entry.avoid and not at_once:
                 own_missed.add(entry.shape)
-        if compiled.reclaim is not _NEVER_RECLAIM:  # its coop takes back one of its executors from borrowers
+        if reclaims:  # its coop takes back one of its executors from borrowers
             placement = self._reclaim(entry, now, job, compiled)
+            if placement is None and at_once and (entry.avoid or entry.shape not in own_missed):
+                placement = self._place(entry, now, job, compiled, own=True)  # handed ahead on its own
+                if placement is None and not entry.avoid:
+                    own_missed.add(entry.shape)
             if placement is not None:
                 placements.append(placement)
                 return None
@@ -214,20 +224,19 @@ class SchedulingRound:
         policy's ``reclaim``: any of them, or those of lower priority only). Of the executors where that makes
         room, the one that needs the fewest stopped, the newest first (the least work lost); None when none
         does (nothing is stopped then)."""
-        if self._borrowed_now is None:  # (once a round: which executors run other coops' tasks, and which)
-            self._borrowed_now = self._borrowed_executors()
+        borrowed = self._borrowed()
         rank = entry.task.priority.rank
-        if not self._borrowed_now or (entry.shape, rank) in self._reclaim_missed:
+        if not borrowed or (entry.shape, rank) in self._reclaim_missed:
             return None
         table, req = self.table, entry.requirements
         candidates = own_candidates(table, req)
         lower_only = compiled.reclaim is Reclaim.LOWER_PRIORITY
         best: tuple[str, list[str]] | None = None
-        for executor_id, borrowers in self._borrowed_now.items():
+        for executor_id, borrowers in borrowed.items():
             row = table.rows.get(executor_id)
             if row is None or not candidates[row] or executor_id in entry.avoid or executor_id == job.ending_on:
                 continue  # (not its coop's, not active, its constraints exclude it, or it keeps off it)
-            short = [a - f for a, f in zip(req.amounts, table.free_of(row))]
+            short = [a - f for a, f in zip(req.amounts, self._free_now(row))]
             if all(s <= EPS for s in short) or not table.holds(row, req.amounts):
                 continue  # (free already: not for want of room; or too small for it whatever stops)
             eligible = [j for j in borrowers if j.state is _RUNNING and not j.cancel_requested
@@ -251,7 +260,46 @@ class SchedulingRound:
         for task_id in victims:
             self.preempt(task_id, executor_id, f"preempted on {executor_id}: its owner, coop {entry.coop_id}, "
                                                f"reclaims it for task {entry.task_id}")
-        return self._place(entry, now, job, compiled, own=True)
+        return self._place(entry, now, job, compiled, own=True, at_once=table.ahead > 0)  # (there, now)
+
+    def _borrowed(self) -> dict[str, list[Job]]:
+        """Per executor, the running jobs of coops other than its own (once a round, when first asked)."""
+        if self._borrowed_now is None:
+            self._borrowed_now = self._borrowed_executors()
+        return self._borrowed_now
+
+    def _free_now(self, row: int) -> tuple[float, ...]:
+        """What is free on a row for a task to start at once: without the rounds it may take ahead."""
+        free, spec = self.table.free_of(row), self.table.specs[row]
+        extra = spec.dispatch_ahead if spec is not None else 0
+        if not extra:
+            return free
+        r = spec.resources  # type: ignore[union-attr]
+        return tuple(f - extra * t for f, t in zip(free, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)))
+
+    def _starts_at_once(self, row: int, amounts: tuple) -> bool:
+        return all(f >= a - EPS for f, a in zip(self._free_now(row), amounts))
+
+    def _kept_for_owners(self, entry: QueuedTask) -> str:
+        """Why an executor that fits ``entry`` did not take it: its owner reclaims, and it would wait there."""
+        if not (self.table.ahead and self._reclaims):
+            return ""
+        mask, amounts = fit_mask(self.table, entry.requirements), entry.requirements.amounts
+        kept = sum(1 for row in self._reclaimers_ahead() if mask[row] and not self._starts_at_once(row, amounts)
+                   and self.table.specs[row].coop_id != entry.coop_id)  # type: ignore[union-attr]
+        return (f"; of those, {kept} owned by a coop that reclaims its executors take another coop's task only "
+                "to start at once, and have no room for it now (one waiting in their queue would hold up "
+                "their owner's)") if kept else ""
+
+    def _reclaimers_ahead(self) -> list[int]:
+        """The rows taking work ahead whose owners reclaim (once a round, when first asked): a borrower's task
+        goes there only to start at once, so none waits in such an executor's queue, where stopping it would
+        give its owner no room to start in."""
+        if self._reclaimed_ahead is None:
+            reclaiming = {coop for coop, c in self._policies.items() if c.reclaim is not _NEVER_RECLAIM}
+            self._reclaimed_ahead = [row for row, spec in enumerate(self.table.specs[:self.table.n])
+                                     if spec is not None and spec.dispatch_ahead and spec.coop_id in reclaiming]
+        return self._reclaimed_ahead
 
     def _at_limit(self, entry: QueuedTask, job: Job, compiled: CompiledPolicy, now: float) -> bool:
         limit_tasks = compiled.member_terms(entry.member)[3]
@@ -302,14 +350,16 @@ class SchedulingRound:
             if not could_ever:  # no single registered executor can hold it: refuse, release its quota
                 self._refuse_queued(entry, now, message)
                 return False
-            no_fit[entry.shape] = f"waiting for a free executor: {message}"
+            no_fit[entry.shape] = f"waiting for a free executor: {message}" + self._kept_for_owners(entry)
             job.note(no_fit[entry.shape], now)
             return False
         placements.append(placement)
         return self.table.free_count <= 0  # the fleet is full: the rest keep their place and reason
 
     def _place(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy | None,
-               own: bool = False) -> Placement | None:
+               own: bool = False, at_once: bool = False) -> Placement | None:
+        """Place ``entry`` on the best executor it fits (``own``: of its coop only; ``at_once``: only where it
+        starts at once, not handed ahead), or None."""
         task, task_id, table = entry.task, entry.task_id, self.table
         weights = compiled.weights if compiled else _DEFAULT_WEIGHTS
         hints = task.hints
@@ -318,6 +368,13 @@ class SchedulingRound:
         mask = fit_mask(table, entry.requirements, own=own)  # (nothing of its own fits: none picked below)
         if job.ending_on is not None:  # a stopped attempt of it may still be ending there: not back there yet
             self._keep_off(job, mask, now)
+        if table.ahead and self._reclaims:  # (a fleet taking work ahead, where a coop reclaims its executors)
+            amounts = entry.requirements.amounts
+            rows = np.flatnonzero(mask).tolist() if at_once else self._reclaimers_ahead()
+            for row in rows:
+                if mask[row] and (at_once or table.specs[row].coop_id != entry.coop_id) \
+                        and not self._starts_at_once(row, amounts):  # type: ignore[union-attr]
+                    mask[row] = False
         picked = choose(table, mask, weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
             others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore

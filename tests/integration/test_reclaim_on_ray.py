@@ -25,7 +25,8 @@ def nap(seconds: float) -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def test_an_owner_takes_its_executor_back_from_a_borrowers_running_task(ray_cluster):
+@pytest.mark.parametrize("ahead", [0, 1], ids=["no queue", "taking work ahead"])
+def test_an_owner_takes_its_executor_back_from_a_borrowers_running_task(ray_cluster, ahead):
     client = Client.local(namespace=NS, store="memory://")
     try:
         quota = {"cpu_hours_per_month": 10, "max_concurrent_tasks": 10}
@@ -33,17 +34,17 @@ def test_an_owner_takes_its_executor_back_from_a_borrowers_running_task(ray_clus
         client.set_policy({"coop_id": "reclaim:borrower", "default_quota": quota})
         node = ray_cluster.nodes[1].node_id
         client.register_executor("reclaim-owned", coop="reclaim:owner", node_id=node, resources={"cpus": 1},
-                                 open_to=("*",))
-        borrowed = client.submit(nap, 4.0, coop="reclaim:borrower", member="bo", max_runtime_s=60)
+                                 open_to=("*",), dispatch_ahead=ahead)  # (ahead: a queue it must not wait in)
+        borrowed = client.submit(nap, 5.0, coop="reclaim:borrower", member="bo", max_runtime_s=60)
         wait_for(lambda: borrowed.status().state.value == "running", what="the borrower's task to start")
         time.sleep(1.0)  # it runs there now
         asked = time.monotonic()
         mine = client.submit(nap, 0.1, coop="reclaim:owner", member="ow", max_runtime_s=60)
         assert mine.result(timeout=30) == node
-        assert time.monotonic() - asked < 3.5  # it did not wait for the borrower's task to end (4 s)
+        assert time.monotonic() - asked < 3.5  # it did not wait for the borrower's task to end (4 s more)
         assert borrowed.result(timeout=60) == node  # run again once the owner's was done
         status = wait_for(lambda: (s := borrowed.status()).charged_cpu_hours > 0 and s, what="its charge")
         assert status.attempts == 2 and any("preempted on reclaim-owned" in e.message for e in status.history)
-        assert status.charged_cpu_hours * 3600 < 6.0  # its last attempt's 4 s, not the stopped one's too
+        assert status.charged_cpu_hours * 3600 < 7.0  # its last attempt's 5 s, not the stopped one's too
     finally:
         shutdown(NS)

@@ -188,23 +188,68 @@ def test_a_retry_that_keeps_off_the_owners_executor_stops_nothing_there():
     # it keeps off (it would be placed elsewhere, or wait)
 
 
-def test_simulated_executors_stop_what_a_reclaim_preempts_running_or_waiting_in_their_queue():
-    owner = CoopPolicy.model_validate({**make_policy(coop="owner").model_dump(mode="json"), "reclaim": "any"})
+def _ahead_sim(reclaim: str):
+    """An owner's executor of 2 CPUs taking one round of work ahead, open to a borrower."""
+    owner = CoopPolicy.model_validate({**make_policy(coop="owner").model_dump(mode="json"), "reclaim": reclaim})
     sim = make_sim(owner, [make_executor("owned", coop="owner", cpus=2, open_to=("*",), dispatch_ahead=1)])
     sim.core.set_policy(make_policy(coop="borrower"))
+    return sim, owner
+
+
+def test_on_an_executor_taking_work_ahead_a_reclaiming_owners_task_starts_at_once_not_behind_a_borrower():
+    sim, _ = _ahead_sim("any")
+    running, second = (sim.submit(make_task(coop="borrower", member="bob", cpus=2), duration_s=600).task_id
+                       for _ in range(2))
+    sim.step()  # a borrower's task is handed over there only to start at once: the second waits at the head
+    assert sim.waiting("owned") == [] and sim.core.job(second).state is JobState.QUEUED
+    assert "1 owned by a coop that reclaims its executors take another coop's task only to start at once" in \
+        sim.core.job(second).reason
+    sim.clock.advance(60)
+    mine = sim.submit(make_task(coop="owner", cpus=2), duration_s=60).task_id
+    sim.step()  # it stops the borrower's running task and starts now, rather than wait 540 s in the queue
+    assert sim.core.job(mine).state is JobState.RUNNING and sim.waiting("owned") == []
+    assert [(r.task_id, r.outcome.value, r.ended_at - r.started_at) for r in sim.reports] == \
+        [(running, "cancelled", 60.0)]
+    sim.run()
+    jobs = [sim.core.job(t) for t in (running, second, mine)]
+    assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 3
+    assert jobs[2].started_at == START + 60 and jobs[2].finished_at == START + 120
+    assert sim.core.usage("borrower", "bob").cpu_hours == pytest.approx(2 * 1200 / 3600)  # two full runs only
+
+
+def test_simulated_executors_stop_what_a_reclaim_preempts_running_or_waiting_in_their_queue():
+    sim, owner = _ahead_sim("never")  # borrowed before its owner reclaimed: one runs, one waits in its queue
     running, waiting = (sim.submit(make_task(coop="borrower", member="bob", cpus=2), duration_s=600).task_id
                         for _ in range(2))
     sim.step()
     assert sim.waiting("owned") == [waiting]  # handed ahead: it waits in the executor's own queue
+    sim.core.set_policy(owner.model_copy(update={"reclaim": "any"}))
     sim.clock.advance(60)
     mine = sim.submit(make_task(coop="owner", cpus=2), duration_s=60).task_id
-    sim.step()  # the newest borrowed task is the one stopped: the waiting one, which used nothing
-    assert sim.waiting("owned") == [mine] and sim.core.job(running).state is JobState.RUNNING
-    assert [(r.task_id, r.outcome.value, r.ended_at - r.started_at) for r in sim.reports] == \
-        [(waiting, "cancelled", 0.0)]
+    sim.step()  # both stop: the waiting one (it used nothing) would otherwise start before the owner's
+    assert sim.waiting("owned") == [] and sim.core.job(mine).state is JobState.RUNNING
+    assert sorted((r.task_id, r.outcome.value, r.ended_at - r.started_at) for r in sim.reports) == \
+        sorted([(waiting, "cancelled", 0.0), (running, "cancelled", 60.0)])
     sim.run()
-    assert [(p.task_id, p.attempt) for p in sim.placements] == [(running, 1), (waiting, 1), (mine, 1), (waiting, 2)]
     jobs = [sim.core.job(t) for t in (running, waiting, mine)]
     assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 3
-    assert [j.started_at for j in jobs] == [START, START + 660, START + 600]  # mine waited for the running one
+    assert jobs[2].started_at == START + 60  # at once
     assert sim.core.usage("borrower", "bob").cpu_hours == pytest.approx(2 * 1200 / 3600)  # two full runs only
+
+
+def test_a_reclaiming_owner_takes_a_borrowed_executor_before_waiting_in_the_queue_of_its_own_busy_one():
+    owner = CoopPolicy.model_validate({**make_policy(coop="owner").model_dump(mode="json"), "reclaim": "any"})
+    core, clock = make_core(owner, [make_executor("busy", coop="owner", cpus=2, dispatch_ahead=1),
+                                    make_executor("lent", coop="owner", cpus=2, open_to=("*",), dispatch_ahead=1)])
+    core.set_policy(make_policy(coop="borrower"))
+    own = core.submit(make_task(coop="owner", cpus=2)).task_id
+    borrowed = core.submit(make_task(coop="borrower", member="bob", cpus=2)).task_id
+    assert {p.task_id: p.executor_id for p in core.schedule()} == {own: "busy", borrowed: "lent"}
+    clock.advance(60)
+    mine = core.submit(make_task(coop="owner", cpus=2)).task_id
+    assert [(p.task_id, p.executor_id) for p in core.schedule()] == [(mine, "lent")]
+    assert core.drain_preempted() == [(borrowed, "lent")]
+    assert "handed over ahead" not in core.job(mine).history[-1].message
+    again = core.submit(make_task(coop="owner", cpus=2)).task_id  # no borrower left: handed ahead, as ever
+    assert [p.task_id for p in core.schedule()] == [again] and "handed over ahead" in core.job(again).history[-1].message
+    assert core.drain_preempted() == []
