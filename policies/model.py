@@ -39,6 +39,23 @@ class Reclaim(str, Enum):
     ANY = "any"
 
 
+class WithinCoop(str, Enum):
+    """Whether a coop's waiting task may stop the coop's own running tasks of lower priority to take their room
+    (as Kueue's ``withinClusterQueue``).
+
+    - ``never``: a task waits for its coop's running tasks to end, whatever their priorities.
+    - ``lower_priority``: a task that fits no executor for want of room stops, on one executor it may use, the
+      fewest of its coop's running tasks of lower *effective* priority (priority x the member's
+      ``MemberPriority`` multiplier, as the queue orders them) that make room, newest first.
+
+    A stopped task goes back to the queue as a reclaimed one does (uncharged for the stopped attempt, its
+    ``max_retries`` kept, not back on that executor until that attempt has ended there).
+    """
+
+    NEVER = "never"
+    LOWER_PRIORITY = "lower_priority"
+
+
 class EnforcementMode(str, Enum):
     """What happens to a task that violates the policy.
 
@@ -132,6 +149,10 @@ class CoopPolicy(BaseModel):
     reclaim: Reclaim = Field(default=Reclaim.NEVER, examples=["lower_priority"], description=(
         "whether this coop's waiting tasks may stop other coops' tasks running on its own executors: never, "
         "lower_priority or any (the stopped task waits again, uncharged, its retries kept)"))
+    preempt_within_coop: WithinCoop = Field(default=WithinCoop.NEVER, examples=["lower_priority"], description=(
+        "whether this coop's waiting tasks may stop the coop's own running tasks of lower effective priority "
+        "when nothing has room for them: never or lower_priority (the stopped task waits again, uncharged, its "
+        "retries kept)"))
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
     quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000,

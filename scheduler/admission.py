@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies.model import CoopPolicy, EnforcementMode, MemberQuota, Reclaim
+from policies.model import CoopPolicy, EnforcementMode, MemberQuota, Reclaim, WithinCoop
 from policies.rules import RateLimit, TimeWindow
 from policies.plugins import PluginRule, attach_all
 from policies.reasons import Reason, error, rejected, unavailable
@@ -51,6 +51,7 @@ class CompiledPolicy:
     gate_cache: dict = field(default_factory=dict, compare=False, repr=False)
     quota_cache: dict = field(default_factory=dict, compare=False, repr=False)
     reclaim: Reclaim = Reclaim.NEVER  # the policy's, read when a task misses its own coop's executors
+    preempts: bool = False  # its preempt_within_coop is lower_priority, read when a task fits no executor now
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
@@ -73,7 +74,8 @@ class CompiledPolicy:
                    frozenset(policy.quota_whitelist),
                    all(type(r) is TimeWindow for r in gates),
                    _calls(checks, "check"), _calls(adjusters, "adjust"), _calls(deferrals, "hold_until"),
-                   _calls(reservers, "reserve"), reclaim=policy.reclaim)
+                   _calls(reservers, "reserve"), reclaim=policy.reclaim,
+                   preempts=policy.preempt_within_coop is WithinCoop.LOWER_PRIORITY)
 
     def member_terms(self, member: str) -> tuple[MemberQuota, int, float, int, Cost]:
         """(quota, max priority rank, default max runtime, max concurrent tasks, limits in ledger units)

@@ -366,7 +366,8 @@ def _attempts_line(s: dict) -> list[str]:
     """``job status``'s line on where the job ran and what it was charged, once it was placed."""
     if not s["attempts"]:
         return []
-    stopped = f" ({s['preemptions']} stopped by an owner reclaiming its executor)" if s["preemptions"] else ""
+    stopped = f" ({s['preemptions']} stopped to make room: an owner's reclaim or a task of higher priority)" \
+        if s["preemptions"] else ""
     where = f", last on {s['executor_id']}" if s["executor_id"] else ""  # (a waiting job restored from a store: none)
     return [f"  attempts {s['attempts']}{stopped}{where}; charged {s['charged_cpu_hours']:.4g} CPU-h, "
             f"{s['charged_gpu_hours']:.4g} GPU-h, {s['charged_credits']:.4g} credits"]

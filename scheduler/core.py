@@ -71,8 +71,10 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self._seq = 0
         self._placements = 0  # placements made: Job.placed_seq orders those of one instant (reclaim's newest)
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
-        self.preempted: list[tuple[str, str]] = []  # (task id, executor id) stopped to reclaim (the head stops them)
-        self._reclaims = False  # some coop's policy reclaims its executors: a full fleet still has a round
+        self.preempted: list[tuple[str, str]] = []  # (task id, executor id) stopped to make room (the head stops them)
+        self._reclaims = False  # some coop's policy reclaims its executors
+        self._stops_running = False  # some coop's policy reclaims or preempts within the coop: a full fleet still
+        # has a round
 
     def carry_over(self, previous: SchedulerCore) -> None:
         """Keep what a core rebuilt from the store (``Head._resync``) cannot read back from it: the
@@ -104,6 +106,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
 
     def _note_reclaims(self) -> None:
         self._reclaims = any(c.reclaim is not Reclaim.NEVER for c in self._policies.values())
+        self._stops_running = self._reclaims or any(c.preempts for c in self._policies.values())
 
     # ------------------------------------------------------------------ executors
     def register_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:
@@ -364,7 +367,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
         return JobState.QUEUED
 
     def preempt(self, task_id: str, executor_id: str, why: str) -> bool:
-        """Stop a running attempt so its executor's owner can have it back: the job waits again, its attempt
+        """Stop a running attempt to make room (its executor's owner reclaims it, or a task of higher priority of
+        its coop needs the room): the job waits again, its attempt
         uncharged and not counted against ``max_retries``, and is not placed back on ``executor_id`` until that
         attempt's report comes (``ending_on``). ``preempted`` lists it for the head to stop at its worker."""
         job = self._jobs.get(task_id)

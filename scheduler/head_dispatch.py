@@ -41,7 +41,7 @@ class Dispatch:
         started = time.perf_counter()
         placements = self.core.schedule()
         self.metrics.placed(len(placements), time.perf_counter() - started)
-        for task_id, executor_id in self.core.drain_preempted():  # an owner reclaimed its executor: stop them
+        for task_id, executor_id in self.core.drain_preempted():  # stopped to make room (reclaim, preemption)
             self._dispatched.pop(task_id, None)  # (queued again: the watchdog asks no worker about it)
             self._results.pop(task_id, None)  # (its value will not come: a waiting result() asks again)
             self._notify(task_id)

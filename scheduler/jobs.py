@@ -49,7 +49,7 @@ class JobStatus(BaseModel):
     wall_seconds: float | None
     error: str | None
     history: tuple[StatusEvent, ...]
-    preemptions: int = 0  # of its attempts, those stopped by an owner reclaiming its executor (not retries)
+    preemptions: int = 0  # of its attempts, those stopped to make room: a reclaim, or its coop's higher priority
 
 
 @dataclass(slots=True)  # one per task, kept for the task's life: no per-instance __dict__
@@ -73,7 +73,7 @@ class Job:
     charged: tuple[float, float, float] = (0.0, 0.0, 0.0)
     error: str | None = None
     wall_seconds: float | None = None
-    preemptions: int = 0  # attempts stopped by an owner reclaiming its executor (not counted against max_retries)
+    preemptions: int = 0  # attempts stopped to make room (reclaim, preempt_within_coop); not against max_retries
     # a stopped attempt that may still be ending on this executor: the job is not placed back there until its
     # report comes (or ENDING_GRACE_S passes), as a worker runs one attempt of a task id at a time
     ending_on: str | None = None

@@ -78,8 +78,9 @@ class CoreCollector(Collector):
                        _with_zeros(failed, [(k, o) for k in coops for o in FAILED_OUTCOMES]))
         yield _counter("tasks_retried", "Attempts sent back to the queue after their executor was lost.", ["coop"],
                        _with_zeros(dict(c.retried), coops))
-        yield _counter("tasks_preempted", "Running attempts stopped because their executor's owner reclaimed it "
-                       "(the policy's reclaim); each job waits again, uncharged for that attempt.", ["coop"],
+        yield _counter("tasks_preempted", "Running attempts stopped to make room: their executor's owner reclaimed "
+                       "it (reclaim), or a task of higher priority of their coop needed it (preempt_within_coop); "
+                       "each job waits again, uncharged for that attempt.", ["coop"],
                        _with_zeros(dict(c.preempted), coops))
         yield _counter("decisions_withdrawn", "Admission decisions this head took back because another head "
                        "replica had recorded one for the same task id first (they stay in the submitted, admitted "

@@ -162,6 +162,13 @@ def _static_own(table: ExecutorTable, req: Requirements) -> np.ndarray:
     return table.static_mask(req.own_key, lambda t: _static(t, req) & t.own_mask(req.coop_id))
 
 
+def allowed_candidates(table: ExecutorTable, req: Requirements) -> np.ndarray:
+    """The active executors the task's constraints and coop access allow, free or not (where its coop's running
+    tasks of lower priority may be stopped for it: ``SchedulingRound._preempt_within``). The table's cached
+    mask: read it, do not change it."""
+    return _static(table, req)
+
+
 def own_candidates(table: ExecutorTable, req: Requirements) -> np.ndarray:
     """The task's own coop's active executors its constraints allow, free or not (what its coop may reclaim
     from borrowers: ``SchedulingRound._reclaim``). The table's cached mask: read it, do not change it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,7 +27,8 @@ from scheduler.executor_spec import ExecutorSpec
 from scheduler.jobs import Job
 from scheduler.free_masks import EPS
 from scheduler.ledger import from_units
-from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, own_candidates, static_fit
+from scheduler.placement import (Placement, allowed_candidates, choose, explain_no_fit, fit_mask, offers,
+                                 own_candidates, static_fit)
 from scheduler.queue import QueuedTask
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState
@@ -47,14 +49,17 @@ class SchedulingRound:
 
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
-        if not self.queue or (self.table.free_count <= 0 and not self._reclaims):  # nothing waiting, or a full
-            # fleet that no coop reclaims from (waiting tasks keep the reasons they were given when last looked at)
+        if not self.queue or (self.table.free_count <= 0 and not self._stops_running):  # nothing waiting, or a
+            # full fleet where no coop stops running tasks (waiting tasks keep the reasons they were given when last
+            # looked at)
             return []
         now = self.clock()
         self._elsewhere_now: dict[tuple[str, str], int] = {}  # running_elsewhere's answers, for this round
         self._borrowed_now: dict[str, list[Job]] | None = None  # (_reclaim's, built when first asked this round)
         self._reclaim_missed: set[tuple] = set()  # (shape, priority rank) no reclaim made room for this round
         self._reclaimed_ahead: list[int] | None = None  # (_reclaimers_ahead's, built when first asked this round)
+        self._coops_running: dict[str, dict[str, list[Job]]] | None = None  # (_preempt_within's, likewise)
+        self._preempt_missed: set[tuple] = set()  # (shape, effective priority) no preemption made room for
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
         holds: dict[tuple, float | None] = {}
@@ -84,8 +89,8 @@ class SchedulingRound:
                          "tasks start once a coop admin sets one (`coopsched policy set FILE`) or are cancelled",
                          now)
                 continue
-            if self.table.free_count <= 0 and compiled.reclaim is _NEVER_RECLAIM:
-                continue  # (a full fleet, in a round run for the coops that reclaim: this one can do nothing)
+            if self.table.free_count <= 0 and compiled.reclaim is _NEVER_RECLAIM and not compiled.preempts:
+                continue  # (a full fleet, in a round run for the coops that stop running tasks: this one can't)
             if compiled.gates:  # asked once a round: built-in windows depend on the coop, priority and tags
                 # (one answer per gate key), a plug-in gate may decide by member (one answer per task)
                 gate_key = entry.gate_key if compiled.gates_by_minute else ("task", task_id)
@@ -112,7 +117,7 @@ class SchedulingRound:
             if no_fit and self._no_fit(entry, job, no_fit, now):
                 continue
             if not shared:
-                if self._place_or_explain(entry, now, job, compiled, no_fit, placements):
+                if self._place_or_explain(entry, now, job, compiled, no_fit, placements) and not self._stops_running:
                     return placements
                 continue
             claimed = claims.get(key, 0)
@@ -125,7 +130,7 @@ class SchedulingRound:
             if later is not None:
                 claims[key] = claimed + 1
                 borrowing.append([later, job, compiled, False])
-            elif self.table.free_count <= 0 and not self._reclaims:
+            elif self.table.free_count <= 0 and not self._stops_running:
                 return placements
         for item in borrowing:
             entry, job, compiled, is_held = item
@@ -136,11 +141,13 @@ class SchedulingRound:
             key = entry.member_key
             if not is_held:
                 claims[key] -= 1
-            if self._borrow(entry, now, job, compiled, is_held, no_fit, own_missed, placements):
+            if self._borrow(entry, now, job, compiled, is_held, no_fit, own_missed, placements) \
+                    and not self._stops_running:
                 break
             if not is_held and job.state is not _RUNNING and key in held:  # its slot goes to its member's
                 # held-back tasks now, on their own coop's executors, before a later borrower takes them
-                if self._release_claim(key, held[key], claims, now, own_missed, placements, limit):
+                if self._release_claim(key, held[key], claims, now, own_missed, placements, limit) \
+                        and not self._stops_running:
                     break
         return placements
 
@@ -228,23 +235,62 @@ class SchedulingRound:
         rank = entry.task.priority.rank
         if not borrowed or (entry.shape, rank) in self._reclaim_missed:
             return None
-        table, req = self.table, entry.requirements
-        candidates = own_candidates(table, req)
+        candidates = own_candidates(self.table, entry.requirements)
         lower_only = compiled.reclaim is Reclaim.LOWER_PRIORITY
+        best = self._fewest_to_stop(entry, job, borrowed, candidates,
+                                    lambda j: not lower_only or j.task.priority.rank < rank)
+        if best is None:
+            self._reclaim_missed.add((entry.shape, rank))  # (this round: what was running is only stopped or ends)
+            return None
+        executor_id, victims = best
+        for task_id in victims:
+            self.preempt(task_id, executor_id, f"preempted on {executor_id}: its owner, coop {entry.coop_id}, "
+                                               f"reclaims it for task {entry.task_id}")
+        return self._place(entry, now, job, compiled, own=True, at_once=self.table.ahead > 0)  # (there, now)
+
+    def _preempt_within(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy) -> Placement | None:
+        """Place ``entry``, which fits no executor now, by stopping its coop's running tasks of lower effective
+        priority on one executor it may use (the policy's ``preempt_within_coop``): the fewest that make room,
+        newest first. None when no such stop makes room (nothing is stopped then)."""
+        priority = entry.effective_priority
+        if (entry.shape, priority) in self._preempt_missed:
+            return None
+        if self._coops_running is None:  # (once a round: per coop, per executor, its running jobs)
+            self._coops_running = {}
+            for executor_id, task_ids in self._on_executor.items():
+                for t in task_ids:
+                    if (other := self._jobs.get(t)) is not None:
+                        self._coops_running.setdefault(other.task.coop_id, {}).setdefault(executor_id, []).append(other)
+        running = self._coops_running.get(entry.coop_id)
+        best = self._fewest_to_stop(entry, job, running, allowed_candidates(self.table, entry.requirements),
+                                    lambda j: j.decision.effective_priority < priority) if running else None
+        if best is None:
+            self._preempt_missed.add((entry.shape, priority))
+            return None
+        executor_id, victims = best
+        for task_id in victims:
+            self.preempt(task_id, executor_id, f"preempted on {executor_id} for task {entry.task_id} of its coop, "
+                                               f"of higher priority ({priority:g})")
+        return self._place(entry, now, job, compiled, at_once=self.table.ahead > 0)  # (there, now)
+
+    def _fewest_to_stop(self, entry: QueuedTask, job: Job, running: dict[str, list[Job]], candidates: np.ndarray,
+                        eligible: Callable[[Job], bool]) -> tuple[str, list[str]] | None:
+        """Of the executors ``candidates`` allows, where stopping ``running`` jobs that are ``eligible`` makes
+        room for ``entry`` to start at once: the one that needs the fewest stopped (ties: the lower row), and
+        those jobs, newest first; and of those placed at one instant, the last placed (on an executor taking
+        work ahead, the one waiting in its queue, that has used nothing). None: no executor."""
+        table, amounts = self.table, entry.requirements.amounts
         best: tuple[str, list[str]] | None = None
-        for executor_id, borrowers in borrowed.items():
+        for executor_id, jobs in running.items():
             row = table.rows.get(executor_id)
             if row is None or not candidates[row] or executor_id in entry.avoid or executor_id == job.ending_on:
-                continue  # (not its coop's, not active, its constraints exclude it, or it keeps off it)
-            short = [a - f for a, f in zip(req.amounts, self._free_now(row))]
-            if all(s <= EPS for s in short) or not table.holds(row, req.amounts):
+                continue  # (not one it may use, not active, or it keeps off it)
+            short = [a - f for a, f in zip(amounts, self._free_now(row))]
+            if all(s <= EPS for s in short) or not table.holds(row, amounts):
                 continue  # (free already: not for want of room; or too small for it whatever stops)
-            eligible = [j for j in borrowers if j.state is _RUNNING and not j.cancel_requested
-                        and (not lower_only or j.task.priority.rank < rank)]
             victims: list[str] = []
-            # newest first; of those placed at one instant, the last placed (on an executor taking work ahead,
-            # the one that waits in its queue and has used nothing)
-            for victim in sorted(eligible, key=lambda j: (-(j.started_at or 0.0), -j.placed_seq, j.task.task_id)):
+            for victim in sorted((j for j in jobs if j.state is _RUNNING and not j.cancel_requested and eligible(j)),
+                                 key=lambda j: (-(j.started_at or 0.0), -j.placed_seq, j.task.task_id)):
                 r = victim.task.resources
                 short = [s - u for s, u in zip(short, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))]
                 victims.append(victim.task.task_id)
@@ -253,14 +299,7 @@ class SchedulingRound:
                             len(victims) == len(best[1]) and row < table.rows[best[0]]):
                         best = (executor_id, victims)
                     break
-        if best is None:
-            self._reclaim_missed.add((entry.shape, rank))  # (this round: what was running is only stopped or ends)
-            return None
-        executor_id, victims = best
-        for task_id in victims:
-            self.preempt(task_id, executor_id, f"preempted on {executor_id}: its owner, coop {entry.coop_id}, "
-                                               f"reclaims it for task {entry.task_id}")
-        return self._place(entry, now, job, compiled, own=True, at_once=table.ahead > 0)  # (there, now)
+        return best
 
     def _borrowed(self) -> dict[str, list[Job]]:
         """Per executor, the running jobs of coops other than its own (once a round, when first asked)."""
@@ -350,6 +389,11 @@ class SchedulingRound:
             if not could_ever:  # no single registered executor can hold it: refuse, release its quota
                 self._refuse_queued(entry, now, message)
                 return False
+            if compiled.preempts:  # its coop's running tasks of lower priority make room
+                placement = self._preempt_within(entry, now, job, compiled)
+                if placement is not None:
+                    placements.append(placement)
+                    return self.table.free_count <= 0
             no_fit[entry.shape] = f"waiting for a free executor: {message}" + self._kept_for_owners(entry)
             job.note(no_fit[entry.shape], now)
             return False
@@ -368,7 +412,7 @@ class SchedulingRound:
         mask = fit_mask(table, entry.requirements, own=own)  # (nothing of its own fits: none picked below)
         if job.ending_on is not None:  # a stopped attempt of it may still be ending there: not back there yet
             self._keep_off(job, mask, now)
-        if table.ahead and self._reclaims:  # (a fleet taking work ahead, where a coop reclaims its executors)
+        if table.ahead and (at_once or self._reclaims):  # (a fleet taking work ahead, where a coop stops tasks)
             amounts = entry.requirements.amounts
             rows = np.flatnonzero(mask).tolist() if at_once else self._reclaimers_ahead()
             for row in rows:

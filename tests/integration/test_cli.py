@@ -59,7 +59,7 @@ def test_a_coop_administered_from_the_command_line(head, capsys, tmp_path):
     assert run_json(capsys, "job", "explain", job_id)["placement"]["executor_id"] == "cli-1"
     code, out, _ = run(capsys, "job", "status", job_id)
     assert code == 0 and "queued" in out and "running" in out
-    assert "attempts 1, last on cli-1; charged " in out and "stopped by an owner" not in out
+    assert "attempts 1, last on cli-1; charged " in out and "stopped to make room" not in out
 
     code, _, err = run(capsys, "job", "submit", "math:factorial", "--args", "[5]", "--coop", COOP,
                        "--member", "did:icn:alice", "--priority", "critical")

@@ -1,7 +1,8 @@
-"""An owner reclaims its executor on a real Ray cluster: the borrower's running task is killed at its worker, the
-owner's task runs there at once, and the borrower's runs again afterwards, charged once, for its last attempt only.
-(The choice of what to stop: tests/unit/test_reclaim.py; the head's side with stand-in workers:
-tests/unit/test_head_reclaims_an_executor.py.)"""
+"""Running tasks stopped to make room on a real Ray cluster (an owner reclaiming its executor from a borrower; a
+coop's urgent task taking the room of its own task of lower priority): the stopped task is killed at its worker,
+the task it made room for runs there at once, and the stopped one runs again afterwards, charged once, for its
+last attempt only. (The choice of what to stop: tests/unit/test_reclaim.py and test_preempt_within_coop.py; the
+head's side with stand-in workers: tests/unit/test_head_reclaims_an_executor.py.)"""
 
 from __future__ import annotations
 
@@ -46,5 +47,28 @@ def test_an_owner_takes_its_executor_back_from_a_borrowers_running_task(ray_clus
         status = wait_for(lambda: (s := borrowed.status()).charged_cpu_hours > 0 and s, what="its charge")
         assert status.attempts == 2 and any("preempted on reclaim-owned" in e.message for e in status.history)
         assert status.charged_cpu_hours * 3600 < 7.0  # its last attempt's 5 s, not the stopped one's too
+    finally:
+        shutdown(NS)
+
+
+def test_an_urgent_task_stops_its_coops_running_task_of_lower_priority(ray_cluster):
+    client = Client.local(namespace=NS, store="memory://")
+    try:
+        quota = {"cpu_hours_per_month": 10, "max_concurrent_tasks": 10, "max_priority": "critical"}
+        client.set_policy({"coop_id": "preempt:coop", "default_quota": quota, "preempt_within_coop": "lower_priority"})
+        node = ray_cluster.nodes[1].node_id
+        client.register_executor("preempt-one", coop="preempt:coop", node_id=node, resources={"cpus": 1})
+        batch = client.submit(nap, 5.0, coop="preempt:coop", member="bo", priority="low", max_runtime_s=60)
+        wait_for(lambda: batch.status().state.value == "running", what="the batch task to start")
+        time.sleep(1.0)
+        asked = time.monotonic()
+        urgent = client.submit(nap, 0.1, coop="preempt:coop", member="ow", priority="critical", max_runtime_s=60)
+        assert urgent.result(timeout=30) == node
+        assert time.monotonic() - asked < 3.5  # it did not wait for the batch task to end (4 s more)
+        assert batch.result(timeout=60) == node  # run again after the urgent one
+        status = wait_for(lambda: (s := batch.status()).charged_cpu_hours > 0 and s, what="its charge")
+        assert status.attempts == 2 and status.preemptions == 1
+        assert any(f"for task {urgent.id} of its coop" in e.message for e in status.history)
+        assert status.charged_cpu_hours * 3600 < 7.0  # its last attempt's 5 s only
     finally:
         shutdown(NS)

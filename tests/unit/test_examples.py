@@ -380,6 +380,30 @@ def test_tiered_membership_multipliers_order_the_queue():
     assert fleet.order() == [m for m, _ in reversed(arrivals)]  # 9 > 6 > 2 > 1
 
 
+EMERGENCY = "did:icn:riverside-emergency-services"
+
+
+@pytest.mark.parametrize("member, priority, preempted", [(EMERGENCY, "critical", True), (BOB, "normal", False)],
+                         ids=["emergency-critical-stops-a-regular-task", "regular-normal-waits"])
+def test_tiered_membership_urgent_task_stops_a_lower_tier_task_when_every_machine_is_busy(member, priority,
+                                                                                          preempted):
+    fleet = Fleet("tiered-membership", [make_executor("exec-riverside-1", cpus=2)])
+    regular = make_task(ALICE, cpus=2, runtime_s=3600)
+    assert fleet.submit(regular, duration_s=1800).admitted
+    fleet.sim.run(until=DEFAULT_START + 600)
+    urgent = make_task(member, cpus=2, priority=priority)
+    assert fleet.submit(urgent, duration_s=60).admitted
+    fleet.sim.run()
+    ran = [(p.task_id, p.attempt) for p in fleet.sim.placements]
+    if preempted:  # 3 x critical = 12 > 2: the regular task stops after 10 minutes, uncharged, and runs again
+        assert ran == [(regular["task_id"], 1), (urgent["task_id"], 1), (regular["task_id"], 2)]
+        assert fleet.core.job(urgent["task_id"]).started_at == DEFAULT_START + 600
+    else:  # normal (2) does not stop normal (2): it waits for the end
+        assert ran == [(regular["task_id"], 1), (urgent["task_id"], 1)]
+        assert fleet.core.job(urgent["task_id"]).started_at == DEFAULT_START + 1800
+    assert fleet.sim.usage(fleet.coop, ALICE).cpu_hours == pytest.approx(1.0)  # 2 cores x one run of 30 minutes
+
+
 # ----------------------------------------------------------------------------- timebank
 def test_timebank_fourth_concurrent_task_waits():
     fleet = Fleet("timebank", [make_executor("exec-capitol-hill", cpus=8)])

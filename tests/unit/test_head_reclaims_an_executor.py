@@ -105,6 +105,6 @@ def test_coopsched_job_status_says_how_many_attempts_an_owner_stopped(tmp_path, 
     try:
         code, out, _ = cli(th, monkeypatch, capsys, "job", "status", "borrowed")
         assert code == 0 and "preempted on owned" in out
-        assert "attempts 1 (1 stopped by an owner reclaiming its executor); charged 0 CPU-h" in out
+        assert "attempts 1 (1 stopped to make room: an owner's reclaim or a task of higher priority); charged 0 CPU-h" in out
     finally:
         th.close()
