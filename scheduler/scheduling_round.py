@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -25,10 +24,9 @@ from policies.validation import trusted_maker
 from scheduler.admission import CompiledPolicy
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.jobs import Job
-from scheduler.free_masks import EPS
 from scheduler.ledger import from_units
-from scheduler.placement import (Placement, allowed_candidates, choose, explain_no_fit, fit_mask, offers,
-                                 own_candidates, static_fit)
+from scheduler.making_room import MakingRoom
+from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, static_fit
 from scheduler.queue import QueuedTask
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState
@@ -44,7 +42,7 @@ _placement = trusted_maker(Placement, "task", "executor_id", "node_id", "score",
                            "attempt", "relaxed")
 
 
-class SchedulingRound:
+class SchedulingRound(MakingRoom):
     """``schedule`` and what one placement takes."""
 
     def schedule(self, limit: int | None = None) -> list[Placement]:
@@ -226,120 +224,6 @@ class SchedulingRound:
         self._refuse_queued(entry, now, message)  # no single registered executor can hold it
         return None
 
-    def _reclaim(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy) -> Placement | None:
-        """Place ``entry`` on one of its coop's executors by stopping other coops' tasks running there (the
-        policy's ``reclaim``: any of them, or those of lower priority only). Of the executors where that makes
-        room, the one that needs the fewest stopped, the newest first (the least work lost); None when none
-        does (nothing is stopped then)."""
-        borrowed = self._borrowed()
-        rank = entry.task.priority.rank
-        if not borrowed or (entry.shape, rank) in self._reclaim_missed:
-            return None
-        candidates = own_candidates(self.table, entry.requirements)
-        lower_only = compiled.reclaim is Reclaim.LOWER_PRIORITY
-        best = self._fewest_to_stop(entry, job, borrowed, candidates,
-                                    lambda j: not lower_only or j.task.priority.rank < rank)
-        if best is None:
-            self._reclaim_missed.add((entry.shape, rank))  # (this round: what was running is only stopped or ends)
-            return None
-        executor_id, victims = best
-        for task_id in victims:
-            self.preempt(task_id, executor_id, f"preempted on {executor_id}: its owner, coop {entry.coop_id}, "
-                                               f"reclaims it for task {entry.task_id}")
-        return self._place(entry, now, job, compiled, own=True, at_once=self.table.ahead > 0)  # (there, now)
-
-    def _preempt_within(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy) -> Placement | None:
-        """Place ``entry``, which fits no executor now, by stopping its coop's running tasks of lower effective
-        priority on one executor it may use (the policy's ``preempt_within_coop``): the fewest that make room,
-        newest first. None when no such stop makes room (nothing is stopped then)."""
-        priority = entry.effective_priority
-        if (entry.shape, priority) in self._preempt_missed:
-            return None
-        if self._coops_running is None:  # (once a round: per coop, per executor, its running jobs)
-            self._coops_running = {}
-            for executor_id, task_ids in self._on_executor.items():
-                for t in task_ids:
-                    if (other := self._jobs.get(t)) is not None:
-                        self._coops_running.setdefault(other.task.coop_id, {}).setdefault(executor_id, []).append(other)
-        running = self._coops_running.get(entry.coop_id)
-        best = self._fewest_to_stop(entry, job, running, allowed_candidates(self.table, entry.requirements),
-                                    lambda j: j.decision.effective_priority < priority) if running else None
-        if best is None:
-            self._preempt_missed.add((entry.shape, priority))
-            return None
-        executor_id, victims = best
-        for task_id in victims:
-            self.preempt(task_id, executor_id, f"preempted on {executor_id} for task {entry.task_id} of its coop, "
-                                               f"of higher priority ({priority:g})")
-        return self._place(entry, now, job, compiled, at_once=self.table.ahead > 0)  # (there, now)
-
-    def _fewest_to_stop(self, entry: QueuedTask, job: Job, running: dict[str, list[Job]], candidates: np.ndarray,
-                        eligible: Callable[[Job], bool]) -> tuple[str, list[str]] | None:
-        """Of the executors ``candidates`` allows, where stopping ``running`` jobs that are ``eligible`` makes
-        room for ``entry`` to start at once: the one that needs the fewest stopped (ties: the lower row), and
-        those jobs, newest first; and of those placed at one instant, the last placed (on an executor taking
-        work ahead, the one waiting in its queue, that has used nothing). None: no executor."""
-        table, amounts = self.table, entry.requirements.amounts
-        best: tuple[str, list[str]] | None = None
-        for executor_id, jobs in running.items():
-            row = table.rows.get(executor_id)
-            if row is None or not candidates[row] or executor_id in entry.avoid or executor_id == job.ending_on:
-                continue  # (not one it may use, not active, or it keeps off it)
-            short = [a - f for a, f in zip(amounts, self._free_now(row))]
-            if all(s <= EPS for s in short) or not table.holds(row, amounts):
-                continue  # (free already: not for want of room; or too small for it whatever stops)
-            victims: list[str] = []
-            for victim in sorted((j for j in jobs if j.state is _RUNNING and not j.cancel_requested and eligible(j)),
-                                 key=lambda j: (-(j.started_at or 0.0), -j.placed_seq, j.task.task_id)):
-                r = victim.task.resources
-                short = [s - u for s, u in zip(short, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb))]
-                victims.append(victim.task.task_id)
-                if all(s <= EPS for s in short):
-                    if best is None or len(victims) < len(best[1]) or (
-                            len(victims) == len(best[1]) and row < table.rows[best[0]]):
-                        best = (executor_id, victims)
-                    break
-        return best
-
-    def _borrowed(self) -> dict[str, list[Job]]:
-        """Per executor, the running jobs of coops other than its own (once a round, when first asked)."""
-        if self._borrowed_now is None:
-            self._borrowed_now = self._borrowed_executors()
-        return self._borrowed_now
-
-    def _free_now(self, row: int) -> tuple[float, ...]:
-        """What is free on a row for a task to start at once: without the rounds it may take ahead."""
-        free, spec = self.table.free_of(row), self.table.specs[row]
-        extra = spec.dispatch_ahead if spec is not None else 0
-        if not extra:
-            return free
-        r = spec.resources  # type: ignore[union-attr]
-        return tuple(f - extra * t for f, t in zip(free, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)))
-
-    def _starts_at_once(self, row: int, amounts: tuple) -> bool:
-        return all(f >= a - EPS for f, a in zip(self._free_now(row), amounts))
-
-    def _kept_for_owners(self, entry: QueuedTask) -> str:
-        """Why an executor that fits ``entry`` did not take it: its owner reclaims, and it would wait there."""
-        if not (self.table.ahead and self._reclaims):
-            return ""
-        mask, amounts = fit_mask(self.table, entry.requirements), entry.requirements.amounts
-        kept = sum(1 for row in self._reclaimers_ahead() if mask[row] and not self._starts_at_once(row, amounts)
-                   and self.table.specs[row].coop_id != entry.coop_id)  # type: ignore[union-attr]
-        return (f"; of those, {kept} owned by a coop that reclaims its executors take another coop's task only "
-                "to start at once, and have no room for it now (one waiting in their queue would hold up "
-                "their owner's)") if kept else ""
-
-    def _reclaimers_ahead(self) -> list[int]:
-        """The rows taking work ahead whose owners reclaim (once a round, when first asked): a borrower's task
-        goes there only to start at once, so none waits in such an executor's queue, where stopping it would
-        give its owner no room to start in."""
-        if self._reclaimed_ahead is None:
-            reclaiming = {coop for coop, c in self._policies.items() if c.reclaim is not _NEVER_RECLAIM}
-            self._reclaimed_ahead = [row for row, spec in enumerate(self.table.specs[:self.table.n])
-                                     if spec is not None and spec.dispatch_ahead and spec.coop_id in reclaiming]
-        return self._reclaimed_ahead
-
     def _at_limit(self, entry: QueuedTask, job: Job, compiled: CompiledPolicy, now: float) -> bool:
         limit_tasks = compiled.member_terms(entry.member)[3]
         if self._running_of(entry.member_key) < limit_tasks:
@@ -451,19 +335,6 @@ class SchedulingRound:
                        "(or starts at once, if it can backfill beside a task waiting there)")
         job.move(now, _RUNNING, reason)
         return placement
-
-    def _borrowed_executors(self) -> dict[str, list[Job]]:
-        """Per executor, the running jobs of coops other than its own (what its owner may reclaim)."""
-        out: dict[str, list[Job]] = {}
-        for executor_id, task_ids in self._on_executor.items():
-            spec = self.table.spec(executor_id) if executor_id in self.table else None
-            if spec is None or not task_ids:
-                continue
-            borrowed = [job for t in task_ids if (job := self._jobs.get(t)) is not None
-                        and job.task.coop_id != spec.coop_id]
-            if borrowed:
-                out[executor_id] = borrowed
-        return out
 
     def _keep_off(self, job: Job, mask: np.ndarray, now: float) -> None:
         """Leave out of ``mask`` the executor where the job's stopped attempt may still be ending (a worker runs
