@@ -25,6 +25,7 @@ from scheduler.admission import CompiledPolicy
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.jobs import Job
 from scheduler.ledger import from_units
+from scheduler.fair_borrowing import turns
 from scheduler.making_room import MakingRoom
 from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, static_fit
 from scheduler.queue import QueuedTask
@@ -34,6 +35,21 @@ from scheduler.tasks import JobState
 _DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
 _DEFERRED, _RUNNING, _STRICT = JobState.DEFERRED, JobState.RUNNING, EnforcementMode.STRICT
 _UNASKED = object()
+
+
+def _coop_of_item(item: list) -> str:
+    return item[0].coop_id
+
+
+def _placed_since(placements: list[Placement]):
+    """What was placed since the last call (coop, (cpus, gpus)): ``fair_borrowing.turns``'s ``placed_since``."""
+    seen = len(placements)
+
+    def placed_since() -> list[tuple[str, tuple[float, float]]]:
+        nonlocal seen
+        new, seen = placements[seen:], len(placements)
+        return [(p.task.coop_id, (p.task.resources.cpus, p.task.resources.gpus)) for p in new]
+    return placed_since
 _NEVER_RECLAIM = Reclaim.NEVER
 ENDING_GRACE_S = 60.0
 """How long a preempted job keeps off the executor it was stopped on while that attempt's report has not come
@@ -130,7 +146,10 @@ class SchedulingRound(MakingRoom):
                 borrowing.append([later, job, compiled, False])
             elif self.table.free_count <= 0 and not self._stops_running:
                 return placements
-        for item in borrowing:
+        # coops take turns at what is left, the one borrowing least first (each in its own queue order)
+        order = turns(borrowing, _coop_of_item, self._borrowed_shares, _placed_since(placements)) \
+            if len(borrowing) > 1 and len({item[0].coop_id for item in borrowing}) > 1 else borrowing
+        for item in order:
             entry, job, compiled, is_held = item
             if limit is not None and len(placements) >= limit:
                 break
@@ -148,6 +167,19 @@ class SchedulingRound(MakingRoom):
                         and not self._stops_running:
                     break
         return placements
+
+    def _borrowed_shares(self) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+        """Per coop, the CPUs and GPUs its running tasks hold on other coops' executors; and the fleet's, of its
+        active executors (``fair_borrowing.turns``)."""
+        held: dict[str, tuple[float, float]] = {}
+        for jobs in self._borrowed().values():
+            for j in jobs:
+                if j.state is _RUNNING:
+                    r, was = j.task.resources, held.get(j.task.coop_id, (0.0, 0.0))
+                    held[j.task.coop_id] = (was[0] + r.cpus, was[1] + r.gpus)
+        table = self.table
+        usable = table.usable_mask()
+        return held, (float(table.total_cpus[: table.n][usable].sum()), float(table.total_gpus[: table.n][usable].sum()))
 
     def _borrow(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy, is_held: bool,
                 no_fit: dict[tuple, str], own_missed: set[tuple], placements: list[Placement]) -> bool:

@@ -1,0 +1,96 @@
+"""Coops take turns at what is left to borrow, the one borrowing least first (``scheduler.fair_borrowing``).
+
+Before, the borrowing pass took tasks in the one queue's order, so one coop's MemberPriority multipliers
+(up to 100x) put every task of its boosted member ahead of every other coop's, and that coop took all the
+borrowable room. Now each coop keeps its own order and the next task tried is the next of the coop whose
+tasks on other coops' executors hold the smallest dominant share of the fleet.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from scheduler.fair_borrowing import dominant_share, turns
+from tests.builders import make_core, make_executor, make_policy, make_task
+
+BOOST = [{"type": "MemberPriority", "name": "boost", "member": "bob", "multiplier": 100.0}]
+
+
+def _lender(slots: int = 4, gpus: float = 0):
+    """A lender coop with ``slots`` idle 1-CPU executors open to everyone, and two borrower coops."""
+    core, clock = make_core(make_policy(coop="lender"),
+                            [make_executor(f"l{i}", coop="lender", cpus=1, gpus=gpus, open_to=("*",))
+                             for i in range(slots)])
+    core.set_policy(make_policy(coop="boosted", rules=BOOST))
+    core.set_policy(make_policy(coop="plain"))
+    return core, clock
+
+
+def _placed_by_coop(placements) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in placements:
+        out[p.task.coop_id] = out.get(p.task.coop_id, 0) + 1
+    return out
+
+
+def test_a_coops_multipliers_do_not_give_it_all_the_borrowable_room():
+    core, _ = _lender()
+    boosted = [core.submit(make_task(coop="boosted", member="bob", cpus=1)) for _ in range(4)]
+    plain = [core.submit(make_task(coop="plain", member="pia", cpus=1)) for _ in range(4)]
+    assert boosted[-1].effective_priority > 50 * plain[0].effective_priority  # all of bob's first in the queue
+    assert _placed_by_coop(core.schedule()) == {"boosted": 2, "plain": 2}
+
+
+def test_the_coop_borrowing_least_now_goes_first():
+    core, clock = _lender()
+    running = [core.submit(make_task(coop="boosted", member="bob", cpus=1)) for _ in range(2)]
+    assert len(core.schedule()) == 2  # boosted holds 2 of the fleet's 4 CPUs
+    clock.advance(10)
+    more = [core.submit(make_task(coop="boosted", member="bob", cpus=1)) for _ in range(2)]
+    plain = [core.submit(make_task(coop="plain", member="pia", cpus=1)) for _ in range(2)]
+    placed = core.schedule()
+    assert {p.task_id for p in placed} == {d.task_id for d in plain}  # both free slots: plain holds none yet
+    assert all(core.job(d.task_id).state.value == "queued" for d in more)
+    assert running  # (still running)
+
+
+def test_each_coop_keeps_its_own_order():
+    core, _ = _lender(slots=2)
+    low = core.submit(make_task(coop="plain", member="pia", cpus=1, priority="low"))
+    high = core.submit(make_task(coop="plain", member="pia", cpus=1, priority="high"))
+    first = core.submit(make_task(coop="boosted", member="bob", cpus=1, priority="low"))
+    core.submit(make_task(coop="boosted", member="bob", cpus=1, priority="low"))
+    placed = {p.task_id for p in core.schedule()}
+    assert placed == {high.task_id, first.task_id}  # plain's high before its low; one turn each
+    assert core.job(low.task_id).state.value == "queued"
+
+
+def test_owners_still_come_first():
+    core, _ = _lender(slots=2)
+    core.submit(make_task(coop="boosted", member="bob", cpus=1))
+    core.submit(make_task(coop="plain", member="pia", cpus=1))
+    own = core.submit(make_task(coop="lender", member="lou", cpus=1, priority="low"))
+    placed = core.schedule()
+    assert own.task_id in {p.task_id for p in placed} and len(placed) == 2
+
+
+def test_dominant_share_is_the_larger_fraction():
+    assert dominant_share((2.0, 1.0), (8.0, 2.0)) == 0.5
+    assert dominant_share((2.0, 0.0), (8.0, 0.0)) == 0.25  # a fleet without GPUs: CPUs alone
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from("abc"), max_size=30))
+def test_turns_keep_every_item_once_and_each_coops_order(coops):
+    items = list(enumerate(coops))
+    out = list(turns(items, lambda item: item[1], lambda: ({}, (10.0, 0.0)),
+                     lambda: []))  # nothing placed: equal shares, so plain queue order
+    assert out == items
+    placed_a: list = []
+    out = list(turns(items, lambda item: item[1], lambda: ({"b": (5.0, 0.0)}, (10.0, 0.0)),
+                     lambda: placed_a))
+    assert sorted(out) == items
+    for coop in "abc":
+        assert [i for i in out if i[1] == coop] == [i for i in items if i[1] == coop]
+    if "b" in coops and len(set(coops)) > 1:  # the coop holding half the fleet goes last
+        assert out.index(next(i for i in items if i[1] == "b")) == len([c for c in coops if c != "b"])
