@@ -46,7 +46,7 @@ class JobRecords:
                 "relaxed": list(entry.relaxed if entry else (job.placement.relaxed if job.placement else ())),
                 "requirements": requirements_record(job.requirements) if job.requirements is not None else None,
                 "avoid": sorted(job.avoid), "runtime_s": job.runtime_s, "preemptions": job.preemptions,
-                "ending_on": job.ending_on, "ending_since": job.ending_since}
+                "ending_on": job.ending_on, "ending_since": job.ending_since, "placed_seq": job.placed_seq}
 
     def restore_job(self, record: dict[str, Any], unregistered: Collection[str] = frozenset()) -> JobState:
         """Take back a job after a restart: queued ones wait again (their reservation is in the
@@ -69,6 +69,8 @@ class JobRecords:
         job.avoid = frozenset(record.get("avoid") or ())
         job.preemptions = int(record.get("preemptions") or 0)
         job.ending_on, job.ending_since = record.get("ending_on"), float(record.get("ending_since") or 0.0)
+        job.placed_seq = int(record.get("placed_seq") or 0)  # (the placements after a restart count on from it)
+        self._placements = max(self._placements, job.placed_seq)
         if record.get("requirements") is not None:  # the constraints it was admitted (or relaxed) under
             job.requirements = requirements_from_record(task.coop_id, task.resources, record["requirements"])
         else:  # a record from before they were kept: rebuilt from the policy in force now

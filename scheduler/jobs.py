@@ -67,7 +67,7 @@ class Job:
     avoid: frozenset[str] = frozenset()
     attempts: int = 0
     started_at: float | None = None
-    placed_seq: int = 0  # the core's count of placements when this attempt was placed (0: restored from a store)
+    placed_seq: int = 0  # the core's count of placements when this attempt was placed (kept in its record)
     finished_at: float | None = None
     cancel_requested: bool = False
     charged: tuple[float, float, float] = (0.0, 0.0, 0.0)

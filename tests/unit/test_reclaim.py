@@ -141,6 +141,24 @@ def test_an_owners_own_running_tasks_are_never_stopped():
     assert core.job(urgent.task_id).state.value == "queued"
 
 
+def test_placement_order_survives_a_restart_so_a_reclaim_still_stops_the_last_placed_first():
+    owner = CoopPolicy.model_validate({**make_policy(coop="owner").model_dump(mode="json"), "reclaim": "any"})
+    core, clock = make_core(owner, [make_executor("owned", coop="owner", cpus=2, open_to=("*",))])
+    core.set_policy(make_policy(coop="borrower"))
+    first, last = (core.submit(make_task(coop="borrower", member="bob", cpus=1, task_id=t)).task_id
+                   for t in ("z-first", "a-last"))  # (ids that sort the other way round)
+    assert [p.task_id for p in core.schedule()] == [first, last]  # placed at one instant
+    again, _ = make_core(None, [])
+    for p in core.policies():
+        again.set_policy(p)
+    again.register_executor(make_executor("owned", coop="owner", cpus=2, open_to=("*",)))
+    for t in (first, last):
+        again.restore_job(core.job_record(t))
+    mine = again.submit(make_task(coop="owner", cpus=1)).task_id
+    assert [p.task_id for p in again.schedule()] == [mine] and again.drain_preempted() == [(last, "owned")]
+    assert again._jobs[mine].placed_seq == 3  # counting on from the restored ones
+
+
 def test_a_preempted_job_is_restored_with_its_hold_after_a_restart():
     core, clock, borrowed = _borrowing("any")
     core.submit(make_task(coop="owner", cpus=2))
