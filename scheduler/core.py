@@ -366,7 +366,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         job.move(now, JobState.QUEUED, f"{why}; retrying (attempt {job.attempts + 1} of {task.max_retries + 1})")
         return JobState.QUEUED
 
-    def preempt(self, task_id: str, executor_id: str, why: str) -> bool:
+    def preempt(self, task_id: str, executor_id: str, why: str, cause: str = "reclaim") -> bool:
         """Stop a running attempt to make room (its executor's owner reclaims it, or a task of higher priority of
         its coop needs the room): the job waits again, its attempt
         uncharged and not counted against ``max_retries``, and is not placed back on ``executor_id`` until that
@@ -381,7 +381,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         job.ending_on, job.ending_since = executor_id, now
         self._queue_again(job)
         self.preempted.append((task_id, executor_id))
-        self.counters.preempted[job.task.coop_id] += 1
+        self.counters.preempted[(job.task.coop_id, cause)] += 1  # (cause: metrics.PREEMPTION_CAUSES)
         job.move(now, JobState.QUEUED, f"{why}; waiting to run again (attempt {job.attempts + 1}; the stopped "
                  "attempt is not charged and not counted against max_retries)")
         return True

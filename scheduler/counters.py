@@ -15,7 +15,7 @@ class CoreCounters:
     quota_exceeded: Counter = field(default_factory=Counter)     # (coop, quota kind)
     completed: Counter = field(default_factory=Counter)          # (coop, outcome)
     retried: Counter = field(default_factory=Counter)            # coop
-    preempted: Counter = field(default_factory=Counter)          # coop: attempts stopped to reclaim an executor
+    preempted: Counter = field(default_factory=Counter)          # (coop, cause): attempts stopped to make room
     gave_up: Counter = field(default_factory=Counter)            # coop: failed after every attempt was lost
     refused_reports: Counter = field(default_factory=Counter)    # why
     withdrawn: Counter = field(default_factory=Counter)          # coop: decisions taken back (another replica's won)

@@ -77,7 +77,7 @@ class MakingRoom:
         executor_id, victims = best
         for task_id in victims:
             self.preempt(task_id, executor_id, f"preempted on {executor_id} for task {entry.task_id} of its coop, "
-                                               f"of higher priority ({priority:g})")
+                                               f"of higher priority ({priority:g})", cause="priority")
         return self._place(entry, now, job, compiled, at_once=self.table.ahead > 0)  # (there, now)
 
     def _fewest_to_stop(self, entry: QueuedTask, job: Job, running: dict[str, list[Job]], candidates: np.ndarray,

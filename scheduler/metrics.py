@@ -38,6 +38,7 @@ SECONDS_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 COMPLETED_OUTCOMES = ("succeeded", "failed", "timeout", "cancelled")  # scheduler.usage.Outcome values
 FAILED_OUTCOMES = ("failed", "timeout", "lost")
+PREEMPTION_CAUSES = ("reclaim", "priority")  # an owner's reclaim; a task of higher priority of the coop
 _READ_ATTEMPTS = 5
 REFUSAL_REASONS = ("unsigned", "unknown_key", "forged", "expired", "replayed", "forbidden")  # identity.RefusalCode
 
@@ -80,8 +81,8 @@ class CoreCollector(Collector):
                        _with_zeros(dict(c.retried), coops))
         yield _counter("tasks_preempted", "Running attempts stopped to make room: their executor's owner reclaimed "
                        "it (reclaim), or a task of higher priority of their coop needed it (preempt_within_coop); "
-                       "each job waits again, uncharged for that attempt.", ["coop"],
-                       _with_zeros(dict(c.preempted), coops))
+                       "each job waits again, uncharged for that attempt.", ["coop", "cause"],
+                       _with_zeros(dict(c.preempted), [(k, why) for k in coops for why in PREEMPTION_CAUSES]))
         yield _counter("decisions_withdrawn", "Admission decisions this head took back because another head "
                        "replica had recorded one for the same task id first (they stay in the submitted, admitted "
                        "and rejected counts).", ["coop"], _with_zeros(dict(c.withdrawn), coops))

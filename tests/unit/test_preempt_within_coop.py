@@ -50,6 +50,7 @@ def test_an_urgent_task_stops_a_running_task_of_lower_priority_and_starts_in_its
     assert stopped.state is JobState.QUEUED and stopped.preemptions == 1
     assert f"preempted on e0 for task {urgent} of its coop, of higher priority (4)" in stopped.reason
     assert core.usage("coop", "bob").cpu_hours == 0  # the stopped attempt is not charged
+    assert core.counters.preempted == {("coop", "priority"): 1}  # (coopsched_tasks_preempted_total's cause)
     assert core.schedule() == []  # it waits: nothing of lower priority than it runs
 
 

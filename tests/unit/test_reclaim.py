@@ -61,7 +61,7 @@ def test_an_owner_that_reclaims_stops_the_borrowers_task_and_takes_its_executor(
     job = core.job(borrowed)
     assert job.state.value == "queued" and "preempted on owned: its owner, coop owner, reclaims it" in job.reason
     assert "not charged and not counted against max_retries" in job.reason
-    assert core.counters.preempted["borrower"] == 1 and job.preemptions == 1 and job.attempts == 1
+    assert core.counters.preempted[("borrower", "reclaim")] == 1 and job.preemptions == 1 and job.attempts == 1
     # its stopped attempt's report comes: nothing charged, and the executor may take it again
     before = core.usage("borrower", "bob")
     assert _report(core, borrowed, "owned", attempt=1) is None
