@@ -49,7 +49,7 @@ class ExecutorTable:
 
     _FLOAT_COLUMNS = ("total_cpus", "free_cpus", "total_gpus", "free_gpus", "total_mem", "free_mem",
                       "total_gmem", "free_gmem", "trust", "running", "reported_queue", "rtt_ms",
-                      "price_cpu", "price_gpu", "capacity", "gpu_util")
+                      "price_cpu", "price_gpu", "capacity", "gpu_util", "extra_rounds")
 
     def __init__(self, capacity: int = 1024) -> None:
         self._cap = max(16, capacity)
@@ -118,6 +118,7 @@ class ExecutorTable:
         self.free_gpus[row] = r.gpus * rounds
         self.free_mem[row] = r.memory_mb * rounds
         self.free_gmem[row] = r.gpu_memory_mb * rounds
+        self.extra_rounds[row] = spec.dispatch_ahead
         self.trust[row] = spec.trust
         self.running[row] = self.reported_queue[row] = self.gpu_util[row] = 0.0
         self.rtt_ms[row] = spec.rtt_ms
@@ -154,6 +155,7 @@ class ExecutorTable:
         self.ahead -= spec.dispatch_ahead > 0
         self.specs[row] = None
         self.free_cpus[row] = self.free_gpus[row] = self.free_mem[row] = self.free_gmem[row] = 0.0
+        self.extra_rounds[row] = 0.0
         self.free_masks.reset_row(row)
         self._mirror_load(row)
         self._free_rows.append(row)
@@ -173,6 +175,20 @@ class ExecutorTable:
         """What is free on a row now (CPUs, GPUs, memory, GPU memory); with ``dispatch_ahead``, of its ceilings."""
         return (float(self.free_cpus[row]), float(self.free_gpus[row]), float(self.free_mem[row]),
                 float(self.free_gmem[row]))
+
+    def at_once(self, amounts: tuple) -> np.ndarray:
+        """Rows (of the ``n`` in use) with ``amounts`` free without the rounds they take ahead (``dispatch_ahead``):
+        where a task placed now starts at once rather than wait in the executor's queue. A new array."""
+        n = self.n
+        extra = self.extra_rounds[:n]
+        ok = np.ones(n, dtype=bool)
+        for free, total, amount in ((self.free_cpus, self.total_cpus, amounts[0]),
+                                    (self.free_gpus, self.total_gpus, amounts[1]),
+                                    (self.free_mem, self.total_mem, amounts[2]),
+                                    (self.free_gmem, self.total_gmem, amounts[3])):
+            if amount > 0:
+                ok &= free[:n] - extra * total[:n] >= amount - EPS
+        return ok
 
     def holds(self, row: int, amounts: tuple) -> bool:
         """Whether the row's registered resources hold ``amounts`` (CPUs, GPUs, memory, GPU memory) on their own."""

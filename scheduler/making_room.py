@@ -123,29 +123,27 @@ class MakingRoom:
         r = spec.resources  # type: ignore[union-attr]
         return tuple(f - extra * t for f, t in zip(free, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)))
 
-    def _starts_at_once(self, row: int, amounts: tuple) -> bool:
-        return all(f >= a - EPS for f, a in zip(self._free_now(row), amounts))
-
     def _kept_for_owners(self, entry: QueuedTask) -> str:
         """Why an executor that fits ``entry`` did not take it: its owner reclaims, and it would wait there."""
         if not (self.table.ahead and self._reclaims):
             return ""
-        mask, amounts = fit_mask(self.table, entry.requirements), entry.requirements.amounts
-        kept = sum(1 for row in self._reclaimers_ahead() if mask[row] and not self._starts_at_once(row, amounts)
-                   and self.table.specs[row].coop_id != entry.coop_id)  # type: ignore[union-attr]
+        kept = int(np.count_nonzero(fit_mask(self.table, entry.requirements) & self._reclaimers_ahead(entry.coop_id)
+                                    & ~self.table.at_once(entry.requirements.amounts)))
         return (f"; of those, {kept} owned by a coop that reclaims its executors take another coop's task only "
                 "to start at once, and have no room for it now (one waiting in their queue would hold up "
                 "their owner's)") if kept else ""
 
-    def _reclaimers_ahead(self) -> list[int]:
-        """The rows taking work ahead whose owners reclaim (once a round, when first asked): a borrower's task
-        goes there only to start at once, so none waits in such an executor's queue, where stopping it would
-        give its owner no room to start in."""
+    def _reclaimers_ahead(self, coop_id: str) -> np.ndarray:
+        """The rows taking work ahead whose owners reclaim, other than ``coop_id``'s (the owners' rows: once a
+        round, when first asked): a borrower's task goes there only to start at once, so none waits in such an
+        executor's queue, where stopping it would give its owner no room to start in."""
+        table = self.table
         if self._reclaimed_ahead is None:
-            reclaiming = {coop for coop, c in self._policies.items() if c.reclaim is not _NEVER_RECLAIM}
-            self._reclaimed_ahead = [row for row, spec in enumerate(self.table.specs[:self.table.n])
-                                     if spec is not None and spec.dispatch_ahead and spec.coop_id in reclaiming]
-        return self._reclaimed_ahead
+            codes = [table.coop_codes[coop] for coop, c in self._policies.items()
+                     if c.reclaim is not _NEVER_RECLAIM and coop in table.coop_codes]
+            self._reclaimed_ahead = np.isin(table.coop[: table.n], codes) & (table.extra_rounds[: table.n] > 0)
+        own = table.coop_codes.get(coop_id)
+        return self._reclaimed_ahead if own is None else self._reclaimed_ahead & (table.coop[: table.n] != own)
 
     def _borrowed_executors(self) -> dict[str, list[Job]]:
         """Per executor, the running jobs of coops other than its own (what its owner may reclaim)."""

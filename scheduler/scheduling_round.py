@@ -71,7 +71,7 @@ class SchedulingRound(MakingRoom):
         self._elsewhere_now: dict[tuple[str, str], int] = {}  # running_elsewhere's answers, for this round
         self._borrowed_now: dict[str, list[Job]] | None = None  # (_reclaim's, built when first asked this round)
         self._reclaim_missed: set[tuple] = set()  # (shape, priority rank) no reclaim made room for this round
-        self._reclaimed_ahead: list[int] | None = None  # (_reclaimers_ahead's, built when first asked this round)
+        self._reclaimed_ahead: np.ndarray | None = None  # (_reclaimers_ahead's, built when first asked this round)
         self._coops_running: dict[str, dict[str, list[Job]]] | None = None  # (_preempt_within's, likewise)
         self._preempt_missed: set[tuple] = set()  # (shape, effective priority) no preemption made room for
         placements: list[Placement] = []
@@ -329,12 +329,11 @@ class SchedulingRound(MakingRoom):
         if job.ending_on is not None:  # a stopped attempt of it may still be ending there: not back there yet
             self._keep_off(job, mask, now)
         if table.ahead and (at_once or self._reclaims):  # (a fleet taking work ahead, where a coop stops tasks)
-            amounts = entry.requirements.amounts
-            rows = np.flatnonzero(mask).tolist() if at_once else self._reclaimers_ahead()
-            for row in rows:
-                if mask[row] and (at_once or table.specs[row].coop_id != entry.coop_id) \
-                        and not self._starts_at_once(row, amounts):  # type: ignore[union-attr]
-                    mask[row] = False
+            now_ok = table.at_once(entry.requirements.amounts)
+            if at_once:
+                mask &= now_ok
+            else:  # another coop's executors that take work ahead and reclaim: only to start at once
+                mask &= ~self._reclaimers_ahead(entry.coop_id) | now_ok
         picked = choose(table, mask, weights, hints, data, top=4 + len(entry.avoid))
         if entry.avoid:  # a retry prefers executors it has not been lost on, but may go back if none other fits
             others = [p for p in picked if table.specs[p[0]].executor_id not in entry.avoid]  # type: ignore

@@ -179,3 +179,16 @@ def test_a_task_waiting_at_an_executor_that_grows_starts_at_once_without_a_new_p
     sim.run()
     assert sim.core.job(first).state is JobState.SUCCEEDED and sim.core.job(waiting).state is JobState.SUCCEEDED
     assert sim.core.job(waiting).started_at == START  # not START + 100, idling 2 of 4 CPUs behind "first"
+
+
+def test_the_table_tells_where_a_task_starts_at_once_and_where_it_would_wait_in_a_queue():
+    core, _ = make_core(make_policy(), [make_executor("ahead", cpus=4, dispatch_ahead=2)])
+    table, row = core.table, core.table.rows["ahead"]
+    assert table.at_once((4.0, 0.0, 0, 0))[row] and not table.at_once((5.0, 0.0, 0, 0))[row]
+    core.submit(make_task(cpus=2))
+    core.schedule()
+    assert table.at_once((2.0, 0.0, 0, 0))[row] and not table.at_once((3.0, 0.0, 0, 0))[row]
+    core.submit(make_task(cpus=2))
+    core.schedule()
+    assert not table.at_once((1.0, 0.0, 0, 0))[row]  # its 4 CPUs are taken: a third task would wait in its queue
+    assert table.free_of(row)[0] == 8.0  # while 8 more may be handed over (2 rounds ahead)
