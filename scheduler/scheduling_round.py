@@ -5,7 +5,9 @@ time) and, for each task that may start now (its time window open, its member un
 ``max_concurrent_tasks``, its coop with a policy), masks the executor table and picks the best
 offer. Where executors are open to other coops, owners come first: a task is placed on its own
 coop's executors in queue order, and one none of those fits waits for the end of the round to take
-what is left of every executor it may use. A task that fits nowhere gets its reason: waiting (the
+what is left of every executor it may use, coops taking turns there (``scheduler.fair_borrowing``).
+Tasks of coops whose policies allow it stop running tasks to make room (``scheduler.making_room``).
+A task that fits nowhere gets its reason: waiting (the
 same shape then waits without a second look this round), placed without its policy's constraints
 (a non-strict policy whose constraints now exclude every executor) or refused (no registered
 executor could ever run it).
@@ -35,6 +37,12 @@ from scheduler.tasks import JobState
 _DEFAULT_WEIGHTS = DEFAULT_WEIGHTS.as_tuple()
 _DEFERRED, _RUNNING, _STRICT = JobState.DEFERRED, JobState.RUNNING, EnforcementMode.STRICT
 _UNASKED = object()
+_NEVER_RECLAIM = Reclaim.NEVER
+ENDING_GRACE_S = 60.0
+"""How long a preempted job keeps off the executor it was stopped on while that attempt's report has not come
+(a kill takes well under a second; a report lost with its worker must not keep it off for ever)."""
+_placement = trusted_maker(Placement, "task", "executor_id", "node_id", "score", "breakdown", "runners_up", "placed_at",
+                           "attempt", "relaxed")
 
 
 def _coop_of_item(item: list) -> str:
@@ -50,12 +58,6 @@ def _placed_since(placements: list[Placement]):
         new, seen = placements[seen:], len(placements)
         return [(p.task.coop_id, (p.task.resources.cpus, p.task.resources.gpus)) for p in new]
     return placed_since
-_NEVER_RECLAIM = Reclaim.NEVER
-ENDING_GRACE_S = 60.0
-"""How long a preempted job keeps off the executor it was stopped on while that attempt's report has not come
-(a kill takes well under a second; a report lost with its worker must not keep it off for ever)."""
-_placement = trusted_maker(Placement, "task", "executor_id", "node_id", "score", "breakdown", "runners_up", "placed_at",
-                           "attempt", "relaxed")
 
 
 class SchedulingRound(MakingRoom):
