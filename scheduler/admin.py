@@ -94,6 +94,16 @@ def check_version(version: Any, what: str = "policy", field: str = "version") ->
     return version
 
 
+def check_listing(coop_id: Any, member: Any, limit: Any, what: str) -> None:
+    """A listing's scope (``jobs``, ``queue``): each of coop, member and limit checked when given."""
+    if coop_id is not None:
+        check_coop(coop_id, what)
+    if member is not None:
+        check_member(member, what)
+    if limit is not None:
+        check_limit(limit, what)
+
+
 def check_limit(limit: Any, what: str) -> int:
     """How many rows a listing may answer: a whole number >= 0 (the stores read a negative one differently)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1_000_000:

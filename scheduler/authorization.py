@@ -149,7 +149,8 @@ def _policy_read(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal
 
 
 def _scoped_listing(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
-    """``jobs(coop_id, member)``, ``changes(coop_id)``: an open scope is narrowed; another one is refused."""
+    """``jobs(coop_id, member)``, ``queue(coop_id, member)``, ``changes(coop_id)``: an open scope is narrowed;
+    another one is refused."""
     coop, member = args.get("coop_id"), args.get("member")
     if p.role is Role.ADMIN and coop in (None, p.coop_id):
         return None
@@ -282,6 +283,7 @@ RULES: dict[str, Callable[[Principal, Mapping[str, Any], Facts], Refusal | None]
     "explain": _own_job,
     "forget_damaged_job": _damaged_job_of_own_coop,
     "jobs": _scoped_listing,
+    "queue": _scoped_listing,
     "changes": _scoped_listing,
     "usage": _member_scope("coop_id", "member"),
     "get_policy": _policy_read,
@@ -325,9 +327,9 @@ def narrow(principal: Principal, method: str, args: dict[str, Any]) -> dict[str,
     """The arguments with an open scope closed to what ``principal`` may see (after ``authorize``)."""
     if principal.role is Role.OPERATOR:
         return args
-    if method in ("jobs", "changes", "list_keys") and principal.role in (Role.ADMIN, Role.MEMBER):
+    if method in ("jobs", "queue", "changes", "list_keys") and principal.role in (Role.ADMIN, Role.MEMBER):
         args = {**args, "coop_id": principal.coop_id}
-        if method == "jobs" and principal.role is Role.MEMBER:
+        if method in ("jobs", "queue") and principal.role is Role.MEMBER:
             args["member"] = principal.subject
     if method == "audit" and principal.role is Role.ADMIN and args.get("session_id") is None:
         args = {**args, "filters": {**(args.get("filters") or {}), "coop_id": principal.coop_id}}

@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     jl.add_argument("--coop")
     jl.add_argument("--member")
     jl.add_argument("--status", choices=[state.value for state in JobState])
+    jq = _sub(jsub, "queue", "waiting jobs in the order the next round tries them (effective priority, fair "
+              "share, submission time), numbered over every coop's queue", c.cmd_job)
+    jq.add_argument("--coop")
+    jq.add_argument("--member")
+    jq.add_argument("--limit", type=int, default=50)
     for action, help in (("status", "state, reason and history"), ("cancel", "stop it (charged for the time used)"),
                          ("explain", "why it is where it is"),
                          ("forget", "delete a job record that is damaged in the store, releasing its reservation and "

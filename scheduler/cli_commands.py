@@ -341,6 +341,13 @@ def cmd_job(args) -> int:
         emit(args, [j.model_dump(mode="json") for j in jobs], lambda rows: table(
             ["job", "coop", "member", "state", "executor", "reason"],
             [(j["task_id"], j["coop_id"], j["member"], j["state"], j["executor_id"], j["reason"]) for j in rows]))
+    elif args.action == "queue":
+        positions = client.queue(args.coop, args.member, args.limit)
+        emit(args, [p.model_dump(mode="json") for p in positions], lambda rows: table(
+            ["#", "job", "coop", "member", "priority", "effective", "fair share", "waiting", "reason"],
+            [(p["position"], p["task_id"], p["coop_id"], p["member"], p["priority"], f"{p['effective_priority']:g}",
+              f"{p['fair_share']:.0%}", _waited(time.time() - p["submitted_at"]), p["reason"]) for p in rows])
+            if rows else "no job waits")
     elif args.action == "status":
         status = client.job(args.id).status()
         emit(args, status.model_dump(mode="json"), lambda s: "\n".join(
@@ -360,6 +367,11 @@ def cmd_job(args) -> int:
             print(f"coopsched: {answer['message']}", file=sys.stderr)
         return EXIT_OK if answer["forgotten"] else EXIT_ERROR
     return EXIT_OK
+
+
+def _waited(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
 def _attempts_line(s: dict) -> list[str]:

@@ -49,7 +49,7 @@ from scheduler.job_handle import (JobCancelled, JobFailed, JobHandle, JobRecordD
 from scheduler.client_local import _check_num_cpus, _new_head_auth, _no_operator
 from scheduler.head_auth import DEV_MODE_LABEL, AccessRefused
 from scheduler.identity import generate_key, load_private_key, private_key_pem, public_key_b64, sign_request
-from scheduler.jobs import JobStatus
+from scheduler.jobs import JobStatus, QueuePosition
 from scheduler.local_ray import drop_stale_bootstrap
 from scheduler.names import HEAD_NAME, NAMESPACE, TRACKER_NAME, worker_name
 from scheduler.task_payload import pickled_call
@@ -269,6 +269,12 @@ class Client:
     def jobs(self, coop: str | None = None, member: str | None = None, status: str | None = None) -> list[JobStatus]:
         return [read_status(j, j.get("task_id", "?") if isinstance(j, dict) else "?")
                 for j in self._call("jobs", coop, member, status)]
+
+    def queue(self, coop: str | None = None, member: str | None = None, limit: int | None = None
+              ) -> list[QueuePosition]:
+        """The waiting jobs in the order the next scheduling round tries them, numbered over every coop's queue
+        (a member sees its own, a coop admin its coop's)."""
+        return [QueuePosition(**p) for p in self._call("queue", coop, member, limit)]
 
     def job(self, task_id: str) -> JobHandle:
         status = self._call("status", task_id)

@@ -23,7 +23,7 @@ from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
 from scheduler.core_records import JobRecords
 from scheduler.held_capacity import HeldCapacity
-from scheduler.jobs import Job, JobStatus
+from scheduler.jobs import Job, JobStatus, QueuePosition
 from scheduler.liveness import Liveness
 from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger
 from scheduler.placement import explain_no_fit
@@ -239,8 +239,11 @@ class SchedulerCore(JobRecords, SchedulingRound):
             job.move(now, JobState.DEFERRED, held + ("; admitted with warnings: " + "; ".join(
                 w.message for w in decision.warnings) if decision.warnings else ""))
         else:
-            job.move(now, _QUEUED, "admitted with warnings: " + "; ".join(w.message for w in decision.warnings)
-                     if decision.warnings else "admitted")
+            reason = "admitted with warnings: " + "; ".join(w.message for w in decision.warnings) \
+                if decision.warnings else "admitted"
+            if self.table.free_count <= 0:  # (no round looks at the queue while every executor is full: say it now)
+                reason += "; waiting for a free executor: no active executor has a CPU free now"
+            job.move(now, _QUEUED, reason)
         return decision
 
     def submit_many(self, tasks: Iterable[TaskSpec | dict]) -> list[Decision]:
@@ -493,6 +496,34 @@ class SchedulerCore(JobRecords, SchedulingRound):
         return [j.status() for j in self._jobs.values()
                 if (coop_id is None or j.task.coop_id == coop_id) and (member is None or j.task.member == member)
                 and (state is None or j.state is state)]
+
+    def queue_positions(self, coop_id: str | None = None, member: str | None = None,
+                        limit: int | None = None) -> list[QueuePosition]:
+        """The waiting jobs in the order the next round tries them: effective priority, then the member's fair
+        share, then submission time, numbered over every coop's queue; those of ``coop_id`` / ``member`` are
+        shown, at most ``limit``. (In a round a task that fits none of its own coop's executors tries the others
+        after every coop's tasks have had their own, coops taking turns there: ``scheduler.fair_borrowing``.)"""
+        out: list[QueuePosition] = []
+        standing: dict[tuple[str, str], float] = {}
+        position = 0
+        for entry in self.queue.ordered(self._fair_share):
+            if entry.task_id not in self.queue:
+                continue
+            position += 1
+            if (coop_id is not None and entry.coop_id != coop_id) or (member is not None and entry.member != member):
+                continue
+            if limit is not None and len(out) >= limit:
+                break
+            job = self._jobs[entry.task_id]
+            key = entry.member_key
+            if key not in standing:
+                standing[key] = self._fair_share(*key)
+            out.append(QueuePosition(
+                position=position, task_id=entry.task_id, coop_id=entry.coop_id, member=entry.member,
+                name=entry.task.name, state=job.state, priority=entry.task.priority.value,
+                effective_priority=entry.effective_priority, fair_share=round(standing[key], 6),
+                submitted_at=entry.submitted_at, attempt=entry.attempt, reason=job.reason))
+        return out
 
     def explain(self, task_id: str) -> dict[str, Any] | None:
         """Why a job is where it is: decision, placement breakdown and runners-up, current reason."""

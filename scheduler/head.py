@@ -454,16 +454,17 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
     @guarded
     async def jobs(self, coop_id: str | None = None, member: str | None = None, state: str | None = None,
                    limit: int | None = None) -> list[dict]:
-        if coop_id is not None:
-            admin.check_coop(coop_id, "jobs")
-        if member is not None:
-            admin.check_member(member, "jobs")
-        if limit is not None:
-            admin.check_limit(limit, "jobs")
+        admin.check_listing(coop_id, member, limit, "jobs")
         if state is not None and state not in _STATES:
             raise InvalidRequest("jobs", [FieldError("state", quoted(state, 40), ", ".join(_STATES), "running")])
         return [r["status"] for r in self.store.jobs(coop_id, member, state, limit)  # (a damaged record is no
                 if not is_damaged(r)]  # JobStatus: left out; the store logged it, its status says it is damaged
+
+    @guarded
+    async def queue(self, coop_id: str | None = None, member: str | None = None, limit: int | None = None) -> list[dict]:
+        """The waiting jobs in the order the next round tries them (``SchedulerCore.queue_positions``)."""
+        admin.check_listing(coop_id, member, limit, "queue")
+        return [p.model_dump(mode="json") for p in self.core.queue_positions(coop_id, member, limit)]
 
     @guarded
     async def explain(self, task_id: str) -> dict | None:

@@ -52,6 +52,25 @@ class JobStatus(BaseModel):
     preemptions: int = 0  # of its attempts, those stopped to make room: a reclaim, or its coop's higher priority
 
 
+class QueuePosition(BaseModel):
+    """A waiting job's place in the order a scheduling round tries the queue (``coopsched job queue``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    position: int  # 1 is tried first; counted over every coop's waiting jobs, whichever are shown
+    task_id: str
+    coop_id: str
+    member: str
+    name: str | None
+    state: JobState  # queued, or deferred (held by a time window)
+    priority: str
+    effective_priority: float  # priority x the member's multiplier: the queue's first key
+    fair_share: float  # the member's use of its monthly quota (the larger of CPU, GPU, credits): the second key
+    submitted_at: float  # the third
+    attempt: int
+    reason: str
+
+
 @dataclass(slots=True)  # one per task, kept for the task's life: no per-instance __dict__
 class Job:
     task: TaskSpec

@@ -60,6 +60,7 @@ def test_a_coop_administered_from_the_command_line(head, capsys, tmp_path):
     code, out, _ = run(capsys, "job", "status", job_id)
     assert code == 0 and "queued" in out and "running" in out
     assert "attempts 1, last on cli-1; charged " in out and "stopped to make room" not in out
+    assert run_json(capsys, "job", "queue", "--coop", COOP) == []  # through the Ray actor: nothing waits now
 
     code, _, err = run(capsys, "job", "submit", "math:factorial", "--args", "[5]", "--coop", COOP,
                        "--member", "did:icn:alice", "--priority", "critical")

@@ -260,6 +260,11 @@ AUTHZ = [
     ("operator registers an admin key", OPERATOR, "add_key", {"principal": _key("admin", "coop:b")}, True),
     ("operator sets any policy", OPERATOR, "set_policy", {"policy": {"coop_id": "coop:b"}}, True),
     ("any key may ping", EXECUTOR_A, "ping", {}, True),
+    ("member sees its own places in the queue", MEMBER, "queue", {"coop_id": None, "member": None}, True),
+    ("member cannot see another member's places", MEMBER, "queue", {"coop_id": "coop:a", "member": "bob"}, False),
+    ("admin sees its coop's queue", ADMIN_A, "queue", {"coop_id": None, "member": None}, True),
+    ("admin of A cannot see B's queue", ADMIN_A, "queue", {"coop_id": "coop:b", "member": None}, False),
+    ("executor cannot read the queue", EXECUTOR_A, "queue", {"coop_id": None, "member": None}, False),
 ]
 
 
@@ -277,6 +282,9 @@ def test_open_listings_are_narrowed_to_the_caller():
     assert narrow(MEMBER, "jobs", {"coop_id": None, "member": None}) == {"coop_id": "coop:a", "member": "alice"}
     assert narrow(ADMIN_A, "jobs", {"coop_id": None, "member": "bob"}) == {"coop_id": "coop:a", "member": "bob"}
     assert narrow(ADMIN_A, "changes", {"coop_id": None}) == {"coop_id": "coop:a"}
+    assert narrow(MEMBER, "queue", {"coop_id": None, "member": None, "limit": 5}) == {
+        "coop_id": "coop:a", "member": "alice", "limit": 5}
+    assert narrow(ADMIN_A, "queue", {"coop_id": None, "member": None}) == {"coop_id": "coop:a", "member": None}
     assert narrow(OPERATOR, "jobs", {"coop_id": None, "member": None}) == {"coop_id": None, "member": None}
     assert narrow(ADMIN_A, "audit", {"action": "list", "session_id": None, "filters": {}})["filters"] == {
         "coop_id": "coop:a"}
