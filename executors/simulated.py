@@ -8,7 +8,8 @@ Like a real worker, each simulated executor starts a placed task only when it fi
 executor's own resources, and keeps the rest (an executor registered with
 ``dispatch_ahead`` is handed more than it can run at once) in its queue, first in first
 out, starting the next the moment a running task ends. An attempt the core preempts (an owner
-reclaiming its executor from a borrower, or a task of higher priority of its coop taking its room) stops at once and reports the time it ran, uncharged.
+reclaiming its executor from a borrower, or a task of higher priority of its coop taking its
+room) stops at once and reports the time it ran, uncharged.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ class Simulation:
     # -- time --------------------------------------------------------------------
     def step(self) -> list[Placement]:
         """Place what fits now and start those tasks (their ends become events). Attempts the round preempted
-        (reclaimed by an owner, or for a task of higher priority) stop first, as the head has their workers stop them, so the room
-        they leave is there for the tasks placed in their stead."""
+        (reclaimed by an owner, or for a task of higher priority) stop first, as the head has their workers
+        stop them, so the room they leave is there for the tasks placed in their stead."""
         placed = self.core.schedule()
         for task_id, executor_id in self.core.drain_preempted():
             self._stop(task_id, executor_id)

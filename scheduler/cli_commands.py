@@ -371,7 +371,9 @@ def cmd_job(args) -> int:
 
 def _waited(seconds: float) -> str:
     seconds = max(0.0, seconds)
-    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
 def _attempts_line(s: dict) -> list[str]:
