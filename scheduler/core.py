@@ -242,7 +242,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
             reason = "admitted with warnings: " + "; ".join(w.message for w in decision.warnings) \
                 if decision.warnings else "admitted"
             if self.table.free_count <= 0:  # (no round looks at the queue while every executor is full: say it now)
-                reason += "; waiting for a free executor: no active executor has a CPU free now"
+                reason += "; waiting for a free executor: every active one is full"
             job.move(now, _QUEUED, reason)
         return decision
 

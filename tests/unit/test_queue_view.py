@@ -57,7 +57,7 @@ def test_positions_follow_effective_priority_then_fair_share_then_submission_tim
     assert (first.effective_priority, first.priority, first.state) == (6.0, "normal", JobState.QUEUED)
     carol = next(p for p in core.queue_positions() if p.member == "carol")
     assert carol.fair_share == pytest.approx(600 / 3600 / 100, abs=1e-6)  # (charged its 600 s limit, of 100 CPU-h)
-    assert "waiting for a free executor: no active executor has a CPU free now" in carol.reason  # (said at once)
+    assert "waiting for a free executor: every active one is full" in carol.reason  # (said at once)
     # a filtered view keeps the places in the whole queue; limit cuts the view
     assert [(p.position, p.member) for p in core.queue_positions(coop_id="coop", member="bob")] == [
         (3, "bob"), (5, "bob")]
