@@ -7,23 +7,24 @@ Both kinds of executor, the Ray worker actor (``executors.worker``) and the simu
 running tasks leave of the executor's resources (always, with nothing running, so a task that
 fits the executor at all never waits forever), oldest first.
 
-When the oldest waiting task (the front) does not fit yet, later ones may pass it, as in
-Slurm's EASY backfill: the front gets a reservation at its *shadow time*, the moment enough
-running tasks will have ended for it to fit, reckoned from each running task's start plus its
-runtime limit (``max_runtime_s``, which the worker enforces, so the bound holds). A later task
-that fits now starts at once if it will end by the shadow time, or if it only uses what will
-still be spare beside the front at that moment. So the front starts by its reservation
-(when tasks run to their limits, no later than first come first started; when they end
-early, EASY can start it later than first come first started would have), and small tasks do
-not idle the resources a large one is waiting for. Only the front holds a reservation (EASY,
-not conservative backfill); a task without a runtime limit may use only the spare part, and
-while one runs nothing is backfilled (it may end at any moment, so there is no reservation to
-keep). Whoever changes ``capacity`` calls ``ready`` next. Pure: no Ray, no clock (callers pass
-``now``).
+When a waiting task does not fit yet, later ones may pass it, as in Slurm's conservative
+backfill: every waiting task, oldest first, gets a reservation, the earliest moment it fits for
+its whole runtime limit beside the running tasks and the reservations of those older than it,
+reckoned from each running task's start plus its runtime limit (``max_runtime_s``, which the
+worker enforces, so the bound holds). A task whose reservation is now starts now. So no task
+starts later than its reservation (when tasks run to their limits, no later than first come
+first started would start it; when they end early, the plan is made again from what runs), and
+small tasks do not idle the resources larger ones are waiting for. A waiting task without a
+runtime limit reserves its amounts for ever from its start; while a *running* task without one
+runs, nothing passes an older waiting task (it may end at any moment, so no reservation can be
+kept). A task larger than the executor starts once nothing runs, taking everything; it reserves
+everything from the moment all that is running or reserved before it has ended. Whoever changes
+``capacity`` calls ``ready`` next. Pure: no Ray, no clock (callers pass ``now``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable
 from typing import Generic, TypeVar
@@ -31,7 +32,9 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 Amounts = tuple[float, float, float, float]  # cpus, gpus, memory MB, GPU memory MB
 _EPS = 1e-9
-_NONE: Amounts = (0.0, 0.0, 0.0, 0.0)
+BACKFILL_DEPTH = 32
+"""Waiting tasks given reservations, oldest first: only these may pass an older one (as Slurm's
+``bf_max_job_test``), so a long queue costs each offer and each end a bounded look."""
 
 
 class LocalQueue(Generic[T]):
@@ -39,6 +42,7 @@ class LocalQueue(Generic[T]):
 
     def __init__(self, capacity: Amounts | None = None) -> None:
         self.capacity = capacity
+        self.backfill = True  # False: first come first started (a baseline for tests)
         self._in_use = [0.0, 0.0, 0.0, 0.0]
         self._running: dict[Hashable, tuple[Amounts, float]] = {}  # key -> (amounts, ends by)
         self._waiting: dict[Hashable, tuple[Amounts, float, T]] = {}  # key -> (amounts, runtime limit, item)
@@ -61,19 +65,23 @@ class LocalQueue(Generic[T]):
     def offer(self, key: Hashable, amounts: Amounts, item: T, now: float = 0.0,
               limit_s: float | None = None) -> bool:
         """True: start ``item`` now (counted as running until ``ended(key)``); False: it waits (see
-        ``ready``). ``limit_s``: its runtime limit (None: none), which backfilling relies on."""
+        ``ready``). ``limit_s``: its runtime limit (None: none), which backfilling relies on. An older
+        waiting task that may start now (capacity grew, ``ready`` not called yet) starts first: the new
+        one waits then."""
         limit = math.inf if limit_s is None else float(limit_s)
         waiting = self._waiting
-        if waiting and self._fits(next(iter(waiting.values()))[0]):  # the front fits (capacity grew, ready()
-            waiting[key] = (amounts, limit, item)  # not called yet): it starts first
+        fits = self._fits(amounts)
+        waiting[key] = (amounts, limit, item)
+        if len(waiting) == 1 or self.capacity is None:  # nothing older waits: it starts if it fits now
+            if fits:
+                self._start(key, now, behind=False)
+            return fits
+        if not fits or len(waiting) > BACKFILL_DEPTH or not self._may_backfill():
+            return False  # (it waits in order)
+        if self._plan(now) != [key]:  # an older one may start now (ready starts it), or this one would delay one
             return False
-        if self._fits(amounts) and (not waiting or self._may_backfill() and
-                                    self._backfills(amounts, now + limit, self._shadow())):
-            self.backfilled += bool(self._waiting)
-            self._take(key, amounts, now + limit)
-            return True
-        self._waiting[key] = (amounts, limit, item)
-        return False
+        self._start(key, now, behind=True)
+        return True
 
     def ended(self, key: Hashable) -> None:
         """The running task ``key`` ended (call ``ready`` next)."""
@@ -85,27 +93,18 @@ class LocalQueue(Generic[T]):
             used[i] = max(0.0, used[i] - a)
 
     def ready(self, now: float = 0.0) -> list[T]:
-        """The waiting items to start now, each counted as running from here on: the oldest while they
-        fit, then those that may pass the oldest still waiting (see the module notes)."""
+        """The waiting items to start now, each counted as running from here on: those whose reservation
+        is now (see the module notes), oldest first."""
         out: list[T] = []
         waiting = self._waiting
-        while waiting:
+        while waiting:  # the oldest while they fit: nothing older waits, so its reservation is now
             key = next(iter(waiting))
-            amounts, limit, item = waiting[key]
-            if not self._fits(amounts):
+            if not self._fits(waiting[key][0]):
                 break
-            del waiting[key]
-            self._take(key, amounts, now + limit)
-            out.append(item)
-        if len(waiting) > 1 and self.capacity is not None and self._may_backfill():
-            shadow = self._shadow()
-            for key in list(waiting)[1:]:
-                amounts, limit, item = waiting[key]
-                if self._fits(amounts) and self._backfills(amounts, now + limit, shadow):
-                    del waiting[key]
-                    self._take(key, amounts, now + limit)
-                    self.backfilled += 1
-                    out.append(item)
+            out.append(self._start(key, now, behind=False))
+        if len(waiting) > 1 and self.capacity is not None and self._may_backfill() and any(
+                self._fits(amounts) for amounts, _, _ in itertools.islice(waiting.values(), 1, BACKFILL_DEPTH)):
+            out.extend(self._start(key, now, behind=True) for key in self._plan(now))
         return out
 
     def remove(self, key: Hashable) -> T | None:
@@ -115,47 +114,118 @@ class LocalQueue(Generic[T]):
 
     def _may_backfill(self) -> bool:
         """No reservation can be kept while a task without a runtime limit runs: it may end any moment."""
-        return all(not math.isinf(ends_by) for _, ends_by in self._running.values())
+        return self.backfill and all(not math.isinf(ends_by) for _, ends_by in self._running.values())
 
     def _fits(self, amounts: Amounts) -> bool:
         if self.capacity is None or not self._running:
             return True
         return all(u + a <= c + _EPS for u, a, c in zip(self._in_use, amounts, self.capacity))
 
-    def _take(self, key: Hashable, amounts: Amounts, ends_by: float) -> None:
-        self._running[key] = (amounts, ends_by)
+    def _start(self, key: Hashable, now: float, behind: bool) -> T:
+        amounts, limit, item = self._waiting.pop(key)
+        self.backfilled += behind
+        self._running[key] = (amounts, now + limit)
         used = self._in_use
         for i, a in enumerate(amounts):
             used[i] += a
+        return item
 
-    def _shadow(self) -> list:
-        """[shadow time, spare amounts then] of the front: when it will fit, running tasks ending by
-        their limits in order, and what it leaves of the executor then. A front larger than the
-        executor starts once nothing runs, taking everything."""
-        amounts = next(iter(self._waiting.values()))[0]
-        capacity = self.capacity or _NONE
-        free = [c - u for c, u in zip(capacity, self._in_use)]
-        ends = sorted(self._running.values(), key=lambda entry: entry[1])
-        for i, (freed, ends_by) in enumerate(ends):
-            for r, a in enumerate(freed):
-                free[r] += a
-            if i == len(ends) - 1:
+    def _plan(self, now: float) -> list:
+        """The waiting keys that start now, oldest first: each waiting task in turn gets the earliest
+        reservation the running tasks and the older ones' reservations leave it; those reserved now start."""
+        waiting = self._waiting
+        if self.capacity is None:
+            return list(waiting)
+        if not self._running:  # with nothing running the oldest starts, whatever it asks
+            first = next(iter(waiting), None)
+            if first is None:
+                return []
+            profile = _Profile(now, list(self.capacity), [])
+            amounts, limit, _ = waiting[first]
+            profile.reserve(0, limit, amounts)  # (larger than the executor: nothing else fits beside it)
+            plan, rest = [first], list(itertools.islice(waiting.items(), 1, BACKFILL_DEPTH))
+        else:
+            profile = _Profile(now, [c - u for c, u in zip(self.capacity, self._in_use)],
+                               [(ends_by, amounts) for amounts, ends_by in self._running.values()])
+            plan, rest = [], list(itertools.islice(waiting.items(), BACKFILL_DEPTH))
+        may_pass = self._may_backfill()
+        older_waits = False
+        for key, (amounts, limit, _) in rest:
+            step = profile.earliest(amounts, limit)
+            if step == 0:  # it fits now, for its whole limit, beside every older one's reservation
+                if older_waits and not may_pass:
+                    break
+                plan.append(key)
+                profile.reserve(0, limit, amounts)
+                continue
+            older_waits = True
+            if not may_pass:
                 break
-            if all(f + _EPS >= a for f, a in zip(free, amounts)):
-                return [ends_by, [f - a for f, a in zip(free, amounts)]]
-        last = ends[-1][1] if ends else 0.0
-        spare = [f - a for f, a in zip(free, amounts)]
-        return [last, spare if all(s >= -_EPS for s in spare) else list(_NONE)]
+            if step is None:  # larger than what ever frees: it takes everything once all before it has ended
+                profile.take_all_from(len(profile.times) - 1)
+            else:
+                profile.reserve(step, limit, amounts)
+        return plan
 
-    @staticmethod
-    def _backfills(amounts: Amounts, ends_by: float, shadow: list) -> bool:
-        """Whether a task may start ahead of the front: it ends by the front's shadow time, or it fits
-        in what stays spare then (which it then takes)."""
-        shadow_time, spare = shadow
-        if ends_by <= shadow_time + _EPS:
-            return True
-        if all(a <= s + _EPS for a, s in zip(amounts, spare)):
-            for i, a in enumerate(amounts):
-                spare[i] -= a
-            return True
-        return False
+
+class _Profile:
+    """What stays free of an executor over time: ``free[i]`` from ``times[i]`` until ``times[i + 1]``
+    (the last for ever), as running tasks end by their limits and reservations hold their amounts.
+    Step 0 is what is free right now; a running task past its limit (not ended yet) frees in a step
+    of its own at ``now``, after it: a reservation may begin there, a start now may not."""
+
+    def __init__(self, now: float, free_now: list, ends: list) -> None:
+        self.times = [now]
+        self.free = [list(free_now)]
+        current = list(free_now)
+        for ends_by, amounts in sorted(ends, key=lambda e: e[0]):
+            if math.isinf(ends_by):
+                continue  # (never frees)
+            current = [f + a for f, a in zip(current, amounts)]
+            at = max(ends_by, now)
+            if at == self.times[-1] and len(self.times) > 1:
+                self.free[-1] = list(current)
+            else:
+                self.times.append(at)
+                self.free.append(list(current))
+
+    def earliest(self, amounts: Amounts, limit: float) -> int | None:
+        """The first step from whose start ``amounts`` fit for ``limit`` seconds (0: now); None: none."""
+        times, free, n = self.times, self.free, len(self.times)
+        c, g, m, gm = (a - _EPS for a in amounts)
+        short = [f[0] < c or f[1] < g or f[2] < m or f[3] < gm for f in free]  # per step: too little free
+        for i, start in enumerate(times):
+            if short[i]:
+                continue
+            end = start + limit - _EPS
+            j = i + 1
+            while j < n and times[j] < end and not short[j]:
+                j += 1
+            if j == n or times[j] >= end:
+                return i
+        return None
+
+    def reserve(self, step: int, limit: float, amounts: Amounts) -> None:
+        """Hold ``amounts`` from the start of ``step`` for ``limit`` seconds (for ever if it is infinite)."""
+        end = self.times[step] + limit
+        k = self._split(end, step + 1) if not math.isinf(end) else len(self.times)
+        for j in range(step, k):
+            self.free[j] = [f - a for f, a in zip(self.free[j], amounts)]
+
+    def take_all_from(self, step: int) -> None:
+        for j in range(step, len(self.times)):
+            self.free[j] = [min(f, 0.0) for f in self.free[j]]
+
+    def _split(self, at: float, first: int) -> int:
+        """The index (``first`` or later) of the step starting at ``at``, made by splitting the one holding it."""
+        times = self.times
+        for i in range(first, len(times)):
+            if abs(times[i] - at) <= _EPS:
+                return i
+            if times[i] > at:
+                times.insert(i, at)
+                self.free.insert(i, list(self.free[i - 1]))
+                return i
+        times.append(at)
+        self.free.append(list(self.free[-1]))
+        return len(times) - 1

@@ -1,5 +1,5 @@
 """An executor's own queue (executors.local_queue): start what fits, the rest oldest first, and
-backfill behind a task that must wait only when that cannot delay it (EASY backfill)."""
+backfill behind a task that must wait only when that cannot delay it (conservative backfill)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from executors.local_queue import LocalQueue
+from executors.local_queue import BACKFILL_DEPTH, LocalQueue
 
 ONE, TWO, FOUR = (1.0, 0.0, 0.0, 0.0), (2.0, 0.0, 0.0, 0.0), (4.0, 0.0, 0.0, 0.0)
 GPU = (1.0, 1.0, 0.0, 0.0)
@@ -115,6 +115,30 @@ def test_a_front_larger_than_the_executor_waits_for_everything_to_end_and_only_s
     assert not q.offer("long", ONE, "long", now=0.0, limit_s=60)
 
 
+def test_no_waiting_task_is_delayed_by_a_later_one_not_only_the_oldest():
+    q = cpus(4)  # "a" ends by t=10; then "front" runs 10-15 and "second" (every CPU) is reserved for 15-20
+    assert q.offer("a", (3.0, 0.0, 0.0, 0.0), "a", now=0.0, limit_s=10)
+    assert not q.offer("front", TWO, "front", now=0.0, limit_s=5)
+    assert not q.offer("second", FOUR, "second", now=0.0, limit_s=5)
+    # would fit beside "front" (EASY's spare), but would still run at t=15, where "second" needs every CPU
+    assert not q.offer("until-18", ONE, "until-18", now=0.0, limit_s=18)
+    assert q.offer("until-10", ONE, "until-10", now=0.0, limit_s=10)  # done before either needs it
+    assert q.keys() == ["front", "second", "until-18"] and q.backfilled == 1
+
+
+def test_a_long_queue_is_looked_at_only_as_deep_as_reservations_go():
+    q = cpus(3)
+    q.offer("running", TWO, "running", now=0.0, limit_s=10)
+    for i in range(BACKFILL_DEPTH - 1):
+        assert not q.offer(f"w{i}", TWO, f"w{i}", now=0.0, limit_s=10)
+    assert q.offer("shallow", ONE, "shallow", now=0.0, limit_s=1)  # fits now, ends before anyone needs it
+    q.ended("shallow")
+    assert not q.offer(f"w{BACKFILL_DEPTH - 1}", TWO, "last", now=0.0, limit_s=10)
+    assert not q.offer("deep", ONE, "deep", now=0.0, limit_s=1)  # as harmless, but past the depth: waits in order
+    q.ended("running")
+    assert q.ready(now=10.0) == ["w0", "deep"]  # one fewer ahead of it: within the depth, it passes the rest
+
+
 def test_gpus_count_as_well_as_cpus():
     q: LocalQueue[str] = LocalQueue((4.0, 1.0, 0.0, 0.0))
     q.offer("gpu-job", GPU, "gpu-job", now=0.0, limit_s=100)
@@ -147,7 +171,7 @@ task = st.tuples(st.sampled_from((ONE, TWO, FOUR, GPU)), st.sampled_from((5.0, 2
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(task, min_size=1, max_size=12))
-def test_running_tasks_never_exceed_the_executor_and_the_front_starts_no_later_than_without_backfill(tasks):
+def test_running_tasks_never_exceed_the_executor_and_no_task_starts_later_than_without_backfill(tasks):
     """Every task runs to its limit (the worst case the shadow time assumes); simulate both queues
     event by event and compare when each front task started."""
     capacity = (4.0, 1.0, 0.0, 0.0)
@@ -155,7 +179,7 @@ def test_running_tasks_never_exceed_the_executor_and_the_front_starts_no_later_t
     def run(backfill: bool) -> dict[str, float]:
         q: LocalQueue[str] = LocalQueue(capacity)
         if not backfill:
-            q._backfills = lambda *a: False  # type: ignore[method-assign]  # first come first started
+            q.backfill = False  # first come first started
         # a task without a limit (the queue is told None) runs 40 s
         limits = {f"t{i}": (limit if limit is not None else 40.0) for i, (_, limit) in enumerate(tasks)}
         started, ends = {}, []
@@ -180,7 +204,10 @@ def test_running_tasks_never_exceed_the_executor_and_the_front_starts_no_later_t
         assert len(started) == len(tasks) and len(q) == 0
         return started
 
-    fcfs, easy = run(False), run(True)
+    fcfs, backfilled = run(False), run(True)
+    if all(limit is not None for _, limit in tasks):  # conservative backfill: no task starts later than it would
+        for key, at in fcfs.items():  # without backfill (when every task says how long it may run)
+            assert backfilled[key] <= at + 1e-9, (key, backfilled, fcfs, tasks)
     first_waiting = next((f"t{i}" for i in range(len(tasks)) if fcfs[f"t{i}"] > 0), None)
-    if first_waiting is not None:
-        assert easy[first_waiting] <= fcfs[first_waiting] + 1e-9
+    if first_waiting is not None:  # and the oldest that waits, whatever the others say
+        assert backfilled[first_waiting] <= fcfs[first_waiting] + 1e-9
