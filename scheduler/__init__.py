@@ -4,7 +4,7 @@ from policies.priority import Priority
 from policies.reasons import Decision, Reason, ReasonCode
 from scheduler.core import SchedulerCore
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
-from scheduler.jobs import JobStatus
+from scheduler.jobs import JobStatus, QueuePosition
 from scheduler.placement import Placement
 from scheduler.tasks import Hints, JobState, Resources, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
@@ -20,6 +20,7 @@ __all__ = [
     "Outcome",
     "Placement",
     "Priority",
+    "QueuePosition",
     "Reason",
     "ReasonCode",
     "Resources",

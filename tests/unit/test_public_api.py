@@ -8,7 +8,7 @@ import pytest
 
 PROMISED = {
     "scheduler": ["Decision", "ExecutorOffer", "ExecutorSpec", "ExecutorStatus", "Hints", "JobState", "JobStatus",
-                  "Outcome", "Placement", "Priority", "Reason", "ReasonCode", "Resources", "SchedulerCore", "TaskSpec",
+                  "Outcome", "Placement", "Priority", "QueuePosition", "Reason", "ReasonCode", "Resources", "SchedulerCore", "TaskSpec",
                   "UsageRecord", "UsageReport"],
     "policies": ["CoopPolicy", "DataSovereignty", "EnforcementMode", "ExecutorFilter", "ExpressionRule",
                  "InvalidRequest", "MemberPriority", "MemberQuota", "PluginRule", "Priority", "RateLimit", "RequireCapability", "ScoringWeights",
@@ -33,7 +33,8 @@ def test_decision_core_imports_neither_ray_nor_a_store_client():
     code = ("import sys; import scheduler.core, scheduler.placement, scheduler.queue, scheduler.ledger, "
             "scheduler.admission, scheduler.scheduling_round, scheduler.dearest, scheduler.held_capacity, "
             "scheduler.damaged_records, scheduler.shadow, scheduler.admin, scheduler.identity, "
-            "scheduler.authorization, scheduler.store_rate_buckets, scheduler.policy_sync, policies, executors.simulated; "
+            "scheduler.authorization, scheduler.store_rate_buckets, scheduler.policy_sync, scheduler.fair_borrowing, "
+            "scheduler.making_room, policies, executors.simulated; "
             "bad = [m for m in ('ray', 'redis', 'sqlite3') if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
