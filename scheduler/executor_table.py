@@ -451,6 +451,11 @@ class ExecutorTable:
         """Rows owned by ``coop_id`` (kept until the shape changes). Read-only."""
         return self.static_mask(("own", coop_id), lambda t: t.coop[: t.n] == t.coop_codes.get(coop_id, -2))
 
+    def active_totals(self) -> tuple[float, float]:
+        """The CPUs and GPUs of the active executors (their resources, not what may be handed ahead)."""
+        usable = self.usable_mask()
+        return float(self.total_cpus[: self.n][usable].sum()), float(self.total_gpus[: self.n][usable].sum())
+
     def usable_mask(self) -> np.ndarray:
         return self.status[: self.n] == 0
 

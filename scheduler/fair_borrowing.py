@@ -20,6 +20,18 @@ from typing import Any
 Amounts = tuple[float, float]  # (cpus, gpus)
 
 
+def holdings(borrowed: dict[str, list[Any]], running: Any) -> dict[str, Amounts]:
+    """Per coop, the CPUs and GPUs its jobs in ``running`` state hold on other coops' executors, from
+    ``borrowed`` (per executor, the jobs of coops other than its owner placed there)."""
+    held: dict[str, Amounts] = {}
+    for jobs in borrowed.values():
+        for job in jobs:
+            if job.state is running:
+                r, was = job.task.resources, held.get(job.task.coop_id, (0.0, 0.0))
+                held[job.task.coop_id] = (was[0] + r.cpus, was[1] + r.gpus)
+    return held
+
+
 def dominant_share(held: Amounts, total: Amounts) -> float:
     """The larger of ``held``'s fractions of the fleet's CPUs and GPUs (a resource the fleet lacks: 0)."""
     return max(held[0] / total[0] if total[0] > 0 else 0.0, held[1] / total[1] if total[1] > 0 else 0.0)

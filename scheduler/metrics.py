@@ -101,6 +101,9 @@ class CoreCollector(Collector):
         depth = _read(core.queue.depth_by_coop)
         yield _gauge("queue_depth", "Admitted tasks waiting for an executor (queued or deferred).", ["coop"],
                      _with_zeros(depth, coops))
+        yield _gauge("borrowed_share", "The dominant share of the fleet (the larger of its CPU and GPU fractions, of "
+                     "active executors) that a coop's running tasks hold on other coops' executors: what coops take "
+                     "turns by at what is left to borrow.", ["coop"], _with_zeros(_read(core.borrowed_shares), coops))
         yield from self._executor_families()
 
     def _month_cpu_hours(self, members: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:

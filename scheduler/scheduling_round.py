@@ -27,7 +27,7 @@ from scheduler.admission import CompiledPolicy
 from scheduler.executor_spec import ExecutorSpec
 from scheduler.jobs import Job
 from scheduler.ledger import from_units
-from scheduler.fair_borrowing import turns
+from scheduler.fair_borrowing import dominant_share, holdings, turns
 from scheduler.making_room import MakingRoom
 from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, static_fit
 from scheduler.queue import QueuedTask
@@ -173,15 +173,14 @@ class SchedulingRound(MakingRoom):
     def _borrowed_shares(self) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
         """Per coop, the CPUs and GPUs its running tasks hold on other coops' executors; and the fleet's, of its
         active executors (``fair_borrowing.turns``)."""
-        held: dict[str, tuple[float, float]] = {}
-        for jobs in self._borrowed().values():
-            for j in jobs:
-                if j.state is _RUNNING:
-                    r, was = j.task.resources, held.get(j.task.coop_id, (0.0, 0.0))
-                    held[j.task.coop_id] = (was[0] + r.cpus, was[1] + r.gpus)
-        table = self.table
-        usable = table.usable_mask()
-        return held, (float(table.total_cpus[: table.n][usable].sum()), float(table.total_gpus[: table.n][usable].sum()))
+        return holdings(self._borrowed(), _RUNNING), self.table.active_totals()
+
+    def borrowed_shares(self) -> dict[str, float]:
+        """Per coop, the dominant share of the fleet its running tasks hold on other coops' executors now:
+        what fair borrowing takes turns by (``coopsched_borrowed_share``). Coops that borrow nothing: absent."""
+        total = self.table.active_totals()
+        return {coop: dominant_share(held, total)
+                for coop, held in holdings(self._borrowed_executors(), _RUNNING).items()}
 
     def _borrow(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy, is_held: bool,
                 no_fit: dict[tuple, str], own_missed: set[tuple], placements: list[Placement]) -> bool:

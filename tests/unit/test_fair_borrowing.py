@@ -74,6 +74,24 @@ def test_owners_still_come_first():
     assert own.task_id in {p.task_id for p in placed} and len(placed) == 2
 
 
+def test_each_coops_borrowed_share_is_what_it_holds_on_other_coops_executors_and_a_metric_says_so():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scheduler.metrics import SchedulerMetrics
+    core, _ = _lender(slots=4)
+    core.register_executor(make_executor("own", coop="plain", cpus=4))  # plain's own: not borrowed
+    for _ in range(5):
+        core.submit(make_task(coop="plain", member="pia", cpus=1))
+    core.submit(make_task(coop="boosted", member="bob", cpus=1))
+    assert len(core.schedule()) == 6
+    # of 8 active CPUs: plain runs 4 on its own executor and 1 on the lender's, boosted 1 on the lender's
+    assert core.borrowed_shares() == {"plain": 1 / 8, "boosted": 1 / 8}
+    text = SchedulerMetrics(core).exposition()
+    got = {s.labels["coop"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+           if s.name == "coopsched_borrowed_share"}
+    assert got == {"boosted": 0.125, "lender": 0.0, "plain": 0.125}
+
+
 def test_dominant_share_is_the_larger_fraction():
     assert dominant_share((2.0, 1.0), (8.0, 2.0)) == 0.5
     assert dominant_share((2.0, 0.0), (8.0, 0.0)) == 0.25  # a fleet without GPUs: CPUs alone
