@@ -326,7 +326,7 @@ def test_with_its_capacity_given_the_worker_starts_what_fits_and_queues_the_rest
 
 
 def test_a_short_task_passes_a_queued_wide_one_when_it_ends_before_that_one_could_start(executor: Executor) -> None:
-    """EASY backfill in the worker's queue: "wide" (2 CPUs) waits for "long" (up to 20 s); "short" (at most
+    """Backfill in the worker's queue: "wide" (2 CPUs) waits for "long" (up to 20 s); "short" (at most
     5 s) runs beside "long" at once, since it ends before "wide" could start whatever happens."""
     long_ = make_spec(sleep_and_time, 1.0)
     wide = make_spec(sleep_and_time, 0.1, cpus=2.0)

@@ -116,7 +116,7 @@ def test_a_bad_dispatch_ahead_names_the_field(bad):
 
 
 def test_a_short_task_handed_over_behind_a_waiting_large_one_starts_at_once_without_delaying_it():
-    """EASY backfill at the executor (executors.local_queue): "long" holds 1 of 2 CPUs for up to 600 s,
+    """Backfill at the executor (executors.local_queue): "long" holds 1 of 2 CPUs for up to 600 s,
     "wide" (2 CPUs) must wait for it; "short" (1 CPU, at most 300 s) runs in the idle CPU meanwhile and
     ends before "wide" could start, so "wide" starts exactly when "long" ends."""
     sim = make_sim(make_policy(), [make_executor("one", cpus=2, dispatch_ahead=1)])

@@ -51,12 +51,12 @@ def test_ending_an_unknown_or_already_ended_task_changes_nothing():
 
 
 # Backfill, table-driven: a 4-CPU executor runs "long" (1 CPU, ends by t=100 at the latest) and
-# "short" (2 CPUs, ends by t=10); "big" (4 CPUs) waits at the front, so its shadow time is t=100
+# "short" (2 CPUs, ends by t=10); "big" (4 CPUs) waits at the front, so its reservation is at t=100
 # and nothing is spare beside it then. Which later task may start now (t=0)?
 BACKFILL = [
     # (the later task's amounts, its runtime limit, starts now?, why)
-    (ONE, 50.0, True, "fits now and ends (t=50) before the front's shadow time (t=100)"),
-    (ONE, 100.0, True, "ends exactly at the shadow time"),
+    (ONE, 50.0, True, "fits now and ends (t=50) before the front's reservation (t=100)"),
+    (ONE, 100.0, True, "ends exactly at the front's reservation"),
     (ONE, 150.0, False, "would still run at t=100, where the front needs every CPU"),
     (ONE, None, False, "no runtime limit: it may use only what stays spare, and nothing does"),
     (TWO, 50.0, False, "does not fit now (1 CPU free)"),
@@ -73,7 +73,7 @@ def test_a_later_task_passes_the_front_only_if_it_cannot_delay_it(amounts, limit
     assert q.backfilled == int(starts)
 
 
-def test_a_task_may_use_what_stays_spare_beside_the_front_even_past_its_shadow_time():
+def test_a_task_may_use_what_stays_spare_beside_the_front_even_past_its_reservation():
     q = cpus(4)  # when "a" (2 CPUs) ends, by t=10, "big" (2 CPUs) fits and 1 CPU stays spare beside it
     q.offer("a", TWO, "a", now=0.0, limit_s=10)
     q.offer("b", ONE, "b", now=0.0, limit_s=20)
@@ -172,7 +172,7 @@ task = st.tuples(st.sampled_from((ONE, TWO, FOUR, GPU)), st.sampled_from((5.0, 2
 @settings(max_examples=200, deadline=None)
 @given(st.lists(task, min_size=1, max_size=12))
 def test_running_tasks_never_exceed_the_executor_and_no_task_starts_later_than_without_backfill(tasks):
-    """Every task runs to its limit (the worst case the shadow time assumes); simulate both queues
+    """Every task runs to its limit (the worst case reservations assume); simulate both queues
     event by event and compare when each front task started."""
     capacity = (4.0, 1.0, 0.0, 0.0)
 
