@@ -506,7 +506,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         out: list[QueuePosition] = []
         standing: dict[tuple[str, str], float] = {}
         position = 0
-        for entry in self.queue.ordered(self._fair_share):
+        for entry in self.queue.ordered(self._fair_share, self.clock()):  # (the round's order, if still fresh)
             if entry.task_id not in self.queue:
                 continue
             position += 1

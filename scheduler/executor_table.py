@@ -176,6 +176,15 @@ class ExecutorTable:
         return (float(self.free_cpus[row]), float(self.free_gpus[row]), float(self.free_mem[row]),
                 float(self.free_gmem[row]))
 
+    def free_now(self, row: int) -> tuple[float, float, float, float]:
+        """What is free on a row for a task to start at once: ``free_of`` without the rounds it takes ahead."""
+        extra = float(self.extra_rounds[row])
+        free = self.free_of(row)
+        if not extra:
+            return free
+        return tuple(f - extra * float(total[row]) for f, total in zip(  # type: ignore[return-value]
+            free, (self.total_cpus, self.total_gpus, self.total_mem, self.total_gmem)))
+
     def at_once(self, amounts: tuple) -> np.ndarray:
         """Rows (of the ``n`` in use) with ``amounts`` free without the rounds they take ahead (``dispatch_ahead``):
         where a task placed now starts at once rather than wait in the executor's queue. A new array."""

@@ -17,16 +17,18 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from scheduler.tasks import JobState
+
 Amounts = tuple[float, float]  # (cpus, gpus)
 
 
-def holdings(borrowed: dict[str, list[Any]], running: Any) -> dict[str, Amounts]:
-    """Per coop, the CPUs and GPUs its jobs in ``running`` state hold on other coops' executors, from
-    ``borrowed`` (per executor, the jobs of coops other than its owner placed there)."""
+def holdings(borrowed: dict[str, list[Any]]) -> dict[str, Amounts]:
+    """Per coop, the CPUs and GPUs its running jobs hold on other coops' executors, from ``borrowed`` (per
+    executor, the jobs of coops other than its owner placed there)."""
     held: dict[str, Amounts] = {}
     for jobs in borrowed.values():
         for job in jobs:
-            if job.state is running:
+            if job.state is JobState.RUNNING:
                 r, was = job.task.resources, held.get(job.task.coop_id, (0.0, 0.0))
                 held[job.task.coop_id] = (was[0] + r.cpus, was[1] + r.gpus)
     return held

@@ -92,7 +92,7 @@ class MakingRoom:
             row = table.rows.get(executor_id)
             if row is None or not candidates[row] or executor_id in entry.avoid or executor_id == job.ending_on:
                 continue  # (not one it may use, not active, or it keeps off it)
-            short = [a - f for a, f in zip(amounts, self._free_now(row))]
+            short = [a - f for a, f in zip(amounts, table.free_now(row))]
             if all(s <= EPS for s in short) or not table.holds(row, amounts):
                 continue  # (free already: not for want of room; or too small for it whatever stops)
             victims: list[str] = []
@@ -113,15 +113,6 @@ class MakingRoom:
         if self._borrowed_now is None:
             self._borrowed_now = self._borrowed_executors()
         return self._borrowed_now
-
-    def _free_now(self, row: int) -> tuple[float, ...]:
-        """What is free on a row for a task to start at once: without the rounds it may take ahead."""
-        free, spec = self.table.free_of(row), self.table.specs[row]
-        extra = spec.dispatch_ahead if spec is not None else 0
-        if not extra:
-            return free
-        r = spec.resources  # type: ignore[union-attr]
-        return tuple(f - extra * t for f, t in zip(free, (r.cpus, r.gpus, r.memory_mb, r.gpu_memory_mb)))
 
     def _kept_for_owners(self, entry: QueuedTask) -> str:
         """Why an executor that fits ``entry`` did not take it: its owner reclaims, and it would wait there."""

@@ -173,14 +173,14 @@ class SchedulingRound(MakingRoom):
     def _borrowed_shares(self) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
         """Per coop, the CPUs and GPUs its running tasks hold on other coops' executors; and the fleet's, of its
         active executors (``fair_borrowing.turns``)."""
-        return holdings(self._borrowed(), _RUNNING), self.table.active_totals()
+        return holdings(self._borrowed()), self.table.active_totals()
 
     def borrowed_shares(self) -> dict[str, float]:
         """Per coop, the dominant share of the fleet its running tasks hold on other coops' executors now:
         what fair borrowing takes turns by (``coopsched_borrowed_share``). Coops that borrow nothing: absent."""
         total = self.table.active_totals()
         return {coop: dominant_share(held, total)
-                for coop, held in holdings(self._borrowed_executors(), _RUNNING).items()}
+                for coop, held in holdings(self._borrowed_executors()).items()}
 
     def _borrow(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy, is_held: bool,
                 no_fit: dict[tuple, str], own_missed: set[tuple], placements: list[Placement]) -> bool:
