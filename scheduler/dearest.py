@@ -11,11 +11,12 @@ in growing chunks over the rows its rules allow:
 * with GPUs, rows come by GPU price, and the walk stops once no row left can beat the best found
   (CPUs x the fleet's top CPU price + GPUs x the next row's GPU price is no more than it).
 
-When the rules allow few executors, those are priced directly instead: a walk in Python over their
-rows in the order of what the request would pay on each (the first row that holds it is the answer,
-usually within a handful of rows), and numpy over all of them when a walk runs long. Answers are kept per
-constraint signature and amounts until the table's shape changes, and per the executors that hold a
-request (``holders_key``): new amounts that the same executors hold are priced without a look.
+When the rules allow few executors, those are priced directly instead: per class of requests (the
+executors that hold them, ``holders_key``) and CPUs-per-GPU ratio, the prices that may charge most are
+found once (a walk in Python over the rows of the highest keys for that ratio, usually settled within a
+handful of rows; numpy over all of them when it is not) and kept, so new amounts of a known class and
+ratio cost a dictionary look and a multiplication. Answers are kept per constraint signature and amounts
+until the table's shape changes.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ class Allowed:
     # when few are allowed (priced directly): their totals (cpus, gpus, memory, gpu memory) and prices
     # (cpu, gpu), gathered once
     columns: tuple[np.ndarray, ...] | None = None
-    # and those rows as tuples of the same six values in the order a request walks them (``_walked``): per
-    # CPUs-per-GPU ratio (None: without GPUs), made by the first request of that ratio
+    # and of those, per CPUs-per-GPU ratio (None: no GPUs), the rows a pricing walks first (``_walk_rows``)
     walks: dict[float | None, list[tuple[float, ...]]] = field(default_factory=dict)
+    # per class of requests (``holders_key``) and CPUs-per-GPU ratio: the prices that may charge most
+    candidates: dict[tuple, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     answers: dict = field(default_factory=dict)  # amounts -> Dearest
 
     @classmethod
@@ -68,34 +70,47 @@ class Allowed:
         if count > DIRECT:
             return cls(mask, count)
         rows = np.flatnonzero(mask)
-        return cls(mask, count, tuple(column.take(rows) for column in (
-            table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem, table.price_cpu, table.price_gpu)))
+        columns = tuple(column.take(rows) for column in (
+            table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem, table.price_cpu, table.price_gpu))
+        return cls(mask, count, columns)
 
 
 def dearest(table: ExecutorTable, allowed: Allowed, amounts: tuple) -> Dearest:
     """For (cpus, gpus, memory_mb, gpu_memory_mb): can one allowed executor hold it all, and at most what
     would one of those charge per hour.
 
-    Requests that the same executors hold share one look (``holders_key``): a request without GPUs is
-    priced at CPUs x the dearest CPU price among its holders, kept per holders; one with GPUs per holders,
-    CPUs and GPUs. So a request of new amounts whose holders were priced before costs a few bisections,
-    not a pass over the allowed executors (those passes were most of the slowest first decisions)."""
+    Requests that the same executors hold share one look (``holders_key``): priced directly, per holders and
+    CPUs-per-GPU ratio (``_candidates``); walked, per holders, CPUs and GPUs (without GPUs, per holders: the
+    dearest CPU price). So a request of new amounts whose holders were priced before costs a few
+    bisections, not a pass over the allowed executors (those passes were most of the slowest first
+    decisions)."""
     known = allowed.answers.get(amounts)
     if known is not None:
         return known
+    if len(allowed.answers) >= _MAX_ANSWERS:
+        allowed.answers.clear()
     cpus, gpus = amounts[0], amounts[1]
-    alike = (holders_key(table, amounts), cpus if gpus > 0 else None, gpus)
-    answer = allowed.answers.get(alike)
-    if answer is None:
-        if not allowed.count:
+    if not allowed.count:
+        answer = IMPOSSIBLE
+    elif allowed.columns is not None:
+        ratio = cpus / gpus if gpus > 0 else None
+        kind = (holders_key(table, amounts), ratio)
+        pairs = allowed.candidates.get(kind)
+        if pairs is None:
+            if len(allowed.candidates) >= _MAX_ANSWERS:
+                allowed.candidates.clear()
+            pairs = allowed.candidates[kind] = _candidates(allowed, ratio, amounts)
+        if not pairs:
             answer = IMPOSSIBLE
-        elif allowed.columns is not None:
-            answer = _walked(allowed, amounts) or _priced(allowed.columns, amounts)
+        elif ratio is None:
+            answer = Dearest(True, pairs[0][0])  # per CPU, multiplied below
         else:
-            answer = _walk(table, allowed.mask, amounts)
-        if len(allowed.answers) >= _MAX_ANSWERS:
-            allowed.answers.clear()
-        allowed.answers[alike] = answer  # (without GPUs: the price of one CPU, see _priced and _walk)
+            answer = Dearest(True, max(cpus * pc + gpus * pg for pc, pg in pairs))
+    else:
+        alike = (holders_key(table, amounts), cpus if gpus > 0 else None, gpus)
+        answer = allowed.answers.get(alike)
+        if answer is None:
+            answer = allowed.answers[alike] = _walk(table, allowed.mask, amounts)  # (no GPUs: one CPU's price)
     if gpus <= 0 and answer.possible:
         answer = Dearest(True, cpus * answer.price_per_hour)
     allowed.answers[amounts] = answer
@@ -105,21 +120,33 @@ def dearest(table: ExecutorTable, allowed: Allowed, amounts: tuple) -> Dearest:
 def holders_key(table: ExecutorTable, amounts: tuple) -> tuple[int, int, int, int]:
     """Which registered totals of each resource hold ``amounts`` (-1 where the request asks none): requests
     with equal keys are held by the same executors. Per resource, the index of the smallest registered total
-    that holds the amount: an executor holds it exactly when its own total is that one or more."""
-    levels = total_levels(table)
-    return tuple(bisect_left(level, amount - EPS) if amount > 0 or i == 0 else -1  # type: ignore[return-value]
-                 for i, (level, amount) in enumerate(zip(levels, amounts)))
-
-
-def total_levels(table: ExecutorTable) -> tuple[list[float], ...]:
-    """The distinct registered totals of each resource (CPUs, GPUs, memory, GPU memory), ascending; kept by the
-    table until an executor joins, leaves or registers again (as ``price_orders``; a status change keeps them)."""
+    that holds the amount: an executor holds it exactly when its own total is that one or more. Kept per
+    amounts with the totals (every signature asks it of the same few amounts)."""
     levels = table.total_levels
     if levels is None:
+        levels = table.total_levels = TotalLevels(table)
+    key = levels.keys.get(amounts)
+    if key is None:
+        if len(levels.keys) >= _MAX_ANSWERS:
+            levels.keys.clear()
+        key = levels.keys[amounts] = tuple(  # type: ignore[assignment]
+            bisect_left(level, amount - EPS) if amount > 0 or i == 0 else -1
+            for i, (level, amount) in enumerate(zip(levels.levels, amounts)))
+    return key  # type: ignore[return-value]
+
+
+class TotalLevels:
+    """The distinct registered totals of each resource (CPUs, GPUs, memory, GPU memory), ascending, and the
+    ``holders_key`` of each amounts asked; kept by the table until an executor joins, leaves or registers
+    again (as ``price_orders``; a status change keeps them)."""
+
+    __slots__ = ("levels", "keys")
+
+    def __init__(self, table: ExecutorTable) -> None:
         n = table.n
-        levels = table.total_levels = tuple(np.unique(column[:n]).tolist() for column in (
+        self.levels: tuple[list[float], ...] = tuple(np.unique(column[:n]).tolist() for column in (
             table.total_cpus, table.total_gpus, table.total_mem, table.total_gmem))
-    return levels
+        self.keys: dict[tuple, tuple[int, ...]] = {}
 
 
 def _holds(cpus_col: np.ndarray, gpus_col: np.ndarray, mem_col: np.ndarray, gmem_col: np.ndarray,
@@ -136,63 +163,54 @@ def _holds(cpus_col: np.ndarray, gpus_col: np.ndarray, mem_col: np.ndarray, gmem
     return ok
 
 
-def _priced(columns: tuple[np.ndarray, ...], amounts: tuple) -> Dearest:
-    cpus_col, gpus_col, mem_col, gmem_col, price_cpu, price_gpu = columns
-    ok = _holds(cpus_col, gpus_col, mem_col, gmem_col, amounts)
-    if not ok.any():
-        return IMPOSSIBLE
-    cpus, gpus = amounts[0], amounts[1]
-    if gpus > 0:
-        return Dearest(True, float((cpus * price_cpu[ok] + gpus * price_gpu[ok]).max()))
-    return Dearest(True, float(price_cpu[ok].max()))  # per CPU: dearest() multiplies
-
-
-def _walked(allowed: Allowed, amounts: tuple) -> Dearest | None:
-    """``_priced``'s answer from the allowed rows walked in Python, dearest for this request first, or None when
-    the rows kept for the walk (``WALK_ROWS`` + 1 of them) did not settle it (numpy compares them all then).
+def _candidates(allowed: Allowed, ratio: float | None, amounts: tuple) -> tuple[tuple[float, float], ...]:
+    """The (CPU price, GPU price) pairs among the allowed rows that hold ``amounts`` that may charge it most,
+    kept per class of requests (``holders_key``) and CPUs-per-GPU ratio by ``dearest``.
 
     A request's price on a row is cpus x CPU price + gpus x GPU price = gpus x (ratio x CPU price + GPU price)
-    with ratio = cpus / gpus, so in the order of that key (kept per ratio: requests come in a few CPU-per-GPU
-    shapes) the first row that holds the request is the dearest; the walk goes on over the rows whose key is
-    equal to within rounding, so the answer is the same float numpy's max gives. Without GPUs, the order is
-    the CPU price's and the first holder's is the price per CPU."""
-    cpus, gpus, memory_mb, gpu_memory_mb = amounts
-    ratio = cpus / gpus if gpus > 0 else None
-    walks = allowed.walks
-    rows = walks.get(ratio)
+    with ratio = cpus / gpus, so among the holders the dearest for every request of that ratio has the highest
+    key; the rows whose key is equal to it within rounding are all kept, so ``dearest`` takes the highest
+    exact price among them: the float numpy's max over every holder gives. Without GPUs, the key is the CPU
+    price (``dearest`` multiplies by the CPUs). The rows of the highest keys are walked in Python first (the
+    answer is usually within a few of them: numpy's calls cost more than that on a few hundred rows), all of
+    them in numpy when that walk does not settle it."""
+    rows = allowed.walks.get(ratio)
     if rows is None:
-        rows = walks[ratio] = _walk_rows(allowed, ratio)
-    c, g, m, gm = cpus - EPS, gpus - EPS, memory_mb - EPS, gpu_memory_mb - EPS  # (totals are never negative)
-    if ratio is None:
-        for row in rows:
-            if row[0] >= c and row[2] >= m and row[3] >= gm:
-                return Dearest(True, row[4])  # per CPU: dearest() multiplies
-    else:
-        best = -1.0
-        for row in rows:
-            if best >= 0.0 and gpus * (ratio * row[4] + row[5]) * (1.0 + 1e-12) <= best:
-                return Dearest(True, best)  # this row's key and every later one's: no more (prices are >= 0)
-            if row[0] >= c and row[1] >= g and row[2] >= m and row[3] >= gm:
-                price = cpus * row[4] + gpus * row[5]
-                if price > best:
-                    best = price
-        if best >= 0.0 and len(rows) == allowed.count:
-            return Dearest(True, best)
-    return IMPOSSIBLE if len(rows) == allowed.count else None  # (rows left out: numpy compares them all)
+        if len(allowed.walks) >= _MAX_WALKS:
+            allowed.walks.clear()
+        rows = allowed.walks[ratio] = _walk_rows(allowed, ratio)
+    c, g, m, gm = (amount - EPS for amount in amounts)  # (totals are never negative)
+    pairs: dict[tuple[float, float], None] = {}
+    least = None
+    for cpus, gpus, memory, gpu_memory, pc, pg, key in rows:
+        if least is not None and key < least:
+            return tuple(pairs)  # every row left has a lower key
+        if cpus >= c and gpus >= g and memory >= m and gpu_memory >= gm:
+            if least is None:
+                least = key * (1.0 - 1e-9)  # (exact prices differ from gpus x key by far less)
+            pairs[(pc, pg)] = None  # (rows of equal prices: one pair)
+    if len(rows) == allowed.count:
+        return tuple(pairs)  # every row walked
+    cpus_col, gpus_col, mem_col, gmem_col, price_cpu, price_gpu = allowed.columns  # type: ignore[misc]
+    holds = _holds(cpus_col, gpus_col, mem_col, gmem_col, amounts)
+    if not holds.any():
+        return ()
+    pc, pg = price_cpu[holds], price_gpu[holds]
+    key = pc if ratio is None else ratio * pc + pg
+    near = key >= float(key.max()) * (1.0 - 1e-9)
+    return tuple(dict.fromkeys(zip(pc[near].tolist(), pg[near].tolist())))
 
 
 def _walk_rows(allowed: Allowed, ratio: float | None) -> list[tuple[float, ...]]:
-    """The ``WALK_ROWS`` + 1 allowed rows of the highest key for ``ratio`` (``_walked``), highest first (all of
-    them when there are no more): a partial sort, as a walk seldom reads further."""
+    """The ``WALK_ROWS`` allowed rows of the highest keys for ``ratio`` (``_candidates``), highest first (all of
+    them when there are no more), as (cpus, gpus, memory, GPU memory, CPU price, GPU price, key): a partial sort."""
     columns = allowed.columns
     assert columns is not None
-    if len(allowed.walks) >= _MAX_WALKS:
-        allowed.walks.clear()
-    least = -columns[4] if ratio is None else -(ratio * columns[4] + columns[5])
-    k = min(len(least), WALK_ROWS + 1)
-    top = np.argpartition(least, k - 1)[:k] if k < len(least) else np.arange(k)
-    top = top[np.argsort(least[top], kind="stable")]
-    return list(zip(*(column.take(top).tolist() for column in columns)))
+    key = columns[4] if ratio is None else ratio * columns[4] + columns[5]
+    k = min(len(key), WALK_ROWS)
+    top = np.argpartition(-key, k - 1)[:k] if k < len(key) else np.arange(k)
+    top = top[np.argsort(-key[top], kind="stable")]
+    return list(zip(*(column.take(top).tolist() for column in (*columns, key))))
 
 
 def _walk(table: ExecutorTable, mask: np.ndarray, amounts: tuple) -> Dearest:

@@ -20,6 +20,7 @@ columns keep the real resources, which is what "fits this executor at all" is ch
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from policies.versions import ABSENT, version_key
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.free_masks import EPS, FreeMasks
 from scheduler.tasks import Resources
+
+if TYPE_CHECKING:
+    from scheduler.dearest import TotalLevels
 
 _STATUS_CODE = {ExecutorStatus.ACTIVE: 0, ExecutorStatus.DRAINING: 1, ExecutorStatus.OFFLINE: 2}
 _CODE_STATUS = {v: k for k, v in _STATUS_CODE.items()}
@@ -91,7 +95,7 @@ class ExecutorTable:
         self.offer_cache: dict[tuple, dict] = {}  # weights -> row -> placement's reusable offer; dropped when
         # the shape changes
         self.price_orders: tuple | None = None  # rows by CPU and GPU price (scheduler.dearest), until they change
-        self.total_levels: tuple | None = None  # distinct totals per resource (scheduler.dearest), until they change
+        self.total_levels: TotalLevels | None = None  # distinct totals per resource (scheduler.dearest), until they change
         self.fit_memo: dict[int, tuple] = {}  # id(requirements) -> (requirements, admission's static fit)
 
     # -- structure ---------------------------------------------------------------

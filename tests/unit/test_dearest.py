@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import scheduler.dearest as dearest_module
-from scheduler.dearest import Allowed, dearest
+from scheduler.dearest import Allowed, Dearest, dearest
+from scheduler.executor_spec import ExecutorSpec
 from scheduler.executor_table import ExecutorTable
+from scheduler.tasks import Resources
 from tests.builders import make_core, make_executor, make_policy, make_task
 
 
@@ -85,52 +87,70 @@ def test_the_cpu_walk_skips_dear_rows_that_are_not_allowed_or_too_small(walk):
     assert not dearest(table, allowed, (65.0, 0.0, 0, 0)).possible
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["priced directly", "walked"])
-def test_requests_the_same_executors_hold_are_priced_in_one_look_with_the_same_answers(monkeypatch, direct):
-    if not direct:
+@pytest.mark.parametrize("how", ["priced directly", "walked"])
+def test_new_amounts_held_by_the_same_executors_cost_no_pass_over_them(monkeypatch, how):
+    if how == "walked":
         monkeypatch.setattr(dearest_module, "DIRECT", 0)
     table = _table([(2, 0, 9.0, 0.0), (8, 0, 4.0, 0.0), (16, 2, 3.0, 20.0), (64, 4, 1.0, 15.0)])
     allowed = Allowed.of(table, np.ones(table.n, dtype=bool))
     looks = []
-    for name in ("_walked", "_walk"):  # (a direct pricing walks first; _priced only if that walk runs long)
+    for name in ("_walk", "_candidates"):
         real = getattr(dearest_module, name)
-        monkeypatch.setattr(dearest_module, name, lambda *a, real=real: looks.append(1) or real(*a))
+        monkeypatch.setattr(dearest_module, name, lambda *a, real=real, name=name: looks.append(name) or real(*a))
     # 3, 5 and 7.5 CPUs: held by the 8-, 16- and 64-CPU executors alike (the dearest per CPU: 4.0)
     assert [dearest(table, allowed, (c, 0.0, 0, 0)).price_per_hour for c in (3.0, 5.0, 7.5)] == [12.0, 20.0, 30.0]
-    assert len(looks) == 1
-    assert dearest(table, allowed, (9.0, 0.0, 0, 0)).price_per_hour == 9 * 3.0  # other holders: a look of its own
-    assert dearest(table, allowed, (3.0, 1.0, 0, 0)).price_per_hour == 3 * 3.0 + 20.0  # GPUs: by CPUs and GPUs
-    assert dearest(table, allowed, (3.0, 2.0, 0, 0)).price_per_hour == 3 * 3.0 + 2 * 20.0
-    assert len(looks) == 4
+    assert len(looks) == 1  # one look (a numpy pass, or a walk of the price order) for them all
+    assert dearest(table, allowed, (9.0, 0.0, 0, 0)).price_per_hour == 9 * 3.0
+    assert dearest(table, allowed, (3.0, 1.0, 0, 0)).price_per_hour == 3 * 3.0 + 20.0
+    assert dearest(table, allowed, (6.0, 2.0, 0, 0)).price_per_hour == 6 * 3.0 + 2 * 20.0  # also 3 CPUs per GPU
+    # other holders: a look of their own; with GPUs, priced directly: one per CPUs-per-GPU ratio (3 CPUs per GPU
+    # above, twice), walked: one per CPUs and GPUs
+    assert looks == (["_candidates"] * 3 if how == "priced directly" else ["_walk"] * 4)
     fresh = Allowed.of(table, np.ones(table.n, dtype=bool))  # each answer as a first look would give it
-    for amounts in [(c, 0.0, 0, 0) for c in (3.0, 5.0, 7.5, 9.0)] + [(3.0, 1.0, 0, 0), (3.0, 2.0, 0, 0)]:
+    for amounts in [(c, 0.0, 0, 0) for c in (3.0, 5.0, 7.5, 9.0)] + [(3.0, 1.0, 0, 0), (6.0, 2.0, 0, 0)]:
         fresh.answers.clear()
+        fresh.candidates.clear()
         assert dearest(table, fresh, amounts) == dearest(table, allowed, amounts)
     assert not dearest(table, allowed, (65.0, 0.0, 0, 0)).possible
 
 
-rows = st.lists(st.tuples(st.sampled_from([1.0, 2.0, 8.0, 16.0, 64.0]), st.sampled_from([0.0, 1.0, 2.0, 8.0]),
-                          st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0]), st.sampled_from([0.0, 1.0, 5.0, 12.5, 20.0])),
-                min_size=1, max_size=12)
-amounts = st.tuples(st.sampled_from([0.5, 1.0, 3.0, 4.0, 16.0, 65.0]), st.sampled_from([0.0, 0.0, 1.0, 2.0, 3.0, 9.0]))
+def _full_table(rows: list[tuple[float, float, float, float, float, float]]) -> ExecutorTable:
+    """(cpus, gpus, memory GiB, GPU memory GiB, CPU price, GPU price) per executor."""
+    table = ExecutorTable()
+    for i, (cpus, gpus, mem, gmem, pc, pg) in enumerate(rows):
+        table.add(ExecutorSpec(executor_id=f"e{i}", coop_id="coop", region="us-west", price_cpu_hour=pc,
+                               price_gpu_hour=pg, resources=Resources(cpus=cpus, gpus=gpus, memory_mb=int(mem * 1024),
+                                                                      gpu_memory_mb=int(gmem * 1024))))
+    return table
 
 
-@settings(max_examples=200, deadline=None)
-@given(rows=rows, asked=amounts, walk_rows=st.sampled_from([1, 2, 3, 32]))
-def test_a_direct_pricing_walked_in_python_gives_numpys_answer_or_hands_over(rows, asked, walk_rows):
-    """The Python walk over a few allowed executors in price order settles a pricing with exactly the answer of
-    comparing them all in numpy, or says it did not settle it (None: numpy answers)."""
-    table = _table(rows)
+prices = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 12.5, 20.0]),
+                   st.floats(min_value=0.0, max_value=50.0, allow_nan=False, allow_subnormal=False))
+full_rows = st.lists(st.tuples(st.sampled_from([1.0, 2.0, 8.0, 16.0, 64.0]), st.sampled_from([0.0, 1.0, 2.0, 8.0]),
+                               st.sampled_from([1.0, 4.0, 64.0]), st.sampled_from([0.0, 8.0, 80.0]), prices, prices),
+                     min_size=1, max_size=16)
+full_amounts = st.tuples(st.sampled_from([0.5, 1.0, 3.0, 4.0, 16.0, 65.0]), st.sampled_from([0.0, 0.0, 1.0, 2.0, 3.0, 9.0]),
+                         st.sampled_from([0, 0, 1024, 4096, 65536, 70000]), st.sampled_from([0, 0, 8192, 81920, 90000]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=full_rows, asked=st.lists(full_amounts, min_size=1, max_size=6))
+def test_a_direct_pricing_gives_numpys_answer(rows, asked):
+    """Pricing few allowed executors by the candidates kept per class of requests and CPUs-per-GPU ratio gives
+    exactly the answer of comparing them all in numpy (the same float), however many requests came before."""
+    table = _full_table(rows)
     allowed = Allowed.of(table, np.ones(table.n, dtype=bool))
-    amounts = (asked[0], asked[1], 0, 0)
-    want = dearest_module._priced(allowed.columns, amounts)
-    old = dearest_module.WALK_ROWS
-    dearest_module.WALK_ROWS = walk_rows
-    try:
-        got = dearest_module._walked(allowed, amounts)
-    finally:
-        dearest_module.WALK_ROWS = old
-    if walk_rows >= len(rows):
-        assert got is not None  # every row walked: always settled
-    assert got is None or got == want
-    assert dearest(table, allowed, amounts).possible == want.possible
+    assert allowed.columns is not None  # (few allowed: priced directly)
+    for amounts in asked:
+        want = _priced(allowed.columns, amounts)
+        assert dearest(table, allowed, amounts) == want, amounts
+
+
+def _priced(columns: tuple[np.ndarray, ...], amounts: tuple) -> Dearest:
+    """The plain answer: every allowed executor that holds ``amounts`` priced, the highest taken (numpy)."""
+    cpus_col, gpus_col, mem_col, gmem_col, price_cpu, price_gpu = columns
+    ok = dearest_module._holds(cpus_col, gpus_col, mem_col, gmem_col, amounts)
+    if not ok.any():
+        return dearest_module.IMPOSSIBLE
+    cpus, gpus = amounts[0], amounts[1]
+    return Dearest(True, float((cpus * price_cpu[ok] + gpus * price_gpu[ok]).max()))
