@@ -260,6 +260,18 @@ class _NoGC:
         gc.enable()
 
 
+def steady_work() -> int:
+    """The same few tens of microseconds of interpreted Python and numpy every time: timed beside each core
+    decision, its spread is the machine's own (other tenants, frequency), not the core's."""
+    total = 0
+    for i in range(600):
+        total += i * i
+    return total + int(_STEADY.argmax()) + int(np.count_nonzero(_STEADY > 500.0))
+
+
+_STEADY = np.arange(1000.0)
+
+
 def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warmup: int, seed: int,
                       profile: int = 0) -> dict:
     """Steady-state admission + placement latency, core alone and paired with the reference."""
@@ -294,6 +306,10 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
     submit_ns: list[int] = []
     schedule_ns: list[int] = []
     cpu_ns: list[int] = []
+    steady_ns: list[int] = []
+    clock_ns = time.perf_counter_ns
+    for _ in range(50):
+        steady_work()
     with _NoGC():
         for t in core_only:
             a, b, c = core_step(t)
@@ -301,6 +317,9 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
             schedule_ns.append(b)
             core_ns.append(a + b)
             cpu_ns.append(c)
+            s0 = clock_ns()
+            steady_work()
+            steady_ns.append(clock_ns() - s0)
 
     agreement = Agreement()
     paired_core_ns: list[int] = []
@@ -320,6 +339,7 @@ def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warm
             finish(bench, t, executor)
 
     out = {"executors": n, "core": stats_us(core_ns), "core_cpu_time": stats_us(cpu_ns),
+           "steady_work": stats_us(steady_ns),
            "core_submit": stats_us(submit_ns),
            "core_schedule": stats_us(schedule_ns), "core_paired": stats_us(paired_core_ns),
            "reference": stats_us(ref_ns), "reference_admission": stats_us(ref_adm_ns),

@@ -17,9 +17,14 @@ def targets(result: dict) -> list[dict]:
             status = "met" if (value >= limit if higher_is_better else value <= limit) else "missed"
         out.append({"target": name, "value": value, "limit": limit, "unit": unit, "status": status, "note": note})
 
-    def cpu_note(n: int) -> str | None:  # the same decisions' thread CPU time: what the OS's other work hides
-        p99 = fleets.get(n, {}).get("core_cpu_time", {}).get("p99_us")
-        return None if p99 is None else f"CPU-time p99 {p99:,.1f} us"
+    def cpu_note(n: int) -> str | None:  # the same decisions' thread CPU time: what the OS's other work hides;
+        # and the spread of fixed work timed beside them: what the machine itself adds to any p99
+        fleet = fleets.get(n, {})
+        p99 = fleet.get("core_cpu_time", {}).get("p99_us")
+        steady = fleet.get("steady_work", {})
+        spread = (f"; fixed work's p99/p50 beside it {steady['p99_us'] / steady['p50_us']:.2f}"
+                  if steady.get("p50_us") else "")
+        return None if p99 is None else f"CPU-time p99 {p99:,.1f} us{spread}"
 
     add("decision p99 <= 100 us at 1,000 executors", fleets.get(1_000, {}).get("core", {}).get("p99_us"), 100, "us",
         note=cpu_note(1_000))
@@ -56,6 +61,10 @@ def format_table(result: dict) -> str:
         f" + placement {_us(f['reference_placement']['p50_us'])}" for f in result["fleets"][-2:]))
     lines.append("  placement alone (ref filter+score+pick / core.schedule), p50: " + ", ".join(
         f"{f['executors']:,}: {_x(f['ratio_placement_p50'])}" for f in result["fleets"]))
+    lines.append("  the machine's own spread: the same fixed work (interpreted Python and numpy) timed after each core "
+                 "decision, p50 / p99 (p99/p50): " + ", ".join(
+                     f"{f['executors']:,}: {_us(w['p50_us'])} / {_us(w['p99_us'])} ({w['p99_us'] / w['p50_us']:.2f})"
+                     for f in result["fleets"] if (w := f.get("steady_work", {})).get("p50_us")))
     lines.append("")
     lines.append("Policy evaluation per submission (scheduler.admission.evaluate vs the reference's admission checks)")
     head = (f"{'executors':>10} | {'core p50':>9} {'core p99':>9} {'cpu p99':>9} {'cached p50':>10} | {'ref p50':>9} "

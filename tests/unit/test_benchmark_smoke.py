@@ -79,7 +79,8 @@ def test_quick_run_reports_every_figure_and_target(tmp_path: Path, capsys: pytes
     assert [f["executors"] for f in result["fleets"]] == [100, 1_000, 10_000]
     for fleet in result["fleets"]:
         assert {"core", "core_cpu_time", "core_submit", "core_schedule", "core_paired", "reference",
-                "reference_admission", "reference_placement", "ratio_p50", "agreement"} <= set(fleet)
+                "reference_admission", "reference_placement", "ratio_p50", "agreement", "steady_work"} <= set(fleet)
+        assert fleet["steady_work"]["samples"] == fleet["core"]["samples"]  # the machine's spread, beside each
         assert fleet["core"]["samples"] > 0 and fleet["core"]["p99_us"] >= fleet["core"]["p50_us"] > 0
         assert fleet["agreement"]["agreed"] == fleet["agreement"]["compared"] > 0
     for ev in result["policy_eval"]:
@@ -95,6 +96,7 @@ def test_quick_run_reports_every_figure_and_target(tmp_path: Path, capsys: pytes
         "policy evaluation <= 20 us per submission (p50, worst fleet)",
     ]
     assert {t["status"] for t in result["targets"]} <= {"met", "missed", "n/a"}
+    assert "fixed work's p99/p50 beside it" in result["targets"][0]["note"]
     for t in result["targets"]:  # every status follows from the figure printed beside it
         if t["value"] is not None:
             within = t["value"] >= t["limit"] if t["unit"] == "x" else t["value"] <= t["limit"]
