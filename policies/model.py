@@ -153,6 +153,14 @@ class CoopPolicy(BaseModel):
         "whether this coop's waiting tasks may stop the coop's own running tasks of lower effective priority "
         "when nothing has room for them: never or lower_priority (the stopped task waits again, uncharged, its "
         "retries kept)"))
+    lending_limit: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False, examples=[0.5], description=(
+            "the most other coops' tasks may hold of this coop's active executors at once, as a fraction of their "
+            "CPUs and of their GPUs (0: lend nothing; null: as the executors' open_to allows)"))
+    borrowing_limit: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False, examples=[0.25], description=(
+            "the most this coop's tasks may hold of other coops' executors at once, as a fraction of the fleet's "
+            "CPUs and of its GPUs (every coop's active executors; 0: borrow nothing; null: no limit)"))
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
     quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000,

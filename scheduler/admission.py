@@ -52,6 +52,8 @@ class CompiledPolicy:
     quota_cache: dict = field(default_factory=dict, compare=False, repr=False)
     reclaim: Reclaim = Reclaim.NEVER  # the policy's, read when a task misses its own coop's executors
     preempts: bool = False  # its preempt_within_coop is lower_priority, read when a task fits no executor now
+    lending_limit: float | None = None  # the policy's (scheduler.sharing_limits), read once a round
+    borrowing_limit: float | None = None
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:
@@ -75,7 +77,8 @@ class CompiledPolicy:
                    all(type(r) is TimeWindow for r in gates),
                    _calls(checks, "check"), _calls(adjusters, "adjust"), _calls(deferrals, "hold_until"),
                    _calls(reservers, "reserve"), reclaim=policy.reclaim,
-                   preempts=policy.preempt_within_coop is WithinCoop.LOWER_PRIORITY)
+                   preempts=policy.preempt_within_coop is WithinCoop.LOWER_PRIORITY,
+                   lending_limit=policy.lending_limit, borrowing_limit=policy.borrowing_limit)
 
     def member_terms(self, member: str) -> tuple[MemberQuota, int, float, int, Cost]:
         """(quota, max priority rank, default max runtime, max concurrent tasks, limits in ledger units)

@@ -73,6 +73,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
         self.preempted: list[tuple[str, str]] = []  # (task id, executor id) stopped to make room (the head stops them)
         self._reclaims = False  # some coop's policy reclaims its executors
+        self._lending: dict[str, float] = {}  # the coops whose policies limit lending / borrowing, and the limits
+        self._borrowing: dict[str, float] = {}
         self._stops_running = False  # some coop's policy reclaims or preempts within the coop: a full fleet still
         # has a round
 
@@ -89,7 +91,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
         """Install (or replace) a coop's policy; it applies to tasks submitted from now on."""
         policy = parse(CoopPolicy, policy, what="policy")
         self._policies[policy.coop_id] = CompiledPolicy.of(policy)
-        self._note_reclaims()
+        self._note_policy_terms()
         return policy
 
     def policy(self, coop_id: str) -> CoopPolicy | None:
@@ -101,12 +103,15 @@ class SchedulerCore(JobRecords, SchedulingRound):
 
     def remove_policy(self, coop_id: str) -> CoopPolicy | None:
         compiled = self._policies.pop(coop_id, None)
-        self._note_reclaims()
+        self._note_policy_terms()
         return compiled.policy if compiled else None
 
-    def _note_reclaims(self) -> None:
+    def _note_policy_terms(self) -> None:
         self._reclaims = any(c.reclaim is not Reclaim.NEVER for c in self._policies.values())
         self._stops_running = self._reclaims or any(c.preempts for c in self._policies.values())
+        self._lending = {coop: c.lending_limit for coop, c in self._policies.items() if c.lending_limit is not None}
+        self._borrowing = {coop: c.borrowing_limit for coop, c in self._policies.items()
+                           if c.borrowing_limit is not None}
 
     # ------------------------------------------------------------------ executors
     def register_executor(self, spec: ExecutorSpec | dict) -> ExecutorSpec:

@@ -31,6 +31,7 @@ from scheduler.fair_borrowing import dominant_share, holdings, turns
 from scheduler.making_room import MakingRoom
 from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, static_fit
 from scheduler.queue import QueuedTask
+from scheduler.sharing_limits import SharingLimits
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState
 
@@ -76,6 +77,7 @@ class SchedulingRound(MakingRoom):
         self._reclaimed_ahead: np.ndarray | None = None  # (_reclaimers_ahead's, built when first asked this round)
         self._coops_running: dict[str, dict[str, list[Job]]] | None = None  # (_preempt_within's, likewise)
         self._preempt_missed: set[tuple] = set()  # (shape, effective priority) no preemption made room for
+        self._limits_now: SharingLimits | None = None  # (_sharing_limits', built when first asked this round)
         placements: list[Placement] = []
         no_fit: dict[tuple, str] = {}
         holds: dict[tuple, float | None] = {}
@@ -181,6 +183,13 @@ class SchedulingRound(MakingRoom):
         total = self.table.active_totals()
         return {coop: dominant_share(held, total)
                 for coop, held in holdings(self._borrowed_executors()).items()}
+
+    def lent_shares(self) -> dict[str, float]:
+        """Per coop that owns executors, the dominant share of its active executors that other coops' running
+        tasks hold now: what its ``lending_limit`` bounds (``coopsched_lent_share``)."""
+        limits = SharingLimits(self.table, {}, {}, self._borrowed_executors())
+        owners = {spec.coop_id for spec in self.table.specs if spec is not None}
+        return {owner: limits.lent_share(owner) for owner in sorted(owners)}
 
     def _borrow(self, entry: QueuedTask, now: float, job: Job, compiled: CompiledPolicy, is_held: bool,
                 no_fit: dict[tuple, str], own_missed: set[tuple], placements: list[Placement]) -> bool:
@@ -311,7 +320,8 @@ class SchedulingRound(MakingRoom):
                 if placement is not None:
                     placements.append(placement)
                     return self.table.free_count <= 0
-            no_fit[entry.shape] = f"waiting for a free executor: {message}" + self._kept_for_owners(entry)
+            no_fit[entry.shape] = (f"waiting for a free executor: {message}" + self._kept_for_owners(entry)
+                                   + self._held_back_by_limits(entry))
             job.note(no_fit[entry.shape], now)
             return False
         placements.append(placement)
@@ -329,6 +339,11 @@ class SchedulingRound(MakingRoom):
         mask = fit_mask(table, entry.requirements, own=own)  # (nothing of its own fits: none picked below)
         if job.ending_on is not None:  # a stopped attempt of it may still be ending there: not back there yet
             self._keep_off(job, mask, now)
+        limits = self._sharing_limits() if not own and (self._lending or self._borrowing) and table.shared else None
+        if limits is not None:  # other coops' executors past a lending or borrowing limit for this task
+            closed = limits.closed(entry.coop_id, entry.requirements.amounts[:2])[0]
+            if closed is not None:
+                mask &= ~closed
         if table.ahead and (at_once or self._reclaims):  # (a fleet taking work ahead, where a coop stops tasks)
             now_ok = table.at_once(entry.requirements.amounts)
             if at_once:
@@ -351,6 +366,8 @@ class SchedulingRound(MakingRoom):
         placement = _placement(task, executor_id, spec.node_id or executor_id, score, scored[0].breakdown,
                                tuple(scored[1:]), now, entry.attempt, entry.relaxed)
         table.reserve_amounts(row, entry.requirements.amounts)
+        if limits is not None:
+            limits.placed(entry.coop_id, spec.coop_id, entry.requirements.amounts[:2])
         self.queue.remove(task_id)
         key = entry.member_key
         self._running[key] = self._running.get(key, 0) + 1
@@ -367,6 +384,23 @@ class SchedulingRound(MakingRoom):
                        "(or starts at once, if it can backfill beside a task waiting there)")
         job.move(now, _RUNNING, reason)
         return placement
+
+    def _sharing_limits(self) -> SharingLimits:
+        """What coops hold of each other's executors against their lending and borrowing limits (once a
+        round, when first asked; kept current by ``_place``)."""
+        if self._limits_now is None:
+            self._limits_now = SharingLimits(self.table, self._lending, self._borrowing, self._borrowed())
+        return self._limits_now
+
+    def _held_back_by_limits(self, entry: QueuedTask) -> str:
+        """Why executors that fit ``entry`` did not take it: a lending or borrowing limit (``sharing_limits``)."""
+        if not (self._lending or self._borrowing) or not self.table.shared:
+            return ""
+        closed, why = self._sharing_limits().closed(entry.coop_id, entry.requirements.amounts[:2])
+        if closed is None:
+            return ""
+        kept = int(np.count_nonzero(fit_mask(self.table, entry.requirements) & closed))
+        return f"; of those, {kept} held back by a sharing limit: {'; '.join(why)}" if kept else ""
 
     def _keep_off(self, job: Job, mask: np.ndarray, now: float) -> None:
         """Leave out of ``mask`` the executor where the job's stopped attempt may still be ending (a worker runs

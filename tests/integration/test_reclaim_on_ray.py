@@ -1,8 +1,9 @@
 """Running tasks stopped to make room on a real Ray cluster (an owner reclaiming its executor from a borrower; a
 coop's urgent task taking the room of its own task of lower priority): the stopped task is killed at its worker,
 the task it made room for runs there at once, and the stopped one runs again afterwards, charged once, for its
-last attempt only. (The choice of what to stop: tests/unit/test_reclaim.py and test_preempt_within_coop.py; the
-head's side with stand-in workers: tests/unit/test_head_reclaims_an_executor.py.)"""
+last attempt only. And an owner's lending limit keeping part of its executors for it without stopping anything.
+(The choice of what to stop: tests/unit/test_reclaim.py and test_preempt_within_coop.py; the limits:
+tests/unit/test_sharing_limits.py; the head's side with stand-in workers: tests/unit/test_head_reclaims_an_executor.py.)"""
 
 from __future__ import annotations
 
@@ -70,5 +71,30 @@ def test_an_urgent_task_stops_its_coops_running_task_of_lower_priority(ray_clust
         assert status.attempts == 2 and status.preemptions == 1
         assert any(f"for task {urgent.id} of its coop" in e.message for e in status.history)
         assert status.charged_cpu_hours * 3600 < 7.0  # its last attempt's 5 s only
+    finally:
+        shutdown(NS)
+
+
+def test_a_lending_limit_keeps_part_of_an_owners_executors_for_it(ray_cluster):
+    """The owner lends at most half of its two executors: a borrower's second job waits for its first (with the
+    limit as its reason) though the other executor is idle, and the owner's own job takes that one at once."""
+    client = Client.local(namespace=NS, store="memory://")
+    try:
+        quota = {"cpu_hours_per_month": 10, "max_concurrent_tasks": 10}
+        client.set_policy({"coop_id": "lend:owner", "default_quota": quota, "lending_limit": 0.5})
+        client.set_policy({"coop_id": "lend:borrower", "default_quota": quota})
+        node = ray_cluster.nodes[1].node_id
+        for name in ("lend-a", "lend-b"):
+            client.register_executor(name, coop="lend:owner", node_id=node, resources={"cpus": 1}, open_to=("*",))
+        first = client.submit(nap, 2.0, coop="lend:borrower", member="bo", max_runtime_s=60)
+        second = client.submit(nap, 0.1, coop="lend:borrower", member="bo", max_runtime_s=60)
+        wait_for(lambda: first.status().state.value == "running", what="the borrower's first job to start")
+        waiting = second.status()
+        assert waiting.state.value == "queued" and "lending_limit" in waiting.reason, waiting.reason
+        mine = client.submit(nap, 0.1, coop="lend:owner", member="ow", max_runtime_s=60)
+        assert mine.result(timeout=30) == node  # the executor kept for its owner
+        assert second.result(timeout=60) == node
+        done = [first.status(), second.status()]
+        assert done[1].started_at >= done[0].finished_at - 0.5  # it ran once the first had given its half back
     finally:
         shutdown(NS)

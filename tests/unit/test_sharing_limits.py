@@ -1,0 +1,143 @@
+"""Lending and borrowing limits (``scheduler.sharing_limits``): how much of each other's executors coops may hold.
+
+Before, an executor open to other coops could be filled by them entirely: its owner could only take it back by
+``reclaim`` (stopping their work) and a borrower could hold any share of the fleet. Now an owner's
+``lending_limit`` bounds what other coops hold of its executors, and a borrower's ``borrowing_limit`` what it
+holds of other coops' executors, each as a fraction of CPUs and of GPUs, within a round too.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policies.model import CoopPolicy
+from policies.validation import InvalidRequest, parse
+from scheduler.tasks import JobState
+from tests.builders import make_core, make_executor, make_policy, make_task
+
+
+def _fleet(lending: float | None = None, borrowing: float | None = None, lender_gpus: float = 0):
+    """A lender coop with two 4-CPU executors open to everyone (8 CPUs), a borrower coop with one 4-CPU
+    executor of its own, open to no one (the fleet: 12 CPUs)."""
+    core, clock = make_core(_policy("lender", lending_limit=lending),
+                            [make_executor(f"l{i}", coop="lender", cpus=4, gpus=lender_gpus, open_to=("*",))
+                             for i in range(2)] + [make_executor("b0", coop="borrower", cpus=4)])
+    core.set_policy(_policy("borrower", borrowing_limit=borrowing))
+    return core, clock
+
+
+def _policy(coop: str, **fields) -> CoopPolicy:
+    return CoopPolicy.model_validate({**make_policy(coop=coop).model_dump(mode="json"), **fields})
+
+
+def _on(core, placements) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in placements:
+        owner = core.table.spec(p.executor_id).coop_id
+        out[owner] = out.get(owner, 0) + 1
+    return out
+
+
+def _finish(core, task_id: str) -> None:
+    job, task = core.job(task_id), core.task(task_id)
+    core.complete({"task_id": task_id, "executor_id": job.executor_id, "coop_id": task.coop_id,
+                   "member": task.member, "started_at": job.started_at, "ended_at": job.started_at + 60,
+                   "cpu_seconds": 60, "attempt": job.attempts, "outcome": "succeeded"})
+
+
+def test_without_limits_a_borrower_fills_the_lenders_executors():
+    core, _ = _fleet()
+    for _ in range(12):
+        core.submit(make_task(coop="borrower", member="bob", cpus=1))
+    assert _on(core, core.schedule()) == {"borrower": 4, "lender": 8}
+
+
+def test_a_lending_limit_bounds_what_other_coops_hold_of_the_owners_executors_within_one_round():
+    core, _ = _fleet(lending=0.5)
+    waiting = [core.submit(make_task(coop="borrower", member="bob", cpus=1)).task_id for _ in range(12)]
+    placed = core.schedule()
+    assert _on(core, placed) == {"borrower": 4, "lender": 4}  # half of the lender's 8 CPUs
+    queued = [t for t in waiting if core.job(t).state is JobState.QUEUED]
+    assert len(queued) == 4
+    reason = core.job(queued[0]).history[-1].message
+    assert "lending_limit" in reason and "coop lender lends at most 50% of its executors" in reason, reason
+    assert "lends 50% now" in reason
+
+
+def test_a_lent_task_that_ends_makes_room_for_another_and_no_more():
+    core, clock = _fleet(lending=0.5)
+    for _ in range(10):  # 4 on its own executor, 4 lent, 2 waiting
+        core.submit(make_task(coop="borrower", member="bob", cpus=1))
+    first = core.schedule()
+    on_lender = [p.task_id for p in first if core.table.spec(p.executor_id).coop_id == "lender"]
+    clock.advance(60)
+    _finish(core, on_lender[0])
+    again = core.schedule()
+    assert _on(core, again) == {"lender": 1}
+
+
+def test_the_owners_own_tasks_are_not_bound_by_its_lending_limit():
+    core, _ = _fleet(lending=0.0)
+    for _ in range(8):
+        core.submit(make_task(coop="lender", member="lea", cpus=1))
+    assert _on(core, core.schedule()) == {"lender": 8}
+
+
+def test_a_lending_limit_of_zero_lends_nothing_and_the_borrower_keeps_its_own_executors():
+    core, _ = _fleet(lending=0.0)
+    for _ in range(6):
+        core.submit(make_task(coop="borrower", member="bob", cpus=1))
+    assert _on(core, core.schedule()) == {"borrower": 4}
+
+
+def test_a_borrowing_limit_bounds_what_the_coop_holds_of_other_coops_executors():
+    core, _ = _fleet(borrowing=0.25)  # a quarter of the fleet's 12 CPUs: 3 on the lender's executors
+    waiting = [core.submit(make_task(coop="borrower", member="bob", cpus=1)).task_id for _ in range(12)]
+    assert _on(core, core.schedule()) == {"borrower": 4, "lender": 3}
+    queued = [t for t in waiting if core.job(t).state is JobState.QUEUED]
+    reason = core.job(queued[0]).history[-1].message
+    assert "borrowing_limit" in reason and "at most 25% of the fleet" in reason, reason
+
+
+def test_limits_count_cpus_and_gpus_each():
+    core, _ = _fleet(lending=0.5, lender_gpus=2)  # the lender's 4 GPUs: 2 may be lent, whatever the CPUs
+    for _ in range(4):
+        core.submit(make_task(coop="borrower", member="bob", cpus=1, gpus=1))
+    assert _on(core, core.schedule()) == {"lender": 2}
+
+
+def test_a_task_larger_than_what_is_left_to_lend_waits_while_a_smaller_one_borrows():
+    core, _ = _fleet(lending=0.5)
+    core.submit(make_task(coop="borrower", member="bob", cpus=4))  # own executor
+    core.submit(make_task(coop="borrower", member="bob", cpus=3))  # lender: 3 of 4 lendable
+    big = core.submit(make_task(coop="borrower", member="bob", cpus=2)).task_id  # 3 + 2 > 4: waits
+    small = core.submit(make_task(coop="borrower", member="bob", cpus=1)).task_id  # 3 + 1 = 4: borrows
+    core.schedule()
+    assert core.job(big).state is JobState.QUEUED and core.job(small).state is JobState.RUNNING
+
+
+@pytest.mark.parametrize("field", ["lending_limit", "borrowing_limit"])
+@pytest.mark.parametrize("value", [1.5, -0.1, True, "half"])
+def test_a_bad_limit_is_refused_naming_the_field_and_what_is_accepted(field, value):
+    with pytest.raises(InvalidRequest) as caught:
+        parse(CoopPolicy, {"coop_id": "coop", field: value}, what="policy")
+    message = str(caught.value)
+    assert field in message and f"received {json.dumps(value).strip(chr(34))}" in message.replace('"', ""), message
+    assert "example" in message
+
+
+def test_each_owners_lent_share_is_what_other_coops_hold_of_its_executors_and_a_metric_says_so():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scheduler.metrics import SchedulerMetrics
+    core, _ = _fleet(lending=0.5)
+    for _ in range(7):  # 4 on its own executor, 3 of the lender's 8 CPUs
+        core.submit(make_task(coop="borrower", member="bob", cpus=1))
+    core.schedule()
+    assert core.lent_shares() == {"borrower": 0.0, "lender": 3 / 8}
+    text = SchedulerMetrics(core).exposition()
+    got = {s.labels["coop"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+           if s.name == "coopsched_lent_share"}
+    assert got == {"borrower": 0.0, "lender": 0.375}
