@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="development mode: no keys, nothing verified (every output says so)")
     s.add_argument("--auth-window", type=float, default=None, metavar="S",
                    help="signed mode: accepted clock difference of a request, seconds (default 60)")
+    s.add_argument("--borrowing-half-life", type=float, default=None, metavar="S",
+                   help="how fast fair borrowing forgets what coops held of other coops' executors, seconds "
+                        "(default 3600; 0: by what they hold now only)")
     _sub(sub, "stop", "stop the head, the tracker and every worker (and the local Ray that `start` started, if no "
          "other namespace's Coopsched runs on it)", cmd_stop,
          unused=cli_args.Unused(("--key",), "it stops the actors through Ray and sends the head no request to "

@@ -50,7 +50,13 @@ def cmd_start(args) -> int:
         raise UsageError(f"--auth-window takes seconds, more than 0 and at most 3600, in signed mode (with "
                          f"--operator-key), e.g. --auth-window 60 (got {args.auth_window:g}"
                          f"{' with --dev' if args.dev else ''})")
+    if args.borrowing_half_life is not None and not (math.isfinite(args.borrowing_half_life)
+                                                     and args.borrowing_half_life >= 0):
+        raise UsageError(f"--borrowing-half-life takes seconds, 0 or more (0: fair borrowing goes by what coops hold "
+                         f"now only), e.g. --borrowing-half-life 3600 (got {args.borrowing_half_life:g})")
     config: dict[str, Any] = {"metrics_port": args.metrics_port} if args.metrics_port is not None else {}
+    if args.borrowing_half_life is not None:
+        config["borrowing_half_life_s"] = args.borrowing_half_life
     if args.operator_key is not None:
         try:
             config["operator_key"] = read_public_key(args.operator_key)

@@ -15,12 +15,13 @@ from typing import Any
 from policies.model import CoopPolicy, EnforcementMode, Reclaim
 from policies.reasons import Decision, unavailable
 from policies.rules import RateBuckets, RuleContext
-from policies.validation import parse, trusted, trusted_maker
+from policies.validation import FieldError, InvalidRequest, parse, quoted, trusted, trusted_maker
 from scheduler.admission import CompiledPolicy, Verdict, evaluate
 from scheduler.counters import CoreCounters
 from scheduler.data_locality import DataCatalog, DataLocator
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.executor_table import ExecutorTable
+from scheduler.fair_borrowing import HALF_LIFE_S, BorrowingHistory
 from scheduler.core_records import JobRecords
 from scheduler.held_capacity import HeldCapacity
 from scheduler.jobs import Job, JobStatus, QueuePosition
@@ -50,7 +51,10 @@ class SchedulerCore(JobRecords, SchedulingRound):
     def __init__(self, clock: Clock = time.time, data_locator: DataLocator | None = None,
                  executor_capacity: int = 1024, ledger: UsageLedger | None = None,
                  buckets: RateBuckets | None = None,
-                 running_elsewhere: Callable[[str, str], int] | None = None) -> None:
+                 running_elsewhere: Callable[[str, str], int] | None = None,
+                 borrowing_half_life_s: float | None = HALF_LIFE_S) -> None:
+        """``borrowing_half_life_s``: how fast fair borrowing forgets what coops held of other coops' executors
+        (``scheduler.fair_borrowing.BorrowingHistory``); 0 or None: it goes by what they hold now only."""
         self.clock = clock
         self.data_locator: DataLocator = data_locator or DataCatalog()
         self.table = ExecutorTable(executor_capacity)
@@ -68,6 +72,12 @@ class SchedulerCore(JobRecords, SchedulingRound):
         self._on_executor: dict[str, set[str]] = {}
         self.held_capacity = HeldCapacity(self.table)  # what placed jobs it could not restore may still use
         self.liveness = Liveness()
+        if borrowing_half_life_s is not None and (isinstance(borrowing_half_life_s, bool) or not isinstance(
+                borrowing_half_life_s, (int, float)) or not 0 <= borrowing_half_life_s < float("inf")):
+            raise InvalidRequest("scheduler settings", [FieldError(
+                "borrowing_half_life_s", quoted(borrowing_half_life_s, 40),
+                "seconds, 0 or more (0 or null: fair borrowing goes by what coops hold now only)", "3600")])
+        self.borrowing_history = BorrowingHistory(borrowing_half_life_s) if borrowing_half_life_s else None
         self._seq = 0
         self._placements = 0  # placements made: Job.placed_seq orders those of one instant (reclaim's newest)
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
@@ -81,10 +91,11 @@ class SchedulerCore(JobRecords, SchedulingRound):
     def carry_over(self, previous: SchedulerCore) -> None:
         """Keep what a core rebuilt from the store (``Head._resync``) cannot read back from it: the
         counters (Prometheus counters never go down), the rate-limit buckets (what members spent) and
-        when executors were declared offline or lost."""
+        when executors were declared offline or lost, and what coops borrowed over time."""
         self.counters, self._buckets = previous.counters, previous._buckets
         self.running_elsewhere = previous.running_elsewhere
         self.liveness.carry_over(previous.liveness)
+        self.borrowing_history = previous.borrowing_history
 
     # ------------------------------------------------------------------ policies
     def set_policy(self, policy: CoopPolicy | dict | str) -> CoopPolicy:
@@ -301,6 +312,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
         nothing is charged.
         """
         report = parse(UsageReport, report, what="usage report")
+        if self.borrowing_history is not None:
+            self._sample_borrowing()  # (before what this report ends stops counting)
         job = self._jobs.get(report.task_id)
         if job is None or job.placement is None:
             self.counters.refused_reports["unknown task"] += 1

@@ -8,18 +8,27 @@ order (its priorities and multipliers order only its own tasks), and the next ta
 of the coop whose tasks on other coops' executors hold the smallest *dominant share* of the fleet (the
 larger of its share of the fleet's CPUs and of its GPUs), counting what it is placed there during the pass;
 equal shares go by queue order. With one coop borrowing, this is plain queue order.
+
+What a coop holds now is not all: one that has borrowed much of the fleet for the last hours and happens to
+hold nothing at this instant would otherwise go before one that never borrowed. So, as Slurm's fair-share
+decays past usage by ``PriorityDecayHalfLife`` and Kueue's admission fair sharing by ``usageHalfLifeTime``,
+``BorrowingHistory`` keeps each coop's past holdings on other coops' executors, decayed by half every
+``half_life_s`` (an hour by default: ``HALF_LIFE_S``), and a coop's turn goes by its dominant share now plus
+its decayed average share (what it held, on average, weighted towards the last half-life).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from scheduler.tasks import JobState
 
 Amounts = tuple[float, float]  # (cpus, gpus)
+HALF_LIFE_S = 3600.0  # how fast past borrowing is forgotten, by default (SchedulerCore(borrowing_half_life_s=...))
 
 
 def holdings(borrowed: dict[str, list[Any]]) -> dict[str, Amounts]:
@@ -39,13 +48,63 @@ def dominant_share(held: Amounts, total: Amounts) -> float:
     return max(held[0] / total[0] if total[0] > 0 else 0.0, held[1] / total[1] if total[1] > 0 else 0.0)
 
 
+class BorrowingHistory:
+    """Each coop's past holdings on other coops' executors (CPU- and GPU-seconds), decayed by half every
+    ``half_life_s``; sampled (``sample``) as Kueue samples usage, at most every ``sample_s``: what was held at
+    one sample counts as held until the next."""
+
+    def __init__(self, half_life_s: float) -> None:
+        self.half_life_s = float(half_life_s)
+        self.sample_s = min(300.0, max(1.0, self.half_life_s / 60.0))
+        self.sampled_at: float | None = None
+        self.held: dict[str, Amounts] = {}  # per coop, what it held at the last sample
+        self.used: dict[str, Amounts] = {}  # per coop, decayed CPU- and GPU-seconds
+
+    def due(self, now: float) -> bool:
+        return self.sampled_at is None or not 0.0 <= now - self.sampled_at < self.sample_s
+
+    def sample(self, held: Mapping[str, Amounts], now: float) -> None:
+        """Count what was held since the last sample, decayed as it went, and note ``held`` (now). Changes
+        between samples are not seen one by one: what the last sample noted counts as held for up to
+        ``sample_s`` after it, ``held`` for the rest of a longer gap (nothing samples while nothing happens)."""
+        last = self.sampled_at
+        if last is not None and now > last:
+            first = min(now - last, self.sample_s)
+            used = _decayed(self.used, self.held, first, self.half_life_s)
+            self.used = _decayed(used, held, now - last - first, self.half_life_s) if now - last > first else used
+        self.sampled_at = now  # (a clock stepped back: counted from here)
+        self.held = {coop: amounts for coop, amounts in held.items() if amounts[0] > 0 or amounts[1] > 0}
+
+    def shares(self, total: Amounts) -> dict[str, float]:
+        """Per coop, its decayed average dominant share of ``total`` held on other coops' executors (holding a
+        share for ever tends to that share)."""
+        scale = self.half_life_s / math.log(2.0)
+        return {coop: dominant_share((u[0] / scale, u[1] / scale), total) for coop, u in self.used.items()}
+
+
+def _decayed(used: Mapping[str, Amounts], held: Mapping[str, Amounts], seconds: float,
+             half_life_s: float) -> dict[str, Amounts]:
+    """``used`` after ``seconds`` more of ``held``, everything decayed by half every ``half_life_s``."""
+    keep = 2.0 ** (-seconds / half_life_s)
+    gain = half_life_s / math.log(2.0) * (1.0 - keep)  # a constant holding's decayed seconds over the interval
+    out: dict[str, Amounts] = {}
+    for coop in set(used) | set(held):
+        u, h = used.get(coop, (0.0, 0.0)), held.get(coop, (0.0, 0.0))
+        total = (u[0] * keep + h[0] * gain, u[1] * keep + h[1] * gain)
+        if total[0] > 1e-6 or total[1] > 1e-6:  # (a coop that stopped borrowing fades out)
+            out[coop] = total
+    return out
+
+
 def turns(items: list[Any], coop_of: Callable[[Any], str], shares_now: Callable[[], tuple[dict[str, Amounts], Amounts]],
-          placed_since: Callable[[], list[tuple[str, Amounts]]]) -> Iterator[Any]:
+          placed_since: Callable[[], list[tuple[str, Amounts]]],
+          past: Callable[[Amounts], Mapping[str, float]] | None = None) -> Iterator[Any]:
     """``items`` (in queue order) in turns: each time, the next item of the coop with the smallest dominant share
     of what its tasks on other coops' executors hold, ties by queue order. ``shares_now()`` (asked only when
     two coops or more have items): per coop, what its tasks hold on other coops' executors now, and the
     fleet's totals. ``placed_since()`` tells, after each item, what was placed meanwhile (coop and amounts:
-    the item's own coop, as an item places only its member's tasks), which counts towards its next turn."""
+    the item's own coop, as an item places only its member's tasks), which counts towards its next turn.
+    ``past(total)``: per coop, its share held in the past (``BorrowingHistory.shares``), added to its share now."""
     queues: dict[str, deque] = {}
     for i, item in enumerate(items):
         queues.setdefault(coop_of(item), deque()).append((i, item))
@@ -54,7 +113,8 @@ def turns(items: list[Any], coop_of: Callable[[Any], str], shares_now: Callable[
         return
     borrowed, total = shares_now()
     held = {coop: borrowed.get(coop, (0.0, 0.0)) for coop in queues}
-    heap = [(dominant_share(held[coop], total), q[0][0], coop) for coop, q in queues.items()]
+    before = past(total) if past is not None else {}
+    heap = [(dominant_share(held[coop], total) + before.get(coop, 0.0), q[0][0], coop) for coop, q in queues.items()]
     heapq.heapify(heap)
     while heap:
         _, _, coop = heapq.heappop(heap)
@@ -65,4 +125,4 @@ def turns(items: list[Any], coop_of: Callable[[Any], str], shares_now: Callable[
             was = held.get(placed_coop, (0.0, 0.0))
             held[placed_coop] = (was[0] + cpus, was[1] + gpus)
         if q:
-            heapq.heappush(heap, (dominant_share(held[coop], total), q[0][0], coop))
+            heapq.heappush(heap, (dominant_share(held[coop], total) + before.get(coop, 0.0), q[0][0], coop))

@@ -27,6 +27,7 @@ from scheduler import admin
 from scheduler.core import SchedulerCore
 from scheduler.damaged_records import is_damaged, stored_status
 from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
+from scheduler.fair_borrowing import HALF_LIFE_S
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
 from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, RequestGate, guarded
@@ -74,7 +75,8 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None,
-                       keep_finished_jobs: int = KEEP_FINISHED_JOBS, name: str = HEAD_NAME) -> None:
+                       keep_finished_jobs: int = KEEP_FINISHED_JOBS, name: str = HEAD_NAME,
+                       borrowing_half_life_s: float = HALF_LIFE_S) -> None:
         self._loop = asyncio.get_running_loop()  # the default group's loop: all state changes happen on it
         self.namespace = namespace
         self.owner = head_owner(namespace, name)  # the same across its restarts: the jobs it records are its own
@@ -87,7 +89,8 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
         # _resync's new core carries these over
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store),
                                   buckets=StoreRateBuckets(self.store) if self.store.shared else None,
-                                  running_elsewhere=self._running_elsewhere if self.store.shared else None)
+                                  running_elsewhere=self._running_elsewhere if self.store.shared else None,
+                                  borrowing_half_life_s=borrowing_half_life_s)  # (its history: memory only)
         self._audit_counts: dict[str, int] = {}
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}

@@ -104,6 +104,9 @@ class CoreCollector(Collector):
         yield _gauge("borrowed_share", "The dominant share of the fleet (the larger of its CPU and GPU fractions, of "
                      "active executors) that a coop's running tasks hold on other coops' executors: what coops take "
                      "turns by at what is left to borrow.", ["coop"], _with_zeros(_read(core.borrowed_shares), coops))
+        yield _gauge("borrowed_share_decayed", "A coop's decayed average dominant share of the fleet held on other "
+                     "coops' executors (halved every borrowing half-life): what fair borrowing adds to its share now.",
+                     ["coop"], _with_zeros(_read(core.borrowed_history_shares), coops))
         yield _gauge("lent_share", "The dominant share of a coop's active executors (the larger of their CPU and GPU "
                      "fractions) that other coops' running tasks hold: what the coop's lending_limit bounds.", ["coop"],
                      _read(core.lent_shares))

@@ -66,6 +66,8 @@ class SchedulingRound(MakingRoom):
 
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
+        if self.borrowing_history is not None:
+            self._sample_borrowing()
         if not self.queue or (self.table.free_count <= 0 and not self._stops_running):  # nothing waiting, or a
             # full fleet where no coop stops running tasks (waiting tasks keep the reasons they were given when last
             # looked at)
@@ -151,7 +153,8 @@ class SchedulingRound(MakingRoom):
             elif self.table.free_count <= 0 and not self._stops_running:
                 return placements
         # coops take turns at what is left, the one borrowing least first (each in its own queue order)
-        order = turns(borrowing, _coop_of_item, self._borrowed_shares, _placed_since(placements)) \
+        order = turns(borrowing, _coop_of_item, self._borrowed_shares, _placed_since(placements),
+                      self._borrowed_before) \
             if len(borrowing) > 1 and len({item[0].coop_id for item in borrowing}) > 1 else borrowing
         for item in order:
             entry, job, compiled, is_held = item
@@ -176,6 +179,22 @@ class SchedulingRound(MakingRoom):
         """Per coop, the CPUs and GPUs its running tasks hold on other coops' executors; and the fleet's, of its
         active executors (``fair_borrowing.turns``)."""
         return holdings(self._borrowed()), self.table.active_totals()
+
+    def _borrowed_before(self, total: tuple[float, float]) -> dict[str, float]:
+        history = self.borrowing_history
+        return history.shares(total) if history is not None else {}
+
+    def _sample_borrowing(self) -> None:
+        """Note what coops hold of other coops' executors in the borrowing history, when a sample is due."""
+        history, now = self.borrowing_history, self.clock()
+        if history is not None and history.due(now):
+            history.sample(holdings(self._borrowed_executors()) if self.table.shared else {}, now)
+
+    def borrowed_history_shares(self) -> dict[str, float]:
+        """Per coop, its decayed average dominant share of the fleet held on other coops' executors (what fair
+        borrowing adds to its share now; ``coopsched_borrowed_share_decayed``). Coops that never borrowed, or
+        whose borrowing has faded out: absent; no history kept: empty."""
+        return self._borrowed_before(self.table.active_totals())
 
     def borrowed_shares(self) -> dict[str, float]:
         """Per coop, the dominant share of the fleet its running tasks hold on other coops' executors now:

@@ -8,10 +8,13 @@ tasks on other coops' executors hold the smallest dominant share of the fleet.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from executors.simulated import VirtualClock
+from scheduler.core import SchedulerCore
 from scheduler.fair_borrowing import dominant_share, turns
-from tests.builders import make_core, make_executor, make_policy, make_task
+from tests.builders import START, make_core, make_executor, make_policy, make_task
 
 BOOST = [{"type": "MemberPriority", "name": "boost", "member": "bob", "multiplier": 100.0}]
 
@@ -112,3 +115,88 @@ def test_turns_keep_every_item_once_and_each_coops_order(coops):
         assert [i for i in out if i[1] == coop] == [i for i in items if i[1] == coop]
     if "b" in coops and len(set(coops)) > 1:  # the coop holding half the fleet goes last
         assert out.index(next(i for i in items if i[1] == "b")) == len([c for c in coops if c != "b"])
+
+
+# ----------------------------------------------------------------------------- borrowing over time
+def _two_borrowers(half_life_s: float | None = 3600.0):
+    """A lender of two idle 1-CPU executors and two borrower coops, early and late."""
+    clock = VirtualClock(START)
+    core = SchedulerCore(clock=clock, borrowing_half_life_s=half_life_s)
+    for coop in ("lender", "early", "late"):
+        core.set_policy(make_policy(coop=coop))
+    for i in range(2):
+        core.register_executor(make_executor(f"l{i}", coop="lender", cpus=1, open_to=("*",)))
+    return core, clock
+
+
+def _finish(core, task_id: str) -> None:
+    job, task = core.job(task_id), core.task(task_id)
+    core.complete({"task_id": task_id, "executor_id": job.executor_id, "coop_id": task.coop_id,
+                   "member": task.member, "started_at": job.started_at, "ended_at": core.clock(),
+                   "cpu_seconds": 1.0, "attempt": job.attempts, "outcome": "succeeded"})
+
+
+def _early_borrows_everything_for(core, clock, seconds: float) -> None:
+    ran = [core.submit(make_task(coop="early", member="eve", cpus=1, runtime=86400)).task_id for _ in range(2)]
+    assert len(core.schedule()) == 2
+    clock.advance(seconds)
+    for t in ran:
+        _finish(core, t)
+
+
+def _second_round(core) -> dict[str, int]:
+    for coop, member in (("early", "eve"), ("late", "lou")):  # early's tasks first in the queue
+        for _ in range(2):
+            core.submit(make_task(coop=coop, member=member, cpus=1))
+    return _placed_by_coop(core.schedule())
+
+
+def test_a_coop_that_borrowed_the_lenders_executors_for_hours_goes_after_one_that_did_not():
+    core, clock = _two_borrowers()
+    _early_borrows_everything_for(core, clock, 2 * 3600)
+    # both hold nothing now; early held the whole lender for two half-lives: ~3/4 of it on average
+    assert core.borrowed_shares() == {}
+    assert core.borrowed_history_shares()["early"] == pytest.approx(0.75, abs=0.02)
+    assert _second_round(core) == {"late": 2}  # late's share now (1/2 after its first) stays under early's past
+
+
+def test_without_a_history_the_coops_take_turns_by_what_they_hold_now():
+    core, clock = _two_borrowers(half_life_s=0)
+    _early_borrows_everything_for(core, clock, 2 * 3600)
+    assert core.borrowed_history_shares() == {}
+    assert _second_round(core) == {"early": 1, "late": 1}
+
+
+def test_past_borrowing_fades_by_half_every_half_life():
+    core, clock = _two_borrowers()
+    _early_borrows_everything_for(core, clock, 20 * 3600)  # as good as for ever: its average share ~1
+    assert core.borrowed_history_shares()["early"] == pytest.approx(1.0, abs=0.02)
+    for halves in (1, 2, 3):
+        clock.advance(3600)
+        core.schedule()  # (a round samples the history)
+        assert core.borrowed_history_shares()["early"] == pytest.approx(0.5 ** halves, rel=0.05)
+    clock.advance(30 * 3600)
+    core.schedule()
+    assert core.borrowed_history_shares().get("early", 0.0) < 1e-6
+    assert _second_round(core) == {"early": 1, "late": 1}  # forgotten: queue order again
+
+
+def test_the_history_is_a_metric():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scheduler.metrics import SchedulerMetrics
+    core, clock = _two_borrowers()
+    _early_borrows_everything_for(core, clock, 3600)
+    text = SchedulerMetrics(core).exposition()
+    got = {s.labels["coop"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+           if s.name == "coopsched_borrowed_share_decayed"}
+    assert got["early"] == pytest.approx(0.5, abs=0.02) and got["late"] == 0.0
+
+
+@pytest.mark.parametrize("value", [-1.0, float("inf"), float("nan"), True, "an hour"])
+def test_a_bad_half_life_is_refused_naming_the_setting(value):
+    from policies.validation import InvalidRequest
+    with pytest.raises(InvalidRequest) as caught:
+        SchedulerCore(borrowing_half_life_s=value)
+    message = str(caught.value)
+    assert "borrowing_half_life_s" in message and "0 or more" in message and "3600" in message, message

@@ -42,6 +42,8 @@ JOIN = ["executor", "join", "--id", "e", "--coop", "c"]
     (["start", "--dev", "--metrics-port", "70000"], "--metrics-port"),
     (["start", "--operator-key", PUB, "--auth-window", "-5"], "--auth-window"),
     (["start", "--dev", "--auth-window", "5"], "--auth-window"),
+    (["start", "--dev", "--borrowing-half-life", "-60"], "--borrowing-half-life"),
+    (["start", "--dev", "--borrowing-half-life", "inf"], "--borrowing-half-life"),
 ])
 def test_a_wrong_value_is_exit_2_with_no_cluster(no_cluster, capsys, argv, says):
     """README: exit 2 for bad input, 'checked before connecting, so a wrong command line says so even with no
