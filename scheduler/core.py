@@ -312,8 +312,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
         nothing is charged.
         """
         report = parse(UsageReport, report, what="usage report")
-        if self.borrowing_history is not None:
-            self._sample_borrowing()  # (before what this report ends stops counting)
+        if self.borrowing_history is not None and self.borrowing_history.due(now := self.clock()):
+            self._sample_borrowing(now)  # (before what this report ends stops counting)
         job = self._jobs.get(report.task_id)
         if job is None or job.placement is None:
             self.counters.refused_reports["unknown task"] += 1

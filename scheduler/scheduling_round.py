@@ -66,13 +66,13 @@ class SchedulingRound(MakingRoom):
 
     def schedule(self, limit: int | None = None) -> list[Placement]:
         """Place as many queued tasks as fit now, in queue order. Returns the new placements."""
-        if self.borrowing_history is not None:
-            self._sample_borrowing()
+        now = self.clock()
+        if self.borrowing_history is not None and self.borrowing_history.due(now):
+            self._sample_borrowing(now)
         if not self.queue or (self.table.free_count <= 0 and not self._stops_running):  # nothing waiting, or a
             # full fleet where no coop stops running tasks (waiting tasks keep the reasons they were given when last
             # looked at)
             return []
-        now = self.clock()
         self._elsewhere_now: dict[tuple[str, str], int] = {}  # running_elsewhere's answers, for this round
         self._borrowed_now: dict[str, list[Job]] | None = None  # (_reclaim's, built when first asked this round)
         self._reclaim_missed: set[tuple] = set()  # (shape, priority rank) no reclaim made room for this round
@@ -184,11 +184,10 @@ class SchedulingRound(MakingRoom):
         history = self.borrowing_history
         return history.shares(total) if history is not None else {}
 
-    def _sample_borrowing(self) -> None:
-        """Note what coops hold of other coops' executors in the borrowing history, when a sample is due."""
-        history, now = self.borrowing_history, self.clock()
-        if history is not None and history.due(now):
-            history.sample(holdings(self._borrowed_executors()) if self.table.shared else {}, now)
+    def _sample_borrowing(self, now: float) -> None:
+        """Note what coops hold of other coops' executors now in the borrowing history (a sample is due)."""
+        assert self.borrowing_history is not None
+        self.borrowing_history.sample(holdings(self._borrowed_executors()) if self.table.shared else {}, now)
 
     def borrowed_history_shares(self) -> dict[str, float]:
         """Per coop, its decayed average dominant share of the fleet held on other coops' executors (what fair
