@@ -203,6 +203,19 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def _sharing_phrase(coop: str, row: dict[str, Any]) -> str:
+    """One coop's part of the status's sharing line: what it lends and borrows now, of what limits."""
+    def share(value: float, limit: float | None) -> str:
+        return f"{value:.0%}" + (f" (limit {limit:.0%})" if limit is not None else "")
+    parts = []
+    if row["lent"] or row["lending_limit"] is not None:
+        parts.append(f"lends {share(row['lent'], row['lending_limit'])} of its executors")
+    if row["borrowed"] or row["borrowing_limit"] is not None or row["borrowed_before"]:
+        parts.append(f"borrows {share(row['borrowed'], row['borrowing_limit'])} of the fleet"
+                     + (f", {row['borrowed_before']:.0%} on average lately" if row["borrowed_before"] else ""))
+    return f"{coop} " + " and ".join(parts)
+
+
 def _render(d: dict[str, Any]) -> str:
     ray_line = (f"{d['ray_address']}, {d['nodes']} node(s), {d['cluster_cpus']:g} CPUs"
                 + (" (started by `coopsched start`: `coopsched stop` stops it too)" if d["started_by_coopsched"]
@@ -226,6 +239,8 @@ def _render(d: dict[str, Any]) -> str:
             f" (the list: {head['executors_refused']})" if head.get("executors_refused") else "")))
         lines.append(("jobs", f"{head['queued']} queued" + (f", {head['running']} running" if "running" in head else "")
                       + f"; {head['jobs_in_memory']} in the head's memory"))
+        if head.get("sharing"):
+            lines.append(("sharing", "; ".join(_sharing_phrase(coop, row) for coop, row in head["sharing"].items())))
         recovered = head.get("recovered") or {}
         damaged = {label: recovered.get(k) for k, label in (("damaged", "jobs"), ("damaged_policies", "policies"),
                                                             ("damaged_executors", "executors"), ("damaged_keys", "keys"))

@@ -491,10 +491,20 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
     @ray.method(concurrency_group="reads")
     @guarded
     async def ping(self) -> dict:
-        return {"executors": len(self.core.table), "queued": len(self.core.queue),
+        return {"executors": len(self.core.table), "queued": len(self.core.queue), "sharing": self._sharing(),
                 "jobs_in_memory": self.core.jobs_in_memory(), "started_at": self.started_at,
                 "store": self.store_url.split("@")[-1], "store_resyncs": self.resyncs,
                 "recovered": {**self.recovered, "damaged_keys": self.gate.damaged_keys[:DAMAGED_LISTED]}}
+
+    def _sharing(self) -> dict:
+        """``core.sharing()``, asked again if the main loop changed what it reads meanwhile (ping runs in a thread
+        of its own)."""
+        for _ in range(3):
+            try:
+                return self.core.sharing()
+            except RuntimeError:  # (a dict changed size during iteration)
+                continue
+        return {}
 
     # ------------------------------------------------------------------ watchdog
     def _ensure_watchdog(self) -> None:

@@ -195,6 +195,19 @@ class SchedulingRound(MakingRoom):
         whose borrowing has faded out: absent; no history kept: empty."""
         return self._borrowed_before(self.table.active_totals())
 
+    def sharing(self) -> dict[str, dict[str, float | None]]:
+        """Per coop that lends, borrows or limits either: the dominant shares it lends of its executors and borrows
+        of the fleet now, its decayed past borrowing, and its policy's limits (``coopsched status``)."""
+        lent, borrowed, before = self.lent_shares(), self.borrowed_shares(), self.borrowed_history_shares()
+        out: dict[str, dict[str, float | None]] = {}
+        for coop in sorted(set(lent) | set(borrowed) | set(before) | set(self._lending) | set(self._borrowing)):
+            row = {"lent": lent.get(coop, 0.0), "lending_limit": self._lending.get(coop),
+                   "borrowed": borrowed.get(coop, 0.0), "borrowing_limit": self._borrowing.get(coop),
+                   "borrowed_before": before.get(coop, 0.0)}
+            if any(v for v in row.values()) or row["lending_limit"] == 0 or row["borrowing_limit"] == 0:
+                out[coop] = row
+        return out
+
     def borrowed_shares(self) -> dict[str, float]:
         """Per coop, the dominant share of the fleet its running tasks hold on other coops' executors now:
         what fair borrowing takes turns by (``coopsched_borrowed_share``). Coops that borrow nothing: absent."""

@@ -141,3 +141,21 @@ def test_each_owners_lent_share_is_what_other_coops_hold_of_its_executors_and_a_
     got = {s.labels["coop"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
            if s.name == "coopsched_lent_share"}
     assert got == {"borrower": 0.0, "lender": 0.375}
+
+
+def test_coopsched_status_says_what_each_coop_lends_and_borrows_against_its_limits():
+    from scheduler.cli_cluster import _render
+    core, _ = _fleet(lending=0.5, borrowing=0.25)
+    for _ in range(12):
+        core.submit(make_task(coop="borrower", member="bob", cpus=1))
+    core.schedule()  # 4 on its own executor, 3 of the lender's 8 CPUs (a quarter of the fleet's 12)
+    sharing = core.sharing()
+    assert sharing["lender"]["lent"] == 3 / 8 and sharing["lender"]["lending_limit"] == 0.5
+    assert sharing["borrower"]["borrowed"] == 3 / 12 and sharing["borrower"]["borrowing_limit"] == 0.25
+    head = {"started_at": None, "mode": "development", "store": "memory://", "executors": 3, "queued": 5,
+            "jobs_in_memory": 12, "sharing": sharing, "recovered": {}}
+    line = [ln for ln in _render({"ray_address": "a", "nodes": 1, "cluster_cpus": 2, "started_by_coopsched": False,
+                                  "namespace": "ns", "head": head, "other_namespaces": []}).splitlines()
+            if ln.startswith("sharing")][0]
+    assert "borrower borrows 25% (limit 25%) of the fleet" in line, line
+    assert "lender lends 38% (limit 50%) of its executors" in line, line
