@@ -30,6 +30,7 @@ from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger
 from scheduler.placement import explain_no_fit
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.scheduling_round import SchedulingRound, utc_minute
+from scheduler.sharing_limits import SharingLimits
 from scheduler.tasks import JobState, TaskSpec
 from scheduler.usage import Outcome, UsageRecord, UsageReport
 
@@ -78,6 +79,7 @@ class SchedulerCore(JobRecords, SchedulingRound):
                 "borrowing_half_life_s", quoted(borrowing_half_life_s, 40),
                 "seconds, 0 or more (0 or null: fair borrowing goes by what coops hold now only)", "3600")])
         self.borrowing_history = BorrowingHistory(borrowing_half_life_s) if borrowing_half_life_s else None
+        self._limits_now: SharingLimits | None = None  # (a round's account of the sharing limits, scheduling_round)
         self._seq = 0
         self._placements = 0  # placements made: Job.placed_seq orders those of one instant (reclaim's newest)
         self.changed_jobs: set[str] = set()  # jobs whose state moved since the last drain_changed()
@@ -398,6 +400,9 @@ class SchedulerCore(JobRecords, SchedulingRound):
             return False
         now = self.clock()
         self._free(job, executor_id)
+        if self._limits_now is not None and executor_id in self.table:  # (what it held stops counting this round)
+            r = job.task.resources
+            self._limits_now.released(job.task.coop_id, self.table.spec(executor_id).coop_id, (r.cpus, r.gpus))
         job.preemptions += 1
         job.ending_on, job.ending_since = executor_id, now
         self._queue_again(job)

@@ -71,6 +71,9 @@ class MakingRoom:
         running = self._coops_running.get(entry.coop_id)
         best = self._fewest_to_stop(entry, job, running, allowed_candidates(self.table, entry.requirements),
                                     lambda j: j.decision.effective_priority < priority) if running else None
+        if best is not None and (self._lending or self._borrowing) and self.table.shared \
+                and self._kept_off_after(entry, *best):
+            best = None  # (a sharing limit would keep it off there even with those stopped)
         if best is None:
             self._preempt_missed.add((entry.shape, priority))
             return None
@@ -79,6 +82,14 @@ class MakingRoom:
             self.preempt(task_id, executor_id, f"preempted on {executor_id} for task {entry.task_id} of its coop, "
                                                f"of higher priority ({priority:g})", cause="priority")
         return self._place(entry, now, job, compiled, at_once=self.table.ahead > 0)  # (there, now)
+
+    def _kept_off_after(self, entry: QueuedTask, executor_id: str, victims: list[str]) -> bool:
+        """Whether a lending or borrowing limit keeps ``entry`` off ``executor_id`` even once ``victims`` (its
+        coop's tasks there) have stopped."""
+        freed = (sum(self._jobs[t].task.resources.cpus for t in victims),
+                 sum(self._jobs[t].task.resources.gpus for t in victims))
+        return self._sharing_limits().closed_to(entry.coop_id, self.table.spec(executor_id).coop_id,
+                                                entry.requirements.amounts[:2], freed)
 
     def _fewest_to_stop(self, entry: QueuedTask, job: Job, running: dict[str, list[Job]], candidates: np.ndarray,
                         eligible: Callable[[Job], bool]) -> tuple[str, list[str]] | None:

@@ -10,10 +10,11 @@
 
 What a coop holds is its running tasks' resources (those handed ahead to an executor's queue too: they hold
 their place there), counted when a round first asks and kept current as the round places tasks, so one round
-cannot place past a limit. A task whose placement would pass a limit is placed elsewhere (its own coop's
-executors stay open to it) or waits, its reason naming the limit. A task stopped during the round (reclaimed
-or preempted) still counts until the next round: the limits err on the side of lending less. Limits bound new
-placements only: lowering one stops nothing that runs (``reclaim`` does that).
+cannot place past a limit; a task the round stops (reclaimed or preempted) stops counting there. A task whose
+placement would pass a limit is placed elsewhere (its own coop's executors stay open to it) or waits, its
+reason naming the limit; a preemption within a coop stops nothing for a task that a limit would still keep
+off that executor once the stopped tasks no longer count. Limits bound new placements only: lowering one stops
+nothing that runs (``reclaim`` does that).
 """
 
 from __future__ import annotations
@@ -76,33 +77,54 @@ class SharingLimits:
         was = self.lent.get(owner, (0.0, 0.0))
         self.lent[owner] = (was[0] + amounts[0], was[1] + amounts[1])
 
+    def released(self, coop: str, owner: str, amounts: Amounts) -> None:
+        """``coop``'s task of ``amounts`` on an executor of ``owner`` was stopped (reclaimed, preempted) this round."""
+        self.placed(coop, owner, (-amounts[0], -amounts[1]))
+
     def closed(self, coop: str, amounts: Amounts) -> tuple[np.ndarray | None, list[str]]:
         """The rows a task of ``coop`` asking ``amounts`` may not be placed on for the limits (None: none), and
         why, one phrase per limit that closes some."""
         table = self.table
-        limit = self.borrowing.get(coop)
-        if limit is not None and _past(self.held.get(coop, (0.0, 0.0)), amounts, self.fleet, limit):
+        if self._borrowing_past(coop, amounts):
             own = table.coop_codes.get(coop)
             others = table.coop[: table.n] != own if own is not None else np.ones(table.n, dtype=bool)
+            limit = self.borrowing[coop]
             return others, [f"coop {coop} may hold at most {limit:.0%} of the fleet on other coops' executors "
                             f"(its borrowing_limit) and holds {self._share(self.held.get(coop), self.fleet)} now"]
         closed: list[int] = []
         why: list[str] = []
         for owner, limit in self.lending.items():
-            if owner == coop or owner not in table.coop_codes:
-                continue
-            owned = self.owned(owner)
-            if _past(self.lent.get(owner, (0.0, 0.0)), amounts, owned, limit):
+            if owner != coop and owner in table.coop_codes and self._lending_past(owner, amounts):
                 closed.append(table.coop_codes[owner])
                 why.append(f"coop {owner} lends at most {limit:.0%} of its executors (its lending_limit) and lends "
-                           f"{self._share(self.lent.get(owner), owned)} now")
+                           f"{self._share(self.lent.get(owner), self.owned(owner))} now")
         if not closed:
             return None, []
         return np.isin(table.coop[: table.n], closed), why
 
+    def closed_to(self, coop: str, owner: str, amounts: Amounts, freed: Amounts = (0.0, 0.0)) -> bool:
+        """Whether a limit keeps a task of ``coop`` asking ``amounts`` off ``owner``'s executors once ``coop``'s
+        tasks holding ``freed`` there have stopped (a preemption within the coop)."""
+        if coop == owner:
+            return False
+        return self._borrowing_past(coop, amounts, freed) or (owner in self.lending
+                                                              and self._lending_past(owner, amounts, freed))
+
+    def _borrowing_past(self, coop: str, amounts: Amounts, freed: Amounts = (0.0, 0.0)) -> bool:
+        limit = self.borrowing.get(coop)
+        return limit is not None and _past(_less(self.held.get(coop), freed), amounts, self.fleet, limit)
+
+    def _lending_past(self, owner: str, amounts: Amounts, freed: Amounts = (0.0, 0.0)) -> bool:
+        return _past(_less(self.lent.get(owner), freed), amounts, self.owned(owner), self.lending[owner])
+
     @staticmethod
     def _share(held: Amounts | None, total: Amounts) -> str:
         return f"{dominant_share(held or (0.0, 0.0), total):.0%}"
+
+
+def _less(held: Amounts | None, freed: Amounts) -> Amounts:
+    held = held or (0.0, 0.0)
+    return (held[0] - freed[0], held[1] - freed[1])
 
 
 def _past(held: Amounts, amounts: Amounts, total: Amounts, limit: float) -> bool:

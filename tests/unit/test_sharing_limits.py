@@ -159,3 +159,34 @@ def test_coopsched_status_says_what_each_coop_lends_and_borrows_against_its_limi
             if ln.startswith("sharing")][0]
     assert "borrower borrows 25% (limit 25%) of the fleet" in line, line
     assert "lender lends 38% (limit 50%) of its executors" in line, line
+
+
+def _urgent_fleet(lending: float):
+    """A lender of two 2-CPU executors open to everyone, and a borrower with none of its own whose policy lets
+    an urgent task stop its own tasks of lower priority."""
+    core, clock = make_core(_policy("lender", lending_limit=lending),
+                            [make_executor(f"l{i}", coop="lender", cpus=2, open_to=("*",)) for i in range(2)])
+    core.set_policy(_policy("borrower", preempt_within_coop="lower_priority",
+                            default_quota={"cpu_hours_per_month": 100.0, "max_concurrent_tasks": 100,
+                                           "max_priority": "critical"}))
+    return core, clock
+
+
+def test_an_urgent_borrowed_task_takes_the_place_of_its_coops_task_within_the_lending_limit():
+    core, _ = _urgent_fleet(lending=0.5)  # 2 of the lender's 4 CPUs may be lent
+    low = core.submit(make_task(coop="borrower", member="bob", cpus=2, priority="low")).task_id
+    assert len(core.schedule()) == 1
+    urgent = core.submit(make_task(coop="borrower", member="ann", cpus=2, priority="critical")).task_id
+    placed = core.schedule()  # the other executor is idle, but the limit keeps it off; stopping low makes room
+    assert [p.task_id for p in placed] == [urgent] and core.drain_preempted() == [(low, placed[0].executor_id)]
+    assert core.job(low).state is JobState.QUEUED
+
+
+def test_nothing_is_stopped_for_a_task_a_limit_would_still_keep_off():
+    core, _ = _urgent_fleet(lending=0.5)
+    core.submit(make_task(coop="borrower", member="bob", cpus=1, priority="low"))
+    core.submit(make_task(coop="borrower", member="bob", cpus=1, priority="high"))
+    assert len(core.schedule()) == 2  # 2 CPUs lent: the limit
+    big = core.submit(make_task(coop="borrower", member="ann", cpus=2, priority="critical")).task_id
+    assert core.schedule() == [] and core.drain_preempted() == []  # stopping low frees 1: 1 + 2 > 2 lendable
+    assert core.job(big).state is JobState.QUEUED
