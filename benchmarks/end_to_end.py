@@ -148,10 +148,10 @@ class Layout:
     executors: tuple[ExecutorPlace, ...]
     affinity_node: str
     description: str
-    dispatch_ahead: int = 0  # every executor's ExecutorSpec.dispatch_ahead
+    dispatch_ahead: int | str = 0  # every executor's ExecutorSpec.dispatch_ahead ("auto": the head tunes it)
 
     @classmethod
-    def one_node(cls, node_id: str, description: str, dispatch_ahead: int = 0) -> Layout:
+    def one_node(cls, node_id: str, description: str, dispatch_ahead: int | str = 0) -> Layout:
         places = tuple(ExecutorPlace(f"bench-{i}", node_id, region) for i, region in enumerate(REGIONS))
         return cls(places, node_id, description, dispatch_ahead)
 
@@ -484,7 +484,11 @@ def _load() -> float | None:
 
 
 # ----------------------------------------------------------------------------- main
-def start_local_ray(num_cpus: int = 4, dispatch_ahead: int = 0) -> Layout:
+def _ahead(text: str) -> int | str:
+    return "auto" if text == "auto" else int(text)
+
+
+def start_local_ray(num_cpus: int = 4, dispatch_ahead: int | str = 0) -> Layout:
     node_id = init_local_ray(num_cpus, NAMESPACE)
     ahead = f", dispatch_ahead={dispatch_ahead}" if dispatch_ahead else ""
     return Layout.one_node(node_id, f"one raylet, {num_cpus} CPUs, 4 executors of 1 CPU on it{ahead}", dispatch_ahead)
@@ -496,8 +500,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write results (default {DEFAULT_JSON})")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="add an untimed map run with py-spy sampling the head, tracker and one worker into DIR")
-    parser.add_argument("--dispatch-ahead", type=int, default=DISPATCH_AHEAD, metavar="K",
-                        help=f"the executors' dispatch_ahead (default {DISPATCH_AHEAD}; 0: only what fits now)")
+    parser.add_argument("--dispatch-ahead", type=_ahead, default=DISPATCH_AHEAD, metavar="K",
+                        help=f"the executors' dispatch_ahead (default {DISPATCH_AHEAD}; 0: only what fits now; "
+                             "auto: the head sets it from what it measures)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     say = lambda s: print(s, flush=True)  # noqa: E731

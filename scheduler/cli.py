@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--open-to", action="append", metavar="COOP", help="another coop (or '*') that may use it")
     j.add_argument("--dispatch-ahead", default="0", metavar="ROUNDS",
                    help="rounds of its resources the head may hand over beyond what is free; the worker queues "
-                        "them and starts each as a task ends (default 0)")
+                        "them and starts each as a task ends (default 0; auto: the head sets it from the jobs' "
+                        "run times)")
     j.add_argument("--executor-key", default=None, metavar="FILE",
                    help="the executor's private key (default with --key: a new key pair)")
     _sub(esub, "list", "every executor with its status and load", c.cmd_executor)

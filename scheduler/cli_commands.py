@@ -218,9 +218,9 @@ def cmd_executor(args) -> int:
         except ValueError:
             raise UsageError(f"--trust takes a number from 0 to 1, e.g. --trust 0.8 (got {args.trust!r})") from None
         try:
-            ahead = int(args.dispatch_ahead)
+            ahead: int | str = "auto" if args.dispatch_ahead == "auto" else int(args.dispatch_ahead)
         except ValueError:
-            raise UsageError(f"--dispatch-ahead takes a whole number from 0 to {MAX_DISPATCH_AHEAD}, e.g. "
+            raise UsageError(f"--dispatch-ahead takes a whole number from 0 to {MAX_DISPATCH_AHEAD} or auto, e.g. "
                              f"--dispatch-ahead 2 (got {args.dispatch_ahead!r})") from None
         capabilities = _pairs(args.capability, "--capability", "hipaa-compliant=1.2")
         from policies.validation import parse
@@ -229,7 +229,7 @@ def cmd_executor(args) -> int:
         parse(ExecutorSpec, {"executor_id": args.id, "coop_id": args.coop, "region": args.region or "unset",
                              "resources": {"cpus": 1}, "capabilities": capabilities, "trust": trust,
                              "price_cpu_hour": args.price_cpu_hour, "price_gpu_hour": args.price_gpu_hour,
-                             "open_to": args.open_to or [], "dispatch_ahead": ahead},
+                             "open_to": args.open_to or [], "dispatch_ahead": 0 if ahead == "auto" else ahead},
               what="executor")  # (region and resources come from the node once connected)
         try:
             executor_key = load_private_key(args.executor_key) if args.executor_key is not None else None

@@ -443,7 +443,7 @@ class Client:
                           capabilities: dict[str, str] | None = None, trust: float = 0.5,
                           node_id: str | None = None, resources: dict | None = None, price_cpu_hour: float = 1.0,
                           price_gpu_hour: float = 10.0, labels: dict[str, str] | None = None,
-                          open_to: Iterable[str] = (), rtt_ms: float = 10.0, dispatch_ahead: int = 0,
+                          open_to: Iterable[str] = (), rtt_ms: float = 10.0, dispatch_ahead: int | str = 0,
                           heartbeat_interval_s: float = 2.0,
                           nvml: Any = None, executor_key: str | Path | bytes | Ed25519PrivateKey | None = None
                           ) -> ExecutorSpec:
@@ -453,7 +453,9 @@ class Client:
         node's ``region`` label. ``dispatch_ahead=k`` lets the head hand this executor up to ``1 + k``
         times its resources at once; its worker queues what does not fit and starts it the moment
         a task ends (more throughput for short jobs; a task handed over early waits there even if
-        a higher-priority one arrives later). ``executor_key``: the key pair the worker signs its heartbeats and
+        a higher-priority one arrives later). ``dispatch_ahead="auto"``: the head sets it from what it measures,
+        the rounds that cover the gap between a task ending there and the next arriving (0 for long jobs; see
+        ``scheduler.ahead_tuning``). ``executor_key``: the key pair the worker signs its heartbeats and
         usage reports with (a PEM file, text or key); a signing client makes a new one when none is
         given, and registers its public half as this executor's key."""
         node_id = node_id or ray.get_runtime_context().get_node_id()
@@ -473,7 +475,8 @@ class Client:
                                     "price_cpu_hour": price_cpu_hour, "price_gpu_hour": price_gpu_hour,
                                     "labels": labels or {}, "rtt_ms": rtt_ms, "open_to": list(open_to) if isinstance(
                                         open_to, (list, tuple, set, frozenset)) else open_to,
-                                    "dispatch_ahead": dispatch_ahead},
+                                    **({"dispatch_ahead": 0, "dispatch_ahead_auto": True} if dispatch_ahead == "auto"
+                                       else {"dispatch_ahead": dispatch_ahead})},
                      what="executor")
         signing = _private_key(executor_key, "executor_key") if executor_key is not None else (
             generate_key() if self._key is not None else None)

@@ -264,6 +264,14 @@ class SchedulerCore(JobRecords, SchedulingRound):
             job.move(now, _QUEUED, reason)
         return decision
 
+    def set_dispatch_ahead(self, executor_id: str, rounds: int) -> ExecutorSpec:
+        """An executor's rounds ahead changed (``ExecutorSpec.dispatch_ahead_auto``: the head's tuning); what runs
+        or waits there stays. Returns its registration with the new value."""
+        spec = parse(ExecutorSpec, {**self.table.spec(executor_id).model_dump(mode="python"),
+                                    "dispatch_ahead": rounds}, what="executor")
+        self.table.update_spec(spec)
+        return spec
+
     def submit_many(self, tasks: Iterable[TaskSpec | dict]) -> list[Decision]:
         return [self.submit(t) for t in tasks]
 

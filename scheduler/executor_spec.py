@@ -49,6 +49,10 @@ class ExecutorSpec(BaseModel):
         "rounds of this executor's resources the head may hand over beyond what is free now: the worker "
         "keeps them in its own queue and starts each the moment a running task ends (0: only what fits now)"),
         examples=[2])
+    dispatch_ahead_auto: bool = Field(default=False, description=(
+        "let the head set dispatch_ahead from what it measures: the rounds that cover the gap between a task "
+        "ending and the next arriving, against the executor's run times (0 for long jobs; see "
+        "scheduler.ahead_tuning)"), examples=[True])
 
     @field_validator("capabilities")
     @classmethod

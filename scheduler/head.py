@@ -24,9 +24,10 @@ from ray.exceptions import ActorDiedError, RayError
 from policies.reasons import Decision, error, unavailable
 from policies.validation import FieldError, InvalidRequest, parse, quoted
 from scheduler import admin
+from scheduler.ahead_tuning import AheadTuner
 from scheduler.core import SchedulerCore
 from scheduler.damaged_records import is_damaged, stored_status
-from scheduler.executor_spec import ExecutorOffer, ExecutorSpec, ExecutorStatus
+from scheduler.executor_spec import MAX_DISPATCH_AHEAD, ExecutorOffer, ExecutorSpec, ExecutorStatus
 from scheduler.fair_borrowing import HALF_LIFE_S
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
@@ -91,6 +92,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
                                   buckets=StoreRateBuckets(self.store) if self.store.shared else None,
                                   running_elsewhere=self._running_elsewhere if self.store.shared else None,
                                   borrowing_half_life_s=borrowing_half_life_s)  # (its history: memory only)
+        self.ahead_tuner = AheadTuner(MAX_DISPATCH_AHEAD)  # (executors registered with dispatch_ahead "auto")
         self._audit_counts: dict[str, int] = {}
         self._workers: dict[str, Any] = {}
         self._payloads: dict[str, ray.ObjectRef] = {}
@@ -276,6 +278,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
         record = self.core.complete(report)
         task_id = report.get("task_id", "")
         if record is not None:
+            self._tune_ahead(report)
             self._dispatched.pop(task_id, None)
             if task_id in self._results:
                 self._results.move_to_end(task_id)
@@ -289,6 +292,22 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
                 return True  # waiters hear of it once the reference is here (_fetch_refs)
         self._notify(task_id)
         return record is not None
+
+    def _tune_ahead(self, report: dict) -> None:
+        """An executor registered with ``dispatch_ahead="auto"``: its rounds ahead from its jobs' run times and the
+        gap a report and a dispatch take (``scheduler.ahead_tuning``), changed when they call for it."""
+        executor_id = report["executor_id"]
+        spec = self.core.table.spec(executor_id) if executor_id in self.core.table else None
+        if spec is None or not spec.dispatch_ahead_auto:
+            return
+        now = time.time()
+        ended = float(report["ended_at"])
+        self.ahead_tuner.reported(executor_id, ended - float(report["started_at"]), now - ended)
+        rounds = self.ahead_tuner.proposal(executor_id, spec.dispatch_ahead, now)
+        if rounds is not None:
+            spec = self.core.set_dispatch_ahead(executor_id, rounds)
+            self.store.put_executor(spec.model_dump(mode="json"), self.core.table.status_of(executor_id).value)
+            log.info("executor %s now takes %d round(s) ahead (dispatch_ahead auto)", executor_id, rounds)
 
     def _maybe_audit(self, task_id: str, report: dict) -> None:
         """Sample the completed job into an audit record, off the dispatch path."""
@@ -419,6 +438,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
         coop = self._registered(executor_id).coop_id
         with self._writes():
             lost = self.core.remove_executor(executor_id)
+            self.ahead_tuner.forget(executor_id)
             self._forget_attempts(lost)
             self.store.remove_executor(executor_id)
             self._log(coop, "executor.remove", actor, {"executor_id": executor_id, "requeued": lost})

@@ -105,7 +105,7 @@ class Dispatch:
                 self._lost(executor_id, f"no worker actor for executor {executor_id}")
                 return False
             specs, capacity = [self._launch_spec(p) for p in group], self._capacity(executor_id)
-            call = None
+            sent, call = time.monotonic(), None
             if ended:
                 try:  # (Ray checks the arguments against the worker's own signature as the call is made)
                     call = worker.start_many.remote(specs, capacity, ended)
@@ -113,6 +113,7 @@ class Dispatch:
                     ended = None
             refs, brought = _started_and_refs(await (worker.start_many.remote(specs, capacity) if call is None
                                                      else call), ended)
+            self.ahead_tuner.dispatched(executor_id, time.monotonic() - sent)
             if brought is not None:
                 self._took_refs(ended, brought)
                 fetched = True

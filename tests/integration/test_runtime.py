@@ -335,3 +335,26 @@ def test_the_actors_start_up_state_is_frozen_out_of_garbage_collection(coop):
     counts = {role: ray.get(a.__ray_call__.remote(_collector), timeout=30) for role, a in actors.items()}
     for role, (frozen, scanned) in counts.items():
         assert frozen > 20_000 and frozen > scanned, (role, frozen, scanned)
+
+
+AUTO = "auto:it"
+
+
+def trivial(x: int) -> int:
+    return x
+
+
+def test_an_auto_executor_takes_work_ahead_once_its_jobs_prove_short(coop):
+    """``dispatch_ahead="auto"`` on real Ray: trivial jobs end in far less time than a report and a dispatch
+    take, so after a few the head hands this executor rounds ahead (and stores the value)."""
+    client, node_of = coop
+    client.set_policy({"coop_id": AUTO, "default_quota": {"cpu_hours_per_month": 100, "max_concurrent_tasks": 100}})
+    client.register_executor("auto-1", coop=AUTO, node_id=node_of["lab-eu-2"], resources={"cpus": 1},
+                             dispatch_ahead="auto")
+    assert {e["executor_id"]: e for e in client.executors()}["auto-1"]["dispatch_ahead"] == 0
+    for _ in range(8):  # one at a time: each a report the tuner learns from
+        assert client.submit(trivial, 7, coop=AUTO, member="ava", max_runtime_s=60).result(timeout=30) == 7
+    spec = {e["executor_id"]: e for e in client.executors()}["auto-1"]
+    assert spec["dispatch_ahead_auto"] and spec["dispatch_ahead"] >= 1, spec
+    assert client.gather(client.map(trivial, range(20), coop=AUTO, member="ava", max_runtime_s=60),
+                         timeout=60) == list(range(20))

@@ -34,7 +34,7 @@ def test_decision_core_imports_neither_ray_nor_a_store_client():
             "scheduler.admission, scheduler.scheduling_round, scheduler.dearest, scheduler.held_capacity, "
             "scheduler.damaged_records, scheduler.shadow, scheduler.admin, scheduler.identity, "
             "scheduler.authorization, scheduler.store_rate_buckets, scheduler.policy_sync, scheduler.fair_borrowing, "
-            "scheduler.making_room, scheduler.sharing_limits, policies, executors.simulated; "
+            "scheduler.making_room, scheduler.sharing_limits, scheduler.ahead_tuning, policies, executors.simulated; "
             "bad = [m for m in ('ray', 'redis', 'sqlite3') if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
