@@ -247,11 +247,11 @@ def cmd_executor(args) -> int:
              f"{s['coop_id']} in {s['region']} with {s['resources']['cpus']:g} CPUs, {s['resources']['gpus']:g} GPUs")
     elif args.action == "list":
         emit(args, client.executors(), lambda rows: table(
-            ["executor", "coop", "region", "status", "running", "cpus", "gpus", "trust", "capabilities"],
+            ["executor", "coop", "region", "status", "running", "cpus", "gpus", "trust", "ahead", "capabilities"],
             [(e["executor_id"], e["coop_id"], e["region"], e["status"],
               f"{e['running']} (+{e['held']} held)" if e.get("held") else e["running"], e["resources"]["cpus"],
-              e["resources"]["gpus"], e["trust"], ", ".join(f"{k}={v}" for k, v in e["capabilities"].items()))
-             for e in rows]))
+              e["resources"]["gpus"], e["trust"], _ahead(e),
+              ", ".join(f"{k}={v}" for k, v in e["capabilities"].items())) for e in rows]))
     elif args.action == "drain":
         client.drain(args.id)
         emit(args, {"executor_id": args.id, "status": "draining"},
@@ -264,6 +264,12 @@ def cmd_executor(args) -> int:
         spec = client.set_trust(args.id, args.trust)
         emit(args, spec.model_dump(mode="json"), lambda d: f"executor {spec.executor_id}: trust {spec.trust:g}")
     return EXIT_OK
+
+
+def _ahead(executor: dict) -> str:
+    """An executor's rounds ahead as the list shows them: ``2``, or ``auto (now 4)`` when the head tunes them."""
+    rounds = executor.get("dispatch_ahead", 0)
+    return f"auto (now {rounds})" if executor.get("dispatch_ahead_auto") else str(rounds)
 
 
 # ---------------------------------------------------------------------------- keys

@@ -89,3 +89,10 @@ def test_the_head_tunes_an_auto_executor_from_its_reports_and_stores_the_value()
     assert quick.dispatch_ahead >= 4 and fixed.dispatch_ahead == 0
     stored = {spec["executor_id"]: spec for spec, _ in head.store.executors()}
     assert stored["quick"]["dispatch_ahead"] == quick.dispatch_ahead and stored["quick"]["dispatch_ahead_auto"]
+
+
+def test_coopsched_executor_list_says_which_executors_the_head_tunes():
+    from scheduler.cli_commands import _ahead
+    assert _ahead({"dispatch_ahead": 2, "dispatch_ahead_auto": False}) == "2"
+    assert _ahead({"dispatch_ahead": 4, "dispatch_ahead_auto": True}) == "auto (now 4)"
+    assert _ahead({}) == "0"  # (a row of a head from before the field: none ahead)
