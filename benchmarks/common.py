@@ -1,4 +1,5 @@
-"""What every benchmark script shares: a private local Ray, and writing its results."""
+"""What every benchmark script shares: a private local Ray, writing its results, and a fixed workload that
+shows the machine's own spread."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 
 def init_local_ray(num_cpus: int, namespace: str) -> str:
@@ -25,3 +28,15 @@ def write_results(path: Path, result: dict, say: Callable[[str], None] = print, 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     say(f"\nwrote {path}{suffix}")
+
+
+def steady_work() -> int:
+    """The same few tens of microseconds of interpreted Python and numpy every time: timed beside a measured
+    step, its spread is the machine's own (other tenants, frequency), not the code's."""
+    total = 0
+    for i in range(600):
+        total += i * i
+    return total + int(_STEADY.argmax()) + int(np.count_nonzero(_STEADY > 500.0))
+
+
+_STEADY = np.arange(1000.0)

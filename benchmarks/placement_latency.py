@@ -50,7 +50,7 @@ from scheduler.core import SchedulerCore  # noqa: E402
 from scheduler.executor_spec import ExecutorSpec  # noqa: E402
 from scheduler.tasks import TaskSpec  # noqa: E402
 from scheduler.usage import UsageReport  # noqa: E402
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import steady_work, write_results  # noqa: E402
 from benchmarks.placement_report import format_table, targets  # noqa: E402
 from benchmarks.placement_workload import (SEED, build_datasets, build_fleet, build_policies,  # noqa: E402
                                            build_tasks)
@@ -258,18 +258,6 @@ class _NoGC:
 
     def __exit__(self, *exc):
         gc.enable()
-
-
-def steady_work() -> int:
-    """The same few tens of microseconds of interpreted Python and numpy every time: timed beside each core
-    decision, its spread is the machine's own (other tenants, frequency), not the core's."""
-    total = 0
-    for i in range(600):
-        total += i * i
-    return total + int(_STEADY.argmax()) + int(np.count_nonzero(_STEADY > 500.0))
-
-
-_STEADY = np.arange(1000.0)
 
 
 def measure_decisions(bench: Bench, core_samples: int, paired_samples: int, warmup: int, seed: int,

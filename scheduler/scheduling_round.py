@@ -198,7 +198,10 @@ class SchedulingRound(MakingRoom):
     def sharing(self) -> dict[str, dict[str, float | None]]:
         """Per coop that lends, borrows or limits either: the dominant shares it lends of its executors and borrows
         of the fleet now, its decayed past borrowing, and its policy's limits (``coopsched status``)."""
-        lent, borrowed, before = self.lent_shares(), self.borrowed_shares(), self.borrowed_history_shares()
+        limits = self._sharing_now()  # (one pass over what runs on borrowed executors, for both shares)
+        lent = self._lent_by_owner(limits)
+        borrowed = {coop: dominant_share(held, limits.fleet) for coop, held in limits.held.items()}
+        before = self.borrowed_history_shares()
         out: dict[str, dict[str, float | None]] = {}
         for coop in sorted(set(lent) | set(borrowed) | set(before) | set(self._lending) | set(self._borrowing)):
             row = {"lent": lent.get(coop, 0.0), "lending_limit": self._lending.get(coop),
@@ -218,7 +221,13 @@ class SchedulingRound(MakingRoom):
     def lent_shares(self) -> dict[str, float]:
         """Per coop that owns executors, the dominant share of its active executors that other coops' running
         tasks hold now: what its ``lending_limit`` bounds (``coopsched_lent_share``)."""
-        limits = SharingLimits(self.table, {}, {}, self._borrowed_executors())
+        return self._lent_by_owner(self._sharing_now())
+
+    def _sharing_now(self) -> SharingLimits:
+        """What coops hold of each other's executors now, against their limits (outside a round)."""
+        return SharingLimits(self.table, self._lending, self._borrowing, self._borrowed_executors())
+
+    def _lent_by_owner(self, limits: SharingLimits) -> dict[str, float]:
         owners = {spec.coop_id for spec in self.table.specs if spec is not None}
         return {owner: limits.lent_share(owner) for owner in sorted(owners)}
 
@@ -419,7 +428,7 @@ class SchedulingRound(MakingRoom):
     def _sharing_limits(self) -> SharingLimits:
         """What coops hold of each other's executors against their lending and borrowing limits (once a
         round, when first asked; kept current by ``_place``)."""
-        if self._limits_now is None:
+        if self._limits_now is None:  # (the round's cached borrowed executors, as _reclaim's)
             self._limits_now = SharingLimits(self.table, self._lending, self._borrowing, self._borrowed())
         return self._limits_now
 
