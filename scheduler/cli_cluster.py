@@ -247,8 +247,12 @@ def _render(d: dict[str, Any]) -> str:
                    if recovered.get(k)}
         lines.append(("recovered", f"at start: {recovered.get('jobs', 0)} unfinished job(s)"
                       + (f", {recovered['elsewhere']} left to other head replicas" if recovered.get("elsewhere") else "")
+                      + (f", the borrowing history of {recovered['borrowing']} coop(s)" if recovered.get("borrowing")
+                         else "")
                       + (", damaged records: " + ", ".join(f"{k} {_count(v)}" for k, v in damaged.items())
-                         + " (`coopsched job forget ID` deletes a damaged job record)" if damaged else "")))
+                         + " (`coopsched job forget ID` deletes a damaged job record)" if damaged else "")
+                      + ("; the stored borrowing history could not be read: started afresh"
+                         if recovered.get("damaged_borrowing") else "")))
     if d["other_namespaces"]:
         lines.append(("also here", "Coopsched in namespace(s) " + ", ".join(d["other_namespaces"])))
     width = max(len(k) for k, _ in lines)

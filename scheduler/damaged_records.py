@@ -22,7 +22,9 @@ The other records read at start-up or on every call are answered the same way, e
   whose active version is damaged has no policy, and its submissions are refused saying so (fail closed);
 - a usage report (``reports``, ``unforwarded_reports``): ``damaged_report``; the tracker forwards nothing
   of it, so it charges nobody;
-- a registered key (``keys``): ``damaged_key``; the request gate does not accept that key.
+- a registered key (``keys``): ``damaged_key``; the request gate does not accept that key;
+- a head's own state (``head_state``: its borrowing history): ``{"damaged": why}``; the head starts it afresh,
+  saying so, and writes it over at its next sample.
 
 Its state is what the store keeps beside it (SQLite's column, the one Redis state index it is in). When
 that is not a state this release knows (Redis: the task in no state index, or in two), the status says
@@ -128,6 +130,12 @@ def parse_key(text: str | bytes, key_id: str, store_url: str) -> dict[str, Any]:
     log_damaged(store_url, f"the stored registration of key {key_id}", why, "requests signed with that key are "
                 "refused until it is registered again (`coopsched keys add`); the other keys are accepted")
     return damaged_key(key_id, why)
+
+
+def parse_head_state(text: str | bytes) -> dict[str, Any]:
+    """A head's stored state (``StateStore.head_state``), or ``{DAMAGED: why}`` (the head logs what it does)."""
+    state, why = read_object(text)
+    return state if state is not None else {DAMAGED: why}
 
 
 def damaged_key(key_id: str, why: str) -> dict[str, Any]:

@@ -15,6 +15,12 @@ decays past usage by ``PriorityDecayHalfLife`` and Kueue's admission fair sharin
 ``BorrowingHistory`` keeps each coop's past holdings on other coops' executors, decayed by half every
 ``half_life_s`` (an hour by default: ``HALF_LIFE_S``), and a coop's turn goes by its dominant share now plus
 its decayed average share (what it held, on average, weighted towards the last half-life).
+
+The history outlives its head: ``snapshot`` is what the head writes to its store (``StateStore.put_head_state``,
+at most once a sample) and ``restore`` what a restarted head reads back, so a coop that borrowed much in the
+last hours does not go first again because its head restarted. The time the head was down counts as Kueue's
+sampling does between two samples: what the last sample noted as held, for up to ``sample_s``, then what is
+held when the restarted head samples first (its recovered running jobs).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.tasks import JobState
 
@@ -75,11 +83,45 @@ class BorrowingHistory:
         self.sampled_at = now  # (a clock stepped back: counted from here)
         self.held = {coop: amounts for coop, amounts in held.items() if amounts[0] > 0 or amounts[1] > 0}
 
+    def snapshot(self) -> dict[str, Any]:
+        """The history as JSON (``HistorySnapshot``), for a restarted head's ``restore``."""
+        return HistorySnapshot(half_life_s=self.half_life_s, sampled_at=self.sampled_at, held=self.held,
+                               used=self.used).model_dump(mode="json")
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Take back a ``snapshot`` (``pydantic.ValidationError`` if ``data`` is not one: nothing changes). A
+        snapshot of another half-life keeps each coop's average share: its decayed seconds are rescaled."""
+        snap = HistorySnapshot.model_validate(data)
+        rescale = self.half_life_s / snap.half_life_s
+        self.sampled_at = snap.sampled_at
+        self.held = {coop: amounts for coop, amounts in snap.held.items() if amounts[0] > 0 or amounts[1] > 0}
+        self.used = {coop: (u[0] * rescale, u[1] * rescale) for coop, u in snap.used.items()}
+
     def shares(self, total: Amounts) -> dict[str, float]:
         """Per coop, its decayed average dominant share of ``total`` held on other coops' executors (holding a
         share for ever tends to that share)."""
         scale = self.half_life_s / math.log(2.0)
         return {coop: dominant_share((u[0] / scale, u[1] / scale), total) for coop, u in self.used.items()}
+
+
+class HistorySnapshot(BaseModel):
+    """``BorrowingHistory`` as its head stores it: per coop, CPUs and GPUs held at the last sample (``held``) and
+    decayed CPU- and GPU-seconds (``used``), with the half-life they decay by."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    half_life_s: float = Field(gt=0, allow_inf_nan=False)
+    sampled_at: float | None = Field(allow_inf_nan=False)
+    held: dict[str, tuple[float, float]]
+    used: dict[str, tuple[float, float]]
+
+    @field_validator("held", "used")
+    @classmethod
+    def _finite_and_not_negative(cls, amounts: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for coop, pair in amounts.items():
+            if not all(math.isfinite(x) and x >= 0 for x in pair):
+                raise ValueError(f"{coop}: {list(pair)} is not two finite amounts >= 0 (cpus, gpus), e.g. [4.0, 1.0]")
+        return amounts
 
 
 def _decayed(used: Mapping[str, Amounts], held: Mapping[str, Amounts], seconds: float,

@@ -91,7 +91,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
         self.core = SchedulerCore(clock=time.time, data_locator=self.locator, ledger=StoreLedger(self.store),
                                   buckets=StoreRateBuckets(self.store) if self.store.shared else None,
                                   running_elsewhere=self._running_elsewhere if self.store.shared else None,
-                                  borrowing_half_life_s=borrowing_half_life_s)  # (its history: memory only)
+                                  borrowing_half_life_s=borrowing_half_life_s)  # (its history: stored, _persist_borrowing)
         self.ahead_tuner = AheadTuner(MAX_DISPATCH_AHEAD)  # (executors registered with dispatch_ahead "auto")
         self._audit_counts: dict[str, int] = {}
         self._workers: dict[str, Any] = {}

@@ -29,6 +29,7 @@ from scheduler.tasks import JobState
 
 log = logging.getLogger("coopsched.head")
 
+BORROWING_STATE = "borrowing_history"  # the name the head's BorrowingHistory.snapshot() is stored under
 INLINE_PAYLOAD_BYTES = 64 * 1024  # payloads up to this size ride along with the dispatch call
 DAMAGED_LISTED = 20  # damaged job records named in the recovery summary (``ping``); all are counted and logged
 
@@ -70,6 +71,7 @@ class StateKeeping:
         ``DAMAGED_LISTED``); so are the coops whose active policy is damaged (``damaged_policies``) and the
         executors whose registration is (``damaged_executors``)."""
         damaged_policies = self._restore_policies()  # (scheduler.policy_sync: fails closed)
+        borrowing = self._restore_borrowing()
         damaged_executors = []
         unregistered: set[str] = set()  # stored, but their registration not restored (see restore_job)
         for spec, status in self.store.executors():
@@ -143,7 +145,39 @@ class StateKeeping:
                 "elsewhere": elsewhere,
                 "held": len(self.core.held_capacity), "damaged": len(damaged),
                 "damaged_jobs": damaged[:DAMAGED_LISTED], "damaged_policies": damaged_policies[:DAMAGED_LISTED],
-                "damaged_executors": damaged_executors[:DAMAGED_LISTED]}
+                "damaged_executors": damaged_executors[:DAMAGED_LISTED], **borrowing}
+
+    def _restore_borrowing(self) -> dict[str, Any]:
+        """Take back the borrowing history this head stored (``scheduler.fair_borrowing``), if the core's is fresh
+        (a rebuild's core carries the old one over): ``{"borrowing": coops}``. One that cannot be read is
+        logged and started afresh (``{"damaged_borrowing": why}``); the next sample writes it over."""
+        history = self.core.borrowing_history
+        self._history_written: float | None = None  # sampled_at of the history last written (_persist_borrowing)
+        if history is None or history.sampled_at is not None:
+            return {}
+        stored = self.store.head_state(self.owner, BORROWING_STATE)
+        if stored is None:
+            return {}
+        try:
+            if is_damaged(stored):
+                raise ValueError(stored[DAMAGED])
+            history.restore(stored)
+        except ValueError as exc:  # (pydantic's ValidationError is one): nothing was taken back
+            why = " ".join(str(exc).split())[:300]
+            log.error("the stored borrowing history of %s cannot be read (%s): it starts afresh, so coops' past "
+                      "borrowing is forgotten and their turns at borrowable room go by what they hold now; it is "
+                      "written over at the next sample", self.owner, why)
+            return {"damaged_borrowing": why}
+        self._history_written = history.sampled_at
+        return {"borrowing": len(history.used)}
+
+    def _persist_borrowing(self) -> None:
+        """Write the borrowing history when it was sampled since it was last written (at most once a
+        ``BorrowingHistory.sample_s``, a minute with the default half-life), so a restarted head keeps it."""
+        history = self.core.borrowing_history
+        if history is not None and history.sampled_at is not None and history.sampled_at != self._history_written:
+            self.store.put_head_state(self.owner, BORROWING_STATE, history.snapshot())
+            self._history_written = history.sampled_at
 
     def _hold_damaged(self, record: dict) -> None:
         """Hold what a damaged record's job may use (``SchedulerCore.hold_damaged``), and say so."""
@@ -244,6 +278,7 @@ class StateKeeping:
                 self._finished[task_id] = None
         while len(self._finished) > self.keep_finished_jobs:  # stored above: the store answers for them now
             self.core.forget(self._finished.popitem(last=False)[0])
+        self._persist_borrowing()
         if withdrawn:  # what the withdrawn jobs held on executors is free for others
             self._schedule()
             self._persist()

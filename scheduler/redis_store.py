@@ -22,6 +22,7 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
     executors                       hash  executor_id -> {spec, status}
     keys                            hash  key_id -> registered principal (JSON)
     nonce:<key_id>:<nonce>          str   a signed request seen by some replica (expires after 2 windows)
+    head_state:<owner>              hash  name -> what that head keeps of its own (JSON): its borrowing history
     job:<task>                      str   job record (JSON)
     payload:<task>                  str   pickled payload (raw bytes)
     jobs:submitted                  zset  task -> submitted_at
@@ -64,7 +65,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from scheduler.damaged_records import (damaged_executor, is_damaged, log_damaged_executor, log_damaged_policy,
-                                       parse_job, parse_key, parse_report, read_object, why_of)
+                                       parse_head_state, parse_job, parse_key, parse_report, read_object, why_of)
 from scheduler.ledger import Cost
 from scheduler.redis_connection import _esc, _public_methods_name_url, _redacted, _s
 from scheduler.redis_ledger import RedisLedger
@@ -238,6 +239,13 @@ class RedisStore(RedisLedger):
         """Every registered principal, by key id; one that cannot be read as ``damaged_key``."""
         stored = sorted((_s(i), b) for i, b in self._r.hgetall(self._k("keys")).items())
         return [parse_key(body, key_id, self.url) for key_id, body in stored]
+
+    def put_head_state(self, owner: str, name: str, state: dict) -> None:
+        self._r.hset(self._k("head_state", owner), name, json.dumps(state))
+
+    def head_state(self, owner: str, name: str) -> dict | None:
+        body = self._r.hget(self._k("head_state", owner), name)
+        return None if body is None else parse_head_state(body)
 
     def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool:
         """SET NX with an expiry: of several head replicas, exactly one accepts a given signed request."""

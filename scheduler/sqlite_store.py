@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from scheduler.damaged_records import log_damaged_policy, parse_executor, parse_key, parse_report, read_object
+from scheduler.damaged_records import (log_damaged_policy, parse_executor, parse_head_state, parse_key, parse_report,
+                                      read_object)
 from scheduler.ledger import Cost, ReserveResult, fits
 from scheduler.sqlite_jobs import _FINISHED_STATES, SqliteJobs, _dumps
 from scheduler.sqlite_schema import _NOW, _SCHEMA, SCHEMA_VERSION, _statements
@@ -293,6 +294,14 @@ class SqliteStore(SqliteJobs):
         """Every registered principal, by key id; one that cannot be read as ``damaged_key``."""
         rows = self._all("SELECT key_id, CAST(principal AS BLOB) FROM keys ORDER BY key_id")
         return [parse_key(text, key_id, self.url) for key_id, text in rows]
+
+    def put_head_state(self, owner: str, name: str, state: dict) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO head_state VALUES (?, ?, ?)", (owner, name, _dumps(state)))
+
+    def head_state(self, owner: str, name: str) -> dict | None:
+        row = self._one("SELECT CAST(state AS BLOB) FROM head_state WHERE owner = ? AND name = ?", (owner, name))
+        return None if row is None else parse_head_state(row[0])
 
     def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool:
         """True if no claim of (key_id, nonce) is younger than ``ttl_s``. A SQLite store serves one

@@ -8,8 +8,8 @@
 What is kept: policies with their version history, executors, usage per (coop, member,
 period) with open reservations, jobs with their status history and placement
 explanation (and the pickled payload of unfinished ones, so a restarted head can still
-run them), usage reports received by the tracker, the policy and quota change log, and
-audit samples. A contract-test suite (tests/integration/test_store_contract.py) runs
+run them), usage reports received by the tracker, the policy and quota change log, audit
+samples, and each head's own state beyond jobs (its borrowing history). A contract-test suite (tests/integration/test_store_contract.py) runs
 against every backend.
 
 Amounts of usage are integers in millionths (``scheduler.ledger.Cost``), so every
@@ -165,6 +165,12 @@ class StateStore(Protocol):
     def remove_key(self, key_id: str) -> bool: ...                              # False if unknown
     def keys(self) -> list[dict]: ...                                           # sorted by key id
     def claim_nonce(self, key_id: str, nonce: str, ttl_s: float) -> bool: ...   # True once per ttl_s, atomic
+
+    # -- what a head keeps of its own beyond jobs (its borrowing history, ``BorrowingHistory.snapshot``), by its
+    # owner string (``scheduler.replicas.head_owner``: replicas keep one each) and a name; a value that cannot be
+    # read is answered as ``{"damaged": why}``, never raised
+    def put_head_state(self, owner: str, name: str, state: dict) -> None: ...
+    def head_state(self, owner: str, name: str) -> dict | None: ...            # None: nothing stored
 
     # -- change log (policies, quotas, executors, keys): append-only
     def log_change(self, coop_id: str, kind: str, actor: str, at: float, detail: dict) -> int: ...

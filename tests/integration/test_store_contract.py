@@ -436,6 +436,37 @@ def test_a_damaged_executor_policy_report_or_key_is_answered_as_damaged_and_the_
     assert store.active_policy("c").policy == {"coop_id": "c", "v": 4}
 
 
+@pytest.mark.parametrize("text", [b'{"half_life_s": 36', b"\xff\xfe{}", b"[1, 2]"],
+                         ids=["cut short", "not UTF-8", "not an object"])
+def test_a_heads_state_is_kept_per_owner_and_name_and_answered_as_damaged_when_unreadable(store, text):
+    assert store.head_state("head-a", "borrowing_history") is None
+    store.put_head_state("head-a", "borrowing_history", {"used": {"c": [1.5, 0.0]}})
+    store.put_head_state("head-a", "borrowing_history", {"used": {"c": [2.5, 1.0]}})  # written over
+    store.put_head_state("head-b", "borrowing_history", {"used": {}})
+    assert store.head_state("head-a", "borrowing_history") == {"used": {"c": [2.5, 1.0]}}
+    assert store.head_state("head-b", "borrowing_history") == {"used": {}}
+    assert store.head_state("head-a", "other") is None
+    if hasattr(store, "_r"):
+        store._r.hset(store._k("head_state", "head-a"), "borrowing_history", text)
+    else:
+        store._conn.execute("UPDATE head_state SET state = CAST(? AS TEXT) WHERE owner = 'head-a'", (text,))
+    assert "damaged" in store.head_state("head-a", "borrowing_history")
+    assert store.head_state("head-b", "borrowing_history") == {"used": {}}  # the other head's is untouched
+    store.put_head_state("head-a", "borrowing_history", {"used": {}})  # and a damaged one is written over
+    assert store.head_state("head-a", "borrowing_history") == {"used": {}}
+
+
+def test_a_heads_state_survives_reopening(durable_url):
+    s = open_store(durable_url)
+    s.put_head_state("head-a", "borrowing_history", {"sampled_at": 12.5, "used": {"c": [3.0, 0.5]}})
+    s.close()
+    again = open_store(durable_url)
+    try:
+        assert again.head_state("head-a", "borrowing_history") == {"sampled_at": 12.5, "used": {"c": [3.0, 0.5]}}
+    finally:
+        again.close()
+
+
 # --------------------------------------------------------------------------- reports
 def test_reports_are_idempotent_by_task_and_attempt(store):
     r1 = {"task_id": "t", "attempt": 1, "executor_id": "e1", "cpu_seconds": 2.0}

@@ -8,12 +8,14 @@ tasks on other coops' executors hold the smallest dominant share of the fleet.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from executors.simulated import VirtualClock
 from scheduler.core import SchedulerCore
-from scheduler.fair_borrowing import dominant_share, turns
+from scheduler.fair_borrowing import BorrowingHistory, dominant_share, turns
 from tests.builders import START, make_core, make_executor, make_policy, make_task
 
 BOOST = [{"type": "MemberPriority", "name": "boost", "member": "bob", "multiplier": 100.0}]
@@ -200,3 +202,43 @@ def test_a_bad_half_life_is_refused_naming_the_setting(value):
         SchedulerCore(borrowing_half_life_s=value)
     message = str(caught.value)
     assert "borrowing_half_life_s" in message and "0 or more" in message and "3600" in message, message
+
+
+# ----------------------------------------------------------------------------- the history outlives its head
+def test_a_restored_history_goes_on_as_the_one_it_was_taken_from():
+    core, clock = _two_borrowers()
+    _early_borrows_everything_for(core, clock, 2 * 3600)
+    snapshot = core.borrowing_history.snapshot()
+    again, _ = _two_borrowers()
+    again.clock = clock
+    again.borrowing_history.restore(json.loads(json.dumps(snapshot)))  # (as a store keeps it: JSON)
+    assert again.borrowed_history_shares() == pytest.approx(core.borrowed_history_shares())
+    assert again.borrowed_history_shares()["early"] == pytest.approx(0.75, abs=0.02)
+    assert _second_round(again) == {"late": 2}  # as the head it was taken from would have
+
+
+def test_a_snapshot_of_another_half_life_keeps_each_coops_average_share():
+    core, clock = _two_borrowers()
+    _early_borrows_everything_for(core, clock, 2 * 3600)
+    longer = BorrowingHistory(4 * 3600)
+    longer.restore(core.borrowing_history.snapshot())
+    total = (2.0, 0.0)
+    assert longer.shares(total) == pytest.approx(core.borrowing_history.shares(total))
+    assert longer.half_life_s == 4 * 3600  # (its own half-life decays it from here)
+
+
+_GOOD = {"half_life_s": 3600.0, "sampled_at": 100.0, "held": {"a": [1.0, 0.0]}, "used": {"a": [60.0, 0.0]}}
+
+
+@pytest.mark.parametrize("bad", [
+    {**_GOOD, "used": {"a": [-1.0, 0.0]}}, {**_GOOD, "held": {"a": [float("nan"), 0.0]}},
+    {**_GOOD, "half_life_s": 0}, {k: v for k, v in _GOOD.items() if k != "used"}, {**_GOOD, "used": {"a": [1.0]}},
+    {**_GOOD, "extra": 1}, {"damaged": "JSONDecodeError"}])
+def test_a_snapshot_that_is_not_one_is_refused_and_changes_nothing(bad):
+    from pydantic import ValidationError
+    history = BorrowingHistory(3600)
+    history.restore(_GOOD)
+    before = history.snapshot()
+    with pytest.raises(ValidationError):
+        history.restore(bad)
+    assert history.snapshot() == before
