@@ -2,7 +2,7 @@
 
 from policies.expression import ExpressionRule
 from policies.loader import load_example, load_policy
-from policies.model import CoopPolicy, EnforcementMode, MemberQuota, ScoringWeights
+from policies.model import CoopPolicy, EnforcementMode, MemberQuota, ResourceAmounts, ScoringWeights
 from policies.plugins import PluginRule
 from policies.priority import Priority
 from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit, RequireCapability,
@@ -22,6 +22,7 @@ __all__ = [
     "Priority",
     "RateLimit",
     "RequireCapability",
+    "ResourceAmounts",
     "ScoringWeights",
     "TaskLimits",
     "TimeWindow",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from enum import Enum
+from math import inf as INF
 from typing import Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from policies.expression import ExpressionRule
 from policies.plugins import PluginRule
@@ -91,6 +92,35 @@ class MemberQuota(BaseModel):
                                          examples=[3600], description="runtime limit for tasks that declare none")
 
 
+class ResourceAmounts(BaseModel):
+    """A lending or borrowing limit as amounts per resource, as Kueue's ``lendingLimit`` and ``borrowingLimit``
+    are quantities per resource: ``{"cpus": 16, "gpus": 2}``. A resource it does not name is not bounded by it
+    (``{"gpus": 0}`` lends CPUs as ``open_to`` allows and no GPU)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{"cpus": 16, "gpus": 2}]})
+
+    cpus: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=10_000_000, allow_inf_nan=False,
+                                                    examples=[16], description="CPUs (null: not bounded)")
+    gpus: Annotated[float | None, NOT_BOOL] = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False,
+                                                    examples=[2], description="GPUs (null: not bounded)")
+
+    @model_validator(mode="after")
+    def _names_a_resource(self) -> ResourceAmounts:
+        if self.cpus is None and self.gpus is None:
+            raise ValueError('name cpus, gpus or both, e.g. {"cpus": 16, "gpus": 2} (for no limit, null)')
+        return self
+
+    def caps(self) -> tuple[float, float]:
+        """(CPUs, GPUs) it bounds to, ``inf`` for a resource it does not name."""
+        return (INF if self.cpus is None else self.cpus, INF if self.gpus is None else self.gpus)
+
+
+# A lending or borrowing limit: a fraction of the CPUs and of the GPUs, or amounts per resource.
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), NOT_BOOL]  # (NOT_BOOL last: the schema keeps minimum/maximum)
+SharingLimit = Annotated[Union[Annotated[Fraction, Tag("fraction")], Annotated[ResourceAmounts, Tag("amounts")]],
+                         Discriminator(lambda v: "amounts" if isinstance(v, (dict, ResourceAmounts)) else "fraction")]
+
+
 class ScoringWeights(BaseModel):
     """Weights of the placement score's features; they need not sum to 1."""
 
@@ -153,14 +183,16 @@ class CoopPolicy(BaseModel):
         "whether this coop's waiting tasks may stop the coop's own running tasks of lower effective priority "
         "when nothing has room for them: never or lower_priority (the stopped task waits again, uncharged, its "
         "retries kept)"))
-    lending_limit: Annotated[float | None, NOT_BOOL] = Field(
-        default=None, ge=0, le=1, allow_inf_nan=False, examples=[0.5], description=(
-            "the most other coops' tasks may hold of this coop's active executors at once, as a fraction of their "
-            "CPUs and of their GPUs (0: lend nothing; null: as the executors' open_to allows)"))
-    borrowing_limit: Annotated[float | None, NOT_BOOL] = Field(
-        default=None, ge=0, le=1, allow_inf_nan=False, examples=[0.25], description=(
-            "the most this coop's tasks may hold of other coops' executors at once, as a fraction of the fleet's "
-            "CPUs and of its GPUs (every coop's active executors; 0: borrow nothing; null: no limit)"))
+    lending_limit: SharingLimit | None = Field(
+        default=None, examples=[0.5, {"cpus": 16, "gpus": 0}], description=(
+            "the most other coops' tasks may hold of this coop's active executors at once: a fraction of their "
+            "CPUs and of their GPUs, or amounts per resource ({\"cpus\": 16, \"gpus\": 0}; a resource not named "
+            "is not bounded) (0: lend nothing; null: as the executors' open_to allows)"))
+    borrowing_limit: SharingLimit | None = Field(
+        default=None, examples=[0.25, {"gpus": 2}], description=(
+            "the most this coop's tasks may hold of other coops' executors at once: a fraction of the fleet's "
+            "CPUs and of its GPUs (every coop's active executors), or amounts per resource ({\"gpus\": 2}; a "
+            "resource not named is not bounded) (0: borrow nothing; null: no limit)"))
     scoring_weights: ScoringWeights | None = Field(default=None, description="placement weights (default below)")
     audit: AuditSampling | None = Field(default=None, description="audit sampling of completed jobs")
     quota_whitelist: tuple[str, ...] = Field(default=(), max_length=10_000,

@@ -13,7 +13,7 @@ from enum import Enum
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from policies.model import CoopPolicy, MemberQuota, Rule, ScoringWeights
+from policies.model import CoopPolicy, MemberQuota, ResourceAmounts, Rule, ScoringWeights, SharingLimit
 
 RULES: tuple[type[BaseModel], ...] = typing.get_args(typing.get_args(Rule)[0])
 """Every rule type a policy accepts (built-in, plug-in, expression), in the union's order."""
@@ -26,6 +26,8 @@ def _type_name(annotation: typing.Any) -> str:
         return "one of " + ", ".join(f"`{m.value}`" for m in annotation)
     if len(args) == 1 and type(None) in typing.get_args(annotation):
         return _type_name(args[0]) + " or null"
+    if annotation == SharingLimit:
+        return "fraction in [0, 1] or ResourceAmounts"
     text = str(annotation).replace("typing.", "").replace("policies.priority.", "").replace("<class '", "")
     text = text.replace("'>", "").replace("policies.model.", "").replace("NoneType", "null")
     for long, short in (("Annotated[Union[", "Union["),):
@@ -82,6 +84,7 @@ def render() -> str:
            "`policies/examples/`.", "", "## CoopPolicy", "", _doc(CoopPolicy), ""]
     out += _fields(CoopPolicy)
     out += ["", "## MemberQuota", "", _doc(MemberQuota), ""] + _fields(MemberQuota)
+    out += ["", "## ResourceAmounts", "", _doc(ResourceAmounts), ""] + _fields(ResourceAmounts)
     out += ["", "## ScoringWeights", "", _doc(ScoringWeights),
             "Features, each in [0, 1]: trust; capacity (mean free share of CPU, memory and GPUs); "
             "queue (1 / (1 + running + reported queue)); rtt (1 / (1 + rtt_ms / 50)); data (share of the task's "

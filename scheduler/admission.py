@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies.model import CoopPolicy, EnforcementMode, MemberQuota, Reclaim, WithinCoop
+from policies.model import CoopPolicy, EnforcementMode, MemberQuota, Reclaim, SharingLimit, WithinCoop
 from policies.rules import RateLimit, TimeWindow
 from policies.plugins import PluginRule, attach_all
 from policies.reasons import Reason, error, rejected, unavailable
@@ -52,8 +52,8 @@ class CompiledPolicy:
     quota_cache: dict = field(default_factory=dict, compare=False, repr=False)
     reclaim: Reclaim = Reclaim.NEVER  # the policy's, read when a task misses its own coop's executors
     preempts: bool = False  # its preempt_within_coop is lower_priority, read when a task fits no executor now
-    lending_limit: float | None = None  # the policy's (scheduler.sharing_limits), read once a round
-    borrowing_limit: float | None = None
+    lending_limit: SharingLimit | None = None  # the policy's (scheduler.sharing_limits), read once a round
+    borrowing_limit: SharingLimit | None = None
 
     @classmethod
     def of(cls, policy: CoopPolicy, extra_rules: tuple = ()) -> CompiledPolicy:

@@ -18,8 +18,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from policies.model import ResourceAmounts
 from scheduler.cli_args import UsageError, _shown, _whole, key_of
 from scheduler.cli_commands import EXIT_ERROR, EXIT_OK, _connect, _quiet_ray, emit, progress
+from scheduler.sharing_limits import amounts_text
 
 
 def cmd_start(args) -> int:
@@ -205,13 +207,17 @@ def cmd_status(args) -> int:
 
 def _sharing_phrase(coop: str, row: dict[str, Any]) -> str:
     """One coop's part of the status's sharing line: what it lends and borrows now, of what limits."""
-    def share(value: float, limit: float | None) -> str:
+    def share(value: float, amounts: list[float], limit: float | dict[str, float] | None) -> str:
+        if isinstance(limit, dict):  # amounts per resource: what is held of those, against them
+            named = ResourceAmounts.model_validate(limit)
+            return f"{amounts_text(tuple(amounts), named)} (limit {amounts_text(named.caps(), named)})"
         return f"{value:.0%}" + (f" (limit {limit:.0%})" if limit is not None else "")
     parts = []
     if row["lent"] or row["lending_limit"] is not None:
-        parts.append(f"lends {share(row['lent'], row['lending_limit'])} of its executors")
+        parts.append(f"lends {share(row['lent'], row['lent_amounts'], row['lending_limit'])} of its executors")
     if row["borrowed"] or row["borrowing_limit"] is not None or row["borrowed_before"]:
-        parts.append(f"borrows {share(row['borrowed'], row['borrowing_limit'])} of the fleet"
+        parts.append(f"borrows {share(row['borrowed'], row['borrowed_amounts'], row['borrowing_limit'])}"
+                     + ("" if isinstance(row["borrowing_limit"], dict) else " of the fleet")
                      + (f", {row['borrowed_before']:.0%} on average lately" if row["borrowed_before"] else ""))
     return f"{coop} " + " and ".join(parts)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from scheduler.fair_borrowing import dominant_share, holdings, turns
 from scheduler.making_room import MakingRoom
 from scheduler.placement import Placement, choose, explain_no_fit, fit_mask, offers, static_fit
 from scheduler.queue import QueuedTask
-from scheduler.sharing_limits import SharingLimits
+from scheduler.sharing_limits import SharingLimits, limit_json
 from scheduler.start_gates import closed_until
 from scheduler.tasks import JobState
 
@@ -195,20 +196,22 @@ class SchedulingRound(MakingRoom):
         whose borrowing has faded out: absent; no history kept: empty."""
         return self._borrowed_before(self.table.active_totals())
 
-    def sharing(self) -> dict[str, dict[str, float | None]]:
+    def sharing(self) -> dict[str, dict[str, Any]]:
         """Per coop that lends, borrows or limits either: the dominant shares it lends of its executors and borrows
-        of the fleet now, its decayed past borrowing, and its policy's limits (``coopsched status``)."""
+        of the fleet now, its decayed past borrowing, its policy's limits (a fraction, or ``{"cpus": .., "gpus":
+        ..}``: the amounts it names), and the CPUs and GPUs it lends and borrows now (``coopsched status``)."""
         limits = self._sharing_now()  # (one pass over what runs on borrowed executors, for both shares)
         lent = self._lent_by_owner(limits)
         borrowed = {coop: dominant_share(held, limits.fleet) for coop, held in limits.held.items()}
         before = self.borrowed_history_shares()
-        out: dict[str, dict[str, float | None]] = {}
+        out: dict[str, dict[str, Any]] = {}
         for coop in sorted(set(lent) | set(borrowed) | set(before) | set(self._lending) | set(self._borrowing)):
-            row = {"lent": lent.get(coop, 0.0), "lending_limit": self._lending.get(coop),
-                   "borrowed": borrowed.get(coop, 0.0), "borrowing_limit": self._borrowing.get(coop),
+            row = {"lent": lent.get(coop, 0.0), "lending_limit": limit_json(self._lending.get(coop)),
+                   "borrowed": borrowed.get(coop, 0.0), "borrowing_limit": limit_json(self._borrowing.get(coop)),
                    "borrowed_before": before.get(coop, 0.0)}
             if any(v for v in row.values()) or row["lending_limit"] == 0 or row["borrowing_limit"] == 0:
-                out[coop] = row
+                out[coop] = {**row, "lent_amounts": list(limits.lent.get(coop, (0.0, 0.0))),
+                             "borrowed_amounts": list(limits.held.get(coop, (0.0, 0.0)))}
         return out
 
     def borrowed_shares(self) -> dict[str, float]:

@@ -8,6 +8,11 @@
 * ``borrowing_limit`` (the borrower's): the coop's tasks may hold at most that fraction of the fleet's CPUs
   and of its GPUs (every coop's active executors) on executors of other coops, together.
 
+Either may instead be amounts per resource (``policies.model.ResourceAmounts``, ``{"cpus": 16, "gpus": 2}``),
+as Kueue's limits are quantities: then it bounds what is held to those amounts, whatever the coop owns or the
+fleet holds, and a resource it does not name is not bounded by it. A fraction follows the fleet as executors
+join and leave; amounts say "at most two of our GPUs, however many we have".
+
 What a coop holds is its running tasks' resources (those handed ahead to an executor's queue too: they hold
 their place there), counted when a round first asks and kept current as the round places tasks, so one round
 cannot place past a limit; a task the round stops (reclaimed or preempted) stops counting there. A task whose
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policies.model import ResourceAmounts
 from scheduler.fair_borrowing import Amounts, dominant_share
 from scheduler.tasks import JobState
 
@@ -31,12 +37,13 @@ if TYPE_CHECKING:
     from scheduler.executor_table import ExecutorTable
 
 EPS = 1e-9
+Limit = float | ResourceAmounts  # a policy's lending_limit or borrowing_limit (policies.model.SharingLimit)
 
 
 class SharingLimits:
     """One round's account of what coops hold of other coops' executors, against their limits."""
 
-    def __init__(self, table: ExecutorTable, lending: Mapping[str, float], borrowing: Mapping[str, float],
+    def __init__(self, table: ExecutorTable, lending: Mapping[str, Limit], borrowing: Mapping[str, Limit],
                  borrowed: Mapping[str, list[Any]]) -> None:
         """``lending`` / ``borrowing``: the coops whose policies set the limit, and its value; ``borrowed``: per
         executor, the running jobs of coops other than its owner on it (``MakingRoom._borrowed``)."""
@@ -89,15 +96,15 @@ class SharingLimits:
             own = table.coop_codes.get(coop)
             others = table.coop[: table.n] != own if own is not None else np.ones(table.n, dtype=bool)
             limit = self.borrowing[coop]
-            return others, [f"coop {coop} may hold at most {limit:.0%} of the fleet on other coops' executors "
-                            f"(its borrowing_limit) and holds {self._share(self.held.get(coop), self.fleet)} now"]
+            return others, [f"coop {coop} may hold at most {_text(limit)} on other coops' executors (its "
+                            f"borrowing_limit) and holds {_held_text(self.held.get(coop), self.fleet, limit)} now"]
         closed: list[int] = []
         why: list[str] = []
         for owner, limit in self.lending.items():
             if owner != coop and owner in table.coop_codes and self._lending_past(owner, amounts):
                 closed.append(table.coop_codes[owner])
-                why.append(f"coop {owner} lends at most {limit:.0%} of its executors (its lending_limit) and lends "
-                           f"{self._share(self.lent.get(owner), self.owned(owner))} now")
+                why.append(f"coop {owner} lends at most {_text(limit, 'of its executors')} (its lending_limit) "
+                           f"and lends {_held_text(self.lent.get(owner), self.owned(owner), limit)} now")
         if not closed:
             return None, []
         return np.isin(table.coop[: table.n], closed), why
@@ -112,14 +119,41 @@ class SharingLimits:
 
     def _borrowing_past(self, coop: str, amounts: Amounts, freed: Amounts = (0.0, 0.0)) -> bool:
         limit = self.borrowing.get(coop)
-        return limit is not None and _past(_less(self.held.get(coop), freed), amounts, self.fleet, limit)
+        return limit is not None and _past(_less(self.held.get(coop), freed), amounts, caps(limit, self.fleet))
 
     def _lending_past(self, owner: str, amounts: Amounts, freed: Amounts = (0.0, 0.0)) -> bool:
-        return _past(_less(self.lent.get(owner), freed), amounts, self.owned(owner), self.lending[owner])
+        return _past(_less(self.lent.get(owner), freed), amounts, caps(self.lending[owner], self.owned(owner)))
 
-    @staticmethod
-    def _share(held: Amounts | None, total: Amounts) -> str:
-        return f"{dominant_share(held or (0.0, 0.0), total):.0%}"
+
+def caps(limit: Limit, total: Amounts) -> Amounts:
+    """The CPUs and GPUs ``limit`` allows of ``total``: a fraction of each, or its amounts (``inf`` for a
+    resource it does not name)."""
+    if isinstance(limit, ResourceAmounts):
+        return limit.caps()
+    return (limit * total[0], limit * total[1])
+
+
+def limit_json(limit: Limit | None) -> float | dict[str, float] | None:
+    """A limit as the status shows it: the fraction, or the amounts it names."""
+    return limit.model_dump(exclude_none=True) if isinstance(limit, ResourceAmounts) else limit
+
+
+def amounts_text(amounts: Amounts, named: ResourceAmounts | None = None) -> str:
+    """``12 CPUs and 1 GPU`` (only the resources ``named`` names, when given)."""
+    parts = [f"{value:g} {unit}{'' if value == 1 else 's'}"
+             for value, unit, shown in zip(amounts, ("CPU", "GPU"),
+                                           (named is None or named.cpus is not None,
+                                            named is None or named.gpus is not None)) if shown]
+    return " and ".join(parts)
+
+
+def _text(limit: Limit, of: str = "of the fleet") -> str:
+    return amounts_text(limit.caps(), limit) if isinstance(limit, ResourceAmounts) else f"{limit:.0%} {of}"
+
+
+def _held_text(held: Amounts | None, total: Amounts, limit: Limit) -> str:
+    held = held or (0.0, 0.0)
+    return amounts_text(held, limit) if isinstance(limit, ResourceAmounts) else f"{dominant_share(held, total):.0%}"
 
 
 def _less(held: Amounts | None, freed: Amounts) -> Amounts:
@@ -127,10 +161,10 @@ def _less(held: Amounts | None, freed: Amounts) -> Amounts:
     return (held[0] - freed[0], held[1] - freed[1])
 
 
-def _past(held: Amounts, amounts: Amounts, total: Amounts, limit: float) -> bool:
-    """Whether holding ``amounts`` more than ``held`` passes ``limit`` of ``total`` in CPUs or in GPUs (a
-    resource the total lacks cannot be lent: any amount of it passes)."""
-    for have, ask, of in zip(held, amounts, total):
-        if ask > 0 and have + ask > limit * of + EPS:
+def _past(held: Amounts, amounts: Amounts, cap: Amounts) -> bool:
+    """Whether holding ``amounts`` more than ``held`` passes ``cap`` in CPUs or in GPUs (a fraction of a
+    resource the total lacks allows none of it: any amount of it passes)."""
+    for have, ask, most in zip(held, amounts, cap):
+        if ask > 0 and have + ask > most + EPS:
             return True
     return False

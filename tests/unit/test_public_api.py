@@ -11,7 +11,7 @@ PROMISED = {
                   "Outcome", "Placement", "Priority", "QueuePosition", "Reason", "ReasonCode", "Resources", "SchedulerCore", "TaskSpec",
                   "UsageRecord", "UsageReport"],
     "policies": ["CoopPolicy", "DataSovereignty", "EnforcementMode", "ExecutorFilter", "ExpressionRule",
-                 "InvalidRequest", "MemberPriority", "MemberQuota", "PluginRule", "Priority", "RateLimit", "RequireCapability", "ScoringWeights",
+                 "InvalidRequest", "MemberPriority", "MemberQuota", "PluginRule", "Priority", "RateLimit", "RequireCapability", "ResourceAmounts", "ScoringWeights",
                  "TaskLimits", "TimeWindow", "load_example", "load_policy"],
     "executors": ["FakeGpu", "FakeNvml", "GpuInfo", "NodeInventory", "SimulatedRun", "Simulation", "VirtualClock",
                   "discover_node"],
