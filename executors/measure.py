@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from executors.task_context import TaskContext, running_as
+
 __all__ = ["MAX_ERROR_CHARS", "TaskError", "run_measured", "truncate_error"]
 
 MAX_ERROR_CHARS = 20_000
@@ -80,10 +82,11 @@ class TaskError:
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
 
-def run_measured(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | bytes
-                 ) -> tuple[object, dict[str, Any]]:
+def run_measured(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | bytes,
+                 context: dict[str, Any] | None = None) -> tuple[object, dict[str, Any]]:
     """Call ``fn(*args, **kwargs)`` from ``payload`` (the tuple, or its cloudpickled bytes) and return
-    ``(value, metrics)``.
+    ``(value, metrics)``; during the call ``executors.task_context.current_task()`` is ``context`` (the
+    worker's ``TaskContext`` fields: which task and attempt this is, for its checkpoints), if given.
 
     ``metrics`` keys: ``started_at``, ``ended_at`` (epoch seconds), ``cpu_time_s``,
     ``peak_memory_mb``, ``memory_method`` (``hwm``, ``sampled`` or ``rusage``), ``pid``
@@ -99,7 +102,8 @@ def run_measured(payload: tuple[Callable[..., Any], tuple[Any, ...], dict[str, A
                 from ray import cloudpickle
                 payload = cloudpickle.loads(payload)
             fn, args, kwargs = payload
-            value: object = fn(*args, **kwargs)
+            with running_as(TaskContext.of(context) if context else None):
+                value: object = fn(*args, **kwargs)
             error = None
         except KeyboardInterrupt:
             raise  # Ray's cancel(force=False) interrupts the task this way: let Ray see it

@@ -257,7 +257,10 @@ class ExecutorWorker:
                 options["memory"] = launch.memory_mb * _MIB
             task = self._task_shapes[shape] = _measured_task.options(**options)
         launched_at = time.time()
-        value_ref, metrics_ref = task.remote(launch.payload[0])
+        context = None if launch.checkpoint_token is None else {  # (executors.task_context: for its checkpoints)
+            "task_id": launch.task_id, "attempt": launch.attempt, "head": self._head_name,
+            "namespace": self._namespace, "token": launch.checkpoint_token}
+        value_ref, metrics_ref = task.remote(launch.payload[0], context)
         attempt = Attempt(launch, value_ref, metrics_ref, launched_at)
         self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
         self._running[launch.task_id] = attempt

@@ -32,6 +32,7 @@ from scheduler.fair_borrowing import HALF_LIFE_S
 from scheduler.metrics import SchedulerMetrics
 from scheduler.head_admin import CoopAdministration
 from scheduler.head_auth import AuthSettings, HeadFacts, KeyAdministration, RequestGate, guarded
+from scheduler.head_checkpoints import Checkpoints
 from scheduler.head_damaged_jobs import DamagedJobRecords
 from scheduler.head_dispatch import Dispatch
 from scheduler.heap import freeze_in_actor
@@ -72,7 +73,7 @@ in development mode on this 2-core machine): admission is one core's work either
 
 
 class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdministration, DamagedJobRecords, Dispatch,
-           Reports, ResultDelivery):
+           Reports, ResultDelivery, Checkpoints):
     async def __init__(self, namespace: str = NAMESPACE, tracker_name: str = TRACKER_NAME,
                        heartbeat_timeout_s: float = 30.0, store_url: str | None = None,
                        metrics_port: int | None = None, auth: dict | None = None,

@@ -81,7 +81,8 @@ class Dispatch:
         return {"task_id": task.task_id, "coop_id": task.coop_id, "member": task.member, "attempt": p.attempt,
                 "cpus": task.resources.cpus, "gpus": task.resources.gpus, "memory_mb": task.resources.memory_mb,
                 "max_runtime_s": self.core.runtime_limit(task.task_id),
-                "payload": [self._payloads[task.task_id]]}
+                "payload": [self._payloads[task.task_id]],
+                "checkpoint_token": self._checkpoint_token(task.task_id, p.attempt)}  # (scheduler.head_checkpoints)
 
     async def _dispatch(self, executor_id: str, group: list[Placement]) -> None:
         """Send the placements of one executor to its worker in one call (with it, the ended tasks

@@ -25,6 +25,7 @@ Keys (after the prefix; fixed names never share a namespace with an id)::
     head_state:<owner>              hash  name -> what that head keeps of its own (JSON): its borrowing history
     job:<task>                      str   job record (JSON)
     payload:<task>                  str   pickled payload (raw bytes)
+    checkpoint:<task>               hash  attempt, saved_at, data: what the task last saved of its progress
     jobs:submitted                  zset  task -> submitted_at
     jobs:coop:<coop> jobs:member:<member> jobs:state:<state> jobs:unfinished   sets of task ids
     reports:<task>                  hash  attempt -> usage report (JSON); HSETNX = idempotent
@@ -71,7 +72,7 @@ from scheduler.redis_connection import _esc, _public_methods_name_url, _redacted
 from scheduler.redis_ledger import RedisLedger
 from scheduler.redis_scripts import (CREATE_JOB, LOG_CHANGE, NEXT_AUDIT_SEQ, PUT_POLICY, PUT_REPORT, RATE_AVAILABLE,
                                      RATE_TAKE, RELEASE, RELEASE_ORPHANED, RESERVE, SETTLE)
-from scheduler.state_store import AuditRecord, DamagedJobDeletion, PolicyVersion
+from scheduler.state_store import AuditRecord, DamagedJobDeletion, PolicyVersion, StoredCheckpoint
 from scheduler.tasks import JobState
 
 DEFAULT_PREFIX = "coopsched:"
@@ -347,7 +348,20 @@ class RedisStore(RedisLedger):
         return self._r.get(self._k("payload", task_id))
 
     def delete_payload(self, task_id: str) -> None:
-        self._r.delete(self._k("payload", task_id))
+        self._r.delete(self._k("payload", task_id), self._k("checkpoint", task_id))
+
+    def put_checkpoint(self, task_id: str, attempt: int, saved_at: float, data: bytes) -> None:
+        self._r.hset(self._k("checkpoint", task_id), mapping={"attempt": attempt, "saved_at": repr(saved_at),
+                                                              "data": data})
+
+    def get_checkpoint(self, task_id: str) -> StoredCheckpoint | None:
+        stored = self._r.hgetall(self._k("checkpoint", task_id))
+        if not stored:
+            return None
+        return StoredCheckpoint(int(stored[b"attempt"]), float(stored[b"saved_at"]), bytes(stored[b"data"]))
+
+    def delete_checkpoint(self, task_id: str) -> None:
+        self._r.delete(self._k("checkpoint", task_id))
 
     def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion:
         """Delete ``task_id``'s record if its text cannot be read, with its payload, its open reservation and
@@ -378,7 +392,7 @@ class RedisStore(RedisLedger):
             owner_indices = [self._k("jobs", field, _s(name)) for field, name in zip(("coop", "member"), owner)
                              if name is not None] or self._indices_holding(task_id)
             pipe.multi()
-            pipe.delete(job, payload)
+            pipe.delete(job, payload, self._k("checkpoint", task_id))
             pipe.zrem(self._k("jobs", "submitted"), task_id)
             for index in [*(self._k("jobs", "state", s.value) for s in JobState), self._k("jobs", "unfinished"),
                           *owner_indices]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from scheduler.damaged_records import parse_job, read_object
 from scheduler.ledger import Cost
-from scheduler.state_store import DamagedJobDeletion
+from scheduler.state_store import DamagedJobDeletion, StoredCheckpoint
 from scheduler.tasks import JobState
 
 _FINISHED_STATES = tuple(sorted(s.value for s in JobState if s.finished))
@@ -92,6 +92,20 @@ class SqliteJobs:
     def delete_payload(self, task_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM payloads WHERE task_id = ?", (task_id,))
+            db.execute("DELETE FROM checkpoints WHERE task_id = ?", (task_id,))
+
+    def put_checkpoint(self, task_id: str, attempt: int, saved_at: float, data: bytes) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                       (task_id, attempt, saved_at, sqlite3.Binary(data)))
+
+    def get_checkpoint(self, task_id: str) -> StoredCheckpoint | None:
+        row = self._one("SELECT attempt, saved_at, data FROM checkpoints WHERE task_id = ?", (task_id,))
+        return StoredCheckpoint(int(row[0]), float(row[1]), bytes(row[2])) if row else None
+
+    def delete_checkpoint(self, task_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM checkpoints WHERE task_id = ?", (task_id,))
 
     def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion:
         """Delete ``task_id``'s record if its JSON cannot be read, with its payload and its open reservation
@@ -110,6 +124,7 @@ class SqliteJobs:
                               "WHERE task_id = ?", (task_id,)).fetchone()
             db.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,))
             payload = db.execute("DELETE FROM payloads WHERE task_id = ?", (task_id,)).rowcount > 0
+            db.execute("DELETE FROM checkpoints WHERE task_id = ?", (task_id,))
             db.execute("DELETE FROM jobs WHERE task_id = ?", (task_id,))
         return DamagedJobDeletion(task_id=task_id, outcome="deleted", coop_id=coop_id or (held[0] if held else None),
                                   member=member or (held[1] if held else None), state=state,

@@ -14,8 +14,9 @@ SCHEMA_VERSION = 2
 (an admission read them with a SUM over every open reservation: O(queued jobs) per admission).
 ``reservation_times`` (when each open reservation was made) came later with no new version: triggers in the
 file keep it whichever release writes, and ``release_orphaned_reservations`` dates one made before it.
-``head_state`` (what a head keeps of its own beyond jobs: its borrowing history) came later too, with no new
-version: a file without it gains it when a release that knows it opens the file, and earlier ones ignore it."""
+``head_state`` (what a head keeps of its own beyond jobs: its borrowing history) and ``checkpoints`` (what a
+running task saved of its progress) came later too, with no new version: a file without them gains them when a
+release that knows them opens the file, and earlier ones ignore them."""
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # epoch seconds, by SQLite's clock (to the millisecond)
 
 _SCHEMA = f"""
@@ -76,6 +77,8 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_by_timestamp ON audit (timestamp);
 CREATE TABLE IF NOT EXISTS audit_seq (session_id TEXT PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, principal TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    task_id TEXT PRIMARY KEY, attempt INTEGER NOT NULL, saved_at REAL NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS head_state (
     owner TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (owner, name));
 CREATE TABLE IF NOT EXISTS nonces (

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,11 +76,20 @@ class TaskHold(BaseModel):
     reserved_at: float | None = None
 
 
+class StoredCheckpoint(NamedTuple):
+    """What a running task last saved of its progress (``scheduler.checkpoint.save_checkpoint``): during which
+    attempt, when (the head's clock), and the pickled state."""
+
+    attempt: int
+    saved_at: float
+    data: bytes
+
+
 class DamagedJobDeletion(BaseModel):
     """What ``StateStore.delete_damaged_job`` did with one task id.
 
-    ``outcome``: ``deleted`` (its record was damaged, and is gone with every index entry of it, its payload and
-    its open reservation), ``not_found`` (no record of that id) or ``not_damaged`` (its record reads; nothing was
+    ``outcome``: ``deleted`` (its record was damaged, and is gone with every index entry of it, its payload, its
+    checkpoint and its open reservation), ``not_found`` (no record of that id) or ``not_damaged`` (its record reads; nothing was
     changed: a readable job is cancelled, not deleted). Of a deleted one, what the store knew: whose it was
     (``coop_id``, ``member``: SQLite's columns beside the record, else the owner its reservation or charge
     names; None where nothing says), the state it kept beside it, and ``released``, what its reservation held
@@ -148,7 +157,11 @@ class StateStore(Protocol):
     def unfinished_jobs(self) -> list[dict]: ...
     def put_payload(self, task_id: str, data: bytes) -> None: ...
     def get_payload(self, task_id: str) -> bytes | None: ...
-    def delete_payload(self, task_id: str) -> None: ...
+    def delete_payload(self, task_id: str) -> None: ...  # the job finished: its payload and its checkpoint go
+    def put_checkpoint(self, task_id: str, attempt: int, saved_at: float, data: bytes) -> None: ...  # replaces
+    # the one stored (``scheduler.head_checkpoints``: what a running task saved of its progress)
+    def get_checkpoint(self, task_id: str) -> StoredCheckpoint | None: ...
+    def delete_checkpoint(self, task_id: str) -> None: ...
     def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion: ...  # only if its record cannot be read,
     # atomically with that check: the record, its index entries, its payload and its open reservation go together
 

@@ -17,10 +17,11 @@ class FakeTask:
         self.h = harness
         self.options = options
 
-    def remote(self, payload: Any):
+    def remote(self, payload: Any, context: dict | None = None):  # (context: executors.task_context)
         loop = asyncio.get_running_loop()
         value, metrics = loop.create_future(), loop.create_future()
         self.h.launched.append((payload, self.options, value, metrics))
+        self.h.contexts.append(context)
         self.h.by_value[id(value)] = metrics
         return value, metrics
 
@@ -51,6 +52,7 @@ class FakeTracker:
 class Harness:
     def __init__(self, monkeypatch, *, tracker: bool = True, kill_lands: bool = True) -> None:
         self.launched: list = []
+        self.contexts: list = []  # what each launched task was told of itself (executors.task_context)
         self.by_value: dict = {}
         self.cancels: list = []
         self.tracker = FakeTracker() if tracker else None

@@ -456,6 +456,36 @@ def test_a_heads_state_is_kept_per_owner_and_name_and_answered_as_damaged_when_u
     assert store.head_state("head-a", "borrowing_history") == {"used": {}}
 
 
+def test_a_checkpoint_is_kept_per_task_replaced_by_the_next_and_deleted(store):
+    assert store.get_checkpoint("t1") is None
+    store.put_checkpoint("t1", 1, 100.25, b"step 3")
+    store.put_checkpoint("t1", 2, 160.5, b"\x00step 7\xff")  # the next attempt's replaces it
+    store.put_checkpoint("t2", 1, 101.0, b"")
+    assert store.get_checkpoint("t1") == (2, 160.5, b"\x00step 7\xff")
+    assert store.get_checkpoint("t2") == (1, 101.0, b"")
+    store.delete_checkpoint("t1")
+    store.delete_checkpoint("t1")  # (deleting what is gone is no error)
+    assert store.get_checkpoint("t1") is None and store.get_checkpoint("t2").attempt == 1
+    store.put_payload("t2", b"payload")
+    store.delete_payload("t2")  # the job finished: what it needed to run goes, its checkpoint too
+    assert store.get_checkpoint("t2") is None and store.get_payload("t2") is None
+
+
+def test_a_checkpoint_survives_reopening_and_goes_with_a_damaged_job_record(durable_url):
+    s = open_store(durable_url)
+    s.put_job("t", {"task_id": "t", "coop_id": "c", "member": "m", "state": "running", "submitted_at": 1.0})
+    s.put_checkpoint("t", 1, 5.0, b"state")
+    s.close()
+    again = open_store(durable_url)
+    try:
+        assert again.get_checkpoint("t") == (1, 5.0, b"state")
+        _damage(again, "t", b'{"task_id": "t", "sta')
+        assert again.delete_damaged_job("t").outcome == "deleted"
+        assert again.get_checkpoint("t") is None
+    finally:
+        again.close()
+
+
 def test_a_heads_state_survives_reopening(durable_url):
     s = open_store(durable_url)
     s.put_head_state("head-a", "borrowing_history", {"sampled_at": 12.5, "used": {"c": [3.0, 0.5]}})

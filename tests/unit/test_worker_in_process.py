@@ -26,6 +26,18 @@ def test_sanity_a_task_runs_and_its_report_reaches_the_tracker(monkeypatch):
     assert answer != [None] and reported == ["a"]
 
 
+def test_a_task_dispatched_with_a_checkpoint_token_is_told_which_task_attempt_and_head_it_is(monkeypatch):
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker(namespace="ns-x", head_name="head-x")
+        await w.start_many([spec("a", attempt=3, checkpoint_token="tok-a"), spec("b")], {**CAP1, "cpus": 2})
+        await stop(w)
+        return h.contexts
+    contexts = asyncio.run(main())
+    assert contexts == [{"task_id": "a", "attempt": 3, "head": "head-x", "namespace": "ns-x", "token": "tok-a"},
+                        None]  # (no token: an older head's dispatch; checkpoint calls in it do nothing)
+
+
 def test_a_queued_task_whose_launch_fails_does_not_lose_the_report_of_the_task_that_just_ended(monkeypatch):
     """cpus=0.00001 is valid for the head (Resources.cpus > 0) and LaunchSpec, but Ray refuses it at
     .options() ("precision ... cannot go beyond 0.0001"). Queued behind a running task, it is launched
