@@ -389,8 +389,13 @@ def _attempts_line(s: dict) -> list[str]:
     stopped = f" ({s['preemptions']} stopped to make room: an owner's reclaim or a task of higher priority)" \
         if s["preemptions"] else ""
     where = f", last on {s['executor_id']}" if s["executor_id"] else ""  # (a waiting job restored from a store: none)
-    return [f"  attempts {s['attempts']}{stopped}{where}; charged {s['charged_cpu_hours']:.4g} CPU-h, "
-            f"{s['charged_gpu_hours']:.4g} GPU-h, {s['charged_credits']:.4g} credits"]
+    lines = [f"  attempts {s['attempts']}{stopped}{where}; charged {s['charged_cpu_hours']:.4g} CPU-h, "
+             f"{s['charged_gpu_hours']:.4g} GPU-h, {s['charged_credits']:.4g} credits"]
+    checkpoint = s.get("checkpoint")  # (a head of an earlier release sends none)
+    if checkpoint:
+        lines.append(f"  checkpoint saved by attempt {checkpoint['attempt']}, {checkpoint['bytes']:,} bytes, "
+                     f"{_waited(time.time() - checkpoint['saved_at'])} ago: a next attempt goes on from it")
+    return lines
 
 
 def _call_of(args) -> tuple[Any, list]:

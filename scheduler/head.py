@@ -359,7 +359,7 @@ class Head(StateKeeping, PolicySync, TaskIdClaims, CoopAdministration, KeyAdmini
     async def status(self, task_id: str) -> dict | None:
         job = self.core.job(admin.check_task_id(task_id, "status"), explain=False)
         if job is not None:
-            return job.model_dump(mode="json")
+            return self._with_checkpoint(job).model_dump(mode="json")
         record = self.store.get_job(task_id)  # finished before this head (re)started (or damaged: it says so)
         return stored_status(record) if record else None
 

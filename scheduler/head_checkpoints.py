@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.validation import InvalidRequest, parse
 from scheduler.damaged_records import is_damaged
+from scheduler.jobs import CheckpointInfo, JobStatus
 from scheduler.tasks import JobState
 
 log = logging.getLogger("coopsched.head")
@@ -110,6 +111,21 @@ class Checkpoints:
         if stored is None:
             return {"checkpoint": None}
         return {"checkpoint": {"attempt": stored.attempt, "saved_at": stored.saved_at, "data": stored.data}}
+
+    def _with_checkpoint(self, job: JobStatus) -> JobStatus:
+        """``job``'s status with what its checkpoint is, if it is unfinished and has one (a store that cannot be
+        read now leaves it out: the status is what was asked for)."""
+        if job.state.finished or not job.attempts:
+            return job
+        try:
+            info = self.store.checkpoint_info(job.task_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("the checkpoint of %s could not be read for its status: %s: %s", job.task_id,
+                        type(exc).__name__, exc)
+            return job
+        if info is None:
+            return job
+        return job.model_copy(update={"checkpoint": CheckpointInfo(attempt=info[0], saved_at=info[1], bytes=info[2])})
 
     def _checkpoint_request(self, model: type[CheckpointRequest], **fields: Any) -> CheckpointRequest | str:
         """The request, validated and allowed, or why not (the message the caller is answered with)."""

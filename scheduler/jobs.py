@@ -25,6 +25,16 @@ class StatusEvent(BaseModel):
 _event = trusted_maker(StatusEvent, "at", "state", "message")  # two per decision
 
 
+class CheckpointInfo(BaseModel):
+    """The last checkpoint a job's attempts saved (``scheduler.checkpoint``): by which attempt, when, its size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    saved_at: float
+    bytes: int
+
+
 class JobStatus(BaseModel):
     """What a member sees about one of their jobs."""
 
@@ -50,6 +60,8 @@ class JobStatus(BaseModel):
     error: str | None
     history: tuple[StatusEvent, ...]
     preemptions: int = 0  # of its attempts, those stopped to make room: a reclaim, or its coop's higher priority
+    checkpoint: CheckpointInfo | None = None  # what its attempts saved of their progress, while it is unfinished
+    # (the head fills it in from its store: the core knows nothing of checkpoints)
 
 
 class QueuePosition(BaseModel):

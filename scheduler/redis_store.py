@@ -360,6 +360,14 @@ class RedisStore(RedisLedger):
             return None
         return StoredCheckpoint(int(stored[b"attempt"]), float(stored[b"saved_at"]), bytes(stored[b"data"]))
 
+    def checkpoint_info(self, task_id: str) -> tuple[int, float, int] | None:
+        key = self._k("checkpoint", task_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hmget(key, "attempt", "saved_at")
+        pipe.hstrlen(key, "data")
+        (attempt, saved_at), size = pipe.execute()
+        return None if attempt is None else (int(attempt), float(saved_at), int(size))
+
     def delete_checkpoint(self, task_id: str) -> None:
         self._r.delete(self._k("checkpoint", task_id))
 

@@ -103,6 +103,10 @@ class SqliteJobs:
         row = self._one("SELECT attempt, saved_at, data FROM checkpoints WHERE task_id = ?", (task_id,))
         return StoredCheckpoint(int(row[0]), float(row[1]), bytes(row[2])) if row else None
 
+    def checkpoint_info(self, task_id: str) -> tuple[int, float, int] | None:
+        row = self._one("SELECT attempt, saved_at, length(data) FROM checkpoints WHERE task_id = ?", (task_id,))
+        return (int(row[0]), float(row[1]), int(row[2])) if row else None
+
     def delete_checkpoint(self, task_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM checkpoints WHERE task_id = ?", (task_id,))

@@ -462,6 +462,7 @@ def test_a_checkpoint_is_kept_per_task_replaced_by_the_next_and_deleted(store):
     store.put_checkpoint("t1", 2, 160.5, b"\x00step 7\xff")  # the next attempt's replaces it
     store.put_checkpoint("t2", 1, 101.0, b"")
     assert store.get_checkpoint("t1") == (2, 160.5, b"\x00step 7\xff")
+    assert store.checkpoint_info("t1") == (2, 160.5, 8) and store.checkpoint_info("t3") is None
     assert store.get_checkpoint("t2") == (1, 101.0, b"")
     store.delete_checkpoint("t1")
     store.delete_checkpoint("t1")  # (deleting what is gone is no error)

@@ -49,6 +49,20 @@ def test_the_running_attempt_saves_and_loads_its_checkpoint_and_a_restarted_head
     asyncio.run(main())
 
 
+def test_a_jobs_status_says_what_checkpoint_it_has_and_coopsched_job_status_prints_it(tmp_path):
+    from scheduler.cli_commands import _attempts_line
+
+    async def main():
+        head, spec = await running_a(f"sqlite:///{tmp_path / 'state.db'}")
+        assert (await head.status("A"))["checkpoint"] is None
+        await head.save_checkpoint("A", 1, spec["checkpoint_token"], b"x" * 2048)
+        return await head.status("A")
+    status = asyncio.run(main())
+    assert status["checkpoint"]["attempt"] == 1 and status["checkpoint"]["bytes"] == 2048
+    line = _attempts_line(status)[-1]
+    assert line.startswith("  checkpoint saved by attempt 1, 2,048 bytes, ") and "a next attempt goes on" in line
+
+
 def test_a_checkpoint_goes_when_its_job_finishes(tmp_path):
     async def main():
         head, spec = await running_a(f"sqlite:///{tmp_path / 'state.db'}")
