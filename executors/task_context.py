@@ -9,12 +9,14 @@ see it too: Ray runs one task at a time in a worker process. This module does no
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TaskContext", "current_task", "running_as"]
+__all__ = ["TaskContext", "current_task", "running_as", "stop_requested"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class TaskContext:
     head: str
     namespace: str
     token: str
+    stop_grace_s: float = 0.0
 
     def __repr__(self) -> str:  # the token is a capability: it is not printed
         return f"TaskContext(task_id={self.task_id!r}, attempt={self.attempt}, head={self.head!r})"
@@ -34,10 +37,11 @@ class TaskContext:
     @classmethod
     def of(cls, fields: Mapping[str, Any]) -> TaskContext:
         return cls(str(fields["task_id"]), int(fields["attempt"]), str(fields["head"]), str(fields["namespace"]),
-                   str(fields["token"]))
+                   str(fields["token"]), float(fields.get("stop_grace_s") or 0.0))
 
 
 _current: TaskContext | None = None
+_stop = threading.Event()
 
 
 def current_task() -> TaskContext | None:
@@ -45,12 +49,30 @@ def current_task() -> TaskContext | None:
     return _current
 
 
+def stop_requested() -> bool:
+    """Whether this task was asked to end: it is being stopped to make room (a reclaim, a preemption) and has
+    its ``stop_grace_s`` to save a checkpoint and return (or raise) before it is killed. Always False for a
+    task without a grace, and outside a task."""
+    return _stop.is_set()
+
+
 @contextmanager
 def running_as(context: TaskContext | None) -> Iterator[None]:
-    """``current_task()`` is ``context`` inside the block, what it was before after it."""
+    """``current_task()`` is ``context`` inside the block, what it was before after it. For a task with a
+    ``stop_grace_s``, SIGINT (how Ray's ``cancel(force=False)`` reaches a running task: ``_thread.interrupt_main``)
+    sets ``stop_requested()`` instead of raising ``KeyboardInterrupt``, so the task ends in its own time; its
+    worker kills it when the grace is over. (Only in the main thread, where Ray runs a task and Python takes
+    signal handlers; elsewhere a stop is never seen, and the task is killed after the grace.)"""
     global _current
     before, _current = _current, context
+    _stop.clear()
+    taken = None
+    if context is not None and context.stop_grace_s > 0 and threading.current_thread() is threading.main_thread():
+        taken = signal.signal(signal.SIGINT, lambda signum, frame: _stop.set())
     try:
         yield
     finally:
+        if taken is not None:
+            signal.signal(signal.SIGINT, taken)
         _current = before
+        _stop.clear()

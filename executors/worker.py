@@ -37,7 +37,10 @@ Decisions worth knowing:
   the Ray task (it launches only what fits, so the task does not queue in Ray; process
   start-up counts against the limit; time in the worker's own queue does not). When it passes, or on ``cancel``,
   the task is killed with ``ray.cancel(force=True)``, repeated until Ray has ended it (a
-  cancel can be lost in a race with the task's start).
+  cancel can be lost in a race with the task's start). A task stopped to make room
+  (``cancel(preempted=True)``) that asked for a ``stop_grace_s`` is first asked to end
+  (``ray.cancel(force=False)``, which its ``scheduler.checkpoint.stop_requested()`` sees) and
+  killed only if it has not ended within that time.
 * **Wall time of a killed task.** The task process cannot report once killed, so
   ``started_at`` is the worker's launch time and ``ended_at`` the moment the worker
   decided to stop it; the member is charged ``cpus x`` that span, i.e. only the time
@@ -58,6 +61,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -68,7 +72,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from executors.attempt import Attempt, End, await_ref, ended_by_itself, kill
+from executors.attempt import Attempt, End, ask_to_stop, await_ref, ended_by_itself, kill
 from executors.discovery import NvmlApi, sample_gpus
 from executors.launch_spec import LaunchSpec
 from executors.local_queue import Amounts, LocalQueue
@@ -259,7 +263,7 @@ class ExecutorWorker:
         launched_at = time.time()
         context = None if launch.checkpoint_token is None else {  # (executors.task_context: for its checkpoints)
             "task_id": launch.task_id, "attempt": launch.attempt, "head": self._head_name,
-            "namespace": self._namespace, "token": launch.checkpoint_token}
+            "namespace": self._namespace, "token": launch.checkpoint_token, "stop_grace_s": launch.stop_grace_s}
         value_ref, metrics_ref = task.remote(launch.payload[0], context)
         attempt = Attempt(launch, value_ref, metrics_ref, launched_at)
         self._finished.pop(launch.task_id, None)  # a new attempt replaces an old result
@@ -267,9 +271,10 @@ class ExecutorWorker:
         attempt.watcher = asyncio.create_task(self._watch(attempt))
         return [value_ref]
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str, preempted: bool = False) -> bool:
         """Kill a running attempt, or drop a queued one (reported as ``cancelled``, having used
-        nothing); False if it is neither."""
+        nothing); False if it is neither. ``preempted`` (stopped to make room): a task with a ``stop_grace_s``
+        is asked to end first, and killed only if it has not within that time."""
         queued = self._queued.remove(task_id)
         if queued is not None:
             self._launch_ready()  # it may have been the front, holding the reservation
@@ -281,6 +286,7 @@ class ExecutorWorker:
         attempt = self._running.get(task_id)
         if attempt is None or attempt.cancel_requested.is_set():
             return False
+        attempt.graceful = preempted and attempt.spec.stop_grace_s > 0
         attempt.cancel_requested.set()
         return True
 
@@ -373,6 +379,10 @@ class ExecutorWorker:
             return ended_by_itself(attempt, metrics)
         stopped_at = time.time()
         outcome = Outcome.CANCELLED if attempt.cancel_requested.is_set() else Outcome.TIMEOUT
+        if attempt.graceful and await ask_to_stop(attempt, metrics):  # it ended within its stop_grace_s
+            ended = ended_by_itself(attempt, metrics)  # (what it used, measured; the stopped attempt is not charged)
+            return dataclasses.replace(ended, outcome=Outcome.CANCELLED, error=(
+                f"task stopped to make room; it ended within its stop_grace_s={attempt.spec.stop_grace_s:g}"))
         await kill(attempt, metrics, KILL_GRACE_S)
         if metrics.done() and metrics.exception() is None:
             return ended_by_itself(attempt, metrics)  # it finished before the kill landed

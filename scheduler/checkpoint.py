@@ -21,6 +21,17 @@ Coopsched task (a test calling the function directly, a plain Ray task) both do 
 load answers ``default``. A refusal (a state too large, an attempt that is no longer the running one) raises
 ``CheckpointRefused`` saying why. Each call is one round trip to the head: save at progress worth keeping
 (every epoch, every few minutes), not every loop.
+
+A task stopped to make room is killed at once, losing what it did since its last save, unless it was
+submitted with a grace (``Client.submit(..., stop_grace_s=30)``, as Kubernetes' termination grace period or
+Slurm's ``GraceTime``): then it is asked to end first, ``stop_requested()`` turns True inside it, and it has
+that long to save and return before it is killed::
+
+    for epoch in range(state["epoch"], epochs):
+        ...
+        if stop_requested():
+            save_checkpoint(state)
+            return None  # (this attempt's value is not kept: the task runs again, from the checkpoint)
 """
 
 from __future__ import annotations
@@ -30,10 +41,11 @@ from typing import Any
 import ray
 from ray import cloudpickle
 
-from executors.task_context import TaskContext, current_task
+from executors.task_context import TaskContext, current_task, stop_requested
 from scheduler.head_checkpoints import MAX_CHECKPOINT_BYTES
 
-__all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointRefused", "current_task", "load_checkpoint", "save_checkpoint"]
+__all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointRefused", "current_task", "load_checkpoint", "save_checkpoint",
+           "stop_requested"]
 
 CALL_TIMEOUT_S = 60.0  # a head restarting answers within this
 

@@ -180,14 +180,15 @@ class Client:
     def submit(self, fn: Callable, *args: Any, coop: str, member: str, resources: dict | None = None,
                priority: str = "normal", tags: Iterable[str] = (), max_runtime_s: float | None = None,
                hints: dict | None = None, capabilities: dict | None = None, max_retries: int = 2,
-               task_id: str | None = None, name: str | None = None, kwargs: dict | None = None) -> JobHandle:
+               task_id: str | None = None, name: str | None = None, kwargs: dict | None = None,
+               stop_grace_s: float = 0.0) -> JobHandle:
         """Run ``fn(*args, **kwargs)`` under the coop's policy. ``hints={"data": [ObjectRef, ...]}`` prefers
         executors whose node holds those objects."""
         kwargs = {} if kwargs is None else kwargs
         task, payload, data_refs = self._task(fn, args, kwargs, coop=coop, member=member, resources=resources,
                                               priority=priority, tags=tags, max_runtime_s=max_runtime_s, hints=hints,
                                               capabilities=capabilities, max_retries=max_retries, task_id=task_id,
-                                              name=name)
+                                              name=name, stop_grace_s=stop_grace_s)
         return self._handle(self._call("submit", task, payload, data_refs))
 
     def map(self, fn: Callable, iterable: Iterable[Any], *, coop: str, member: str, **options: Any) -> list[JobHandle]:
@@ -300,7 +301,7 @@ class Client:
     @staticmethod
     def _task(fn, args, kwargs, *, coop, member, resources=None, priority="normal", tags=(),
               max_runtime_s=None, hints=None, capabilities=None, max_retries=2, task_id=None, name=None,
-              item=None):
+              item=None, stop_grace_s=0.0):
         """The task, its payload and its data refs, or ``InvalidRequest`` before anything is sent (``item``:
         the position of ``args[0]`` in ``map``'s iterable, for naming it)."""
         if not callable(fn):
@@ -316,7 +317,7 @@ class Client:
                   "tags": list(tags) if isinstance(tags, (list, tuple, set, frozenset)) else tags,
                   "max_runtime_s": max_runtime_s,
                   "hints": hints if hints is not None else {}, "capabilities": capabilities or {},
-                  "max_retries": max_retries,
+                  "max_retries": max_retries, "stop_grace_s": stop_grace_s,
                   "name": name or getattr(fn, "__name__", None)}
         if task_id is not None:
             fields["task_id"] = task_id
@@ -329,7 +330,9 @@ class Client:
         # (scheduler.identity.args_digest), and the head stores and dispatches these very bytes, so what
         # runs is what the member signed. Only the executor's task unpickles them. What cannot be pickled
         # (a lock, a connection, an open file) is refused naming the argument (scheduler.task_payload).
-        return spec.model_dump(mode="json"), pickled_call(fn, args, kwargs, item=item), data_refs
+        sent = spec.model_dump(mode="json", exclude=None if spec.stop_grace_s else {"stop_grace_s"})  # (a head of
+        # an earlier release refuses the field it does not know: sent only when asked for)
+        return sent, pickled_call(fn, args, kwargs, item=item), data_refs
 
     def _handle(self, answer: dict) -> JobHandle:
         """The head's answer to a submission (a Decision as JSON) as a handle, or PolicyViolation."""
@@ -563,7 +566,7 @@ class Client:
 
 
 _MAP_OPTIONS = frozenset({"resources", "priority", "tags", "max_runtime_s", "hints", "capabilities", "max_retries",
-                          "name"})
+                          "name", "stop_grace_s"})
 
 
 def _restarted_since(answer: Any) -> bool:

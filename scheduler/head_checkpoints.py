@@ -8,8 +8,9 @@ one in its store (``StateStore.put_checkpoint``: it outlives a head restart); th
 
 Who may: each attempt is dispatched with a checkpoint token (``checkpoint_token``), an HMAC of its task id and
 attempt number under a secret this head keeps in its store (``put_head_state``: tokens stay valid across
-its restarts); only a caller holding it is heard. The head keeps only what the attempt running now saves: a
-stopped attempt still finishing its last seconds, or one of another task, cannot write over it. A request
+its restarts); only a caller holding it is heard. The head keeps only what the task's latest attempt saves
+(the one running, or the one just stopped, saving in its grace: ``stop_grace_s``): an earlier attempt still
+finishing its last seconds once a newer one was placed, or another task, cannot write over it. A request
 that is refused changes nothing and says why (``{"refused": message}``).
 
 These two methods are not ``@guarded``: the caller is the member's task, which holds no key; the token is
@@ -136,18 +137,21 @@ class Checkpoints:
         return self._checkpoint_refused(request) or request
 
     def _checkpoint_refused(self, request: CheckpointRequest) -> str | None:
-        """Why this request may not touch the task's checkpoint, or None: the token must be this attempt's,
-        and this attempt the one running now."""
+        """Why this request may not touch the task's checkpoint, or None: the token must be this attempt's, and
+        this attempt the task's latest: running, or stopped (to make room, or its executor lost) with no attempt
+        placed since, as while it saves in its ``stop_grace_s`` (its job already waits to run again)."""
         expected = self._checkpoint_token(request.task_id, request.attempt)
         if not hmac.compare_digest(expected, request.token):
             return (f"token: not the checkpoint token of attempt {request.attempt} of task {request.task_id!r} "
                     "(only the attempt itself holds it: scheduler.checkpoint reads it from the task's context)")
         self._fresh()
         job = self.core.job(request.task_id, explain=False)
-        if job is None or job.state is not JobState.RUNNING:
-            state = "unknown to this head" if job is None else job.state.value
-            return f"task {request.task_id!r} is {state}, not running: only a running attempt keeps a checkpoint"
+        if job is None or job.state not in (JobState.RUNNING, JobState.QUEUED):
+            state = "unknown to this head" if job is None else f"{job.state.value} (finished)"
+            return f"task {request.task_id!r} is {state}: only an unfinished task keeps a checkpoint"
         if job.attempts != request.attempt:
-            return (f"attempt {request.attempt} of task {request.task_id!r} is not the one running (attempt "
-                    f"{job.attempts} is): a stopped attempt's checkpoint would write over the newer one")
+            if not job.attempts:
+                return f"task {request.task_id!r} has not started: it has no attempt {request.attempt}"
+            return (f"attempt {request.attempt} of task {request.task_id!r} is not its latest (attempt "
+                    f"{job.attempts} is): an earlier attempt's checkpoint would write over the newer one")
         return None

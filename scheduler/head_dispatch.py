@@ -82,7 +82,8 @@ class Dispatch:
                 "cpus": task.resources.cpus, "gpus": task.resources.gpus, "memory_mb": task.resources.memory_mb,
                 "max_runtime_s": self.core.runtime_limit(task.task_id),
                 "payload": [self._payloads[task.task_id]],
-                "checkpoint_token": self._checkpoint_token(task.task_id, p.attempt)}  # (scheduler.head_checkpoints)
+                "checkpoint_token": self._checkpoint_token(task.task_id, p.attempt),  # (scheduler.head_checkpoints)
+                **({"stop_grace_s": task.stop_grace_s} if task.stop_grace_s else {})}
 
     async def _dispatch(self, executor_id: str, group: list[Placement]) -> None:
         """Send the placements of one executor to its worker in one call (with it, the ended tasks
@@ -155,7 +156,10 @@ class Dispatch:
         """Stop a preempted attempt at its worker. Its report (``cancelled``) settles nothing and lets the job
         go back to that executor (``Job.ending_on``); a worker that does not answer is found lost by the
         watchdog, which ends that hold too."""
-        if not await self._cancel_held(task_id, executor_id):
+        task = self.core.task(task_id)
+        graceful = task is not None and task.stop_grace_s > 0  # (asked only then: a worker of an earlier release
+        # takes no such argument)
+        if not await self._cancel_held(task_id, executor_id, preempted=graceful):
             log.info("preempted task %s was not running on %s any more (ended, or its dispatch still on the way: "
                      "a late start there is stopped when its answer comes)", task_id, executor_id)
 
@@ -287,14 +291,16 @@ class Dispatch:
                 "no executor is held for it, so no worker was asked to stop it")
         return {**status, "reason": f"{status['reason']}; {done}"}
 
-    async def _cancel_held(self, task_id: str, executor_id: str) -> bool:
-        """Ask ``executor_id``'s worker to cancel ``task_id``: whether it runs or queues it there (and stops it).
-        A worker that is gone or does not answer says no; the watchdog finds it lost, its holds ending then."""
+    async def _cancel_held(self, task_id: str, executor_id: str, preempted: bool = False) -> bool:
+        """Ask ``executor_id``'s worker to cancel ``task_id``: whether it runs or queues it there (and stops it;
+        ``preempted``: after the task's ``stop_grace_s``). A worker that is gone or does not answer says no; the
+        watchdog finds it lost, its holds ending then."""
         worker = self._worker(executor_id)
         if worker is None:
             return False
         try:
-            return bool(await asyncio.wait_for(worker.cancel.remote(task_id), CANCEL_TIMEOUT_S))
+            call = worker.cancel.remote(task_id, preempted=True) if preempted else worker.cancel.remote(task_id)
+            return bool(await asyncio.wait_for(call, CANCEL_TIMEOUT_S))
         except (RayError, asyncio.TimeoutError) as exc:
             log.info("cancel of %s not answered by the worker of %s (%s)", task_id, executor_id, type(exc).__name__)
             return False

@@ -64,6 +64,10 @@ class Hints(BaseModel):
         return tuple(dict.fromkeys(check_texts(v, 1000, "data keys")))
 
 
+MAX_STOP_GRACE_S = 300.0
+"""The longest ``stop_grace_s`` a task may ask for (an owner taking its machine back waits that long at most)."""
+
+
 class TaskSpec(BaseModel):
     """One unit of work, as submitted. Validated at the edge; immutable afterwards."""
 
@@ -85,6 +89,11 @@ class TaskSpec(BaseModel):
         "capabilities the task itself needs, name -> minimum version (null: any)"),
         examples=[{"cuda": "12.0"}])
     max_retries: Annotated[int, NOT_BOOL] = Field(default=2, ge=0, le=20, examples=[2])
+    stop_grace_s: Annotated[float, NOT_BOOL] = Field(default=0.0, ge=0, le=MAX_STOP_GRACE_S, allow_inf_nan=False,
+                                                     examples=[30], description=(
+        "when it is stopped to make room (a reclaim, a preemption), how long it has to save a checkpoint and end "
+        "before it is killed (scheduler.checkpoint.stop_requested); the task it makes room for waits that long "
+        "at most. 0: killed at once"))
     name: str | None = Field(default=None, max_length=200, examples=["train_model"])
 
     @field_validator("tags", "hints", mode="before")

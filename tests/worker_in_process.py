@@ -55,6 +55,7 @@ class Harness:
         self.contexts: list = []  # what each launched task was told of itself (executors.task_context)
         self.by_value: dict = {}
         self.cancels: list = []
+        self.forced: list = []  # each cancel's force
         self.tracker = FakeTracker() if tracker else None
         self.kill_lands = kill_lands
         W.__dict__.setdefault("_real_measured", W._measured_task)
@@ -72,8 +73,10 @@ class Harness:
 
         def cancel(ref, force=False):
             self.cancels.append(ref)
+            self.forced.append(force)
             metrics = self.by_value.get(id(ref))
-            if self.kill_lands and metrics is not None and not metrics.done():
+            if force and self.kill_lands and metrics is not None and not metrics.done():  # (a cancel without
+                # force only asks the task to end: the test ends it, or not)
                 err = RuntimeError("TaskCancelledError")
                 ref.set_exception(err) if not ref.done() else None
                 metrics.set_exception(err)

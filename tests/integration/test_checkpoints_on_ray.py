@@ -33,6 +33,23 @@ def count_to(n: int, pause_s: float) -> dict:
     return state
 
 
+def count_saving_when_stopped(n: int, pause_s: float, progress: str) -> dict:
+    """Count to ``n`` as ``count_to`` does, saving only when asked to stop (its grace), then ending; the count
+    so far is written to the file ``progress`` too, for the test to see."""
+    from scheduler.checkpoint import current_task, load_checkpoint, save_checkpoint, stop_requested
+    state = load_checkpoint(default={"done": 0, "began": []})
+    state["began"].append((current_task().attempt, state["done"]))
+    for step in range(state["done"], n):
+        if stop_requested():
+            save_checkpoint(state)
+            return {}  # (this attempt's value is not kept)
+        time.sleep(pause_s)
+        state["done"] = step + 1
+        with open(progress, "w") as out:
+            out.write(str(state["done"]))
+    return state
+
+
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
@@ -65,4 +82,26 @@ def test_a_task_stopped_mid_run_resumes_from_its_checkpoint_and_the_checkpoint_g
         assert wait_for(lambda: store.get_checkpoint(counting.id) is None, what="its checkpoint to go")
     finally:
         store.close()
+        shutdown(NS)
+
+
+def test_a_task_with_a_grace_saves_when_asked_to_stop_and_its_retry_goes_on_from_there(ray_cluster, tmp_path):
+    client = Client.local(namespace=NS, store=f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        quota = {"cpu_hours_per_month": 10, "max_concurrent_tasks": 10, "max_priority": "critical"}
+        client.set_policy({"coop_id": "ckpt:grace", "default_quota": quota, "preempt_within_coop": "lower_priority"})
+        client.register_executor("ckpt-grace", coop="ckpt:grace", node_id=ray_cluster.nodes[2].node_id,
+                                 resources={"cpus": 1})
+        progress = tmp_path / "progress"
+        counting = client.submit(count_saving_when_stopped, 12, 0.3, str(progress), coop="ckpt:grace", member="bo",
+                                 priority="low", max_runtime_s=60, stop_grace_s=20)
+        wait_for(lambda: progress.exists() and int(progress.read_text() or 0) >= 2, what="two steps done, none saved")
+        asked = time.monotonic()
+        urgent = client.submit(nap, 0.1, coop="ckpt:grace", member="ow", priority="critical", max_runtime_s=60)
+        assert urgent.result(timeout=30) == 0.1
+        assert time.monotonic() - asked < 15  # the stopped task ended when asked, well within its 20 s grace
+        state = counting.result(timeout=60)
+        (first, _), (second, resumed_at) = state["began"]
+        assert (first, second, state["done"]) == (1, 2, 12) and resumed_at >= 2, state  # saved only when stopped
+    finally:
         shutdown(NS)

@@ -6,12 +6,15 @@ Head on the same file stands in for a restart. The task's side (``scheduler.chec
 """
 from __future__ import annotations
 
+import _thread
 import asyncio
+import signal
+import time
 
 import pytest
 
 from executors.measure import run_measured
-from executors.task_context import TaskContext, current_task
+from executors.task_context import TaskContext, current_task, running_as, stop_requested
 from scheduler.checkpoint import load_checkpoint, save_checkpoint
 from scheduler.head_checkpoints import MAX_CHECKPOINT_BYTES, SECRET_STATE
 from tests.unit.test_head_interleavings import FakeWorker, no_ray_started, settle  # noqa: F401
@@ -74,15 +77,15 @@ def test_a_checkpoint_goes_when_its_job_finishes(tmp_path):
                                 "attempt": 1}])
         assert head.store.get_checkpoint("A") is None
         answer = await head.save_checkpoint("A", 1, spec["checkpoint_token"], b"late")
-        assert "succeeded, not running" in answer["refused"] and head.store.get_checkpoint("A") is None
+        assert "succeeded (finished)" in answer["refused"] and head.store.get_checkpoint("A") is None
     asyncio.run(main())
 
 
 @pytest.mark.parametrize(("call", "says"), [
     (lambda h, t: h.save_checkpoint("A", 1, "0" * 32, b"x"), "token: not the checkpoint token of attempt 1"),
     (lambda h, t: h.save_checkpoint("A", 2, h._checkpoint_token("A", 2), b"x"),
-     "attempt 2 of task 'A' is not the one running (attempt 1 is)"),
-    (lambda h, t: h.save_checkpoint("B", 1, h._checkpoint_token("B", 1), b"x"), "task 'B' is queued, not running"),
+     "attempt 2 of task 'A' is not its latest (attempt 1 is)"),
+    (lambda h, t: h.save_checkpoint("B", 1, h._checkpoint_token("B", 1), b"x"), "task 'B' has not started"),
     (lambda h, t: h.save_checkpoint("nope", 1, h._checkpoint_token("nope", 1), b"x"), "unknown to this head"),
     (lambda h, t: h.save_checkpoint("A", 1, t, 12), "data: received 12"),
     (lambda h, t: h.save_checkpoint("A", 1, t, b"x" * (MAX_CHECKPOINT_BYTES + 1)), "data: received"),
@@ -129,3 +132,74 @@ def test_run_measured_sets_the_tasks_context_for_the_call_only():
     assert "secret-token" not in repr(value)  # a capability, not printed
     assert current_task() is None
     assert run_measured((current_task, (), {}))[0] is None
+
+
+def test_a_task_with_a_grace_sees_a_stop_request_instead_of_being_interrupted_and_signals_are_put_back():
+    before = signal.getsignal(signal.SIGINT)
+    with running_as(TaskContext("A", 1, "h", "ns", "t", stop_grace_s=30)):
+        assert not stop_requested()
+        _thread.interrupt_main()  # what Ray's cancel(force=False) does to a running task
+        deadline = time.monotonic() + 5
+        while not stop_requested() and time.monotonic() < deadline:
+            time.sleep(0.01)  # (the handler runs between bytecodes of the main thread)
+        assert stop_requested()
+    assert not stop_requested() and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_task_without_a_grace_is_interrupted_as_ray_means():
+    with pytest.raises(KeyboardInterrupt):
+        with running_as(TaskContext("A", 1, "h", "ns", "t")):
+            _thread.interrupt_main()
+            time.sleep(1)
+    assert not stop_requested()
+
+
+def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_path):
+    """The head asks the worker to stop a preempted task with preempted=True only when the task asked for a
+    grace (a worker of an earlier release takes no such argument), and dispatches the grace with the task."""
+    from tests.unit.test_head_interleavings import FakeWorker as Base
+
+    class Worker(Base):
+        def __init__(self, executor_id):
+            super().__init__(executor_id)
+            self.stops: list = []
+
+        async def _cancel(self, task_id, preempted=False):
+            self.stops.append((task_id, preempted))
+            return True
+
+    async def main():
+        head, e1 = await open_head(f"sqlite:///{tmp_path / 'state.db'}", {}), Worker("e1")
+        await head.set_policy({**BASE, "preempt_within_coop": "lower_priority",
+                               "default_quota": {**BASE["default_quota"], "max_priority": "critical"}})
+        await join(head, e1, "us-west", cpus=2)
+        await head.submit(task("low", priority="low", stop_grace_s=20), b"l")
+        await head.submit(task("plain", priority="low"), b"p")
+        await settle()
+        await head.submit(task("urgent", priority="critical", resources={"cpus": 2}), b"u")
+        for _ in range(50):
+            await settle()
+            if len(e1.stops) == 2:
+                break
+        specs = {s["task_id"]: s for name, args in e1.calls if name == "start_many" for s in args[0]}
+        saved_in_grace = await head.save_checkpoint("low", 1, specs["low"]["checkpoint_token"], b"step 7")
+        return sorted(e1.stops), specs, saved_in_grace, head.core.job("low").state.value
+    stops, specs, saved_in_grace, state = asyncio.run(main())
+    assert state == "queued" and saved_in_grace == {"saved": 6, "attempt": 1}  # stopped, saving in its grace
+    assert stops == [("low", True), ("plain", False)]
+    assert specs["low"]["stop_grace_s"] == 20 and "stop_grace_s" not in specs["plain"]
+
+
+@pytest.mark.parametrize("value", [-1, 301, True, "long"])
+def test_a_bad_stop_grace_is_refused_naming_the_field(value):
+    from policies.validation import InvalidRequest
+    from scheduler.client import Client
+    with pytest.raises(InvalidRequest, match=r"stop_grace_s: received .*example: 30"):
+        Client._task(abs, (-1,), {}, coop="c", member="m", stop_grace_s=value)
+
+
+def test_a_client_sends_stop_grace_only_when_asked_for_so_a_head_of_an_earlier_release_takes_the_rest():
+    from scheduler.client import Client
+    plain, _, _ = Client._task(abs, (-1,), {}, coop="c", member="m")
+    graceful, _, _ = Client._task(abs, (-1,), {}, coop="c", member="m", stop_grace_s=30)
+    assert "stop_grace_s" not in plain and graceful["stop_grace_s"] == 30.0

@@ -30,12 +30,59 @@ def test_a_task_dispatched_with_a_checkpoint_token_is_told_which_task_attempt_an
     async def main():
         h = Harness(monkeypatch)
         w = await h.worker(namespace="ns-x", head_name="head-x")
-        await w.start_many([spec("a", attempt=3, checkpoint_token="tok-a"), spec("b")], {**CAP1, "cpus": 2})
+        await w.start_many([spec("a", attempt=3, checkpoint_token="tok-a", stop_grace_s=12), spec("b")],
+                           {**CAP1, "cpus": 2})
         await stop(w)
         return h.contexts
     contexts = asyncio.run(main())
-    assert contexts == [{"task_id": "a", "attempt": 3, "head": "head-x", "namespace": "ns-x", "token": "tok-a"},
-                        None]  # (no token: an older head's dispatch; checkpoint calls in it do nothing)
+    assert contexts == [{"task_id": "a", "attempt": 3, "head": "head-x", "namespace": "ns-x", "token": "tok-a",
+                         "stop_grace_s": 12.0}, None]  # (no token: an older head's dispatch; checkpoint calls in it do nothing)
+
+
+def test_a_task_stopped_to_make_room_with_a_grace_is_asked_to_end_and_reports_what_it_used(monkeypatch):
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        await w.start_many([spec("a", stop_grace_s=5.0)], CAP1)
+        assert await w.cancel("a", preempted=True)
+        await until(lambda: h.forced)
+        assert h.forced == [False]  # asked, not killed
+        now = time.time()
+        h.finish(0, started_at=now - 3, ended_at=now, cpu=2.5)  # it saved and returned within its grace
+        await until(lambda: h.tracker.received)
+        await stop(w)
+        return h.forced, h.tracker.received[0]
+    forced, report = asyncio.run(main())
+    assert forced == [False] and report["outcome"] == "cancelled"  # (a stopped attempt: never charged)
+    assert report["cpu_time_s"] == 2.5 and "ended within its stop_grace_s=5" in report["error"]
+
+
+def test_a_task_that_does_not_end_within_its_grace_is_killed(monkeypatch):
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        await w.start_many([spec("a", stop_grace_s=0.2)], CAP1)
+        await w.cancel("a", preempted=True)
+        await until(lambda: h.tracker.received)
+        await stop(w)
+        return h.forced, h.tracker.received[0]
+    forced, report = asyncio.run(main())
+    assert forced[:2] == [False, True] and report["outcome"] == "cancelled"
+    assert "killed by the worker" in report["error"]
+
+
+@pytest.mark.parametrize("preempted", [False, True], ids=["a member's cancel", "no grace asked"])
+def test_a_cancel_or_a_stop_without_a_grace_kills_at_once(monkeypatch, preempted):
+    async def main():
+        h = Harness(monkeypatch)
+        w = await h.worker()
+        grace = {} if preempted else {"stop_grace_s": 30.0}  # (a member's cancel never waits for the grace)
+        await w.start_many([spec("a", **grace)], CAP1)
+        await w.cancel("a", preempted=preempted)
+        await until(lambda: h.tracker.received)
+        await stop(w)
+        return h.forced
+    assert asyncio.run(main())[0] is True
 
 
 def test_a_queued_task_whose_launch_fails_does_not_lose_the_report_of_the_task_that_just_ended(monkeypatch):
