@@ -72,18 +72,28 @@ class Checkpoints:
     def _checkpoint_secret(self) -> bytes:
         """This head's token secret: read from its store once, made (and stored) when there is none."""
         if self._checkpoint_key is None:
-            stored = self.store.head_state(self.owner, SECRET_STATE)
-            if stored is not None and not is_damaged(stored) and isinstance(stored.get("secret"), str):
-                self._checkpoint_key = bytes.fromhex(stored["secret"])
-            else:
-                if stored is not None:
-                    log.error("the stored checkpoint secret of %s cannot be read: a new one is made, so the "
-                              "attempts running now cannot save or load their checkpoints (their retries can)",
-                              self.owner)
-                key = secrets.token_bytes(32)
-                self.store.put_head_state(self.owner, SECRET_STATE, {"secret": key.hex()})
-                self._checkpoint_key = key
+            try:
+                self._checkpoint_key = self._stored_checkpoint_secret()
+            except Exception as exc:  # noqa: BLE001  # a store down at a dispatch must not stop the dispatch
+                log.error("the checkpoint secret of %s could not be read or stored (%s: %s): this head uses one "
+                          "of its own until it restarts, so tokens it gave before do not hold, nor do its own "
+                          "after a restart", self.owner, type(exc).__name__, exc)
+                self._checkpoint_key = secrets.token_bytes(32)
         return self._checkpoint_key
+
+    def _stored_checkpoint_secret(self) -> bytes:
+        stored = self.store.head_state(self.owner, SECRET_STATE)
+        if stored is not None and not is_damaged(stored) and isinstance(stored.get("secret"), str):
+            try:
+                return bytes.fromhex(stored["secret"])
+            except ValueError:
+                pass
+        if stored is not None:
+            log.error("the stored checkpoint secret of %s cannot be read: a new one is made, so the attempts "
+                      "running now cannot save or load their checkpoints (their retries can)", self.owner)
+        key = secrets.token_bytes(32)
+        self.store.put_head_state(self.owner, SECRET_STATE, {"secret": key.hex()})
+        return key
 
     async def save_checkpoint(self, task_id: str, attempt: int, token: str, data: bytes) -> dict[str, Any]:
         """Keep ``data`` as ``task_id``'s checkpoint, written by its running attempt ``attempt``:

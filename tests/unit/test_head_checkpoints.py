@@ -119,6 +119,26 @@ def test_tokens_differ_by_task_attempt_and_head_and_a_damaged_secret_is_replaced
     asyncio.run(main())
 
 
+def test_a_store_that_cannot_give_the_secret_does_not_stop_dispatch(tmp_path, monkeypatch, caplog):
+    async def main():
+        head, _ = await running_a(f"sqlite:///{tmp_path / 'a.db'}")
+        head.store.put_head_state(head.owner, SECRET_STATE, {"secret": "not hex"})
+        head._checkpoint_key = None
+        replaced = head._checkpoint_token("A", 1)
+        assert head.store.head_state(head.owner, SECRET_STATE)["secret"] != "not hex"
+
+        def down(*args):
+            raise OSError("disk I/O error")
+        monkeypatch.setattr(head.store, "head_state", down)
+        head._checkpoint_key = None
+        with caplog.at_level("ERROR", logger="coopsched.head"):
+            first, again = head._checkpoint_token("A", 1), head._checkpoint_token("A", 1)
+        return replaced, first, again
+    replaced, first, again = asyncio.run(main())
+    assert first == again != replaced  # one secret of its own for this head's life
+    assert "could not be read or stored (OSError: disk I/O error)" in caplog.text
+
+
 def test_outside_a_task_saving_does_nothing_and_loading_gives_the_default():
     assert current_task() is None
     assert save_checkpoint({"epoch": 3}) is False
@@ -147,11 +167,18 @@ def test_a_task_with_a_grace_sees_a_stop_request_instead_of_being_interrupted_an
 
 
 def test_a_task_without_a_grace_is_interrupted_as_ray_means():
-    with pytest.raises(KeyboardInterrupt):
-        with running_as(TaskContext("A", 1, "h", "ns", "t")):
-            _thread.interrupt_main()
-            time.sleep(1)
-    assert not stop_requested()
+    """Its SIGINT handler is left as it was: in a Ray worker, the one raising KeyboardInterrupt (set here, as
+    a process that has started Ray may have another)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with running_as(TaskContext("A", 1, "h", "ns", "t")):
+                assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                _thread.interrupt_main()
+                time.sleep(1)
+        assert not stop_requested()
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_path):
