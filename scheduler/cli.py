@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     js.add_argument("--cpus", type=float, default=1.0)
     js.add_argument("--gpus", type=float, default=0.0)
     js.add_argument("--max-runtime", type=float, default=None, help="seconds")
+    js.add_argument("--max-retries", type=int, default=2, help="runs again after a lost worker or node (default 2)")
+    js.add_argument("--stop-grace", type=float, default=0.0, metavar="S",
+                    help="stopped to make room, the job has S seconds to save a checkpoint and end before it is "
+                         "killed (scheduler.checkpoint.stop_requested; default 0: killed at once)")
     js.add_argument("--wait", action="store_true", help="follow it and print the result")
     js.add_argument("--timeout", type=float, default=None, help="seconds --wait follows the job (only with --wait)")
     jl = _sub(jsub, "list", "jobs, newest last", c.cmd_job)

@@ -463,7 +463,8 @@ def _by_value_if_only_here(module_name: str, here: str) -> None:
 
 def _options(args) -> dict[str, Any]:
     return {"coop": args.coop, "member": args.member, "priority": args.priority, "tags": args.tag or (),
-            "max_runtime_s": args.max_runtime, "resources": {"cpus": args.cpus, "gpus": args.gpus}}
+            "max_runtime_s": args.max_runtime, "resources": {"cpus": args.cpus, "gpus": args.gpus},
+            "max_retries": args.max_retries, "stop_grace_s": args.stop_grace}
 
 
 def _submit(args, client, fn, call_args: list) -> int:

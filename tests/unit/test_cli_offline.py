@@ -106,7 +106,11 @@ def test_a_bad_file_is_a_one_line_error_with_exit_2_not_a_traceback(case, tmp_pa
     (["executor", "join", "--id", "e", "--coop", "c", "--trust", "high"], "--trust"),
     (["policy", "mgmt", "c", "r", "reset", "--data", "{oops"], "--data"),
     (["policy", "diff"], "policy diff takes FILE"),
-], ids=["target", "args", "limit", "amount", "trust", "mgmt-data", "diff"])
+    (["job", "submit", "math:factorial", "--coop", "c", "--member", "m", "--stop-grace", "500"],
+     "stop_grace_s: received 500"),
+    (["job", "submit", "math:factorial", "--coop", "c", "--member", "m", "--max-retries", "99"],
+     "max_retries: received 99"),
+], ids=["target", "args", "limit", "amount", "trust", "mgmt-data", "diff", "stop-grace", "max-retries"])
 def test_bad_usage_is_exit_2_even_when_no_cluster_runs(no_cluster, capsys, argv, says):
     """A wrong command line is named as such (exit 2) before any connection is tried: it used to say
     \"no running Ray cluster found\" (exit 1), and the user learnt of the mistake only after starting one."""
