@@ -38,7 +38,7 @@ class Attempt:
     metrics_ref: ray.ObjectRef | None
     launched_at: float
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    graceful: bool = False  # stopped to make room with a stop_grace_s: asked to end first (``ask_to_stop``)
+    grace_s: float = 0.0  # stopped to make room with a grace: asked to end first, killed after (``ask_to_stop``)
     watcher: asyncio.Task[None] | None = None
     report: dict[str, Any] | None = None
 
@@ -89,12 +89,12 @@ async def kill(attempt: Attempt, metrics: asyncio.Future[Any], within_s: float) 
 async def ask_to_stop(attempt: Attempt, metrics: asyncio.Future[Any]) -> bool:
     """Ask the attempt's task to end (``ray.cancel(force=False)``: inside the task it sets
     ``executors.task_context.stop_requested``, ``run_measured`` having taken SIGINT for it) and wait up to its
-    ``stop_grace_s`` for it to: True if it ended within that time."""
+    grace (its ``stop_grace_s``, perhaps capped by the executor's owner) for it to: True if it ended in time."""
     try:
         ray.cancel(attempt.value_ref, force=False)
     except Exception:  # noqa: BLE001  # it is killed after the grace all the same
         _log.exception("ray.cancel(force=False) of task %s failed", attempt.spec.task_id)
-    await asyncio.wait({metrics}, timeout=attempt.spec.stop_grace_s)
+    await asyncio.wait({metrics}, timeout=attempt.grace_s)
     return metrics.done()
 
 

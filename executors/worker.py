@@ -271,10 +271,11 @@ class ExecutorWorker:
         attempt.watcher = asyncio.create_task(self._watch(attempt))
         return [value_ref]
 
-    async def cancel(self, task_id: str, preempted: bool = False) -> bool:
+    async def cancel(self, task_id: str, preempted: bool = False, grace_s: float | None = None) -> bool:
         """Kill a running attempt, or drop a queued one (reported as ``cancelled``, having used
         nothing); False if it is neither. ``preempted`` (stopped to make room): a task with a ``stop_grace_s``
-        is asked to end first, and killed only if it has not within that time."""
+        is asked to end first, and killed only if it has not within that time (or ``grace_s``, if shorter: the
+        executor's owner's ``max_stop_grace_s``)."""
         queued = self._queued.remove(task_id)
         if queued is not None:
             self._launch_ready()  # it may have been the front, holding the reservation
@@ -286,7 +287,9 @@ class ExecutorWorker:
         attempt = self._running.get(task_id)
         if attempt is None or attempt.cancel_requested.is_set():
             return False
-        attempt.graceful = preempted and attempt.spec.stop_grace_s > 0
+        if preempted:
+            attempt.grace_s = attempt.spec.stop_grace_s if grace_s is None else min(attempt.spec.stop_grace_s,
+                                                                                    max(0.0, float(grace_s)))
         attempt.cancel_requested.set()
         return True
 
@@ -379,10 +382,10 @@ class ExecutorWorker:
             return ended_by_itself(attempt, metrics)
         stopped_at = time.time()
         outcome = Outcome.CANCELLED if attempt.cancel_requested.is_set() else Outcome.TIMEOUT
-        if attempt.graceful and await ask_to_stop(attempt, metrics):  # it ended within its stop_grace_s
+        if attempt.grace_s > 0 and await ask_to_stop(attempt, metrics):  # it ended within its grace
             ended = ended_by_itself(attempt, metrics)  # (what it used, measured; the stopped attempt is not charged)
             return dataclasses.replace(ended, outcome=Outcome.CANCELLED, error=(
-                f"task stopped to make room; it ended within its stop_grace_s={attempt.spec.stop_grace_s:g}"))
+                f"task stopped to make room; it ended within its grace of {attempt.grace_s:g} s"))
         await kill(attempt, metrics, KILL_GRACE_S)
         if metrics.done() and metrics.exception() is None:
             return ended_by_itself(attempt, metrics)  # it finished before the kill landed

@@ -183,6 +183,11 @@ class CoopPolicy(BaseModel):
         "whether this coop's waiting tasks may stop the coop's own running tasks of lower effective priority "
         "when nothing has room for them: never or lower_priority (the stopped task waits again, uncharged, its "
         "retries kept)"))
+    max_stop_grace_s: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, ge=0, le=300, allow_inf_nan=False, examples=[10], description=(
+            "the longest a task stopped to make room on this coop's executors (a reclaim of a borrower's task, a "
+            "preemption of its own) has to save and end: its stop_grace_s, capped at this (0: killed at once; "
+            "null: as the task asks, up to 300 s)"))
     lending_limit: SharingLimit | None = Field(
         default=None, examples=[0.5, {"cpus": 16, "gpus": 0}], description=(
             "the most other coops' tasks may hold of this coop's active executors at once: a fraction of their "

@@ -157,9 +157,11 @@ class Dispatch:
         go back to that executor (``Job.ending_on``); a worker that does not answer is found lost by the
         watchdog, which ends that hold too."""
         task = self.core.task(task_id)
-        graceful = task is not None and task.stop_grace_s > 0  # (asked only then: a worker of an earlier release
-        # takes no such argument)
-        if not await self._cancel_held(task_id, executor_id, preempted=graceful):
+        grace = task.stop_grace_s if task is not None else 0.0
+        owner = self.core.policy(self.core.table.spec(executor_id).coop_id) if executor_id in self.core.table else None
+        if owner is not None and owner.max_stop_grace_s is not None:  # the executor's owner caps it
+            grace = min(grace, owner.max_stop_grace_s)
+        if not await self._cancel_held(task_id, executor_id, grace_s=grace):
             log.info("preempted task %s was not running on %s any more (ended, or its dispatch still on the way: "
                      "a late start there is stopped when its answer comes)", task_id, executor_id)
 
@@ -291,15 +293,16 @@ class Dispatch:
                 "no executor is held for it, so no worker was asked to stop it")
         return {**status, "reason": f"{status['reason']}; {done}"}
 
-    async def _cancel_held(self, task_id: str, executor_id: str, preempted: bool = False) -> bool:
+    async def _cancel_held(self, task_id: str, executor_id: str, grace_s: float = 0.0) -> bool:
         """Ask ``executor_id``'s worker to cancel ``task_id``: whether it runs or queues it there (and stops it;
-        ``preempted``: after the task's ``stop_grace_s``). A worker that is gone or does not answer says no; the
-        watchdog finds it lost, its holds ending then."""
+        ``grace_s``, for a task stopped to make room: asked to end, and killed only after that long). A worker
+        that is gone or does not answer says no; the watchdog finds it lost, its holds ending then."""
         worker = self._worker(executor_id)
         if worker is None:
             return False
         try:
-            call = worker.cancel.remote(task_id, preempted=True) if preempted else worker.cancel.remote(task_id)
+            call = worker.cancel.remote(task_id, preempted=True, grace_s=grace_s) if grace_s > 0 \
+                else worker.cancel.remote(task_id)  # (asked only then: a worker of an earlier release takes neither)
             return bool(await asyncio.wait_for(call, CANCEL_TIMEOUT_S))
         except (RayError, asyncio.TimeoutError) as exc:
             log.info("cancel of %s not answered by the worker of %s (%s)", task_id, executor_id, type(exc).__name__)

@@ -181,9 +181,11 @@ def test_a_task_without_a_grace_is_interrupted_as_ray_means():
         signal.signal(signal.SIGINT, before)
 
 
-def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_path):
+@pytest.mark.parametrize("cap", [None, 5.0, 0], ids=["as the task asks", "capped by the owner", "owner: none"])
+def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_path, cap):
     """The head asks the worker to stop a preempted task with preempted=True only when the task asked for a
-    grace (a worker of an earlier release takes no such argument), and dispatches the grace with the task."""
+    grace (a worker of an earlier release takes no such argument), capped by the executor's owner's
+    max_stop_grace_s, and dispatches the task's own grace with the task."""
     from tests.unit.test_head_interleavings import FakeWorker as Base
 
     class Worker(Base):
@@ -191,13 +193,13 @@ def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_p
             super().__init__(executor_id)
             self.stops: list = []
 
-        async def _cancel(self, task_id, preempted=False):
-            self.stops.append((task_id, preempted))
+        async def _cancel(self, task_id, preempted=False, grace_s=None):
+            self.stops.append((task_id, preempted, grace_s))
             return True
 
     async def main():
         head, e1 = await open_head(f"sqlite:///{tmp_path / 'state.db'}", {}), Worker("e1")
-        await head.set_policy({**BASE, "preempt_within_coop": "lower_priority",
+        await head.set_policy({**BASE, "preempt_within_coop": "lower_priority", "max_stop_grace_s": cap,
                                "default_quota": {**BASE["default_quota"], "max_priority": "critical"}})
         await join(head, e1, "us-west", cpus=2)
         await head.submit(task("low", priority="low", stop_grace_s=20), b"l")
@@ -213,7 +215,8 @@ def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_p
         return sorted(e1.stops), specs, saved_in_grace, head.core.job("low").state.value
     stops, specs, saved_in_grace, state = asyncio.run(main())
     assert state == "queued" and saved_in_grace == {"saved": 6, "attempt": 1}  # stopped, saving in its grace
-    assert stops == [("low", True), ("plain", False)]
+    low = ("low", False, None) if cap == 0 else ("low", True, 20.0 if cap is None else cap)  # (0: killed at once)
+    assert stops == [low, ("plain", False, None)]
     assert specs["low"]["stop_grace_s"] == 20 and "stop_grace_s" not in specs["plain"]
 
 

@@ -54,15 +54,16 @@ def test_a_task_stopped_to_make_room_with_a_grace_is_asked_to_end_and_reports_wh
         return h.forced, h.tracker.received[0]
     forced, report = asyncio.run(main())
     assert forced == [False] and report["outcome"] == "cancelled"  # (a stopped attempt: never charged)
-    assert report["cpu_time_s"] == 2.5 and "ended within its stop_grace_s=5" in report["error"]
+    assert report["cpu_time_s"] == 2.5 and "ended within its grace of 5 s" in report["error"]
 
 
-def test_a_task_that_does_not_end_within_its_grace_is_killed(monkeypatch):
+@pytest.mark.parametrize("asked, capped", [(0.2, None), (30.0, 0.2)], ids=["its own grace", "the owner's cap"])
+def test_a_task_that_does_not_end_within_its_grace_is_killed(monkeypatch, asked, capped):
     async def main():
         h = Harness(monkeypatch)
         w = await h.worker()
-        await w.start_many([spec("a", stop_grace_s=0.2)], CAP1)
-        await w.cancel("a", preempted=True)
+        await w.start_many([spec("a", stop_grace_s=asked)], CAP1)
+        await w.cancel("a", preempted=True, grace_s=capped)
         await until(lambda: h.tracker.received)
         await stop(w)
         return h.forced, h.tracker.received[0]
