@@ -2,7 +2,7 @@
 
 from policies.expression import ExpressionRule
 from policies.loader import load_example, load_policy
-from policies.model import CoopPolicy, EnforcementMode, MemberQuota, ResourceAmounts, ScoringWeights
+from policies.model import CoopPolicy, CoopQuota, EnforcementMode, MemberQuota, ResourceAmounts, ScoringWeights
 from policies.plugins import PluginRule
 from policies.priority import Priority
 from policies.rules import (DataSovereignty, ExecutorFilter, MemberPriority, RateLimit, RequireCapability,
@@ -11,6 +11,7 @@ from policies.validation import InvalidRequest
 
 __all__ = [
     "CoopPolicy",
+    "CoopQuota",
     "DataSovereignty",
     "EnforcementMode",
     "ExecutorFilter",

@@ -92,6 +92,24 @@ class MemberQuota(BaseModel):
                                          examples=[3600], description="runtime limit for tasks that declare none")
 
 
+class CoopQuota(BaseModel):
+    """What all of a coop's members may use together in a calendar month (UTC), beside each one's own
+    ``MemberQuota``: as Slurm's ``GrpTRESMins`` bounds an account over its users. Projected as member quotas
+    are (used + reserved + the task's projected cost), in the policy's enforcement mode; members in
+    ``quota_whitelist`` are not held to it (what they use still counts in it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [
+        {"cpu_hours_per_month": 500.0, "gpu_hours_per_month": 40.0, "credits_per_month": None}]})
+
+    cpu_hours_per_month: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, ge=0, allow_inf_nan=False, examples=[500.0],
+        description="cores x hours all members together may use per month (null: no coop-wide limit)")
+    gpu_hours_per_month: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, ge=0, allow_inf_nan=False, examples=[40.0], description="GPUs x hours, likewise")
+    credits_per_month: Annotated[float | None, NOT_BOOL] = Field(
+        default=None, ge=0, allow_inf_nan=False, examples=[5000], description="credits, likewise")
+
+
 class ResourceAmounts(BaseModel):
     """A lending or borrowing limit as amounts per resource, as Kueue's ``lendingLimit`` and ``borrowingLimit``
     are quantities per resource: ``{"cpus": 16, "gpus": 2}``. A resource it does not name is not bounded by it
@@ -174,6 +192,8 @@ class CoopPolicy(BaseModel):
     member_quotas: dict[str, MemberQuota] = Field(default_factory=dict, max_length=100_000, examples=[
         {"did:icn:alice": {"cpu_hours_per_month": 20.0}}], description="quotas of named members")
     default_quota: MemberQuota = Field(default_factory=MemberQuota, description="everyone else's quota")
+    coop_quota: CoopQuota | None = Field(default=None, examples=[{"cpu_hours_per_month": 500.0}], description=(
+        "what all members together may use per month, beside each one's own quota (null: no coop-wide limit)"))
     enforcement_mode: EnforcementMode = Field(default=EnforcementMode.STRICT, examples=["strict"], description=(
         "strict rejects violations; permissive admits them with a warning; monitoring admits and only counts"))
     reclaim: Reclaim = Field(default=Reclaim.NEVER, examples=["lower_priority"], description=(

@@ -13,7 +13,7 @@ from enum import Enum
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from policies.model import CoopPolicy, MemberQuota, ResourceAmounts, Rule, ScoringWeights, SharingLimit
+from policies.model import CoopPolicy, CoopQuota, MemberQuota, ResourceAmounts, Rule, ScoringWeights, SharingLimit
 
 RULES: tuple[type[BaseModel], ...] = typing.get_args(typing.get_args(Rule)[0])
 """Every rule type a policy accepts (built-in, plug-in, expression), in the union's order."""
@@ -84,6 +84,7 @@ def render() -> str:
            "`policies/examples/`.", "", "## CoopPolicy", "", _doc(CoopPolicy), ""]
     out += _fields(CoopPolicy)
     out += ["", "## MemberQuota", "", _doc(MemberQuota), ""] + _fields(MemberQuota)
+    out += ["", "## CoopQuota", "", _doc(CoopQuota), ""] + _fields(CoopQuota)
     out += ["", "## ResourceAmounts", "", _doc(ResourceAmounts), ""] + _fields(ResourceAmounts)
     out += ["", "## ScoringWeights", "", _doc(ScoringWeights),
             "Features, each in [0, 1]: trust; capacity (mean free share of CPU, memory and GPUs); "

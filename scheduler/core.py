@@ -281,6 +281,8 @@ class SchedulerCore(JobRecords, SchedulingRound):
             self.counters.violations[(coop, reason.source, mode)] += 1
             if reason.source.startswith("quota:"):
                 self.counters.quota_exceeded[(coop, reason.source.split(":", 1)[1])] += 1
+            elif reason.source.startswith("coop_quota:"):  # (the coop's budget: coop_cpu, coop_gpu, coop_credits)
+                self.counters.quota_exceeded[(coop, "coop_" + reason.source.split(":", 1)[1])] += 1
         if v.hard or (v.violations and v.mode is _STRICT):
             return _decision(task_id, coop, False, tuple(v.violations + v.hard), (), v.effective_priority, None, mode)
         warnings = tuple(v.violations) if v.mode is _PERMISSIVE else ()

@@ -180,6 +180,7 @@ class UsageLedger(Protocol):
     def settle(self, task_id: str, coop_id: str, member: str, measured: Cost, ended_at: float) -> bool: ...
     def release(self, task_id: str) -> bool: ...
     def standing(self, coop_id: str, member: str, now: float) -> Standing: ...
+    def coop_standing(self, coop_id: str, now: float) -> Standing: ...  # every member's month together
     def reservation(self, task_id: str) -> Reservation | None: ...
     def is_settled(self, task_id: str) -> bool: ...
     def reset(self, coop_id: str, member: str, now: float) -> None: ...
@@ -274,6 +275,14 @@ class Ledger:
         key = (coop_id, member, period_of(now))
         return _standing(key[2], self._used.get(key, ZERO), self._reserved.get(key, ZERO),
                          self._completed.get(key, 0))
+
+    def coop_standing(self, coop_id: str, now: float) -> Standing:
+        """Every member's month of ``coop_id`` together (read when its policy has a ``coop_quota``)."""
+        period = period_of(now)
+        used = sum((c for (coop, _, p), c in self._used.items() if coop == coop_id and p == period), ZERO)
+        held = sum((c for (coop, _, p), c in self._reserved.items() if coop == coop_id and p == period), ZERO)
+        done = sum(n for (coop, _, p), n in self._completed.items() if coop == coop_id and p == period)
+        return _standing(period, used, held, done)
 
     def reservation(self, task_id: str) -> Reservation | None:
         return self._reservations.get(task_id)

@@ -262,7 +262,7 @@ def _label_values(key: Any) -> list[str]:
     return [str(k) for k in key] if isinstance(key, tuple) else [str(key)]
 
 
-QUOTAS = ("cpu", "gpu", "credits", "priority", "confirm")
+QUOTAS = ("cpu", "gpu", "credits", "priority", "confirm", "coop_cpu", "coop_gpu", "coop_credits")
 
 
 def _violation_keys(policies: Iterable) -> list[tuple[str, str, str]]:

@@ -178,6 +178,17 @@ class RedisLedger:
         pipe.sadd(self._k("index", "usage"), key)
         pipe.execute()
 
+    def coop_standing(self, coop_id: str, period: str) -> tuple[Cost, Cost, int]:
+        """(used, reserved, tasks completed) of every member of ``coop_id`` in ``period``, summed: one pass over
+        the usage index (as ``usage_members``), then the members' hashes in one round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        for member in self.usage_members(coop_id, period):
+            pipe.hgetall(self._usage_key(coop_id, member, period))
+        used, held, completed = Cost(), Cost(), 0
+        for h in pipe.execute():
+            used, held, completed = used + _cost(h), held + _cost(h, "reserved_"), completed + int(h.get(b"completed", 0))
+        return used, held, completed
+
     def usage_members(self, coop_id: str, period: str) -> list[str]:
         """Members of ``coop_id`` with settled usage or open reservations in ``period``, sorted."""
         prefix, suffix = self._k("usage", coop_id) + ":", ":" + _esc(period)

@@ -415,6 +415,16 @@ class SqliteStore(SqliteJobs):
                        + ("" if keep else ", completed = excluded.completed"),
                        (coop_id, member, period, used.cpu, used.gpu, used.credits, 0 if keep else completed))
 
+    def coop_standing(self, coop_id: str, period: str) -> tuple[Cost, Cost, int]:
+        """(used, reserved, tasks completed) of every member of ``coop_id`` in ``period``, summed (the
+        primary keys' prefix: the coop's rows only)."""
+        with self._read() as db:
+            used = db.execute("SELECT SUM(cpu), SUM(gpu), SUM(credits), SUM(completed) FROM usage "
+                              "WHERE coop_id = ? AND period = ?", (coop_id, period)).fetchone()
+            held = db.execute("SELECT SUM(cpu), SUM(gpu), SUM(credits) FROM held WHERE coop_id = ? AND period = ?",
+                              (coop_id, period)).fetchone()
+        return (Cost(*(int(x or 0) for x in used[:3])), Cost(*(int(x or 0) for x in held)), int(used[3] or 0))
+
     def usage_members(self, coop_id: str, period: str) -> list[str]:
         """Members of ``coop_id`` with settled usage or open reservations in ``period``, sorted."""
         with self._read() as db:

@@ -139,6 +139,8 @@ class StateStore(Protocol):
     def standing(self, coop_id: str, member: str, period: str) -> tuple[Cost, Cost, int]: ...
     def set_usage(self, coop_id: str, member: str, period: str, used: Cost,
                   completed: int | None = None) -> None: ...                 # completed None: the count stays
+    def coop_standing(self, coop_id: str, period: str) -> tuple[Cost, Cost, int]: ...  # every member's month,
+    # summed: (used, reserved, tasks completed), for a policy's coop_quota
     def usage_members(self, coop_id: str, period: str) -> list[str]: ...       # with usage or holds then, sorted
     def ledger_snapshot(self) -> dict: ...                                      # Ledger.snapshot() format
     def release_orphaned_reservations(self, grace_s: float) -> list[str]: ...   # held >= grace_s by a task with

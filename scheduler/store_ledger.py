@@ -29,5 +29,10 @@ class StoreLedger:
         used, held, completed = self.store.standing(coop_id, member, period)
         return Standing(period, used, held, completed)
 
+    def coop_standing(self, coop_id: str, now: float) -> Standing:
+        period = period_of(now)
+        used, held, completed = self.store.coop_standing(coop_id, period)
+        return Standing(period, used, held, completed)
+
     def reset(self, coop_id: str, member: str, now: float) -> None:
         self.store.set_usage(coop_id, member, period_of(now), Cost(), completed=0)

@@ -193,6 +193,21 @@ def test_usage_members_are_those_with_usage_or_holds_in_that_month(store):
     assert store.usage_members("nobody", P) == []
 
 
+def test_a_coops_standing_sums_its_members_month_and_nothing_else(store):
+    store.reserve("t1", "c", "held-only", P, Cost(2, 0, 0))
+    store.reserve("t2", "c", "settled", P, Cost(4, 1, 0))
+    store.settle("t2", "c", "settled", P, Cost(3, 1, 1))
+    store.settle("t3", "c", "settled", P, Cost(5, 0, 2))
+    store.set_usage("c", "set:by/admin", P, Cost(9, 0, 0))
+    store.set_usage("c:sub", "other-coop", P, Cost(100, 0, 0))  # a coop id extending "c" is another coop
+    store.settle("t4", "c", "last-month", "2026-10", Cost(50, 0, 0))
+    assert store.coop_standing("c", P) == (Cost(17, 1, 3), Cost(2, 0, 0), 2)
+    assert store.coop_standing("c", "2026-10") == (Cost(50, 0, 0), Cost(), 1)
+    assert store.coop_standing("nobody", P) == (Cost(), Cost(), 0)
+    store.release("t1")
+    assert store.coop_standing("c", P)[1] == Cost()
+
+
 def test_a_reservation_no_unfinished_job_owns_is_released_once_past_the_grace_and_only_once(store):
     """What a head cut off between an admission's reserve and its job record leaves held (no record, or a retry's
     finished one) is released once older than the grace; a job a restarted head would run keeps its hold."""

@@ -10,7 +10,7 @@ PROMISED = {
     "scheduler": ["Decision", "ExecutorOffer", "ExecutorSpec", "ExecutorStatus", "Hints", "JobState", "JobStatus",
                   "Outcome", "Placement", "Priority", "QueuePosition", "Reason", "ReasonCode", "Resources", "SchedulerCore", "TaskSpec",
                   "UsageRecord", "UsageReport"],
-    "policies": ["CoopPolicy", "DataSovereignty", "EnforcementMode", "ExecutorFilter", "ExpressionRule",
+    "policies": ["CoopPolicy", "CoopQuota", "DataSovereignty", "EnforcementMode", "ExecutorFilter", "ExpressionRule",
                  "InvalidRequest", "MemberPriority", "MemberQuota", "PluginRule", "Priority", "RateLimit", "RequireCapability", "ResourceAmounts", "ScoringWeights",
                  "TaskLimits", "TimeWindow", "load_example", "load_policy"],
     "executors": ["FakeGpu", "FakeNvml", "GpuInfo", "NodeInventory", "SimulatedRun", "Simulation", "VirtualClock",
