@@ -148,6 +148,14 @@ def _policy_read(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal
     return _forbidden(p, f"read the policy of coop {coop!r}", f"read your own coop's ({p.coop_id})")
 
 
+def _coop_read(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
+    """``coop_usage(coop_id)``: the coop's own members and admin."""
+    coop = args.get("coop_id")
+    if p.role in (Role.ADMIN, Role.MEMBER) and coop == p.coop_id:
+        return None
+    return _forbidden(p, f"read the usage of coop {coop!r}", f"read your own coop's ({p.coop_id})")
+
+
 def _scoped_listing(p: Principal, args: Mapping[str, Any], facts: Facts) -> Refusal | None:
     """``jobs(coop_id, member)``, ``queue(coop_id, member)``, ``changes(coop_id)``: an open scope is narrowed;
     another one is refused."""
@@ -297,6 +305,7 @@ RULES: dict[str, Callable[[Principal, Mapping[str, Any], Facts], Refusal | None]
     "diff_policy": _coop_admin(lambda a, f: a.get("coop_id"), "diff the policy"),
     "policy_history": _coop_admin(lambda a, f: a.get("coop_id"), "read the policy history"),
     "plugin_management": _coop_admin(lambda a, f: a.get("coop_id"), "run plug-in management"),
+    "coop_usage": _coop_read,
     "members": _coop_admin(lambda a, f: a.get("coop_id"), "list the members' usage"),
     "quota": _quota,
     "audit": _audit,

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("coop")
         a.add_argument("member")
     _sub(qsub, "list", "every member's usage this month", c.cmd_quota).add_argument("coop")
+    _sub(qsub, "coop", "every member together this month, against the coop's coop_quota", c.cmd_quota
+         ).add_argument("coop")
     _sub(qsub, "clear-all", "forget every member's usage this month", c.cmd_quota).add_argument("coop")
     qs = _sub(qsub, "set", "set a member's used amounts this month (those left out keep theirs)", c.cmd_quota)
     qs.add_argument("coop")

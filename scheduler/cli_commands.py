@@ -74,6 +74,17 @@ def _usage_rows(records) -> str:
                    u["reserved_cpu_hours"], u["running"], u["tasks_completed"]) for u in records])
 
 
+def _coop_usage_rows(u: dict) -> str:
+    quota = u.get("quota") or {}
+    return table(["coop", "period", "of", "used", "reserved", "budget"],
+                 [(u["coop_id"], u["period"], what, u[used], u[reserved],
+                   "none" if quota.get(limit) is None else quota[limit])
+                  for what, used, reserved, limit in (
+                      ("cpu-h", "cpu_hours", "reserved_cpu_hours", "cpu_hours_per_month"),
+                      ("gpu-h", "gpu_hours", "reserved_gpu_hours", "gpu_hours_per_month"),
+                      ("credits", "credits", "reserved_credits", "credits_per_month"))])
+
+
 # ---------------------------------------------------------------------------- demo, start, stop, bench
 def cmd_demo(args) -> int:
     if args.simulated:
@@ -183,6 +194,9 @@ def cmd_quota(args) -> int:
     client = client_for(args)
     if action == "list":
         emit(args, [u.model_dump(mode="json") for u in client.members(args.coop)], _usage_rows)
+        return EXIT_OK
+    if action == "coop":
+        emit(args, client.coop_usage(args.coop).model_dump(mode="json"), _coop_usage_rows)
         return EXIT_OK
     if action == "show":
         record = client.get_quota(args.coop, args.member)

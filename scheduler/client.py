@@ -57,7 +57,7 @@ from scheduler.replicas import JobOfAnotherHead
 from scheduler.tasks import TaskSpec
 from scheduler.state_store import check_store_url, default_store_url
 from scheduler.tracker import start_tracker
-from scheduler.usage import UsageRecord
+from scheduler.usage import CoopUsageRecord, UsageRecord
 
 log = logging.getLogger("coopsched.client")
 
@@ -390,6 +390,10 @@ class Client:
     def plugin_management(self, coop: str, rule: str, action: str, data: dict | None = None) -> dict[str, Any]:
         """Run a plug-in rule's management action (e.g. a vDAG quota checker's ``reset_quota``)."""
         return self._call("plugin_management", coop, rule, action, data or {})
+
+    def coop_usage(self, coop: str) -> CoopUsageRecord:
+        """All of ``coop``'s members together this month, against its ``coop_quota``."""
+        return CoopUsageRecord(**self._call("coop_usage", coop))
 
     def members(self, coop: str) -> list[UsageRecord]:
         """This month's usage of every member who submitted to ``coop``."""

@@ -32,7 +32,7 @@ from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.scheduling_round import SchedulingRound, utc_minute
 from scheduler.sharing_limits import SharingLimits
 from scheduler.tasks import JobState, TaskSpec
-from scheduler.usage import Outcome, UsageRecord, UsageReport
+from scheduler.usage import CoopUsageRecord, Outcome, UsageRecord, UsageReport
 
 Clock = Callable[[], float]
 
@@ -485,6 +485,16 @@ class SchedulerCore(JobRecords, SchedulingRound):
         return job.state
 
     # ------------------------------------------------------------------ reads
+    def coop_usage(self, coop_id: str) -> CoopUsageRecord:
+        """Every member of ``coop_id`` together this month, against its policy's ``coop_quota``."""
+        s = self.ledger.coop_standing(coop_id, self.clock())
+        compiled = self._policies.get(coop_id)
+        return CoopUsageRecord(coop_id=coop_id, period=s.period, cpu_hours=s.used.cpu_hours,
+                               gpu_hours=s.used.gpu_hours, credits=s.used.credit_amount,
+                               tasks_completed=s.tasks_completed, reserved_cpu_hours=s.reserved.cpu_hours,
+                               reserved_gpu_hours=s.reserved.gpu_hours, reserved_credits=s.reserved.credit_amount,
+                               quota=compiled.policy.coop_quota if compiled else None)
+
     def usage(self, coop_id: str, member: str) -> UsageRecord:
         s = self.ledger.standing(coop_id, member, self.clock())
         compiled = self._policies.get(coop_id)

@@ -142,6 +142,12 @@ class CoopAdministration:
         return [self.core.usage(coop_id, m).model_dump(mode="json")
                 for m in self._members_of(admin.check_coop(coop_id, "members"))]
 
+    @guarded
+    async def coop_usage(self, coop_id: str) -> dict:
+        """Every member of ``coop_id`` together this month, against its ``coop_quota`` (its members may read it:
+        what the coop as a whole has left is theirs to know)."""
+        return self.core.coop_usage(admin.check_coop(coop_id, "coop_usage")).model_dump(mode="json")
+
     def _members_of(self, coop_id: str) -> list[str]:
         """Who submitted to ``coop_id``, and who has usage or open reservations there this month."""
         submitted = {j["member"] for j in self.store.jobs(coop_id=coop_id)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policies.model import MemberQuota
+from policies.model import CoopQuota, MemberQuota
 from policies.validation import NOT_BOOL
 
 
@@ -63,13 +63,13 @@ class UsageReport(BaseModel):
         return self.ended_at - self.started_at
 
 
-class UsageRecord(BaseModel):
-    """A member's standing in one coop for one calendar month (UTC)."""
+class MonthUsage(BaseModel):
+    """Settled usage and open reservations in one calendar month (UTC): a member's (``UsageRecord``) or a whole
+    coop's (``CoopUsageRecord``)."""
 
     model_config = ConfigDict(frozen=True)
 
     coop_id: str
-    member: str
     period: str = Field(description="calendar month, UTC, e.g. '2026-11'")
     cpu_hours: float = 0.0
     gpu_hours: float = 0.0
@@ -78,5 +78,18 @@ class UsageRecord(BaseModel):
     reserved_cpu_hours: float = 0.0
     reserved_gpu_hours: float = 0.0
     reserved_credits: float = 0.0
+
+
+class UsageRecord(MonthUsage):
+    """A member's standing in one coop for one calendar month (UTC)."""
+
+    member: str
     running: int = Field(default=0, description="tasks running now (on a shared store: through every head replica)")
     quota: MemberQuota | None = None
+
+
+class CoopUsageRecord(MonthUsage):
+    """All of a coop's members together in one calendar month (UTC), against its ``coop_quota`` (None: it has
+    none): what ``Client.coop_usage`` and ``coopsched quota coop`` show."""
+
+    quota: CoopQuota | None = None

@@ -179,3 +179,13 @@ def test_a_restart_refusal_is_signed_again_for_a_few_seconds_only(monkeypatch):
     with pytest.raises(AccessRefused, match="re\\)started"):
         c._call("ping")
     assert 2 <= len(signed) < 20
+
+
+def test_a_coops_usage_together_comes_through_the_client_and_a_bad_coop_id_is_refused(finished_a, th):
+    th.call("set_policy", {**POLICY, "coop_quota": {"cpu_hours_per_month": 50}})
+    together = finished_a.coop_usage(COOP)
+    member = finished_a.usage(COOP, th.head.core.task("A").member)
+    assert together.tasks_completed == 1 and together.cpu_hours == member.cpu_hours > 0
+    assert together.quota.cpu_hours_per_month == 50
+    with pytest.raises(InvalidRequest, match="coop_id"):
+        finished_a.coop_usage("")

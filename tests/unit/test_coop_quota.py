@@ -116,3 +116,16 @@ def test_a_bad_coop_quota_is_refused_naming_the_field(value, says):
     with pytest.raises(InvalidRequest) as caught:
         parse(CoopPolicy, {"coop_id": COOP, "coop_quota": value}, what="policy")
     assert says in str(caught.value) and "example" in str(caught.value), str(caught.value)
+
+
+def test_a_coops_usage_together_is_shown_against_its_budget():
+    from scheduler.cli_commands import _coop_usage_rows
+    core, _ = make_core(_policy(gpu_hours_per_month=4.0), [make_executor("e1", cpus=8)])
+    _submit(core, "alice")
+    _submit(core, "bob", hours=0.5)
+    record = core.coop_usage(COOP)
+    assert (record.reserved_cpu_hours, record.cpu_hours, record.quota.gpu_hours_per_month) == (1.5, 0.0, 4.0)
+    rows = _coop_usage_rows(record.model_dump(mode="json")).splitlines()
+    assert [r.split()[2:] for r in rows[2:]] == [["cpu-h", "0", "1.5", "none"], ["gpu-h", "0", "0", "4"],
+                                                 ["credits", "0", "1.5", "none"]], rows  # (credits: 1 per CPU-h)
+    assert make_core(make_policy("plain"))[0].coop_usage("plain").quota is None
