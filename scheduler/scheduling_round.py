@@ -135,6 +135,8 @@ class SchedulingRound(MakingRoom):
             if running >= limit_tasks:  # (_at_limit, inline: the hot path asks every task; this says why it waits)
                 self._at_limit(entry, job, compiled, now)
                 continue
+            if job.ending_on is not None and self._saving(job, now):
+                continue
             if no_fit and self._no_fit(entry, job, no_fit, now):
                 continue
             if not shared:
@@ -330,6 +332,18 @@ class SchedulingRound(MakingRoom):
         return known
 
     @staticmethod
+    def _saving(job: Job, now: float) -> bool:
+        """Whether a stopped task with a ``stop_grace_s`` waits, anywhere, for its stopped attempt to end: that
+        attempt may be saving a checkpoint its next one should start from (a retry started meanwhile would start
+        from an older one). Until its report comes, or ``ENDING_GRACE_S`` and its grace have passed."""
+        grace = job.task.stop_grace_s
+        if grace <= 0 or now - job.ending_since > ENDING_GRACE_S + grace:
+            return False
+        job.note(f"waiting for its stopped attempt on {job.ending_on} to end (it has stop_grace_s={grace:g} s to "
+                 "save a checkpoint), to run again from what it saved", now)
+        return True
+
+    @staticmethod
     def _no_fit(entry: QueuedTask, job: Job, no_fit: dict[tuple, str], now: float) -> bool:
         """Whether a task of the same shape found nothing free earlier this round (so this one waits too)."""
         message = no_fit.get(entry.shape)
@@ -447,8 +461,9 @@ class SchedulingRound(MakingRoom):
 
     def _keep_off(self, job: Job, mask: np.ndarray, now: float) -> None:
         """Leave out of ``mask`` the executor where the job's stopped attempt may still be ending (a worker runs
-        one attempt of a task id at a time), until its report comes or ``ENDING_GRACE_S`` has passed."""
-        if now - job.ending_since > ENDING_GRACE_S:
+        one attempt of a task id at a time), until its report comes or ``ENDING_GRACE_S`` (and its
+        ``stop_grace_s``) has passed."""
+        if now - job.ending_since > ENDING_GRACE_S + job.task.stop_grace_s:
             job.ending_on = None  # (its report lost: the worker's watchdog finds an attempt still there)
             return
         row = self.table.rows.get(job.ending_on)  # type: ignore[arg-type]

@@ -129,3 +129,48 @@ def test_a_bad_value_is_refused_naming_the_field_and_what_is_accepted(value):
         parse(CoopPolicy, {"coop_id": "coop", "preempt_within_coop": value}, what="policy")
     message = str(caught.value)
     assert "preempt_within_coop" in message and "lower_priority" in message
+
+
+def test_a_stopped_task_with_a_grace_runs_again_only_once_its_stopped_attempt_has_ended():
+    """Its stopped attempt may be saving a checkpoint in its grace: a retry started elsewhere meanwhile would
+    start from an older one (and the save would be refused as no longer the latest attempt's)."""
+    core, clock = make_core(_policy("lower_priority"), [make_executor(f"e{i}", cpus=2) for i in range(2)])
+    low = core.submit(make_task(member="bob", cpus=2, priority="low", stop_grace_s=30)).task_id
+    other = core.submit(make_task(member="bob", cpus=2, priority="critical")).task_id  # (not to be stopped)
+    assert {p.task_id for p in core.schedule()} == {low, other}
+    urgent = core.submit(make_task(cpus=2, priority="critical")).task_id
+    assert [p.task_id for p in core.schedule()] == [urgent] and core.drain_preempted()[0][0] == low
+    stopped_on = core.job(urgent).executor_id
+    clock.advance(5)
+    core.complete({"task_id": other, "executor_id": core.job(other).executor_id, "coop_id": "coop", "member": "bob",
+                   "started_at": clock() - 15, "ended_at": clock(), "cpu_seconds": 10, "attempt": 1,
+                   "outcome": "succeeded"})  # an executor is free now
+    assert core.schedule() == []  # but the stopped attempt has not ended: it may be saving
+    assert core.job(low).reason.startswith(f"waiting for its stopped attempt on {stopped_on} to end (it has "
+                                           "stop_grace_s=30 s to save a checkpoint)")
+    cy = core.submit(make_task(member="cy", cpus=2)).task_id
+    [placed] = core.schedule()  # another task of its shape takes the free executor meanwhile
+    assert placed.task_id == cy
+    core.complete({"task_id": low, "executor_id": stopped_on, "coop_id": "coop", "member": "bob",
+                   "started_at": clock() - 15, "ended_at": clock(), "cpu_seconds": 0, "attempt": 1,
+                   "outcome": "cancelled"})
+    core.complete({"task_id": cy, "executor_id": placed.executor_id, "coop_id": "coop", "member": "cy",
+                   "started_at": clock() - 1, "ended_at": clock(), "cpu_seconds": 1, "attempt": 1,
+                   "outcome": "succeeded"})
+    assert [(p.task_id, p.attempt) for p in core.schedule()] == [(low, 2)]
+
+
+def test_a_stopped_task_whose_report_never_comes_runs_again_after_its_grace_and_the_usual_wait():
+    from scheduler.scheduling_round import ENDING_GRACE_S
+    core, clock = make_core(_policy("lower_priority"), [make_executor(f"e{i}", cpus=2) for i in range(2)])
+    low = core.submit(make_task(member="bob", cpus=2, priority="low", stop_grace_s=30)).task_id
+    assert [p.task_id for p in core.schedule()] == [low]
+    core.submit(make_task(member="ann", cpus=2, priority="critical"))
+    core.submit(make_task(member="ann", cpus=2, priority="critical"))
+    assert len(core.schedule()) == 2 and core.drain_preempted()[0][0] == low  # both executors taken
+    clock.advance(ENDING_GRACE_S + 31)
+    for job in [j for j in core.jobs() if j.member == "ann"][:1]:  # one urgent task ends
+        core.complete({"task_id": job.task_id, "executor_id": job.executor_id, "coop_id": "coop",
+                       "member": "ann", "started_at": clock() - 10, "ended_at": clock(), "cpu_seconds": 10,
+                       "attempt": 1, "outcome": "succeeded"})
+    assert [p.task_id for p in core.schedule()] == [low]
