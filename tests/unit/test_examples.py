@@ -280,6 +280,18 @@ def test_research_coop_credits_bind_on_projected_cost_then_settle_on_measured():
     assert fleet.submit(make_task(**big)).admitted  # 96 + 576 <= 1000 now
 
 
+def test_research_coop_members_share_the_labs_monthly_allocation():
+    """Each member's 80 CPU-hours fit their own 100, but the fourth passes the lab's 300 for all of them."""
+    fleet = Fleet("research-coop", RESEARCH_FLEET)
+    long = dict(cpus=8, runtime_s=10 * 3600)  # 80 CPU-h projected each (credits within each member's 1000)
+    members = (ALICE, BOB, "did:icn:carol", "did:icn:dave")
+    decisions = [fleet.submit(make_task(member, **long)) for member in members]
+    assert [d.admitted for d in decisions] == [True, True, True, False]
+    assert [r.source for r in decisions[-1].reasons] == ["coop_quota:cpu"]
+    assert "(all members of coop research:biolab together)" in decisions[-1].reasons[0].message
+    assert fleet.core.coop_usage(fleet.coop).reserved_cpu_hours == pytest.approx(240.0)
+
+
 # ----------------------------------------------------------------------------- time windows
 WED_DAY, WED_NIGHT = utc("2026-11-18T10:00:00"), utc("2026-11-18T20:00:00")  # 11:00 / 21:00 Stockholm
 SAT_DAY = utc("2026-11-21T12:00:00")
