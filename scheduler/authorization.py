@@ -289,6 +289,7 @@ RULES: dict[str, Callable[[Principal, Mapping[str, Any], Facts], Refusal | None]
     "wait_results": _own_jobs,
     "cancel": _own_job,
     "explain": _own_job,
+    "checkpoint": _own_job,
     "forget_damaged_job": _damaged_job_of_own_coop,
     "jobs": _scoped_listing,
     "queue": _scoped_listing,

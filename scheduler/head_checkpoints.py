@@ -13,8 +13,9 @@ its restarts); only a caller holding it is heard. The head keeps only what the t
 finishing its last seconds once a newer one was placed, or another task, cannot write over it. A request
 that is refused changes nothing and says why (``{"refused": message}``).
 
-These two methods are not ``@guarded``: the caller is the member's task, which holds no key; the token is
-its credential, and it admits only that task's checkpoint (a task's code can reach the head's other private
+``save_checkpoint`` and ``load_checkpoint`` are not ``@guarded``: the caller is the member's task, which holds no
+key; the token is its credential, and it admits only that task's checkpoint (``checkpoint``, a member reading
+its job's from outside, is guarded as ``status`` is) (a task's code can reach the head's other private
 methods anyway: README, known gaps).
 """
 
@@ -30,7 +31,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.validation import InvalidRequest, parse
+from scheduler import admin
 from scheduler.damaged_records import is_damaged
+from scheduler.head_auth import guarded
 from scheduler.jobs import CheckpointInfo, JobStatus
 from scheduler.tasks import JobState
 
@@ -122,6 +125,16 @@ class Checkpoints:
         if stored is None:
             return {"checkpoint": None}
         return {"checkpoint": {"attempt": stored.attempt, "saved_at": stored.saved_at, "data": stored.data}}
+
+    @guarded
+    async def checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        """A job's last checkpoint, for its member or its coop's admin (``JobHandle.checkpoint``):
+        ``{"attempt", "saved_at", "bytes", "data"}`` (the pickled state, as its task saved it), or None when
+        none was saved or the job has finished."""
+        stored = self.store.get_checkpoint(admin.check_task_id(task_id, "checkpoint"))
+        if stored is None:
+            return None
+        return {"attempt": stored.attempt, "saved_at": stored.saved_at, "bytes": len(stored.data), "data": stored.data}
 
     def _with_checkpoint(self, job: JobStatus) -> JobStatus:
         """``job``'s status with what its checkpoint is, if it is unfinished and has one (a store that cannot be

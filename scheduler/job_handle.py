@@ -169,6 +169,15 @@ class JobHandle:
     def explain(self) -> dict[str, Any]:
         return self._ask("explain")
 
+    def checkpoint(self, load: bool = False) -> Any:
+        """Its last checkpoint while it is unfinished (``scheduler.checkpoint.save_checkpoint`` in its task):
+        ``{"attempt", "saved_at", "bytes", "data"}``, the state still pickled, or None. ``load=True`` gives the
+        state itself; unpickling runs code of whoever wrote it, so load only checkpoints of your own jobs."""
+        stored = self._ask("checkpoint")
+        if stored is None or not load:
+            return stored
+        return ray.cloudpickle.loads(stored["data"])  # (as the task pickled it)
+
     def cancel(self) -> str | None:
         """Cancel it; its state then (``running`` while it stops), None for an unknown id.
         ``JobRecordDamaged`` if its stored record is damaged and its state cannot be told: the head then

@@ -71,6 +71,7 @@ def test_a_task_stopped_mid_run_resumes_from_its_checkpoint_and_the_checkpoint_g
             stored = store.get_checkpoint(counting.id)
             return ray.cloudpickle.loads(stored.data)["done"] if stored else 0
         wait_for(lambda: saved() >= 3, what="three steps saved")
+        assert counting.checkpoint(load=True)["done"] >= 3  # (its member reads it through the client too)
         urgent = client.submit(nap, 0.1, coop="ckpt:coop", member="ow", priority="critical", max_runtime_s=60)
         assert urgent.result(timeout=30) == 0.1
         state = counting.result(timeout=60)
@@ -80,6 +81,7 @@ def test_a_task_stopped_mid_run_resumes_from_its_checkpoint_and_the_checkpoint_g
         status = wait_for(lambda: (s := counting.status()).charged_cpu_hours > 0 and s, what="its charge")
         assert status.attempts == 2 and status.preemptions == 1
         assert wait_for(lambda: store.get_checkpoint(counting.id) is None, what="its checkpoint to go")
+        assert counting.checkpoint() is None
     finally:
         store.close()
         shutdown(NS)

@@ -189,3 +189,17 @@ def test_a_coops_usage_together_comes_through_the_client_and_a_bad_coop_id_is_re
     assert together.quota.cpu_hours_per_month == 50
     with pytest.raises(InvalidRequest, match="coop_id"):
         finished_a.coop_usage("")
+
+
+def test_a_member_reads_its_running_jobs_checkpoint_raw_or_loaded_and_none_once_it_finished(th):
+    from ray import cloudpickle
+    th.do(th.head.submit(task("C"), b"c"))
+    th.do(settle())
+    token = th.head._checkpoint_token("C", 1)
+    assert th.do(th.head.save_checkpoint("C", 1, token, cloudpickle.dumps({"epoch": 7})))["saved"] > 0
+    h = handle(InProcessClient(th), "C", COOP)
+    raw = h.checkpoint()
+    assert (raw["attempt"], raw["bytes"]) == (1, len(raw["data"])) and h.checkpoint(load=True) == {"epoch": 7}
+    th.do(th.head.on_reports([report("C", "e1", 1)]))
+    assert h.checkpoint() is None and h.checkpoint(load=True) is None
+    assert handle(InProcessClient(th), "never-submitted", COOP).checkpoint() is None

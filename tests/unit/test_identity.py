@@ -212,6 +212,8 @@ AUTHZ = [
     ("a wait for ids not in a list is refused", MEMBER, "wait_results", {"task_ids": "ja"}, False),
     ("admin waits for its coop's results", ADMIN_A, "wait_results", {"task_ids": ["ja", "jb"]}, True),
     ("member cannot read another's job", MEMBER, "status", {"task_id": "jb"}, False),
+    ("member reads its own job's checkpoint", MEMBER, "checkpoint", {"task_id": "ja"}, True),
+    ("member cannot read another's checkpoint", MEMBER, "checkpoint", {"task_id": "jb"}, False),
     ("member cannot cancel another's job", MEMBER, "cancel", {"task_id": "jb"}, False),
     ("member cannot explain another coop's job", MEMBER, "explain", {"task_id": "jx"}, False),
     ("unknown job is refused, not leaked", MEMBER, "status", {"task_id": "nope"}, False),
