@@ -26,7 +26,7 @@ from scheduler.core_records import JobRecords
 from scheduler.held_capacity import HeldCapacity
 from scheduler.jobs import Job, JobStatus, QueuePosition
 from scheduler.liveness import Liveness
-from scheduler.ledger import Cost, Ledger, ReserveResult, UsageLedger
+from scheduler.ledger import Cost, Ledger, ReserveResult, Standing, UsageLedger
 from scheduler.placement import explain_no_fit
 from scheduler.queue import QueuedTask, TaskQueue
 from scheduler.scheduling_round import SchedulingRound, utc_minute
@@ -487,21 +487,14 @@ class SchedulerCore(JobRecords, SchedulingRound):
     # ------------------------------------------------------------------ reads
     def coop_usage(self, coop_id: str) -> CoopUsageRecord:
         """Every member of ``coop_id`` together this month, against its policy's ``coop_quota``."""
-        s = self.ledger.coop_standing(coop_id, self.clock())
         compiled = self._policies.get(coop_id)
-        return CoopUsageRecord(coop_id=coop_id, period=s.period, cpu_hours=s.used.cpu_hours,
-                               gpu_hours=s.used.gpu_hours, credits=s.used.credit_amount,
-                               tasks_completed=s.tasks_completed, reserved_cpu_hours=s.reserved.cpu_hours,
-                               reserved_gpu_hours=s.reserved.gpu_hours, reserved_credits=s.reserved.credit_amount,
-                               quota=compiled.policy.coop_quota if compiled else None)
+        return trusted(CoopUsageRecord, coop_id=coop_id, **_month(self.ledger.coop_standing(coop_id, self.clock())),
+                       quota=compiled.policy.coop_quota if compiled else None)
 
     def usage(self, coop_id: str, member: str) -> UsageRecord:
-        s = self.ledger.standing(coop_id, member, self.clock())
         compiled = self._policies.get(coop_id)
-        return trusted(UsageRecord, coop_id=coop_id, member=member, period=s.period, cpu_hours=s.used.cpu_hours,
-                           gpu_hours=s.used.gpu_hours, credits=s.used.credit_amount,
-                           tasks_completed=s.tasks_completed, reserved_cpu_hours=s.reserved.cpu_hours,
-                           reserved_gpu_hours=s.reserved.gpu_hours, reserved_credits=s.reserved.credit_amount,
+        return trusted(UsageRecord, coop_id=coop_id, member=member,
+                           **_month(self.ledger.standing(coop_id, member, self.clock())),
                            running=self._running.get((coop_id, member), 0) + (  # (through every head replica)
                                self.running_elsewhere(coop_id, member) if self.running_elsewhere else 0),
                            quota=compiled.policy.quota_for(member) if compiled else None)
@@ -578,3 +571,11 @@ class SchedulerCore(JobRecords, SchedulingRound):
                 "placement": job.placement.model_dump(mode="json", exclude={"task"}) if job.placement else None,
                 "summary": job.placement.explain() if job.placement else job.reason}
 
+
+
+def _month(s: Standing) -> dict[str, Any]:
+    """The fields a month's ``Standing`` gives a ``UsageRecord`` or ``CoopUsageRecord`` (``MonthUsage``)."""
+    return {"period": s.period, "cpu_hours": s.used.cpu_hours, "gpu_hours": s.used.gpu_hours,
+            "credits": s.used.credit_amount, "tasks_completed": s.tasks_completed,
+            "reserved_cpu_hours": s.reserved.cpu_hours, "reserved_gpu_hours": s.reserved.gpu_hours,
+            "reserved_credits": s.reserved.credit_amount}

@@ -122,9 +122,7 @@ class Checkpoints:
             stored = self.store.get_checkpoint(request.task_id)
         except Exception as exc:  # noqa: BLE001
             return {"refused": f"the head's store could not be read ({type(exc).__name__}: {exc}); try again"}
-        if stored is None:
-            return {"checkpoint": None}
-        return {"checkpoint": {"attempt": stored.attempt, "saved_at": stored.saved_at, "data": stored.data}}
+        return {"checkpoint": None if stored is None else stored._asdict()}
 
     @guarded
     async def checkpoint(self, task_id: str) -> dict[str, Any] | None:
@@ -132,9 +130,7 @@ class Checkpoints:
         ``{"attempt", "saved_at", "bytes", "data"}`` (the pickled state, as its task saved it), or None when
         none was saved or the job has finished."""
         stored = self.store.get_checkpoint(admin.check_task_id(task_id, "checkpoint"))
-        if stored is None:
-            return None
-        return {"attempt": stored.attempt, "saved_at": stored.saved_at, "bytes": len(stored.data), "data": stored.data}
+        return None if stored is None else {**stored._asdict(), "bytes": len(stored.data)}
 
     def _with_checkpoint(self, job: JobStatus) -> JobStatus:
         """``job``'s status with what its checkpoint is, if it is unfinished and has one (a store that cannot be

@@ -368,9 +368,6 @@ class RedisStore(RedisLedger):
         (attempt, saved_at), size = pipe.execute()
         return None if attempt is None else (int(attempt), float(saved_at), int(size))
 
-    def delete_checkpoint(self, task_id: str) -> None:
-        self._r.delete(self._k("checkpoint", task_id))
-
     def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion:
         """Delete ``task_id``'s record if its text cannot be read, with its payload, its open reservation and
         every index entry of it, in one MULTI under WATCH of the record and the reservation: a head writing the

@@ -107,10 +107,6 @@ class SqliteJobs:
         row = self._one("SELECT attempt, saved_at, length(data) FROM checkpoints WHERE task_id = ?", (task_id,))
         return (int(row[0]), float(row[1]), int(row[2])) if row else None
 
-    def delete_checkpoint(self, task_id: str) -> None:
-        with self._write() as db:
-            db.execute("DELETE FROM checkpoints WHERE task_id = ?", (task_id,))
-
     def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion:
         """Delete ``task_id``'s record if its JSON cannot be read, with its payload and its open reservation
         (the triggers take it off the member's month), in one transaction: a head writing the record over

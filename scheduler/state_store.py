@@ -164,7 +164,6 @@ class StateStore(Protocol):
     # the one stored (``scheduler.head_checkpoints``: what a running task saved of its progress)
     def get_checkpoint(self, task_id: str) -> StoredCheckpoint | None: ...
     def checkpoint_info(self, task_id: str) -> tuple[int, float, int] | None: ...  # (attempt, saved_at, bytes)
-    def delete_checkpoint(self, task_id: str) -> None: ...
     def delete_damaged_job(self, task_id: str) -> DamagedJobDeletion: ...  # only if its record cannot be read,
     # atomically with that check: the record, its index entries, its payload and its open reservation go together
 
