@@ -35,7 +35,7 @@ class LaunchSpec(BaseModel):
     max_runtime_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[600.0])
     payload: list[Any]
     stop_grace_s: float = Field(default=0.0, ge=0, le=3600, allow_inf_nan=False, examples=[30.0], description=(
-        "stopped to make room (cancel(preempted=True)), the task is asked to end and killed only after this"))
+        "stopped to make room (cancel with a grace_s), the task is asked to end and killed after this at most"))
     checkpoint_token: str | None = Field(default=None, max_length=200, description=(
         "the attempt's capability to save and load its task's checkpoint (scheduler.head_checkpoints); "
         "None: the task runs without one (checkpoint calls in it do nothing)"))

@@ -38,7 +38,7 @@ Decisions worth knowing:
   start-up counts against the limit; time in the worker's own queue does not). When it passes, or on ``cancel``,
   the task is killed with ``ray.cancel(force=True)``, repeated until Ray has ended it (a
   cancel can be lost in a race with the task's start). A task stopped to make room
-  (``cancel(preempted=True)``) that asked for a ``stop_grace_s`` is first asked to end
+  (``cancel(task_id, grace_s)``) that asked for a ``stop_grace_s`` is first asked to end
   (``ray.cancel(force=False)``, which its ``scheduler.checkpoint.stop_requested()`` sees) and
   killed only if it has not ended within that time.
 * **Wall time of a killed task.** The task process cannot report once killed, so
@@ -271,11 +271,11 @@ class ExecutorWorker:
         attempt.watcher = asyncio.create_task(self._watch(attempt))
         return [value_ref]
 
-    async def cancel(self, task_id: str, preempted: bool = False, grace_s: float | None = None) -> bool:
+    async def cancel(self, task_id: str, grace_s: float = 0.0) -> bool:
         """Kill a running attempt, or drop a queued one (reported as ``cancelled``, having used
-        nothing); False if it is neither. ``preempted`` (stopped to make room): a task with a ``stop_grace_s``
-        is asked to end first, and killed only if it has not within that time (or ``grace_s``, if shorter: the
-        executor's owner's ``max_stop_grace_s``)."""
+        nothing); False if it is neither. ``grace_s`` (the head's, for a task stopped to make room: its
+        ``stop_grace_s``, perhaps capped by the executor's owner): the task is asked to end first, and killed
+        only if it has not within that time (never longer than its own ``stop_grace_s``)."""
         queued = self._queued.remove(task_id)
         if queued is not None:
             self._launch_ready()  # it may have been the front, holding the reservation
@@ -287,9 +287,7 @@ class ExecutorWorker:
         attempt = self._running.get(task_id)
         if attempt is None or attempt.cancel_requested.is_set():
             return False
-        if preempted:
-            attempt.grace_s = attempt.spec.stop_grace_s if grace_s is None else min(attempt.spec.stop_grace_s,
-                                                                                    max(0.0, float(grace_s)))
+        attempt.grace_s = min(attempt.spec.stop_grace_s, max(0.0, float(grace_s)))
         attempt.cancel_requested.set()
         return True
 

@@ -301,8 +301,8 @@ class Dispatch:
         if worker is None:
             return False
         try:
-            call = worker.cancel.remote(task_id, preempted=True, grace_s=grace_s) if grace_s > 0 \
-                else worker.cancel.remote(task_id)  # (asked only then: a worker of an earlier release takes neither)
+            call = worker.cancel.remote(task_id, grace_s=grace_s) if grace_s > 0 \
+                else worker.cancel.remote(task_id)  # (asked only then: a worker of an earlier release takes none)
             return bool(await asyncio.wait_for(call, CANCEL_TIMEOUT_S))
         except (RayError, asyncio.TimeoutError) as exc:
             log.info("cancel of %s not answered by the worker of %s (%s)", task_id, executor_id, type(exc).__name__)

@@ -183,7 +183,7 @@ def test_a_task_without_a_grace_is_interrupted_as_ray_means():
 
 @pytest.mark.parametrize("cap", [None, 5.0, 0], ids=["as the task asks", "capped by the owner", "owner: none"])
 def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_path, cap):
-    """The head asks the worker to stop a preempted task with preempted=True only when the task asked for a
+    """The head asks the worker to stop a preempted task with a grace_s only when the task asked for a
     grace (a worker of an earlier release takes no such argument), capped by the executor's owner's
     max_stop_grace_s, and dispatches the task's own grace with the task."""
     from tests.unit.test_head_interleavings import FakeWorker as Base
@@ -193,8 +193,8 @@ def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_p
             super().__init__(executor_id)
             self.stops: list = []
 
-        async def _cancel(self, task_id, preempted=False, grace_s=None):
-            self.stops.append((task_id, preempted, grace_s))
+        async def _cancel(self, task_id, grace_s=None):
+            self.stops.append((task_id, grace_s))
             return True
 
     async def main():
@@ -215,8 +215,8 @@ def test_a_preempted_task_with_a_grace_is_stopped_gracefully_at_its_worker(tmp_p
         return sorted(e1.stops), specs, saved_in_grace, head.core.job("low").state.value
     stops, specs, saved_in_grace, state = asyncio.run(main())
     assert state == "queued" and saved_in_grace == {"saved": 6, "attempt": 1}  # stopped, saving in its grace
-    low = ("low", False, None) if cap == 0 else ("low", True, 20.0 if cap is None else cap)  # (0: killed at once)
-    assert stops == [low, ("plain", False, None)]
+    low = ("low", None) if cap == 0 else ("low", 20.0 if cap is None else cap)  # (0: killed at once)
+    assert stops == [low, ("plain", None)]
     assert specs["low"]["stop_grace_s"] == 20 and "stop_grace_s" not in specs["plain"]
 
 

@@ -82,7 +82,7 @@ class FakeWorker:
     async def _result_ref(self, task_id):
         return self.ref(task_id, "asked")
 
-    async def _cancel(self, task_id, preempted=False):
+    async def _cancel(self, task_id, grace_s=None):
         return True
 
 

@@ -44,7 +44,7 @@ def test_a_task_stopped_to_make_room_with_a_grace_is_asked_to_end_and_reports_wh
         h = Harness(monkeypatch)
         w = await h.worker()
         await w.start_many([spec("a", stop_grace_s=5.0)], CAP1)
-        assert await w.cancel("a", preempted=True)
+        assert await w.cancel("a", grace_s=5.0)
         await until(lambda: h.forced)
         assert h.forced == [False]  # asked, not killed
         now = time.time()
@@ -57,13 +57,13 @@ def test_a_task_stopped_to_make_room_with_a_grace_is_asked_to_end_and_reports_wh
     assert report["cpu_time_s"] == 2.5 and "ended within its grace of 5 s" in report["error"]
 
 
-@pytest.mark.parametrize("asked, capped", [(0.2, None), (30.0, 0.2)], ids=["its own grace", "the owner's cap"])
+@pytest.mark.parametrize("asked, capped", [(0.2, 300.0), (30.0, 0.2)], ids=["its own grace", "the owner's cap"])
 def test_a_task_that_does_not_end_within_its_grace_is_killed(monkeypatch, asked, capped):
     async def main():
         h = Harness(monkeypatch)
         w = await h.worker()
         await w.start_many([spec("a", stop_grace_s=asked)], CAP1)
-        await w.cancel("a", preempted=True, grace_s=capped)
+        await w.cancel("a", grace_s=capped)
         await until(lambda: h.tracker.received)
         await stop(w)
         return h.forced, h.tracker.received[0]
@@ -79,7 +79,7 @@ def test_a_cancel_or_a_stop_without_a_grace_kills_at_once(monkeypatch, preempted
         w = await h.worker()
         grace = {} if preempted else {"stop_grace_s": 30.0}  # (a member's cancel never waits for the grace)
         await w.start_many([spec("a", **grace)], CAP1)
-        await w.cancel("a", preempted=preempted)
+        await w.cancel("a", grace_s=30.0) if preempted else await w.cancel("a")
         await until(lambda: h.tracker.received)
         await stop(w)
         return h.forced
